@@ -1,0 +1,273 @@
+//! Cgroups behind one trait, with a v1 back end (also used on hybrid hosts) and a v2 back end.
+//!
+//! A container's cgroup is `<hierarchy>/<cgroups path>`; the runtime creates it, writes the
+//! spec's resources, and removes it (and the parents it made, when empty) at delete. It never
+//! writes into a cgroup it did not create.
+
+mod v1;
+mod v2;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::LinuxResources;
+use serde::Serialize;
+
+pub use v1::V1;
+pub use v2::V2;
+
+use crate::rootfs::CgroupView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup: writing {value:?} to {path}: {source}")]
+    Write { path: PathBuf, value: String, source: std::io::Error },
+    #[error("cgroup: reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cgroup: creating {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cgroup: removing {path}: {source}")]
+    Remove { path: PathBuf, source: std::io::Error },
+    #[error("cgroup: {0}")]
+    Unsupported(String),
+    #[error("cgroup: invalid path {0:?}")]
+    InvalidPath(PathBuf),
+    #[error("cgroup: no cgroup file system is mounted under /sys/fs/cgroup")]
+    NotMounted,
+    #[error("cgroup: {path} did not reach {wanted} within {waited:?}")]
+    Timeout { path: PathBuf, wanted: &'static str, waited: Duration },
+}
+
+pub type Result<T> = std::result::Result<T, CgroupError>;
+
+/// How the host mounts cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// v1 controllers only.
+    Legacy,
+    /// v1 controllers, plus a cgroup2 mount at /sys/fs/cgroup/unified.
+    Hybrid,
+    /// cgroup2 at /sys/fs/cgroup.
+    Unified,
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+pub fn detect_mode() -> Option<Mode> {
+    let is_cgroup2 = |p: &str| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC);
+    if is_cgroup2("/sys/fs/cgroup") {
+        Some(Mode::Unified)
+    } else if is_cgroup2("/sys/fs/cgroup/unified") {
+        Some(Mode::Hybrid)
+    } else if Path::new("/sys/fs/cgroup").is_dir() {
+        Some(Mode::Legacy)
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CpuUsage {
+    /// Nanoseconds.
+    pub total: u64,
+    pub percpu: Vec<u64>,
+    pub kernel: u64,
+    pub user: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Throttling {
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_time: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CpuStats {
+    pub usage: CpuUsage,
+    pub throttling: Throttling,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MemoryUsage {
+    pub usage: u64,
+    pub max: u64,
+    pub limit: u64,
+    pub failcnt: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MemoryStats {
+    pub cache: u64,
+    pub usage: MemoryUsage,
+    pub oom_kills: u64,
+    pub raw: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PidsStats {
+    pub current: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Stats {
+    pub cpu: CpuStats,
+    pub memory: MemoryStats,
+    pub pids: PidsStats,
+}
+
+/// One container's cgroup, whatever the host's cgroup version.
+pub trait Cgroup {
+    /// Create the cgroup (and missing parents).
+    fn create(&self) -> Result<()>;
+    /// Move a process into it.
+    fn add(&self, pid: i32) -> Result<()>;
+    /// Write the spec's resource limits.
+    fn apply(&self, resources: &LinuxResources) -> Result<()>;
+    fn freeze(&self, frozen: bool) -> Result<()>;
+    fn is_frozen(&self) -> bool;
+    /// Every process in it.
+    fn pids(&self) -> Result<Vec<i32>>;
+    fn stats(&self) -> Result<Stats>;
+    /// Remove it and the parents it made, when they are empty. Processes must be gone.
+    fn destroy(&self) -> Result<()>;
+    /// What the container should see at its `cgroup` mount.
+    fn view(&self) -> CgroupView;
+    /// Does this cgroup exist on the host?
+    fn exists(&self) -> bool;
+}
+
+/// The cgroup for `path` (a path below each hierarchy's root, like `/berth/ID`) on this host.
+pub fn open(path: &Path) -> Result<Box<dyn Cgroup>> {
+    let rel = relative(path)?;
+    match detect_mode().ok_or(CgroupError::NotMounted)? {
+        Mode::Unified => Ok(Box::new(V2::new(PathBuf::from("/sys/fs/cgroup"), rel))),
+        Mode::Hybrid => Ok(Box::new(V1::from_mountinfo(rel, Some(PathBuf::from("/sys/fs/cgroup/unified")))?)),
+        Mode::Legacy => Ok(Box::new(V1::from_mountinfo(rel, None)?)),
+    }
+}
+
+/// A cgroups path as a relative path with no `..`, so it can never leave a hierarchy.
+pub fn relative(path: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            _ => return Err(CgroupError::InvalidPath(path.to_path_buf())),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(CgroupError::InvalidPath(path.to_path_buf()));
+    }
+    Ok(out)
+}
+
+pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|source| CgroupError::Write { path: path.to_path_buf(), value: value.to_string(), source })
+}
+
+pub(crate) fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.to_path_buf(), source })
+}
+
+pub(crate) fn read_u64(path: &Path) -> u64 {
+    fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// `key value` lines (memory.stat, cpu.stat, memory.events) as a map.
+pub(crate) fn read_keyed(path: &Path) -> BTreeMap<String, u64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>> {
+    Ok(read(path)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+pub(crate) fn mkdir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|source| CgroupError::Create { path: path.to_path_buf(), source })
+}
+
+/// rmdir `root/rel` and then its parents up to `root` while they are empty. A cgroup whose last
+/// process has just exited can answer EBUSY for a moment, so retry briefly.
+pub(crate) fn remove_with_parents(root: &Path, rel: &Path) -> Result<()> {
+    let leaf = root.join(rel);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match fs::remove_dir(&leaf) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(source) => return Err(CgroupError::Remove { path: leaf, source }),
+        }
+    }
+    let mut parent = rel.parent();
+    while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+        // Another container may still use the parent: then it stays.
+        if fs::remove_dir(root.join(p)).is_err() {
+            break;
+        }
+        parent = p.parent();
+    }
+    Ok(())
+}
+
+/// Wait until `done` holds, polling; cgroup state changes are asynchronous.
+pub(crate) fn wait_for(path: &Path, wanted: &'static str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    while !done() {
+        if start.elapsed() > timeout {
+            return Err(CgroupError::Timeout { path: path.to_path_buf(), wanted, waited: timeout });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Docker's cpu shares (2–262144) as a cgroup v2 cpu.weight (1–10000), as runc converts them.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 { 0 } else { 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_cannot_climb_out() {
+        assert_eq!(relative(Path::new("/berth/abc")).unwrap(), PathBuf::from("berth/abc"));
+        assert!(relative(Path::new("/berth/../../etc")).is_err());
+        assert!(relative(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn converts_shares_like_runc() {
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(0), 0);
+    }
+
+    #[test]
+    fn removes_empty_parents_but_not_busy_ones() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("berth/a")).unwrap();
+        fs::create_dir_all(root.path().join("berth/b")).unwrap();
+        remove_with_parents(root.path(), Path::new("berth/a")).unwrap();
+        assert!(root.path().join("berth/b").exists());
+        remove_with_parents(root.path(), Path::new("berth/b")).unwrap();
+        assert!(!root.path().join("berth").exists());
+    }
+}

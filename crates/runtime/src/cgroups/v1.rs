@@ -1,0 +1,358 @@
+//! cgroup v1: one directory per mounted hierarchy (and, on hybrid hosts, one in the unified tree).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+
+use super::*;
+
+/// Hierarchies the runtime joins; others (perf_event, net_cls, …) are left alone.
+const CONTROLLERS: [&str; 10] = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb", "systemd"];
+
+pub struct V1 {
+    /// (name, mount point), e.g. ("memory", /sys/fs/cgroup/memory). A hierarchy holding several
+    /// controllers (cpu,cpuacct) appears once under each name it carries.
+    hierarchies: Vec<(String, PathBuf)>,
+    rel: PathBuf,
+    unified: Option<PathBuf>,
+}
+
+impl V1 {
+    pub fn new(hierarchies: Vec<(String, PathBuf)>, rel: PathBuf, unified: Option<PathBuf>) -> Self {
+        V1 { hierarchies, rel, unified }
+    }
+
+    pub fn from_mountinfo(rel: PathBuf, unified: Option<PathBuf>) -> Result<Self> {
+        let text = read(Path::new("/proc/self/mountinfo"))?;
+        Ok(V1::new(parse_mountinfo(&text), rel, unified))
+    }
+
+    fn dir(&self, controller: &str) -> Option<PathBuf> {
+        self.hierarchies.iter().find(|(n, _)| n == controller).map(|(_, m)| m.join(&self.rel))
+    }
+
+    /// Distinct directories (a co-mounted hierarchy is visited once).
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut seen: Vec<PathBuf> = Vec::new();
+        for (_, m) in &self.hierarchies {
+            let d = m.join(&self.rel);
+            if !seen.contains(&d) {
+                seen.push(d);
+            }
+        }
+        if let Some(u) = &self.unified {
+            seen.push(u.join(&self.rel));
+        }
+        seen
+    }
+
+    fn set(&self, controller: &str, file: &str, value: &str) -> Result<()> {
+        let dir = self.dir(controller).ok_or_else(|| CgroupError::Unsupported(format!("the {controller} controller is not mounted")))?;
+        write(&dir.join(file), value)
+    }
+}
+
+/// Mount points of v1 hierarchies from /proc/self/mountinfo.
+pub fn parse_mountinfo(text: &str) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let mut post = post.split_whitespace();
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let super_opts = post.nth(1).unwrap_or("");
+        let Some(mount_point) = pre.split_whitespace().nth(4) else { continue };
+        for opt in super_opts.split(',') {
+            let name = opt.strip_prefix("name=").unwrap_or(opt);
+            if CONTROLLERS.contains(&name) {
+                out.push((name.to_string(), PathBuf::from(mount_point)));
+            }
+        }
+    }
+    out
+}
+
+fn device_rule(d: &LinuxDeviceCgroup) -> String {
+    let typ = d.typ().map(|t| t.as_str().to_string()).unwrap_or_else(|| "a".into());
+    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map(|n| n.to_string()).unwrap_or_else(|| "*".into());
+    format!("{typ} {}:{} {}", num(d.major()), num(d.minor()), d.access().clone().unwrap_or_else(|| "rwm".into()))
+}
+
+impl Cgroup for V1 {
+    fn create(&self) -> Result<()> {
+        for d in self.dirs() {
+            mkdir(&d)?;
+        }
+        // A new cpuset cgroup starts with no cpus and no mems and refuses tasks: inherit them.
+        if let Some((_, mount)) = self.hierarchies.iter().find(|(n, _)| n == "cpuset") {
+            let mut dir = mount.clone();
+            for c in self.rel.components() {
+                let parent = dir.clone();
+                dir.push(c);
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    if read(&dir.join(f))?.trim().is_empty() {
+                        write(&dir.join(f), read(&parent.join(f))?.trim())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&self, pid: i32) -> Result<()> {
+        for d in self.dirs() {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, r: &LinuxResources) -> Result<()> {
+        if let Some(m) = r.memory() {
+            if let Some(l) = m.limit() {
+                let mem = self.dir("memory").map(|d| d.join("memory.memsw.limit_in_bytes"));
+                // memsw must stay >= the memory limit: order the writes so each one is valid.
+                let swap = m.swap().filter(|_| mem.as_ref().is_some_and(|p| p.exists()));
+                match swap {
+                    Some(s) if s == -1 || s > l => {
+                        self.set("memory", "memory.memsw.limit_in_bytes", &s.to_string())?;
+                        self.set("memory", "memory.limit_in_bytes", &l.to_string())?;
+                    }
+                    Some(s) => {
+                        self.set("memory", "memory.limit_in_bytes", &l.to_string())?;
+                        self.set("memory", "memory.memsw.limit_in_bytes", &s.to_string())?;
+                    }
+                    None => self.set("memory", "memory.limit_in_bytes", &l.to_string())?,
+                }
+            }
+            if let Some(v) = m.reservation() {
+                self.set("memory", "memory.soft_limit_in_bytes", &v.to_string())?;
+            }
+            if let Some(v) = m.swappiness() {
+                self.set("memory", "memory.swappiness", &v.to_string())?;
+            }
+            if m.disable_oom_killer() == Some(true) {
+                self.set("memory", "memory.oom_control", "1")?;
+            }
+        }
+        if let Some(c) = r.cpu() {
+            if let Some(v) = c.shares() {
+                self.set("cpu", "cpu.shares", &v.to_string())?;
+            }
+            if let Some(v) = c.period() {
+                self.set("cpu", "cpu.cfs_period_us", &v.to_string())?;
+            }
+            if let Some(v) = c.quota() {
+                self.set("cpu", "cpu.cfs_quota_us", &v.to_string())?;
+            }
+            if let Some(v) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
+                self.set("cpuset", "cpuset.cpus", v)?;
+            }
+            if let Some(v) = c.mems().as_deref().filter(|s| !s.is_empty()) {
+                self.set("cpuset", "cpuset.mems", v)?;
+            }
+        }
+        if let Some(p) = r.pids() {
+            let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+            self.set("pids", "pids.max", &v)?;
+        }
+        if let Some(b) = r.block_io() {
+            if let Some(w) = b.weight() {
+                let dir = self.dir("blkio").ok_or_else(|| CgroupError::Unsupported("the blkio controller is not mounted".into()))?;
+                let file = ["blkio.weight", "blkio.bfq.weight"].into_iter().find(|f| dir.join(f).exists()).ok_or_else(|| {
+                    CgroupError::Unsupported("blkio weight: the kernel offers neither blkio.weight nor blkio.bfq.weight".into())
+                })?;
+                write(&dir.join(file), &w.to_string())?;
+            }
+            let throttles = [
+                ("blkio.throttle.read_bps_device", b.throttle_read_bps_device()),
+                ("blkio.throttle.write_bps_device", b.throttle_write_bps_device()),
+                ("blkio.throttle.read_iops_device", b.throttle_read_iops_device()),
+                ("blkio.throttle.write_iops_device", b.throttle_write_iops_device()),
+            ];
+            for (file, list) in throttles {
+                for t in list.clone().unwrap_or_default() {
+                    self.set("blkio", file, &format!("{}:{} {}", t.major(), t.minor(), t.rate()))?;
+                }
+            }
+        }
+        for h in r.hugepage_limits().clone().unwrap_or_default() {
+            self.set("hugetlb", &format!("hugetlb.{}.limit_in_bytes", h.page_size()), &h.limit().to_string())?;
+        }
+        if let Some(devices) = r.devices() {
+            for d in devices {
+                let file = if d.allow() { "devices.allow" } else { "devices.deny" };
+                self.set("devices", file, &device_rule(d))?;
+            }
+        }
+        if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+            return Err(CgroupError::Unsupported("linux.resources.unified needs cgroup v2".into()));
+        }
+        Ok(())
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<()> {
+        let dir = self.dir("freezer").ok_or_else(|| CgroupError::Unsupported("the freezer controller is not mounted".into()))?;
+        let file = dir.join("freezer.state");
+        let (value, wanted) = if frozen { ("FROZEN", "FROZEN") } else { ("THAWED", "THAWED") };
+        write(&file, value)?;
+        wait_for(&file, wanted, Duration::from_secs(5), || {
+            // A task caught mid-syscall can leave the cgroup FREEZING; asking again moves it on.
+            let state = read(&file).unwrap_or_default();
+            if state.trim() == "FREEZING" {
+                let _ = write(&file, value);
+            }
+            state.trim() == wanted
+        })
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.dir("freezer").and_then(|d| read(&d.join("freezer.state")).ok()).is_some_and(|s| s.trim() != "THAWED")
+    }
+
+    fn pids(&self) -> Result<Vec<i32>> {
+        let dir = ["pids", "freezer", "memory", "cpu"]
+            .into_iter()
+            .find_map(|c| self.dir(c))
+            .ok_or_else(|| CgroupError::Unsupported("no cgroup hierarchy to list processes from".into()))?;
+        read_pids(&dir.join("cgroup.procs"))
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        if let Some(d) = self.dir("cpuacct") {
+            s.cpu.usage.total = read_u64(&d.join("cpuacct.usage"));
+            s.cpu.usage.percpu =
+                read(&d.join("cpuacct.usage_percpu")).unwrap_or_default().split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            let stat = read_keyed(&d.join("cpuacct.stat"));
+            // cpuacct.stat is in USER_HZ ticks.
+            let tick = 1_000_000_000 / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
+            s.cpu.usage.user = stat.get("user").copied().unwrap_or(0) * tick;
+            s.cpu.usage.kernel = stat.get("system").copied().unwrap_or(0) * tick;
+        }
+        if let Some(d) = self.dir("cpu") {
+            let t = read_keyed(&d.join("cpu.stat"));
+            s.cpu.throttling = Throttling {
+                periods: t.get("nr_periods").copied().unwrap_or(0),
+                throttled_periods: t.get("nr_throttled").copied().unwrap_or(0),
+                throttled_time: t.get("throttled_time").copied().unwrap_or(0),
+            };
+        }
+        if let Some(d) = self.dir("memory") {
+            s.memory.usage = MemoryUsage {
+                usage: read_u64(&d.join("memory.usage_in_bytes")),
+                max: read_u64(&d.join("memory.max_usage_in_bytes")),
+                limit: read_u64(&d.join("memory.limit_in_bytes")),
+                failcnt: read_u64(&d.join("memory.failcnt")),
+            };
+            s.memory.raw = read_keyed(&d.join("memory.stat"));
+            s.memory.cache = s.memory.raw.get("cache").copied().unwrap_or(0);
+            s.memory.oom_kills = read_keyed(&d.join("memory.oom_control")).get("oom_kill").copied().unwrap_or(0);
+        }
+        if let Some(d) = self.dir("pids") {
+            s.pids.current = read_u64(&d.join("pids.current"));
+            s.pids.limit = read_u64(&d.join("pids.max"));
+        }
+        Ok(s)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for (_, m) in &self.hierarchies {
+            if !roots.contains(m) {
+                roots.push(m.clone());
+            }
+        }
+        roots.extend(self.unified.clone());
+        let mut first_err = None;
+        for root in roots {
+            if let Err(e) = remove_with_parents(&root, &self.rel) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn view(&self) -> CgroupView {
+        let mut seen = Vec::new();
+        for (name, mount) in &self.hierarchies {
+            // Name the directory after the mount point ("cpu,cpuacct" stays one directory).
+            let dir_name = mount.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
+            if !seen.iter().any(|(n, _): &(String, PathBuf)| *n == dir_name) {
+                seen.push((dir_name, mount.join(&self.rel)));
+            }
+        }
+        CgroupView::V1(seen)
+    }
+
+    fn exists(&self) -> bool {
+        self.dirs().iter().any(|d| d.exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+32 30 0:28 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw shared:12 - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw shared:13 - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/perf_event rw shared:14 - cgroup cgroup rw,perf_event
+";
+
+    #[test]
+    fn finds_hierarchies_in_mountinfo() {
+        let h = parse_mountinfo(MOUNTINFO);
+        let names: Vec<_> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["systemd", "cpu", "cpuacct", "memory"]);
+        assert_eq!(h[1].1, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        let v = V1::new(h, PathBuf::from("berth/x"), None);
+        let CgroupView::V1(dirs) = v.view() else { panic!() };
+        assert_eq!(dirs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["systemd", "cpu,cpuacct", "memory"]);
+    }
+
+    fn fake(controllers: &[&str]) -> (tempfile::TempDir, V1) {
+        let t = tempfile::tempdir().unwrap();
+        let h = controllers.iter().map(|c| (c.to_string(), t.path().join(c))).collect::<Vec<_>>();
+        for (_, m) in &h {
+            fs::create_dir_all(m).unwrap();
+        }
+        let v = V1::new(h, PathBuf::from("berth/c1"), None);
+        (t, v)
+    }
+
+    #[test]
+    fn writes_limits_and_device_rules() {
+        let (t, v) = fake(&["memory", "cpu", "pids", "devices"]);
+        v.create().unwrap();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": 33554432},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+            "pids": {"limit": 20},
+            "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}, {"allow": true, "type": "c", "major": 136, "access": "rwm"}]
+        }))
+        .unwrap();
+        v.apply(&r).unwrap();
+        let rd = |p: &str| fs::read_to_string(t.path().join(p)).unwrap();
+        assert_eq!(rd("memory/berth/c1/memory.limit_in_bytes"), "33554432");
+        assert_eq!(rd("cpu/berth/c1/cpu.shares"), "512");
+        assert_eq!(rd("cpu/berth/c1/cpu.cfs_quota_us"), "50000");
+        assert_eq!(rd("pids/berth/c1/pids.max"), "20");
+        assert_eq!(rd("devices/berth/c1/devices.deny"), "a *:* rwm");
+        // A plain file keeps only the last write; the kernel's keeps each rule.
+        assert_eq!(rd("devices/berth/c1/devices.allow"), "c 136:* rwm");
+    }
+
+    #[test]
+    fn missing_controller_is_a_clear_error() {
+        let (_t, v) = fake(&["memory"]);
+        v.create().unwrap();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({"pids": {"limit": 5}})).unwrap();
+        assert!(v.apply(&r).unwrap_err().to_string().contains("pids controller is not mounted"));
+    }
+}

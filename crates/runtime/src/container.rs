@@ -1,0 +1,656 @@
+//! The runtime's operations on a container: create, start, state, kill, pause, resume, exec,
+//! delete. Each call is a short-lived, single-threaded invocation that reads and writes the
+//! container's state directory under the runtime root.
+
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::cgroups::{self, Cgroup};
+use crate::error::{Error, Result};
+use crate::init::{self, Role, Setup};
+use crate::namespaces::{self, Plan};
+use crate::seccomp;
+use crate::state::{self, EXEC_FIFO, ProcessId, State, Status};
+use crate::sync::{self, Msg};
+
+/// Where cgroups go when the spec names none: `/berth/<id>` in each hierarchy.
+pub const DEFAULT_CGROUP_PARENT: &str = "/berth";
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: u32,
+    pub no_pivot: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub process: Option<Process>,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: u32,
+}
+
+/// A container known to the runtime (its state directory exists).
+pub struct Container {
+    root: PathBuf,
+    pub state: State,
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok { Ok(()) } else { Err(Error::InvalidId(id.to_string())) }
+}
+
+fn single_threaded() -> Result<()> {
+    let status = fs::read_to_string("/proc/self/status").map_err(Error::io("reading", "/proc/self/status"))?;
+    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).map(|v| v.trim().to_string());
+    if threads.as_deref() == Some("1") {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "containers are only created from single-threaded processes (this one has {} threads)",
+            threads.unwrap_or_default()
+        )))
+    }
+}
+
+/// Load and check `bundle/config.json`; returns the spec and the absolute rootfs path.
+pub fn load_spec(bundle: &Path) -> Result<(Spec, PathBuf)> {
+    let path = bundle.join("config.json");
+    if !path.exists() {
+        return Err(Error::InvalidConfig(format!("{} does not exist", path.display())));
+    }
+    let spec = Spec::load(&path).map_err(|source| Error::Config { path: path.clone(), source })?;
+    let root = spec.root().as_ref().ok_or_else(|| Error::InvalidConfig("root is missing".into()))?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    if !rootfs.is_dir() {
+        return Err(Error::InvalidConfig(format!("rootfs {} does not exist or is not a directory", rootfs.display())));
+    }
+    let process = spec.process().as_ref().ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::InvalidConfig("process.args must name a program".into()));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::InvalidConfig(format!("process.cwd {} is not absolute", process.cwd().display())));
+    }
+    let rootfs = fs::canonicalize(&rootfs).map_err(Error::io("resolving rootfs", &rootfs))?;
+    Ok((spec, rootfs))
+}
+
+fn plan(spec: &Spec) -> Result<Plan> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let plan = Plan::from_spec(&linux.namespaces().clone().unwrap_or_default())?;
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !plan.has(LinuxNamespaceType::Uts) {
+        return Err(Error::InvalidConfig("hostname needs a private UTS namespace".into()));
+    }
+    if plan.creates(LinuxNamespaceType::User)
+        && (linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) || linux.gid_mappings().as_ref().is_none_or(|m| m.is_empty()))
+    {
+        return Err(Error::InvalidConfig("a new user namespace needs uidMappings and gidMappings".into()));
+    }
+    if !plan.creates(LinuxNamespaceType::User) && (linux.uid_mappings().is_some() || linux.gid_mappings().is_some()) {
+        let any = |m: &Option<Vec<_>>| m.as_ref().is_some_and(|m: &Vec<_>| !m.is_empty());
+        if any(linux.uid_mappings()) || any(linux.gid_mappings()) {
+            return Err(Error::InvalidConfig("uidMappings need a new user namespace".into()));
+        }
+    }
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) && !plan.creates(LinuxNamespaceType::Time) {
+        return Err(Error::InvalidConfig("timeOffsets need a new time namespace".into()));
+    }
+    Ok(plan)
+}
+
+fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
+    spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).unwrap_or_else(|| Path::new(DEFAULT_CGROUP_PARENT).join(id))
+}
+
+/// Fork a child that is already inside any namespaces in `flags`. Plain fork semantics: the
+/// child gets a copy of our memory and continues from here.
+///
+/// # Safety
+/// The caller must be single-threaded: the child runs Rust code (allocation included) before
+/// it execs, which is only sound when no other thread could have held a lock at the fork.
+unsafe fn clone_child(flags: CloneFlags) -> Result<Option<Pid>> {
+    // SAFETY: a raw clone with no new stack behaves like fork; see the function's contract.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, (flags.bits() | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    match rc {
+        -1 => Err(Error::sys(format!("clone({flags:?})"))(nix::errno::Errno::last())),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Undo what a failed create made, keeping the first error.
+struct CreateGuard<'a> {
+    state_dir: &'a Path,
+    cgroup: Option<&'a dyn Cgroup>,
+    child: Option<Pid>,
+    armed: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.child {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup {
+            kill_cgroup(cg);
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleaning up after a failed create: {e}");
+            }
+        }
+        let _ = fs::remove_dir_all(self.state_dir);
+    }
+}
+
+/// SIGKILL everything in the cgroup (thawing it first, or the kill would wait) until it is empty.
+fn kill_cgroup(cg: &dyn Cgroup) {
+    if !cg.exists() {
+        return;
+    }
+    if cg.is_frozen() {
+        let _ = cg.freeze(false);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = cg.pids().unwrap_or_default();
+        if pids.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for p in pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        reap_children();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Collect exited children of ours without blocking (a killed init we created, say).
+fn reap_children() {
+    while let Ok(status) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        if status == nix::sys::wait::WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    crate::atomic::write_file(path, pid.to_string().as_bytes(), 0o644).map_err(Error::io("writing pid file", path))
+}
+
+fn write_id_maps(pid: Pid, spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for (file, maps) in [("uid_map", linux.uid_mappings()), ("gid_map", linux.gid_mappings())] {
+        let text: String =
+            maps.clone().unwrap_or_default().iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, &text).map_err(|e| Error::InvalidConfig(format!("writing {file} {:?}: {e}", text.trim())))?;
+    }
+    Ok(())
+}
+
+/// Joins the parent to namespaces that only take effect for children (pid, time) for the length
+/// of one clone, then goes back.
+struct ChildNamespaces {
+    restore: Vec<(LinuxNamespaceType, File)>,
+}
+
+impl ChildNamespaces {
+    fn enter(pid_or_time: &[(LinuxNamespaceType, &File)], new_time: Option<&Spec>) -> Result<Self> {
+        let mut restore = Vec::new();
+        for (t, f) in pid_or_time {
+            let own = format!("/proc/self/ns/{}_for_children", namespaces::proc_name(*t));
+            restore.push((*t, File::open(&own).map_err(Error::io("opening", own))?));
+            namespaces::enter(*t, f)?;
+        }
+        if let Some(spec) = new_time {
+            let own = "/proc/self/ns/time_for_children";
+            restore.push((LinuxNamespaceType::Time, File::open(own).map_err(Error::io("opening", own))?));
+            nix::sched::unshare(namespaces::flag(LinuxNamespaceType::Time)).map_err(Error::sys("unshare(CLONE_NEWTIME)"))?;
+            let offsets = spec.linux().as_ref().and_then(|l| l.time_offsets().clone()).unwrap_or_default();
+            let mut text = String::new();
+            for (clock, o) in offsets {
+                let name = match clock.as_str() {
+                    "monotonic" | "boottime" => clock.clone(),
+                    other => return Err(Error::InvalidConfig(format!("timeOffsets: unknown clock {other:?}"))),
+                };
+                text.push_str(&format!("{name} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)));
+            }
+            if !text.is_empty() {
+                fs::write("/proc/self/timens_offsets", &text).map_err(|e| Error::InvalidConfig(format!("timeOffsets: {e}")))?;
+            }
+        }
+        Ok(ChildNamespaces { restore })
+    }
+}
+
+impl Drop for ChildNamespaces {
+    fn drop(&mut self) {
+        for (t, f) in self.restore.iter().rev() {
+            if let Err(e) = namespaces::enter(*t, f) {
+                tracing::warn!("restoring our own {} namespace: {e}", namespaces::proc_name(*t));
+            }
+        }
+    }
+}
+
+fn connect_console(path: &Option<PathBuf>, terminal: bool) -> Result<Option<OwnedFd>> {
+    match (terminal, path) {
+        (false, _) => Ok(None),
+        (true, None) => Err(Error::InvalidConfig("process.terminal is set: a --console-socket is needed".into())),
+        (true, Some(p)) => {
+            let s = std::os::unix::net::UnixStream::connect(p).map_err(Error::io("connecting to console socket", p))?;
+            Ok(Some(OwnedFd::from(s)))
+        }
+    }
+}
+
+fn oci_state(s: &State, status: Status) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": s.id,
+        "status": status,
+        "pid": if status == Status::Stopped { 0 } else { s.init.pid },
+        "bundle": s.bundle,
+        "annotations": s.config.annotations().clone().unwrap_or_default(),
+    })
+}
+
+impl Container {
+    /// Set up the container and leave its init waiting for [`Container::start`].
+    pub fn create(root: &Path, opts: &CreateOptions) -> Result<Container> {
+        validate_id(&opts.id)?;
+        single_threaded()?;
+        let (spec, rootfs) = load_spec(&opts.bundle)?;
+        let bundle = fs::canonicalize(&opts.bundle).map_err(Error::io("resolving bundle", &opts.bundle))?;
+        let plan = plan(&spec)?;
+        let process = spec.process().clone().ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;
+        let linux = spec.linux().clone().unwrap_or_default();
+        let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        let mut join = namespaces::open_all(&plan.join)?;
+        let cg_path = cgroup_path(&spec, &opts.id);
+        let cgroup = cgroups::open(&cg_path)?;
+
+        fs::DirBuilder::new().recursive(true).mode(0o711).create(root).map_err(Error::io("creating runtime root", root))?;
+        let state_dir = State::dir(root, &opts.id);
+        match fs::DirBuilder::new().mode(0o711).create(&state_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(opts.id.clone())),
+            other => other.map_err(Error::io("creating state directory", &state_dir))?,
+        }
+        let mut guard = CreateGuard { state_dir: &state_dir, cgroup: None, child: None, armed: true };
+
+        let fifo_path = state_dir.join(EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(Error::sys("creating exec FIFO"))?;
+        let fifo: OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(&fifo_path)
+            .map_err(Error::io("opening exec FIFO", &fifo_path))?
+            .into();
+        guard.cgroup = Some(cgroup.as_ref());
+        cgroup.create()?;
+        let console = connect_console(&opts.console_socket, process.terminal() == Some(true))?;
+        let (parent_end, child_end) = sync::pair()?;
+
+        let for_children: Vec<(LinuxNamespaceType, &File)> =
+            join.iter().filter(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)).map(|(t, f)| (*t, f)).collect();
+        let entered = ChildNamespaces::enter(&for_children, plan.creates(LinuxNamespaceType::Time).then_some(&spec))?;
+        let mut flags = CloneFlags::empty();
+        for t in [LinuxNamespaceType::User, LinuxNamespaceType::Pid] {
+            if plan.creates(t) {
+                flags |= namespaces::flag(t);
+            }
+        }
+        // SAFETY: single_threaded() checked above that no other thread exists.
+        let child = unsafe { clone_child(flags)? };
+        let Some(pid) = child else {
+            drop(parent_end);
+            join.retain(|(t, _)| !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time));
+            init::run(Setup {
+                spec: &spec,
+                process: &process,
+                plan: &plan,
+                join,
+                sync: child_end,
+                console,
+                seccomp,
+                preserve_fds: opts.preserve_fds,
+                role: Role::Init { rootfs: rootfs.clone(), fifo, cgroups: cgroup.view(), no_pivot: opts.no_pivot },
+            });
+        };
+        drop(entered);
+        drop(child_end);
+        drop(console);
+        guard.child = Some(pid);
+        let _span = tracing::debug_span!("create", id = %opts.id, pid = pid.as_raw()).entered();
+
+        if plan.creates(LinuxNamespaceType::User) {
+            write_id_maps(pid, &spec)?;
+        }
+        if let Some(r) = linux.resources() {
+            cgroup.apply(r)?;
+        }
+        cgroup.add(pid.as_raw())?;
+        parent_end.send(&Msg::Go)?;
+
+        let mut state = State {
+            id: opts.id.clone(),
+            init: ProcessId::of(pid.as_raw())?,
+            bundle,
+            rootfs,
+            created: state::now_rfc3339(),
+            owner: String::new(),
+            cgroup_path: cg_path.clone(),
+            annotations: Default::default(),
+            config: spec.clone(),
+        };
+        loop {
+            match parent_end.recv()? {
+                Some(Msg::RunHooks) => {
+                    let hooks = spec.hooks().clone().unwrap_or_default();
+                    let json = serde_json::to_vec(&oci_state(&state, Status::Creating)).unwrap_or_default();
+                    #[allow(deprecated)]
+                    crate::hooks::run(&hooks.prestart().clone().unwrap_or_default(), &json)?;
+                    crate::hooks::run(&hooks.create_runtime().clone().unwrap_or_default(), &json)?;
+                    parent_end.send(&Msg::Go)?;
+                }
+                Some(Msg::Ready) => break,
+                Some(Msg::Failed { kind, message }) => return Err(Error::Init { kind: kind.into(), message }),
+                Some(Msg::Go) | None => {
+                    let status = nix::sys::wait::waitpid(pid, None).ok();
+                    guard.child = None;
+                    return Err(Error::Init {
+                        kind: crate::error::Kind::Internal,
+                        message: format!("container init exited during setup: {status:?}"),
+                    });
+                }
+            }
+        }
+        state.owner = String::from("root");
+        state.save(root)?;
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid.as_raw())?;
+        }
+        guard.armed = false;
+        Ok(Container { root: root.to_path_buf(), state })
+    }
+
+    pub fn load(root: &Path, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        Ok(Container { root: root.to_path_buf(), state: State::load(root, id)? })
+    }
+
+    /// Every container under `root`, skipping directories that hold no readable state.
+    pub fn list(root: &Path) -> Result<Vec<Container>> {
+        let entries = match fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing", root)(e)),
+        };
+        let mut out: Vec<Container> =
+            entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|id| Container::load(root, id).ok())).collect();
+        out.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+        Ok(out)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.state.init.pid
+    }
+
+    fn dir(&self) -> PathBuf {
+        State::dir(&self.root, &self.state.id)
+    }
+
+    pub fn cgroup(&self) -> Result<Box<dyn Cgroup>> {
+        Ok(cgroups::open(&self.state.cgroup_path)?)
+    }
+
+    pub fn status(&self) -> Status {
+        if !self.state.init.is_alive() {
+            return Status::Stopped;
+        }
+        if self.dir().join(EXEC_FIFO).exists() {
+            return Status::Created;
+        }
+        if self.cgroup().is_ok_and(|c| c.is_frozen()) {
+            return Status::Paused;
+        }
+        Status::Running
+    }
+
+    /// The state as the OCI runtime spec defines it (plus runc's rootfs, created and owner).
+    pub fn oci_state(&self) -> serde_json::Value {
+        let mut v = oci_state(&self.state, self.status());
+        v["rootfs"] = serde_json::json!(self.state.rootfs);
+        v["created"] = serde_json::json!(self.state.created);
+        v["owner"] = serde_json::json!(self.state.owner);
+        v
+    }
+
+    fn require(&self, action: &'static str, wanted: &'static str, ok: &[Status]) -> Result<Status> {
+        let status = self.status();
+        if ok.contains(&status) {
+            Ok(status)
+        } else {
+            Err(Error::WrongState { id: self.state.id.clone(), status: status.to_string(), action, wanted })
+        }
+    }
+
+    /// Let the waiting init exec the container's program.
+    pub fn start(&self) -> Result<()> {
+        self.require("start", "created", &[Status::Created])?;
+        let fifo_path = self.dir().join(EXEC_FIFO);
+        let fifo = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&fifo_path)
+            .map_err(Error::io("opening exec FIFO", &fifo_path))?;
+        // Wait for the init's byte, but not for an init that died in the meantime.
+        let mut buf = [0u8; 1];
+        loop {
+            match nix::unistd::read(&fifo, &mut buf) {
+                Ok(1) => break,
+                Ok(_) | Err(nix::errno::Errno::EAGAIN) => {
+                    if !self.state.init.is_alive() {
+                        return Err(Error::State { id: self.state.id.clone(), reason: "init exited before start".into() });
+                    }
+                    let mut fds = [nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN)];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10u16));
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("reading exec FIFO")(e)),
+            }
+        }
+        fs::remove_file(&fifo_path).map_err(Error::io("removing exec FIFO", &fifo_path))?;
+        if let Some(h) = self.state.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+            let json = serde_json::to_vec(&oci_state(&self.state, Status::Running)).unwrap_or_default();
+            if let Err(e) = crate::hooks::run(&h, &json) {
+                tracing::warn!(id = %self.state.id, "poststart hook failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `signal` to the init, or to every process of the container with `all`.
+    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+        self.require("kill", "created, running or paused", &[Status::Created, Status::Running, Status::Paused])?;
+        if all {
+            let cg = self.cgroup()?;
+            for p in cg.pids()? {
+                let _ = nix::sys::signal::kill(Pid::from_raw(p), signal);
+            }
+            // Signals other than KILL wait for a thaw; deliver them as the user asked.
+            return Ok(());
+        }
+        signal_process(self.state.init, signal)
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        self.require("pause", "running", &[Status::Running, Status::Created])?;
+        Ok(self.cgroup()?.freeze(true)?)
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        self.require("resume", "paused", &[Status::Paused])?;
+        Ok(self.cgroup()?.freeze(false)?)
+    }
+
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        Ok(self.cgroup()?.pids()?)
+    }
+
+    pub fn stats(&self) -> Result<cgroups::Stats> {
+        Ok(self.cgroup()?.stats()?)
+    }
+
+    /// Remove the container; `force` kills it first if it is still running.
+    pub fn delete(self, force: bool) -> Result<()> {
+        let status = self.status();
+        if status != Status::Stopped && !force {
+            return Err(Error::WrongState {
+                id: self.state.id.clone(),
+                status: status.to_string(),
+                action: "delete",
+                wanted: "stopped (or --force)",
+            });
+        }
+        let cg = self.cgroup()?;
+        if status != Status::Stopped {
+            let _ = signal_process(self.state.init, Signal::SIGKILL);
+        }
+        kill_cgroup(cg.as_ref());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state.init.is_alive() && Instant::now() < deadline {
+            reap_children();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        reap_children();
+        let mut first_err = cg.destroy().err().map(Error::from);
+        if let Some(h) = self.state.config.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+            let json = serde_json::to_vec(&oci_state(&self.state, Status::Stopped)).unwrap_or_default();
+            if let Err(e) = crate::hooks::run(&h, &json) {
+                tracing::warn!(id = %self.state.id, "poststop hook failed: {e}");
+            }
+        }
+        let dir = self.dir();
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            first_err.get_or_insert(Error::io("removing state directory", dir)(e));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Start a new process inside the running container; returns its pid (our child).
+    pub fn exec(&self, opts: &ExecOptions) -> Result<Pid> {
+        self.require("exec", "running", &[Status::Running])?;
+        single_threaded()?;
+        let base = self.state.config.process().clone().unwrap_or_default();
+        let process = opts.process.clone().unwrap_or(base);
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(Error::InvalidConfig("exec needs a command".into()));
+        }
+        let seccomp = self.state.config.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(seccomp::compile).transpose()?;
+        let init = self.state.init.pid;
+        let mut plan = Plan::default();
+        let mut join = Vec::new();
+        for t in namespaces::JOIN_ORDER {
+            let name = namespaces::proc_name(t);
+            if namespaces::same_as_ours(init, name) {
+                continue;
+            }
+            let path = PathBuf::from(format!("/proc/{init}/ns/{name}"));
+            if path.exists() {
+                plan.join.push((t, path));
+            }
+        }
+        join.extend(namespaces::open_all(&plan.join)?);
+        // The init may have exited while we opened its namespaces.
+        if !self.state.init.is_alive() {
+            return Err(Error::WrongState { id: self.state.id.clone(), status: "stopped".into(), action: "exec", wanted: "running" });
+        }
+        let console = connect_console(&opts.console_socket, process.terminal() == Some(true))?;
+        let (parent_end, child_end) = sync::pair()?;
+        let for_children: Vec<(LinuxNamespaceType, &File)> =
+            join.iter().filter(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)).map(|(t, f)| (*t, f)).collect();
+        let entered = ChildNamespaces::enter(&for_children, None)?;
+        // SAFETY: single_threaded() checked above that no other thread exists.
+        let child = unsafe { clone_child(CloneFlags::empty())? };
+        let Some(pid) = child else {
+            drop(parent_end);
+            join.retain(|(t, _)| !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time));
+            init::run(Setup {
+                spec: &self.state.config,
+                process: &process,
+                plan: &plan,
+                join,
+                sync: child_end,
+                console,
+                seccomp,
+                preserve_fds: opts.preserve_fds,
+                role: Role::Exec,
+            });
+        };
+        drop(entered);
+        drop(child_end);
+        drop(console);
+        let fail = |e: Error| {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            e
+        };
+        self.cgroup().and_then(|c| Ok(c.add(pid.as_raw())?)).map_err(fail)?;
+        parent_end.send(&Msg::Go).map_err(fail)?;
+        match parent_end.recv().map_err(fail)? {
+            Some(Msg::Ready) => {}
+            Some(Msg::Failed { kind, message }) => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return Err(Error::Init { kind: kind.into(), message });
+            }
+            other => return Err(fail(Error::State { id: self.state.id.clone(), reason: format!("exec setup ended with {other:?}") })),
+        }
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid.as_raw())?;
+        }
+        Ok(pid)
+    }
+}
+
+/// Signal a process only if it is still the one we started (pidfd closes the reuse race).
+fn signal_process(p: ProcessId, signal: Signal) -> Result<()> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
+    if fd < 0 {
+        return Err(Error::State { id: p.pid.to_string(), reason: "the container's init is gone".into() });
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    if !p.is_alive() {
+        return Err(Error::State { id: p.pid.to_string(), reason: "the container's init is gone".into() });
+    }
+    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo and no flags.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, 0usize, 0u32) };
+    nix::errno::Errno::result(rc).map(drop).map_err(Error::sys(format!("sending {signal} to {}", p.pid)))
+}

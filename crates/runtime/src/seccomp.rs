@@ -1,0 +1,222 @@
+//! Seccomp: compile an OCI `linux.seccomp` into BPF ahead of time (in the parent, where errors
+//! are cheap to report) and load the compiled program in the container just before exec.
+
+use std::collections::HashSet;
+use std::io::{Read, Seek};
+use std::sync::OnceLock;
+
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp: unknown syscall {0:?}")]
+    UnknownSyscall(String),
+    #[error("seccomp: action {0:?} is not supported")]
+    UnsupportedAction(String),
+    #[error("seccomp: argument index {index} of {syscall} is out of range (0-5)")]
+    BadArgIndex { syscall: String, index: usize },
+    #[error("seccomp: {context}: {source}")]
+    Lib { context: String, source: libseccomp::error::SeccompError },
+    #[error("seccomp: exporting the filter: {0}")]
+    Export(std::io::Error),
+}
+
+/// A BPF program ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
+#[derive(Debug, Clone)]
+pub struct CompiledFilter {
+    instructions: Vec<libc::sock_filter>,
+    flags: libc::c_ulong,
+}
+
+/// Names of real syscalls that an older libseccomp may not know yet: every name in Docker's
+/// profile. Those are skipped (left to the default action), any other unknown name is an error.
+fn known_newer_names() -> &'static HashSet<String> {
+    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let v: serde_json::Value = serde_json::from_str(crate::spec::DOCKER_SECCOMP_PROFILE).unwrap_or_default();
+        v["syscalls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["names"].as_array().into_iter().flatten())
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect()
+    })
+}
+
+fn lib(context: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+    let context = context.into();
+    move |source| SeccompError::Lib { context, source }
+}
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> Result<ScmpAction, SeccompError> {
+    Ok(match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno.unwrap_or(default_errno) as i32),
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(default_errno) as u16),
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActNotify => return Err(SeccompError::UnsupportedAction("SCMP_ACT_NOTIFY".into())),
+    })
+}
+
+fn arch(a: Arch) -> Option<ScmpArch> {
+    Some(match a {
+        Arch::ScmpArchX86 => ScmpArch::X86,
+        Arch::ScmpArchX86_64 => ScmpArch::X8664,
+        Arch::ScmpArchX32 => ScmpArch::X32,
+        Arch::ScmpArchArm => ScmpArch::Arm,
+        Arch::ScmpArchAarch64 => ScmpArch::Aarch64,
+        Arch::ScmpArchMips => ScmpArch::Mips,
+        Arch::ScmpArchMips64 => ScmpArch::Mips64,
+        Arch::ScmpArchMips64n32 => ScmpArch::Mips64N32,
+        Arch::ScmpArchMipsel => ScmpArch::Mipsel,
+        Arch::ScmpArchMipsel64 => ScmpArch::Mipsel64,
+        Arch::ScmpArchMipsel64n32 => ScmpArch::Mipsel64N32,
+        Arch::ScmpArchPpc => ScmpArch::Ppc,
+        Arch::ScmpArchPpc64 => ScmpArch::Ppc64,
+        Arch::ScmpArchPpc64le => ScmpArch::Ppc64Le,
+        Arch::ScmpArchS390 => ScmpArch::S390,
+        Arch::ScmpArchS390x => ScmpArch::S390X,
+        Arch::ScmpArchRiscv64 => ScmpArch::Riscv64,
+        _ => return None,
+    })
+}
+
+pub fn compile(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
+    let default_errno = s.default_errno_ret().unwrap_or(libc::EPERM as u32);
+    let default = action(s.default_action(), None, default_errno)?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(lib("creating filter"))?;
+    // The runtime sets no_new_privs itself, exactly when the spec asks for it.
+    ctx.set_ctl_nnp(false).map_err(lib("disabling implicit no_new_privs"))?;
+    for a in s.architectures().clone().unwrap_or_default() {
+        let Some(sa) = arch(a) else { continue };
+        if !ctx.is_arch_present(sa).map_err(lib(format!("arch {a:?}")))? {
+            ctx.add_arch(sa).map_err(lib(format!("adding arch {a:?}")))?;
+        }
+    }
+    for rule in s.syscalls().clone().unwrap_or_default() {
+        let act = action(rule.action(), rule.errno_ret(), default_errno)?;
+        if act == default {
+            continue; // libseccomp refuses rules that repeat the default action
+        }
+        let mut conds = Vec::new();
+        for arg in rule.args().clone().unwrap_or_default() {
+            let op = match arg.op() {
+                LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
+                LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
+                LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+                LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
+                LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+                LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
+                LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(arg.value()),
+            };
+            let datum = match op {
+                ScmpCompareOp::MaskedEqual(_) => arg.value_two().unwrap_or(0),
+                _ => arg.value(),
+            };
+            if arg.index() > 5 {
+                return Err(SeccompError::BadArgIndex { syscall: rule.names().join(","), index: arg.index() });
+            }
+            conds.push(ScmpArgCompare::new(arg.index() as u32, op, datum));
+        }
+        for name in rule.names() {
+            let sc = match ScmpSyscall::from_name(name) {
+                Ok(sc) => sc,
+                Err(_) if known_newer_names().contains(name) => {
+                    tracing::debug!(syscall = %name, "libseccomp does not know this syscall; left to the default action");
+                    continue;
+                }
+                Err(_) => return Err(SeccompError::UnknownSyscall(name.clone())),
+            };
+            ctx.add_rule_conditional(act, sc, &conds).map_err(lib(format!("rule for {name}")))?;
+        }
+    }
+    let mut flags: libc::c_ulong = 0;
+    for f in s.flags().clone().unwrap_or_default() {
+        flags |= match f {
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 1,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => 2,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => 4,
+            _ => 0,
+        };
+    }
+    Ok(CompiledFilter { instructions: export(&ctx)?, flags })
+}
+
+/// libseccomp 2.5 has no in-memory export: write the BPF to a memfd and read it back.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let fd = nix::sys::memfd::memfd_create("berth-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| SeccompError::Export(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    ctx.export_bpf(&file).map_err(lib("exporting BPF"))?;
+    let mut bytes = Vec::new();
+    file.rewind().and_then(|_| file.read_to_end(&mut bytes)).map_err(SeccompError::Export)?;
+    let size = std::mem::size_of::<libc::sock_filter>();
+    Ok(bytes
+        .chunks_exact(size)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+impl CompiledFilter {
+    pub fn len(&self) -> usize {
+        self.instructions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instructions.is_empty()
+    }
+
+    /// Install the filter on the calling thread. Needs no_new_privs or CAP_SYS_ADMIN.
+    pub fn load(&self) -> nix::Result<()> {
+        let prog = libc::sock_fprog { len: self.instructions.len() as u16, filter: self.instructions.as_ptr() as *mut _ };
+        // SAFETY: prog points at `instructions`, which outlives the call; the kernel copies it.
+        let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, self.flags, &prog as *const libc::sock_fprog) };
+        nix::errno::Errno::result(rc).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seccomp(json: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn compiles_docker_default_profile() {
+        let spec = crate::spec::docker_default(&["true".into()], false);
+        let s = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        let f = compile(s).unwrap();
+        assert!(f.len() > 100, "suspiciously small filter: {}", f.len());
+    }
+
+    #[test]
+    fn unknown_syscall_is_named_in_the_error() {
+        let s = seccomp(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read", "no_such_call"], "action": "SCMP_ACT_ALLOW"}]
+        }));
+        let err = compile(&s).unwrap_err().to_string();
+        assert!(err.contains("no_such_call"), "{err}");
+    }
+
+    #[test]
+    fn notify_is_refused_clearly() {
+        let s = seccomp(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        }));
+        assert!(compile(&s).unwrap_err().to_string().contains("NOTIFY"));
+    }
+}

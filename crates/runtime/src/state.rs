@@ -1,0 +1,163 @@
+//! The state a container leaves on disk between runtime invocations, and process identity.
+//!
+//! A pid alone can be reused once the container exits; the pair (pid, start time in clock ticks
+//! since boot, field 22 of /proc/PID/stat) cannot, so every check of "is it still running" uses both.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const STATE_FILE: &str = "state.json";
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+/// The status of a container, as the OCI runtime spec names them (plus `paused`, as runc does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// A process identified so that a reused pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessId {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    pub fn of(pid: i32) -> Result<Self> {
+        let stat = read_stat(pid).ok_or_else(|| Error::State { id: pid.to_string(), reason: format!("process {pid} vanished") })?;
+        Ok(ProcessId { pid, start_time: stat.start_time })
+    }
+
+    /// Alive and still the same process (a zombie counts as gone).
+    pub fn is_alive(&self) -> bool {
+        matches!(read_stat(self.pid), Some(s) if s.start_time == self.start_time && s.state != 'Z' && s.state != 'X')
+    }
+}
+
+pub(crate) struct ProcStat {
+    pub state: char,
+    pub start_time: u64,
+}
+
+pub(crate) fn read_stat(pid: i32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parse /proc/PID/stat; the command name may hold spaces and parentheses, so split at the last ')'.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); start time is field 22.
+    Some(ProcStat { state: fields.first()?.chars().next()?, start_time: fields.get(19)?.parse().ok()? })
+}
+
+/// What `create` records for later invocations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub id: String,
+    pub init: ProcessId,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub owner: String,
+    pub cgroup_path: PathBuf,
+    /// Namespaces the container was given by path, so exec joins the same ones.
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    pub config: oci_spec::runtime::Spec,
+}
+
+impl State {
+    pub fn dir(root: &Path, id: &str) -> PathBuf {
+        root.join(id)
+    }
+
+    pub fn load(root: &Path, id: &str) -> Result<State> {
+        let path = Self::dir(root, id).join(STATE_FILE);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id.to_string())),
+            Err(e) => return Err(Error::io("reading state", path)(e)),
+        };
+        serde_json::from_slice(&data).map_err(|e| Error::State { id: id.to_string(), reason: format!("{}: {e}", path.display()) })
+    }
+
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let path = Self::dir(root, &self.id).join(STATE_FILE);
+        let data = serde_json::to_vec(self).map_err(|e| Error::State { id: self.id.clone(), reason: e.to_string() })?;
+        crate::atomic::write_file(&path, &data, 0o600).map_err(Error::io("writing state", path))
+    }
+}
+
+/// Current time as RFC 3339 with nanoseconds, UTC, without a date crate.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(d.as_secs() as i64, d.subsec_nanos())
+}
+
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 100";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.start_time, 98765);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_different_start_time_is_not() {
+        let me = ProcessId::of(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        assert!(!ProcessId { start_time: me.start_time + 1, ..me }.is_alive());
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_700_000_000, 5), "2023-11-14T22:13:20.000000005Z");
+        assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+    }
+}

@@ -1,0 +1,84 @@
+//! The channel between the runtime and a container process it is setting up: a SEQPACKET
+//! socket pair carrying one JSON message per packet.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind, Result};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Msg {
+    /// Parent → child: carry on (id maps written, cgroup joined, hooks run).
+    Go,
+    /// Child → parent: mounts are ready; run the prestart and createRuntime hooks now.
+    RunHooks,
+    /// Child → parent: set up and waiting for start (or about to exec, for exec).
+    Ready,
+    /// Child → parent: setup failed.
+    Failed { kind: WireKind, message: String },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum WireKind {
+    ExecNotFound,
+    ExecPermission,
+    InvalidArgument,
+    Other,
+}
+
+impl From<Kind> for WireKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::ExecNotFound => WireKind::ExecNotFound,
+            Kind::ExecPermission => WireKind::ExecPermission,
+            Kind::InvalidArgument => WireKind::InvalidArgument,
+            _ => WireKind::Other,
+        }
+    }
+}
+
+impl From<WireKind> for Kind {
+    fn from(k: WireKind) -> Self {
+        match k {
+            WireKind::ExecNotFound => Kind::ExecNotFound,
+            WireKind::ExecPermission => Kind::ExecPermission,
+            WireKind::InvalidArgument => Kind::InvalidArgument,
+            WireKind::Other => Kind::Internal,
+        }
+    }
+}
+
+pub struct Channel(pub OwnedFd);
+
+pub fn pair() -> Result<(Channel, Channel)> {
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(Error::sys("creating the sync socket pair"))?;
+    Ok((Channel(a), Channel(b)))
+}
+
+impl Channel {
+    pub fn send(&self, msg: &Msg) -> Result<()> {
+        let data = serde_json::to_vec(msg).unwrap_or_default();
+        send(self.0.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL).map_err(Error::sys("sending on the sync socket"))?;
+        Ok(())
+    }
+
+    /// The next message, or None when the other side closed the channel (it exited).
+    pub fn recv(&self) -> Result<Option<Msg>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    return serde_json::from_slice(&buf[..n])
+                        .map(Some)
+                        .map_err(|e| Error::State { id: String::new(), reason: format!("bad sync message: {e}") });
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("reading the sync socket")(e)),
+            }
+        }
+    }
+}
