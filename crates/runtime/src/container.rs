@@ -301,6 +301,9 @@ impl Container {
 
         let fifo_path = state_dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(Error::sys("creating exec FIFO"))?;
+        // The umask cut the mode; the init may run as any uid (a mapped root, a plain user).
+        fs::set_permissions(&fifo_path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .map_err(Error::io("setting exec FIFO mode", &fifo_path))?;
         let fifo: OwnedFd = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)

@@ -1,0 +1,280 @@
+//! The integration-test harness: a busybox rootfs built from the host's static busybox, bundles
+//! made from it, a private runtime root per test, and checks that nothing is left behind.
+//!
+//! Containers started detached outlive the `berth-runc` that made them; this machine's pid 1
+//! does not reap orphans, so every test process makes itself a child subreaper and reaps them.
+//! Run the tests one per process (cargo nextest) or with `--test-threads=1`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+/// The directory holding the workspace's built binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BERTH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/debug/deps/<test-binary> → target/debug
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is not built: run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// Integration tests need root; elsewhere they say so and skip.
+pub fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("SKIP: this test needs root");
+    false
+}
+
+/// Is `name` on PATH? Tests that need a peer print why they skip.
+pub fn have(name: &str) -> bool {
+    let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
+    if !found {
+        eprintln!("SKIP: {name} is not installed");
+    }
+    found
+}
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The shared busybox rootfs, built once from the host's static busybox (atomically: temp dir,
+/// then rename, so concurrent test processes never see half of it).
+pub fn busybox_rootfs() -> PathBuf {
+    let dir = bin_dir().join("fixtures").join("busybox-rootfs");
+    if dir.join("bin/busybox").exists() {
+        return dir;
+    }
+    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} is missing: install busybox-static");
+    let tmp = dir.with_file_name(format!(".busybox-rootfs.tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/tester", "var", "run"] {
+        fs::create_dir_all(tmp.join(d)).unwrap();
+    }
+    fs::set_permissions(tmp.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::copy(BUSYBOX, tmp.join("bin/busybox")).unwrap();
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.contains('/') {
+            std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet)).unwrap();
+        }
+    }
+    fs::write(tmp.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\ntester:x:1000:1000:tester:/home/tester:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n").unwrap();
+    fs::write(tmp.join("etc/group"), "root:x:0:\nwheel:x:10:tester\naudio:x:29:\ntester:x:1000:\nnogroup:x:65534:\n").unwrap();
+    fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    if fs::rename(&tmp, &dir).is_err() {
+        // Another process won the race; its copy is as good as ours.
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    dir
+}
+
+/// A bundle directory with its own copy of the rootfs and a config.json to edit.
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+    pub spec: Value,
+}
+
+impl Bundle {
+    /// Docker's default spec (from `berth-runc spec`) running `args`, without a terminal.
+    pub fn new(args: &[&str]) -> Bundle {
+        let dir = tempfile::Builder::new().prefix("berth-bundle-").tempdir().unwrap();
+        let status = Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(dir.path().join("rootfs")).status().unwrap();
+        assert!(status.success());
+        let out = Command::new(bin("berth-runc")).arg("spec").arg("--bundle").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "berth-runc spec: {}", String::from_utf8_lossy(&out.stderr));
+        let mut spec: Value = serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        spec["process"]["terminal"] = false.into();
+        spec["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
+        let b = Bundle { dir, spec };
+        b.save();
+        b
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn save(&self) {
+        fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+    }
+}
+
+/// The result of a command, with stdout and stderr as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(self) -> Run {
+        assert_ne!(self.code, 0, "command should have failed: {self:#?}");
+        self
+    }
+}
+
+static SUBREAPER: Once = Once::new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A private runtime root; Drop deletes every container left in it and checks for leaks.
+pub struct Runtime {
+    pub root: tempfile::TempDir,
+    ids: std::cell::RefCell<HashSet<String>>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Runtime {
+        SUBREAPER.call_once(|| {
+            nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        });
+        Runtime { root: tempfile::Builder::new().prefix("berth-runc-root-").tempdir().unwrap(), ids: Default::default() }
+    }
+
+    /// A container id unique to this test process.
+    pub fn id(&self, name: &str) -> String {
+        let id = format!("t{}-{}-{name}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        self.ids.borrow_mut().insert(id.clone());
+        id
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin("berth-runc"));
+        c.arg("--root").arg(self.root.path());
+        c
+    }
+
+    /// Run berth-runc with `args`, then reap any container process orphaned to us. Output goes
+    /// through files, not pipes: a detached container keeps its stdio open after we return.
+    pub fn runc(&self, args: &[&str]) -> Run {
+        let out = tempfile::tempfile().unwrap();
+        let err = tempfile::tempfile().unwrap();
+        let status = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap())
+            .status()
+            .unwrap();
+        reap_orphans();
+        let read = |mut f: fs::File| {
+            use std::io::{Read, Seek};
+            let mut s = String::new();
+            f.rewind().unwrap();
+            f.read_to_string(&mut s).unwrap();
+            s
+        };
+        Run { code: status.code().unwrap_or(-1), stdout: read(out), stderr: read(err) }
+    }
+
+    pub fn run(&self, id: &str, bundle: &Bundle) -> Run {
+        self.runc(&["run", "--bundle", bundle.path().to_str().unwrap(), id])
+    }
+
+    pub fn state(&self, id: &str) -> Value {
+        let r = self.runc(&["state", id]).success();
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Wait until the container reaches `status` (processes exit asynchronously).
+    pub fn wait_status(&self, id: &str, status: &str) {
+        for _ in 0..500 {
+            if self.status(id) == status {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{id} never became {status}: {}", self.status(id));
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for id in self.ids.borrow().iter() {
+            let _ = self.command().args(["delete", "--force", id]).output();
+        }
+        reap_orphans();
+        if std::thread::panicking() {
+            return;
+        }
+        for id in self.ids.borrow().iter() {
+            assert_no_cgroup(id);
+            assert!(!self.root.path().join(id).exists(), "state directory of {id} left behind");
+        }
+    }
+}
+
+/// The container's cgroup (default path /berth/<id>) must be gone from every hierarchy.
+#[track_caller]
+pub fn assert_no_cgroup(id: &str) {
+    for h in ["memory", "pids", "cpu", "freezer", "devices", "unified", ""] {
+        let p = Path::new("/sys/fs/cgroup").join(h).join("berth").join(id);
+        assert!(!p.exists(), "cgroup {} left behind", p.display());
+    }
+}
+
+/// Reap zombies whose parent is us (containers orphaned to this subreaper).
+pub fn reap_orphans() {
+    let me = std::process::id() as i32;
+    let Ok(entries) = fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+        if state == Some("Z") && ppid == Some(me) {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// Children of this process that are still alive (a leak if any remain after a test).
+pub fn live_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat"))
+                && let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..])
+                && rest.split_whitespace().nth(1) == Some(me.as_str())
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
