@@ -1,6 +1,7 @@
 //! berth-runc: a runc-compatible command line over berth-runtime, so other engines and the OCI
 //! tooling can drive berth's runtime.
 
+mod log;
 mod terminal;
 
 use std::io::Write;
@@ -180,37 +181,31 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = init_logging(&cli);
+    let json = cli.log_format == "json";
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             let msg = format!("{:#}", f.error);
             eprintln!("berth-runc: {msg}");
             if let Some(mut file) = log {
-                let _ =
-                    writeln!(file, "{}", serde_json::json!({"level": "error", "msg": msg, "time": berth_runtime::state::now_rfc3339()}));
+                let _ = writeln!(file, "{}", log::Logger::line(json, "error", &msg));
             }
             ExitCode::from(f.code)
         }
     }
 }
 
-/// Errors go to --log as JSON lines (containerd and podman read them from there).
+/// Logs and errors go to --log (as JSON lines with --log-format json, which containerd and
+/// podman read back), or to stderr without --log.
 fn init_logging(cli: &Cli) -> Option<std::fs::File> {
-    let level = if cli.debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let level = if cli.debug { tracing::Level::DEBUG } else { tracing::Level::WARN };
+    let json = cli.log_format == "json";
     let file = cli.log.as_ref().and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    match (&file, cli.log_format.as_str()) {
-        (Some(f), "json") => {
-            let f = f.try_clone().ok()?;
-            builder.json().with_writer(std::sync::Mutex::new(f)).init()
-        }
-        (Some(f), _) => {
-            let f = f.try_clone().ok()?;
-            builder.with_writer(std::sync::Mutex::new(f)).init()
-        }
-        (None, _) => builder.with_writer(std::io::stderr).init(),
-    }
+    let out: Box<dyn Write + Send> = match file.as_ref().and_then(|f| f.try_clone().ok()) {
+        Some(f) => Box::new(f),
+        None => Box::new(std::io::stderr()),
+    };
+    log::Logger::install(level, json, out);
     file
 }
 

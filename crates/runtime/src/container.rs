@@ -24,6 +24,9 @@ use crate::sync::{self, Msg};
 /// Where cgroups go when the spec names none: `/berth/<id>` in each hierarchy.
 pub const DEFAULT_CGROUP_PARENT: &str = "/berth";
 
+/// Compiled seccomp programs, under the runtime root (never a valid container id).
+const SECCOMP_CACHE: &str = ".seccomp-cache";
+
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     pub id: String,
@@ -51,8 +54,7 @@ pub struct Container {
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 1024
-        && id != "."
-        && id != ".."
+        && !id.starts_with('.')
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if ok { Ok(()) } else { Err(Error::InvalidId(id.to_string())) }
 }
@@ -286,7 +288,7 @@ impl Container {
         let plan = plan(&spec)?;
         let process = spec.process().clone().ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;
         let linux = spec.linux().clone().unwrap_or_default();
-        let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        let seccomp = linux.seccomp().as_ref().map(|s| seccomp::compile_cached(s, &root.join(SECCOMP_CACHE))).transpose()?;
         let mut join = namespaces::open_all(&plan.join)?;
         let cg_path = cgroup_path(&spec, &opts.id);
         let cgroup = cgroups::open(&cg_path)?;
@@ -575,7 +577,15 @@ impl Container {
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidConfig("exec needs a command".into()));
         }
-        let seccomp = self.state.config.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(seccomp::compile).transpose()?;
+        let cache = self.root.join(SECCOMP_CACHE);
+        let seccomp = self
+            .state
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(|s| seccomp::compile_cached(s, &cache))
+            .transpose()?;
         let init = self.state.init.pid;
         let mut plan = Plan::default();
         let mut join = Vec::new();

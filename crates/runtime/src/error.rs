@@ -21,7 +21,7 @@ pub enum Error {
     NotFound(String),
     #[error("container {0:?} already exists")]
     AlreadyExists(String),
-    #[error("invalid container id {0:?}: use letters, digits, '_', '-' and '.'")]
+    #[error("invalid container id {0:?}: use letters, digits, '_', '-' and '.', not starting with '.'")]
     InvalidId(String),
     #[error("container {id} is {status}: {action} needs it {wanted}")]
     WrongState { id: String, status: String, action: &'static str, wanted: &'static str },

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Build release binaries and run every benchmark; paste the output into docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cargo build --release --quiet -p berth-runc
+python3 bench/runc_run.py

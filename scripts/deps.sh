@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install what berth needs to build and test, with apt, only where something is missing.
+set -euo pipefail
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in libseccomp-dev pkg-config busybox-static iproute2 procps util-linux runc crun; do
+  have_pkg "$pkg" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest not found: tests will run with cargo test --test-threads=1"
+fi
