@@ -66,8 +66,8 @@ pub fn busybox_rootfs() -> PathBuf {
     }
     fs::set_permissions(tmp.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::copy(BUSYBOX, tmp.join("bin/busybox")).unwrap();
-    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+    let list = run_command(Command::new(BUSYBOX).arg("--list")).success();
+    for applet in list.stdout.lines() {
         if applet != "busybox" && !applet.contains('/') {
             std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet)).unwrap();
         }
@@ -92,10 +92,8 @@ impl Bundle {
     /// Docker's default spec (from `berth-runc spec`) running `args`, without a terminal.
     pub fn new(args: &[&str]) -> Bundle {
         let dir = tempfile::Builder::new().prefix("berth-bundle-").tempdir().unwrap();
-        let status = Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(dir.path().join("rootfs")).status().unwrap();
-        assert!(status.success());
-        let out = Command::new(bin("berth-runc")).arg("spec").arg("--bundle").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "berth-runc spec: {}", String::from_utf8_lossy(&out.stderr));
+        run_command(Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(dir.path().join("rootfs"))).success();
+        run_command(Command::new(bin("berth-runc")).arg("spec").arg("--bundle").arg(dir.path())).success();
         let mut spec: Value = serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
         spec["process"]["terminal"] = false.into();
         spec["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
@@ -136,6 +134,28 @@ impl Run {
 }
 
 static SUBREAPER: Once = Once::new();
+/// Children the harness spawned and waits for itself; the reaper leaves them alone.
+static OWN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Run a command to completion with stdout and stderr captured through files (a detached
+/// container keeps its stdio open after the command returns, so pipes would never close).
+pub fn run_command(cmd: &mut Command) -> Run {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let mut child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(err.try_clone().unwrap()).spawn().unwrap();
+    let pid = child.id() as i32;
+    OWN.lock().unwrap().push(pid);
+    let status = child.wait().unwrap();
+    OWN.lock().unwrap().retain(|p| *p != pid);
+    let read = |mut f: fs::File| {
+        use std::io::{Read, Seek};
+        let mut s = String::new();
+        f.rewind().unwrap();
+        f.read_to_string(&mut s).unwrap();
+        s
+    };
+    Run { code: status.code().unwrap_or(-1), stdout: read(out), stderr: read(err) }
+}
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A private runtime root; Drop deletes every container left in it and checks for leaks.
@@ -154,6 +174,15 @@ impl Runtime {
     pub fn new() -> Runtime {
         SUBREAPER.call_once(|| {
             nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+            // A pid namespace's init cannot finish dying until every process in it is reaped,
+            // so orphans must be reaped while berth-runc waits, not only between commands.
+            std::thread::spawn(|| {
+                let mut seen = Vec::new();
+                loop {
+                    seen = reap_orphans(&seen);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
         });
         Runtime { root: tempfile::Builder::new().prefix("berth-runc-root-").tempdir().unwrap(), ids: Default::default() }
     }
@@ -171,28 +200,9 @@ impl Runtime {
         c
     }
 
-    /// Run berth-runc with `args`, then reap any container process orphaned to us. Output goes
-    /// through files, not pipes: a detached container keeps its stdio open after we return.
+    /// Run berth-runc with `args`.
     pub fn runc(&self, args: &[&str]) -> Run {
-        let out = tempfile::tempfile().unwrap();
-        let err = tempfile::tempfile().unwrap();
-        let status = self
-            .command()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(err.try_clone().unwrap())
-            .status()
-            .unwrap();
-        reap_orphans();
-        let read = |mut f: fs::File| {
-            use std::io::{Read, Seek};
-            let mut s = String::new();
-            f.rewind().unwrap();
-            f.read_to_string(&mut s).unwrap();
-            s
-        };
-        Run { code: status.code().unwrap_or(-1), stdout: read(out), stderr: read(err) }
+        run_command(self.command().args(args))
     }
 
     pub fn run(&self, id: &str, bundle: &Bundle) -> Run {
@@ -223,9 +233,9 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         for id in self.ids.borrow().iter() {
-            let _ = self.command().args(["delete", "--force", id]).output();
+            run_command(self.command().args(["delete", "--force", id]));
         }
-        reap_orphans();
+        wait_for_orphans();
         if std::thread::panicking() {
             return;
         }
@@ -245,19 +255,45 @@ pub fn assert_no_cgroup(id: &str) {
     }
 }
 
-/// Reap zombies whose parent is us (containers orphaned to this subreaper).
-pub fn reap_orphans() {
+/// Reap zombies whose parent is us (containers orphaned to this subreaper) and that were
+/// already zombies, unclaimed, in the previous scan (`seen`): a child the harness spawned is
+/// registered within microseconds, long before a second scan. Returns this scan's candidates.
+fn reap_orphans(seen: &[i32]) -> Vec<i32> {
     let me = std::process::id() as i32;
-    let Ok(entries) = fs::read_dir("/proc") else { return };
+    let mut candidates = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else { return candidates };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
         let mut f = rest.split_whitespace();
         let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
-        if state == Some("Z") && ppid == Some(me) {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        if state != Some("Z") || ppid != Some(me) || OWN.lock().unwrap().contains(&pid) {
+            continue;
         }
+        if seen.contains(&pid) {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        } else {
+            candidates.push(pid);
+        }
+    }
+    candidates
+}
+
+/// Wait until no orphan zombie of ours is left (used before checking for leaks).
+pub fn wait_for_orphans() {
+    for _ in 0..200 {
+        let me = std::process::id().to_string();
+        let zombies = fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+            fs::read_to_string(e.path().join("stat")).ok().and_then(|s| s.rfind(')').map(|i| s[i + 2..].to_string())).is_some_and(|r| {
+                let mut f = r.split_whitespace();
+                f.next() == Some("Z") && f.next() == Some(me.as_str())
+            })
+        });
+        if !zombies {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

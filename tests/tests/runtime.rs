@@ -579,12 +579,90 @@ fn runc_and_berth_runc_agree_on_the_same_bundle() {
     let ours = rt.run(&rt.id("cmp"), &b).success().stdout;
     let runc_root = tempfile::tempdir().unwrap();
     let id = rt.id("cmp-runc");
-    let out = std::process::Command::new("runc")
-        .args(["--root", runc_root.path().to_str().unwrap(), "run", "--bundle", b.path().to_str().unwrap(), &id])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "runc failed: {}", String::from_utf8_lossy(&out.stderr));
+    let theirs = berth_tests::run_command(std::process::Command::new("runc").args([
+        "--root",
+        runc_root.path().to_str().unwrap(),
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]))
+    .success()
+    .stdout;
     assert_eq!(ours, theirs);
+}
+
+#[test]
+fn cpu_limits_are_visible_through_the_containers_cgroup_mount() {
+    if !is_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let script = if v2 {
+        "cat /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/cpu.max"
+    } else {
+        "cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+    };
+    let mut b = Bundle::new(&["sh", "-c", script]);
+    b.spec["linux"]["resources"]["cpu"] = json!({"shares": 512, "quota": 50000, "period": 100000});
+    b.save();
+    let r = rt.run(&rt.id("cpu"), &b).success();
+    let expected = if v2 { "20\n50000 100000\n" } else { "512\n50000\n" };
+    assert_eq!(r.stdout, expected);
+}
+
+#[test]
+fn detached_exec_writes_its_pid_file() {
+    if !is_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = rt.id("exec-d");
+    let b = Bundle::new(&["sleep", "300"]);
+    rt.runc(&["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id]).success();
+    let pid_file = b.path().join("exec.pid");
+    rt.runc(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), &id, "sleep", "300"]).success();
+    let pid: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, "sleep\u{0}300\u{0}");
+    let ps = rt.runc(&["ps", "--format", "json", &id]).success();
+    let pids: Vec<i32> = serde_json::from_str(&ps.stdout).unwrap();
+    assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
+    rt.runc(&["delete", "--force", &id]).success();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z ")
+    );
+}
+
+/// CVE-2019-5736: a process in the container must not reach the runtime's binary through
+/// /proc/PID/exe of a runtime process in its pid namespace (the waiting init is berth-runc).
+#[test]
+fn waiting_init_is_not_reachable_through_proc_exe() {
+    if !is_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let a = rt.id("cve-a");
+    let ba = Bundle::new(&["sleep", "300"]);
+    rt.runc(&["create", "--bundle", ba.path().to_str().unwrap(), &a]).success();
+    let pid = rt.state(&a)["pid"].as_i64().unwrap();
+    let mut bb = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/1/exe > /dev/null 2>&1 && echo REACHED || echo denied; ls -l /proc/1/exe 2>&1 | grep -c berth-runc; true",
+    ]);
+    for ns in bb.spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "pid" {
+            ns["path"] = json!(format!("/proc/{pid}/ns/pid"));
+        }
+    }
+    bb.save();
+    let r = rt.run(&rt.id("cve-b"), &bb).success();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].contains("berth-runc"), "pid 1 should be the waiting init: {lines:?}");
+    assert_eq!(lines[1], "denied");
+    assert_eq!(lines[2], "0", "the link target must not be readable either");
+    rt.runc(&["delete", "--force", &a]).success();
 }

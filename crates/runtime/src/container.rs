@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Process, Spec};
 
 use crate::cgroups::{self, Cgroup};
 use crate::error::{Error, Result};
@@ -118,6 +118,34 @@ fn plan(spec: &Spec) -> Result<Plan> {
     Ok(plan)
 }
 
+/// The devices the runtime creates (the defaults, the spec's, the pty ones) must stay usable
+/// whatever the spec's cgroup rules deny, as runc and crun guarantee: append allow rules.
+fn with_created_devices_allowed(r: &LinuxResources, spec: &Spec) -> LinuxResources {
+    let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) else { return r.clone() };
+    let mut rules = rules.clone();
+    let allow = |typ: LinuxDeviceType, major: i64, minor: Option<i64>| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(typ));
+        d.set_major(Some(major));
+        d.set_minor(minor);
+        d.set_access(Some("rwm".into()));
+        d
+    };
+    let mut devices = crate::rootfs::default_devices();
+    devices.extend(spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default());
+    for d in devices {
+        let typ = if d.typ() == LinuxDeviceType::B { LinuxDeviceType::B } else { LinuxDeviceType::C };
+        rules.push(allow(typ, d.major(), Some(d.minor())));
+    }
+    rules.push(allow(LinuxDeviceType::C, 5, Some(1))); // /dev/console
+    rules.push(allow(LinuxDeviceType::C, 5, Some(2))); // /dev/ptmx
+    rules.push(allow(LinuxDeviceType::C, 136, None)); // /dev/pts/*
+    let mut out = r.clone();
+    out.set_devices(Some(rules));
+    out
+}
+
 fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
     spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).unwrap_or_else(|| Path::new(DEFAULT_CGROUP_PARENT).join(id))
 }
@@ -175,7 +203,9 @@ fn kill_cgroup(cg: &dyn Cgroup) {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let pids = cg.pids().unwrap_or_default();
+        // A zombie is dead already; its parent (maybe not us) reaps it.
+        let pids: Vec<i32> =
+            cg.pids().unwrap_or_default().into_iter().filter(|p| state::read_stat(*p).is_some_and(|s| s.state != 'Z')).collect();
         if pids.is_empty() || Instant::now() > deadline {
             return;
         }
@@ -353,7 +383,7 @@ impl Container {
             write_id_maps(pid, &spec)?;
         }
         if let Some(r) = linux.resources() {
-            cgroup.apply(r)?;
+            cgroup.apply(&with_created_devices_allowed(r, &spec))?;
         }
         cgroup.add(pid.as_raw())?;
         parent_end.send(&Msg::Go)?;
@@ -666,4 +696,32 @@ fn signal_process(p: ProcessId, signal: Signal) -> Result<()> {
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo and no flags.
     let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, 0usize, 0u32) };
     nix::errno::Errno::result(rc).map(drop).map_err(Error::sys(format!("sending {signal} to {}", p.pid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_devices_stay_allowed_after_a_deny_all_rule() {
+        let spec = crate::spec::docker_default(&["true".into()], false);
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]})).unwrap();
+        let out = with_created_devices_allowed(&r, &spec);
+        let rules = out.devices().as_ref().unwrap();
+        assert!(!rules[0].allow(), "the spec's own rules come first");
+        let allowed = |major: i64, minor: Option<i64>| rules.iter().any(|d| d.allow() && d.major() == Some(major) && d.minor() == minor);
+        assert!(allowed(1, Some(3)), "/dev/null");
+        assert!(allowed(5, Some(2)), "/dev/ptmx");
+        assert!(allowed(136, None), "/dev/pts/*");
+        let none: LinuxResources = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(with_created_devices_allowed(&none, &spec).devices().is_none(), "no rules, nothing added");
+    }
+
+    #[test]
+    fn ids_cannot_name_paths_or_hidden_entries() {
+        assert!(validate_id("web-1_a.b").is_ok());
+        for bad in ["", ".", "..", "../x", "a/b", ".seccomp-cache", "a b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
 }
