@@ -51,6 +51,13 @@ def peak_rss(argv):
 
 def main():
     work = tempfile.mkdtemp(prefix="berth-bench-")
+    try:
+        run_all(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(work):
     bundle = os.path.join(work, "bundle")
     os.makedirs(bundle)
     make_bundle(bundle)
@@ -59,6 +66,8 @@ def main():
     engines["berth-runc (crun's wrapper)"] = lambda i: WRAP + [BERTH, "--root", roots["berth"], "run", "--bundle", bundle, f"w{i}"]
     if shutil.which("runc"):
         engines["runc"] = lambda i: ["runc", "--root", roots["runc"], "run", "--bundle", bundle, f"r{i}"]
+    # The floor: a process in fresh pid/net/ipc/uts/mount namespaces, no rootfs or cgroup work.
+    engines["unshare (floor)"] = lambda i: ["unshare", "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "true"]
     if shutil.which("crun"):
         engines["crun (wrapped)"] = lambda i: WRAP + ["crun", "--root", roots["crun"], "run", "--bundle", bundle, f"c{i}"]
     results = {n: [] for n in engines}
@@ -71,7 +80,6 @@ def main():
     for i in range(5):
         for name, cmd in engines.items():
             rss[name].append(peak_rss(cmd(f"m{i}")))
-    shutil.rmtree(work)
 
     ref = statistics.median(results["crun (wrapped)"]) if "crun (wrapped)" in results else None
     print(f"{ROUNDS} interleaved rounds, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
