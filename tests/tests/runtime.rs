@@ -666,3 +666,56 @@ fn waiting_init_is_not_reachable_through_proc_exe() {
     assert_eq!(lines[2], "0", "the link target must not be readable either");
     rt.runc(&["delete", "--force", &a]).success();
 }
+
+#[test]
+fn list_features_process_json_and_json_log() {
+    if !is_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = rt.id("misc");
+    let b = Bundle::new(&["sleep", "300"]);
+    rt.runc(&["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id]).success();
+
+    let list = rt.runc(&["list"]).success();
+    let mut lines = list.stdout.lines();
+    assert!(lines.next().unwrap().starts_with("ID "));
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!((row[0], row[2]), (id.as_str(), "running"));
+    assert_eq!(rt.runc(&["list", "-q"]).success().stdout.trim(), id);
+    let json: serde_json::Value = serde_json::from_str(&rt.runc(&["list", "--format", "json"]).success().stdout).unwrap();
+    assert_eq!(json[0]["id"], id.as_str());
+
+    let features: serde_json::Value = serde_json::from_str(&rt.runc(&["features"]).success().stdout).unwrap();
+    assert!(features["linux"]["namespaces"].as_array().unwrap().contains(&json!("time")));
+    assert_eq!(features["linux"]["seccomp"]["enabled"], true);
+
+    let process = b.path().join("process.json");
+    fs::write(
+        &process,
+        serde_json::to_vec(&json!({"user": {"uid": 1000, "gid": 1000}, "args": ["id", "-u"], "cwd": "/", "env": ["PATH=/bin"]})).unwrap(),
+    )
+    .unwrap();
+    let r = rt.runc(&["exec", "--process", process.to_str().unwrap(), &id]).success();
+    assert_eq!(r.stdout, "1000\n");
+
+    let log = b.path().join("runc.log");
+    let r = rt.runc(&["--log", log.to_str().unwrap(), "--log-format", "json", "start", &id]).failure();
+    assert!(r.stderr.contains("start needs it created"), "{}", r.stderr);
+    let line: serde_json::Value = serde_json::from_str(fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"].as_str().unwrap().contains("start needs it created"));
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    rt.runc(&["delete", "--force", &id]).success();
+}
+
+#[test]
+fn no_pivot_moves_the_root_and_chroots() {
+    if !is_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::new(&["ls", "/"]);
+    let r = rt.runc(&["run", "--no-pivot", "--bundle", b.path().to_str().unwrap(), &rt.id("nopivot")]).success();
+    assert!(r.stdout.contains("bin\n") && !r.stdout.contains("boot\n"), "{}", r.stdout);
+}
