@@ -492,7 +492,7 @@ fn wait_for(pid: Pid, mut tick: impl FnMut() -> anyhow::Result<()>) -> anyhow::R
 fn run_container(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<u8, Failure> {
     let mut opts = create_options(a);
     let terminal =
-        berth_runtime::load_spec(&a.bundle).ok().and_then(|(s, _)| s.process().as_ref().and_then(|p| p.terminal())) == Some(true);
+        berth_runtime::load_spec(&a.bundle).ok().and_then(|c| c.spec.process().as_ref().and_then(|p| p.terminal())) == Some(true);
     if !detach {
         // Orphans of a container that shares our pid namespace come to us to be reaped.
         let _ = nix::sys::prctl::set_child_subreaper(true);

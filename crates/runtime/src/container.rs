@@ -72,13 +72,26 @@ fn single_threaded() -> Result<()> {
     }
 }
 
-/// Load and check `bundle/config.json`; returns the spec and the absolute rootfs path.
-pub fn load_spec(bundle: &Path) -> Result<(Spec, PathBuf)> {
+/// A bundle's config: the parsed spec, its bytes as given, and the absolute rootfs path.
+pub struct BundleConfig {
+    pub spec: Spec,
+    pub raw: Box<serde_json::value::RawValue>,
+    pub rootfs: PathBuf,
+}
+
+/// Load and check `bundle/config.json`.
+pub fn load_spec(bundle: &Path) -> Result<BundleConfig> {
     let path = bundle.join("config.json");
-    if !path.exists() {
-        return Err(Error::InvalidConfig(format!("{} does not exist", path.display())));
-    }
-    let spec = Spec::load(&path).map_err(|source| Error::Config { path: path.clone(), source })?;
+    let data = match fs::read_to_string(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidConfig(format!("{} does not exist", path.display())));
+        }
+        Err(e) => return Err(Error::io("reading", &path)(e)),
+    };
+    let bad = |e: serde_json::Error| Error::Config { path: path.clone(), source: oci_spec::OciSpecError::SerDe(e) };
+    let spec: Spec = serde_json::from_str(&data).map_err(bad)?;
+    let raw = serde_json::value::RawValue::from_string(data).map_err(bad)?;
     let root = spec.root().as_ref().ok_or_else(|| Error::InvalidConfig("root is missing".into()))?;
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
     if !rootfs.is_dir() {
@@ -92,7 +105,7 @@ pub fn load_spec(bundle: &Path) -> Result<(Spec, PathBuf)> {
         return Err(Error::InvalidConfig(format!("process.cwd {} is not absolute", process.cwd().display())));
     }
     let rootfs = fs::canonicalize(&rootfs).map_err(Error::io("resolving rootfs", &rootfs))?;
-    Ok((spec, rootfs))
+    Ok(BundleConfig { spec, raw, rootfs })
 }
 
 fn plan(spec: &Spec) -> Result<Plan> {
@@ -313,7 +326,7 @@ impl Container {
     pub fn create(root: &Path, opts: &CreateOptions) -> Result<Container> {
         validate_id(&opts.id)?;
         single_threaded()?;
-        let (spec, rootfs) = load_spec(&opts.bundle)?;
+        let BundleConfig { spec, raw: raw_config, rootfs } = load_spec(&opts.bundle)?;
         let bundle = fs::canonicalize(&opts.bundle).map_err(Error::io("resolving bundle", &opts.bundle))?;
         let plan = plan(&spec)?;
         let process = spec.process().clone().ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;
@@ -397,6 +410,7 @@ impl Container {
             owner: String::new(),
             cgroup_path: cg_path.clone(),
             annotations: Default::default(),
+            raw_config,
             config: spec.clone(),
         };
         loop {

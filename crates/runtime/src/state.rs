@@ -85,9 +85,12 @@ pub struct State {
     pub created: String,
     pub owner: String,
     pub cgroup_path: PathBuf,
-    /// Namespaces the container was given by path, so exec joins the same ones.
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// The bundle's config.json exactly as it was at create (what hooks, exec and delete use).
+    #[serde(rename = "config")]
+    pub raw_config: Box<serde_json::value::RawValue>,
+    #[serde(skip)]
     pub config: oci_spec::runtime::Spec,
 }
 
@@ -103,7 +106,10 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id.to_string())),
             Err(e) => return Err(Error::io("reading state", path)(e)),
         };
-        serde_json::from_slice(&data).map_err(|e| Error::State { id: id.to_string(), reason: format!("{}: {e}", path.display()) })
+        let bad = |e: serde_json::Error| Error::State { id: id.to_string(), reason: format!("{}: {e}", path.display()) };
+        let mut state: State = serde_json::from_slice(&data).map_err(bad)?;
+        state.config = serde_json::from_str(state.raw_config.get()).map_err(bad)?;
+        Ok(state)
     }
 
     pub fn save(&self, root: &Path) -> Result<()> {
