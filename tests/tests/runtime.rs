@@ -282,7 +282,7 @@ fn hooks_run_at_each_stage_with_the_state_on_stdin() {
         "prestart": [hook("prestart")],
         "createRuntime": [hook("createRuntime")],
         "createContainer": [hook("createContainer")],
-        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer > /tmp/hook-ran"]}],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "read -r s; echo \"startContainer $s\" > /tmp/hook-ran"]}],
         "poststart": [hook("poststart")],
         "poststop": [hook("poststop")]
     });
@@ -296,7 +296,11 @@ fn hooks_run_at_each_stage_with_the_state_on_stdin() {
     assert_eq!(created["id"], id.as_str());
     assert_eq!(created["status"], "creating");
     assert!(created["pid"].as_i64().unwrap() > 0);
-    assert_eq!(fs::read_to_string(b.path().join("rootfs/tmp/hook-ran")).unwrap(), "startContainer\n");
+    let in_container = fs::read_to_string(b.path().join("rootfs/tmp/hook-ran")).unwrap();
+    let start: serde_json::Value = serde_json::from_str(in_container.trim().split_once(' ').unwrap().1).unwrap();
+    assert_eq!((start["id"].as_str(), start["status"].as_str()), (Some(id.as_str()), Some("created")));
+    let container_hook: serde_json::Value = serde_json::from_str(text.lines().nth(2).unwrap().split_once(' ').unwrap().1).unwrap();
+    assert_eq!(container_hook["pid"], created["pid"]);
 }
 
 #[test]

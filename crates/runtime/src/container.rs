@@ -399,33 +399,33 @@ impl Container {
             cgroup.apply(&with_created_devices_allowed(r, &spec))?;
         }
         cgroup.add(pid.as_raw())?;
-        parent_end.send(&Msg::Go)?;
 
-        let mut state = State {
+        let state = State {
             id: opts.id.clone(),
             init: ProcessId::of(pid.as_raw())?,
             bundle,
             rootfs,
             created: state::now_rfc3339(),
-            owner: String::new(),
+            owner: if nix::unistd::geteuid().is_root() { "root".into() } else { nix::unistd::geteuid().to_string() },
             cgroup_path: cg_path.clone(),
             annotations: Default::default(),
             raw_config,
             config: spec.clone(),
         };
+        let creating = serde_json::to_string(&oci_state(&state, Status::Creating)).unwrap_or_default();
+        parent_end.send(&Msg::Begin { state: creating.clone() })?;
         loop {
             match parent_end.recv()? {
                 Some(Msg::RunHooks) => {
                     let hooks = spec.hooks().clone().unwrap_or_default();
-                    let json = serde_json::to_vec(&oci_state(&state, Status::Creating)).unwrap_or_default();
                     #[allow(deprecated)]
-                    crate::hooks::run(&hooks.prestart().clone().unwrap_or_default(), &json)?;
-                    crate::hooks::run(&hooks.create_runtime().clone().unwrap_or_default(), &json)?;
+                    crate::hooks::run(&hooks.prestart().clone().unwrap_or_default(), creating.as_bytes())?;
+                    crate::hooks::run(&hooks.create_runtime().clone().unwrap_or_default(), creating.as_bytes())?;
                     parent_end.send(&Msg::Go)?;
                 }
                 Some(Msg::Ready) => break,
                 Some(Msg::Failed { kind, message }) => return Err(Error::Init { kind: kind.into(), message }),
-                Some(Msg::Go) | None => {
+                Some(Msg::Go | Msg::Begin { .. }) | None => {
                     let status = nix::sys::wait::waitpid(pid, None).ok();
                     guard.child = None;
                     return Err(Error::Init {
@@ -435,7 +435,6 @@ impl Container {
                 }
             }
         }
-        state.owner = String::from("root");
         state.save(root)?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid.as_raw())?;

@@ -60,10 +60,11 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
         namespaces::enter(LinuxNamespaceType::User, user_ns)?;
     }
     // The parent writes id maps and puts us in the cgroup before we go on.
-    match s.sync.recv()? {
-        Some(Msg::Go) => {}
+    let state = match s.sync.recv()? {
+        Some(Msg::Begin { state }) => state,
+        Some(Msg::Go) => String::new(),
         other => return Err(Error::State { id: String::new(), reason: format!("expected Go from the runtime, got {other:?}") }),
-    }
+    };
     if s.plan.has(LinuxNamespaceType::User) {
         become_root_in_user_ns(s.spec)?;
     }
@@ -114,7 +115,7 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
             }
         }
         if let Some(h) = hooks.create_container() {
-            crate::hooks::run(h, b"{}")?;
+            crate::hooks::run(h, state.as_bytes())?;
         }
         if s.plan.creates(LinuxNamespaceType::Mount) {
             if *no_pivot {
@@ -147,7 +148,9 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"0"))
             .map_err(Error::io("waiting on the exec FIFO", path))?;
         if let Some(h) = s.spec.hooks().as_ref().and_then(|h| h.start_container().clone()) {
-            crate::hooks::run(&h, b"{}")?;
+            let mut created: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+            created["status"] = "created".into();
+            crate::hooks::run(&h, created.to_string().as_bytes())?;
         }
     }
     exec.run(s.preserve_fds)

@@ -10,7 +10,10 @@ use crate::error::{Error, Kind, Result};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Msg {
-    /// Parent → child: carry on (id maps written, cgroup joined, hooks run).
+    /// Parent → a new container's init, first: id maps written, cgroup joined; here is the
+    /// container's OCI state (for the hooks the init runs itself).
+    Begin { state: String },
+    /// Parent → child: carry on (cgroup joined, for exec; hooks run, for init).
     Go,
     /// Child → parent: mounts are ready; run the prestart and createRuntime hooks now.
     RunHooks,
