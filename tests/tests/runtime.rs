@@ -244,7 +244,7 @@ fn pause_and_resume_freeze_the_container() {
     }
     let rt = Runtime::new();
     let id = rt.id("pause");
-    let b = Bundle::new(&["sh", "-c", "while true; do date +%s%N > /tmp/tick; usleep 10000; done"]);
+    let b = Bundle::new(&["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/tick; usleep 10000; done"]);
     rt.runc(&["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id]).success();
     let tick = b.path().join("rootfs/tmp/tick");
     std::thread::sleep(std::time::Duration::from_millis(100));

@@ -19,7 +19,7 @@ use crate::init::{self, Role, Setup};
 use crate::namespaces::{self, Plan};
 use crate::seccomp;
 use crate::state::{self, EXEC_FIFO, ProcessId, State, Status};
-use crate::sync::{self, Msg};
+use crate::sync::{self, Channel, Msg};
 
 /// Where cgroups go when the spec names none: `/berth/<id>` in each hierarchy.
 pub const DEFAULT_CGROUP_PARENT: &str = "/berth";
@@ -179,6 +179,31 @@ unsafe fn clone_child(flags: CloneFlags) -> Result<Option<Pid>> {
     }
 }
 
+/// Clone the process that becomes a container's init or joins it for exec. Namespaces that
+/// only apply to children (pid and time, given by path, or a new time namespace) are entered
+/// around the clone; the child gets the others and runs `init::run`, never returning.
+fn spawn<'a>(
+    flags: CloneFlags,
+    join: Vec<(LinuxNamespaceType, File)>,
+    new_time: Option<&Spec>,
+    setup: impl FnOnce(Vec<(LinuxNamespaceType, File)>, Channel) -> Setup<'a>,
+) -> Result<(Pid, Channel)> {
+    single_threaded()?;
+    let (parent_end, child_end) = sync::pair()?;
+    let (for_children, join): (Vec<_>, Vec<_>) =
+        join.into_iter().partition(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time));
+    let refs: Vec<(LinuxNamespaceType, &File)> = for_children.iter().map(|(t, f)| (*t, f)).collect();
+    let entered = ChildNamespaces::enter(&refs, new_time)?;
+    // SAFETY: single_threaded() just checked that no other thread exists.
+    let child = unsafe { clone_child(flags)? };
+    let Some(pid) = child else {
+        drop(parent_end);
+        init::run(setup(join, child_end));
+    };
+    drop(entered);
+    Ok((pid, parent_end))
+}
+
 /// Undo what a failed create made, keeping the first error.
 struct CreateGuard<'a> {
     state_dir: &'a Path,
@@ -332,7 +357,7 @@ impl Container {
         let process = spec.process().clone().ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;
         let linux = spec.linux().clone().unwrap_or_default();
         let seccomp = linux.seccomp().as_ref().map(|s| seccomp::compile_cached(s, &root.join(SECCOMP_CACHE))).transpose()?;
-        let mut join = namespaces::open_all(&plan.join)?;
+        let join = namespaces::open_all(&plan.join)?;
         let cg_path = cgroup_path(&spec, &opts.id);
         let cgroup = cgroups::open(&cg_path)?;
 
@@ -358,37 +383,24 @@ impl Container {
         guard.cgroup = Some(cgroup.as_ref());
         cgroup.create()?;
         let console = connect_console(&opts.console_socket, process.terminal() == Some(true))?;
-        let (parent_end, child_end) = sync::pair()?;
-
-        let for_children: Vec<(LinuxNamespaceType, &File)> =
-            join.iter().filter(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)).map(|(t, f)| (*t, f)).collect();
-        let entered = ChildNamespaces::enter(&for_children, plan.creates(LinuxNamespaceType::Time).then_some(&spec))?;
         let mut flags = CloneFlags::empty();
         for t in [LinuxNamespaceType::User, LinuxNamespaceType::Pid] {
             if plan.creates(t) {
                 flags |= namespaces::flag(t);
             }
         }
-        // SAFETY: single_threaded() checked above that no other thread exists.
-        let child = unsafe { clone_child(flags)? };
-        let Some(pid) = child else {
-            drop(parent_end);
-            join.retain(|(t, _)| !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time));
-            init::run(Setup {
-                spec: &spec,
-                process: &process,
-                plan: &plan,
-                join,
-                sync: child_end,
-                console,
-                seccomp,
-                preserve_fds: opts.preserve_fds,
-                role: Role::Init { rootfs: rootfs.clone(), fifo, cgroups: cgroup.view(), no_pivot: opts.no_pivot },
-            });
-        };
-        drop(entered);
-        drop(child_end);
-        drop(console);
+        let new_time = plan.creates(LinuxNamespaceType::Time).then_some(&spec);
+        let (pid, parent_end) = spawn(flags, join, new_time, |join, sync| Setup {
+            spec: &spec,
+            process: &process,
+            plan: &plan,
+            join,
+            sync,
+            console,
+            seccomp,
+            preserve_fds: opts.preserve_fds,
+            role: Role::Init { rootfs: rootfs.clone(), fifo, cgroups: cgroup.view(), no_pivot: opts.no_pivot },
+        })?;
         guard.child = Some(pid);
         let _span = tracing::debug_span!("create", id = %opts.id, pid = pid.as_raw()).entered();
 
@@ -631,7 +643,6 @@ impl Container {
             .transpose()?;
         let init = self.state.init.pid;
         let mut plan = Plan::default();
-        let mut join = Vec::new();
         for t in namespaces::JOIN_ORDER {
             let name = namespaces::proc_name(t);
             if namespaces::same_as_ours(init, name) {
@@ -642,36 +653,23 @@ impl Container {
                 plan.join.push((t, path));
             }
         }
-        join.extend(namespaces::open_all(&plan.join)?);
+        let join = namespaces::open_all(&plan.join)?;
         // The init may have exited while we opened its namespaces.
         if !self.state.init.is_alive() {
             return Err(Error::WrongState { id: self.state.id.clone(), status: "stopped".into(), action: "exec", wanted: "running" });
         }
         let console = connect_console(&opts.console_socket, process.terminal() == Some(true))?;
-        let (parent_end, child_end) = sync::pair()?;
-        let for_children: Vec<(LinuxNamespaceType, &File)> =
-            join.iter().filter(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)).map(|(t, f)| (*t, f)).collect();
-        let entered = ChildNamespaces::enter(&for_children, None)?;
-        // SAFETY: single_threaded() checked above that no other thread exists.
-        let child = unsafe { clone_child(CloneFlags::empty())? };
-        let Some(pid) = child else {
-            drop(parent_end);
-            join.retain(|(t, _)| !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time));
-            init::run(Setup {
-                spec: &self.state.config,
-                process: &process,
-                plan: &plan,
-                join,
-                sync: child_end,
-                console,
-                seccomp,
-                preserve_fds: opts.preserve_fds,
-                role: Role::Exec,
-            });
-        };
-        drop(entered);
-        drop(child_end);
-        drop(console);
+        let (pid, parent_end) = spawn(CloneFlags::empty(), join, None, |join, sync| Setup {
+            spec: &self.state.config,
+            process: &process,
+            plan: &plan,
+            join,
+            sync,
+            console,
+            seccomp,
+            preserve_fds: opts.preserve_fds,
+            role: Role::Exec,
+        })?;
         let fail = |e: Error| {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
