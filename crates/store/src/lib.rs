@@ -1,9 +1,11 @@
 //! berth-store: keeps images on disk and gives containers an overlay root.
 //!
-//! So far: content-addressed blobs written through verified ingests ([`content`]), digests
-//! ([`digest`]) and Docker image references ([`reference`]). Snapshots, layer archives, the
-//! image model, metadata, garbage collection and import/export come next (see docs/store.md).
+//! So far: content-addressed blobs written through verified ingests ([`content`]), safe layer
+//! application with whiteouts ([`archive`]), digests ([`digest`]) and Docker image references
+//! ([`reference`]). Snapshots, layer diffs, the image model, metadata, garbage collection and
+//! import/export come next (see docs/store.md).
 
+pub mod archive;
 pub mod content;
 pub mod digest;
 pub mod reference;
