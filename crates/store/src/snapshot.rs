@@ -1,0 +1,730 @@
+//! Snapshots: directory trees for image layers and container writable layers, chained by
+//! parent. One trait, two back ends: [`Overlay`] (a layer is only its own changes; mounts stack
+//! them) and [`Vfs`] (a plain copy of the parent, for file systems without overlay).
+//!
+//! On disk, under the snapshotter's root: `snapshots/<id>/{fs,work}` (random ids) and
+//! `metadata.json` (key → id, parent, kind), replaced atomically. A snapshot directory is built
+//! under a temporary name and renamed into place before the metadata names it; a removal drops
+//! the metadata entry first. So a crash leaves, at worst, a directory no metadata names, which
+//! the next `open` deletes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Docker's limit on the number of layers in an image.
+pub const MAX_LAYER_DEPTH: usize = 125;
+/// A mount's option string must fit in one page.
+const PAGE_SIZE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot {0:?} not found")]
+    NotFound(String),
+    #[error("snapshot {0:?} already exists")]
+    Exists(String),
+    #[error("snapshot {key:?} is {kind:?}: {action} needs {wanted}")]
+    WrongKind { key: String, kind: Kind, action: &'static str, wanted: &'static str },
+    #[error("snapshot {0:?} has children and cannot be removed")]
+    HasChildren(String),
+    #[error("a chain of {0} layers is deeper than the limit of {MAX_LAYER_DEPTH}")]
+    TooDeep(usize),
+    #[error("invalid snapshot key {0:?}")]
+    InvalidKey(String),
+    #[error("{context} {path}: {source}")]
+    Io { context: &'static str, path: PathBuf, source: io::Error },
+}
+
+type Result<T> = std::result::Result<T, SnapshotError>;
+
+fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
+    let path = path.to_path_buf();
+    move |source| SnapshotError::Io { context, path, source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Writable (a container's layer, or a layer being unpacked).
+    Active,
+    /// Read-only view of a parent.
+    View,
+    /// Immutable; can be a parent.
+    Committed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    pub key: String,
+    pub parent: Option<String>,
+    pub kind: Kind,
+    /// The directory name under `snapshots/`.
+    pub id: String,
+}
+
+/// How to mount a snapshot, for the caller to perform (see [`Mount::mount`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// `overlay` or `bind`.
+    pub typ: String,
+    pub source: PathBuf,
+    pub options: Vec<String>,
+    /// Relative paths in `options` are relative to this directory (long layer chains use
+    /// short relative paths so the options fit in a page).
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Apparent size of the files in the snapshot's own tree (hard links counted once).
+    pub size: u64,
+    pub inodes: u64,
+}
+
+pub trait Snapshotter {
+    /// A new writable snapshot on top of `parent` (a committed snapshot).
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+    /// A read-only view of `parent`.
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+    /// How to mount an active snapshot or a view.
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>>;
+    /// Turn the active snapshot `key` into the committed snapshot `name`.
+    fn commit(&self, name: &str, key: &str) -> Result<()>;
+    /// Remove a snapshot that has no children.
+    fn remove(&self, key: &str) -> Result<()>;
+    fn stat(&self, key: &str) -> Result<Info>;
+    fn usage(&self, key: &str) -> Result<Usage>;
+    /// Every snapshot.
+    fn walk(&self) -> Result<Vec<Info>>;
+    /// The directory holding a snapshot's own files (where a layer is applied).
+    fn dir(&self, key: &str) -> Result<PathBuf>;
+}
+
+/// What both back ends share: ids, metadata, crash-safe create and remove.
+struct Store {
+    root: PathBuf,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Metadata {
+    version: u32,
+    snapshots: BTreeMap<String, Info>,
+}
+
+const METADATA_VERSION: u32 = 1;
+
+impl Store {
+    fn open(root: &Path) -> Result<Store> {
+        let s = Store { root: root.to_path_buf() };
+        fs::create_dir_all(s.snapshots()).map_err(io_err("creating", &s.snapshots()))?;
+        s.clean_leftovers()?;
+        Ok(s)
+    }
+
+    fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    fn meta_path(&self) -> PathBuf {
+        self.root.join("metadata.json")
+    }
+
+    fn load(&self) -> Result<Metadata> {
+        let p = self.meta_path();
+        match fs::read(&p) {
+            Ok(d) => serde_json::from_slice(&d).map_err(|e| io_err("parsing", &p)(io::Error::other(e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Metadata { version: METADATA_VERSION, ..Default::default() }),
+            Err(e) => Err(io_err("reading", &p)(e)),
+        }
+    }
+
+    fn save(&self, m: &Metadata) -> Result<()> {
+        let p = self.meta_path();
+        let data = serde_json::to_vec_pretty(m).map_err(|e| io_err("encoding", &p)(io::Error::other(e)))?;
+        write_atomic(&p, &data).map_err(io_err("writing", &p))
+    }
+
+    /// Anything under snapshots/ that the metadata does not name is a crash leftover.
+    fn clean_leftovers(&self) -> Result<()> {
+        let m = self.load()?;
+        let known: std::collections::HashSet<&str> = m.snapshots.values().map(|i| i.id.as_str()).collect();
+        let dir = self.snapshots();
+        for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(name.as_str()) {
+                tracing::info!("removing leftover snapshot directory {}", e.path().display());
+                remove_tree(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.snapshots().join(id)
+    }
+
+    /// The chain from `parent` down to the base layer, nearest first.
+    fn chain(&self, m: &Metadata, parent: Option<&str>) -> Result<Vec<Info>> {
+        let mut out = Vec::new();
+        let mut next = parent.map(str::to_string);
+        while let Some(k) = next {
+            let info = m.snapshots.get(&k).ok_or_else(|| SnapshotError::NotFound(k.clone()))?;
+            out.push(info.clone());
+            next = info.parent.clone();
+            if out.len() > MAX_LAYER_DEPTH + 1 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Create a snapshot directory through a temporary name, fill it with `fill`, record it.
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, fill: impl FnOnce(&Path, &[Info]) -> Result<()>) -> Result<Info> {
+        validate_key(key)?;
+        let mut m = self.load()?;
+        if m.snapshots.contains_key(key) {
+            return Err(SnapshotError::Exists(key.to_string()));
+        }
+        let chain = self.chain(&m, parent)?;
+        if let Some(p) = chain.first()
+            && p.kind != Kind::Committed
+        {
+            return Err(SnapshotError::WrongKind { key: p.key.clone(), kind: p.kind, action: "a parent", wanted: "a committed snapshot" });
+        }
+        // The new snapshot adds one layer for an active snapshot.
+        let depth = chain.len() + usize::from(kind == Kind::Active);
+        if depth > MAX_LAYER_DEPTH {
+            return Err(SnapshotError::TooDeep(depth));
+        }
+        let id = random_id();
+        let tmp = self.snapshots().join(format!(".tmp-{id}"));
+        let result = (|| {
+            fs::create_dir_all(tmp.join("fs")).map_err(io_err("creating", &tmp))?;
+            fs::create_dir_all(tmp.join("work")).map_err(io_err("creating", &tmp))?;
+            fs::set_permissions(tmp.join("fs"), fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &tmp))?;
+            fill(&tmp, &chain)?;
+            fs::rename(&tmp, self.path(&id)).map_err(io_err("renaming", &tmp))?;
+            sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots()))
+        })();
+        if let Err(e) = result {
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
+        let info = Info { key: key.to_string(), parent: parent.map(str::to_string), kind, id };
+        m.version = METADATA_VERSION;
+        m.snapshots.insert(key.to_string(), info.clone());
+        if let Err(e) = self.save(&m) {
+            let _ = remove_tree(&self.path(&info.id));
+            return Err(e);
+        }
+        Ok(info)
+    }
+
+    fn get(&self, key: &str) -> Result<(Metadata, Info)> {
+        let m = self.load()?;
+        let info = m.snapshots.get(key).cloned().ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        Ok((m, info))
+    }
+
+    fn commit(&self, name: &str, key: &str) -> Result<()> {
+        validate_key(name)?;
+        let (mut m, info) = self.get(key)?;
+        if info.kind != Kind::Active {
+            return Err(SnapshotError::WrongKind { key: key.to_string(), kind: info.kind, action: "commit", wanted: "an active snapshot" });
+        }
+        if m.snapshots.contains_key(name) {
+            return Err(SnapshotError::Exists(name.to_string()));
+        }
+        // The work directory is overlay's scratch space; a committed layer has no use for it.
+        let work = self.path(&info.id).join("work");
+        remove_tree(&work)?;
+        fs::create_dir(&work).map_err(io_err("creating", &work))?;
+        m.snapshots.remove(key);
+        m.snapshots.insert(name.to_string(), Info { key: name.to_string(), kind: Kind::Committed, ..info });
+        self.save(&m)
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        let (mut m, info) = self.get(key)?;
+        if m.snapshots.values().any(|i| i.parent.as_deref() == Some(key)) {
+            return Err(SnapshotError::HasChildren(key.to_string()));
+        }
+        m.snapshots.remove(key);
+        self.save(&m)?;
+        // Renamed first so a crash mid-delete leaves a name open() recognises as a leftover.
+        let doomed = self.snapshots().join(format!(".rm-{}", info.id));
+        fs::rename(self.path(&info.id), &doomed).map_err(io_err("renaming", &doomed))?;
+        remove_tree(&doomed)
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let (_, info) = self.get(key)?;
+        tree_usage(&self.path(&info.id).join("fs"))
+    }
+
+    fn walk(&self) -> Result<Vec<Info>> {
+        Ok(self.load()?.snapshots.into_values().collect())
+    }
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 512 || key.contains('\0') {
+        return Err(SnapshotError::InvalidKey(key.to_string()));
+    }
+    Ok(())
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut b));
+    hex::encode(b)
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+fn remove_tree(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("removing", p)(e)),
+    }
+}
+
+fn tree_usage(dir: &Path) -> Result<Usage> {
+    let mut u = Usage::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(io_err("listing", &d))?.flatten() {
+            let md = e.metadata().map_err(io_err("stat", &e.path()))?;
+            if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+                continue;
+            }
+            u.inodes += 1;
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() {
+                u.size += md.len();
+            }
+        }
+    }
+    Ok(u)
+}
+
+fn bind(source: &Path, ro: bool) -> Mount {
+    let mut options = vec!["rbind".to_string()];
+    options.push(if ro { "ro" } else { "rw" }.to_string());
+    Mount { typ: "bind".into(), source: source.to_path_buf(), options, cwd: None }
+}
+
+/// Overlay: a snapshot holds only its own changes; mounts stack the chain as lowerdirs.
+pub struct Overlay {
+    store: Store,
+}
+
+impl Overlay {
+    pub fn open(root: &Path) -> Result<Overlay> {
+        Ok(Overlay { store: Store::open(root)? })
+    }
+
+    fn overlay_mounts(&self, info: &Info) -> Result<Vec<Mount>> {
+        let m = self.store.load()?;
+        let chain = self.store.chain(&m, info.parent.as_deref())?;
+        let own = self.store.path(&info.id);
+        if info.kind == Kind::View {
+            return Ok(match chain.len() {
+                0 => vec![bind(&own.join("fs"), true)],
+                1 => vec![bind(&self.store.path(&chain[0].id).join("fs"), true)],
+                _ => vec![self.layered(&chain, None)],
+            });
+        }
+        if chain.is_empty() {
+            return Ok(vec![bind(&own.join("fs"), false)]);
+        }
+        Ok(vec![self.layered(&chain, Some(&info.id))])
+    }
+
+    /// An overlay mount of `chain` (nearest first), with `upper`'s fs/work when writable. Uses
+    /// absolute paths when the options fit in a page, else paths relative to snapshots/.
+    fn layered(&self, chain: &[Info], upper: Option<&str>) -> Mount {
+        let build = |base: &dyn Fn(&str) -> String| {
+            let lower: Vec<String> = chain.iter().map(|i| format!("{}/fs", base(&i.id))).collect();
+            let mut options = vec![format!("lowerdir={}", lower.join(":"))];
+            if let Some(u) = upper {
+                options.push(format!("upperdir={}/fs", base(u)));
+                options.push(format!("workdir={}/work", base(u)));
+            }
+            if upper.is_none() {
+                options.push("ro".into());
+            }
+            options
+        };
+        let snapshots = self.store.snapshots();
+        let absolute = build(&|id: &str| snapshots.join(id).display().to_string());
+        if absolute.join(",").len() < PAGE_SIZE {
+            return Mount { typ: "overlay".into(), source: "overlay".into(), options: absolute, cwd: None };
+        }
+        Mount { typ: "overlay".into(), source: "overlay".into(), options: build(&|id: &str| id.to_string()), cwd: Some(snapshots) }
+    }
+}
+
+impl Snapshotter for Overlay {
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        let info = self.store.create(key, parent, Kind::Active, |_, _| Ok(()))?;
+        self.overlay_mounts(&info)
+    }
+
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        let info = self.store.create(key, parent, Kind::View, |_, _| Ok(()))?;
+        self.overlay_mounts(&info)
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let (_, info) = self.store.get(key)?;
+        self.overlay_mounts(&info)
+    }
+
+    fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.store.commit(name, key)
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.store.remove(key)
+    }
+
+    fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.store.get(key)?.1)
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        self.store.usage(key)
+    }
+
+    fn walk(&self) -> Result<Vec<Info>> {
+        self.store.walk()
+    }
+
+    fn dir(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.store.path(&self.store.get(key)?.1.id).join("fs"))
+    }
+}
+
+/// Vfs: every snapshot is a full copy of its parent; mounts are binds.
+pub struct Vfs {
+    store: Store,
+}
+
+impl Vfs {
+    pub fn open(root: &Path) -> Result<Vfs> {
+        Ok(Vfs { store: Store::open(root)? })
+    }
+
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind) -> Result<Vec<Mount>> {
+        let snapshots = self.store.snapshots();
+        let info = self.store.create(key, parent, kind, |tmp, chain| match chain.first() {
+            Some(p) => copy_tree(&snapshots.join(&p.id).join("fs"), &tmp.join("fs")),
+            None => Ok(()),
+        })?;
+        Ok(vec![bind(&self.store.path(&info.id).join("fs"), kind == Kind::View)])
+    }
+}
+
+impl Snapshotter for Vfs {
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::Active)
+    }
+
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::View)
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let (_, info) = self.store.get(key)?;
+        Ok(vec![bind(&self.store.path(&info.id).join("fs"), info.kind != Kind::Active)])
+    }
+
+    fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.store.commit(name, key)
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.store.remove(key)
+    }
+
+    fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.store.get(key)?.1)
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        self.store.usage(key)
+    }
+
+    fn walk(&self) -> Result<Vec<Info>> {
+        self.store.walk()
+    }
+
+    fn dir(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.store.path(&self.store.get(key)?.1.id).join("fs"))
+    }
+}
+
+/// Copy a tree with owners, modes, times, symlinks, devices and hard links preserved.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut links: std::collections::HashMap<(u64, u64), PathBuf> = std::collections::HashMap::new();
+    let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
+    let mut dirs = Vec::new();
+    while let Some((src, dst)) = stack.pop() {
+        for e in fs::read_dir(&src).map_err(io_err("listing", &src))?.flatten() {
+            let s = e.path();
+            let d = dst.join(e.file_name());
+            let md = fs::symlink_metadata(&s).map_err(io_err("stat", &s))?;
+            let ft = md.file_type();
+            if !ft.is_dir() && md.nlink() > 1 {
+                if let Some(first) = links.get(&(md.dev(), md.ino())) {
+                    fs::hard_link(first, &d).map_err(io_err("linking", &d))?;
+                    continue;
+                }
+                links.insert((md.dev(), md.ino()), d.clone());
+            }
+            if ft.is_dir() {
+                fs::create_dir(&d).map_err(io_err("creating", &d))?;
+                stack.push((s, d.clone()));
+                dirs.push((d, md));
+                continue;
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&s).map_err(io_err("reading link", &s))?;
+                std::os::unix::fs::symlink(t, &d).map_err(io_err("creating", &d))?;
+            } else if ft.is_file() {
+                fs::copy(&s, &d).map_err(io_err("copying", &s))?;
+            } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(md.mode() & libc_s_ifmt());
+                nix::sys::stat::mknod(&d, kind, nix::sys::stat::Mode::from_bits_truncate(md.mode()), md.rdev())
+                    .map_err(|e| io_err("creating", &d)(e.into()))?;
+            } else {
+                continue; // sockets are not copied
+            }
+            set_meta(&d, &md)?;
+        }
+    }
+    // Directories last (children change their times) and deepest first.
+    for (d, md) in dirs.iter().rev() {
+        set_meta(d, md)?;
+    }
+    Ok(())
+}
+
+const fn libc_s_ifmt() -> u32 {
+    0o170000
+}
+
+fn set_meta(p: &Path, md: &fs::Metadata) -> Result<()> {
+    let err = |e: nix::Error| io_err("setting metadata of", p)(e.into());
+    nix::unistd::fchownat(nix::fcntl::AT_FDCWD, p, Some(md.uid().into()), Some(md.gid().into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(err)?;
+    if !md.file_type().is_symlink() {
+        fs::set_permissions(p, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(io_err("chmod", p))?;
+    }
+    let t = |s: i64, n: i64| nix::sys::time::TimeSpec::new(s, n);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &t(md.atime(), md.atime_nsec()),
+        &t(md.mtime(), md.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(err)
+}
+
+impl Mount {
+    /// Perform this mount on `target`. Relative option paths are resolved from `cwd` by a
+    /// thread with its own working directory (unshare(CLONE_FS)), so the process's is untouched.
+    pub fn mount(&self, target: &Path) -> io::Result<()> {
+        use nix::mount::MsFlags;
+        let target = target.to_path_buf();
+        let m = self.clone();
+        std::thread::spawn(move || -> io::Result<()> {
+            let (flags, data) = if m.typ == "bind" {
+                let ro = m.options.iter().any(|o| o == "ro");
+                nix::mount::mount(Some(&m.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+                if ro {
+                    nix::mount::mount(
+                        None::<&str>,
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )?;
+                }
+                return Ok(());
+            } else {
+                let ro = m.options.iter().any(|o| o == "ro");
+                let data: Vec<&str> = m.options.iter().map(String::as_str).filter(|o| *o != "ro").collect();
+                (if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() }, data.join(","))
+            };
+            if let Some(cwd) = &m.cwd {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+                nix::unistd::chdir(cwd)?;
+            }
+            nix::mount::mount(Some(&m.source), &target, Some(m.typ.as_str()), flags, Some(data.as_str()))?;
+            Ok(())
+        })
+        .join()
+        .map_err(|_| io::Error::other("mount thread panicked"))?
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    //! One suite that every snapshotter passes.
+    use super::*;
+
+    fn root_or_skip() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            eprintln!("SKIP: the snapshotter suite mounts and needs root");
+        }
+        root
+    }
+
+    /// Mount `mounts` at a temp dir for the length of `f`, always unmounting.
+    fn with_mounted<T>(mounts: &[Mount], f: impl FnOnce(&Path) -> T) -> T {
+        let target = tempfile::tempdir().unwrap();
+        mounts[0].mount(target.path()).unwrap();
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(target.path())));
+        nix::mount::umount2(target.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+        out.unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    fn suite<S: Snapshotter>(open: impl Fn(&Path) -> S) {
+        let t = tempfile::tempdir().unwrap();
+        let s = open(t.path());
+
+        // Base layer: write, commit.
+        let m = s.prepare("base-active", None).unwrap();
+        with_mounted(&m, |p| {
+            fs::create_dir(p.join("etc")).unwrap();
+            fs::write(p.join("etc/hostname"), "base").unwrap();
+            fs::write(p.join("etc/gone"), "x").unwrap();
+            fs::create_dir_all(p.join("var/cache/deep")).unwrap();
+        });
+        s.commit("base", "base-active").unwrap();
+        assert_eq!(s.stat("base").unwrap().kind, Kind::Committed);
+        assert!(matches!(s.stat("base-active"), Err(SnapshotError::NotFound(_))));
+
+        // A child sees the parent, changes it without touching it.
+        let m = s.prepare("child-active", Some("base")).unwrap();
+        with_mounted(&m, |p| {
+            assert_eq!(fs::read_to_string(p.join("etc/hostname")).unwrap(), "base");
+            fs::write(p.join("etc/hostname"), "child").unwrap();
+            fs::remove_file(p.join("etc/gone")).unwrap();
+            fs::remove_dir_all(p.join("var/cache")).unwrap();
+            fs::create_dir(p.join("var/cache")).unwrap();
+            fs::write(p.join("var/cache/new"), "n").unwrap();
+        });
+        s.commit("child", "child-active").unwrap();
+
+        // A view of the child: the changes, read-only.
+        let m = s.view("child-view", Some("child")).unwrap();
+        with_mounted(&m, |p| {
+            assert_eq!(fs::read_to_string(p.join("etc/hostname")).unwrap(), "child");
+            assert!(!p.join("etc/gone").exists());
+            assert!(!p.join("var/cache/deep").exists(), "a recreated directory hides the old one's content");
+            assert!(p.join("var/cache/new").exists());
+            assert!(fs::write(p.join("x"), "y").is_err(), "views are read-only");
+        });
+        // The parent is unchanged.
+        let m = s.view("base-view", Some("base")).unwrap();
+        with_mounted(&m, |p| {
+            assert_eq!(fs::read_to_string(p.join("etc/hostname")).unwrap(), "base");
+            assert!(p.join("etc/gone").exists());
+        });
+
+        // Bookkeeping and refusals.
+        assert!(s.usage("base").unwrap().size >= 5);
+        let keys: Vec<String> = s.walk().unwrap().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["base", "base-view", "child", "child-view"]);
+        assert!(matches!(s.prepare("child", None), Err(SnapshotError::Exists(_))));
+        assert!(matches!(s.remove("base"), Err(SnapshotError::HasChildren(_))));
+        assert!(matches!(s.prepare("x", Some("child-view")), Err(SnapshotError::WrongKind { .. })));
+        assert!(matches!(s.prepare("y", Some("missing")), Err(SnapshotError::NotFound(_))));
+        assert!(matches!(s.commit("z", "child"), Err(SnapshotError::WrongKind { .. })));
+
+        // Crash leftovers are cleaned when the store is opened again; records survive.
+        fs::create_dir_all(t.path().join("snapshots/.tmp-deadbeef/fs")).unwrap();
+        fs::create_dir_all(t.path().join("snapshots/.rm-cafe/fs")).unwrap();
+        drop(s);
+        let s = open(t.path());
+        let names: Vec<String> =
+            fs::read_dir(t.path().join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        assert_eq!(s.walk().unwrap().len(), 4);
+
+        // Removal, leaves first.
+        for k in ["child-view", "base-view", "child", "base"] {
+            s.remove(k).unwrap();
+        }
+        assert!(s.walk().unwrap().is_empty());
+        assert_eq!(fs::read_dir(t.path().join("snapshots")).unwrap().count(), 0);
+    }
+
+    fn depth_limit<S: Snapshotter>(open: impl Fn(&Path) -> S) {
+        let t = tempfile::tempdir().unwrap();
+        let s = open(t.path());
+        let mut parent: Option<String> = None;
+        for i in 0..MAX_LAYER_DEPTH {
+            s.prepare(&format!("a{i}"), parent.as_deref()).unwrap();
+            s.commit(&format!("l{i}"), &format!("a{i}")).unwrap();
+            parent = Some(format!("l{i}"));
+        }
+        assert!(matches!(s.prepare("too-deep", parent.as_deref()), Err(SnapshotError::TooDeep(126))));
+        // A view of the deepest chain still works (and for overlay, mounts all 125 layers).
+        let m = s.view("deep-view", parent.as_deref()).unwrap();
+        assert!(m[0].options.join(",").len() < PAGE_SIZE, "mount options must fit in a page");
+        with_mounted(&m, |p| assert!(p.exists()));
+    }
+
+    #[test]
+    fn overlay_passes_the_suite() {
+        if root_or_skip() {
+            suite(|p| Overlay::open(p).unwrap());
+        }
+    }
+
+    #[test]
+    fn vfs_passes_the_suite() {
+        if root_or_skip() {
+            suite(|p| Vfs::open(p).unwrap());
+        }
+    }
+
+    #[test]
+    fn overlay_mounts_125_layers_with_options_that_fit_a_page() {
+        if root_or_skip() {
+            depth_limit(|p| Overlay::open(p).unwrap());
+        }
+    }
+
+    #[test]
+    fn vfs_refuses_chains_deeper_than_125() {
+        if root_or_skip() {
+            depth_limit(|p| Vfs::open(p).unwrap());
+        }
+    }
+}
