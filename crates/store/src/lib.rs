@@ -1,12 +1,14 @@
 //! berth-store: keeps images on disk and gives containers an overlay root.
 //!
 //! So far: content-addressed blobs written through verified ingests ([`content`]), safe layer
-//! application with whiteouts ([`archive`]), overlay and vfs snapshots behind one trait
-//! ([`snapshot`]), digests ([`digest`]) and Docker image references ([`reference`]). Layer
-//! diffs, the image model, garbage collection and import/export come next (see docs/store.md).
+//! application with whiteouts ([`archive`]) and its reverse ([`diff`]), overlay and vfs
+//! snapshots behind one trait ([`snapshot`]), digests ([`digest`]) and Docker image references
+//! ([`reference`]). The image model, garbage collection and import/export come next (see
+//! docs/store.md).
 
 pub mod archive;
 pub mod content;
+pub mod diff;
 pub mod digest;
 pub mod reference;
 pub mod snapshot;
