@@ -255,7 +255,7 @@ mod tests {
         let u = t.path();
         fs::create_dir_all(u.join("d")).unwrap();
         nix::sys::stat::mknod(&u.join("gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0).unwrap();
-        rustix::fs::setxattr(&u.join("d"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(u.join("d"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
         fs::write(u.join("d/new"), "n").unwrap();
         let layer = diff(Source::Overlay(u), Vec::new()).unwrap();
         let names: Vec<String> =
