@@ -81,6 +81,16 @@ fn clean_path(raw: &[u8]) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A numeric header field; a blank one (all NULs or spaces) reads as 0, as Go's archive/tar
+/// (and so Docker) reads it. Anything else that does not parse is an error.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(ArchiveError::Read(e)),
+    }
+}
+
 /// Does a relative symlink target, followed from `dir` (relative to the root), climb out?
 fn escapes(dir: &Path, target: &Path) -> bool {
     if target.is_absolute() {
@@ -198,9 +208,9 @@ impl Applier {
         }
 
         let mode = Mode::from_bits_truncate(h.mode().map_err(ArchiveError::Read)? & 0o7777);
-        let uid = h.uid().map_err(ArchiveError::Read)? as u32;
-        let gid = h.gid().map_err(ArchiveError::Read)? as u32;
-        let mtime = TimeSpec::new(h.mtime().map_err(ArchiveError::Read)? as i64, 0);
+        let uid = numeric(h.uid(), &h.as_old().uid)? as u32;
+        let gid = numeric(h.gid(), &h.as_old().gid)? as u32;
+        let mtime = TimeSpec::new(numeric(h.mtime(), &h.as_old().mtime)? as i64, 0);
         let existing = nix::sys::stat::fstatat(parent.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok();
         let existing_is_dir = existing.is_some_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
         if existing.is_some() && !(kind.is_dir() && existing_is_dir) {

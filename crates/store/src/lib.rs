@@ -2,14 +2,17 @@
 //!
 //! So far: content-addressed blobs written through verified ingests ([`content`]), safe layer
 //! application with whiteouts ([`archive`]) and its reverse ([`diff`]), overlay and vfs
-//! snapshots behind one trait ([`snapshot`]), digests ([`digest`]) and Docker image references
-//! ([`reference`]). The image model, garbage collection and import/export come next (see
+//! snapshots behind one trait ([`snapshot`]), the image model ([`image`]) and images on disk with
+//! import, tags and shared layers ([`images`]), digests ([`digest`]) and Docker image references
+//! ([`reference`]). Garbage collection of orphans, save/load and the OCI layout come next (see
 //! docs/store.md).
 
 pub mod archive;
 pub mod content;
 pub mod diff;
 pub mod digest;
+pub mod image;
+pub mod images;
 pub mod reference;
 pub mod snapshot;
 

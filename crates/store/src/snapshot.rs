@@ -3,7 +3,7 @@
 //! them) and [`Vfs`] (a plain copy of the parent, for file systems without overlay).
 //!
 //! On disk, under the snapshotter's root: `snapshots/<id>/{fs,work}` (random ids) and
-//! `metadata.json` (key → id, parent, kind), replaced atomically. A snapshot directory is built
+//! `snapshots.json` (key → id, parent, kind), replaced atomically. A snapshot directory is built
 //! under a temporary name and renamed into place before the metadata names it; a removal drops
 //! the metadata entry first. So a crash leaves, at worst, a directory no metadata names, which
 //! the next `open` deletes.
@@ -130,7 +130,7 @@ impl Store {
     }
 
     fn meta_path(&self) -> PathBuf {
-        self.root.join("metadata.json")
+        self.root.join("snapshots.json")
     }
 
     fn load(&self) -> Result<Metadata> {

@@ -1,0 +1,462 @@
+//! Images on disk: records (config digest = image ID, manifest, layers by diffID and chainID),
+//! references, and the layer snapshots they share. `images.json` is replaced atomically; layer
+//! snapshots are committed under their chainID, so identical layers are stored once whatever
+//! image brought them, and a layer is removed only when no image uses it any more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{self, ArchiveError, WhiteoutMode};
+use crate::content::{ContentError, ContentStore};
+use crate::digest::Digest;
+use crate::image::{self, Descriptor, History, ImageConfig, Manifest, Platform, RootFs};
+use crate::reference::{Reference, ReferenceError};
+use crate::snapshot::{Overlay, SnapshotError, Snapshotter, Vfs};
+
+/// Manifests and configs are small; anything larger is refused rather than read into memory.
+const MAX_METADATA_BLOB: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error("no such image: {0}")]
+    NotFound(String),
+    #[error("{0:?} matches more than one image; use more of the ID")]
+    Ambiguous(String),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error("{context} {path}: {source}")]
+    Io { context: &'static str, path: PathBuf, source: io::Error },
+}
+
+type Result<T> = std::result::Result<T, ImagesError>;
+
+fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImagesError {
+    let path = path.to_path_buf();
+    move |source| ImagesError::Io { context, path, source }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub diff_id: Digest,
+    pub chain_id: Digest,
+    /// The blob as stored (and as a registry would serve it).
+    pub blob: Digest,
+    pub media_type: String,
+    /// Bytes of the uncompressed layer tar.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub id: Digest,
+    pub manifest: Digest,
+    pub layers: Vec<LayerRecord>,
+    /// When this engine stored it.
+    pub stored: String,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Db {
+    version: u32,
+    images: BTreeMap<String, ImageRecord>,
+    /// Normalised reference → image ID.
+    refs: BTreeMap<String, Digest>,
+}
+
+const DB_VERSION: u32 = 1;
+
+pub struct ImageStore {
+    root: PathBuf,
+    pub content: ContentStore,
+    pub snapshots: Box<dyn Snapshotter>,
+    whiteouts: WhiteoutMode,
+}
+
+/// Which snapshotter to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Overlay,
+    Vfs,
+}
+
+fn now() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // RFC 3339 without a date crate: seconds precision is what Docker prints.
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z", sod / 3600, sod % 3600 / 60, sod % 60, d.subsec_nanos())
+}
+
+impl ImageStore {
+    /// Open the store under `root` (`content/`, `snapshots/`, `snapshots.json`, `images.json`).
+    pub fn open(root: &Path, driver: Driver) -> Result<ImageStore> {
+        fs::create_dir_all(root).map_err(io_err("creating", root))?;
+        let content = ContentStore::open(root.join("content"))?;
+        let (snapshots, whiteouts): (Box<dyn Snapshotter>, _) = match driver {
+            Driver::Overlay => (Box::new(Overlay::open(root)?), WhiteoutMode::Overlay),
+            Driver::Vfs => (Box::new(Vfs::open(root)?), WhiteoutMode::Delete),
+        };
+        Ok(ImageStore { root: root.to_path_buf(), content, snapshots, whiteouts })
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.root.join("images.json")
+    }
+
+    fn load(&self) -> Result<Db> {
+        let p = self.db_path();
+        match fs::read(&p) {
+            Ok(d) => serde_json::from_slice(&d).map_err(|e| io_err("parsing", &p)(io::Error::other(e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Db { version: DB_VERSION, ..Default::default() }),
+            Err(e) => Err(io_err("reading", &p)(e)),
+        }
+    }
+
+    fn save(&self, db: &Db) -> Result<()> {
+        let p = self.db_path();
+        let data = serde_json::to_vec_pretty(db).map_err(|e| io_err("encoding", &p)(io::Error::other(e)))?;
+        let tmp = self.root.join(format!(".images.json.tmp-{}", std::process::id()));
+        let write = || -> io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &p)?;
+            fs::File::open(&self.root)?.sync_all()
+        };
+        write().map_err(io_err("writing", &p))
+    }
+
+    /// Make sure the layer `chain_id` (on `parent`) is unpacked from `blob`, and committed.
+    fn unpack(&self, parent: Option<&Digest>, chain_id: &Digest, blob: &Digest) -> Result<()> {
+        if self.snapshots.stat(&chain_id.to_string()).is_ok() {
+            return Ok(()); // shared with an image we already have
+        }
+        let key = format!("extract-{}-{}", std::process::id(), chain_id.hex());
+        let parent_key = parent.map(|p| p.to_string());
+        self.snapshots.prepare(&key, parent_key.as_deref())?;
+        let result = (|| -> Result<()> {
+            let dir = self.snapshots.dir(&key)?;
+            let layer = archive::decompress(self.content.open_blob(blob)?).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
+            archive::apply(&dir, layer, self.whiteouts)?;
+            self.snapshots.commit(&chain_id.to_string(), &key)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = self.snapshots.remove(&key);
+        }
+        result
+    }
+
+    /// `docker import`: a root filesystem tar (plain or gzip) becomes a one-layer image.
+    pub fn import(&self, tar: impl Read, reference: Option<&Reference>, comment: &str) -> Result<Digest> {
+        let mut input = archive::decompress(tar).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
+        let ingest = format!("import-{}-{}", std::process::id(), now());
+        let mut w = self.content.writer(&ingest, None)?;
+        let size = io::copy(&mut input, &mut w).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
+        let diff_id = w.commit()?;
+        let was_known = self.load()?.images.values().any(|i| i.layers.iter().any(|l| l.blob == diff_id));
+        let chain_id = diff_id.clone();
+        if let Err(e) = self.unpack(None, &chain_id, &diff_id) {
+            if !was_known {
+                let _ = self.content.delete(&diff_id);
+            }
+            return Err(e);
+        }
+        let created = now();
+        let config = ImageConfig {
+            architecture: Platform::host().architecture,
+            os: "linux".into(),
+            created: Some(created.clone()),
+            comment: (!comment.is_empty()).then(|| comment.to_string()),
+            rootfs: RootFs { typ: "layers".into(), diff_ids: vec![diff_id.clone()] },
+            history: vec![History {
+                created: Some(created),
+                comment: Some(comment.to_string()).filter(|c| !c.is_empty()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| ImagesError::Image(image::ImageError::BadConfig(e)))?;
+        let layers = vec![LayerRecord {
+            diff_id: diff_id.clone(),
+            chain_id,
+            blob: diff_id.clone(),
+            media_type: image::MEDIA_DOCKER_LAYER.into(),
+            size,
+        }];
+        self.record(config_bytes, layers, reference)
+    }
+
+    /// Store config and manifest blobs for `layers` (already unpacked) and record the image.
+    fn record(&self, config_bytes: Vec<u8>, layers: Vec<LayerRecord>, reference: Option<&Reference>) -> Result<Digest> {
+        let id = self.content.write_blob(&config_bytes, None)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(image::MEDIA_DOCKER_MANIFEST.into()),
+            config: Descriptor {
+                media_type: image::MEDIA_DOCKER_CONFIG.into(),
+                digest: id.clone(),
+                size: config_bytes.len() as u64,
+                platform: None,
+                annotations: Default::default(),
+                urls: Vec::new(),
+            },
+            layers: layers
+                .iter()
+                .map(|l| Descriptor {
+                    media_type: l.media_type.clone(),
+                    digest: l.blob.clone(),
+                    size: self.content.info(&l.blob).unwrap_or(l.size),
+                    platform: None,
+                    annotations: Default::default(),
+                    urls: Vec::new(),
+                })
+                .collect(),
+            annotations: Default::default(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| ImagesError::Image(image::ImageError::BadManifest(e)))?;
+        let manifest = self.content.write_blob(&manifest_bytes, None)?;
+        let mut db = self.load()?;
+        db.version = DB_VERSION;
+        db.images.insert(id.to_string(), ImageRecord { id: id.clone(), manifest, layers, stored: now() });
+        if let Some(r) = reference {
+            db.refs.insert(r.to_string(), id.clone());
+        }
+        self.save(&db)?;
+        Ok(id)
+    }
+
+    /// An image by reference (`busybox`, `busybox:1`), full ID (`sha256:…` or 64 hex) or a
+    /// unique ID prefix.
+    pub fn resolve(&self, name: &str) -> Result<Digest> {
+        let db = self.load()?;
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            let matches: Vec<&ImageRecord> = db.images.values().filter(|i| i.id.hex().starts_with(hex)).collect();
+            match matches.len() {
+                1 => return Ok(matches[0].id.clone()),
+                n if n > 1 => return Err(ImagesError::Ambiguous(name.to_string())),
+                _ if hex.len() == 64 => return Err(ImagesError::NotFound(name.to_string())),
+                _ => {} // maybe a name made of hex letters, like "cafe"
+            }
+        }
+        let r = Reference::parse(name)?;
+        db.refs.get(&r.to_string()).cloned().ok_or_else(|| ImagesError::NotFound(name.to_string()))
+    }
+
+    pub fn get(&self, id: &Digest) -> Result<ImageRecord> {
+        self.load()?.images.get(&id.to_string()).cloned().ok_or_else(|| ImagesError::NotFound(id.to_string()))
+    }
+
+    /// The config's raw bytes (whose digest is the ID) and its parsed form.
+    pub fn config(&self, id: &Digest) -> Result<(Vec<u8>, ImageConfig)> {
+        let raw = self.content.read(id, MAX_METADATA_BLOB)?;
+        let parsed = ImageConfig::parse(&raw)?;
+        Ok((raw, parsed))
+    }
+
+    /// Every image with the references that point at it.
+    pub fn list(&self) -> Result<Vec<(ImageRecord, Vec<Reference>)>> {
+        let db = self.load()?;
+        Ok(db
+            .images
+            .values()
+            .map(|img| {
+                let refs = db.refs.iter().filter(|(_, id)| **id == img.id).filter_map(|(r, _)| Reference::parse(r).ok()).collect();
+                (img.clone(), refs)
+            })
+            .collect())
+    }
+
+    pub fn tag(&self, source: &str, target: &Reference) -> Result<()> {
+        let id = self.resolve(source)?;
+        let mut db = self.load()?;
+        db.refs.insert(target.to_string(), id);
+        self.save(&db)
+    }
+
+    /// Remove a reference; returns the image it pointed at.
+    pub fn untag(&self, reference: &Reference) -> Result<Digest> {
+        let mut db = self.load()?;
+        let id = db.refs.remove(&reference.to_string()).ok_or_else(|| ImagesError::NotFound(reference.familiar()))?;
+        self.save(&db)?;
+        Ok(id)
+    }
+
+    /// Remove an image, its references, and every layer snapshot and blob no other image uses.
+    pub fn remove(&self, id: &Digest) -> Result<()> {
+        let mut db = self.load()?;
+        let img = db.images.remove(&id.to_string()).ok_or_else(|| ImagesError::NotFound(id.to_string()))?;
+        db.refs.retain(|_, v| v != id);
+        self.save(&db)?;
+        let used_chains: BTreeSet<&Digest> = db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.chain_id)).collect();
+        let mut used_blobs: BTreeSet<&Digest> = db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.blob)).collect();
+        let others: Vec<(Digest, Digest)> = db.images.values().map(|i| (i.id.clone(), i.manifest.clone())).collect();
+        for (c, m) in &others {
+            used_blobs.insert(c);
+            used_blobs.insert(m);
+        }
+        // Leaf layers first: a snapshot with children cannot go before them.
+        for l in img.layers.iter().rev() {
+            if !used_chains.contains(&l.chain_id) {
+                match self.snapshots.remove(&l.chain_id.to_string()) {
+                    Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for b in img.layers.iter().map(|l| &l.blob).chain([&img.id, &img.manifest]) {
+            if !used_blobs.contains(b) {
+                match self.content.delete(b) {
+                    Ok(()) | Err(ContentError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_or_skip() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            eprintln!("SKIP: importing images unpacks layers and needs root");
+        }
+        root
+    }
+
+    fn rootfs_tar(marker: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [("bin/sh", "#!fake".as_bytes()), ("etc/marker", marker.as_bytes())] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            h.set_mtime(1_600_000_000);
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn import_makes_a_one_layer_image_found_by_name_id_and_prefix() {
+        if !root_or_skip() {
+            return;
+        }
+        for driver in [Driver::Overlay, Driver::Vfs] {
+            let t = tempfile::tempdir().unwrap();
+            let s = ImageStore::open(t.path(), driver).unwrap();
+            let r = Reference::parse("busybox").unwrap();
+            let id = s.import(&gzip(&rootfs_tar("one"))[..], Some(&r), "Imported from -").unwrap();
+            assert_eq!(s.resolve("busybox").unwrap(), id);
+            assert_eq!(s.resolve("busybox:latest").unwrap(), id);
+            assert_eq!(s.resolve("docker.io/library/busybox").unwrap(), id);
+            assert_eq!(s.resolve(&id.to_string()).unwrap(), id);
+            assert_eq!(s.resolve(&id.hex()[..12]).unwrap(), id);
+            let (raw, config) = s.config(&id).unwrap();
+            assert_eq!(Digest::of(&raw), id, "the ID is the digest of the config bytes");
+            assert_eq!(config.rootfs.diff_ids.len(), 1);
+            let img = s.get(&id).unwrap();
+            let layer = &img.layers[0];
+            assert_eq!(layer.diff_id, Digest::of(&rootfs_tar("one")), "diffID is the digest of the uncompressed tar");
+            let dir = s.snapshots.dir(&layer.chain_id.to_string()).unwrap();
+            assert_eq!(fs::read_to_string(dir.join("etc/marker")).unwrap(), "one");
+            let manifest = Manifest::parse(&s.content.read(&img.manifest, 1 << 20).unwrap()).unwrap();
+            assert_eq!(manifest.config.digest, id);
+            // Reopening finds everything again.
+            drop(s);
+            let s = ImageStore::open(t.path(), driver).unwrap();
+            assert_eq!(s.resolve("busybox").unwrap(), id);
+            assert!(matches!(s.resolve("nothere"), Err(ImagesError::NotFound(_))));
+        }
+    }
+
+    #[test]
+    fn identical_layers_are_stored_once_and_removed_with_their_last_image() {
+        if !root_or_skip() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
+        let a = s.import(&rootfs_tar("same")[..], Some(&Reference::parse("a").unwrap()), "").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5)); // a different creation time
+        let b = s.import(&rootfs_tar("same")[..], Some(&Reference::parse("b").unwrap()), "").unwrap();
+        assert_ne!(a, b, "configs differ by creation time");
+        assert_eq!(s.snapshots.walk().unwrap().len(), 1, "one snapshot for the shared layer");
+        s.tag("a", &Reference::parse("a:v2").unwrap()).unwrap();
+        assert_eq!(s.list().unwrap().iter().find(|(i, _)| i.id == a).unwrap().1.len(), 2);
+        assert_eq!(s.untag(&Reference::parse("a:v2").unwrap()).unwrap(), a);
+
+        s.remove(&a).unwrap();
+        assert_eq!(s.snapshots.walk().unwrap().len(), 1, "b still uses the layer");
+        assert!(matches!(s.resolve("a"), Err(ImagesError::NotFound(_))));
+        s.remove(&b).unwrap();
+        assert!(s.snapshots.walk().unwrap().is_empty());
+        assert!(s.content.list().unwrap().is_empty(), "configs, manifests and layers are gone");
+    }
+
+    #[test]
+    fn a_corrupt_import_leaves_no_image_layer_or_blob() {
+        if !root_or_skip() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
+        let mut bad = rootfs_tar("x");
+        bad.truncate(700);
+        assert!(s.import(&bad[..], None, "").is_err());
+        assert!(s.list().unwrap().is_empty());
+        assert!(s.snapshots.walk().unwrap().is_empty());
+        assert!(s.content.list().unwrap().is_empty());
+        assert!(s.content.ingests().unwrap().is_empty());
+    }
+
+    #[test]
+    fn ambiguous_prefixes_and_bad_names_are_refused() {
+        if !root_or_skip() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(s.import(&rootfs_tar(&i.to_string())[..], None, "").unwrap());
+        }
+        // With 20 images some first hex digit is shared: a one-digit prefix is ambiguous.
+        let first: Vec<char> = ids.iter().map(|d| d.hex().chars().next().unwrap()).collect();
+        let shared = first.iter().find(|c| first.iter().filter(|d| d == c).count() > 1).unwrap();
+        assert!(matches!(s.resolve(&shared.to_string()), Err(ImagesError::Ambiguous(_))));
+        assert!(matches!(s.resolve("Bad/Name"), Err(ImagesError::Reference(_))));
+    }
+}
