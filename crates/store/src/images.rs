@@ -24,6 +24,8 @@ const MAX_METADATA_BLOB: u64 = 4 << 20;
 pub enum ImagesError {
     #[error("no such image: {0}")]
     NotFound(String),
+    #[error("not a valid image archive: {0}")]
+    BadArchive(String),
     #[error("{0:?} matches more than one image; use more of the ID")]
     Ambiguous(String),
     #[error(transparent)]
@@ -76,6 +78,22 @@ struct Db {
 }
 
 const DB_VERSION: u32 = 1;
+
+/// Hashes and counts what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
 
 pub struct ImageStore {
     root: PathBuf,
@@ -148,25 +166,42 @@ impl ImageStore {
         write().map_err(io_err("writing", &p))
     }
 
-    /// Make sure the layer `chain_id` (on `parent`) is unpacked from `blob`, and committed.
-    fn unpack(&self, parent: Option<&Digest>, chain_id: &Digest, blob: &Digest) -> Result<()> {
+    /// Make sure the layer `chain_id` (on `parent`) is unpacked from `blob` and committed.
+    /// With `diff_id`, the uncompressed stream must hash to it (a loaded archive's layers are
+    /// checked against their config); returns the uncompressed size when it unpacked.
+    pub(crate) fn unpack(
+        &self,
+        parent: Option<&Digest>,
+        chain_id: &Digest,
+        blob: &Digest,
+        diff_id: Option<&Digest>,
+    ) -> Result<Option<u64>> {
         if self.snapshots.stat(&chain_id.to_string()).is_ok() {
-            return Ok(()); // shared with an image we already have
+            return Ok(None); // shared with an image we already have
         }
         let key = format!("extract-{}-{}", std::process::id(), chain_id.hex());
         let parent_key = parent.map(|p| p.to_string());
         self.snapshots.prepare(&key, parent_key.as_deref())?;
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<u64> {
             let dir = self.snapshots.dir(&key)?;
             let layer = archive::decompress(self.content.open_blob(blob)?).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
-            archive::apply(&dir, layer, self.whiteouts)?;
+            let mut hashing = HashingReader { inner: layer, hasher: sha2::Sha256::default(), count: 0 };
+            archive::apply(&dir, &mut hashing, self.whiteouts)?;
+            // The tar ends before its padding; the diffID covers every byte.
+            io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
+            let actual = Digest::from_sha256(&sha2::Digest::finalize(hashing.hasher).into());
+            if let Some(expected) = diff_id
+                && *expected != actual
+            {
+                return Err(ImagesError::Content(ContentError::DigestMismatch { expected: expected.clone(), actual }));
+            }
             self.snapshots.commit(&chain_id.to_string(), &key)?;
-            Ok(())
+            Ok(hashing.count)
         })();
         if result.is_err() {
             let _ = self.snapshots.remove(&key);
         }
-        result
+        result.map(Some)
     }
 
     /// `docker import`: a root filesystem tar (plain or gzip) becomes a one-layer image.
@@ -178,7 +213,7 @@ impl ImageStore {
         let diff_id = w.commit()?;
         let was_known = self.load()?.images.values().any(|i| i.layers.iter().any(|l| l.blob == diff_id));
         let chain_id = diff_id.clone();
-        if let Err(e) = self.unpack(None, &chain_id, &diff_id) {
+        if let Err(e) = self.unpack(None, &chain_id, &diff_id, None) {
             if !was_known {
                 let _ = self.content.delete(&diff_id);
             }
@@ -210,7 +245,7 @@ impl ImageStore {
     }
 
     /// Store config and manifest blobs for `layers` (already unpacked) and record the image.
-    fn record(&self, config_bytes: Vec<u8>, layers: Vec<LayerRecord>, reference: Option<&Reference>) -> Result<Digest> {
+    pub(crate) fn record(&self, config_bytes: Vec<u8>, layers: Vec<LayerRecord>, reference: Option<&Reference>) -> Result<Digest> {
         let id = self.content.write_blob(&config_bytes, None)?;
         let manifest = Manifest {
             schema_version: 2,

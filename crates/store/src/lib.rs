@@ -3,14 +3,15 @@
 //! So far: content-addressed blobs written through verified ingests ([`content`]), safe layer
 //! application with whiteouts ([`archive`]) and its reverse ([`diff`]), overlay and vfs
 //! snapshots behind one trait ([`snapshot`]), the image model ([`image`]) and images on disk with
-//! import, tags and shared layers ([`images`]), digests ([`digest`]) and Docker image references
-//! ([`reference`]). Garbage collection of orphans, save/load and the OCI layout come next (see
-//! docs/store.md).
+//! import, tags and shared layers ([`images`]), `docker save`/`load` in docker-archive and OCI
+//! layout form ([`export`]), digests ([`digest`]) and Docker image references ([`reference`]).
+//! Garbage collection of orphans and zstd come next (see docs/store.md).
 
 pub mod archive;
 pub mod content;
 pub mod diff;
 pub mod digest;
+pub mod export;
 pub mod image;
 pub mod images;
 pub mod reference;
