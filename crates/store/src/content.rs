@@ -199,6 +199,20 @@ impl ContentStore {
         Ok(self.list()?.iter().map(|(_, s)| s).sum())
     }
 
+    /// Drop an interrupted ingest; one that a live writer holds is left alone (returns false).
+    pub fn remove_ingest(&self, reference: &str) -> Result<bool> {
+        let dir = self.ingest_dir(reference);
+        let lock_path = dir.join("lock");
+        let Ok(lock_file) = OpenOptions::new().write(true).open(&lock_path) else {
+            return Ok(false);
+        };
+        let Ok(_lock) = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) else {
+            return Ok(false);
+        };
+        fs::remove_dir_all(&dir).map_err(io_err("removing ingest", &dir))?;
+        Ok(true)
+    }
+
     /// Ingests in flight or interrupted: (reference, bytes written so far).
     pub fn ingests(&self) -> Result<Vec<(String, u64)>> {
         let dir = self.root.join("ingest");

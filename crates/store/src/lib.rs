@@ -5,7 +5,7 @@
 //! snapshots behind one trait ([`snapshot`]), the image model ([`image`]) and images on disk with
 //! import, tags and shared layers ([`images`]), `docker save`/`load` in docker-archive and OCI
 //! layout form ([`export`]), digests ([`digest`]) and Docker image references ([`reference`]).
-//! Garbage collection of orphans and zstd come next (see docs/store.md).
+//! See docs/store.md.
 
 pub mod archive;
 pub mod content;
