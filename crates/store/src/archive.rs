@@ -112,6 +112,10 @@ fn escapes(dir: &Path, target: &Path) -> bool {
 
 struct Applier {
     root: OwnedFd,
+    invalidated: bool,
+    /// The last parent directory opened (entries come grouped by directory). Dropped whenever
+    /// an entry removes or replaces anything, since the fd could then be a detached directory.
+    last_parent: Option<(PathBuf, OwnedFd)>,
     mode: WhiteoutMode,
     written: HashSet<PathBuf>,
     dirs: Vec<(PathBuf, TimeSpec)>,
@@ -187,17 +191,42 @@ impl Applier {
             return Ok(()); // the root itself ("./")
         };
         let parent_rel = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let parent = self.dir(&parent_rel)?;
+        let parent = match self.last_parent.take() {
+            Some((p, fd)) if p == parent_rel => fd,
+            _ => self.dir(&parent_rel)?,
+        };
+        let result = self.entry_in(&mut e, &path, &name, &parent_rel, &parent, applied);
+        if result.is_ok() && !self.invalidated {
+            self.last_parent = Some((parent_rel, parent));
+        }
+        self.invalidated = false;
+        result
+    }
+
+    fn entry_in<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<R>,
+        path: &Path,
+        name: &OsStr,
+        parent_rel: &Path,
+        parent: &OwnedFd,
+        applied: &mut Applied,
+    ) -> Result<()> {
+        let path = path.to_path_buf();
+        let name = name.to_os_string();
+        let parent_rel = parent_rel.to_path_buf();
         let h = e.header().clone();
         let kind = h.entry_type();
 
         let name_str = name.to_string_lossy();
         if name_str == OPAQUE_MARKER {
+            self.invalidated = true;
             return self.opaque(&parent_rel);
         }
         if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
             let hidden = OsString::from(hidden);
             let shown = parent_rel.join(&hidden);
+            self.invalidated = true;
             Self::remove(parent.as_fd(), &hidden, &shown)?;
             if self.mode == WhiteoutMode::Overlay {
                 nix::sys::stat::mknodat(parent.as_fd(), hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), nix::sys::stat::makedev(0, 0))
@@ -214,6 +243,7 @@ impl Applier {
         let existing = nix::sys::stat::fstatat(parent.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok();
         let existing_is_dir = existing.is_some_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
         if existing.is_some() && !(kind.is_dir() && existing_is_dir) {
+            self.invalidated = true;
             Self::remove(parent.as_fd(), &name, &path)?;
         }
 
@@ -222,8 +252,8 @@ impl Applier {
                 if !existing_is_dir {
                     nix::sys::stat::mkdirat(parent.as_fd(), name.as_os_str(), mode).map_err(write_err(&path))?;
                 }
-                self.owner_and_mode(&parent, &name, &path, uid, gid, Some(mode))?;
-                self.xattrs(&mut e, &path)?;
+                self.owner_and_mode(parent, &name, &path, uid, gid, Some(mode))?;
+                self.xattrs(e, &path)?;
                 self.dirs.push((path.clone(), mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -235,10 +265,10 @@ impl Applier {
                 )
                 .map_err(write_err(&path))?;
                 let mut f = std::fs::File::from(fd);
-                applied.bytes += io::copy(&mut e, &mut f).map_err(ArchiveError::Read)?;
-                self.owner_and_mode(&parent, &name, &path, uid, gid, Some(mode))?;
-                self.xattrs(&mut e, &path)?;
-                self.times(&parent, &name, &path, mtime)?;
+                applied.bytes += io::copy(e, &mut f).map_err(ArchiveError::Read)?;
+                self.owner_and_mode(parent, &name, &path, uid, gid, Some(mode))?;
+                self.xattrs(e, &path)?;
+                self.times(parent, &name, &path, mtime)?;
             }
             tar::EntryType::Symlink => {
                 let target = e.link_name_bytes().map(|t| PathBuf::from(OsStr::from_bytes(&t))).unwrap_or_default();
@@ -248,9 +278,11 @@ impl Applier {
                 if escapes(&parent_rel, &target) {
                     return Err(refuse(&path, "symlink target climbs out of the root"));
                 }
+                // A new symlink can change what a cached path resolves to.
+                self.invalidated = true;
                 nix::unistd::symlinkat(&target, parent.as_fd(), name.as_os_str()).map_err(write_err(&path))?;
-                self.owner_and_mode(&parent, &name, &path, uid, gid, None)?;
-                self.times(&parent, &name, &path, mtime)?;
+                self.owner_and_mode(parent, &name, &path, uid, gid, None)?;
+                self.times(parent, &name, &path, mtime)?;
             }
             tar::EntryType::Link => {
                 let raw = e.link_name_bytes().unwrap_or_default();
@@ -270,8 +302,8 @@ impl Applier {
                 let minor = h.device_minor().map_err(ArchiveError::Read)?.unwrap_or(0) as u64;
                 nix::sys::stat::mknodat(parent.as_fd(), name.as_os_str(), sflag, mode, nix::sys::stat::makedev(major, minor))
                     .map_err(write_err(&path))?;
-                self.owner_and_mode(&parent, &name, &path, uid, gid, Some(mode))?;
-                self.times(&parent, &name, &path, mtime)?;
+                self.owner_and_mode(parent, &name, &path, uid, gid, Some(mode))?;
+                self.times(parent, &name, &path, mtime)?;
             }
             // Metadata records the tar crate folds into the next entry.
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
@@ -365,7 +397,7 @@ impl Applier {
 /// Apply the (uncompressed) layer tar `layer` to the directory `root`.
 pub fn apply(root: &Path, layer: impl Read, mode: WhiteoutMode) -> Result<Applied> {
     let root_fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(write_err(root))?;
-    let mut a = Applier { root: root_fd, mode, written: HashSet::new(), dirs: Vec::new() };
+    let mut a = Applier { root: root_fd, invalidated: false, last_parent: None, mode, written: HashSet::new(), dirs: Vec::new() };
     let mut archive = tar::Archive::new(layer);
     let mut applied = Applied::default();
     for entry in archive.entries().map_err(ArchiveError::Read)? {
@@ -380,6 +412,97 @@ pub fn apply(root: &Path, layer: impl Read, mode: WhiteoutMode) -> Result<Applie
         }
     }
     Ok(applied)
+}
+
+/// A reader fed by a producer thread, so decompression and hashing (in `produce`) overlap
+/// with unpacking (the reader's consumer), as `gzip -dc | tar -x` overlaps them in two
+/// processes. `produce` writes the stream into the writer it is given; its result comes back
+/// from [`Pipeline::finish`] once the consumer has read everything.
+pub struct Pipeline<T> {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    producer: Option<std::thread::JoinHandle<io::Result<T>>>,
+    result: Option<io::Result<T>>,
+}
+
+struct ChunkWriter {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            // The consumer hung up (it failed): stop producing.
+            self.tx.send(full).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer consumer stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    pub fn start(produce: impl FnOnce(&mut dyn io::Write) -> io::Result<T> + Send + 'static) -> Pipeline<T> {
+        // A few chunks in flight: enough to keep both sides busy, bounded in memory.
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let producer = std::thread::spawn(move || {
+            let mut w = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK) };
+            let out = produce(&mut w)?;
+            io::Write::flush(&mut w)?;
+            Ok(out)
+        });
+        Pipeline { rx, chunk: Vec::new(), pos: 0, producer: Some(producer), result: None }
+    }
+
+    /// Read what is left (a tar's trailing padding), then the producer's result.
+    pub fn finish(mut self) -> io::Result<T> {
+        io::copy(&mut self, &mut io::sink())?;
+        self.join();
+        self.result.take().unwrap_or_else(|| Err(io::Error::other("layer producer gave no result")))
+    }
+
+    /// Collect the producer's result once its stream has ended.
+    fn join(&mut self) {
+        if let Some(h) = self.producer.take() {
+            self.result = Some(h.join().unwrap_or_else(|_| Err(io::Error::other("layer producer panicked"))));
+        }
+    }
+}
+
+impl<T: Send + 'static> Read for Pipeline<T> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                // The stream ended: cleanly, or with the producer's error.
+                Err(_) => {
+                    self.join();
+                    return match &self.result {
+                        Some(Err(e)) => Err(io::Error::new(e.kind(), e.to_string())),
+                        _ => Ok(0),
+                    };
+                }
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// The layer's bytes, decompressed according to their magic number (gzip, zstd or none).
@@ -627,6 +750,27 @@ mod tests {
         apply(t.path(), &upper[..], WhiteoutMode::Delete).unwrap();
         assert_eq!(listing(&t.path().join("a")), ["keep"]);
         assert_eq!(listing(&t.path().join("d")), ["new"]);
+    }
+
+    #[test]
+    fn pipeline_passes_bytes_and_result_and_reports_producer_errors() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let mut p = Pipeline::start(move |w| {
+            w.write_all(&data)?;
+            Ok(data.len())
+        });
+        let mut got = Vec::new();
+        p.read_to_end(&mut got).unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(p.finish().unwrap(), 3_000_000);
+        let mut failing = Pipeline::<()>::start(|w| {
+            w.write_all(b"partial")?;
+            w.flush()?;
+            Err(io::Error::other("source broke"))
+        });
+        let mut sink = Vec::new();
+        assert!(failing.read_to_end(&mut sink).unwrap_err().to_string().contains("source broke"));
     }
 
     #[test]

@@ -102,22 +102,6 @@ fn process_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Hashes and counts what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        sha2::Digest::update(&mut self.hasher, &buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 pub struct ImageStore {
     root: PathBuf,
     pub content: ContentStore,
@@ -304,19 +288,34 @@ impl ImageStore {
         self.snapshots.prepare(&key, parent_key.as_deref())?;
         let result = (|| -> Result<u64> {
             let dir = self.snapshots.dir(&key)?;
-            let layer = archive::decompress(self.content.open_blob(blob)?).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
-            let mut hashing = HashingReader { inner: layer, hasher: sha2::Sha256::default(), count: 0 };
-            archive::apply(&dir, &mut hashing, self.whiteouts)?;
-            // The tar ends before its padding; the diffID covers every byte.
-            io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
-            let actual = Digest::from_sha256(&sha2::Digest::finalize(hashing.hasher).into());
+            let file = self.content.open_blob(blob)?;
+            // Decompress and hash on one core while the other unpacks.
+            let mut stream = archive::Pipeline::start(move |w| {
+                let mut layer = archive::decompress(io::BufReader::with_capacity(1 << 20, file))?;
+                let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                let mut count = 0u64;
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = layer.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    sha2::Digest::update(&mut hasher, &buf[..n]);
+                    count += n as u64;
+                    w.write_all(&buf[..n])?;
+                }
+                Ok((Digest::from_sha256(&sha2::Digest::finalize(hasher).into()), count))
+            });
+            archive::apply(&dir, &mut stream, self.whiteouts)?;
+            // The diffID covers every byte, the tar's trailing padding included.
+            let (actual, count) = stream.finish().map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
             if let Some(expected) = diff_id
                 && *expected != actual
             {
                 return Err(ImagesError::Content(ContentError::DigestMismatch { expected: expected.clone(), actual }));
             }
             self.snapshots.commit(&chain_id.to_string(), &key)?;
-            Ok(hashing.count)
+            Ok(count)
         })();
         if result.is_err() {
             let _ = self.snapshots.remove(&key);
