@@ -452,7 +452,37 @@ mod tests {
             },
             &[(format!("blobs/sha256/{evil_hex}"), evil.clone())],
         );
-        let not_json = tamper(&good, |n, d| Some(if n == config_name { b"{not json".to_vec() } else { d }), &[]);
+        // A config blob whose name matches its content, but the content is not JSON.
+        let junk = b"{not json".to_vec();
+        let junk_hex = Digest::of(&junk).hex().to_string();
+        let not_json = tamper(
+            &good,
+            |n, d| match n {
+                _ if n == config_name => None,
+                "manifest.json" => Some(String::from_utf8(d).unwrap().replace(id.hex(), &junk_hex).into_bytes()),
+                _ => Some(d),
+            },
+            &[(format!("blobs/sha256/{junk_hex}"), junk.clone())],
+        );
+        // 126 layers: one more than Docker allows.
+        let too_deep = {
+            let layers: Vec<Vec<u8>> = (0..126).map(|i| rootfs_tar(&format!("layer {i}"))).collect();
+            let diff_ids: Vec<String> = layers.iter().map(|l| Digest::of(l).to_string()).collect();
+            let config = serde_json::to_vec(
+                &serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}),
+            )
+            .unwrap();
+            let config_hex = Digest::of(&config).hex().to_string();
+            let manifest =
+                serde_json::to_vec(&serde_json::json!([{"Config": format!("blobs/sha256/{config_hex}"), "RepoTags": ["deep:latest"],
+                "Layers": layers.iter().map(|l| format!("blobs/sha256/{}", Digest::of(l).hex())).collect::<Vec<_>>()}]))
+                .unwrap();
+            let mut files: Vec<(String, Vec<u8>)> =
+                layers.iter().map(|l| (format!("blobs/sha256/{}", Digest::of(l).hex()), l.clone())).collect();
+            files.push((format!("blobs/sha256/{config_hex}"), config));
+            files.push(("manifest.json".to_string(), manifest));
+            tamper(&tar::Builder::new(Vec::new()).into_inner().unwrap(), |_, d| Some(d), &files)
+        };
         let escape = {
             let mut b = tar::Builder::new(Vec::new());
             let mut h = tar::Header::new_old();
@@ -467,7 +497,8 @@ mod tests {
             ("blob renamed", swapped_layer, "digest mismatch"),
             ("layer missing", missing_layer, "does not contain"),
             ("layer does not match its diffID", wrong_diff, "digest mismatch"),
-            ("config not JSON", not_json, "digest mismatch"),
+            ("config not JSON", not_json, "image config is not valid JSON"),
+            ("126 layers", too_deep, "deeper than the limit of 125"),
             ("path escape", escape, "leaves the archive"),
             ("not an archive", b"garbage".repeat(100), ""),
         ];
