@@ -513,3 +513,61 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod docker_tests {
+    //! Against the real Docker: runs only where a dockerd answers (DOCKER_HOST, e.g. the peer
+    //! from ../shared/peers/start-dockerd.sh); skips with a message otherwise.
+    use super::*;
+    use crate::images::Driver;
+    use std::process::Command;
+
+    fn docker_or_skip() -> bool {
+        let ok = nix::unistd::geteuid().is_root()
+            && std::env::var_os("DOCKER_HOST").is_some()
+            && Command::new("docker").arg("version").output().is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("SKIP: no dockerd to compare with (set DOCKER_HOST to a running peer)");
+        }
+        ok
+    }
+
+    fn docker(args: &[&str]) -> std::process::Output {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    #[test]
+    fn loads_what_docker_saves_and_docker_loads_what_we_save() {
+        if !docker_or_skip() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "etc/marker", &b"docker"[..]).unwrap();
+        let rootfs = t.path().join("rootfs.tar");
+        std::fs::write(&rootfs, b.into_inner().unwrap()).unwrap();
+        let tag = format!("berth-interop-{}:v1", std::process::id());
+        docker(&["import", rootfs.to_str().unwrap(), &tag]);
+        let saved = t.path().join("docker-saved.tar");
+        docker(&["save", "-o", saved.to_str().unwrap(), &tag]);
+        let docker_id = String::from_utf8(docker(&["image", "inspect", "--format", "{{.Id}}", &tag]).stdout).unwrap();
+
+        let s = ImageStore::open(&t.path().join("store"), Driver::Overlay).unwrap();
+        let loaded = load(&s, std::fs::File::open(&saved).unwrap()).unwrap();
+        assert_eq!(loaded[0].0.to_string(), docker_id.trim(), "the same image ID as Docker's");
+        assert_eq!(s.resolve(&tag).unwrap(), loaded[0].0);
+
+        docker(&["rmi", &tag]);
+        let ours = t.path().join("ours.tar");
+        std::fs::write(&ours, save(&s, &[tag.clone()], Vec::new()).unwrap()).unwrap();
+        docker(&["load", "-i", ours.to_str().unwrap()]);
+        let reloaded = String::from_utf8(docker(&["image", "inspect", "--format", "{{.Id}}", &tag]).stdout).unwrap();
+        assert_eq!(reloaded.trim(), docker_id.trim());
+        docker(&["rmi", &tag]);
+    }
+}
