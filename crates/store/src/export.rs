@@ -564,7 +564,7 @@ mod docker_tests {
 
         docker(&["rmi", &tag]);
         let ours = t.path().join("ours.tar");
-        std::fs::write(&ours, save(&s, &[tag.clone()], Vec::new()).unwrap()).unwrap();
+        std::fs::write(&ours, save(&s, std::slice::from_ref(&tag), Vec::new()).unwrap()).unwrap();
         docker(&["load", "-i", ours.to_str().unwrap()]);
         let reloaded = String::from_utf8(docker(&["image", "inspect", "--format", "{{.Id}}", &tag]).stdout).unwrap();
         assert_eq!(reloaded.trim(), docker_id.trim());
