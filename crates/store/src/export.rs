@@ -172,6 +172,25 @@ pub fn load(store: &ImageStore, input: impl Read) -> Result<Vec<(Digest, Vec<Ref
     result
 }
 
+/// Load an OCI image layout directory (what `skopeo copy … oci:DIR` writes), or an extracted
+/// docker-archive: the directory is streamed as a tar through the same checks as [`load`].
+pub fn load_dir(store: &ImageStore, dir: &Path) -> Result<Vec<(Digest, Vec<Reference>)>> {
+    if !dir.is_dir() {
+        return Err(bad(format!("{} is not a directory", dir.display())));
+    }
+    let root = dir.to_path_buf();
+    let mut stream = crate::archive::Pipeline::start(move |w| {
+        let mut b = tar::Builder::new(w);
+        // Links stay links: the loader resolves them inside the archive, never on the host.
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &root)?;
+        b.finish()
+    });
+    let loaded = load(store, &mut stream)?;
+    stream.finish().map_err(read_err)?;
+    Ok(loaded)
+}
+
 fn load_inner(store: &ImageStore, input: impl Read) -> Result<Vec<(Digest, Vec<Reference>)>> {
     let input = crate::archive::decompress(input).map_err(read_err)?;
     let mut files: HashMap<PathBuf, Digest> = HashMap::new();
@@ -385,6 +404,30 @@ mod tests {
             }
             assert_eq!(marker(&b, "busybox:copied"), "saved", "{dest}");
         }
+    }
+
+    #[test]
+    fn loads_an_oci_layout_directory_from_skopeo() {
+        if !root_or_skip() || !have("skopeo") {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (a, _) = store_with_image(t.path());
+        let ours = t.path().join("ours.tar");
+        fs::write(&ours, save(&a, &["busybox".to_string()], Vec::new()).unwrap()).unwrap();
+        let dir = t.path().join("oci-dir");
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("docker-archive:{}", ours.display()))
+            .arg(format!("oci:{}:docker.io/library/busybox:dir", dir.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy to oci: {}", String::from_utf8_lossy(&out.stderr));
+        let b = ImageStore::open(&t.path().join("b"), Driver::Overlay).unwrap();
+        let loaded = load_dir(&b, &dir).unwrap();
+        assert_eq!(loaded[0].1[0].to_string(), "docker.io/library/busybox:dir");
+        assert_eq!(marker(&b, "busybox:dir"), "saved");
+        assert!(load_dir(&b, &t.path().join("missing")).is_err());
     }
 
     #[test]

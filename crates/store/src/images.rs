@@ -720,4 +720,62 @@ mod tests {
         s.gc(&BTreeSet::new(), std::time::Duration::ZERO).unwrap();
         assert_eq!(s.content.list().unwrap().len(), 3, "config, manifest and layer of the kept image");
     }
+
+    /// Run by the kill -9 test in a child process: collect garbage until killed.
+    #[test]
+    #[ignore = "helper: runs only as the child of a_gc_killed_midway_leaves_a_consistent_store"]
+    fn gc_child() {
+        let root = std::env::var("BERTH_IMAGES_ROOT").expect("run by the kill -9 test");
+        let s = ImageStore::open(Path::new(&root), Driver::Overlay).unwrap();
+        s.gc(&BTreeSet::new(), std::time::Duration::ZERO).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_gc_killed_midway_leaves_a_consistent_store() {
+        if !root_or_skip() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
+        let kept = s.import(&rootfs_tar("kept")[..], Some(&Reference::parse("kept").unwrap()), "").unwrap();
+        const ORPHANS: usize = 300;
+        for i in 0..ORPHANS {
+            s.snapshots.prepare(&format!("o{i}-a"), None).unwrap();
+            let dir = s.snapshots.dir(&format!("o{i}-a")).unwrap();
+            for f in 0..40 {
+                fs::write(dir.join(format!("f{f}")), [0u8; 512]).unwrap();
+            }
+            s.snapshots.commit(&format!("o{i}"), &format!("o{i}-a")).unwrap();
+            s.content.write_blob(format!("orphan blob {i}").as_bytes(), None).unwrap();
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "images::tests::gc_child", "--ignored"])
+            .env("BERTH_IMAGES_ROOT", t.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while s.snapshots.walk().unwrap().len() > ORPHANS + 1 - 30 {
+            assert!(std::time::Instant::now() < deadline, "gc never got going");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap(); // SIGKILL, mid-collection
+        child.wait().unwrap();
+
+        let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
+        let recorded: BTreeSet<String> = s.snapshots.walk().unwrap().into_iter().map(|i| i.id).collect();
+        let on_disk: BTreeSet<String> =
+            fs::read_dir(t.path().join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(recorded, on_disk, "every recorded snapshot has its directory and nothing else is left");
+        assert!(recorded.len() < ORPHANS + 1, "the child removed some before it died");
+        assert_eq!(s.resolve("kept").unwrap(), kept, "nothing an image uses was touched");
+        let report = s.gc(&BTreeSet::new(), std::time::Duration::ZERO).unwrap();
+        assert!(report.snapshots_removed > 0);
+        assert_eq!(s.snapshots.walk().unwrap().len(), 1);
+        assert_eq!(s.content.list().unwrap().len(), 3, "config, manifest and layer of the kept image");
+        let layer_dir = s.snapshots.dir(&s.get(&kept).unwrap().layers[0].chain_id.to_string()).unwrap();
+        assert_eq!(fs::read_to_string(layer_dir.join("etc/marker")).unwrap(), "kept");
+    }
 }
