@@ -104,12 +104,15 @@ pub trait Snapshotter {
     fn dir(&self, key: &str) -> Result<PathBuf>;
 }
 
-/// What both back ends share: ids, metadata, crash-safe create and remove.
+/// What both back ends share: ids, metadata, crash-safe create and remove. The metadata is
+/// read once at open into an in-memory index; every change is written atomically first and
+/// only then applied in memory, under a lock so two changes in one process never lose each other.
 struct Store {
     root: PathBuf,
+    index: std::sync::Mutex<Metadata>,
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct Metadata {
     version: u32,
     snapshots: BTreeMap<String, Info>,
@@ -119,8 +122,9 @@ const METADATA_VERSION: u32 = 1;
 
 impl Store {
     fn open(root: &Path) -> Result<Store> {
-        let s = Store { root: root.to_path_buf() };
+        let mut s = Store { root: root.to_path_buf(), index: Default::default() };
         fs::create_dir_all(s.snapshots()).map_err(io_err("creating", &s.snapshots()))?;
+        s.index = std::sync::Mutex::new(s.read_file()?);
         s.clean_leftovers()?;
         Ok(s)
     }
@@ -133,7 +137,7 @@ impl Store {
         self.root.join("snapshots.json")
     }
 
-    fn load(&self) -> Result<Metadata> {
+    fn read_file(&self) -> Result<Metadata> {
         let p = self.meta_path();
         match fs::read(&p) {
             Ok(d) => serde_json::from_slice(&d).map_err(|e| io_err("parsing", &p)(io::Error::other(e))),
@@ -142,10 +146,26 @@ impl Store {
         }
     }
 
-    fn save(&self, m: &Metadata) -> Result<()> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Metadata> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A consistent copy of the index.
+    fn load(&self) -> Result<Metadata> {
+        Ok(self.lock().clone())
+    }
+
+    /// Change the metadata: `f` edits a copy, which is written to disk and then becomes the index.
+    fn update<T>(&self, f: impl FnOnce(&mut Metadata) -> Result<T>) -> Result<T> {
+        let mut index = self.lock();
+        let mut m = index.clone();
+        let out = f(&mut m)?;
+        m.version = METADATA_VERSION;
         let p = self.meta_path();
-        let data = serde_json::to_vec_pretty(m).map_err(|e| io_err("encoding", &p)(io::Error::other(e)))?;
-        write_atomic(&p, &data).map_err(io_err("writing", &p))
+        let data = serde_json::to_vec_pretty(&m).map_err(|e| io_err("encoding", &p)(io::Error::other(e)))?;
+        write_atomic(&p, &data).map_err(io_err("writing", &p))?;
+        *index = m;
+        Ok(out)
     }
 
     /// Anything under snapshots/ that the metadata does not name is a crash leftover.
@@ -185,7 +205,7 @@ impl Store {
     /// Create a snapshot directory through a temporary name, fill it with `fill`, record it.
     fn create(&self, key: &str, parent: Option<&str>, kind: Kind, fill: impl FnOnce(&Path, &[Info]) -> Result<()>) -> Result<Info> {
         validate_key(key)?;
-        let mut m = self.load()?;
+        let m = self.load()?;
         if m.snapshots.contains_key(key) {
             return Err(SnapshotError::Exists(key.to_string()));
         }
@@ -215,9 +235,20 @@ impl Store {
             return Err(e);
         }
         let info = Info { key: key.to_string(), parent: parent.map(str::to_string), kind, id };
-        m.version = METADATA_VERSION;
-        m.snapshots.insert(key.to_string(), info.clone());
-        if let Err(e) = self.save(&m) {
+        // Filling ran without the lock; check again that nobody took the key or the parent.
+        let recorded = self.update(|m| {
+            if m.snapshots.contains_key(key) {
+                return Err(SnapshotError::Exists(key.to_string()));
+            }
+            if let Some(p) = parent
+                && !m.snapshots.contains_key(p)
+            {
+                return Err(SnapshotError::NotFound(p.to_string()));
+            }
+            m.snapshots.insert(key.to_string(), info.clone());
+            Ok(())
+        });
+        if let Err(e) = recorded {
             let _ = remove_tree(&self.path(&info.id));
             return Err(e);
         }
@@ -232,29 +263,34 @@ impl Store {
 
     fn commit(&self, name: &str, key: &str) -> Result<()> {
         validate_key(name)?;
-        let (mut m, info) = self.get(key)?;
+        let (_, info) = self.get(key)?;
         if info.kind != Kind::Active {
             return Err(SnapshotError::WrongKind { key: key.to_string(), kind: info.kind, action: "commit", wanted: "an active snapshot" });
         }
-        if m.snapshots.contains_key(name) {
+        if self.load()?.snapshots.contains_key(name) {
             return Err(SnapshotError::Exists(name.to_string()));
         }
         // The work directory is overlay's scratch space; a committed layer has no use for it.
         let work = self.path(&info.id).join("work");
         remove_tree(&work)?;
         fs::create_dir(&work).map_err(io_err("creating", &work))?;
-        m.snapshots.remove(key);
-        m.snapshots.insert(name.to_string(), Info { key: name.to_string(), kind: Kind::Committed, ..info });
-        self.save(&m)
+        self.update(|m| {
+            if m.snapshots.contains_key(name) {
+                return Err(SnapshotError::Exists(name.to_string()));
+            }
+            let info = m.snapshots.remove(key).ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+            m.snapshots.insert(name.to_string(), Info { key: name.to_string(), kind: Kind::Committed, ..info });
+            Ok(())
+        })
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        let (mut m, info) = self.get(key)?;
-        if m.snapshots.values().any(|i| i.parent.as_deref() == Some(key)) {
-            return Err(SnapshotError::HasChildren(key.to_string()));
-        }
-        m.snapshots.remove(key);
-        self.save(&m)?;
+        let info = self.update(|m| {
+            if m.snapshots.values().any(|i| i.parent.as_deref() == Some(key)) {
+                return Err(SnapshotError::HasChildren(key.to_string()));
+            }
+            m.snapshots.remove(key).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
+        })?;
         // Renamed first so a crash mid-delete leaves a name open() recognises as a leftover.
         let doomed = self.snapshots().join(format!(".rm-{}", info.id));
         fs::rename(self.path(&info.id), &doomed).map_err(io_err("renaming", &doomed))?;
@@ -698,6 +734,28 @@ mod conformance {
         let m = s.view("deep-view", parent.as_deref()).unwrap();
         assert!(m[0].options.join(",").len() < PAGE_SIZE, "mount options must fit in a page");
         with_mounted(&m, |p| assert!(p.exists()));
+    }
+
+    #[test]
+    fn concurrent_changes_in_one_process_are_all_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Overlay::open(t.path()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        s.prepare(&format!("t{n}-{i}"), None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(s.walk().unwrap().len(), 160);
+        drop(s);
+        assert_eq!(Overlay::open(t.path()).unwrap().walk().unwrap().len(), 160, "the file holds every change too");
     }
 
     #[test]
