@@ -527,16 +527,9 @@ pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::root_or_skip;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    fn root_or_skip() -> bool {
-        let root = nix::unistd::geteuid().is_root();
-        if !root {
-            eprintln!("SKIP: applying layers needs root (chown, mknod, trusted xattrs)");
-        }
-        root
-    }
 
     /// A tar entry written field by field, so hostile names get through unchanged.
     fn raw(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8], mode: u32) {
@@ -679,6 +672,29 @@ mod tests {
         assert_eq!(fs::read_to_string(s.root().join("from-abs")).unwrap(), "in");
         assert_eq!(fs::read_to_string(s.root().join("outside/secret")).unwrap(), "overwritten?");
         s.assert_outside_untouched();
+    }
+
+    #[test]
+    fn blank_numeric_fields_read_as_zero_and_garbage_ones_are_errors() {
+        if !root_or_skip() {
+            return;
+        }
+        let entry = |uid: &[u8]| {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..4].copy_from_slice(b"file");
+            h.as_old_mut().uid[..uid.len()].copy_from_slice(uid);
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            let mut b = tar::Builder::new(Vec::new());
+            b.append(&h, &b"x"[..]).unwrap();
+            b.into_inner().unwrap()
+        };
+        let s = Sandbox::new();
+        apply(&s.root(), &entry(b"")[..], WhiteoutMode::Overlay).unwrap();
+        assert_eq!(fs::metadata(s.root().join("file")).unwrap().uid(), 0);
+        let s = Sandbox::new();
+        assert!(matches!(apply(&s.root(), &entry(b"zz")[..], WhiteoutMode::Overlay), Err(ArchiveError::Read(_))));
     }
 
     #[test]

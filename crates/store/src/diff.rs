@@ -207,14 +207,7 @@ mod tests {
     use super::*;
     use crate::archive::{WhiteoutMode, apply};
     use crate::digest::Digest;
-
-    fn root_or_skip() -> bool {
-        let root = nix::unistd::geteuid().is_root();
-        if !root {
-            eprintln!("SKIP: diff tests make devices and trusted xattrs and need root");
-        }
-        root
-    }
+    use crate::test_support::root_or_skip;
 
     fn sample_tree(dir: &Path) {
         fs::create_dir_all(dir.join("etc/conf.d")).unwrap();

@@ -314,16 +314,9 @@ fn load_inner(store: &ImageStore, input: impl Read) -> Result<Vec<(Digest, Vec<R
 mod tests {
     use super::*;
     use crate::images::Driver;
+    use crate::test_support::{root_or_skip, rootfs_tar};
     use std::fs;
     use std::process::Command;
-
-    fn root_or_skip() -> bool {
-        let root = nix::unistd::geteuid().is_root();
-        if !root {
-            eprintln!("SKIP: loading images unpacks layers and needs root");
-        }
-        root
-    }
 
     fn have(tool: &str) -> bool {
         let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
@@ -331,20 +324,6 @@ mod tests {
             eprintln!("SKIP: {tool} is not installed");
         }
         ok
-    }
-
-    fn rootfs_tar(marker: &str) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in [("bin/sh", "#!fake".as_bytes()), ("etc/marker", marker.as_bytes())] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o755);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1_600_000_000);
-            b.append_data(&mut h, name, data).unwrap();
-        }
-        b.into_inner().unwrap()
     }
 
     fn store_with_image(t: &Path) -> (ImageStore, Digest) {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -103,9 +103,8 @@ fn process_alive(pid: i32) -> bool {
 }
 
 pub struct ImageStore {
-    root: PathBuf,
     /// images.json, read once at open; changed through [`ImageStore::update`] only.
-    index: std::sync::Mutex<Db>,
+    index: crate::index::JsonIndex<Db>,
     pub content: ContentStore,
     pub snapshots: Box<dyn Snapshotter>,
     whiteouts: WhiteoutMode,
@@ -119,21 +118,7 @@ pub enum Driver {
 }
 
 fn now() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    // RFC 3339 without a date crate: seconds precision is what Docker prints.
-    let secs = d.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z", sod / 3600, sod % 3600 / 60, sod % 60, d.subsec_nanos())
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
 impl ImageStore {
@@ -145,8 +130,9 @@ impl ImageStore {
             Driver::Overlay => (Box::new(Overlay::open(root)?), WhiteoutMode::Overlay),
             Driver::Vfs => (Box::new(Vfs::open(root)?), WhiteoutMode::Delete),
         };
-        let mut store = ImageStore { root: root.to_path_buf(), index: Default::default(), content, snapshots, whiteouts };
-        store.index = std::sync::Mutex::new(store.read_file()?);
+        let db = root.join("images.json");
+        let index = crate::index::JsonIndex::open(db.clone()).map_err(io_err("reading", &db))?;
+        let store = ImageStore { index, content, snapshots, whiteouts };
         store.recover()?;
         Ok(store)
     }
@@ -246,47 +232,20 @@ impl ImageStore {
             .collect())
     }
 
-    fn db_path(&self) -> PathBuf {
-        self.root.join("images.json")
-    }
-
-    fn read_file(&self) -> Result<Db> {
-        let p = self.db_path();
-        match fs::read(&p) {
-            Ok(d) => serde_json::from_slice(&d).map_err(|e| io_err("parsing", &p)(io::Error::other(e))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Db { version: DB_VERSION, ..Default::default() }),
-            Err(e) => Err(io_err("reading", &p)(e)),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Db> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A consistent copy of the index.
     fn load(&self) -> Result<Db> {
-        Ok(self.lock().clone())
+        Ok(self.index.get())
     }
 
-    /// Change the records: `f` edits a copy, written atomically, which then becomes the index.
+    /// Change the records (written atomically, then applied in memory).
     fn update<T>(&self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
-        let mut index = self.lock();
-        let mut db = index.clone();
-        let out = f(&mut db)?;
-        db.version = DB_VERSION;
-        let p = self.db_path();
-        let data = serde_json::to_vec_pretty(&db).map_err(|e| io_err("encoding", &p)(io::Error::other(e)))?;
-        let tmp = self.root.join(format!(".images.json.tmp-{}", std::process::id()));
-        let write = || -> io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &p)?;
-            fs::File::open(&self.root)?.sync_all()
-        };
-        write().map_err(io_err("writing", &p))?;
-        *index = db;
-        Ok(out)
+        self.index.update(
+            |db| {
+                db.version = DB_VERSION;
+                f(db)
+            },
+            io_err("writing", self.index.path()),
+        )
     }
 
     /// Make sure the layer `chain_id` (on `parent`) is unpacked from `blob` and committed.
@@ -518,26 +477,8 @@ impl ImageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn root_or_skip() -> bool {
-        let root = nix::unistd::geteuid().is_root();
-        if !root {
-            eprintln!("SKIP: importing images unpacks layers and needs root");
-        }
-        root
-    }
-
-    fn rootfs_tar(marker: &str) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in [("bin/sh", "#!fake".as_bytes()), ("etc/marker", marker.as_bytes())] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o755);
-            h.set_mtime(1_600_000_000);
-            b.append_data(&mut h, name, data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
+    use crate::test_support::{root_or_skip, rootfs_tar};
+    use std::io::Write;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

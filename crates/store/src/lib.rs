@@ -14,8 +14,11 @@ pub mod digest;
 pub mod export;
 pub mod image;
 pub mod images;
+mod index;
 pub mod reference;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 
 pub use content::{ContentError, ContentStore, Writer};
 pub use digest::{Digest, DigestError};

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -109,7 +109,7 @@ pub trait Snapshotter {
 /// only then applied in memory, under a lock so two changes in one process never lose each other.
 struct Store {
     root: PathBuf,
-    index: std::sync::Mutex<Metadata>,
+    index: crate::index::JsonIndex<Metadata>,
 }
 
 #[derive(Default, Clone, Serialize, Deserialize)]
@@ -122,9 +122,11 @@ const METADATA_VERSION: u32 = 1;
 
 impl Store {
     fn open(root: &Path) -> Result<Store> {
-        let mut s = Store { root: root.to_path_buf(), index: Default::default() };
-        fs::create_dir_all(s.snapshots()).map_err(io_err("creating", &s.snapshots()))?;
-        s.index = std::sync::Mutex::new(s.read_file()?);
+        let snapshots = root.join("snapshots");
+        fs::create_dir_all(&snapshots).map_err(io_err("creating", &snapshots))?;
+        let meta = root.join("snapshots.json");
+        let index = crate::index::JsonIndex::open(meta.clone()).map_err(io_err("reading", &meta))?;
+        let s = Store { root: root.to_path_buf(), index };
         s.clean_leftovers()?;
         Ok(s)
     }
@@ -133,39 +135,20 @@ impl Store {
         self.root.join("snapshots")
     }
 
-    fn meta_path(&self) -> PathBuf {
-        self.root.join("snapshots.json")
-    }
-
-    fn read_file(&self) -> Result<Metadata> {
-        let p = self.meta_path();
-        match fs::read(&p) {
-            Ok(d) => serde_json::from_slice(&d).map_err(|e| io_err("parsing", &p)(io::Error::other(e))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Metadata { version: METADATA_VERSION, ..Default::default() }),
-            Err(e) => Err(io_err("reading", &p)(e)),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Metadata> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A consistent copy of the index.
     fn load(&self) -> Result<Metadata> {
-        Ok(self.lock().clone())
+        Ok(self.index.get())
     }
 
-    /// Change the metadata: `f` edits a copy, which is written to disk and then becomes the index.
+    /// Change the metadata (written atomically, then applied in memory).
     fn update<T>(&self, f: impl FnOnce(&mut Metadata) -> Result<T>) -> Result<T> {
-        let mut index = self.lock();
-        let mut m = index.clone();
-        let out = f(&mut m)?;
-        m.version = METADATA_VERSION;
-        let p = self.meta_path();
-        let data = serde_json::to_vec_pretty(&m).map_err(|e| io_err("encoding", &p)(io::Error::other(e)))?;
-        write_atomic(&p, &data).map_err(io_err("writing", &p))?;
-        *index = m;
-        Ok(out)
+        self.index.update(
+            |m| {
+                m.version = METADATA_VERSION;
+                f(m)
+            },
+            io_err("writing", self.index.path()),
+        )
     }
 
     /// Anything under snapshots/ that the metadata does not name is a crash leftover.
@@ -318,16 +301,6 @@ fn random_id() -> String {
     let mut b = [0u8; 12];
     let _ = fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut b));
     hex::encode(b)
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -630,14 +603,7 @@ impl Mount {
 mod conformance {
     //! One suite that every snapshotter passes.
     use super::*;
-
-    fn root_or_skip() -> bool {
-        let root = nix::unistd::geteuid().is_root();
-        if !root {
-            eprintln!("SKIP: the snapshotter suite mounts and needs root");
-        }
-        root
-    }
+    use crate::test_support::root_or_skip;
 
     /// Mount `mounts` at a temp dir for the length of `f`, always unmounting.
     fn with_mounted<T>(mounts: &[Mount], f: impl FnOnce(&Path) -> T) -> T {
