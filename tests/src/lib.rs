@@ -314,3 +314,83 @@ pub fn live_children() -> Vec<i32> {
     }
     out
 }
+
+/// An isolated berthd: own data root, exec root and socket; Drop stops it (SIGTERM) and checks
+/// that it exited and removed its socket.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl TestDaemon {
+    pub fn start() -> TestDaemon {
+        let dir = tempfile::Builder::new().prefix("berth-daemon-").tempdir().unwrap();
+        let child = Command::new(bin("berthd"))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--config-file")
+            .arg(dir.path().join("daemon.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("berthd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        OWN.lock().unwrap().push(child.id() as i32);
+        let d = TestDaemon { dir, child: Some(child) };
+        for _ in 0..500 {
+            if std::os::unix::net::UnixStream::connect(d.socket()).is_ok() {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("berthd did not start: {}", fs::read_to_string(d.dir.path().join("berthd.log")).unwrap_or_default());
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("exec/berth.sock")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// One HTTP/1.0 request over the socket: (status, body).
+    pub fn request(&self, method: &str, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: berth\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// The real docker CLI against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.socket().display())).args(args);
+        run_command(&mut c)
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let status = child.wait().ok();
+        OWN.lock().unwrap().retain(|p| *p != child.id() as i32);
+        status
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let status = self.stop();
+        if !std::thread::panicking() {
+            assert!(status.is_none_or(|s| s.success()), "berthd exited with {status:?}");
+            assert!(!self.socket().exists(), "berthd left its socket behind");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! berth-api: the Docker Engine API over berth's backends. Routes take requests apart, call one
+//! backend trait per API area, and turn results and error kinds into Docker's responses; this
+//! crate knows nothing of how the engine stores things.
+
+pub mod error;
+pub mod system;
+mod version;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::Request;
+use tower::ServiceExt as _;
+
+pub use error::{ApiError, Kind};
+pub use system::{Info, System, Version};
+pub use version::{API_VERSION, MIN_API_VERSION};
+
+/// Everything the API needs from the engine.
+pub struct Backends {
+    pub system: Arc<dyn System>,
+}
+
+/// The whole API as one service: `/v1.NN` prefixes are checked and stripped before routing
+/// (a layer on the router would run after routing), unknown paths get Docker's 404.
+pub fn app(
+    backends: Backends,
+) -> impl tower::Service<Request<axum::body::Body>, Response = axum::response::Response, Error = std::convert::Infallible, Future = impl Send>
++ Clone
++ Send {
+    let router =
+        Router::new().merge(system::routes(backends.system)).fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
+    router.map_request(version::strip_prefix).map_response(version::add_headers)
+}

@@ -1,0 +1,194 @@
+//! System endpoints: `/_ping`, `/version`, `/info`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::version::{API_VERSION, MIN_API_VERSION, version_error};
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Component {
+    pub name: String,
+    pub version: String,
+    pub details: serde_json::Value,
+}
+
+/// `GET /version`, in Docker's shape.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Version {
+    #[serde(rename = "Platform")]
+    pub platform: serde_json::Value,
+    #[serde(rename = "Components")]
+    pub components: Vec<Component>,
+    #[serde(rename = "Version")]
+    pub version: String,
+    #[serde(rename = "ApiVersion")]
+    pub api_version: String,
+    #[serde(rename = "MinAPIVersion")]
+    pub min_api_version: String,
+    #[serde(rename = "GitCommit")]
+    pub git_commit: String,
+    #[serde(rename = "GoVersion")]
+    pub go_version: String,
+    #[serde(rename = "Os")]
+    pub os: String,
+    #[serde(rename = "Arch")]
+    pub arch: String,
+    #[serde(rename = "KernelVersion")]
+    pub kernel_version: String,
+    #[serde(rename = "BuildTime")]
+    pub build_time: String,
+}
+
+/// `GET /info`: the fields clients read; more come with the engine.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Info {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub containers: u64,
+    pub containers_running: u64,
+    pub containers_paused: u64,
+    pub containers_stopped: u64,
+    pub images: u64,
+    pub driver: String,
+    pub docker_root_dir: String,
+    pub name: String,
+    pub server_version: String,
+    pub operating_system: String,
+    #[serde(rename = "OSType")]
+    pub os_type: String,
+    pub architecture: String,
+    #[serde(rename = "NCPU")]
+    pub ncpu: u64,
+    pub mem_total: u64,
+    pub kernel_version: String,
+    pub cgroup_driver: String,
+    pub cgroup_version: String,
+    pub default_runtime: String,
+    pub runtimes: serde_json::Value,
+    pub security_options: Vec<String>,
+    pub logging_driver: String,
+    pub labels: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// What the system endpoints need from the engine.
+pub trait System: Send + Sync {
+    fn version(&self) -> Result<Version, ApiError>;
+    fn info(&self) -> Result<Info, ApiError>;
+}
+
+/// The `/version` answer for this build, filled in by whatever backend serves it.
+pub fn base_version(kernel: &str) -> Version {
+    let v = env!("CARGO_PKG_VERSION").to_string();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    Version {
+        platform: serde_json::json!({"Name": "berth"}),
+        components: vec![Component {
+            name: "Engine".into(),
+            version: v.clone(),
+            details: serde_json::json!({"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch}),
+        }],
+        version: v,
+        api_version: API_VERSION.into(),
+        min_api_version: MIN_API_VERSION.into(),
+        git_commit: String::new(),
+        go_version: String::new(),
+        os: "linux".into(),
+        arch: arch.into(),
+        kernel_version: kernel.into(),
+        build_time: String::new(),
+    }
+}
+
+async fn ping() -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
+            (header::PRAGMA, "no-cache"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "OK",
+    )
+}
+
+async fn version(State(s): State<Arc<dyn System>>) -> Result<Json<Version>, ApiError> {
+    s.version().map(Json)
+}
+
+async fn info(State(s): State<Arc<dyn System>>) -> Result<Json<Info>, ApiError> {
+    s.info().map(Json)
+}
+
+pub fn routes(system: Arc<dyn System>) -> axum::Router {
+    Router::new()
+        .route("/_ping", get(ping).head(ping))
+        .route("/version", get(version))
+        .route("/info", get(info))
+        .route("/__berth_version_error", axum::routing::any(version_error))
+        .with_state(system)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backends, app};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    struct Fake;
+    impl System for Fake {
+        fn version(&self) -> Result<Version, ApiError> {
+            Ok(base_version("6.0"))
+        }
+        fn info(&self) -> Result<Info, ApiError> {
+            Ok(Info { name: "host".into(), ..Default::default() })
+        }
+    }
+
+    async fn call(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let svc = app(Backends { system: Arc::new(Fake) });
+        let res = svc.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, headers, json)
+    }
+
+    #[tokio::test]
+    async fn ping_and_version_answer_with_and_without_a_prefix() {
+        let (s, h, body) = call("GET", "/_ping").await;
+        assert_eq!((s, body), (StatusCode::OK, serde_json::json!("OK")));
+        assert_eq!(h["api-version"], "1.41");
+        assert_eq!(call("HEAD", "/v1.24/_ping").await.0, StatusCode::OK);
+        let (s, _, v) = call("GET", "/v1.41/version").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["ApiVersion"], "1.41");
+        assert_eq!(v["MinAPIVersion"], "1.24");
+        assert_eq!(call("GET", "/info").await.2["Name"], "host");
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_bad_versions_get_dockers_errors() {
+        let (s, _, body) = call("GET", "/v1.41/containers/nope/json").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(body, serde_json::json!({"message": "page not found"}));
+        let (s, _, body) = call("GET", "/v1.99/version").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(body["message"].as_str().unwrap().contains("too new"));
+    }
+}

@@ -1,0 +1,181 @@
+//! berthd: serves the Docker Engine API on unix sockets (and optionally loopback TCP).
+//! Containers, images, networks and volumes come with the engine; until then those endpoints
+//! answer 404 `{"message": "page not found"}`, never a wrong result.
+
+mod system;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(name = "berthd", version, about = "The berth daemon: serves the Docker Engine API")]
+struct Cli {
+    /// Where images, containers and volumes live.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Where sockets and runtime state live.
+    #[arg(long)]
+    exec_root: Option<PathBuf>,
+    /// unix:///path/to.sock or tcp://127.0.0.1:PORT (repeatable).
+    #[arg(short = 'H', long = "host")]
+    hosts: Vec<String>,
+    #[arg(long)]
+    log_level: Option<String>,
+    #[arg(long)]
+    pidfile: Option<PathBuf>,
+    #[arg(long, default_value = "/etc/berth/daemon.json")]
+    config_file: PathBuf,
+}
+
+/// `/etc/berth/daemon.json`: the same keys as the flags, as dockerd's daemon.json names them.
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    data_root: Option<PathBuf>,
+    exec_root: Option<PathBuf>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    log_level: Option<String>,
+    pidfile: Option<PathBuf>,
+}
+
+struct Config {
+    data_root: PathBuf,
+    exec_root: PathBuf,
+    hosts: Vec<String>,
+    log_level: String,
+    pidfile: PathBuf,
+}
+
+fn config(cli: Cli) -> anyhow::Result<Config> {
+    let file: FileConfig = match std::fs::read(&cli.config_file) {
+        Ok(d) => serde_json::from_slice(&d).with_context(|| format!("reading {}", cli.config_file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", cli.config_file.display())),
+    };
+    let exec_root = cli.exec_root.or(file.exec_root).unwrap_or_else(|| PathBuf::from("/run/berth"));
+    let mut hosts = if cli.hosts.is_empty() { file.hosts } else { cli.hosts };
+    if hosts.is_empty() {
+        hosts.push(format!("unix://{}", exec_root.join("berth.sock").display()));
+    }
+    Ok(Config {
+        data_root: cli.data_root.or(file.data_root).unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
+        pidfile: cli.pidfile.or(file.pidfile).unwrap_or_else(|| exec_root.join("berthd.pid")),
+        exec_root,
+        hosts,
+        log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+    })
+}
+
+/// A socket path is ours to replace only if nothing answers on it.
+fn claim_socket(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("another daemon is listening on {}", path.display());
+    }
+    std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cfg = config(Cli::parse())?;
+    let level: tracing::Level = cfg.log_level.parse().unwrap_or(tracing::Level::INFO);
+    tracing::subscriber::set_global_default(SimpleLog { max: level }).ok();
+    for d in [&cfg.data_root, &cfg.exec_root] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    std::fs::write(&cfg.pidfile, std::process::id().to_string()).with_context(|| format!("writing {}", cfg.pidfile.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = rt.block_on(serve(&cfg));
+    let _ = std::fs::remove_file(&cfg.pidfile);
+    result
+}
+
+async fn serve(cfg: &Config) -> anyhow::Result<()> {
+    let system = Arc::new(system::Daemon { data_root: cfg.data_root.clone() });
+    let app = berth_api::app(berth_api::Backends { system });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut sockets = Vec::new();
+    for host in &cfg.hosts {
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Some(path) = host.strip_prefix("unix://") {
+            let path = PathBuf::from(path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            claim_socket(&path)?;
+            let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+            // root and the socket's group only, as dockerd does.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+            tracing::info!("API listening on {}", path.display());
+            sockets.push(path);
+            let svc = tower::make::Shared::new(app.clone());
+            tasks.push(tokio::spawn(async move { axum::serve(listener, svc).with_graceful_shutdown(shutdown).await }));
+        } else if let Some(addr) = host.strip_prefix("tcp://") {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            if !listener.local_addr()?.ip().is_loopback() {
+                tracing::warn!("the API on {addr} is unauthenticated and reachable beyond this host");
+            }
+            tracing::info!("API listening on tcp://{}", listener.local_addr()?);
+            let svc = tower::make::Shared::new(app.clone());
+            tasks.push(tokio::spawn(async move { axum::serve(listener, svc).with_graceful_shutdown(shutdown).await }));
+        } else {
+            bail!("unsupported host {host:?}: use unix:///path or tcp://127.0.0.1:PORT");
+        }
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping (containers keep running)"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    for s in sockets {
+        let _ = std::fs::remove_file(s);
+    }
+    Ok(())
+}
+
+/// Log lines on stderr: `time level message`.
+struct SimpleLog {
+    max: tracing::Level,
+}
+
+impl tracing::Subscriber for SimpleLog {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        *m.level() <= self.max
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        struct V(String);
+        impl tracing::field::Visit for V {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut v = V(String::new());
+        e.record(&mut v);
+        eprintln!("{} {}", e.metadata().level(), v.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
