@@ -491,8 +491,8 @@ fn wait_for(pid: Pid, mut tick: impl FnMut() -> anyhow::Result<()>) -> anyhow::R
 
 fn run_container(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<u8, Failure> {
     let mut opts = create_options(a);
-    let terminal =
-        berth_runtime::load_spec(&a.bundle).ok().and_then(|c| c.spec.process().as_ref().and_then(|p| p.terminal())) == Some(true);
+    let config = berth_runtime::load_spec(&a.bundle)?;
+    let terminal = config.spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     if !detach {
         // Orphans of a container that shares our pid namespace come to us to be reaped.
         let _ = nix::sys::prctl::set_child_subreaper(true);
@@ -507,7 +507,7 @@ fn run_container(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Resul
     } else {
         None
     };
-    let container = Container::create(root, &opts)?;
+    let container = Container::create_from(root, &opts, config)?;
     let pty = console.map(|c| c.accept()).transpose()?;
     if let Err(e) = container.start() {
         let _ = Container::load(root, &a.id).and_then(|c| c.delete(true));

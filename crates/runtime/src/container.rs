@@ -349,9 +349,14 @@ fn oci_state(s: &State, status: Status) -> serde_json::Value {
 impl Container {
     /// Set up the container and leave its init waiting for [`Container::start`].
     pub fn create(root: &Path, opts: &CreateOptions) -> Result<Container> {
+        Self::create_from(root, opts, load_spec(&opts.bundle)?)
+    }
+
+    /// [`Container::create`] with the bundle's config already loaded (by [`load_spec`]).
+    pub fn create_from(root: &Path, opts: &CreateOptions, config: BundleConfig) -> Result<Container> {
         validate_id(&opts.id)?;
         single_threaded()?;
-        let BundleConfig { spec, raw: raw_config, rootfs } = load_spec(&opts.bundle)?;
+        let BundleConfig { spec, raw: raw_config, rootfs } = config;
         let bundle = fs::canonicalize(&opts.bundle).map_err(Error::io("resolving bundle", &opts.bundle))?;
         let plan = plan(&spec)?;
         let process = spec.process().clone().ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;

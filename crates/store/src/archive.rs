@@ -121,6 +121,17 @@ struct Applier {
     dirs: Vec<(PathBuf, TimeSpec)>,
 }
 
+/// The names in an open directory, without `.` and `..`.
+fn dir_names(dir: OwnedFd, shown: &Path) -> Result<Vec<OsString>> {
+    Ok(nix::dir::Dir::from_fd(dir)
+        .map_err(write_err(shown))?
+        .iter()
+        .flatten()
+        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| n != "." && n != "..")
+        .collect())
+}
+
 fn in_root() -> ResolveFlag {
     ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS
 }
@@ -167,16 +178,8 @@ impl Applier {
                     Mode::empty(),
                 )
                 .map_err(write_err(shown))?;
-                let names: Vec<OsString> = nix::dir::Dir::from_fd(
-                    sub.try_clone().map_err(|e| ArchiveError::Write { path: shown.display().to_string(), source: e })?,
-                )
-                .map_err(write_err(shown))?
-                .iter()
-                .flatten()
-                .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
-                .filter(|n| n != "." && n != "..")
-                .collect();
-                for n in names {
+                let listing = sub.try_clone().map_err(|e| ArchiveError::Write { path: shown.display().to_string(), source: e })?;
+                for n in dir_names(listing, shown)? {
                     Self::remove(sub.as_fd(), &n, &shown.join(&n))?;
                 }
                 nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir).map_err(write_err(shown))
@@ -374,14 +377,7 @@ impl Applier {
                 let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(in_root());
                 let rel = if dir_rel.as_os_str().is_empty() { Path::new(".") } else { dir_rel };
                 let listing = openat2(self.root.as_fd(), rel, how).map_err(write_err(dir_rel))?;
-                let names: Vec<OsString> = nix::dir::Dir::from_fd(listing)
-                    .map_err(write_err(dir_rel))?
-                    .iter()
-                    .flatten()
-                    .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
-                    .filter(|n| n != "." && n != "..")
-                    .collect();
-                for n in names {
+                for n in dir_names(listing, dir_rel)? {
                     let child = dir_rel.join(&n);
                     // Entries this layer already wrote stay; only lower content is hidden.
                     if !self.written.contains(&child) {
