@@ -266,6 +266,7 @@ impl Exec {
         // Only stdio (and fds the caller asked to preserve) reach the program.
         // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own descriptors.
         unsafe { libc::syscall(libc::SYS_close_range, 3 + preserve_fds, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+        reset_signals();
         let err = nix::unistd::execve(&self.path, &self.args, &self.env).unwrap_err();
         // Past Ready nobody reads the sync channel: say it on stderr with Docker's codes.
         eprintln!("exec {}: {err}", self.path.to_string_lossy());
@@ -273,6 +274,19 @@ impl Exec {
         // SAFETY: ends this process without running the parent's exit handlers.
         unsafe { libc::_exit(code) }
     }
+}
+
+/// The program starts with no blocked signals and default dispositions, whatever its creator
+/// (a shim blocks SIGCHLD for its signalfd and ignores SIGPIPE) had; exec keeps both otherwise.
+fn reset_signals() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
+    for sig in Signal::iterator() {
+        if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            // SAFETY: SIG_DFL installs no handler; nothing runs between here and execve.
+            let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Resolve the program like execvp does, with the container's PATH, reporting Docker's errors.

@@ -1,0 +1,862 @@
+//! berth-shim <bundle>: the parent of one container. Creates it with berth-runtime (from this
+//! single-threaded process), holds its stdio (pipes, or the pty master), writes its output to a
+//! json-file log, serves attach/exec/kill/resize/wait on `shim.sock`, reaps it and records the exit
+//! status atomically, then cleans up the runtime state and exits. One thread, one poll loop, no
+//! async runtime: its memory is a few pages of buffers.
+
+mod log;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::{Container, CreateOptions, ExecOptions};
+use berth_shim::{Config, ErrorKind, ExitStatus, Reply, Request};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// A client whose unread output passes this is too slow and is dropped, so the container never waits.
+const MAX_CLIENT_BACKLOG: usize = 8 << 20;
+/// Input for a process held while its stdin pipe is full; clients are not read past it.
+const MAX_STDIN_BACKLOG: usize = 64 << 10;
+/// How long output is drained after the container's init exited (its pipes normally close at once).
+const DRAIN: Duration = Duration::from_secs(2);
+const READ_CHUNK: usize = 32 << 10;
+
+fn main() {
+    let Some(bundle) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        eprintln!("usage: berth-shim <bundle>");
+        std::process::exit(2);
+    };
+    // SAFETY: ignoring SIGPIPE installs no handler; writes to gone clients then fail with EPIPE.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+    // Our own session: a terminal's signals to berthd's group do not reach us or the container.
+    let _ = nix::unistd::setsid();
+    let mut shim = match Shim::create(&bundle) {
+        Ok(s) => s,
+        Err(reply) => {
+            report(&reply);
+            std::process::exit(1);
+        }
+    };
+    report(&Reply { pid: Some(shim.pid), ..Reply::ok() });
+    // berthd saw the report; from here on stdout is nobody's.
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(null);
+    }
+    let code = match shim.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth-shim {}: {e}", shim.cfg.id);
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn report(reply: &Reply) {
+    let mut line = serde_json::to_vec(reply).unwrap_or_default();
+    line.push(b'\n');
+    let _ = io::stdout().write_all(&line);
+    let _ = io::stdout().flush();
+}
+
+fn kind_of(e: &berth_runtime::Error) -> ErrorKind {
+    use berth_runtime::Kind;
+    match e.kind() {
+        Kind::NotFound => ErrorKind::NotFound,
+        Kind::Conflict => ErrorKind::Conflict,
+        Kind::InvalidArgument => ErrorKind::InvalidArgument,
+        Kind::ExecNotFound => ErrorKind::ExecNotFound,
+        Kind::ExecPermission => ErrorKind::ExecPermission,
+        Kind::Internal => ErrorKind::Internal,
+    }
+}
+
+fn internal(context: &str) -> impl FnOnce(io::Error) -> Reply + '_ {
+    move |e| Reply::error(ErrorKind::Internal, format!("{context}: {e}"))
+}
+
+fn nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, changing only its status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Run `f` with `fds` as this process's stdin, stdout and stderr, so a process cloned inside `f`
+/// inherits them; ours are put back afterwards. Single-threaded, so nothing else sees the swap.
+fn with_stdio<T>(fds: [&OwnedFd; 3], f: impl FnOnce() -> T) -> io::Result<T> {
+    let saved: Vec<OwnedFd> = (0..3)
+        .map(|n| {
+            // SAFETY: fds 0-2 are open for the life of the process (berthd gives us all three).
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(n) };
+            fd.try_clone_to_owned()
+        })
+        .collect::<io::Result<_>>()?;
+    let swap = |from: [&OwnedFd; 3]| -> io::Result<()> {
+        for (n, fd) in from.iter().enumerate() {
+            // SAFETY: dup2 onto 0-2, which we then own as our stdio; the source stays open.
+            if unsafe { libc::dup2(fd.as_raw_fd(), n as RawFd) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    swap(fds)?;
+    let out = f();
+    swap([&saved[0], &saved[1], &saved[2]])?;
+    Ok(out)
+}
+
+/// A pty master received over a console socket that the runtime connects to.
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn bind(path: PathBuf) -> io::Result<ConsoleSocket> {
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    fn receive(self) -> Result<OwnedFd, Reply> {
+        let (conn, _) = self.listener.accept().map_err(internal("accepting console socket"))?;
+        let fd = berth_runtime::console::recv_fd(conn.as_raw_fd()).map_err(|e| Reply::error(kind_of(&e), e.to_string()));
+        let _ = std::fs::remove_file(&self.path);
+        fd
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The container side and our side of a process's stdio.
+struct Stdio {
+    child: [OwnedFd; 3],
+    stdin: Option<OwnedFd>,
+    outputs: Vec<(OwnedFd, u8)>,
+}
+
+fn pipes(stdin: bool) -> Result<Stdio, Reply> {
+    let null = || -> Result<OwnedFd, Reply> { Ok(File::open("/dev/null").map_err(internal("opening /dev/null"))?.into()) };
+    let (in_child, in_ours) = if stdin {
+        let (r, w) = io::pipe().map_err(internal("making a stdin pipe"))?;
+        (OwnedFd::from(r), Some(OwnedFd::from(w)))
+    } else {
+        (null()?, None)
+    };
+    let (out_r, out_w) = io::pipe().map_err(internal("making a stdout pipe"))?;
+    let (err_r, err_w) = io::pipe().map_err(internal("making a stderr pipe"))?;
+    Ok(Stdio {
+        child: [in_child, out_w.into(), err_w.into()],
+        stdin: in_ours,
+        outputs: vec![(out_r.into(), berth_shim::STDOUT), (err_r.into(), berth_shim::STDERR)],
+    })
+}
+
+/// Our ends of a process's stdio: its stdin (if any) and its outputs with their stream ids.
+type Ends = (Option<OwnedFd>, Vec<(OwnedFd, u8)>);
+
+/// The same process's stdio for a TTY: the pty master, both ways.
+fn tty_stdio(master: OwnedFd) -> Result<Ends, Reply> {
+    let input = master.try_clone().map_err(internal("duplicating the pty master"))?;
+    Ok((Some(input), vec![(master, berth_shim::STDOUT)]))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Waiting for its request line.
+    Request,
+    Attach {
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    },
+    /// Streams the exec with this pid.
+    Exec(i32),
+    Wait,
+}
+
+struct Client {
+    sock: UnixStream,
+    role: Role,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    /// Its input has ended (or it only listens).
+    input_done: bool,
+    /// Close once `out` is flushed.
+    closing: bool,
+}
+
+/// One process's input and outputs, the container's or an exec's.
+struct Proc {
+    stdin: Option<File>,
+    stdin_buf: Vec<u8>,
+    /// Close stdin once `stdin_buf` drains.
+    stdin_closing: bool,
+    outputs: Vec<(File, u8)>,
+    /// The pty master, for resizes.
+    master: Option<RawFd>,
+    status: Option<i32>,
+}
+
+impl Proc {
+    fn new(stdin: Option<OwnedFd>, outputs: Vec<(OwnedFd, u8)>, tty: bool) -> io::Result<Proc> {
+        let master = if tty { outputs.first().map(|(fd, _)| fd.as_raw_fd()) } else { None };
+        for (fd, _) in &outputs {
+            nonblocking(fd.as_raw_fd())?;
+        }
+        if let Some(fd) = &stdin {
+            nonblocking(fd.as_raw_fd())?;
+        }
+        Ok(Proc {
+            stdin: stdin.map(File::from),
+            stdin_buf: Vec::new(),
+            stdin_closing: false,
+            outputs: outputs.into_iter().map(|(fd, s)| (File::from(fd), s)).collect(),
+            master,
+            status: None,
+        })
+    }
+
+    fn close_stdin(&mut self) {
+        if self.stdin_buf.is_empty() {
+            self.stdin = None;
+        } else {
+            self.stdin_closing = true;
+        }
+    }
+
+    fn flush_stdin(&mut self) {
+        let Some(f) = self.stdin.as_mut() else {
+            self.stdin_buf.clear();
+            return;
+        };
+        while !self.stdin_buf.is_empty() {
+            match f.write(&self.stdin_buf) {
+                Ok(n) => {
+                    self.stdin_buf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The reader is gone (EPIPE): nothing will ever read this input.
+                    self.stdin_buf.clear();
+                    self.stdin = None;
+                    return;
+                }
+            }
+        }
+        if self.stdin_closing {
+            self.stdin = None;
+        }
+    }
+}
+
+struct Shim {
+    cfg: Config,
+    bundle: PathBuf,
+    container: Container,
+    pid: i32,
+    main: Proc,
+    execs: HashMap<i32, Proc>,
+    log: log::JsonFile,
+    listener: Option<UnixListener>,
+    sigfd: SignalFd,
+    clients: HashMap<u64, Client>,
+    next_client: u64,
+    started: bool,
+    /// Set when the init has been reaped.
+    exited: Option<(ExitStatus, Instant)>,
+    /// The first attached client with stdin (for StdinOnce).
+    stdin_owner: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum Tag {
+    Signal,
+    Listener,
+    Output(Option<i32>, usize),
+    Stdin(Option<i32>),
+    Client(u64),
+}
+
+impl Shim {
+    fn create(bundle: &Path) -> Result<Shim, Reply> {
+        let cfg_path = bundle.join(berth_shim::CONFIG);
+        let data = std::fs::read(&cfg_path).map_err(internal("reading shim.json"))?;
+        let cfg: Config = serde_json::from_slice(&data).map_err(|e| Reply::error(ErrorKind::InvalidArgument, format!("shim.json: {e}")))?;
+        let log = log::JsonFile::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file).map_err(internal("opening the log"))?;
+
+        let mut opts = CreateOptions { id: cfg.id.clone(), bundle: bundle.to_path_buf(), ..Default::default() };
+        let null: OwnedFd = File::options().read(true).write(true).open("/dev/null").map_err(internal("opening /dev/null"))?.into();
+        let (child, console, stdio) = if cfg.tty {
+            let console = ConsoleSocket::bind(bundle.join("console.sock")).map_err(internal("binding the console socket"))?;
+            opts.console_socket = Some(console.path.clone());
+            let dup = || null.try_clone().map_err(internal("duplicating /dev/null"));
+            ([dup()?, dup()?, dup()?], Some(console), None)
+        } else {
+            let s = pipes(cfg.stdin)?;
+            let Stdio { child, stdin, outputs } = s;
+            (child, None, Some((stdin, outputs)))
+        };
+        let container = with_stdio([&child[0], &child[1], &child[2]], || Container::create(&cfg.runtime_root, &opts))
+            .map_err(internal("swapping stdio"))?
+            .map_err(|e| Reply::error(kind_of(&e), e.to_string()))?;
+        drop(child);
+        let pid = container.pid();
+        let (stdin, outputs) = match (console, stdio) {
+            (Some(console), _) => match console.receive().and_then(tty_stdio) {
+                Ok(s) => s,
+                Err(r) => {
+                    let _ = container.delete(true);
+                    return Err(r);
+                }
+            },
+            (None, Some(s)) => s,
+            (None, None) => unreachable!("either a console or pipes"),
+        };
+        let fail = |container: Container, r: Reply| {
+            let _ = container.delete(true);
+            r
+        };
+        let main = match Proc::new(stdin, outputs, cfg.tty) {
+            Ok(p) => p,
+            Err(e) => return Err(fail(container, internal("setting up stdio")(e))),
+        };
+        if cfg.tty
+            && cfg.rows > 0
+            && let Some(m) = main.master
+        {
+            let _ = berth_runtime::console::set_size(m, cfg.rows, cfg.cols);
+        }
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        if let Err(e) = mask.thread_block() {
+            return Err(fail(container, Reply::error(ErrorKind::Internal, format!("blocking SIGCHLD: {e}"))));
+        }
+        let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(s) => s,
+            Err(e) => return Err(fail(container, Reply::error(ErrorKind::Internal, format!("signalfd: {e}")))),
+        };
+        let sock_path = bundle.join(berth_shim::SOCKET);
+        let _ = std::fs::remove_file(&sock_path);
+        let listener = match UnixListener::bind(&sock_path).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(l) => l,
+            Err(e) => return Err(fail(container, internal("binding shim.sock")(e))),
+        };
+        Ok(Shim {
+            cfg,
+            bundle: bundle.to_path_buf(),
+            container,
+            pid,
+            main,
+            execs: HashMap::new(),
+            log,
+            listener: Some(listener),
+            sigfd,
+            clients: HashMap::new(),
+            next_client: 0,
+            started: false,
+            exited: None,
+            stdin_owner: None,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        loop {
+            // The init is gone and its output drained (or the drain took too long): finish.
+            if let Some((_, at)) = &self.exited
+                && (self.main.outputs.is_empty() || at.elapsed() > DRAIN)
+            {
+                return self.finish();
+            }
+            let mut fds: Vec<libc::pollfd> = Vec::new();
+            let mut tags: Vec<Tag> = Vec::new();
+            let mut add = |fd: RawFd, events: i16, tag: Tag| {
+                fds.push(libc::pollfd { fd, events, revents: 0 });
+                tags.push(tag);
+            };
+            add(self.sigfd.as_fd().as_raw_fd(), libc::POLLIN, Tag::Signal);
+            if let Some(l) = &self.listener {
+                add(l.as_raw_fd(), libc::POLLIN, Tag::Listener);
+            }
+            let procs = std::iter::once((None, &self.main)).chain(self.execs.iter().map(|(pid, p)| (Some(*pid), p)));
+            for (key, p) in procs {
+                for (i, (f, _)) in p.outputs.iter().enumerate() {
+                    add(f.as_raw_fd(), libc::POLLIN, Tag::Output(key, i));
+                }
+                if let Some(f) = &p.stdin
+                    && !p.stdin_buf.is_empty()
+                {
+                    add(f.as_raw_fd(), libc::POLLOUT, Tag::Stdin(key));
+                }
+            }
+            for (token, c) in &self.clients {
+                let mut events = 0;
+                if !c.input_done && !c.closing && self.wants_input(c) {
+                    events |= libc::POLLIN;
+                }
+                if !c.out.is_empty() {
+                    events |= libc::POLLOUT;
+                }
+                add(c.sock.as_raw_fd(), events, Tag::Client(*token));
+            }
+            let timeout = if self.exited.is_some() { 50 } else { -1 };
+            // SAFETY: fds is a valid array of pollfd for its length during the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for (pfd, tag) in fds.iter().zip(tags) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                match tag {
+                    Tag::Signal => self.reap(),
+                    Tag::Listener => self.accept(),
+                    Tag::Output(key, i) => self.read_output(key, i),
+                    Tag::Stdin(key) => {
+                        if let Some(p) = self.proc_mut(key) {
+                            p.flush_stdin();
+                        }
+                    }
+                    Tag::Client(token) => self.client_ready(token, pfd.revents),
+                }
+            }
+            self.finish_execs();
+            self.clients.retain(|_, c| !(c.closing && c.out.is_empty()));
+        }
+    }
+
+    fn wants_input(&self, c: &Client) -> bool {
+        match c.role {
+            Role::Request => true,
+            Role::Attach { stdin: true, .. } => self.main.stdin.is_some() && self.main.stdin_buf.len() < MAX_STDIN_BACKLOG,
+            Role::Exec(pid) => self.execs.get(&pid).is_some_and(|p| p.stdin.is_some() && p.stdin_buf.len() < MAX_STDIN_BACKLOG),
+            // Only to notice the client going away.
+            _ => true,
+        }
+    }
+
+    fn proc_mut(&mut self, key: Option<i32>) -> Option<&mut Proc> {
+        match key {
+            None => Some(&mut self.main),
+            Some(pid) => self.execs.get_mut(&pid),
+        }
+    }
+
+    fn reap(&mut self) {
+        while let Ok(Some(_)) = self.sigfd.read_signal() {}
+        loop {
+            let status = match nix::sys::wait::waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            let (pid, code) = status;
+            if pid == self.pid {
+                let oom_killed = self.oom_kills() > 0;
+                let finished_at = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+                self.exited = Some((ExitStatus { exit_code: code, finished_at, oom_killed }, Instant::now()));
+                // No new clients once the end is known; the listener goes with the socket file.
+                self.listener = None;
+                let _ = std::fs::remove_file(self.bundle.join(berth_shim::SOCKET));
+            } else if let Some(p) = self.execs.get_mut(&pid) {
+                p.status = Some(code);
+            }
+        }
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.container.stats().map(|s| s.memory.oom_kills).unwrap_or(0)
+    }
+
+    fn accept(&mut self) {
+        let Some(l) = &self.listener else { return };
+        while let Ok((sock, _)) = l.accept() {
+            if sock.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let token = self.next_client;
+            self.next_client += 1;
+            self.clients
+                .insert(token, Client { sock, role: Role::Request, inbuf: Vec::new(), out: Vec::new(), input_done: false, closing: false });
+        }
+    }
+
+    /// Forward a chunk of output: the container's to the log and attached clients, an exec's to its client.
+    fn read_output(&mut self, key: Option<i32>, i: usize) {
+        let mut buf = [0u8; READ_CHUNK];
+        let Some(p) = self.proc_mut(key) else { return };
+        let Some((f, stream)) = p.outputs.get_mut(i) else { return };
+        let stream = *stream;
+        let n = match f.read(&mut buf) {
+            Ok(0) => 0,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return,
+            // EIO from a pty master once every slave is closed: the end of output.
+            Err(_) => 0,
+        };
+        if n == 0 {
+            p.outputs.remove(i);
+            if key.is_none() {
+                self.log.flush_partial(stream);
+            }
+            return;
+        }
+        let data = &buf[..n];
+        let mut frame = Vec::with_capacity(n + 8);
+        frame.extend_from_slice(&berth_shim::frame_header(stream, n));
+        frame.extend_from_slice(data);
+        match key {
+            None => {
+                if let Err(e) = self.log.write(stream, data) {
+                    eprintln!("berth-shim {}: writing log: {e}", self.cfg.id);
+                }
+                for c in self.clients.values_mut() {
+                    if let Role::Attach { stdout, stderr, .. } = c.role
+                        && ((stream == berth_shim::STDOUT && stdout) || (stream == berth_shim::STDERR && stderr))
+                    {
+                        queue(c, &frame);
+                    }
+                }
+            }
+            Some(pid) => {
+                for c in self.clients.values_mut() {
+                    if c.role == Role::Exec(pid) {
+                        queue(c, &frame);
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_ready(&mut self, token: u64, revents: i16) {
+        if revents & libc::POLLOUT != 0 {
+            let Some(c) = self.clients.get_mut(&token) else { return };
+            if flush(c).is_err() {
+                self.drop_client(token);
+                return;
+            }
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
+            return;
+        }
+        let mut buf = [0u8; READ_CHUNK];
+        let Some(c) = self.clients.get_mut(&token) else { return };
+        if c.input_done || c.closing {
+            if revents & (libc::POLLHUP | libc::POLLERR) != 0 && c.out.is_empty() {
+                self.drop_client(token);
+            }
+            return;
+        }
+        let n = match c.sock.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return,
+            Err(_) => {
+                self.drop_client(token);
+                return;
+            }
+        };
+        let role = c.role;
+        match role {
+            Role::Request => {
+                if n == 0 {
+                    self.drop_client(token);
+                    return;
+                }
+                c.inbuf.extend_from_slice(&buf[..n]);
+                if let Some(end) = c.inbuf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = c.inbuf.drain(..=end).collect();
+                    let rest = std::mem::take(&mut c.inbuf);
+                    self.handle(token, &line, rest);
+                } else if c.inbuf.len() > berth_shim::MAX_REQUEST {
+                    self.reply_and_close(token, Reply::error(ErrorKind::InvalidArgument, "request too long"));
+                }
+            }
+            Role::Attach { stdin, .. } => {
+                if n == 0 {
+                    c.input_done = true;
+                    if stdin && self.stdin_owner == Some(token) && self.cfg.stdin_once {
+                        self.main.close_stdin();
+                    }
+                    if !stdin {
+                        self.drop_client(token);
+                    }
+                    return;
+                }
+                if stdin {
+                    self.main.stdin_buf.extend_from_slice(&buf[..n]);
+                    self.main.flush_stdin();
+                }
+            }
+            Role::Exec(pid) => {
+                if n == 0 {
+                    c.input_done = true;
+                    if let Some(p) = self.execs.get_mut(&pid) {
+                        p.close_stdin();
+                    }
+                    return;
+                }
+                if let Some(p) = self.execs.get_mut(&pid) {
+                    p.stdin_buf.extend_from_slice(&buf[..n]);
+                    p.flush_stdin();
+                }
+            }
+            Role::Wait => {
+                if n == 0 {
+                    self.drop_client(token);
+                }
+            }
+        }
+    }
+
+    fn drop_client(&mut self, token: u64) {
+        if let Some(c) = self.clients.remove(&token)
+            && let Role::Attach { stdin: true, .. } = c.role
+            && self.stdin_owner == Some(token)
+            && self.cfg.stdin_once
+        {
+            self.main.close_stdin();
+        }
+    }
+
+    fn reply_and_close(&mut self, token: u64, reply: Reply) {
+        if let Some(c) = self.clients.get_mut(&token) {
+            queue_line(c, &reply);
+            c.closing = true;
+            c.input_done = true;
+            let _ = flush(c);
+        }
+    }
+
+    fn handle(&mut self, token: u64, line: &[u8], rest: Vec<u8>) {
+        let req: Request = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => return self.reply_and_close(token, Reply::error(ErrorKind::InvalidArgument, format!("bad request: {e}"))),
+        };
+        let runtime_err = |e: berth_runtime::Error| Reply::error(kind_of(&e), e.to_string());
+        match req {
+            Request::Start => {
+                let reply = if self.started {
+                    Reply::error(ErrorKind::Conflict, "container already started")
+                } else {
+                    match self.container.start() {
+                        Ok(()) => {
+                            self.started = true;
+                            Reply { pid: Some(self.pid), ..Reply::ok() }
+                        }
+                        Err(e) => runtime_err(e),
+                    }
+                };
+                self.reply_and_close(token, reply);
+            }
+            Request::State => {
+                let status = if self.exited.is_some() {
+                    "exited"
+                } else if self.started {
+                    "running"
+                } else {
+                    "created"
+                };
+                self.reply_and_close(token, Reply { pid: Some(self.pid), status: Some(status.into()), ..Reply::ok() });
+            }
+            Request::Kill { signal, all } => {
+                let reply = match Signal::try_from(signal) {
+                    Err(_) => Reply::error(ErrorKind::InvalidArgument, format!("invalid signal {signal}")),
+                    Ok(sig) => match self.container.kill(sig, all) {
+                        Ok(()) => Reply::ok(),
+                        Err(e) => runtime_err(e),
+                    },
+                };
+                self.reply_and_close(token, reply);
+            }
+            Request::Resize { exec_pid, rows, cols } => {
+                let master = match exec_pid {
+                    None => self.main.master,
+                    Some(pid) => self.execs.get(&pid).and_then(|p| p.master),
+                };
+                let reply = match master {
+                    None => Reply::error(ErrorKind::Conflict, "the process has no terminal"),
+                    Some(fd) => match berth_runtime::console::set_size(fd, rows, cols) {
+                        Ok(()) => Reply::ok(),
+                        Err(e) => runtime_err(e),
+                    },
+                };
+                self.reply_and_close(token, reply);
+            }
+            Request::Wait => {
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.role = Role::Wait;
+                }
+            }
+            Request::Attach { stdin, stdout, stderr } => {
+                let stdin = stdin && self.cfg.stdin;
+                if stdin && self.stdin_owner.is_none() {
+                    self.stdin_owner = Some(token);
+                }
+                let Some(c) = self.clients.get_mut(&token) else { return };
+                c.role = Role::Attach { stdin, stdout, stderr };
+                queue_line(c, &Reply::ok());
+                if !rest.is_empty() && stdin {
+                    self.main.stdin_buf.extend_from_slice(&rest);
+                    self.main.flush_stdin();
+                }
+            }
+            Request::Exec { process, stdin } => match self.exec(*process, stdin) {
+                Ok(pid) => {
+                    let Some(c) = self.clients.get_mut(&token) else { return };
+                    c.role = Role::Exec(pid);
+                    queue_line(c, &Reply { pid: Some(pid), ..Reply::ok() });
+                    if let Some(p) = self.execs.get_mut(&pid)
+                        && !rest.is_empty()
+                    {
+                        p.stdin_buf.extend_from_slice(&rest);
+                        p.flush_stdin();
+                    }
+                }
+                Err(reply) => self.reply_and_close(token, reply),
+            },
+        }
+    }
+
+    fn exec(&mut self, process: oci_spec::runtime::Process, stdin: bool) -> Result<i32, Reply> {
+        if self.exited.is_some() || !self.started {
+            return Err(Reply::error(ErrorKind::Conflict, format!("container {} is not running", self.cfg.id)));
+        }
+        let tty = process.terminal() == Some(true);
+        let mut opts = ExecOptions { process: Some(process), ..Default::default() };
+        let null: OwnedFd = File::options().read(true).write(true).open("/dev/null").map_err(internal("opening /dev/null"))?.into();
+        let runtime_err = |e: berth_runtime::Error| Reply::error(kind_of(&e), e.to_string());
+        let (pid, stdin, outputs) = if tty {
+            let console = ConsoleSocket::bind(self.bundle.join(format!("exec-{}.sock", self.next_client)))
+                .map_err(internal("binding an exec console socket"))?;
+            opts.console_socket = Some(console.path.clone());
+            let pid = with_stdio([&null, &null, &null], || self.container.exec(&opts))
+                .map_err(internal("swapping stdio"))?
+                .map_err(runtime_err)?;
+            let (i, o) = console.receive().and_then(tty_stdio)?;
+            (pid, i, o)
+        } else {
+            let Stdio { child, stdin, outputs } = pipes(stdin)?;
+            let pid = with_stdio([&child[0], &child[1], &child[2]], || self.container.exec(&opts))
+                .map_err(internal("swapping stdio"))?
+                .map_err(runtime_err)?;
+            (pid, stdin, outputs)
+        };
+        let p = Proc::new(stdin, outputs, tty).map_err(internal("setting up exec stdio"))?;
+        self.execs.insert(pid.as_raw(), p);
+        Ok(pid.as_raw())
+    }
+
+    /// Execs that were reaped and whose output ended send their exit frame and go.
+    fn finish_execs(&mut self) {
+        let done: Vec<i32> = self.execs.iter().filter(|(_, p)| p.status.is_some() && p.outputs.is_empty()).map(|(pid, _)| *pid).collect();
+        for pid in done {
+            let Some(p) = self.execs.remove(&pid) else { continue };
+            let status = ExitStatus {
+                exit_code: p.status.unwrap_or(255),
+                finished_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+                oom_killed: false,
+            };
+            let payload = serde_json::to_vec(&status).unwrap_or_default();
+            for c in self.clients.values_mut() {
+                if c.role == Role::Exec(pid) {
+                    queue(c, &berth_shim::frame_header(berth_shim::EXIT_FRAME, payload.len()));
+                    queue(c, &payload);
+                    c.closing = true;
+                    c.input_done = true;
+                }
+            }
+        }
+    }
+
+    /// Record the exit, tell waiters, flush attached clients, remove the runtime state.
+    fn finish(&mut self) -> io::Result<()> {
+        let Some((status, _)) = self.exited.clone() else { return Ok(()) };
+        self.log.flush_partial(berth_shim::STDOUT);
+        self.log.flush_partial(berth_shim::STDERR);
+        let json = serde_json::to_vec(&status).map_err(io::Error::other)?;
+        berth_runtime::atomic::write_file(&self.bundle.join(berth_shim::EXIT), &json, 0o600)?;
+        let reply = Reply { exit: Some(status), ..Reply::ok() };
+        for c in self.clients.values_mut() {
+            if c.role == Role::Wait {
+                queue_line(c, &reply);
+            }
+            c.closing = true;
+        }
+        // Execs still running die with the container's pid namespace; their clients end here.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for c in self.clients.values_mut() {
+            let _ = c.sock.set_nonblocking(false);
+            let _ = c.sock.set_write_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+            let _ = c.sock.write_all(&c.out);
+            let _ = c.sock.shutdown(std::net::Shutdown::Both);
+        }
+        self.clients.clear();
+        let id = self.cfg.id.clone();
+        let root = self.cfg.runtime_root.clone();
+        match Container::load(&root, &id) {
+            Ok(c) => c.delete(true).map_err(|e| io::Error::other(format!("deleting the runtime state: {e}"))),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn queue(c: &mut Client, data: &[u8]) {
+    if c.closing {
+        return;
+    }
+    if c.out.len() + data.len() > MAX_CLIENT_BACKLOG {
+        // Too slow a reader: it loses the stream rather than stall the container.
+        c.out.clear();
+        c.closing = true;
+        return;
+    }
+    c.out.extend_from_slice(data);
+}
+
+fn queue_line(c: &mut Client, reply: &Reply) {
+    let mut line = serde_json::to_vec(reply).unwrap_or_default();
+    line.push(b'\n');
+    c.out.extend_from_slice(&line);
+}
+
+fn flush(c: &mut Client) -> io::Result<()> {
+    while !c.out.is_empty() {
+        match c.sock.write(&c.out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if c.closing {
+        let _ = c.sock.shutdown(std::net::Shutdown::Both);
+    }
+    Ok(())
+}
