@@ -170,20 +170,26 @@ impl Default for Runtime {
     }
 }
 
+/// Make this test process the reaper of orphans (shims of a killed berthd, containers of a
+/// detached runc), reaping them as they die.
+pub fn become_subreaper() {
+    SUBREAPER.call_once(|| {
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        // A pid namespace's init cannot finish dying until every process in it is reaped,
+        // so orphans must be reaped while berth-runc waits, not only between commands.
+        std::thread::spawn(|| {
+            let mut seen = Vec::new();
+            loop {
+                seen = reap_orphans(&seen);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+    });
+}
+
 impl Runtime {
     pub fn new() -> Runtime {
-        SUBREAPER.call_once(|| {
-            nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-            // A pid namespace's init cannot finish dying until every process in it is reaped,
-            // so orphans must be reaped while berth-runc waits, not only between commands.
-            std::thread::spawn(|| {
-                let mut seen = Vec::new();
-                loop {
-                    seen = reap_orphans(&seen);
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-            });
-        });
+        become_subreaper();
         Runtime { root: tempfile::Builder::new().prefix("berth-runc-root-").tempdir().unwrap(), ids: Default::default() }
     }
 
@@ -325,6 +331,15 @@ pub struct TestDaemon {
 impl TestDaemon {
     pub fn start() -> TestDaemon {
         let dir = tempfile::Builder::new().prefix("berth-daemon-").tempdir().unwrap();
+        let mut d = TestDaemon { dir, child: None };
+        d.launch();
+        d
+    }
+
+    /// Start berthd (again) on this daemon's roots.
+    pub fn launch(&mut self) {
+        become_subreaper();
+        let dir = &self.dir;
         let child = Command::new(bin("berthd"))
             .arg("--data-root")
             .arg(dir.path().join("data"))
@@ -334,18 +349,78 @@ impl TestDaemon {
             .arg(dir.path().join("daemon.json"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("berthd.log")).unwrap())
+            .stderr(fs::OpenOptions::new().create(true).append(true).open(dir.path().join("berthd.log")).unwrap())
             .spawn()
             .unwrap();
         OWN.lock().unwrap().push(child.id() as i32);
-        let d = TestDaemon { dir, child: Some(child) };
+        self.child = Some(child);
         for _ in 0..500 {
-            if std::os::unix::net::UnixStream::connect(d.socket()).is_ok() {
-                return d;
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("berthd did not start: {}", fs::read_to_string(d.dir.path().join("berthd.log")).unwrap_or_default());
+        panic!("berthd did not start: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    /// kill -9 berthd (containers and shims live on).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            OWN.lock().unwrap().retain(|p| *p != child.id() as i32);
+        }
+    }
+
+    /// A request with a body: (status, response body).
+    pub fn request_body(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: berth\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len())
+            .unwrap();
+        s.write_all(body).unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let resp = String::from_utf8_lossy(&resp).into_owned();
+        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// POST a JSON body.
+    pub fn post(&self, path: &str, json: &str) -> (u16, String) {
+        self.request_body("POST", path, "application/json", json.as_bytes())
+    }
+
+    /// `busybox:latest`, imported from the busybox fixture.
+    pub fn import_busybox(&self) {
+        let tar = Command::new("tar").arg("-C").arg(busybox_rootfs()).args(["-c", "."]).output().unwrap();
+        assert!(tar.status.success());
+        let (status, body) =
+            self.request_body("POST", "/images/create?fromSrc=-&repo=busybox&tag=latest", "application/x-tar", &tar.stdout);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Remove every container (force), so nothing outlives the test.
+    pub fn remove_all(&self) {
+        let (_, body) = self.request("GET", "/containers/json?all=1");
+        let list: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        for c in list {
+            if let Some(id) = c["Id"].as_str() {
+                let _ = self.request("DELETE", &format!("/containers/{id}?force=1"));
+            }
+        }
+    }
+
+    /// The berth CLI against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        let mut c = Command::new(bin("berth"));
+        c.env("DOCKER_HOST", format!("unix://{}", self.socket().display())).args(args);
+        run_command(&mut c)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -387,6 +462,9 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.remove_all();
+        }
         let status = self.stop();
         if !std::thread::panicking() {
             assert!(status.is_none_or(|s| s.success()), "berthd exited with {status:?}");

@@ -2,8 +2,13 @@
 //! backend trait per API area, and turn results and error kinds into Docker's responses; this
 //! crate knows nothing of how the engine stores things.
 
+pub mod containers;
 pub mod error;
+pub mod images;
+pub mod params;
 pub mod system;
+#[cfg(test)]
+mod testing;
 mod version;
 
 use std::sync::Arc;
@@ -19,6 +24,8 @@ pub use version::{API_VERSION, MIN_API_VERSION};
 /// Everything the API needs from the engine.
 pub struct Backends {
     pub system: Arc<dyn System>,
+    pub containers: Arc<dyn containers::Containers>,
+    pub images: Arc<dyn images::Images>,
 }
 
 /// The whole API as one service: `/v1.NN` prefixes are checked and stripped before routing
@@ -28,7 +35,15 @@ pub fn app(
 ) -> impl tower::Service<Request<axum::body::Body>, Response = axum::response::Response, Error = std::convert::Infallible, Future = impl Send>
 + Clone
 + Send {
-    let router =
-        Router::new().merge(system::routes(backends.system)).fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
-    router.map_request(version::strip_prefix).map_response(version::add_headers)
+    let router = Router::new()
+        .merge(system::routes(backends.system))
+        .merge(containers::routes(backends.containers))
+        .merge(images::routes(backends.images))
+        .fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
+    router.map_request(version::strip_prefix).map_request(log_request).map_response(version::add_headers)
+}
+
+fn log_request<B>(req: Request<B>) -> Request<B> {
+    tracing::debug!("{} {}", req.method(), req.uri());
+    req
 }

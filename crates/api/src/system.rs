@@ -160,7 +160,8 @@ mod tests {
     }
 
     async fn call(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-        let svc = app(Backends { system: Arc::new(Fake) });
+        let svc =
+            app(Backends { system: Arc::new(Fake), containers: Arc::new(crate::testing::Null), images: Arc::new(crate::testing::Null) });
         let res = svc.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
@@ -184,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_paths_and_bad_versions_get_dockers_errors() {
-        let (s, _, body) = call("GET", "/v1.41/containers/nope/json").await;
+        let (s, _, body) = call("GET", "/v1.41/nothing/here").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(body, serde_json::json!({"message": "page not found"}));
         let (s, _, body) = call("GET", "/v1.99/version").await;

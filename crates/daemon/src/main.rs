@@ -1,8 +1,5 @@
-//! berthd: serves the Docker Engine API on unix sockets (and optionally loopback TCP).
-//! Containers, images, networks and volumes come with the engine; until then those endpoints
-//! answer 404 `{"message": "page not found"}`, never a wrong result.
-
-mod system;
+//! berthd: serves the Docker Engine API on unix sockets (and optionally loopback TCP) over
+//! berth-engine. Stopping berthd leaves containers running; the next berthd adopts them.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -42,6 +39,9 @@ struct FileConfig {
     hosts: Vec<String>,
     log_level: Option<String>,
     pidfile: Option<PathBuf>,
+    /// Defaults for containers' json-file logs, as dockerd's `log-opts`.
+    #[serde(default)]
+    log_opts: std::collections::BTreeMap<String, String>,
 }
 
 struct Config {
@@ -50,7 +50,14 @@ struct Config {
     hosts: Vec<String>,
     log_level: String,
     pidfile: PathBuf,
+    log_max_size: u64,
+    log_max_file: u32,
 }
+
+/// Default log rotation: 10 MiB per file, 3 files (Docker's json-file keeps everything in one
+/// unbounded file unless told otherwise; berth bounds it by default).
+const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+const DEFAULT_LOG_MAX_FILE: u32 = 3;
 
 fn config(cli: Cli) -> anyhow::Result<Config> {
     let file: FileConfig = match std::fs::read(&cli.config_file) {
@@ -69,6 +76,14 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         exec_root,
         hosts,
         log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+        log_max_size: match file.log_opts.get("max-size") {
+            Some(s) => berth_engine::parse_size(s).map_err(|e| anyhow::anyhow!("log-opts max-size: {}", e.message))?,
+            None => DEFAULT_LOG_MAX_SIZE,
+        },
+        log_max_file: match file.log_opts.get("max-file") {
+            Some(s) => s.parse().with_context(|| format!("log-opts max-file {s:?}"))?,
+            None => DEFAULT_LOG_MAX_FILE,
+        },
     })
 }
 
@@ -97,9 +112,28 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// berth-shim lives beside berthd.
+fn shim_path() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding berthd's own path")?;
+    let shim = exe.with_file_name("berth-shim");
+    if !shim.exists() {
+        bail!("{} is missing (it is installed beside berthd)", shim.display());
+    }
+    Ok(shim)
+}
+
 async fn serve(cfg: &Config) -> anyhow::Result<()> {
-    let system = Arc::new(system::Daemon { data_root: cfg.data_root.clone() });
-    let app = berth_api::app(berth_api::Backends { system });
+    let engine = berth_engine::Engine::open(berth_engine::Config {
+        data_root: cfg.data_root.clone(),
+        exec_root: cfg.exec_root.clone(),
+        shim: shim_path()?,
+        log_max_size: cfg.log_max_size,
+        log_max_file: cfg.log_max_file,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the engine: {}", e.message))?;
+    let engine = Arc::new(engine);
+    let app = berth_api::app(berth_api::Backends { system: engine.clone(), containers: engine.clone(), images: engine });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut sockets = Vec::new();
@@ -118,7 +152,8 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
             // root and the socket's group only, as dockerd does.
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
             tracing::info!("API listening on {}", path.display());
-            sockets.push(path);
+            let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path)?);
+            sockets.push((path, ino));
             let svc = tower::make::Shared::new(app.clone());
             tasks.push(tokio::spawn(async move { axum::serve(listener, svc).with_graceful_shutdown(shutdown).await }));
         } else if let Some(addr) = host.strip_prefix("tcp://") {
@@ -140,11 +175,18 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    for s in sockets {
-        let _ = std::fs::remove_file(s);
+    // Long polls (wait, logs -f) would hold a graceful stop forever: give them a moment.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    // Only our own socket: a daemon started after us may have claimed the path already.
+    for (path, ino) in sockets {
+        if std::fs::metadata(&path).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(())
 }

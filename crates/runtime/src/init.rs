@@ -276,16 +276,11 @@ impl Exec {
     }
 }
 
-/// The program starts with no blocked signals and default dispositions, whatever its creator
-/// (a shim blocks SIGCHLD for its signalfd and ignores SIGPIPE) had; exec keeps both otherwise.
+/// The program starts with no blocked signals, whatever its creator blocked (a shim blocks
+/// SIGCHLD for its signalfd); exec would keep the mask otherwise. Dispositions are left as
+/// inherited, as runc leaves them (handlers reset on exec by themselves).
 fn reset_signals() {
-    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
-    for sig in Signal::iterator() {
-        if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
-            // SAFETY: SIG_DFL installs no handler; nothing runs between here and execve.
-            let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
-        }
-    }
+    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 

@@ -34,10 +34,18 @@ fn main() {
         eprintln!("usage: berth-shim <bundle>");
         std::process::exit(2);
     };
-    // SAFETY: ignoring SIGPIPE installs no handler; writes to gone clients then fail with EPIPE.
-    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+    // A handler that does nothing, rather than SIG_IGN: writes to gone clients fail with EPIPE,
+    // and exec resets a handler (not an ignore) so containers get the default SIGPIPE.
+    extern "C" fn on_sigpipe(_: libc::c_int) {}
+    // SAFETY: the handler is async-signal-safe (it does nothing).
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::Handler(on_sigpipe)) };
     // Our own session: a terminal's signals to berthd's group do not reach us or the container.
     let _ = nix::unistd::setsid();
+    // Sockets are bound by relative names from the bundle: full paths can pass sun_path's 108 bytes.
+    if let Err(e) = std::env::set_current_dir(&bundle) {
+        report(&Reply::error(ErrorKind::Internal, format!("entering {}: {e}", bundle.display())));
+        std::process::exit(1);
+    }
     let mut shim = match Shim::create(&bundle) {
         Ok(s) => s,
         Err(reply) => {
@@ -306,7 +314,7 @@ impl Shim {
         let mut opts = CreateOptions { id: cfg.id.clone(), bundle: bundle.to_path_buf(), ..Default::default() };
         let null: OwnedFd = File::options().read(true).write(true).open("/dev/null").map_err(internal("opening /dev/null"))?.into();
         let (child, console, stdio) = if cfg.tty {
-            let console = ConsoleSocket::bind(bundle.join("console.sock")).map_err(internal("binding the console socket"))?;
+            let console = ConsoleSocket::bind(PathBuf::from("console.sock")).map_err(internal("binding the console socket"))?;
             opts.console_socket = Some(console.path.clone());
             let dup = || null.try_clone().map_err(internal("duplicating /dev/null"));
             ([dup()?, dup()?, dup()?], Some(console), None)
@@ -354,7 +362,7 @@ impl Shim {
             Ok(s) => s,
             Err(e) => return Err(fail(container, Reply::error(ErrorKind::Internal, format!("signalfd: {e}")))),
         };
-        let sock_path = bundle.join(berth_shim::SOCKET);
+        let sock_path = PathBuf::from(berth_shim::SOCKET);
         let _ = std::fs::remove_file(&sock_path);
         let listener = match UnixListener::bind(&sock_path).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
             Ok(l) => l,
@@ -479,9 +487,6 @@ impl Shim {
                 let oom_killed = self.oom_kills() > 0;
                 let finished_at = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
                 self.exited = Some((ExitStatus { exit_code: code, finished_at, oom_killed }, Instant::now()));
-                // No new clients once the end is known; the listener goes with the socket file.
-                self.listener = None;
-                let _ = std::fs::remove_file(self.bundle.join(berth_shim::SOCKET));
             } else if let Some(p) = self.execs.get_mut(&pid) {
                 p.status = Some(code);
             }
@@ -598,11 +603,9 @@ impl Shim {
             Role::Attach { stdin, .. } => {
                 if n == 0 {
                     c.input_done = true;
+                    // A half-close (the docker CLI's way of saying "no more input"): output goes on.
                     if stdin && self.stdin_owner == Some(token) && self.cfg.stdin_once {
                         self.main.close_stdin();
-                    }
-                    if !stdin {
-                        self.drop_client(token);
                     }
                     return;
                 }
@@ -711,6 +714,9 @@ impl Shim {
                     c.role = Role::Wait;
                 }
             }
+            Request::Attach { .. } if self.exited.is_some() => {
+                self.reply_and_close(token, Reply::error(ErrorKind::Conflict, "the container has exited"));
+            }
             Request::Attach { stdin, stdout, stderr } => {
                 let stdin = stdin && self.cfg.stdin;
                 if stdin && self.stdin_owner.is_none() {
@@ -750,7 +756,7 @@ impl Shim {
         let null: OwnedFd = File::options().read(true).write(true).open("/dev/null").map_err(internal("opening /dev/null"))?.into();
         let runtime_err = |e: berth_runtime::Error| Reply::error(kind_of(&e), e.to_string());
         let (pid, stdin, outputs) = if tty {
-            let console = ConsoleSocket::bind(self.bundle.join(format!("exec-{}.sock", self.next_client)))
+            let console = ConsoleSocket::bind(PathBuf::from(format!("exec-{}.sock", self.next_client)))
                 .map_err(internal("binding an exec console socket"))?;
             opts.console_socket = Some(console.path.clone());
             let pid = with_stdio([&null, &null, &null], || self.container.exec(&opts))
@@ -799,6 +805,10 @@ impl Shim {
         self.log.flush_partial(berth_shim::STDERR);
         let json = serde_json::to_vec(&status).map_err(io::Error::other)?;
         berth_runtime::atomic::write_file(&self.bundle.join(berth_shim::EXIT), &json, 0o600)?;
+        // The status is on disk before the socket goes: whoever cannot connect any more finds it.
+        self.listener = None;
+        let _ = std::fs::remove_file(self.bundle.join(berth_shim::SOCKET));
+        self.accept_pending_waits();
         let reply = Reply { exit: Some(status), ..Reply::ok() };
         for c in self.clients.values_mut() {
             if c.role == Role::Wait {
@@ -820,6 +830,29 @@ impl Shim {
         match Container::load(&root, &id) {
             Ok(c) => c.delete(true).map_err(|e| io::Error::other(format!("deleting the runtime state: {e}"))),
             Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Shim {
+    /// Requests that arrived while the container was ending: waits join the answer, the rest close.
+    fn accept_pending_waits(&mut self) {
+        for c in self.clients.values_mut() {
+            if c.role != Role::Request {
+                continue;
+            }
+            let _ = c.sock.set_nonblocking(false);
+            let _ = c.sock.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut buf = [0u8; 256];
+            while !c.inbuf.contains(&b'\n') && c.inbuf.len() < 256 {
+                match c.sock.read(&mut buf) {
+                    Ok(n) if n > 0 => c.inbuf.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            if matches!(serde_json::from_slice::<Request>(c.inbuf.split(|b| *b == b'\n').next().unwrap_or(&[])), Ok(Request::Wait)) {
+                c.role = Role::Wait;
+            }
         }
     }
 }

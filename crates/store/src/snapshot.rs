@@ -85,7 +85,7 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-pub trait Snapshotter {
+pub trait Snapshotter: Send + Sync {
     /// A new writable snapshot on top of `parent` (a committed snapshot).
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
     /// A read-only view of `parent`.

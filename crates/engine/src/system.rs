@@ -1,12 +1,8 @@
 //! The system backend: what `/version` and `/info` report about this daemon and host.
 
-use std::path::PathBuf;
-
 use berth_api::{ApiError, Info, System, Version};
 
-pub struct Daemon {
-    pub data_root: PathBuf,
-}
+use crate::Engine;
 
 fn kernel() -> String {
     nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
@@ -30,7 +26,7 @@ fn os_name() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-impl System for Daemon {
+impl System for Engine {
     fn version(&self) -> Result<Version, ApiError> {
         Ok(berth_api::system::base_version(&kernel()))
     }
@@ -38,10 +34,17 @@ impl System for Daemon {
     fn info(&self) -> Result<Info, ApiError> {
         let v = berth_api::system::base_version(&kernel());
         let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { "2" } else { "1" };
+        let recs: Vec<_> = self.all().iter().map(|c| c.rec()).collect();
+        let count = |s: crate::Status| recs.iter().filter(|r| r.state.status == s).count() as u64;
         Ok(Info {
             id: String::new(),
-            driver: "overlay2".into(),
-            docker_root_dir: self.data_root.display().to_string(),
+            containers: recs.len() as u64,
+            containers_running: count(crate::Status::Running),
+            containers_paused: count(crate::Status::Paused),
+            containers_stopped: recs.len() as u64 - count(crate::Status::Running) - count(crate::Status::Paused),
+            images: self.images.list().map(|l| l.len() as u64).unwrap_or(0),
+            driver: if crate::overlay_works() { "overlay2" } else { "vfs" }.into(),
+            docker_root_dir: self.cfg.data_root.display().to_string(),
             name: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
             server_version: v.version,
             operating_system: os_name(),

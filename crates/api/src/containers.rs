@@ -1,0 +1,443 @@
+//! Container and exec endpoints: request shapes (v1.41), the backend trait, and the routes.
+//! Inspect and list answers are built by the backend in Docker's shape; fields are kept as the
+//! client sent them (unknown ones included) so `inspect` shows them back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ApiError, Kind};
+use crate::params::{ByteStream, Filters, Io, Query, hijack, json_body, stream_type};
+
+/// Docker's `StrSlice`: a list, or one string (for Cmd and Entrypoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StrSlice {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrSlice {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StrSlice::One(s) => vec![s],
+            StrSlice::Many(v) => v,
+        }
+    }
+}
+
+/// The container's `Config` as clients send it. Every field may be missing or null.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub user: Option<String>,
+    pub attach_stdin: Option<bool>,
+    pub attach_stdout: Option<bool>,
+    pub attach_stderr: Option<bool>,
+    pub tty: Option<bool>,
+    pub open_stdin: Option<bool>,
+    pub stdin_once: Option<bool>,
+    pub env: Option<Vec<String>>,
+    pub cmd: Option<StrSlice>,
+    pub entrypoint: Option<StrSlice>,
+    pub image: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub working_dir: Option<String>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<i64>,
+    /// Everything else the client sent (ExposedPorts, Volumes, Healthcheck, …), kept as given.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogConfig {
+    #[serde(rename = "Type", default)]
+    pub typ: String,
+    #[serde(rename = "Config", default)]
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfig {
+    pub auto_remove: Option<bool>,
+    pub privileged: Option<bool>,
+    pub cap_add: Option<Vec<String>>,
+    pub cap_drop: Option<Vec<String>>,
+    pub readonly_rootfs: Option<bool>,
+    pub network_mode: Option<String>,
+    pub pid_mode: Option<String>,
+    pub ipc_mode: Option<String>,
+    #[serde(rename = "UTSMode")]
+    pub uts_mode: Option<String>,
+    pub sysctls: Option<BTreeMap<String, String>>,
+    pub ulimits: Option<Vec<Ulimit>>,
+    pub shm_size: Option<i64>,
+    pub security_opt: Option<Vec<String>>,
+    pub group_add: Option<Vec<String>>,
+    pub init: Option<bool>,
+    pub log_config: Option<LogConfig>,
+    pub binds: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// `POST /containers/create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateBody {
+    #[serde(flatten)]
+    pub config: ContainerConfig,
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: Option<HostConfig>,
+    #[serde(rename = "NetworkingConfig", default)]
+    pub networking_config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecConfig {
+    pub attach_stdin: Option<bool>,
+    pub attach_stdout: Option<bool>,
+    pub attach_stderr: Option<bool>,
+    pub detach_keys: Option<String>,
+    pub tty: Option<bool>,
+    pub env: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub privileged: Option<bool>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExecStartBody {
+    detach: Option<bool>,
+    tty: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub all: bool,
+    pub limit: Option<i64>,
+    pub size: bool,
+    pub filters: Filters,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogsOptions {
+    pub follow: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    /// Unix seconds (fractions allowed), 0 for none.
+    pub since: f64,
+    pub until: f64,
+    pub timestamps: bool,
+    /// None: all lines.
+    pub tail: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    pub stream: bool,
+    pub logs: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub detach_keys: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+/// What the container endpoints need from the engine.
+#[async_trait::async_trait]
+pub trait Containers: Send + Sync {
+    async fn create(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError>;
+    async fn inspect(&self, id: &str, size: bool) -> Result<Value, ApiError>;
+    async fn list(&self, opts: ListOptions) -> Result<Vec<Value>, ApiError>;
+    /// `Ok(false)`: it was already running (304).
+    async fn start(&self, id: &str) -> Result<bool, ApiError>;
+    /// `Ok(false)`: it was not running (304).
+    async fn stop(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError>;
+    async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<(), ApiError>;
+    async fn kill(&self, id: &str, signal: Option<String>) -> Result<(), ApiError>;
+    /// Checks the container now; the returned future resolves when the condition is met
+    /// (the response's headers go out at once, as Docker's clients expect).
+    async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError>;
+    async fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), ApiError>;
+    /// Whether the container has a TTY (raw output) and its log as a stream.
+    async fn logs(&self, id: &str, opts: LogsOptions) -> Result<(bool, ByteStream), ApiError>;
+    /// Checks before the connection is hijacked; returns whether the container has a TTY.
+    async fn attach_check(&self, id: &str) -> Result<bool, ApiError>;
+    async fn attach(&self, id: String, opts: AttachOptions, io: Io);
+    async fn resize(&self, id: &str, height: u16, width: u16) -> Result<(), ApiError>;
+    async fn top(&self, id: &str, ps_args: Option<String>) -> Result<Value, ApiError>;
+    async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError>;
+    async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError>;
+    /// Checks before `exec_start` hijacks; returns whether the exec has a TTY.
+    async fn exec_check(&self, exec_id: &str) -> Result<bool, ApiError>;
+    /// Detached when `io` is None.
+    async fn exec_start(&self, exec_id: String, io: Option<Io>) -> Result<(), ApiError>;
+    async fn exec_inspect(&self, exec_id: &str) -> Result<Value, ApiError>;
+    async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError>;
+}
+
+type Backend = Arc<dyn Containers>;
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn json(v: Value) -> Response {
+    axum::Json(v).into_response()
+}
+
+async fn body_bytes(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), 4 << 20)
+        .await
+        .map_err(|e| ApiError::new(Kind::InvalidArgument, format!("reading request body: {e}")))
+}
+
+async fn create(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let name = q.str("name").filter(|n| !n.is_empty()).map(str::to_string);
+    let body: CreateBody = json_body(&body_bytes(req).await?)?;
+    Ok((StatusCode::CREATED, axum::Json(b.create(name, body).await?)).into_response())
+}
+
+async fn list(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let mut limit = q.int("limit")?.filter(|n| *n > 0);
+    if q.bool("latest") {
+        limit = Some(1);
+    }
+    let opts = ListOptions { all: q.bool("all"), limit, size: q.bool("size"), filters: q.filters()? };
+    Ok(json(Value::Array(b.list(opts).await?)))
+}
+
+async fn inspect(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    Ok(json(b.inspect(&id, Query::parse(req.uri()).bool("size")).await?))
+}
+
+async fn start(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(if b.start(&id).await? { no_content() } else { StatusCode::NOT_MODIFIED.into_response() })
+}
+
+fn stop_params(req: &Request<Body>) -> Result<(Option<String>, Option<i64>), ApiError> {
+    let q = Query::parse(req.uri());
+    Ok((q.str("signal").filter(|s| !s.is_empty()).map(str::to_string), q.int("t")?))
+}
+
+async fn stop(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let (signal, t) = stop_params(&req)?;
+    Ok(if b.stop(&id, signal, t).await? { no_content() } else { StatusCode::NOT_MODIFIED.into_response() })
+}
+
+async fn restart(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let (signal, t) = stop_params(&req)?;
+    b.restart(&id, signal, t).await?;
+    Ok(no_content())
+}
+
+async fn kill(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    b.kill(&id, q.str("signal").filter(|s| !s.is_empty()).map(str::to_string)).await?;
+    Ok(no_content())
+}
+
+async fn wait(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let condition = match q.str("condition").unwrap_or("") {
+        "" | "not-running" => WaitCondition::NotRunning,
+        "next-exit" => WaitCondition::NextExit,
+        "removed" => WaitCondition::Removed,
+        other => return Err(ApiError::new(Kind::InvalidArgument, format!("invalid condition: {other:?}"))),
+    };
+    let done = b.wait(&id, condition).await?;
+    let body = futures_util::stream::once(async move {
+        let mut line = done.await.to_string();
+        line.push('\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+async fn remove(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    if q.bool("link") {
+        return Err(ApiError::not_implemented("removing links"));
+    }
+    b.remove(&id, q.bool("force"), q.bool("v")).await?;
+    Ok(no_content())
+}
+
+/// `since`/`until` as Docker takes them: Unix seconds with an optional fraction.
+fn unix_time(q: &Query, k: &str) -> Result<f64, ApiError> {
+    match q.str(k).filter(|v| !v.is_empty()) {
+        None => Ok(0.0),
+        Some(v) => v.parse::<f64>().map_err(|_| ApiError::new(Kind::InvalidArgument, format!("invalid value for {k}: {v:?}"))),
+    }
+}
+
+async fn logs(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let tail = match q.str("tail").unwrap_or("all") {
+        "all" | "" => None,
+        n => Some(n.parse::<i64>().map_err(|_| ApiError::new(Kind::InvalidArgument, format!("invalid tail: {n:?}")))?.max(0) as usize),
+    };
+    let opts = LogsOptions {
+        follow: q.bool("follow"),
+        stdout: q.bool("stdout"),
+        stderr: q.bool("stderr"),
+        since: unix_time(&q, "since")?,
+        until: unix_time(&q, "until")?,
+        timestamps: q.bool("timestamps"),
+        tail,
+    };
+    if !opts.stdout && !opts.stderr {
+        return Err(ApiError::new(Kind::InvalidArgument, "Bad parameters: you must choose at least one stream"));
+    }
+    let (tty, stream) = b.logs(&id, opts).await?;
+    Ok(([(header::CONTENT_TYPE, stream_type(tty))], Body::from_stream(stream)).into_response())
+}
+
+async fn attach(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let opts = AttachOptions {
+        stream: q.bool("stream"),
+        logs: q.bool("logs"),
+        stdin: q.bool("stdin"),
+        stdout: q.bool("stdout"),
+        stderr: q.bool("stderr"),
+        detach_keys: q.str("detachKeys").filter(|k| !k.is_empty()).map(str::to_string),
+    };
+    let tty = b.attach_check(&id).await?;
+    Ok(hijack(req, tty, move |io| async move { b.attach(id, opts, io).await }))
+}
+
+fn size(q: &Query) -> Result<(u16, u16), ApiError> {
+    let h = q.int("h")?.unwrap_or(0);
+    let w = q.int("w")?.unwrap_or(0);
+    let ok = |v: i64| u16::try_from(v).map_err(|_| ApiError::new(Kind::InvalidArgument, format!("invalid terminal size {v}")));
+    Ok((ok(h)?, ok(w)?))
+}
+
+async fn resize(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let (h, w) = size(&Query::parse(req.uri()))?;
+    b.resize(&id, h, w).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn top(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    Ok(json(b.top(&id, q.str("ps_args").filter(|a| !a.is_empty()).map(str::to_string)).await?))
+}
+
+async fn rename(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let name = q.str("name").unwrap_or("").to_string();
+    b.rename(&id, &name).await?;
+    Ok(no_content())
+}
+
+async fn exec_create(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let config: ExecConfig = json_body(&body_bytes(req).await?)?;
+    let exec_id = b.exec_create(&id, config).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"Id": exec_id}))).into_response())
+}
+
+async fn exec_start(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))?;
+    let start: ExecStartBody = json_body(&bytes)?;
+    let tty = b.exec_check(&id).await?;
+    let req = Request::from_parts(parts, Body::empty());
+    if start.detach == Some(true) {
+        b.exec_start(id, None).await?;
+        return Ok(StatusCode::OK.into_response());
+    }
+    let tty = start.tty.unwrap_or(tty);
+    Ok(hijack(req, tty, move |io| async move {
+        if let Err(e) = b.exec_start(id, Some(io)).await {
+            tracing::debug!("exec start: {e}");
+        }
+    }))
+}
+
+async fn exec_inspect(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(json(b.exec_inspect(&id).await?))
+}
+
+async fn exec_resize(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let (h, w) = size(&Query::parse(req.uri()))?;
+    b.exec_resize(&id, h, w).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub fn routes(backend: Backend) -> Router {
+    Router::new()
+        .route("/containers/create", post(create))
+        .route("/containers/json", get(list))
+        .route("/containers/{id}/json", get(inspect))
+        .route("/containers/{id}/start", post(start))
+        .route("/containers/{id}/stop", post(stop))
+        .route("/containers/{id}/restart", post(restart))
+        .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/wait", post(wait))
+        .route("/containers/{id}", axum::routing::delete(remove))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/resize", post(resize))
+        .route("/containers/{id}/top", get(top))
+        .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/exec", post(exec_create))
+        .route("/exec/{id}/start", post(exec_start))
+        .route("/exec/{id}/json", get(exec_inspect))
+        .route("/exec/{id}/resize", post(exec_resize))
+        .with_state(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_bodies_take_strings_lists_nulls_and_unknown_fields() {
+        let b: CreateBody = serde_json::from_str(
+            r#"{"Image":"busybox","Cmd":"echo hi","Entrypoint":null,"Env":null,"Tty":false,"ExposedPorts":{"80/tcp":{}},
+                "HostConfig":{"AutoRemove":true,"NetworkMode":"none","Ulimits":[{"Name":"nofile","Soft":10,"Hard":20}],"Memory":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(b.config.cmd, Some(StrSlice::One("echo hi".into())));
+        assert_eq!(b.config.entrypoint, None);
+        assert!(b.config.extra.contains_key("ExposedPorts"));
+        let hc = b.host_config.unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(hc.ulimits.unwrap()[0].hard, 20);
+        assert!(hc.extra.contains_key("Memory"));
+        assert!(serde_json::from_str::<CreateBody>(r#"{"Image":"busybox","Tty":"yes"}"#).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Image endpoints. Image names may contain slashes (`/images/registry:5000/a/b:tag/json`), so
+//! everything under `/images/` goes through one route that looks at the last segment.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::error::{ApiError, Kind};
+use crate::params::{ByteStream, Filters, Query, body_stream};
+
+/// What the image endpoints need from the engine.
+#[async_trait::async_trait]
+pub trait Images: Send + Sync {
+    async fn list(&self, all: bool, filters: Filters, digests: bool) -> Result<Vec<Value>, ApiError>;
+    async fn inspect(&self, name: &str) -> Result<Value, ApiError>;
+    async fn history(&self, name: &str) -> Result<Value, ApiError>;
+    async fn tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError>;
+    /// Docker's list of `{"Untagged": …}` / `{"Deleted": …}`.
+    async fn remove(&self, name: &str, force: bool, noprune: bool) -> Result<Value, ApiError>;
+    /// A root filesystem tar becomes an image; returns its ID.
+    async fn import(&self, body: ByteStream, repo: Option<String>, tag: Option<String>, message: String) -> Result<String, ApiError>;
+    /// A Docker/OCI archive of the named images.
+    async fn save(&self, names: Vec<String>) -> Result<ByteStream, ApiError>;
+    /// Loads an archive; returns the names (or IDs) loaded.
+    async fn load(&self, body: ByteStream) -> Result<Vec<String>, ApiError>;
+    async fn prune(&self, filters: Filters) -> Result<Value, ApiError>;
+}
+
+type Backend = Arc<dyn Images>;
+
+/// Progress answers (import, load) are newline-separated JSON messages.
+fn messages(lines: Vec<Value>) -> Response {
+    let mut body = String::new();
+    for l in lines {
+        body.push_str(&l.to_string());
+        body.push_str("\r\n");
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let method = req.method().clone();
+    let (name, action) = match rest.rsplit_once('/') {
+        Some((n, a)) => (n.to_string(), a.to_string()),
+        None => (String::new(), rest.clone()),
+    };
+    match (method, name.as_str(), action.as_str()) {
+        (Method::GET, "", "json") => {
+            let filters = q.filters()?;
+            Ok(axum::Json(Value::Array(b.list(q.bool("all"), filters, q.bool("digests")).await?)).into_response())
+        }
+        (Method::GET, "", "get") => save(b, q.all("names")).await,
+        (Method::GET, n, "get") if !n.is_empty() => save(b, vec![n.to_string()]).await,
+        (Method::GET, "", "search") => Err(ApiError::not_implemented("searching registries")),
+        (Method::GET, n, "json") if !n.is_empty() => Ok(axum::Json(b.inspect(n).await?).into_response()),
+        (Method::GET, n, "history") if !n.is_empty() => Ok(axum::Json(b.history(n).await?).into_response()),
+        (Method::POST, "", "create") => {
+            if q.str("fromImage").is_some_and(|i| !i.is_empty()) {
+                return Err(ApiError::not_implemented("pulling images"));
+            }
+            match q.str("fromSrc") {
+                Some("-") => {}
+                Some(_) => return Err(ApiError::not_implemented("importing from a URL")),
+                None => return Err(ApiError::new(Kind::InvalidArgument, "fromImage or fromSrc is required")),
+            }
+            if !q.all("changes").iter().all(|c| c.is_empty()) {
+                return Err(ApiError::not_implemented("import --change"));
+            }
+            let repo = q.str("repo").filter(|r| !r.is_empty()).map(str::to_string);
+            let tag = q.str("tag").filter(|t| !t.is_empty()).map(str::to_string);
+            let message = q.str("message").unwrap_or("").to_string();
+            let id = b.import(body_stream(req.into_body()), repo, tag, message).await?;
+            Ok(messages(vec![serde_json::json!({"status": id})]))
+        }
+        (Method::POST, "", "load") => {
+            let names = b.load(body_stream(req.into_body())).await?;
+            let lines = names
+                .into_iter()
+                .map(|n| {
+                    let what = if n.starts_with("sha256:") { "Loaded image ID" } else { "Loaded image" };
+                    serde_json::json!({"stream": format!("{what}: {n}\n")})
+                })
+                .collect();
+            Ok(messages(lines))
+        }
+        (Method::POST, "", "prune") => Ok(axum::Json(b.prune(q.filters()?).await?).into_response()),
+        (Method::POST, n, "tag") if !n.is_empty() => {
+            let repo = q.str("repo").unwrap_or("");
+            if repo.is_empty() {
+                return Err(ApiError::new(Kind::InvalidArgument, "repository name must have at least one component"));
+            }
+            b.tag(n, repo, q.str("tag").filter(|t| !t.is_empty()).unwrap_or("latest")).await?;
+            Ok(StatusCode::CREATED.into_response())
+        }
+        (Method::POST, n, "push") if !n.is_empty() => Err(ApiError::not_implemented("pushing images")),
+        (Method::DELETE, _, _) => Ok(axum::Json(b.remove(&rest, q.bool("force"), q.bool("noprune")).await?).into_response()),
+        _ => Err(ApiError::new(Kind::NotFound, "page not found")),
+    }
+}
+
+async fn save(b: Backend, names: Vec<String>) -> Result<Response, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::new(Kind::InvalidArgument, "no image names given"));
+    }
+    let stream = b.save(names).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
+}
+
+pub fn routes(backend: Backend) -> Router {
+    Router::new().route("/images/{*rest}", axum::routing::any(dispatch)).with_state(backend)
+}

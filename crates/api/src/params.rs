@@ -1,0 +1,183 @@
+//! Query strings and bodies as Docker clients send them, and the streaming pieces (hijacked
+//! connections, streamed bodies) that attach, exec, logs, import and load share.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::{ApiError, Kind};
+
+/// A hijacked connection: the client's raw bytes in, ours out.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+pub type Io = Box<dyn Duplex>;
+
+/// A streamed body.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Request bodies are parsed here so bad JSON gets Docker's 400 with a message.
+pub fn json_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::new(Kind::InvalidArgument, format!("invalid JSON in request body: {e}")))
+}
+
+/// Query parameters, with Docker's spelling of booleans (`1`, `true`, `True`).
+#[derive(Debug, Default, Clone)]
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(uri: &axum::http::Uri) -> Query {
+        let q = uri.query().unwrap_or("");
+        Query(
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode(k), decode(v))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn str(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated parameter (`names=a&names=b`).
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.0.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect()
+    }
+
+    pub fn bool(&self, k: &str) -> bool {
+        matches!(self.str(k).map(|v| v.to_ascii_lowercase()).as_deref(), Some("1" | "true" | "yes"))
+    }
+
+    pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
+        match self.str(k).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| ApiError::new(Kind::InvalidArgument, format!("invalid value for {k}: {v:?}"))),
+        }
+    }
+
+    /// `filters={"status":["running"]}` (or the old `{"status":{"running":true}}`).
+    pub fn filters(&self) -> Result<Filters, ApiError> {
+        let Some(raw) = self.str("filters").filter(|v| !v.is_empty()) else { return Ok(Filters::default()) };
+        let bad = |e: String| ApiError::new(Kind::InvalidArgument, format!("invalid filter {raw:?}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+        let obj = v.as_object().ok_or_else(|| bad("not an object".into()))?;
+        let mut out = BTreeMap::new();
+        for (k, vals) in obj {
+            let list: Vec<String> = match vals {
+                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+                serde_json::Value::Object(m) => m.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(s, _)| s.clone()).collect(),
+                _ => return Err(bad(format!("values of {k} must be a list"))),
+            };
+            out.insert(k.clone(), list);
+        }
+        Ok(Filters(out))
+    }
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Docker's list filters: name → accepted values.
+#[derive(Debug, Default, Clone)]
+pub struct Filters(pub BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    pub fn get(&self, k: &str) -> &[String] {
+        self.0.get(k).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Refuse filters the endpoint does not know, as Docker does.
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::new(Kind::InvalidArgument, format!("invalid filter '{k}'"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Answer an attach/exec request by upgrading the connection, then hand the raw connection to `f`.
+/// Clients send `Upgrade: tcp`; berth always switches protocols.
+pub fn hijack<F, Fut>(req: Request<Body>, tty: bool, f: F) -> Response
+where
+    F: FnOnce(Io) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let wants_upgrade = req.headers().get(header::UPGRADE).is_some();
+    if !wants_upgrade {
+        return ApiError::new(Kind::InvalidArgument, "this endpoint hijacks the connection: send Connection: Upgrade and Upgrade: tcp")
+            .into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => f(Box::new(hyper_util::rt::TokioIo::new(up))).await,
+            Err(e) => tracing::debug!("upgrade failed: {e}"),
+        }
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(stream_type(tty)));
+    (StatusCode::SWITCHING_PROTOCOLS, headers).into_response()
+}
+
+/// Docker's media types for raw (TTY) and multiplexed output.
+pub fn stream_type(tty: bool) -> &'static str {
+    if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" }
+}
+
+/// A request body as a stream of chunks, for endpoints that take tars.
+pub fn body_stream(body: Body) -> ByteStream {
+    use futures_util::TryStreamExt;
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_filters_parse_like_docker() {
+        let q = Query::parse(&"/x?all=1&size=True&filters=%7B%22status%22%3A%5B%22running%22%5D%7D&n=3&x=a+b".parse().unwrap());
+        assert!(q.bool("all") && q.bool("size") && !q.bool("missing"));
+        assert_eq!(q.int("n").unwrap(), Some(3));
+        assert_eq!(q.str("x"), Some("a b"));
+        assert_eq!(q.filters().unwrap().get("status"), ["running"]);
+        let old = Query::parse(&"/x?filters=%7B%22label%22%3A%7B%22a%3Db%22%3Atrue%7D%7D".parse().unwrap());
+        assert_eq!(old.filters().unwrap().get("label"), ["a=b"]);
+        assert!(Query::parse(&"/x?filters=nope".parse().unwrap()).filters().is_err());
+        assert!(Query::parse(&"/x?n=abc".parse().unwrap()).int("n").is_err());
+        assert_eq!(Query::parse(&"/x?a=%zz%4".parse().unwrap()).str("a"), Some("%zz%4"));
+    }
+}

@@ -1,0 +1,108 @@
+//! A backend that serves nothing, for testing the routes that do not reach it.
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use crate::containers::{AttachOptions, Containers, CreateBody, ExecConfig, ListOptions, LogsOptions, WaitCondition};
+use crate::error::ApiError;
+use crate::images::Images;
+use crate::params::{ByteStream, Filters, Io};
+
+pub struct Null;
+
+fn no<T>() -> Result<T, ApiError> {
+    Err(ApiError::not_implemented("this test backend"))
+}
+
+#[async_trait::async_trait]
+impl Containers for Null {
+    async fn create(&self, _: Option<String>, _: CreateBody) -> Result<Value, ApiError> {
+        no()
+    }
+    async fn inspect(&self, _: &str, _: bool) -> Result<Value, ApiError> {
+        no()
+    }
+    async fn list(&self, _: ListOptions) -> Result<Vec<Value>, ApiError> {
+        no()
+    }
+    async fn start(&self, _: &str) -> Result<bool, ApiError> {
+        no()
+    }
+    async fn stop(&self, _: &str, _: Option<String>, _: Option<i64>) -> Result<bool, ApiError> {
+        no()
+    }
+    async fn restart(&self, _: &str, _: Option<String>, _: Option<i64>) -> Result<(), ApiError> {
+        no()
+    }
+    async fn kill(&self, _: &str, _: Option<String>) -> Result<(), ApiError> {
+        no()
+    }
+    async fn wait(&self, _: &str, _: WaitCondition) -> Result<BoxFuture<'static, Value>, ApiError> {
+        no()
+    }
+    async fn remove(&self, _: &str, _: bool, _: bool) -> Result<(), ApiError> {
+        no()
+    }
+    async fn logs(&self, _: &str, _: LogsOptions) -> Result<(bool, ByteStream), ApiError> {
+        no()
+    }
+    async fn attach_check(&self, _: &str) -> Result<bool, ApiError> {
+        no()
+    }
+    async fn attach(&self, _: String, _: AttachOptions, _: Io) {}
+    async fn resize(&self, _: &str, _: u16, _: u16) -> Result<(), ApiError> {
+        no()
+    }
+    async fn top(&self, _: &str, _: Option<String>) -> Result<Value, ApiError> {
+        no()
+    }
+    async fn rename(&self, _: &str, _: &str) -> Result<(), ApiError> {
+        no()
+    }
+    async fn exec_create(&self, _: &str, _: ExecConfig) -> Result<String, ApiError> {
+        no()
+    }
+    async fn exec_check(&self, _: &str) -> Result<bool, ApiError> {
+        no()
+    }
+    async fn exec_start(&self, _: String, _: Option<Io>) -> Result<(), ApiError> {
+        no()
+    }
+    async fn exec_inspect(&self, _: &str) -> Result<Value, ApiError> {
+        no()
+    }
+    async fn exec_resize(&self, _: &str, _: u16, _: u16) -> Result<(), ApiError> {
+        no()
+    }
+}
+
+#[async_trait::async_trait]
+impl Images for Null {
+    async fn list(&self, _: bool, _: Filters, _: bool) -> Result<Vec<Value>, ApiError> {
+        no()
+    }
+    async fn inspect(&self, _: &str) -> Result<Value, ApiError> {
+        no()
+    }
+    async fn history(&self, _: &str) -> Result<Value, ApiError> {
+        no()
+    }
+    async fn tag(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+        no()
+    }
+    async fn remove(&self, _: &str, _: bool, _: bool) -> Result<Value, ApiError> {
+        no()
+    }
+    async fn import(&self, _: ByteStream, _: Option<String>, _: Option<String>, _: String) -> Result<String, ApiError> {
+        no()
+    }
+    async fn save(&self, _: Vec<String>) -> Result<ByteStream, ApiError> {
+        no()
+    }
+    async fn load(&self, _: ByteStream) -> Result<Vec<String>, ApiError> {
+        no()
+    }
+    async fn prune(&self, _: Filters) -> Result<Value, ApiError> {
+        no()
+    }
+}

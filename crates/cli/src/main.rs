@@ -1,0 +1,996 @@
+//! berth: Docker's commands and flags against berthd (or any Docker Engine API) over
+//! `DOCKER_HOST` / `-H`. Output columns and exit codes follow the docker CLI.
+
+mod format;
+mod http;
+mod stream;
+
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::http::{Client, query};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A Docker-compatible container engine's command line", disable_help_subcommand = true)]
+struct Cli {
+    /// Daemon socket to connect to (unix:///path or tcp://host:port).
+    #[arg(short = 'H', long = "host", global = true)]
+    host: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone, Default)]
+struct CreateFlags {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    #[arg(long = "env-file")]
+    env_file: Vec<String>,
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    #[arg(long, short = 'h')]
+    hostname: Option<String>,
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    #[arg(long)]
+    privileged: bool,
+    #[arg(long = "read-only")]
+    read_only: bool,
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    #[arg(long = "stop-timeout")]
+    stop_timeout: Option<i64>,
+    #[arg(long)]
+    ulimit: Vec<String>,
+    #[arg(long)]
+    sysctl: Vec<String>,
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    #[arg(short = 'a', long = "attach")]
+    attach: Vec<String>,
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    #[arg(short = 't', long)]
+    tty: bool,
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    pid: Option<String>,
+    #[arg(long)]
+    ipc: Option<String>,
+    #[arg(long)]
+    uts: Option<String>,
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
+    /// Print help (`-h` is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create and run a container.
+    #[command(disable_help_flag = true)]
+    Run {
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[arg(long = "detach-keys")]
+        detach_keys: Option<String>,
+        #[command(flatten)]
+        c: CreateFlags,
+    },
+    #[command(disable_help_flag = true)]
+    Create {
+        #[command(flatten)]
+        c: CreateFlags,
+    },
+    Start {
+        #[arg(short = 'a', long)]
+        attach: bool,
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    Stop {
+        #[arg(short = 't', long = "time")]
+        time: Option<i64>,
+        #[arg(short = 's', long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    Restart {
+        #[arg(short = 't', long = "time")]
+        time: Option<i64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    Kill {
+        #[arg(short = 's', long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    Rm {
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(short = 'v', long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    Ps {
+        #[arg(short = 'a', long)]
+        all: bool,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        #[arg(short = 's', long)]
+        size: bool,
+        #[arg(short = 'n', long = "last")]
+        last: Option<i64>,
+        #[arg(short = 'l', long)]
+        latest: bool,
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    Logs {
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        container: String,
+    },
+    Attach {
+        #[arg(long = "no-stdin")]
+        no_stdin: bool,
+        #[arg(long = "detach-keys")]
+        detach_keys: Option<String>,
+        container: String,
+    },
+    Exec {
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[arg(short = 't', long)]
+        tty: bool,
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        #[arg(short = 'w', long = "workdir")]
+        workdir: Option<String>,
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        #[arg(long)]
+        privileged: bool,
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    Inspect {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(short = 's', long)]
+        size: bool,
+        #[arg(long = "type")]
+        typ: Option<String>,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    Top {
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    Rename {
+        container: String,
+        name: String,
+    },
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    Images {
+        #[arg(short = 'a', long)]
+        all: bool,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        #[arg(long)]
+        digests: bool,
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        #[arg(long)]
+        format: Option<String>,
+        reference: Option<String>,
+    },
+    Rmi {
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    Tag {
+        source: String,
+        target: String,
+    },
+    History {
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        image: String,
+    },
+    Import {
+        #[arg(short = 'm', long)]
+        message: Option<String>,
+        file: String,
+        reference: Option<String>,
+    },
+    Save {
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    Load {
+        #[arg(short = 'i', long)]
+        input: Option<String>,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    Info {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+    Version {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+}
+
+/// A failure with the exit code the docker CLI would use.
+#[derive(Debug)]
+struct Exit(i32, String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn main() {
+    let cli = Cli::parse();
+    let client = Client::new(cli.host);
+    let result = run(&client, cli.cmd);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            if let Some(Exit(code, msg)) = e.downcast_ref::<Exit>() {
+                if !msg.is_empty() {
+                    eprintln!("{msg}");
+                }
+                std::process::exit(*code);
+            }
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn kv_list(items: &[String]) -> serde_json::Map<String, Value> {
+    items
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), Value::String(v.to_string()))
+        })
+        .collect()
+}
+
+/// Docker's `--env-file`: `KEY=VALUE` lines, `KEY` alone takes the value from here.
+fn env_file(path: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("open {path}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| if l.contains('=') { Some(l.to_string()) } else { std::env::var(l).ok().map(|v| format!("{l}={v}")) })
+        .collect())
+}
+
+fn parse_size(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().with_context(|| format!("invalid size: {s:?}"))?;
+    Ok((n * mult as f64) as i64)
+}
+
+fn create_body(c: &CreateFlags) -> anyhow::Result<Value> {
+    let mut env = Vec::new();
+    for f in &c.env_file {
+        env.extend(env_file(f)?);
+    }
+    for e in &c.env {
+        if e.contains('=') {
+            env.push(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            env.push(format!("{e}={v}"));
+        }
+    }
+    let mut ulimits = Vec::new();
+    for u in &c.ulimit {
+        let (name, limits) = u.split_once('=').with_context(|| format!("invalid ulimit argument: {u}"))?;
+        let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+        ulimits.push(json!({"Name": name, "Soft": soft.parse::<i64>()?, "Hard": hard.parse::<i64>()?}));
+    }
+    let attach_all = c.attach.is_empty();
+    let has = |s: &str| c.attach.iter().any(|a| a.eq_ignore_ascii_case(s));
+    let log_config = if c.log_opt.is_empty() { Value::Null } else { json!({"Type": "json-file", "Config": kv_list(&c.log_opt)}) };
+    Ok(json!({
+        "Image": c.image,
+        "Cmd": if c.cmd.is_empty() { Value::Null } else { json!(c.cmd) },
+        "Entrypoint": c.entrypoint.as_ref().map(|e| if e.is_empty() { json!([""]) } else { json!([e]) }),
+        "Env": env,
+        "WorkingDir": c.workdir.clone().unwrap_or_default(),
+        "User": c.user.clone().unwrap_or_default(),
+        "Labels": kv_list(&c.label),
+        "Hostname": c.hostname.clone().unwrap_or_default(),
+        "StopSignal": c.stop_signal,
+        "StopTimeout": c.stop_timeout,
+        "Tty": c.tty,
+        "OpenStdin": c.interactive,
+        "StdinOnce": c.interactive,
+        "AttachStdin": c.interactive,
+        "AttachStdout": attach_all || has("stdout"),
+        "AttachStderr": attach_all || has("stderr"),
+        "HostConfig": {
+            "AutoRemove": c.rm,
+            "Privileged": c.privileged,
+            "ReadonlyRootfs": c.read_only,
+            "CapAdd": c.cap_add,
+            "CapDrop": c.cap_drop,
+            "NetworkMode": c.network.clone().unwrap_or_else(|| "default".into()),
+            "PidMode": c.pid.clone().unwrap_or_default(),
+            "IpcMode": c.ipc.clone().unwrap_or_default(),
+            "UTSMode": c.uts.clone().unwrap_or_default(),
+            "Sysctls": kv_list(&c.sysctl),
+            "Ulimits": ulimits,
+            "ShmSize": c.shm_size.as_deref().map(parse_size).transpose()?.unwrap_or(0),
+            "SecurityOpt": c.security_opt,
+            "GroupAdd": c.group_add,
+            "Binds": c.volume,
+            "LogConfig": log_config,
+        }
+    }))
+}
+
+/// POST /containers/create; Docker's CLI wording and exit code 125 on failure.
+fn create(client: &Client, c: &CreateFlags) -> anyhow::Result<String> {
+    let body = create_body(c).map_err(|e| Exit(125, format!("berth: {e:#}")))?;
+    let path = match &c.name {
+        Some(n) => format!("/containers/create?{}", query(&[("name", n.clone())])),
+        None => "/containers/create".into(),
+    };
+    match client.post_json(&path, &body) {
+        Ok(v) => {
+            for w in v["Warnings"].as_array().into_iter().flatten() {
+                eprintln!("WARNING: {}", format::show(w));
+            }
+            Ok(v["Id"].as_str().unwrap_or_default().to_string())
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.contains("No such image") {
+                eprintln!("Unable to find image '{}' locally", c.image);
+            }
+            Err(Exit(125, format!("berth: {msg}")).into())
+        }
+    }
+}
+
+/// Docker's exit code for a failed start: 127 not found, 126 cannot run, 125 otherwise.
+fn start_error(e: anyhow::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    let code = if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        127
+    } else if msg.contains("permission denied") || msg.contains("is a directory") {
+        126
+    } else {
+        125
+    };
+    Exit(code, format!("berth: {msg}")).into()
+}
+
+fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
+    match cmd {
+        Cmd::Run { detach, detach_keys, c } => run_container(client, detach, detach_keys, &c),
+        Cmd::Create { c } => {
+            println!("{}", create(client, &c)?);
+            Ok(0)
+        }
+        Cmd::Start { attach, interactive, containers } => {
+            if attach || interactive {
+                let id = &containers[0];
+                let info = client.get(&format!("/containers/{id}/json"))?;
+                let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+                let stdin = interactive && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+                let conn = stream::attach(client, id, stdin, None)?;
+                let waiter = stream::Waiter::start(client, id, "next-exit")?;
+                client.post(&format!("/containers/{id}/start")).map_err(start_error)?;
+                stream::relay(client, conn, tty, stdin, id, false)?;
+                return waiter.code();
+            }
+            each(&containers, |c| client.post(&format!("/containers/{c}/start")).map(|_| ()))
+        }
+        Cmd::Stop { time, signal, containers } => {
+            let mut q = Vec::new();
+            if let Some(t) = time {
+                q.push(("t", t.to_string()));
+            }
+            if let Some(s) = signal {
+                q.push(("signal", s));
+            }
+            each(&containers, |c| client.post(&format!("/containers/{c}/stop?{}", query(&q))).map(|_| ()))
+        }
+        Cmd::Restart { time, containers } => {
+            let q = time.map(|t| format!("?t={t}")).unwrap_or_default();
+            each(&containers, |c| client.post(&format!("/containers/{c}/restart{q}")).map(|_| ()))
+        }
+        Cmd::Kill { signal, containers } => {
+            each(&containers, |c| client.post(&format!("/containers/{c}/kill?{}", query(&[("signal", signal.clone())]))).map(|_| ()))
+        }
+        Cmd::Rm { force, volumes, containers } => {
+            each(&containers, |c| client.delete(&format!("/containers/{c}?force={}&v={}", u8::from(force), u8::from(volumes))).map(|_| ()))
+        }
+        Cmd::Ps { all, quiet, size, last, latest, no_trunc, filter, format } => {
+            ps(client, all, quiet, size, last, latest, no_trunc, &filter, format.as_deref())
+        }
+        Cmd::Logs { follow, tail, since, until, timestamps, container } => {
+            let info = client.get(&format!("/containers/{container}/json"))?;
+            let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+            let mut q = vec![("stdout", "1".to_string()), ("stderr", "1".to_string())];
+            if follow {
+                q.push(("follow", "1".into()));
+            }
+            if timestamps {
+                q.push(("timestamps", "1".into()));
+            }
+            if let Some(t) = tail {
+                q.push(("tail", t));
+            }
+            for (k, v) in [("since", since), ("until", until)] {
+                if let Some(v) = v {
+                    q.push((k, stream::parse_time(&v)?));
+                }
+            }
+            let resp = client.send("GET", &format!("/containers/{container}/logs?{}", query(&q)), None, false)?.ok()?;
+            stream::copy_output(resp.body, tty)?;
+            Ok(0)
+        }
+        Cmd::Attach { no_stdin, detach_keys, container } => {
+            let info = client.get(&format!("/containers/{container}/json"))?;
+            if !info["State"]["Running"].as_bool().unwrap_or(false) {
+                bail!("You cannot attach to a stopped container, start it first");
+            }
+            let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+            let stdin = !no_stdin && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+            let waiter = stream::Waiter::start(client, &container, "next-exit")?;
+            let conn = stream::attach(client, &container, stdin, detach_keys.as_deref())?;
+            if stream::relay(client, conn, tty, stdin, &container, false)? {
+                return Ok(0);
+            }
+            waiter.code()
+        }
+        Cmd::Exec { interactive, tty, detach, env, workdir, user, privileged, container, cmd } => {
+            let body = json!({
+                "AttachStdin": interactive && !detach, "AttachStdout": !detach, "AttachStderr": !detach,
+                "Tty": tty, "Env": env, "Cmd": cmd, "WorkingDir": workdir.unwrap_or_default(),
+                "User": user.unwrap_or_default(), "Privileged": privileged,
+            });
+            let v = client.post_json(&format!("/containers/{container}/exec"), &body).map_err(|e| Exit(1, e.to_string()))?;
+            let id = v["Id"].as_str().unwrap_or_default().to_string();
+            if detach {
+                client.post_json(&format!("/exec/{id}/start"), &json!({"Detach": true, "Tty": tty}))?;
+                return Ok(0);
+            }
+            let data = serde_json::to_vec(&json!({"Detach": false, "Tty": tty}))?;
+            let resp = client.send("POST", &format!("/exec/{id}/start"), Some(("application/json", &mut &data[..])), true)?.ok()?;
+            stream::relay_exec(client, resp, tty, interactive, &id)?;
+            let info = client.get(&format!("/exec/{id}/json"))?;
+            Ok(info["ExitCode"].as_i64().unwrap_or(0) as i32)
+        }
+        Cmd::Inspect { format, size, typ, names } => inspect(client, format.as_deref(), size, typ.as_deref(), &names),
+        Cmd::Top { container, args } => {
+            let q = if args.is_empty() { String::new() } else { format!("?{}", query(&[("ps_args", args.join(" "))])) };
+            let v = client.get(&format!("/containers/{container}/top{q}"))?;
+            let mut rows = vec![v["Titles"].as_array().into_iter().flatten().map(format::show).collect::<Vec<_>>()];
+            for p in v["Processes"].as_array().into_iter().flatten() {
+                rows.push(p.as_array().into_iter().flatten().map(format::show).collect());
+            }
+            print!("{}", format::table(&rows));
+            Ok(0)
+        }
+        Cmd::Rename { container, name } => {
+            client.post(&format!("/containers/{container}/rename?{}", query(&[("name", name)])))?;
+            Ok(0)
+        }
+        Cmd::Wait { containers } => each(&containers, |c| {
+            let v = client.send("POST", &format!("/containers/{c}/wait"), None, false)?.json()?;
+            println!("{}", v["StatusCode"]);
+            Ok(())
+        }),
+        Cmd::Images { all, quiet, digests, no_trunc, filter, format, reference } => {
+            images(client, all, quiet, digests, no_trunc, filter, format.as_deref(), reference)
+        }
+        Cmd::Rmi { force, images } => each(&images, |i| {
+            let v = client.delete(&format!("/images/{i}?force={}", u8::from(force)))?;
+            for item in v.as_array().into_iter().flatten() {
+                if let Some(u) = item["Untagged"].as_str() {
+                    println!("Untagged: {u}");
+                }
+                if let Some(d) = item["Deleted"].as_str() {
+                    println!("Deleted: {d}");
+                }
+            }
+            Ok(())
+        }),
+        Cmd::Tag { source, target } => {
+            let (repo, tag) = split_tag(&target);
+            client.post(&format!("/images/{source}/tag?{}", query(&[("repo", repo), ("tag", tag)])))?;
+            Ok(0)
+        }
+        Cmd::History { no_trunc, quiet, image } => {
+            let v = client.get(&format!("/images/{image}/history"))?;
+            let mut rows = vec![vec!["IMAGE".to_string(), "CREATED".into(), "CREATED BY".into(), "SIZE".into(), "COMMENT".into()]];
+            for h in v.as_array().into_iter().flatten() {
+                let id = h["Id"].as_str().unwrap_or("");
+                let id = if id.starts_with("sha256:") && !no_trunc { id[7..19].to_string() } else { id.to_string() };
+                if quiet {
+                    println!("{id}");
+                    continue;
+                }
+                let mut by = h["CreatedBy"].as_str().unwrap_or("").to_string();
+                if !no_trunc && by.chars().count() > 45 {
+                    by = by.chars().take(44).collect::<String>() + "…";
+                }
+                rows.push(vec![
+                    id,
+                    ago(h["Created"].as_i64().unwrap_or(0)),
+                    by,
+                    human_size(h["Size"].as_u64().unwrap_or(0)),
+                    h["Comment"].as_str().unwrap_or("").to_string(),
+                ]);
+            }
+            if !quiet {
+                print!("{}", format::table(&rows));
+            }
+            Ok(0)
+        }
+        Cmd::Import { message, file, reference } => {
+            let mut q = vec![("fromSrc", "-".to_string())];
+            if let Some(r) = reference {
+                let (repo, tag) = split_tag(&r);
+                q.push(("repo", repo));
+                q.push(("tag", tag));
+            }
+            if let Some(m) = message {
+                q.push(("message", m));
+            }
+            let mut input: Box<dyn Read> = if file == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(std::fs::File::open(&file).with_context(|| format!("open {file}"))?)
+            };
+            let resp =
+                client.send("POST", &format!("/images/create?{}", query(&q)), Some(("application/x-tar", &mut input)), false)?.ok()?;
+            for line in resp.text()?.lines().filter(|l| !l.trim().is_empty()) {
+                let v: Value = serde_json::from_str(line)?;
+                if let Some(e) = v["error"].as_str() {
+                    bail!("{e}");
+                }
+                if let Some(s) = v["status"].as_str() {
+                    println!("{s}");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Save { output, images } => {
+            let q = query(&images.iter().map(|i| ("names", i.clone())).collect::<Vec<_>>());
+            let mut resp = client.send("GET", &format!("/images/get?{q}"), None, false)?.ok()?;
+            match output {
+                Some(o) => {
+                    let mut f = std::fs::File::create(&o).with_context(|| format!("creating {o}"))?;
+                    std::io::copy(&mut resp.body, &mut f)?;
+                }
+                None => {
+                    if stream::is_tty(1) {
+                        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+                    }
+                    std::io::copy(&mut resp.body, &mut std::io::stdout().lock())?;
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Load { input, quiet } => {
+            let mut r: Box<dyn Read> = match input {
+                Some(i) => Box::new(std::fs::File::open(&i).with_context(|| format!("open {i}"))?),
+                None => Box::new(std::io::stdin()),
+            };
+            let resp = client.send("POST", "/images/load", Some(("application/x-tar", &mut r)), false)?.ok()?;
+            for line in resp.text()?.lines().filter(|l| !l.trim().is_empty()) {
+                let v: Value = serde_json::from_str(line)?;
+                if let Some(s) = v["stream"].as_str()
+                    && !quiet
+                {
+                    print!("{s}");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Info { format } => {
+            let v = client.get("/info")?;
+            match format {
+                Some(f) => println!("{}", format::render(&f, &v)?),
+                None => {
+                    for k in [
+                        "Containers",
+                        "ContainersRunning",
+                        "ContainersPaused",
+                        "ContainersStopped",
+                        "Images",
+                        "ServerVersion",
+                        "Driver",
+                        "LoggingDriver",
+                        "CgroupDriver",
+                        "CgroupVersion",
+                        "KernelVersion",
+                        "OperatingSystem",
+                        "OSType",
+                        "Architecture",
+                        "NCPU",
+                        "MemTotal",
+                        "DockerRootDir",
+                        "Name",
+                    ] {
+                        println!(" {k}: {}", format::show(&v[k]));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Version { format } => {
+            let server = client.get("/version")?;
+            let v = json!({
+                "Client": {"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": "1.41", "Os": "linux", "Arch": server["Arch"]},
+                "Server": server,
+            });
+            match format {
+                Some(f) => println!("{}", format::render(&f, &v)?),
+                None => {
+                    println!("Client:\n Version:\t{}\n API version:\t1.41\n", env!("CARGO_PKG_VERSION"));
+                    println!(
+                        "Server:\n Version:\t{}\n API version:\t{} (minimum version {})\n Kernel:\t{}",
+                        format::show(&server["Version"]),
+                        format::show(&server["ApiVersion"]),
+                        format::show(&server["MinAPIVersion"]),
+                        format::show(&server["KernelVersion"])
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Apply `f` to each name, printing the name on success like Docker; exit 1 if any failed.
+fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+    let mut failed = false;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+fn split_tag(r: &str) -> (String, String) {
+    let slash = r.rfind('/').unwrap_or(0);
+    match r[slash..].rfind(':') {
+        Some(i) => (r[..slash + i].to_string(), r[slash + i + 1..].to_string()),
+        None => (r.to_string(), "latest".to_string()),
+    }
+}
+
+fn run_container(client: &Client, detach: bool, detach_keys: Option<String>, c: &CreateFlags) -> anyhow::Result<i32> {
+    if detach && c.rm {
+        // Docker allows it since 1.25: the daemon removes the container when it exits.
+    }
+    let id = create(client, c)?;
+    if detach {
+        client.post(&format!("/containers/{id}/start")).map_err(start_error)?;
+        println!("{id}");
+        return Ok(0);
+    }
+    let stdin = c.interactive;
+    let conn = stream::attach(client, &id, stdin, detach_keys.as_deref())?;
+    let waiter = stream::Waiter::start(client, &id, if c.rm { "removed" } else { "next-exit" })?;
+    client.post(&format!("/containers/{id}/start")).map_err(start_error)?;
+    if stream::relay(client, conn, c.tty, stdin, &id, c.tty)? {
+        return Ok(0);
+    }
+    waiter.code()
+}
+
+fn trunc_id(id: &str, no_trunc: bool) -> String {
+    let id = id.strip_prefix("sha256:").filter(|_| !no_trunc).unwrap_or(id);
+    if no_trunc { id.to_string() } else { id.chars().take(12).collect() }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn human_duration(s: i64) -> String {
+    let s = s.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    match () {
+        _ if s < 1 => "Less than a second".into(),
+        _ if s == 1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if d < 14 => format!("{d} days"),
+        _ if d < 60 => format!("{} weeks", d / 7),
+        _ if d < 730 => format!("{} months", d / 30),
+        _ => format!("{} years", d / 365),
+    }
+}
+
+fn ago(t: i64) -> String {
+    format!("{} ago", human_duration(now() - t))
+}
+
+/// Docker's sizes: decimal units, three significant digits.
+fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let s = format!("{v:.3}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    let digits: String = s.chars().take(if v >= 100.0 { 3 } else { 4 }).collect();
+    format!("{}{}", digits.trim_end_matches('.'), units[i])
+}
+
+fn filters_json(filter: &[String]) -> String {
+    let mut m: serde_json::Map<String, Value> = serde_json::Map::new();
+    for f in filter {
+        let (k, v) = f.split_once('=').unwrap_or((f, ""));
+        if let Some(a) = m.entry(k.to_string()).or_insert_with(|| json!([])).as_array_mut() {
+            a.push(json!(v));
+        }
+    }
+    Value::Object(m).to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ps(
+    client: &Client,
+    all: bool,
+    quiet: bool,
+    size: bool,
+    last: Option<i64>,
+    latest: bool,
+    no_trunc: bool,
+    filter: &[String],
+    format: Option<&str>,
+) -> anyhow::Result<i32> {
+    let mut q = vec![("all", u8::from(all).to_string()), ("size", u8::from(size).to_string())];
+    if let Some(n) = last.filter(|n| *n > 0) {
+        q.push(("limit", n.to_string()));
+    }
+    if latest {
+        q.push(("limit", "1".into()));
+    }
+    if !filter.is_empty() {
+        q.push(("filters", filters_json(filter)));
+    }
+    let list = client.get(&format!("/containers/json?{}", query(&q)))?;
+    let list = list.as_array().cloned().unwrap_or_default();
+    if quiet {
+        for c in &list {
+            println!("{}", trunc_id(c["Id"].as_str().unwrap_or(""), no_trunc));
+        }
+        return Ok(0);
+    }
+    let items: Vec<Value> = list
+        .iter()
+        .map(|c| {
+            let mut cmd = c["Command"].as_str().unwrap_or("").to_string();
+            if !no_trunc && cmd.chars().count() > 20 {
+                cmd = cmd.chars().take(19).collect::<String>() + "…";
+            }
+            let names: Vec<String> = c["Names"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).map(|n| n.trim_start_matches('/').to_string()).collect();
+            let size_text = if size { format!("{} (virtual {})", human_size(c["SizeRw"].as_u64().unwrap_or(0)), human_size(c["SizeRootFs"].as_u64().unwrap_or(0))) } else { String::new() };
+            json!({
+                "ID": trunc_id(c["Id"].as_str().unwrap_or(""), no_trunc),
+                "Image": c["Image"],
+                "Command": format!("\"{cmd}\""),
+                "CreatedAt": c["Created"],
+                "RunningFor": ago(c["Created"].as_i64().unwrap_or(0)),
+                "Ports": "",
+                "Status": c["Status"],
+                "State": c["State"],
+                "Size": size_text,
+                "Names": names.join(","),
+                "Labels": c["Labels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", format::show(v))).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                "Mounts": "",
+                "Networks": "",
+            })
+        })
+        .collect();
+    let template = match format {
+        Some(f) => f.to_string(),
+        None if size => "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}".into(),
+        None => "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}".into(),
+    };
+    print!("{}", format::format_list(&template, &items, "CONTAINER ID")?);
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn images(
+    client: &Client,
+    all: bool,
+    quiet: bool,
+    digests: bool,
+    no_trunc: bool,
+    mut filter: Vec<String>,
+    format: Option<&str>,
+    reference: Option<String>,
+) -> anyhow::Result<i32> {
+    if let Some(r) = reference {
+        filter.push(format!("reference={r}"));
+    }
+    let mut q = vec![("all", u8::from(all).to_string()), ("digests", u8::from(digests).to_string())];
+    if !filter.is_empty() {
+        q.push(("filters", filters_json(&filter)));
+    }
+    let list = client.get(&format!("/images/json?{}", query(&q)))?;
+    let mut items = Vec::new();
+    for img in list.as_array().into_iter().flatten() {
+        let id = trunc_id(img["Id"].as_str().unwrap_or(""), no_trunc);
+        if quiet {
+            if !items.iter().any(|i: &Value| i["ID"] == id.as_str()) {
+                items.push(json!({"ID": id}));
+            }
+            continue;
+        }
+        let tags: Vec<String> = img["RepoTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
+        let tags = if tags.is_empty() { vec!["<none>:<none>".to_string()] } else { tags };
+        for t in tags {
+            let (repo, tag) = split_tag(&t);
+            items.push(json!({
+                "ID": id, "Repository": repo, "Tag": tag, "Digest": "<none>",
+                "CreatedSince": ago(img["Created"].as_i64().unwrap_or(0)), "CreatedAt": img["Created"],
+                "Size": human_size(img["Size"].as_u64().unwrap_or(0)),
+            }));
+        }
+    }
+    if quiet {
+        for i in &items {
+            println!("{}", format::show(&i["ID"]));
+        }
+        return Ok(0);
+    }
+    let template = match format {
+        Some(f) => f.to_string(),
+        None if digests => "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into(),
+        None => "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into(),
+    };
+    print!("{}", format::format_list(&template, &items, "IMAGE ID")?);
+    Ok(0)
+}
+
+fn inspect(client: &Client, format: Option<&str>, size: bool, typ: Option<&str>, names: &[String]) -> anyhow::Result<i32> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for n in names {
+        let c = if typ != Some("image") { client.get(&format!("/containers/{n}/json?size={}", u8::from(size))).ok() } else { None };
+        let v = match c {
+            Some(v) => Some(v),
+            None if typ != Some("container") => client.get(&format!("/images/{n}/json")).ok(),
+            None => None,
+        };
+        match v {
+            Some(v) => found.push(v),
+            None => {
+                eprintln!("Error: No such object: {n}");
+                failed = true;
+            }
+        }
+    }
+    match format {
+        Some(f) => {
+            for v in &found {
+                println!("{}", format::render(f, v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&Value::Array(found))?),
+    }
+    Ok(i32::from(failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_sizes_and_flags() {
+        assert_eq!(split_tag("busybox"), ("busybox".into(), "latest".into()));
+        assert_eq!(split_tag("localhost:5000/a/b:v1"), ("localhost:5000/a/b".into(), "v1".into()));
+        assert_eq!(split_tag("localhost:5000/a"), ("localhost:5000/a".into(), "latest".into()));
+        assert_eq!(human_size(2_130_000), "2.13MB");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        let c = CreateFlags { image: "busybox".into(), entrypoint: Some(String::new()), rm: true, ..Default::default() };
+        let b = create_body(&c).unwrap();
+        assert_eq!(b["Entrypoint"], json!([""]));
+        assert_eq!(b["HostConfig"]["AutoRemove"], true);
+        assert_eq!(filters_json(&["status=running".into(), "status=exited".into()]), r#"{"status":["running","exited"]}"#);
+    }
+}

@@ -1,0 +1,1067 @@
+//! The container lifecycle: create, start (through a shim), stop, kill, wait, remove, restore
+//! of exits, and the list/inspect views built from records.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use berth_api::containers::{
+    AttachOptions, ContainerConfig, Containers, CreateBody, ExecConfig, ListOptions, LogsOptions, StrSlice, WaitCondition,
+};
+use berth_api::params::{ByteStream, Io};
+use berth_api::{ApiError, Kind};
+use berth_shim::{ExitStatus, Request};
+use serde_json::{Value, json};
+
+use crate::record::{self, Record, RunState, Status, ZERO_TIME};
+use crate::{Ctr, Engine, names, shim, spec};
+
+fn internal(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> ApiError {
+    let what = what.to_string();
+    let p = p.to_path_buf();
+    move |e| ApiError::new(Kind::Internal, format!("{what} {}: {e}", p.display()))
+}
+
+fn not_running(id: &str) -> ApiError {
+    ApiError::new(Kind::Conflict, format!("Container {id} is not running"))
+}
+
+/// `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(s: &str) -> Result<i32, ApiError> {
+    let bad = || ApiError::new(Kind::InvalidArgument, format!("Invalid signal: {s}"));
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map(|sig| sig as i32).map_err(|_| bad());
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<nix::sys::signal::Signal>().map(|sig| sig as i32).map_err(|_| bad())
+}
+
+/// Docker's `ENTRYPOINT` + `CMD` merge with the image's defaults.
+fn merge(
+    mut user: ContainerConfig,
+    image: &berth_store::image::ContainerConfig,
+) -> Result<(ContainerConfig, String, Vec<String>), ApiError> {
+    let user_ep = user.entrypoint.take().map(StrSlice::into_vec);
+    let user_cmd = user.cmd.take().map(StrSlice::into_vec).filter(|c| !c.is_empty());
+    let (entrypoint, cmd) = match user_ep {
+        // `--entrypoint ""` clears the image's entrypoint and its cmd.
+        Some(ep) if ep.len() == 1 && ep[0].is_empty() => (Vec::new(), user_cmd.unwrap_or_default()),
+        Some(ep) if !ep.is_empty() => (ep, user_cmd.unwrap_or_default()),
+        _ => (image.entrypoint.clone().unwrap_or_default(), user_cmd.or_else(|| image.cmd.clone()).unwrap_or_default()),
+    };
+    let mut argv: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
+    if argv.is_empty() {
+        return Err(ApiError::new(Kind::InvalidArgument, "No command specified"));
+    }
+    let path = argv.remove(0);
+    let key = |e: &String| e.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| e.clone());
+    let mut env = image.env.clone().unwrap_or_default();
+    for e in user.env.take().unwrap_or_default() {
+        match env.iter_mut().find(|x| key(x) == key(&e)) {
+            Some(slot) => *slot = e,
+            None => env.push(e),
+        }
+    }
+    let mut labels: BTreeMap<String, String> = image.labels.clone().unwrap_or_default();
+    labels.extend(user.labels.take().unwrap_or_default());
+    user.env = Some(env);
+    user.labels = Some(labels);
+    user.entrypoint = (!entrypoint.is_empty()).then_some(StrSlice::Many(entrypoint));
+    user.cmd = (!cmd.is_empty()).then_some(StrSlice::Many(cmd));
+    if user.working_dir.as_deref().unwrap_or("").is_empty() {
+        user.working_dir = Some(image.working_dir.clone());
+    }
+    if user.user.as_deref().unwrap_or("").is_empty() {
+        user.user = Some(image.user.clone());
+    }
+    if user.stop_signal.as_deref().unwrap_or("").is_empty() && !image.stop_signal.is_empty() {
+        user.stop_signal = Some(image.stop_signal.clone());
+    }
+    if let Some(ports) = &image.exposed_ports {
+        user.extra.entry("ExposedPorts").or_insert_with(|| json!(ports));
+    }
+    Ok((user, path, argv))
+}
+
+/// Docker's /etc/hosts for a container without a network of its own.
+const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
+
+/// The host's resolv.conf without loopback name servers (unreachable from a container's own
+/// network namespace), falling back to Docker's public defaults when none is left.
+pub fn container_resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut f = line.split_whitespace();
+        if f.next() == Some("nameserver") {
+            let addr = f.next().unwrap_or("");
+            let ip: Option<std::net::IpAddr> = addr.split('%').next().and_then(|a| a.parse().ok());
+            if ip.is_none_or(|ip| ip.is_loopback()) {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+fn write_init_files(dir: &Path, hostname: &str, network: &str) -> Result<(), ApiError> {
+    let host_net = network == "host";
+    let hosts = if host_net { std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.into()) } else { HOSTS.into() };
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = if host_net { host_resolv } else { container_resolv_conf(&host_resolv) };
+    for (name, data) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
+        let p = dir.join(name);
+        std::fs::write(&p, data).map_err(internal("writing", &p))?;
+    }
+    Ok(())
+}
+
+/// Docker's `HumanDuration`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    match () {
+        _ if s < 1 => "Less than a second".into(),
+        _ if s == 1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if d < 14 => format!("{d} days"),
+        _ if d < 60 => format!("{} weeks", d / 7),
+        _ if d < 730 => format!("{} months", d / 30),
+        _ => format!("{} years", d / 365),
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn status_text(s: &RunState) -> String {
+    match s.status {
+        Status::Running => format!("Up {}", human_duration(now_secs() - record::unix_seconds(&s.started_at))),
+        Status::Paused => format!("Up {} (Paused)", human_duration(now_secs() - record::unix_seconds(&s.started_at))),
+        Status::Restarting => {
+            format!("Restarting ({}) {} ago", s.exit_code, human_duration(now_secs() - record::unix_seconds(&s.finished_at)))
+        }
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+        Status::Created => "Created".into(),
+        Status::Exited => {
+            if s.finished_at == ZERO_TIME {
+                "Created".into()
+            } else {
+                format!("Exited ({}) {} ago", s.exit_code, human_duration(now_secs() - record::unix_seconds(&s.finished_at)))
+            }
+        }
+    }
+}
+
+fn command_line(rec: &Record) -> String {
+    std::iter::once(rec.path.as_str()).chain(rec.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+}
+
+impl Engine {
+    pub(crate) fn spawn_monitor(&self, ctr: Arc<Ctr>) {
+        let e = self.clone();
+        tokio::spawn(async move {
+            let status = match shim::request(&ctr.bundle, &Request::Wait).await {
+                Ok(c) => c.reply.exit,
+                Err(_) => None,
+            };
+            e.finish_exit(&ctr, status).await;
+        });
+    }
+
+    /// The container's process is gone: record how it ended and release its bundle.
+    pub(crate) async fn finish_exit(&self, ctr: &Arc<Ctr>, status: Option<ExitStatus>) {
+        let read_status = || {
+            let data = std::fs::read(ctr.bundle.join(berth_shim::EXIT)).ok()?;
+            serde_json::from_slice::<ExitStatus>(&data).ok()
+        };
+        let mut status = status.or_else(read_status);
+        if status.is_none()
+            && let Some(shim) = ctr.rec().shim
+        {
+            // The connection broke but the shim lives: it is finishing; its status follows.
+            for _ in 0..500 {
+                if !shim.is_alive() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            status = read_status();
+        }
+        let rec = ctr.rec();
+        if !rec.state.status.is_live() {
+            return;
+        }
+        let error = if status.is_none() {
+            // The shim died without recording an exit: make sure nothing of the container is left.
+            let root = self.runtime_root.clone();
+            let id = ctr.id.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(c) = berth_runtime::Container::load(&root, &id) {
+                    let _ = c.delete(true);
+                }
+            })
+            .await;
+            "the container's shim exited without recording an exit status".to_string()
+        } else {
+            String::new()
+        };
+        self.cleanup_bundle(ctr);
+        self.drop_execs_of(&ctr.id);
+        let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
+        let res = ctr.update(|r| {
+            r.state.status = Status::Exited;
+            r.state.pid = 0;
+            r.state.exit_code = status.exit_code;
+            r.state.finished_at = status.finished_at.clone();
+            r.state.oom_killed = status.oom_killed;
+            r.state.error = error.clone();
+            r.shim = None;
+        });
+        if let Err(e) = res {
+            tracing::error!("recording the exit of {}: {}", ctr.id, e.message);
+        }
+        if rec.host_config.auto_remove.unwrap_or(false) {
+            let e = self.clone();
+            let ctr = Arc::clone(ctr);
+            tokio::spawn(async move {
+                let _op = ctr.op.lock().await;
+                if !ctr.rec().state.status.is_live()
+                    && let Err(err) = e.remove_now(&ctr).await
+                {
+                    tracing::warn!("auto-removing {}: {}", ctr.id, err.message);
+                }
+            });
+        }
+    }
+
+    /// Unmount the rootfs and remove the bundle directory (idempotent).
+    pub(crate) fn cleanup_bundle(&self, ctr: &Ctr) {
+        let rootfs = ctr.bundle.join("rootfs");
+        if rootfs.exists() {
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Err(e) = std::fs::remove_dir_all(&ctr.bundle)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("removing {}: {e}", ctr.bundle.display());
+        }
+    }
+
+    /// Remove a stopped container's bundle, snapshot, files and record.
+    pub(crate) async fn remove_now(&self, ctr: &Arc<Ctr>) -> Result<(), ApiError> {
+        ctr.update(|r| r.state.status = Status::Removing)?;
+        self.cleanup_bundle(ctr);
+        let images = Arc::clone(&self.images);
+        let key = ctr.id.clone();
+        let removed = tokio::task::spawn_blocking(move || images.snapshots.remove(&key))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        match removed {
+            Ok(()) | Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
+            Err(e) => return Err(ApiError::new(Kind::Internal, format!("removing the container's layer: {e}"))),
+        }
+        std::fs::remove_dir_all(&ctr.dir)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(internal("removing", &ctr.dir))?;
+        {
+            let mut t = self.table_mut();
+            t.by_id.remove(&ctr.id);
+            let name = ctr.rec().name.clone();
+            if t.names.get(&name) == Some(&ctr.id) {
+                t.names.remove(&name);
+            }
+        }
+        self.drop_execs_of(&ctr.id);
+        ctr.removed.store(true, Ordering::SeqCst);
+        ctr.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError> {
+        let CreateBody { config, host_config, .. } = body;
+        let hc = host_config.unwrap_or_default();
+        if hc.init == Some(true) {
+            return Err(ApiError::not_implemented("--init"));
+        }
+        if let Some(p) = hc.extra.get("RestartPolicy").and_then(|p| p.get("Name")).and_then(Value::as_str)
+            && !matches!(p, "" | "no")
+        {
+            return Err(ApiError::not_implemented("restart policies"));
+        }
+        let warnings: Vec<String> = Vec::new();
+        if let Some(lc) = &hc.log_config
+            && !matches!(lc.typ.as_str(), "" | "json-file")
+        {
+            return Err(ApiError::not_implemented(&format!("the {:?} logging driver", lc.typ)));
+        }
+        // Until bridge networks land (the network issue), `default`/`bridge` containers get a
+        // private network namespace with loopback only (docs/api.md says so); the docker CLI sends
+        // `bridge` by default, so a warning here would be printed for every run.
+        let image_name = config
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::new(Kind::InvalidArgument, "Config.Image is required"))?;
+        let image_id = self.images.resolve(&image_name).map_err(|e| match e {
+            berth_store::images::ImagesError::NotFound(_) | berth_store::images::ImagesError::Reference(_) => {
+                ApiError::new(Kind::NotFound, format!("No such image: {image_name}"))
+            }
+            e => ApiError::new(Kind::InvalidArgument, e.to_string()),
+        })?;
+        let (_, image_config) = self.images.config(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        let image_rec = self.images.get(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        let (merged, path, args) = merge(config, &image_config.config)?;
+        if let Some(s) = merged.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+            parse_signal(s)?;
+        }
+        for s in hc.security_opt.iter().flatten() {
+            let (k, _) = s.split_once(['=', ':']).unwrap_or((s, ""));
+            if !matches!(k, "no-new-privileges" | "seccomp" | "label" | "apparmor") {
+                return Err(ApiError::new(Kind::InvalidArgument, format!("Invalid --security-opt: {s:?}")));
+            }
+        }
+        spec::capabilities(false, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
+
+        let id = names::random_id()?;
+        // Reserve the name first, so two creates never both get it.
+        let name = {
+            let mut t = self.table_mut();
+            let name = match name {
+                Some(n) => {
+                    let n = names::validate(&n)?;
+                    if let Some(other) = t.names.get(&n) {
+                        return Err(ApiError::new(
+                            Kind::Conflict,
+                            format!(
+                                "Conflict. The container name \"/{n}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                            ),
+                        ));
+                    }
+                    n
+                }
+                None => {
+                    (0..100).map(|i| names::generate(&id, i)).find(|n| !t.names.contains_key(n)).unwrap_or_else(|| id[..12].to_string())
+                }
+            };
+            t.names.insert(name.clone(), id.clone());
+            name
+        };
+        let dir = self.containers_dir.join(&id);
+        let undo = |e: ApiError| {
+            let mut t = self.table_mut();
+            if t.names.get(&name) == Some(&id) {
+                t.names.remove(&name);
+            }
+            drop(t);
+            let _ = self.images.snapshots.remove(&id);
+            let _ = std::fs::remove_dir_all(&dir);
+            e
+        };
+        let result: Result<Record, ApiError> = (|| {
+            std::fs::create_dir(&dir).map_err(internal("creating", &dir))?;
+            let hostname = merged.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id[..12].to_string());
+            write_init_files(&dir, &hostname, hc.network_mode.as_deref().unwrap_or(""))?;
+            let parent = image_rec.layers.last().map(|l| l.chain_id.to_string());
+            self.images
+                .snapshots
+                .prepare(&id, parent.as_deref())
+                .map_err(|e| ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}")))?;
+            let rec = Record {
+                version: record::RECORD_VERSION,
+                id: id.clone(),
+                name: name.clone(),
+                created: record::now(),
+                image: image_id.to_string(),
+                image_name: image_name.clone(),
+                path,
+                args,
+                config: merged,
+                host_config: hc,
+                state: RunState::default(),
+                shim: None,
+                restart_count: 0,
+                log_path: dir.join(format!("{id}-json.log")),
+                warnings: warnings.clone(),
+            };
+            rec.save(&dir)?;
+            Ok(rec)
+        })();
+        let rec = result.map_err(undo)?;
+        let ctr = self.new_ctr(rec);
+        self.table_mut().by_id.insert(id.clone(), ctr);
+        Ok(json!({"Id": id, "Warnings": warnings}))
+    }
+
+    /// Pid of a running container, for `container:X` namespace modes.
+    fn ns_pid(&self, name: &str) -> Result<i32, ApiError> {
+        let other = self.lookup(name)?;
+        let r = other.rec();
+        if r.state.status.is_live() && r.state.pid > 0 {
+            Ok(r.state.pid)
+        } else {
+            Err(ApiError::new(Kind::Conflict, format!("cannot join namespaces of container {name}: it is not running")))
+        }
+    }
+
+    async fn start_ctr(&self, ctr: &Arc<Ctr>) -> Result<bool, ApiError> {
+        let _op = ctr.op.lock().await;
+        let rec = ctr.rec();
+        match rec.state.status {
+            s if s.is_live() => return Ok(false),
+            Status::Removing | Status::Dead => {
+                return Err(ApiError::new(Kind::Conflict, format!("container {} is marked for removal and cannot be started", rec.id)));
+            }
+            _ => {}
+        }
+        self.cleanup_bundle(ctr);
+        let result = self.launch(ctr, &rec).await;
+        match result {
+            Ok((started, hostname)) => {
+                let _ = hostname;
+                ctr.update(|r| {
+                    r.state = RunState {
+                        status: Status::Running,
+                        pid: started.pid,
+                        exit_code: 0,
+                        error: String::new(),
+                        oom_killed: false,
+                        started_at: record::now(),
+                        finished_at: r.state.finished_at.clone(),
+                    };
+                    r.shim = Some(started.shim);
+                })?;
+                self.spawn_monitor(Arc::clone(ctr));
+                Ok(true)
+            }
+            Err(e) => {
+                self.cleanup_bundle(ctr);
+                let code = if e.message.contains("executable file not found") || e.message.contains("no such file or directory") {
+                    127
+                } else if e.message.contains("permission denied") {
+                    126
+                } else {
+                    128
+                };
+                let _ = ctr.update(|r| {
+                    r.state.error = e.message.clone();
+                    r.state.exit_code = code;
+                    r.state.status =
+                        if r.state.finished_at == ZERO_TIME && r.state.started_at == ZERO_TIME { Status::Created } else { Status::Exited };
+                });
+                // Whoever waits for this start (`docker run` waits for the next exit) hears it ended;
+                // like Docker, an auto-remove container that cannot start is removed.
+                if rec.host_config.auto_remove.unwrap_or(false) {
+                    let _ = self.remove_now(ctr).await;
+                }
+                Err(ApiError::new(e.kind, format!("failed to create task for container: {}", e.message)))
+            }
+        }
+    }
+
+    /// Mount the rootfs, write the bundle, start the shim, connect waiting attaches, start.
+    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record) -> Result<(shim::Started, String), ApiError> {
+        let bundle = &ctr.bundle;
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(internal("creating", &rootfs))?;
+        let mounts = self.images.snapshots.mounts(&rec.id).map_err(|e| ApiError::new(Kind::Internal, format!("container layer: {e}")))?;
+        for m in &mounts {
+            m.mount(&rootfs).map_err(internal("mounting the root filesystem on", &rootfs))?;
+        }
+        let ns_of = |n: &str| self.ns_pid(n);
+        let built = spec::build(rec, &rootfs, &ctr.dir, &ns_of)?;
+        let hostname_file = ctr.dir.join("hostname");
+        std::fs::write(&hostname_file, format!("{}\n", built.hostname)).map_err(internal("writing", &hostname_file))?;
+        let mut spec = built.spec;
+        spec["root"]["path"] = json!("rootfs");
+        let cfg_path = bundle.join("config.json");
+        std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;
+        let opts = rec.host_config.log_config.as_ref().and_then(|l| l.config.clone()).unwrap_or_default();
+        let max_size = match opts.get("max-size") {
+            Some(s) => parse_size(s)?,
+            None => self.cfg.log_max_size,
+        };
+        let max_file = match opts.get("max-file") {
+            Some(s) => s.parse().map_err(|_| ApiError::new(Kind::InvalidArgument, format!("invalid max-file: {s}")))?,
+            None => self.cfg.log_max_file,
+        };
+        let shim_cfg = berth_shim::Config {
+            id: rec.id.clone(),
+            runtime_root: self.runtime_root.clone(),
+            log_path: rec.log_path.clone(),
+            log_max_size: max_size,
+            log_max_file: max_file,
+            tty: rec.tty(),
+            stdin: rec.config.open_stdin.unwrap_or(false),
+            stdin_once: rec.config.stdin_once.unwrap_or(false),
+            rows: 0,
+            cols: 0,
+        };
+        let shim_path = bundle.join(berth_shim::CONFIG);
+        std::fs::write(&shim_path, serde_json::to_vec(&shim_cfg).unwrap_or_default()).map_err(internal("writing", &shim_path))?;
+        let started = shim::spawn(&self.cfg.shim, bundle).await?;
+        let pending: Vec<_> = std::mem::take(&mut *ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()));
+        for (req, tx) in pending {
+            if let Ok(conn) = shim::request(bundle, &req).await {
+                let _ = tx.send(conn);
+            }
+        }
+        if let Err(e) = shim::call(bundle, &Request::Start).await {
+            let _ = shim::call(bundle, &Request::Kill { signal: libc::SIGKILL, all: true }).await;
+            return Err(e);
+        }
+        Ok((started, built.hostname))
+    }
+
+    /// Wait until the container is not running, up to `timeout` (None: forever).
+    async fn wait_stopped(&self, ctr: &Ctr, timeout: Option<Duration>) -> bool {
+        let mut rx = ctr.changed.subscribe();
+        let wait = async {
+            loop {
+                if !ctr.rec().state.status.is_live() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        match timeout {
+            None => {
+                wait.await;
+                true
+            }
+            Some(t) => tokio::time::timeout(t, wait).await.is_ok(),
+        }
+    }
+
+    async fn signal(&self, ctr: &Ctr, signal: i32, all: bool) -> Result<(), ApiError> {
+        match shim::call(&ctr.bundle, &Request::Kill { signal, all }).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == Kind::Conflict && !ctr.rec().state.status.is_live() => Err(not_running(&ctr.id)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop_ctr(&self, ctr: &Arc<Ctr>, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError> {
+        let _op = ctr.op.lock().await;
+        let rec = ctr.rec();
+        if !rec.state.status.is_live() {
+            return Ok(false);
+        }
+        let sig = parse_signal(signal.as_deref().or(rec.config.stop_signal.as_deref()).filter(|s| !s.is_empty()).unwrap_or("SIGTERM"))?;
+        let t = timeout.or(rec.config.stop_timeout).unwrap_or(10);
+        if t != 0 {
+            let _ = self.signal(ctr, sig, false).await;
+            let limit = (t > 0).then(|| Duration::from_secs(t as u64));
+            if self.wait_stopped(ctr, limit).await {
+                return Ok(true);
+            }
+        }
+        let _ = self.signal(ctr, libc::SIGKILL, true).await;
+        if !self.wait_stopped(ctr, Some(Duration::from_secs(30))).await {
+            return Err(ApiError::new(Kind::Internal, format!("container {} did not exit after SIGKILL", ctr.id)));
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn inspect_json(&self, rec: &Record, size: bool) -> Value {
+        let s = &rec.state;
+        let hc = serde_json::to_value(&rec.host_config).unwrap_or_default();
+        let mut config = serde_json::to_value(&rec.config).unwrap_or_default();
+        if let Some(c) = config.as_object_mut() {
+            let hostname = rec.config.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| rec.short_id().to_string());
+            c.insert("Hostname".into(), json!(hostname));
+            for (k, default) in [
+                ("Domainname", json!("")),
+                ("User", json!("")),
+                ("AttachStdin", json!(false)),
+                ("AttachStdout", json!(false)),
+                ("AttachStderr", json!(false)),
+                ("Tty", json!(false)),
+                ("OpenStdin", json!(false)),
+                ("StdinOnce", json!(false)),
+                ("WorkingDir", json!("")),
+                ("Labels", json!({})),
+            ] {
+                if c.get(k).is_none_or(Value::is_null) {
+                    c.insert(k.into(), default);
+                }
+            }
+            c.insert("Image".into(), json!(rec.image_name));
+        }
+        let mut v = json!({
+            "Id": rec.id,
+            "Created": rec.created,
+            "Path": rec.path,
+            "Args": rec.args,
+            "State": {
+                "Status": s.status.as_str(),
+                "Running": s.status.is_live(),
+                "Paused": s.status == Status::Paused,
+                "Restarting": s.status == Status::Restarting,
+                "OOMKilled": s.oom_killed,
+                "Dead": s.status == Status::Dead,
+                "Pid": s.pid,
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": s.started_at,
+                "FinishedAt": s.finished_at,
+            },
+            "Image": rec.image,
+            "ResolvConfPath": self.containers_dir.join(&rec.id).join("resolv.conf"),
+            "HostnamePath": self.containers_dir.join(&rec.id).join("hostname"),
+            "HostsPath": self.containers_dir.join(&rec.id).join("hosts"),
+            "LogPath": rec.log_path,
+            "Name": format!("/{}", rec.name),
+            "RestartCount": rec.restart_count,
+            "Driver": self.driver_name(),
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": self.exec_ids_of(&rec.id),
+            "HostConfig": hc,
+            "GraphDriver": {"Name": self.driver_name(), "Data": null},
+            "Mounts": [],
+            "Config": config,
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "Ports": {}, "SandboxKey": if s.pid > 0 { format!("/proc/{}/ns/net", s.pid) } else { String::new() },
+                "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null, "EndpointID": "", "Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+                "Networks": {}
+            }
+        });
+        if let Some(hc) = v["HostConfig"].as_object_mut() {
+            for (k, d) in [
+                ("NetworkMode", json!("default")),
+                ("AutoRemove", json!(false)),
+                ("Privileged", json!(false)),
+                ("ReadonlyRootfs", json!(false)),
+                ("LogConfig", json!({"Type": "json-file", "Config": {}})),
+                ("RestartPolicy", json!({"Name": "no", "MaximumRetryCount": 0})),
+            ] {
+                if hc.get(k).is_none_or(Value::is_null) {
+                    hc.insert(k.into(), d);
+                }
+            }
+        }
+        if size {
+            let (rw, rootfs) = self.sizes(rec);
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(rootfs);
+        }
+        v
+    }
+
+    fn driver_name(&self) -> &'static str {
+        if overlay() { "overlay2" } else { "vfs" }
+    }
+
+    /// The writable layer's size and the whole root's (image layers included).
+    fn sizes(&self, rec: &Record) -> (u64, u64) {
+        let rw = self.images.snapshots.usage(&rec.id).map(|u| u.size).unwrap_or(0);
+        let image = rec
+            .image
+            .parse::<berth_store::Digest>()
+            .ok()
+            .and_then(|d| self.images.get(&d).ok())
+            .map(|i| i.layers.iter().map(|l| l.size).sum::<u64>())
+            .unwrap_or(0);
+        (rw, rw + image)
+    }
+
+    fn summary_json(&self, rec: &Record, size: bool) -> Value {
+        let mut v = json!({
+            "Id": rec.id,
+            "Names": [format!("/{}", rec.name)],
+            "Image": rec.image_name,
+            "ImageID": rec.image,
+            "Command": command_line(rec),
+            "Created": record::unix_seconds(&rec.created) as i64,
+            "Ports": [],
+            "Labels": rec.config.labels.clone().unwrap_or_default(),
+            "State": rec.state.status.as_str(),
+            "Status": status_text(&rec.state),
+            "HostConfig": {"NetworkMode": rec.host_config.network_mode.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": [],
+        });
+        if size {
+            let (rw, rootfs) = self.sizes(rec);
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(rootfs);
+        }
+        v
+    }
+}
+
+fn overlay() -> bool {
+    std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")))
+}
+
+/// `10m`, `1g`, `512k`, `100` (bytes), as the json-file driver takes sizes.
+pub fn parse_size(s: &str) -> Result<u64, ApiError> {
+    let bad = || ApiError::new(Kind::InvalidArgument, format!("invalid size: {s:?}"));
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    if n < 0.0 {
+        return Err(bad());
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn matches_filters(rec: &Record, f: &berth_api::params::Filters) -> bool {
+    let any = |k: &str, pred: &dyn Fn(&str) -> bool| {
+        let v = f.get(k);
+        v.is_empty() || v.iter().any(|x| pred(x))
+    };
+    any("id", &|x| rec.id.starts_with(x))
+        && any("name", &|x| {
+            let x = x.strip_prefix('/').unwrap_or(x);
+            rec.name.contains(x)
+        })
+        && any("status", &|x| rec.state.status.as_str() == x)
+        && any("exited", &|x| rec.state.status == Status::Exited && x.parse::<i32>().is_ok_and(|c| c == rec.state.exit_code))
+        && any("ancestor", &|x| {
+            rec.image_name == x
+                || rec.image == x
+                || rec.image.strip_prefix("sha256:").is_some_and(|h| h.starts_with(x.strip_prefix("sha256:").unwrap_or(x)))
+                || berth_store::reference::Reference::parse(x).ok().map(|r| r.to_string())
+                    == berth_store::reference::Reference::parse(&rec.image_name).ok().map(|r| r.to_string())
+        })
+        && f.get("label").iter().all(|l| {
+            let labels = rec.config.labels.clone().unwrap_or_default();
+            match l.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                None => labels.contains_key(l.as_str()),
+            }
+        })
+}
+
+#[async_trait::async_trait]
+impl Containers for Engine {
+    async fn create(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError> {
+        self.create_ctr(name, body).await
+    }
+
+    async fn inspect(&self, id: &str, size: bool) -> Result<Value, ApiError> {
+        let ctr = self.lookup(id)?;
+        Ok(self.inspect_json(&ctr.rec(), size))
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<Vec<Value>, ApiError> {
+        opts.filters.only(&["id", "name", "label", "status", "ancestor", "exited", "before", "since"])?;
+        for s in opts.filters.get("status") {
+            if !["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&s.as_str()) {
+                return Err(ApiError::new(Kind::InvalidArgument, format!("invalid filter 'status={s}'")));
+            }
+        }
+        let mut recs: Vec<Arc<Record>> = self.all().iter().map(|c| c.rec()).collect();
+        recs.sort_by(|a, b| b.created.cmp(&a.created));
+        let all = opts.all || opts.limit.is_some() || !opts.filters.get("status").is_empty() || !opts.filters.get("exited").is_empty();
+        let mut out = Vec::new();
+        for rec in recs {
+            if !all && !rec.state.status.is_live() {
+                continue;
+            }
+            if !matches_filters(&rec, &opts.filters) {
+                continue;
+            }
+            out.push(self.summary_json(&rec, opts.size));
+            if opts.limit.is_some_and(|n| out.len() as i64 >= n) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn start(&self, id: &str) -> Result<bool, ApiError> {
+        let ctr = self.lookup(id)?;
+        self.start_ctr(&ctr).await
+    }
+
+    async fn stop(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError> {
+        let ctr = self.lookup(id)?;
+        self.stop_ctr(&ctr, signal, timeout).await
+    }
+
+    async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<(), ApiError> {
+        let ctr = self.lookup(id)?;
+        self.stop_ctr(&ctr, signal, timeout).await?;
+        self.start_ctr(&ctr).await.map(|_| ())
+    }
+
+    async fn kill(&self, id: &str, signal: Option<String>) -> Result<(), ApiError> {
+        let ctr = self.lookup(id)?;
+        let sig = parse_signal(signal.as_deref().unwrap_or("SIGKILL"))?;
+        if !ctr.rec().state.status.is_live() {
+            return Err(not_running(&ctr.id));
+        }
+        self.signal(&ctr, sig, false).await?;
+        if sig == libc::SIGKILL {
+            // Docker returns once a KILL has taken effect.
+            self.wait_stopped(&ctr, Some(Duration::from_secs(10))).await;
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError> {
+        let ctr = self.lookup(id)?;
+        let mut rx = ctr.changed.subscribe();
+        let first = ctr.rec();
+        Ok(Box::pin(async move {
+            loop {
+                let rec = ctr.rec();
+                let done = match condition {
+                    WaitCondition::NotRunning => !rec.state.status.is_live(),
+                    WaitCondition::NextExit => {
+                        rec.state.finished_at != first.state.finished_at
+                            || (rec.state.error != first.state.error && !rec.state.error.is_empty())
+                    }
+                    WaitCondition::Removed => ctr.removed.load(Ordering::SeqCst),
+                };
+                if done || rx.changed().await.is_err() {
+                    let error = if rec.state.error.is_empty() { Value::Null } else { json!({"Message": rec.state.error}) };
+                    return json!({"StatusCode": rec.state.exit_code, "Error": error});
+                }
+            }
+        }))
+    }
+
+    async fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), ApiError> {
+        let _ = volumes;
+        let ctr = self.lookup(id)?;
+        let _op = ctr.op.lock().await;
+        let rec = ctr.rec();
+        if rec.state.status.is_live() {
+            if !force {
+                return Err(ApiError::new(
+                    Kind::Conflict,
+                    format!(
+                        "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                        rec.id
+                    ),
+                ));
+            }
+            let _ = self.signal(&ctr, libc::SIGKILL, true).await;
+            if !self.wait_stopped(&ctr, Some(Duration::from_secs(30))).await {
+                return Err(ApiError::new(Kind::Internal, format!("container {} did not exit after SIGKILL", rec.id)));
+            }
+        }
+        // Attaches waiting for a start that will never come end here.
+        ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.remove_now(&ctr).await
+    }
+
+    async fn logs(&self, id: &str, opts: LogsOptions) -> Result<(bool, ByteStream), ApiError> {
+        let ctr = self.lookup(id)?;
+        let tty = ctr.rec().tty();
+        Ok((tty, crate::logs::stream(ctr, opts)))
+    }
+
+    async fn attach_check(&self, id: &str) -> Result<bool, ApiError> {
+        let ctr = self.lookup(id)?;
+        Ok(ctr.rec().tty())
+    }
+
+    async fn attach(&self, id: String, opts: AttachOptions, io: Io) {
+        let Ok(ctr) = self.lookup(&id) else { return };
+        let rec = ctr.rec();
+        let req = Request::Attach { stdin: opts.stdin, stdout: opts.stdout, stderr: opts.stderr };
+        let conn = if rec.state.status.is_live() {
+            shim::request(&ctr.bundle, &req).await.ok()
+        } else {
+            // Not started yet (`docker run`, `docker start -a` attach first): the start connects us.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()).push((req, tx));
+            rx.await.ok()
+        };
+        let Some(conn) = conn else { return };
+        let keys = crate::stream::detach_keys(opts.detach_keys.as_deref());
+        crate::stream::pump(conn, io, rec.tty(), opts.stdin && rec.config.open_stdin.unwrap_or(false), keys).await;
+    }
+
+    async fn resize(&self, id: &str, height: u16, width: u16) -> Result<(), ApiError> {
+        let ctr = self.lookup(id)?;
+        if !ctr.rec().state.status.is_live() {
+            return Err(not_running(&ctr.id));
+        }
+        shim::call(&ctr.bundle, &Request::Resize { exec_pid: None, rows: height, cols: width }).await.map(|_| ())
+    }
+
+    async fn top(&self, id: &str, ps_args: Option<String>) -> Result<Value, ApiError> {
+        let ctr = self.lookup(id)?;
+        if !ctr.rec().state.status.is_live() {
+            return Err(not_running(&ctr.id));
+        }
+        let root = self.runtime_root.clone();
+        let cid = ctr.id.clone();
+        tokio::task::spawn_blocking(move || top(&root, &cid, ps_args.as_deref().unwrap_or("-ef")))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError> {
+        let ctr = self.lookup(id)?;
+        let new = names::validate(name)?;
+        let old = ctr.rec().name.clone();
+        if new == old {
+            return Err(ApiError::new(Kind::InvalidArgument, "Renaming a container with the same name as its current name"));
+        }
+        {
+            let mut t = self.table_mut();
+            if let Some(other) = t.names.get(&new) {
+                return Err(ApiError::new(
+                    Kind::Conflict,
+                    format!(
+                        "Conflict. The container name \"/{new}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                    ),
+                ));
+            }
+            t.names.insert(new.clone(), ctr.id.clone());
+        }
+        match ctr.update(|r| r.name = new.clone()) {
+            Ok(_) => {
+                self.table_mut().names.remove(&old);
+                Ok(())
+            }
+            Err(e) => {
+                self.table_mut().names.remove(&new);
+                Err(e)
+            }
+        }
+    }
+
+    async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError> {
+        self.exec_create_impl(id, config)
+    }
+
+    async fn exec_check(&self, exec_id: &str) -> Result<bool, ApiError> {
+        self.exec_check_impl(exec_id)
+    }
+
+    async fn exec_start(&self, exec_id: String, io: Option<Io>) -> Result<(), ApiError> {
+        self.exec_start_impl(exec_id, io).await
+    }
+
+    async fn exec_inspect(&self, exec_id: &str) -> Result<Value, ApiError> {
+        self.exec_inspect_impl(exec_id)
+    }
+
+    async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError> {
+        self.exec_resize_impl(exec_id, height, width).await
+    }
+}
+
+/// `docker top`: the host's `ps` output, keeping the container's processes.
+fn top(runtime_root: &Path, id: &str, args: &str) -> Result<Value, ApiError> {
+    let c = berth_runtime::Container::load(runtime_root, id).map_err(|e| ApiError::new(Kind::Conflict, e.to_string()))?;
+    let pids = c.pids().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+    let out = std::process::Command::new("ps")
+        .args(args.split_whitespace())
+        .output()
+        .map_err(|e| ApiError::new(Kind::Internal, format!("running ps: {e}")))?;
+    if !out.status.success() {
+        return Err(ApiError::new(Kind::Internal, format!("ps: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    let titles: Vec<&str> = header.split_whitespace().collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| *t == "PID")
+        .ok_or_else(|| ApiError::new(Kind::InvalidArgument, format!("Couldn't find PID field in ps output for {args:?}")))?;
+    let mut procs = Vec::new();
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        if fields.len() < titles.len() {
+            continue;
+        }
+        if fields[pid_col].parse::<i32>().is_ok_and(|p| pids.contains(&p)) {
+            // The last column (the command) keeps its spaces.
+            let mut row: Vec<String> = fields[..titles.len() - 1].iter().map(|s| s.to_string()).collect();
+            row.push(fields[titles.len() - 1..].join(" "));
+            procs.push(row);
+        }
+    }
+    Ok(json!({"Titles": titles, "Processes": procs}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entrypoint_and_cmd_merge_like_docker() {
+        let image = berth_store::image::ContainerConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["default".into()]),
+            env: Some(vec!["PATH=/img".into(), "A=1".into()]),
+            ..Default::default()
+        };
+        let cfg = |ep: Option<StrSlice>, cmd: Option<StrSlice>| ContainerConfig { entrypoint: ep, cmd, ..Default::default() };
+        let (_, p, a) = merge(cfg(None, None), &image).unwrap();
+        assert_eq!((p.as_str(), a), ("/entry", vec!["default".to_string()]));
+        let (_, p, a) = merge(cfg(None, Some(StrSlice::Many(vec!["x".into()]))), &image).unwrap();
+        assert_eq!((p.as_str(), a), ("/entry", vec!["x".to_string()]));
+        let (_, p, a) = merge(cfg(Some(StrSlice::One("sh".into())), None), &image).unwrap();
+        assert_eq!((p.as_str(), a.len()), ("sh", 0));
+        let (_, p, a) = merge(cfg(Some(StrSlice::Many(vec!["".into()])), Some(StrSlice::One("ls".into()))), &image).unwrap();
+        assert_eq!((p.as_str(), a.len()), ("ls", 0));
+        assert!(merge(cfg(Some(StrSlice::Many(vec!["".into()])), None), &image).is_err());
+        let mut u = cfg(None, None);
+        u.env = Some(vec!["A=2".into(), "B=3".into()]);
+        let (c, _, _) = merge(u, &image).unwrap();
+        assert_eq!(c.env.unwrap(), ["PATH=/img", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers() {
+        let r = container_resolv_conf("search lan\nnameserver 127.0.0.53\nnameserver 10.0.0.1\nnameserver ::1\noptions edns0\n");
+        assert_eq!(r, "search lan\nnameserver 10.0.0.1\noptions edns0\n");
+        let r = container_resolv_conf("nameserver 127.0.0.1\n");
+        assert_eq!(r, "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+
+    #[test]
+    fn signals_sizes_and_durations() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
+        assert_eq!(parse_signal("kill").unwrap(), 9);
+        assert_eq!(parse_signal("10").unwrap(), 10);
+        assert!(parse_signal("SIGNOPE").is_err());
+        assert!(parse_signal("99").is_err());
+        assert_eq!(parse_size("10m").unwrap(), 10 << 20);
+        assert_eq!(parse_size("1k").unwrap(), 1024);
+        assert_eq!(parse_size("200").unwrap(), 200);
+        assert!(parse_size("x").is_err());
+        assert_eq!(human_duration(0.2), "Less than a second");
+        assert_eq!(human_duration(5.0), "5 seconds");
+        assert_eq!(human_duration(90.0), "About a minute");
+        assert_eq!(human_duration(7200.0), "2 hours");
+    }
+}

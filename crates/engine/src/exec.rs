@@ -1,0 +1,236 @@
+//! `docker exec`: exec instances are created here, run by the container's shim, and keep their
+//! exit code until their container stops or goes.
+
+use std::sync::{Arc, Mutex};
+
+use berth_api::containers::ExecConfig;
+use berth_api::params::Io;
+use berth_api::{ApiError, Kind};
+use berth_shim::{ErrorKind, Request};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::{Engine, names, shim, spec};
+
+#[derive(Default)]
+struct ExecState {
+    started: bool,
+    running: bool,
+    exit_code: Option<i32>,
+    pid: i32,
+}
+
+pub struct Exec {
+    id: String,
+    container: String,
+    config: ExecConfig,
+    state: Mutex<ExecState>,
+}
+
+impl Exec {
+    fn state(&self) -> std::sync::MutexGuard<'_, ExecState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Engine {
+    fn execs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<Exec>>> {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exec(&self, id: &str) -> Result<Arc<Exec>, ApiError> {
+        self.execs().get(id).cloned().ok_or_else(|| ApiError::new(Kind::NotFound, format!("No such exec instance: {id}")))
+    }
+
+    pub(crate) fn exec_ids_of(&self, container: &str) -> Vec<String> {
+        self.execs().values().filter(|e| e.container == container).map(|e| e.id.clone()).collect()
+    }
+
+    pub(crate) fn drop_execs_of(&self, container: &str) {
+        self.execs().retain(|_, e| e.container != container);
+    }
+
+    pub(crate) fn exec_create_impl(&self, id: &str, config: ExecConfig) -> Result<String, ApiError> {
+        let ctr = self.lookup(id)?;
+        let rec = ctr.rec();
+        if !rec.state.status.is_live() {
+            return Err(ApiError::new(Kind::Conflict, format!("Container {} is not running", rec.id)));
+        }
+        if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+            return Err(ApiError::new(Kind::InvalidArgument, "No exec command specified"));
+        }
+        let exec_id = names::random_id()?;
+        let e = Arc::new(Exec { id: exec_id.clone(), container: rec.id.clone(), config, state: Mutex::new(ExecState::default()) });
+        self.execs().insert(exec_id.clone(), e);
+        Ok(exec_id)
+    }
+
+    pub(crate) fn exec_check_impl(&self, exec_id: &str) -> Result<bool, ApiError> {
+        let e = self.exec(exec_id)?;
+        if e.state().started {
+            return Err(ApiError::new(Kind::Conflict, format!("Error: Exec command {exec_id} has already run")));
+        }
+        let ctr = self.lookup(&e.container)?;
+        if !ctr.rec().state.status.is_live() {
+            return Err(ApiError::new(Kind::Conflict, format!("Container {} is not running", e.container)));
+        }
+        Ok(e.config.tty.unwrap_or(false))
+    }
+
+    /// The OCI process for an exec: the container's own process, with the exec's command,
+    /// environment, directory, user and terminal.
+    fn exec_process(&self, e: &Exec) -> Result<oci_spec::runtime::Process, ApiError> {
+        let ctr = self.lookup(&e.container)?;
+        let cfg_path = ctr.bundle.join("config.json");
+        let data = std::fs::read(&cfg_path).map_err(|err| ApiError::new(Kind::Conflict, format!("container is not running: {err}")))?;
+        let spec: Value = serde_json::from_slice(&data).map_err(|err| ApiError::new(Kind::Internal, err.to_string()))?;
+        let mut process = spec["process"].clone();
+        let c = &e.config;
+        process["args"] = json!(c.cmd.clone().unwrap_or_default());
+        process["terminal"] = json!(c.tty.unwrap_or(false));
+        if let Some(obj) = process.as_object_mut() {
+            obj.remove("consoleSize");
+        }
+        let mut env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap_or_default();
+        let key = |s: &String| s.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| s.clone());
+        for x in c.env.clone().unwrap_or_default() {
+            match env.iter_mut().find(|y| key(y) == key(&x)) {
+                Some(slot) => *slot = x,
+                None => env.push(x),
+            }
+        }
+        if c.tty == Some(true) && !env.iter().any(|x| x.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        process["env"] = json!(env);
+        if let Some(w) = c.working_dir.as_ref().filter(|w| !w.is_empty()) {
+            process["cwd"] = json!(w);
+        }
+        if let Some(u) = c.user.as_ref().filter(|u| !u.is_empty()) {
+            let rootfs = ctr.bundle.join("rootfs");
+            let user = spec::resolve_user(&rootfs, u, &[])?;
+            process["user"] = json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+        }
+        if c.privileged == Some(true) {
+            let caps = spec::capabilities(true, &[], &[])?;
+            process["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+        }
+        serde_json::from_value(process).map_err(|err| ApiError::new(Kind::InvalidArgument, format!("exec process: {err}")))
+    }
+
+    pub(crate) async fn exec_start_impl(&self, exec_id: String, io: Option<Io>) -> Result<(), ApiError> {
+        let e = self.exec(&exec_id)?;
+        {
+            let mut s = e.state();
+            if s.started {
+                return Err(ApiError::new(Kind::Conflict, format!("Error: Exec command {exec_id} has already run")));
+            }
+            s.started = true;
+            s.running = true;
+        }
+        let ctr = self.lookup(&e.container)?;
+        let tty = e.config.tty.unwrap_or(false);
+        let stdin = e.config.attach_stdin.unwrap_or(false) && io.is_some();
+        let started = async {
+            let process = self.exec_process(&e)?;
+            let conn = shim::request(&ctr.bundle, &Request::Exec { process: Box::new(process), stdin }).await?;
+            if conn.reply.ok {
+                Ok(conn)
+            } else {
+                let err = shim::api_error(&conn.reply);
+                Err(ApiError::new(err.kind, exec_message(&err.message, conn.reply.kind)))
+            }
+        };
+        let conn = match started.await {
+            Ok(c) => c,
+            Err(err) => {
+                let code =
+                    if err.message.contains("executable file not found") || err.message.contains("no such file") { 127 } else { 126 };
+                {
+                    let mut s = e.state();
+                    s.running = false;
+                    s.exit_code = Some(code);
+                }
+                // Attached clients read the failure on the stream, then inspect the exit code.
+                if let Some(mut io) = io {
+                    let msg = format!("{}\r\n", err.message);
+                    if !tty {
+                        let _ = io.write_all(&berth_shim::frame_header(berth_shim::STDOUT, msg.len())).await;
+                    }
+                    let _ = io.write_all(msg.as_bytes()).await;
+                    let _ = io.shutdown().await;
+                    return Ok(());
+                }
+                return Err(err);
+            }
+        };
+        e.state().pid = conn.reply.pid.unwrap_or(0);
+        let keys = crate::stream::detach_keys(e.config.detach_keys.as_deref());
+        let finish = move |status: Option<berth_shim::ExitStatus>| {
+            let mut s = e.state();
+            s.running = false;
+            s.exit_code = Some(status.map_or(126, |st| st.exit_code));
+        };
+        match io {
+            Some(io) => {
+                let status = crate::stream::pump(conn, io, tty, stdin, keys).await;
+                finish(status);
+            }
+            None => {
+                tokio::spawn(async move {
+                    let status =
+                        crate::stream::pump(conn, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())), tty, false, Vec::new())
+                            .await;
+                    finish(status);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn exec_inspect_impl(&self, exec_id: &str) -> Result<Value, ApiError> {
+        let e = self.exec(exec_id)?;
+        let s = e.state();
+        let c = &e.config;
+        let cmd = c.cmd.clone().unwrap_or_default();
+        Ok(json!({
+            "ID": e.id,
+            "Running": s.running,
+            "ExitCode": s.exit_code,
+            "ProcessConfig": {
+                "tty": c.tty.unwrap_or(false),
+                "entrypoint": cmd.first().cloned().unwrap_or_default(),
+                "arguments": cmd.iter().skip(1).collect::<Vec<_>>(),
+                "privileged": c.privileged.unwrap_or(false),
+                "user": c.user.clone().unwrap_or_default(),
+            },
+            "OpenStdin": c.attach_stdin.unwrap_or(false),
+            "OpenStderr": c.attach_stderr.unwrap_or(false),
+            "OpenStdout": c.attach_stdout.unwrap_or(false),
+            "CanRemove": false,
+            "ContainerID": e.container,
+            "DetachKeys": c.detach_keys.clone().unwrap_or_default(),
+            "Pid": s.pid,
+        }))
+    }
+
+    pub(crate) async fn exec_resize_impl(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError> {
+        let e = self.exec(exec_id)?;
+        let pid = e.state().pid;
+        if pid == 0 {
+            return Err(ApiError::new(Kind::Conflict, format!("exec {exec_id} is not running")));
+        }
+        let ctr = self.lookup(&e.container)?;
+        shim::call(&ctr.bundle, &Request::Resize { exec_pid: Some(pid), rows: height, cols: width }).await.map(|_| ())
+    }
+}
+
+/// Docker's wording for a failed exec, which the docker CLI reads for its exit code.
+fn exec_message(message: &str, kind: Option<ErrorKind>) -> String {
+    match kind {
+        Some(ErrorKind::ExecNotFound | ErrorKind::ExecPermission) => {
+            format!("OCI runtime exec failed: exec failed: unable to start container process: {message}: unknown")
+        }
+        _ => message.to_string(),
+    }
+}

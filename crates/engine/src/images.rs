@@ -1,0 +1,347 @@
+//! Images over the API, backed by berth-store: list, inspect, history, tag, remove, import,
+//! save, load and prune. Store calls that touch the disk run on the blocking pool.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use berth_api::images::Images;
+use berth_api::params::{ByteStream, Filters};
+use berth_api::{ApiError, Kind};
+use berth_store::images::{ImageRecord, ImageStore, ImagesError};
+use berth_store::{Digest, Reference};
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+
+use crate::Engine;
+
+fn store_err(e: ImagesError) -> ApiError {
+    match e {
+        ImagesError::NotFound(n) => ApiError::new(Kind::NotFound, format!("No such image: {n}")),
+        ImagesError::Ambiguous(_) | ImagesError::Reference(_) | ImagesError::BadArchive(_) => {
+            ApiError::new(Kind::InvalidArgument, e.to_string())
+        }
+        ImagesError::Archive(_) | ImagesError::Image(_) => ApiError::new(Kind::InvalidArgument, e.to_string()),
+        e => ApiError::new(Kind::Internal, e.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+}
+
+fn unix(t: Option<&str>) -> i64 {
+    t.map(crate::record::unix_seconds).unwrap_or(0.0) as i64
+}
+
+/// A body stream as a blocking reader, for the store.
+fn reader(body: ByteStream) -> tokio_util::io::SyncIoBridge<tokio_util::io::StreamReader<ByteStream, bytes::Bytes>> {
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body))
+}
+
+impl Engine {
+    fn image_id(&self, name: &str) -> Result<Digest, ApiError> {
+        self.images.resolve(name).map_err(|e| match e {
+            ImagesError::NotFound(_) | ImagesError::Reference(_) => ApiError::new(Kind::NotFound, format!("No such image: {name}")),
+            e => store_err(e),
+        })
+    }
+
+    /// Containers (any state) made from image `id`.
+    fn users_of(&self, id: &Digest) -> Vec<(String, bool)> {
+        let id = id.to_string();
+        self.all().iter().map(|c| c.rec()).filter(|r| r.image == id).map(|r| (r.id.clone(), r.state.status.is_live())).collect()
+    }
+
+    fn image_summary(&self, img: &ImageRecord, refs: &[Reference], digests: bool) -> Value {
+        let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
+        let size: u64 = img.layers.iter().map(|l| l.size).sum();
+        let tags: Vec<String> = refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect();
+        let repo_digests: Vec<String> =
+            if digests { refs.iter().filter(|r| r.digest().is_some()).map(Reference::familiar).collect() } else { Vec::new() };
+        json!({
+            "Id": img.id.to_string(),
+            "ParentId": "",
+            "RepoTags": tags,
+            "RepoDigests": repo_digests,
+            "Created": unix(cfg.created.as_deref()),
+            "Size": size,
+            "SharedSize": -1,
+            "VirtualSize": size,
+            "Labels": cfg.config.labels.clone().unwrap_or_default(),
+            "Containers": -1,
+        })
+    }
+}
+
+fn filter_images(
+    store: &ImageStore,
+    list: Vec<(ImageRecord, Vec<Reference>)>,
+    f: &Filters,
+) -> Result<Vec<(ImageRecord, Vec<Reference>)>, ApiError> {
+    f.only(&["dangling", "label", "reference", "before", "since"])?;
+    let created_of =
+        |id: &Digest| store.config(id).ok().and_then(|(_, c)| c.created).map(|c| crate::record::unix_seconds(&c)).unwrap_or(0.0);
+    let mut bounds = Vec::new();
+    for (k, cmp) in [("before", std::cmp::Ordering::Less), ("since", std::cmp::Ordering::Greater)] {
+        for name in f.get(k) {
+            let id = store.resolve(name).map_err(store_err)?;
+            bounds.push((created_of(&id), cmp));
+        }
+    }
+    Ok(list
+        .into_iter()
+        .filter(|(img, refs)| {
+            let dangling = refs.is_empty();
+            let d_ok = f.get("dangling").iter().all(|v| (v == "true" || v == "1") == dangling);
+            let labels = store.config(&img.id).ok().and_then(|(_, c)| c.config.labels).unwrap_or_default();
+            let l_ok = f.get("label").iter().all(|l| match l.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                None => labels.contains_key(l.as_str()),
+            });
+            let r_ok = f.get("reference").is_empty() || f.get("reference").iter().any(|pat| refs.iter().any(|r| reference_matches(pat, r)));
+            let t = created_of(&img.id);
+            let b_ok = bounds.iter().all(|(bt, cmp)| t.partial_cmp(bt) == Some(*cmp));
+            d_ok && l_ok && r_ok && b_ok
+        })
+        .collect())
+}
+
+/// `reference=busybox`, `busybox:1*`, `*/app:*` style patterns on the familiar form.
+fn reference_matches(pattern: &str, r: &Reference) -> bool {
+    let fam = r.familiar();
+    let name = r.familiar_name();
+    glob(pattern, &fam) || glob(pattern, &name)
+}
+
+fn glob(p: &str, s: &str) -> bool {
+    match p.split_once('*') {
+        None => p == s,
+        Some((pre, rest)) => {
+            let Some(tail) = s.strip_prefix(pre) else { return false };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Images for Engine {
+    async fn list(&self, _all: bool, filters: Filters, digests: bool) -> Result<Vec<Value>, ApiError> {
+        let list = self.images.list().map_err(store_err)?;
+        let mut list = filter_images(&self.images, list, &filters)?;
+        list.sort_by_key(|(img, _)| std::cmp::Reverse(self.images.config(&img.id).ok().and_then(|(_, c)| c.created).unwrap_or_default()));
+        Ok(list.iter().map(|(img, refs)| self.image_summary(img, refs, digests)).collect())
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Value, ApiError> {
+        let id = self.image_id(name)?;
+        let img = self.images.get(&id).map_err(store_err)?;
+        let (_, cfg) = self.images.config(&id).map_err(store_err)?;
+        let refs: Vec<Reference> =
+            self.images.list().map_err(store_err)?.into_iter().find(|(i, _)| i.id == id).map(|(_, r)| r).unwrap_or_default();
+        let size: u64 = img.layers.iter().map(|l| l.size).sum();
+        let config = serde_json::to_value(&cfg.config).unwrap_or_default();
+        Ok(json!({
+            "Id": id.to_string(),
+            "RepoTags": refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect::<Vec<_>>(),
+            "RepoDigests": refs.iter().filter(|r| r.digest().is_some()).map(Reference::familiar).collect::<Vec<_>>(),
+            "Parent": "",
+            "Comment": cfg.comment.clone().unwrap_or_default(),
+            "Created": cfg.created.clone().unwrap_or_default(),
+            "Container": "",
+            "ContainerConfig": config,
+            "DockerVersion": "",
+            "Author": cfg.author.clone().unwrap_or_default(),
+            "Config": config,
+            "Architecture": cfg.architecture,
+            "Variant": cfg.variant,
+            "Os": cfg.os,
+            "Size": size,
+            "VirtualSize": size,
+            "GraphDriver": {"Name": if self.images.snapshots.walk().is_ok() { "overlay2" } else { "vfs" }, "Data": null},
+            "RootFS": {"Type": "layers", "Layers": img.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
+            "Metadata": {"LastTagTime": img.stored},
+        }))
+    }
+
+    async fn history(&self, name: &str) -> Result<Value, ApiError> {
+        let id = self.image_id(name)?;
+        let img = self.images.get(&id).map_err(store_err)?;
+        let (_, cfg) = self.images.config(&id).map_err(store_err)?;
+        let refs: Vec<String> = self
+            .images
+            .list()
+            .map_err(store_err)?
+            .into_iter()
+            .find(|(i, _)| i.id == id)
+            .map(|(_, r)| r.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect())
+            .unwrap_or_default();
+        let mut layers = img.layers.iter();
+        let mut out: Vec<Value> = Vec::new();
+        let history = if cfg.history.is_empty() { vec![Default::default(); img.layers.len()] } else { cfg.history.clone() };
+        for h in &history {
+            let size = if h.empty_layer { 0 } else { layers.next().map(|l| l.size).unwrap_or(0) };
+            out.push(json!({
+                "Id": "<missing>",
+                "Created": unix(h.created.as_deref()),
+                "CreatedBy": h.created_by.clone().unwrap_or_default(),
+                "Tags": null,
+                "Size": size,
+                "Comment": h.comment.clone().unwrap_or_default(),
+            }));
+        }
+        out.reverse();
+        if let Some(top) = out.first_mut() {
+            top["Id"] = json!(id.to_string());
+            top["Tags"] = json!(refs);
+        }
+        Ok(Value::Array(out))
+    }
+
+    async fn tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError> {
+        let target = Reference::parse(&format!("{repo}:{tag}")).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))?;
+        self.image_id(name)?;
+        self.images.tag(name, &target).map_err(store_err)
+    }
+
+    async fn remove(&self, name: &str, force: bool, _noprune: bool) -> Result<Value, ApiError> {
+        let id = self.image_id(name)?;
+        let refs: Vec<Reference> =
+            self.images.list().map_err(store_err)?.into_iter().find(|(i, _)| i.id == id).map(|(_, r)| r).unwrap_or_default();
+        let by_ref = Reference::parse(name).ok().filter(|r| refs.iter().any(|x| x.to_string() == r.to_string()));
+        let mut out = Vec::new();
+        let users = self.users_of(&id);
+        if let Some(r) = by_ref {
+            // Removing one of several names only untags.
+            if refs.len() > 1 {
+                self.images.untag(&r).map_err(store_err)?;
+                return Ok(json!([{"Untagged": r.familiar()}]));
+            }
+            if let Some((cid, running)) = users.first() {
+                if *running || !force {
+                    return Err(ApiError::new(
+                        Kind::Conflict,
+                        format!(
+                            "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                            &cid[..12],
+                            &id.hex()[..12]
+                        ),
+                    ));
+                }
+                self.images.untag(&r).map_err(store_err)?;
+                return Ok(json!([{"Untagged": r.familiar()}]));
+            }
+        } else {
+            if refs.len() > 1 && !force {
+                return Err(ApiError::new(
+                    Kind::Conflict,
+                    format!(
+                        "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                        &id.hex()[..12]
+                    ),
+                ));
+            }
+            if let Some((cid, running)) = users.first() {
+                let what = if *running {
+                    "cannot be forced) - image is being used by running"
+                } else {
+                    "must be forced) - image is being used by stopped"
+                };
+                return Err(ApiError::new(
+                    Kind::Conflict,
+                    format!("conflict: unable to delete {} ({what} container {}", &id.hex()[..12], &cid[..12]),
+                ));
+            }
+        }
+        if !users.is_empty() {
+            return Err(ApiError::new(
+                Kind::Conflict,
+                format!("conflict: unable to delete {}: image is used by a container", &id.hex()[..12]),
+            ));
+        }
+        for r in &refs {
+            out.push(json!({"Untagged": r.familiar()}));
+        }
+        let images = Arc::clone(&self.images);
+        let rid = id.clone();
+        blocking(move || images.remove(&rid).map_err(store_err)).await?;
+        out.push(json!({"Deleted": id.to_string()}));
+        Ok(Value::Array(out))
+    }
+
+    async fn import(&self, body: ByteStream, repo: Option<String>, tag: Option<String>, message: String) -> Result<String, ApiError> {
+        let reference = match repo {
+            Some(r) => {
+                let full = match tag {
+                    Some(t) => format!("{r}:{t}"),
+                    None => r,
+                };
+                Some(Reference::parse(&full).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))?)
+            }
+            None => None,
+        };
+        let images = Arc::clone(&self.images);
+        let id = blocking(move || images.import(reader(body), reference.as_ref(), &message).map_err(store_err)).await?;
+        Ok(id.to_string())
+    }
+
+    async fn save(&self, names: Vec<String>) -> Result<ByteStream, ApiError> {
+        for n in &names {
+            self.image_id(n)?;
+        }
+        let (w, r) = tokio::io::duplex(256 << 10);
+        let images = Arc::clone(&self.images);
+        tokio::task::spawn_blocking(move || {
+            let out = tokio_util::io::SyncIoBridge::new(w);
+            if let Err(e) = berth_store::export::save(&images, &names, out) {
+                tracing::warn!("image save: {e}");
+            }
+        });
+        Ok(Box::pin(tokio_util::io::ReaderStream::new(r).map_err(std::io::Error::other)))
+    }
+
+    async fn load(&self, body: ByteStream) -> Result<Vec<String>, ApiError> {
+        let images = Arc::clone(&self.images);
+        let loaded = blocking(move || berth_store::export::load(&images, reader(body)).map_err(store_err)).await?;
+        Ok(loaded
+            .into_iter()
+            .flat_map(|(id, refs)| if refs.is_empty() { vec![id.to_string()] } else { refs.iter().map(Reference::familiar).collect() })
+            .collect())
+    }
+
+    async fn prune(&self, filters: Filters) -> Result<Value, ApiError> {
+        filters.only(&["dangling", "label", "until"])?;
+        let all = filters.get("dangling").iter().any(|v| v == "false" || v == "0");
+        let used: BTreeSet<String> = self.all().iter().map(|c| c.rec().image.clone()).collect();
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        let sizes = self.images.sizes().unwrap_or_default();
+        for (img, refs) in self.images.list().map_err(store_err)? {
+            if used.contains(&img.id.to_string()) || (!all && !refs.is_empty()) {
+                continue;
+            }
+            let images = Arc::clone(&self.images);
+            let id = img.id.clone();
+            blocking(move || images.remove(&id).map_err(store_err)).await?;
+            reclaimed += sizes.get(&img.id).map(|s| s.unique).unwrap_or(0);
+            for r in refs {
+                deleted.push(json!({"Untagged": r.familiar()}));
+            }
+            deleted.push(json!({"Deleted": img.id.to_string()}));
+        }
+        Ok(json!({"ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) }, "SpaceReclaimed": reclaimed}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_patterns() {
+        let r = Reference::parse("busybox:1.36").unwrap();
+        assert!(reference_matches("busybox", &r));
+        assert!(reference_matches("busybox:1*", &r));
+        assert!(!reference_matches("alpine", &r));
+        assert!(glob("*/app:*", "me/app:v1"));
+    }
+}

@@ -1,0 +1,240 @@
+//! berth-engine: the daemon's core. Containers (records, a state machine run through shims, a
+//! read view that never waits), execs, logs and images, behind berth-api's backend traits.
+//!
+//! On disk: `<data-root>/containers/<id>/` holds `container.json`, the json-file log and the init
+//! files (hostname, hosts, resolv.conf); `<exec-root>/containers/<id>/` is the OCI bundle while the
+//! container runs (config.json, the mounted rootfs, the shim's socket and exit status).
+
+mod containers;
+mod exec;
+mod images;
+mod logs;
+mod names;
+mod record;
+mod shim;
+mod spec;
+mod stream;
+mod system;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use berth_api::{ApiError, Kind};
+use berth_store::images::{Driver, ImageStore};
+
+pub use containers::parse_size;
+pub use record::{Record, Status};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    /// The berth-shim binary.
+    pub shim: PathBuf,
+    /// json-file rotation defaults (Docker's `max-size` and `max-file`).
+    pub log_max_size: u64,
+    pub log_max_file: u32,
+}
+
+/// One container: its current record (swapped whole on each change) and a lock serialising
+/// lifecycle operations, which readers never take.
+pub(crate) struct Ctr {
+    pub id: String,
+    rec: RwLock<Arc<Record>>,
+    pub op: tokio::sync::Mutex<()>,
+    /// Bumped after every state change; waiters watch it.
+    pub changed: tokio::sync::watch::Sender<u64>,
+    pub removed: std::sync::atomic::AtomicBool,
+    /// Attaches made before a start; the start connects each to the shim before the program runs.
+    pub pending_attach: Mutex<Vec<(berth_shim::Request, tokio::sync::oneshot::Sender<shim::Conn>)>>,
+    pub dir: PathBuf,
+    pub bundle: PathBuf,
+}
+
+impl Ctr {
+    pub fn rec(&self) -> Arc<Record> {
+        self.rec.read().map(|r| Arc::clone(&r)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// Change the record: persisted first, then published, then waiters woken.
+    pub fn update(&self, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
+        let mut guard = self.rec.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        next.save(&self.dir)?;
+        let next = Arc::new(next);
+        *guard = Arc::clone(&next);
+        drop(guard);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(next)
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Arc<Ctr>>,
+    /// name → id
+    names: HashMap<String, String>,
+}
+
+pub struct Inner {
+    cfg: Config,
+    images: Arc<ImageStore>,
+    table: RwLock<Table>,
+    execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
+    runtime_root: PathBuf,
+    containers_dir: PathBuf,
+    bundles_dir: PathBuf,
+}
+
+/// The engine; cheap to clone (tasks hold their own handle).
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+impl std::ops::Deref for Engine {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+fn overlay_works() -> bool {
+    std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")))
+}
+
+impl Engine {
+    /// Open the engine's state and adopt containers whose shims are still running.
+    pub async fn open(cfg: Config) -> Result<Engine, ApiError> {
+        let internal = |what: &str, p: &Path| {
+            let what = what.to_string();
+            let p = p.to_path_buf();
+            move |e: std::io::Error| ApiError::new(Kind::Internal, format!("{what} {}: {e}", p.display()))
+        };
+        let containers_dir = cfg.data_root.join("containers");
+        let bundles_dir = cfg.exec_root.join("containers");
+        let runtime_root = cfg.exec_root.join("runtime");
+        for d in [&containers_dir, &bundles_dir, &runtime_root] {
+            std::fs::create_dir_all(d).map_err(internal("creating", d))?;
+        }
+        let driver = if overlay_works() { Driver::Overlay } else { Driver::Vfs };
+        let store_root = cfg.data_root.join("image");
+        let images = tokio::task::spawn_blocking(move || ImageStore::open(&store_root, driver))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+            .map_err(|e| ApiError::new(Kind::Internal, format!("opening the image store: {e}")))?;
+        let engine = Engine(Arc::new(Inner {
+            cfg,
+            images: Arc::new(images),
+            table: RwLock::new(Table::default()),
+            execs: Mutex::new(HashMap::new()),
+            runtime_root,
+            containers_dir,
+            bundles_dir,
+        }));
+        engine.restore().await?;
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table_mut(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn new_ctr(&self, rec: Record) -> Arc<Ctr> {
+        let (changed, _) = tokio::sync::watch::channel(0);
+        Arc::new(Ctr {
+            id: rec.id.clone(),
+            dir: self.containers_dir.join(&rec.id),
+            bundle: self.bundles_dir.join(&rec.id),
+            rec: RwLock::new(Arc::new(rec)),
+            op: tokio::sync::Mutex::new(()),
+            changed,
+            removed: std::sync::atomic::AtomicBool::new(false),
+            pending_attach: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A container by full ID, name, or unique ID prefix (Docker's lookup order).
+    pub(crate) fn lookup(&self, name: &str) -> Result<Arc<Ctr>, ApiError> {
+        let t = self.table();
+        let not_found = || ApiError::new(Kind::NotFound, format!("No such container: {name}"));
+        if name.is_empty() {
+            return Err(not_found());
+        }
+        if let Some(c) = t.by_id.get(name) {
+            return Ok(Arc::clone(c));
+        }
+        let n = name.strip_prefix('/').unwrap_or(name);
+        if let Some(id) = t.names.get(n)
+            && let Some(c) = t.by_id.get(id)
+        {
+            return Ok(Arc::clone(c));
+        }
+        let matches: Vec<&Arc<Ctr>> = t.by_id.iter().filter(|(id, _)| id.starts_with(name)).map(|(_, c)| c).collect();
+        match matches.len() {
+            1 => Ok(Arc::clone(matches[0])),
+            0 => Err(not_found()),
+            _ => Err(ApiError::new(Kind::InvalidArgument, format!("multiple IDs found with provided prefix: {name}"))),
+        }
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Ctr>> {
+        self.table().by_id.values().cloned().collect()
+    }
+
+    async fn restore(&self) -> Result<(), ApiError> {
+        let entries = match std::fs::read_dir(&self.containers_dir) {
+            Ok(e) => e,
+            Err(e) => return Err(ApiError::new(Kind::Internal, format!("listing {}: {e}", self.containers_dir.display()))),
+        };
+        let mut adopted = Vec::new();
+        for e in entries.flatten() {
+            let dir = e.path();
+            let rec = match record::Record::load(&dir) {
+                Ok(r) => r,
+                Err(err) => {
+                    // A create that died before its record was written: nothing refers to it.
+                    if !dir.join(record::RECORD).exists() {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    } else {
+                        tracing::warn!("skipping container {}: {}", dir.display(), err.message);
+                    }
+                    continue;
+                }
+            };
+            let ctr = self.new_ctr(rec.clone());
+            {
+                let mut t = self.table_mut();
+                t.names.insert(rec.name.clone(), rec.id.clone());
+                t.by_id.insert(rec.id.clone(), Arc::clone(&ctr));
+            }
+            adopted.push(ctr);
+        }
+        for ctr in adopted {
+            let rec = ctr.rec();
+            if rec.state.status.is_live() {
+                let alive = rec.shim.is_some_and(|s| s.is_alive());
+                if alive {
+                    tracing::info!("adopting running container {}", rec.short_id());
+                    self.spawn_monitor(ctr);
+                } else {
+                    // Exited while we were away: the shim left its status, or died without one.
+                    self.finish_exit(&ctr, None).await;
+                }
+            } else if rec.state.status == Status::Removing {
+                let _ = self.remove_now(&ctr).await;
+            } else if ctr.bundle.exists() {
+                self.cleanup_bundle(&ctr);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! A container as the engine keeps it: `containers/<id>/container.json`, written atomically on
+//! every change. Readers take an `Arc` snapshot and never wait for a lifecycle operation.
+
+use std::path::{Path, PathBuf};
+
+use berth_api::containers::{ContainerConfig, HostConfig};
+use berth_api::{ApiError, Kind};
+use berth_runtime::state::ProcessId;
+use serde::{Deserialize, Serialize};
+
+pub const RECORD: &str = "container.json";
+pub const RECORD_VERSION: u32 = 1;
+/// Docker's zero time.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// A shim is (or may be) looking after a process.
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Running | Status::Paused | Status::Restarting)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub status: Status,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub error: String,
+    pub oom_killed: bool,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState {
+            status: Status::Created,
+            pid: 0,
+            exit_code: 0,
+            error: String::new(),
+            oom_killed: false,
+            started_at: ZERO_TIME.into(),
+            finished_at: ZERO_TIME.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    pub id: String,
+    /// Without Docker's leading '/'.
+    pub name: String,
+    pub created: String,
+    /// The image ID (`sha256:…`) and the name it was asked for by.
+    pub image: String,
+    pub image_name: String,
+    pub path: String,
+    pub args: Vec<String>,
+    /// The config after merging the image's defaults (what inspect shows).
+    pub config: ContainerConfig,
+    pub host_config: HostConfig,
+    pub state: RunState,
+    /// The shim looking after the running container.
+    pub shim: Option<ProcessId>,
+    pub restart_count: u32,
+    pub log_path: PathBuf,
+    /// Create-time warnings (answered by create, kept for nothing else).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl Record {
+    pub fn tty(&self) -> bool {
+        self.config.tty.unwrap_or(false)
+    }
+
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    pub fn load(dir: &Path) -> Result<Record, ApiError> {
+        let path = dir.join(RECORD);
+        let data = std::fs::read(&path).map_err(|e| ApiError::new(Kind::Internal, format!("reading {}: {e}", path.display())))?;
+        serde_json::from_slice(&data).map_err(|e| ApiError::new(Kind::Internal, format!("parsing {}: {e}", path.display())))
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), ApiError> {
+        let path = dir.join(RECORD);
+        let data = serde_json::to_vec(self).map_err(|e| ApiError::new(Kind::Internal, format!("encoding {}: {e}", path.display())))?;
+        berth_runtime::atomic::write_file(&path, &data, 0o600)
+            .map_err(|e| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())))
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// Seconds since the epoch of an RFC 3339 time (0 for Docker's zero time or garbage).
+pub fn unix_seconds(t: &str) -> f64 {
+    humantime::parse_rfc3339_weak(t).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}

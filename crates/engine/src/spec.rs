@@ -1,0 +1,492 @@
+//! From a container record to the OCI spec its shim runs: Docker's defaults, then the user's
+//! config (user, env, caps, namespaces, sysctls, rlimits, shm, security options, binds).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use berth_api::{ApiError, Kind};
+use berth_runtime::spec::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
+use serde_json::{Value, json};
+
+use crate::record::Record;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(Kind::InvalidArgument, msg)
+}
+
+/// Docker's default spec, built once (its seccomp profile is the costly part).
+fn default_spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| serde_json::to_value(berth_runtime::spec::docker_default(&["sh".to_string()], false)).unwrap_or_default())
+}
+
+/// `CAP_X`, from `x`, `X` or `CAP_X`.
+fn cap_name(c: &str) -> String {
+    let up = c.to_ascii_uppercase();
+    if up.starts_with("CAP_") { up } else { format!("CAP_{up}") }
+}
+
+/// Every capability this daemon may hand out: those in its own bounding set (a host may withhold
+/// some from root; asking for them would make capset fail).
+fn all_caps() -> BTreeSet<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bounding =
+        status.lines().find_map(|l| l.strip_prefix("CapBnd:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(u64::MAX);
+    KNOWN_CAPS.iter().enumerate().filter(|(n, _)| bounding & (1u64 << n) != 0).map(|(_, c)| c.to_string()).collect()
+}
+
+/// Capabilities by number, as the kernel numbers them.
+const KNOWN_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capability set for the container: Docker's 14, then drops, then adds (`ALL` allowed).
+pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Result<Vec<String>, ApiError> {
+    let all = all_caps();
+    if privileged {
+        return Ok(all.into_iter().collect());
+    }
+    let check = |c: &String| -> Result<String, ApiError> {
+        let n = cap_name(c);
+        if n == "CAP_ALL" || all.contains(&n) || KNOWN_CAPS.contains(&n.as_str()) {
+            Ok(n)
+        } else {
+            Err(bad(format!("unknown capability: {c:?}")))
+        }
+    };
+    let add: Vec<String> = add.iter().map(check).collect::<Result<_, _>>()?;
+    let drop: Vec<String> = drop.iter().map(check).collect::<Result<_, _>>()?;
+    let mut caps: BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+    if drop.iter().any(|c| c == "CAP_ALL") {
+        caps.clear();
+    } else {
+        for c in &drop {
+            caps.remove(c);
+        }
+    }
+    if add.iter().any(|c| c == "CAP_ALL") {
+        caps.extend(all.iter().cloned());
+    } else {
+        caps.extend(add.into_iter().filter(|c| !drop.contains(c) || drop.iter().any(|d| d == "CAP_ALL")));
+    }
+    Ok(caps.into_iter().collect())
+}
+
+/// Read a file inside the container's root without following symlinks out of it.
+fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
+    let p = berth_runtime::rootfs::secure_join(&berth_runtime::sys::LinuxSys, rootfs, Path::new(path)).ok()?;
+    let f = std::fs::File::open(p).ok()?;
+    let mut s = String::new();
+    std::io::Read::take(f, 4 << 20).read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+use std::io::Read as _;
+
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub home: String,
+}
+
+/// `name`, `uid`, `name:group`, `uid:gid` looked up in the image's /etc/passwd and /etc/group.
+pub fn resolve_user(rootfs: &Path, spec: &str, group_add: &[String]) -> Result<User, ApiError> {
+    let passwd = read_in_root(rootfs, "/etc/passwd").unwrap_or_default();
+    let group = read_in_root(rootfs, "/etc/group").unwrap_or_default();
+    let users: Vec<Vec<&str>> = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 7).collect();
+    let groups: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 4).collect();
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let u = if u.is_empty() { "0" } else { u };
+    let entry = users.iter().find(|f| f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u));
+    let (uid, mut gid, home, name) = match (entry, u.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse().map_err(|_| bad(format!("bad uid in /etc/passwd for {u}")))?,
+            f[3].parse().unwrap_or(0),
+            f[5].to_string(),
+            Some(f[0]),
+        ),
+        (None, Ok(n)) => (n, 0, "/".to_string(), None),
+        (None, Err(_)) => return Err(bad(format!("unable to find user {u}: no matching entries in passwd file"))),
+    };
+    let find_group = |g: &str| -> Result<u32, ApiError> {
+        if let Some(f) = groups.iter().find(|f| f[0] == g) {
+            return f[2].parse().map_err(|_| bad(format!("bad gid in /etc/group for {g}")));
+        }
+        g.parse().map_err(|_| bad(format!("unable to find group {g}: no matching entries in group file")))
+    };
+    if let Some(g) = g {
+        gid = find_group(g)?;
+    }
+    let mut additional: Vec<u32> = Vec::new();
+    if let Some(name) = name {
+        for f in &groups {
+            if f[3].split(',').any(|m| m == name)
+                && let Ok(n) = f[2].parse::<u32>()
+                && n != gid
+                && !additional.contains(&n)
+            {
+                additional.push(n);
+            }
+        }
+    }
+    for g in group_add {
+        let n = find_group(g)?;
+        if !additional.contains(&n) {
+            additional.push(n);
+        }
+    }
+    Ok(User { uid, gid, additional_gids: additional, home })
+}
+
+/// Docker's environment: PATH, HOSTNAME, TERM (with a TTY), then the config's (replacing same names).
+pub fn environment(rec: &Record, hostname: &str, home: &str) -> Vec<String> {
+    let mut env = vec![DEFAULT_PATH.to_string(), format!("HOSTNAME={hostname}")];
+    if rec.tty() {
+        env.push("TERM=xterm".into());
+    }
+    let key = |e: &str| e.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| e.to_string());
+    for e in rec.config.env.clone().unwrap_or_default() {
+        let k = key(&e);
+        match env.iter_mut().find(|x| key(x) == k) {
+            Some(slot) => *slot = e,
+            None => env.push(e),
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// Where another container's namespace is, for `container:X` modes.
+pub type NsLookup<'a> = &'a dyn Fn(&str) -> Result<i32, ApiError>;
+
+fn namespace_mode(linux: &mut Value, typ: &str, mode: &str, ns_of: NsLookup, proc_name: &str) -> Result<(), ApiError> {
+    let Some(list) = linux["namespaces"].as_array_mut() else { return Ok(()) };
+    if mode == "host" {
+        list.retain(|n| n["type"] != typ);
+    } else if let Some(other) = mode.strip_prefix("container:") {
+        let pid = ns_of(other)?;
+        for n in list.iter_mut() {
+            if n["type"] == typ {
+                n["path"] = json!(format!("/proc/{pid}/ns/{proc_name}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct Built {
+    pub spec: Value,
+    pub hostname: String,
+}
+
+/// The OCI spec for `rec`, whose root filesystem is mounted at `rootfs`; the init files are in `dir`.
+pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result<Built, ApiError> {
+    let hc = &rec.host_config;
+    let cfg = &rec.config;
+    let mut spec = default_spec().clone();
+    let privileged = hc.privileged.unwrap_or(false);
+    let network = hc.network_mode.clone().unwrap_or_default();
+    let host_uts = hc.uts_mode.as_deref() == Some("host") || network == "host";
+    let hostname = if host_uts {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    } else {
+        cfg.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| rec.short_id().to_string())
+    };
+
+    let mut args = vec![rec.path.clone()];
+    args.extend(rec.args.iter().cloned());
+    let user = resolve_user(rootfs, cfg.user.as_deref().unwrap_or(""), hc.group_add.as_deref().unwrap_or(&[]))?;
+    let cwd = cfg.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(bad(format!("the working directory '{cwd}' is invalid, it needs to be an absolute path")));
+    }
+    ensure_dir(rootfs, &cwd, user.uid, user.gid)?;
+    let caps = capabilities(privileged, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
+    let mut no_new_privs = false;
+    let mut seccomp = !privileged;
+    for opt in hc.security_opt.clone().unwrap_or_default() {
+        let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
+        match (k, v) {
+            ("no-new-privileges", "" | "true") => no_new_privs = true,
+            ("no-new-privileges", "false") => no_new_privs = false,
+            ("seccomp", "unconfined") => seccomp = false,
+            ("seccomp", "builtin" | "default") => {}
+            ("seccomp", _) => return Err(ApiError::not_implemented("custom seccomp profiles")),
+            ("label" | "apparmor", _) => {}
+            _ => return Err(bad(format!("Invalid --security-opt: {opt:?}"))),
+        }
+    }
+    let process = &mut spec["process"];
+    process["args"] = json!(args);
+    process["terminal"] = json!(rec.tty());
+    process["env"] = json!(environment(rec, &hostname, &user.home));
+    process["cwd"] = json!(cwd);
+    process["user"] = json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+    process["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    process["noNewPrivileges"] = json!(no_new_privs);
+    if let Some(ulimits) = &hc.ulimits {
+        let mut rl = Vec::new();
+        for u in ulimits {
+            let name = u.name.to_ascii_uppercase();
+            if !RLIMITS.contains(&name.as_str()) {
+                return Err(bad(format!("invalid ulimit type: {}", u.name)));
+            }
+            if u.soft > u.hard {
+                return Err(bad(format!("ulimit soft limit must be less than or equal to hard limit: {} > {}", u.soft, u.hard)));
+            }
+            rl.push(json!({"type": format!("RLIMIT_{name}"), "soft": u.soft, "hard": u.hard}));
+        }
+        process["rlimits"] = json!(rl);
+    }
+    spec["root"] = json!({"path": rootfs, "readonly": hc.readonly_rootfs.unwrap_or(false)});
+    if !host_uts {
+        spec["hostname"] = json!(hostname);
+        if let Some(d) = cfg.domainname.as_ref().filter(|d| !d.is_empty()) {
+            spec["domainname"] = json!(d);
+        }
+    }
+    let linux = &mut spec["linux"];
+    linux["cgroupsPath"] = json!(format!("{}/{}", berth_runtime::DEFAULT_CGROUP_PARENT, rec.id));
+    if !seccomp {
+        if let Some(l) = linux.as_object_mut() {
+            l.remove("seccomp");
+        }
+    } else if caps.len() != DEFAULT_CAPABILITIES.len() || !DEFAULT_CAPABILITIES.iter().all(|c| caps.contains(&c.to_string())) {
+        let refs: Vec<&str> = caps.iter().map(String::as_str).collect();
+        linux["seccomp"] = serde_json::to_value(berth_runtime::spec::docker_seccomp(&refs)).unwrap_or_default();
+    }
+    if privileged {
+        linux["maskedPaths"] = json!([]);
+        linux["readonlyPaths"] = json!([]);
+        linux["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        linux["devices"] = json!(host_devices());
+    }
+    match network.as_str() {
+        "" | "default" | "bridge" | "none" | "host" => {}
+        n if n.starts_with("container:") => {}
+        n => return Err(ApiError::not_implemented(&format!("network {n:?} (user networks)"))),
+    }
+    namespace_mode(linux, "network", &network, ns_of, "net")?;
+    namespace_mode(linux, "pid", hc.pid_mode.as_deref().unwrap_or(""), ns_of, "pid")?;
+    namespace_mode(linux, "ipc", hc.ipc_mode.as_deref().unwrap_or(""), ns_of, "ipc")?;
+    namespace_mode(linux, "uts", hc.uts_mode.as_deref().unwrap_or(""), ns_of, "uts")?;
+    if network == "host" {
+        namespace_mode(linux, "uts", "host", ns_of, "uts")?;
+    }
+    if let Some(s) = &hc.sysctls {
+        linux["sysctl"] = json!(s);
+    }
+
+    let mounts = spec["mounts"].as_array_mut().ok_or_else(|| ApiError::new(Kind::Internal, "default spec has no mounts"))?;
+    if let Some(size) = hc.shm_size.filter(|s| *s > 0) {
+        for m in mounts.iter_mut() {
+            if m["destination"] == "/dev/shm" {
+                m["options"] = json!(["nosuid", "noexec", "nodev", "mode=1777", format!("size={size}")]);
+            }
+        }
+    }
+    if hc.ipc_mode.as_deref() == Some("host") {
+        mounts.retain(|m| m["destination"] != "/dev/shm" && m["destination"] != "/dev/mqueue");
+        mounts.push(
+            json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "nosuid", "noexec", "nodev"]}),
+        );
+    }
+    if privileged {
+        for m in mounts.iter_mut() {
+            if m["destination"] == "/sys" || m["destination"] == "/sys/fs/cgroup" {
+                let opts: Vec<Value> = m["options"].as_array().cloned().unwrap_or_default().into_iter().filter(|o| o != "ro").collect();
+                m["options"] = json!(opts);
+            }
+        }
+    }
+    for f in ["hostname", "hosts", "resolv.conf"] {
+        mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind", "source": dir.join(f), "options": ["rbind", "rprivate"]}));
+    }
+    for b in hc.binds.clone().unwrap_or_default() {
+        mounts.push(bind_mount(&b)?);
+    }
+    Ok(Built { spec, hostname })
+}
+
+const RLIMITS: [&str; 16] = [
+    "AS",
+    "CORE",
+    "CPU",
+    "DATA",
+    "FSIZE",
+    "LOCKS",
+    "MEMLOCK",
+    "MSGQUEUE",
+    "NICE",
+    "NOFILE",
+    "NPROC",
+    "RSS",
+    "RTPRIO",
+    "RTTIME",
+    "SIGPENDING",
+    "STACK",
+];
+
+/// `/host/path:/container/path[:ro|rw]`; named volumes come with the volumes issue.
+fn bind_mount(b: &str) -> Result<Value, ApiError> {
+    let parts: Vec<&str> = b.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, m] => (*s, *d, *m),
+        _ => return Err(bad(format!("invalid volume specification: '{b}'"))),
+    };
+    if !src.starts_with('/') {
+        return Err(ApiError::not_implemented(&format!("named volumes ({src})")));
+    }
+    if !dst.starts_with('/') || dst == "/" {
+        return Err(bad(format!("invalid volume specification: '{b}': invalid mount config: destination must be an absolute path")));
+    }
+    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+    for m in mode.split(',').filter(|m| !m.is_empty()) {
+        match m {
+            "ro" => options.push("ro".into()),
+            "rw" | "z" | "Z" | "private" | "rprivate" => {}
+            other => return Err(bad(format!("invalid mode: {other}"))),
+        }
+    }
+    // Docker creates a missing host directory for -v.
+    if !Path::new(src).exists() {
+        std::fs::create_dir_all(src).map_err(|e| bad(format!("creating bind source {src}: {e}")))?;
+    }
+    Ok(json!({"destination": dst, "type": "bind", "source": src, "options": options}))
+}
+
+/// Every device node directly in the host's /dev, for `--privileged`.
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/dev") else { return out };
+    for e in entries.flatten() {
+        let Ok(md) = std::fs::symlink_metadata(e.path()) else { continue };
+        let ft = md.file_type();
+        let typ = if ft.is_char_device() {
+            "c"
+        } else if ft.is_block_device() {
+            "b"
+        } else {
+            continue;
+        };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if matches!(name.as_str(), "console" | "ptmx" | "tty") {
+            continue;
+        }
+        let rdev = md.rdev();
+        out.push(json!({
+            "path": format!("/dev/{name}"), "type": typ,
+            "major": libc::major(rdev), "minor": libc::minor(rdev),
+            "fileMode": md.mode() & 0o7777, "uid": md.uid(), "gid": md.gid()
+        }));
+    }
+    out
+}
+
+/// Make the working directory in the container's root if it is missing, as Docker does.
+fn ensure_dir(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Result<(), ApiError> {
+    let target = berth_runtime::rootfs::secure_join(&berth_runtime::sys::LinuxSys, rootfs, Path::new(dir))
+        .map_err(|e| bad(format!("working directory {dir}: {e}")))?;
+    if target.is_dir() {
+        return Ok(());
+    }
+    if target.exists() {
+        return Err(bad(format!("the working directory '{dir}' is not a directory")));
+    }
+    let mut created: Vec<PathBuf> = Vec::new();
+    let mut p = target.as_path();
+    while !p.exists() && p.starts_with(rootfs) {
+        created.push(p.to_path_buf());
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(&target).map_err(|e| bad(format!("creating working directory {dir}: {e}")))?;
+    for c in created {
+        let _ = std::os::unix::fs::chown(&c, Some(uid), Some(gid));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_add_and_drop_like_docker() {
+        let d = capabilities(false, &[], &[]).unwrap();
+        assert_eq!(d.len(), 14);
+        let c = capabilities(false, &["net_admin".into()], &["CHOWN".into(), "cap_kill".into()]).unwrap();
+        assert!(c.contains(&"CAP_NET_ADMIN".to_string()) && !c.contains(&"CAP_CHOWN".to_string()) && !c.contains(&"CAP_KILL".to_string()));
+        let only = capabilities(false, &["CAP_KILL".into()], &["ALL".into()]).unwrap();
+        assert_eq!(only, ["CAP_KILL"]);
+        assert!(capabilities(false, &["NOPE".into()], &[]).is_err());
+        assert!(capabilities(true, &[], &[]).unwrap().contains(&"CAP_SYS_ADMIN".to_string()));
+    }
+
+    #[test]
+    fn users_resolve_in_the_images_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34:www:/var/www:/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nweb:x:34:\nextra:x:50:www,other\n").unwrap();
+        let u = resolve_user(dir.path(), "www", &[]).unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids.clone(), u.home.as_str()), (33, 34, vec![50], "/var/www"));
+        let u = resolve_user(dir.path(), "1000:web", &["7".into()]).unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids), (1000, 34, vec![7]));
+        assert_eq!(resolve_user(dir.path(), "", &[]).unwrap().home, "/root");
+        let e = resolve_user(dir.path(), "nobody", &[]).err().unwrap();
+        assert!(e.message.contains("no matching entries in passwd file"), "{}", e.message);
+        assert!(resolve_user(dir.path(), "www:nogroup", &[]).is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! Containers through berthd: lifecycle, logs, attach, exec, TTYs, exit codes, signals, restore
+//! after kill -9, concurrency and bad input, over the raw API and with the real docker CLI.
+
+use std::time::{Duration, Instant};
+
+use berth_tests::{TestDaemon, have, is_root};
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn daemon() -> Option<TestDaemon> {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    Some(d)
+}
+
+fn docker() -> bool {
+    if have("docker") {
+        true
+    } else {
+        eprintln!("skipped: the docker CLI is not installed");
+        false
+    }
+}
+
+fn create(d: &TestDaemon, name: &str, body: &str) -> String {
+    let (s, b) = d.post(&format!("/containers/create?name={name}"), body);
+    assert_eq!(s, 201, "{b}");
+    json(&b)["Id"].as_str().unwrap().to_string()
+}
+
+fn inspect(d: &TestDaemon, id: &str) -> Value {
+    let (s, b) = d.request("GET", &format!("/containers/{id}/json"));
+    assert_eq!(s, 200, "{b}");
+    json(&b)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mounts_under(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&*dir.to_string_lossy())).count()
+}
+
+#[test]
+fn lifecycle_over_the_api() {
+    let Some(d) = daemon() else { return };
+    let id = create(&d, "life", r#"{"Image":"busybox","Cmd":["sh","-c","echo out; echo err >&2; exit 3"],"Labels":{"a":"b"}}"#);
+    let c = inspect(&d, &id);
+    assert_eq!(c["State"]["Status"], "created");
+    assert_eq!(c["Name"], "/life");
+    assert_eq!(c["Config"]["Labels"]["a"], "b");
+    assert_eq!(c["Path"], "sh");
+    // wait(next-exit) answers headers at once and its body when the container exits.
+    let waiter = {
+        let sock = d.socket();
+        let id = id.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+            write!(s, "POST /containers/{id}/wait?condition=next-exit HTTP/1.0\r\n\r\n").unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            r
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(d.request("POST", &format!("/containers/{id}/start")).0, 204);
+    let r = waiter.join().unwrap();
+    assert!(r.contains(r#""StatusCode":3"#), "{r}");
+    let c = inspect(&d, &id);
+    assert_eq!((c["State"]["Status"].as_str(), c["State"]["ExitCode"].as_i64()), (Some("exited"), Some(3)));
+    let (s, logs) = d.request("GET", &format!("/containers/{id}/logs?stdout=1&stderr=1"));
+    assert_eq!(s, 200);
+    assert_eq!(logs.as_bytes(), b"\x01\0\0\0\0\0\0\x04out\n\x02\0\0\0\0\0\0\x04err\n");
+    assert_eq!(d.request("GET", &format!("/containers/{id}/logs?stderr=1")).1.as_bytes(), b"\x02\0\0\0\0\0\0\x04err\n");
+    // The json-file log on disk is Docker's format.
+    let log = std::fs::read_to_string(c["LogPath"].as_str().unwrap()).unwrap();
+    let first = json(log.lines().next().unwrap());
+    assert_eq!((first["log"].as_str(), first["stream"].as_str()), (Some("out\n"), Some("stdout")));
+    // Restart it, then stop a long one: SIGTERM, then SIGKILL after the timeout.
+    let sleeper = create(&d, "sleeper", r#"{"Image":"busybox","Cmd":["sleep","100"],"StopTimeout":1}"#);
+    assert_eq!(d.request("POST", &format!("/containers/{sleeper}/start")).0, 204);
+    assert_eq!(d.request("POST", &format!("/containers/{sleeper}/start")).0, 304, "starting a running container");
+    let c = inspect(&d, &sleeper);
+    assert_eq!(c["State"]["Running"], true);
+    let pid = c["State"]["Pid"].as_i64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let list = json(&d.request("GET", "/containers/json").1);
+    assert_eq!(list.as_array().unwrap().len(), 1, "only running ones without all=1");
+    assert_eq!(list[0]["Names"][0], "/sleeper");
+    let t0 = Instant::now();
+    assert_eq!(d.request("POST", &format!("/containers/{sleeper}/stop")).0, 204);
+    let took = t0.elapsed();
+    // sleep as pid 1 has no SIGTERM handler: the kernel ignores it, so the KILL after 1 s ends it.
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert_eq!(inspect(&d, &sleeper)["State"]["ExitCode"], 137);
+    assert_eq!(d.request("POST", &format!("/containers/{sleeper}/stop")).0, 304);
+    let all = json(&d.request("GET", "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D").1);
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    assert_eq!(d.request("POST", &format!("/containers/{id}/rename?name=renamed")).0, 204);
+    assert_eq!(inspect(&d, "renamed")["Id"], id.as_str());
+    for c in [&id, &sleeper] {
+        assert_eq!(d.request("DELETE", &format!("/containers/{c}")).0, 204);
+    }
+    assert_eq!(d.request("GET", &format!("/containers/{id}/json")).0, 404);
+    assert_eq!(mounts_under(d.dir.path()), 0, "no rootfs mount is left");
+    assert_eq!(std::fs::read_dir(d.dir.path().join("data/containers")).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_input_gets_dockers_errors_and_leaves_nothing() {
+    let Some(d) = daemon() else { return };
+    let cases: [(&str, &str, u16, &str); 6] = [
+        ("/containers/create", "{not json", 400, "invalid JSON"),
+        ("/containers/create", r#"{"Image":"busybox","Tty":"yes"}"#, 400, "invalid JSON"),
+        ("/containers/create", r#"{"Image":"nosuch"}"#, 404, "No such image: nosuch"),
+        ("/containers/create?name=a%20b", r#"{"Image":"busybox","Cmd":["true"]}"#, 400, "Invalid container name"),
+        ("/containers/create", r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"CapAdd":["NOPE"]}}"#, 400, "unknown capability"),
+        ("/containers/create", r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"SecurityOpt":["bogus"]}}"#, 400, "security-opt"),
+    ];
+    for (path, body, status, msg) in cases {
+        let (s, b) = d.post(path, body);
+        assert_eq!(s, status, "{path} {body}: {b}");
+        assert!(b.contains(msg), "{b} lacks {msg}");
+        assert!(json(&b)["message"].is_string());
+    }
+    create(&d, "dup", r#"{"Image":"busybox","Cmd":["sleep","100"]}"#);
+    let (s, b) = d.post("/containers/create?name=dup", r#"{"Image":"busybox","Cmd":["true"]}"#);
+    assert_eq!(s, 409, "{b}");
+    assert!(b.contains(r#"The container name \"/dup\" is already in use"#), "{b}");
+    assert_eq!(d.request("POST", "/containers/dup/start").0, 204);
+    let (s, b) = d.request("DELETE", "/containers/dup");
+    assert_eq!(s, 409);
+    assert!(b.contains("You cannot remove a running container"), "{b}");
+    // A command that does not exist, a bad user: start fails, nothing keeps running.
+    for (name, body, msg) in [
+        ("nocmd", r#"{"Image":"busybox","Cmd":["nosuch"]}"#, "executable file not found"),
+        ("nouser", r#"{"Image":"busybox","Cmd":["true"],"User":"nobody-here"}"#, "unable to find user nobody-here"),
+        ("relwd", r#"{"Image":"busybox","Cmd":["true"],"WorkingDir":"rel"}"#, "needs to be an absolute path"),
+    ] {
+        create(&d, name, body);
+        let (s, b) = d.request("POST", &format!("/containers/{name}/start"));
+        assert_eq!(s, 400, "{b}");
+        assert!(b.contains(msg), "{b}");
+        let c = inspect(&d, name);
+        assert_eq!(c["State"]["Running"], false);
+        assert!(!d.dir.path().join("exec/containers").join(c["Id"].as_str().unwrap()).exists(), "no bundle left");
+    }
+    assert_eq!(inspect(&d, "nocmd")["State"]["ExitCode"], 127);
+    let stopped = create(&d, "stopped", r#"{"Image":"busybox","Cmd":["true"]}"#);
+    let (s, b) = d.post(&format!("/containers/{stopped}/exec"), r#"{"Cmd":["true"]}"#);
+    assert_eq!(s, 409, "{b}");
+    assert!(b.contains("is not running"), "{b}");
+    assert_eq!(d.request("POST", "/containers/nosuch/start").0, 404);
+    assert_eq!(d.request("POST", "/containers/dup/kill?signal=SIGNOPE").0, 400);
+    assert_eq!(d.request("DELETE", "/containers/dup?force=1").0, 204);
+    // Only the records of containers that were created remain: no half-made ones.
+    let dirs = std::fs::read_dir(d.dir.path().join("data/containers")).unwrap().count();
+    assert_eq!(dirs, 4, "nocmd, nouser, relwd, stopped");
+}
+
+#[test]
+fn the_docker_cli_runs_containers() {
+    if !docker() {
+        return;
+    }
+    let Some(d) = daemon() else { return };
+    let r = d.docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello; echo oops >&2; exit 7"]);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (7, "hello\n", "oops\n"));
+    assert_eq!(d.docker(&["run", "--rm", "busybox", "nosuch"]).code, 127);
+    assert_eq!(d.docker(&["run", "--rm", "busybox", "/etc"]).code, 126);
+    assert_eq!(d.docker(&["run", "--rm", "busybox", "true"]).code, 0);
+    assert_eq!(d.docker(&["ps", "-aq"]).success().stdout, "", "--rm removed them all");
+    // Docker's defaults inside: hostname = short ID, 14 capabilities, seccomp filter, /etc files.
+    let r = d
+        .docker(&[
+            "run", "--name", "probe", "-e", "A=1", "-w", "/tmp/x", "-u", "1:2", "busybox", "sh", "-c",
+            "hostname; echo $A; pwd; id -u; id -g; grep CapBnd /proc/self/status; grep Seccomp: /proc/self/status; cat /etc/resolv.conf | grep -c 127.0.0; ls /etc/hostname /etc/hosts",
+        ])
+        .success();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let id = d.docker(&["inspect", "--format", "{{.Id}}", "probe"]).success().stdout;
+    assert_eq!(lines[0], &id.trim()[..12]);
+    assert_eq!(&lines[1..5], ["1", "/tmp/x", "1", "2"]);
+    assert_eq!(lines[5], "CapBnd:\t00000000a80425fb");
+    assert_eq!(lines[6], "Seccomp:\t2");
+    assert_eq!(lines[7], "0", "no loopback name servers");
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "busybox",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; touch /x",
+    ]);
+    assert!(r.stdout.contains("Seccomp:\t0"), "{}", r.stdout);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    // stdin, TTY, exec.
+    let mut c = std::process::Command::new("docker");
+    c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args([
+        "run",
+        "-i",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "read x; echo got $x",
+    ]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"abc\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got abc\n");
+    assert_eq!(d.docker(&["run", "--rm", "-t", "busybox", "tty"]).success().stdout, "/dev/pts/0\r\n");
+    d.docker(&["run", "-d", "--name", "web", "busybox", "sh", "-c", "echo ready; exec sleep 100"]).success();
+    wait_until("web's log", || d.docker(&["logs", "web"]).stdout == "ready\n");
+    assert_eq!(d.docker(&["exec", "web", "sh", "-c", "echo in; exit 4"]).code, 4);
+    assert_eq!(d.docker(&["exec", "web", "cat", "/proc/1/cmdline"]).success().stdout, "sleep\x00100\x00");
+    assert_eq!(d.docker(&["exec", "-t", "web", "tty"]).success().stdout, "/dev/pts/0\r\n");
+    assert_eq!(d.docker(&["exec", "web", "nosuch"]).code, 127);
+    d.docker(&["exec", "-d", "web", "touch", "/made-by-detached-exec"]).success();
+    wait_until("the detached exec", || d.docker(&["exec", "web", "ls", "/made-by-detached-exec"]).code == 0);
+    let top = d.docker(&["top", "web"]).success().stdout;
+    assert!(top.contains("sleep 100"), "{top}");
+    let ps = d.docker(&["ps", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
+    assert!(ps.starts_with("web Up"), "{ps}");
+    // pid 1 without a handler never sees TERM; KILL always works.
+    assert_eq!(d.docker(&["kill", "-s", "KILL", "web"]).code, 0);
+    assert_eq!(d.docker(&["wait", "web"]).success().stdout.trim(), "137");
+    assert!(d.docker(&["rm", "web", "probe"]).code == 0);
+}
+
+#[test]
+fn containers_survive_kill_9_of_berthd_and_are_adopted() {
+    if !docker() {
+        return;
+    }
+    let Some(mut d) = daemon() else { return };
+    d.docker(&["run", "-d", "--name", "keeps", "busybox", "sh", "-c", "echo one; sleep 100"]).success();
+    d.docker(&["run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 1; echo bye; exit 7"]).success();
+    wait_until("keeps' log", || d.docker(&["logs", "keeps"]).stdout == "one\n");
+    let pid = d.docker(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim().to_string();
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container outlives berthd");
+    d.launch();
+    let ps = d.docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
+    assert!(ps.contains("keeps Up"), "{ps}");
+    assert!(ps.contains("ends Exited (7)"), "the exit while berthd was down is known: {ps}");
+    assert_eq!(d.docker(&["logs", "ends"]).success().stdout, "bye\n");
+    assert_eq!(d.docker(&["exec", "keeps", "echo", "adopted"]).success().stdout, "adopted\n");
+    assert_eq!(d.docker(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim(), pid);
+    d.docker(&["stop", "-t", "1", "keeps"]).success();
+    assert_eq!(d.docker(&["inspect", "--format", "{{.State.ExitCode}}", "keeps"]).success().stdout.trim(), "137");
+    // SIGTERM leaves containers running too.
+    d.docker(&["start", "keeps"]).success();
+    let pid = d.docker(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim().to_string();
+    assert!(d.stop().is_some_and(|s| s.success()));
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    d.launch();
+    assert!(d.docker(&["ps", "--format", "{{.Names}}"]).success().stdout.contains("keeps"));
+}
+
+#[test]
+fn twenty_concurrent_runs() {
+    if !docker() {
+        return;
+    }
+    let Some(d) = daemon() else { return };
+    let d = std::sync::Arc::new(d);
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let d = std::sync::Arc::clone(&d);
+            std::thread::spawn(move || d.docker(&["run", "--rm", "busybox", "echo", &i.to_string()]))
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = t.join().unwrap();
+        assert_eq!((r.code, r.stdout.trim()), (0, i.to_string().as_str()), "{}", r.stderr);
+    }
+    wait_until("--rm removals", || d.docker(&["ps", "-aq"]).stdout.is_empty());
+}
+
+#[test]
+fn images_over_the_api() {
+    if !docker() {
+        return;
+    }
+    let Some(d) = daemon() else { return };
+    let r = d.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).success();
+    assert_eq!(r.stdout.trim(), "busybox:latest");
+    d.docker(&["tag", "busybox", "example.com/me/box:v1"]).success();
+    let id = d.docker(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout;
+    assert_eq!(d.docker(&["inspect", "--format", "{{.Id}}", "example.com/me/box:v1"]).success().stdout, id);
+    assert!(d.docker(&["history", "busybox"]).success().stdout.contains("IMAGE"));
+    d.docker(&["create", "--name", "user", "busybox", "true"]).success();
+    let r = d.docker(&["rmi", &id.trim()[7..19]]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("conflict"), "{}", r.stderr);
+    assert!(d.docker(&["rmi", "example.com/me/box:v1"]).success().stdout.contains("Untagged: example.com/me/box:v1"));
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("bb.tar");
+    d.docker(&["save", "-o", tar.to_str().unwrap(), "busybox"]).success();
+    d.docker(&["rm", "user"]).success();
+    let r = d.docker(&["rmi", "busybox"]).success();
+    assert!(r.stdout.contains("Deleted: sha256:"), "{}", r.stdout);
+    assert_eq!(d.docker(&["images", "-q"]).success().stdout, "");
+    assert!(d.docker(&["load", "-i", tar.to_str().unwrap()]).success().stdout.contains("Loaded image: busybox:latest"));
+    assert_eq!(d.docker(&["run", "--rm", "busybox", "echo", "back"]).success().stdout, "back\n");
+    assert_eq!(d.docker(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout, id, "the same image ID");
+}
