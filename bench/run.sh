@@ -3,10 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-cargo build --release --quiet -p berth-runc
+cargo build --release --quiet -p berth-runc -p berthd -p berth-shim -p berth
 cargo build --release --quiet -p berth-store --examples
 python3 bench/runc_run.py
 echo
 python3 bench/layer_apply.py
 echo
 python3 bench/layer_diff.py
+echo
+python3 bench/engine.py

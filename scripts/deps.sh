@@ -13,6 +13,10 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# docker-py, for the SDK compatibility test (skipped, with a message, if this fails).
+if command -v python3 >/dev/null && ! python3 -c "import docker" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check docker >/dev/null 2>&1 || echo "could not install docker-py: its test will skip"
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   echo "cargo-nextest not found: tests will run with cargo test --test-threads=1"
 fi

@@ -1,56 +1,70 @@
 #!/usr/bin/env bash
-# The quick start: build berth, make a busybox bundle from the host's static busybox, and run
-# containers with berth-runc (create, start, exec, delete). Needs root.
+# The quick start: build berth, start berthd on a private root, import a busybox image made from
+# the host's static busybox, and run containers with the berth CLI (then the raw runtime,
+# berth-runc). Needs root. Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
-cargo build --release --quiet -p berth-runc
-RUNC="$PWD/target/release/berth-runc"
-ROOT=/run/berth-quickstart
-WORK="$PWD/.quickstart"
+cargo build --release --quiet -p berthd -p berth-shim -p berth -p berth-runc
+BIN="$PWD/target/release"
+WORK="$(mktemp -d /tmp/berth-quickstart.XXXXXX)"
+export DOCKER_HOST="unix://$WORK/berth.sock"
+berth() { "$BIN/berth" "$@"; }
 
-# A busybox rootfs: the static binary, its applet links, a minimal /etc/passwd and /etc/group.
-rm -rf "$WORK"
-mkdir -p "$WORK/bundle/rootfs"/{bin,etc,proc,sys,dev,tmp,root}
-cp /bin/busybox "$WORK/bundle/rootfs/bin/busybox"
+cleanup() {
+  set +e
+  for c in $(berth ps -aq 2>/dev/null); do berth rm -f "$c" >/dev/null; done
+  [ -n "${DAEMON:-}" ] && kill "$DAEMON" && wait "$DAEMON" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== berthd"
+"$BIN/berthd" --data-root "$WORK/data" --exec-root "$WORK/exec" -H "$DOCKER_HOST" \
+  --config-file "$WORK/daemon.json" 2>"$WORK/berthd.log" &
+DAEMON=$!
+for _ in $(seq 100); do [ -S "$WORK/berth.sock" ] && break; sleep 0.05; done
+berth version --format 'berthd {{.Server.Version}}, API {{.Server.ApiVersion}}'
+
+echo "== import a busybox image from /bin/busybox"
+ROOTFS="$WORK/rootfs"
+mkdir -p "$ROOTFS"/{bin,etc,proc,sys,dev,tmp,root}
+cp /bin/busybox "$ROOTFS/bin/busybox"
 for applet in $(/bin/busybox --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$WORK/bundle/rootfs/bin/$applet"
+  [ "$applet" = busybox ] || ln -s busybox "$ROOTFS/bin/$applet"
 done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$WORK/bundle/rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' > "$WORK/bundle/rootfs/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$ROOTFS/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$ROOTFS/etc/group"
+tar -C "$ROOTFS" -c . | berth import - busybox:latest
+berth images
 
-# Docker's defaults, then our command instead of an interactive shell.
-"$RUNC" spec --bundle "$WORK/bundle"
-python3 - "$WORK/bundle/config.json" <<'PY'
+echo "== berth run"
+berth run --rm busybox sh -c 'echo hello from $(hostname), pid $$; grep -E "^(CapEff|Seccomp):" /proc/self/status'
+set +e; berth run --rm busybox sh -c 'exit 42'; echo "exit code: $?"; set -e
+
+echo "== a long-running container: logs, exec, ps, stop"
+berth run -d --name web busybox sh -c 'while true; do echo tick; sleep 1; done' >/dev/null
+sleep 1.2
+berth ps
+berth logs --tail 1 web
+berth exec web ps
+berth stop -t 1 web >/dev/null
+berth ps -a --format '{{.Names}}: {{.Status}}'
+berth rm web >/dev/null
+
+echo "== berth-runc: the runtime alone"
+BUNDLE="$WORK/bundle"
+mkdir -p "$BUNDLE"
+cp -a "$ROOTFS" "$BUNDLE/rootfs"
+"$BIN/berth-runc" spec --bundle "$BUNDLE"
+python3 - "$BUNDLE/config.json" <<'PY'
 import json, sys
 path = sys.argv[1]
 spec = json.load(open(path))
 spec["process"]["terminal"] = False
-spec["process"]["args"] = ["sh", "-c", "echo hello from $(hostname), pid $$; grep -E '^(CapEff|Seccomp):' /proc/self/status"]
+spec["process"]["args"] = ["echo", "hello from berth-runc"]
 json.dump(spec, open(path, "w"), indent=2)
 PY
-
-echo "== berth-runc run"
-"$RUNC" --root "$ROOT" run --bundle "$WORK/bundle" quickstart-hello
-
-echo "== create, start, exec, delete"
-python3 - "$WORK/bundle/config.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-spec = json.load(open(path))
-spec["process"]["args"] = ["sleep", "60"]
-json.dump(spec, open(path, "w"), indent=2)
-PY
-# A created container outlives `create`; something must reap it when it ends. Where pid 1 does
-# not reap orphans (some VMs), run the lifecycle under a shell that does.
-unshare --fork --pid --mount-proc bash -c '
-  set -e
-  "$0" --root "$1" create --bundle "$2" quickstart-sleep >/dev/null 2>&1 </dev/null
-  "$0" --root "$1" start quickstart-sleep
-  "$0" --root "$1" list
-  "$0" --root "$1" exec quickstart-sleep ps
-  "$0" --root "$1" delete --force quickstart-sleep
-' "$RUNC" "$ROOT" "$WORK/bundle"
-rm -rf "$WORK"
+"$BIN/berth-runc" --root "$WORK/runc" run --bundle "$BUNDLE" quickstart-hello
 echo "== done: nothing left running"

@@ -29,6 +29,19 @@ fn docker() -> bool {
     }
 }
 
+/// The command lines to check: berth's own always, the docker CLI where installed.
+fn clis() -> Vec<&'static str> {
+    let mut v = vec!["berth"];
+    if docker() {
+        v.push("docker");
+    }
+    v
+}
+
+fn cli(d: &TestDaemon, tool: &str, args: &[&str]) -> berth_tests::Run {
+    if tool == "docker" { d.docker(args) } else { d.berth(args) }
+}
+
 fn create(d: &TestDaemon, name: &str, body: &str) -> String {
     let (s, b) = d.post(&format!("/containers/create?name={name}"), body);
     assert_eq!(s, 201, "{b}");
@@ -172,17 +185,21 @@ fn bad_input_gets_dockers_errors_and_leaves_nothing() {
 }
 
 #[test]
-fn the_docker_cli_runs_containers() {
-    if !docker() {
-        return;
-    }
+fn the_cli_runs_containers() {
     let Some(d) = daemon() else { return };
-    let r = d.docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello; echo oops >&2; exit 7"]);
+    for tool in clis() {
+        cli_runs_containers(&d, tool);
+    }
+}
+
+fn cli_runs_containers(d: &TestDaemon, tool: &str) {
+    let docker = |args: &[&str]| cli(d, tool, args);
+    let r = docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello; echo oops >&2; exit 7"]);
     assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (7, "hello\n", "oops\n"));
-    assert_eq!(d.docker(&["run", "--rm", "busybox", "nosuch"]).code, 127);
-    assert_eq!(d.docker(&["run", "--rm", "busybox", "/etc"]).code, 126);
-    assert_eq!(d.docker(&["run", "--rm", "busybox", "true"]).code, 0);
-    assert_eq!(d.docker(&["ps", "-aq"]).success().stdout, "", "--rm removed them all");
+    assert_eq!(docker(&["run", "--rm", "busybox", "nosuch"]).code, 127);
+    assert_eq!(docker(&["run", "--rm", "busybox", "/etc"]).code, 126);
+    assert_eq!(docker(&["run", "--rm", "busybox", "true"]).code, 0);
+    assert_eq!(docker(&["ps", "-aq"]).success().stdout, "", "--rm removed them all");
     // Docker's defaults inside: hostname = short ID, 14 capabilities, seccomp filter, /etc files.
     let r = d
         .docker(&[
@@ -191,13 +208,13 @@ fn the_docker_cli_runs_containers() {
         ])
         .success();
     let lines: Vec<&str> = r.stdout.lines().collect();
-    let id = d.docker(&["inspect", "--format", "{{.Id}}", "probe"]).success().stdout;
+    let id = docker(&["inspect", "--format", "{{.Id}}", "probe"]).success().stdout;
     assert_eq!(lines[0], &id.trim()[..12]);
     assert_eq!(&lines[1..5], ["1", "/tmp/x", "1", "2"]);
     assert_eq!(lines[5], "CapBnd:\t00000000a80425fb");
     assert_eq!(lines[6], "Seccomp:\t2");
     assert_eq!(lines[7], "0", "no loopback name servers");
-    let r = d.docker(&[
+    let r = docker(&[
         "run",
         "--rm",
         "--privileged",
@@ -212,7 +229,7 @@ fn the_docker_cli_runs_containers() {
     assert!(r.stdout.contains("Seccomp:\t0"), "{}", r.stdout);
     assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
     // stdin, TTY, exec.
-    let mut c = std::process::Command::new("docker");
+    let mut c = std::process::Command::new(if tool == "docker" { "docker".into() } else { berth_tests::bin("berth") });
     c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args([
         "run",
         "-i",
@@ -227,101 +244,184 @@ fn the_docker_cli_runs_containers() {
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"abc\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got abc\n");
-    assert_eq!(d.docker(&["run", "--rm", "-t", "busybox", "tty"]).success().stdout, "/dev/pts/0\r\n");
-    d.docker(&["run", "-d", "--name", "web", "busybox", "sh", "-c", "echo ready; exec sleep 100"]).success();
-    wait_until("web's log", || d.docker(&["logs", "web"]).stdout == "ready\n");
-    assert_eq!(d.docker(&["exec", "web", "sh", "-c", "echo in; exit 4"]).code, 4);
-    assert_eq!(d.docker(&["exec", "web", "cat", "/proc/1/cmdline"]).success().stdout, "sleep\x00100\x00");
-    assert_eq!(d.docker(&["exec", "-t", "web", "tty"]).success().stdout, "/dev/pts/0\r\n");
-    assert_eq!(d.docker(&["exec", "web", "nosuch"]).code, 127);
-    d.docker(&["exec", "-d", "web", "touch", "/made-by-detached-exec"]).success();
-    wait_until("the detached exec", || d.docker(&["exec", "web", "ls", "/made-by-detached-exec"]).code == 0);
-    let top = d.docker(&["top", "web"]).success().stdout;
+    assert_eq!(docker(&["run", "--rm", "-t", "busybox", "tty"]).success().stdout, "/dev/pts/0\r\n");
+    docker(&["run", "-d", "--name", "web", "busybox", "sh", "-c", "echo ready; exec sleep 100"]).success();
+    wait_until("web's log", || docker(&["logs", "web"]).stdout == "ready\n");
+    assert_eq!(docker(&["exec", "web", "sh", "-c", "echo in; exit 4"]).code, 4);
+    assert_eq!(docker(&["exec", "web", "cat", "/proc/1/cmdline"]).success().stdout, "sleep\x00100\x00");
+    assert_eq!(docker(&["exec", "-t", "web", "tty"]).success().stdout, "/dev/pts/0\r\n");
+    assert_eq!(docker(&["exec", "web", "nosuch"]).code, 127);
+    docker(&["exec", "-d", "web", "touch", "/made-by-detached-exec"]).success();
+    wait_until("the detached exec", || docker(&["exec", "web", "ls", "/made-by-detached-exec"]).code == 0);
+    let top = docker(&["top", "web"]).success().stdout;
     assert!(top.contains("sleep 100"), "{top}");
-    let ps = d.docker(&["ps", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
+    let ps = docker(&["ps", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
     assert!(ps.starts_with("web Up"), "{ps}");
     // pid 1 without a handler never sees TERM; KILL always works.
-    assert_eq!(d.docker(&["kill", "-s", "KILL", "web"]).code, 0);
-    assert_eq!(d.docker(&["wait", "web"]).success().stdout.trim(), "137");
-    assert!(d.docker(&["rm", "web", "probe"]).code == 0);
+    assert_eq!(docker(&["kill", "-s", "KILL", "web"]).code, 0);
+    assert_eq!(docker(&["wait", "web"]).success().stdout.trim(), "137");
+    assert_eq!(docker(&["rm", "web", "probe"]).code, 0, "{tool}");
 }
 
 #[test]
 fn containers_survive_kill_9_of_berthd_and_are_adopted() {
-    if !docker() {
-        return;
-    }
     let Some(mut d) = daemon() else { return };
-    d.docker(&["run", "-d", "--name", "keeps", "busybox", "sh", "-c", "echo one; sleep 100"]).success();
-    d.docker(&["run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 1; echo bye; exit 7"]).success();
-    wait_until("keeps' log", || d.docker(&["logs", "keeps"]).stdout == "one\n");
-    let pid = d.docker(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim().to_string();
+    d.berth(&["run", "-d", "--name", "keeps", "busybox", "sh", "-c", "echo one; sleep 100"]).success();
+    d.berth(&["run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 1; echo bye; exit 7"]).success();
+    wait_until("keeps' log", || d.berth(&["logs", "keeps"]).stdout == "one\n");
+    let pid = d.berth(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim().to_string();
     d.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container outlives berthd");
     d.launch();
-    let ps = d.docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
+    let ps = d.berth(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
     assert!(ps.contains("keeps Up"), "{ps}");
     assert!(ps.contains("ends Exited (7)"), "the exit while berthd was down is known: {ps}");
-    assert_eq!(d.docker(&["logs", "ends"]).success().stdout, "bye\n");
-    assert_eq!(d.docker(&["exec", "keeps", "echo", "adopted"]).success().stdout, "adopted\n");
-    assert_eq!(d.docker(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim(), pid);
-    d.docker(&["stop", "-t", "1", "keeps"]).success();
-    assert_eq!(d.docker(&["inspect", "--format", "{{.State.ExitCode}}", "keeps"]).success().stdout.trim(), "137");
+    assert_eq!(d.berth(&["logs", "ends"]).success().stdout, "bye\n");
+    assert_eq!(d.berth(&["exec", "keeps", "echo", "adopted"]).success().stdout, "adopted\n");
+    assert_eq!(d.berth(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim(), pid);
+    d.berth(&["stop", "-t", "1", "keeps"]).success();
+    assert_eq!(d.berth(&["inspect", "--format", "{{.State.ExitCode}}", "keeps"]).success().stdout.trim(), "137");
     // SIGTERM leaves containers running too.
-    d.docker(&["start", "keeps"]).success();
-    let pid = d.docker(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim().to_string();
+    d.berth(&["start", "keeps"]).success();
+    let pid = d.berth(&["inspect", "--format", "{{.State.Pid}}", "keeps"]).success().stdout.trim().to_string();
     assert!(d.stop().is_some_and(|s| s.success()));
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     d.launch();
-    assert!(d.docker(&["ps", "--format", "{{.Names}}"]).success().stdout.contains("keeps"));
+    assert!(d.berth(&["ps", "--format", "{{.Names}}"]).success().stdout.contains("keeps"));
 }
 
 #[test]
 fn twenty_concurrent_runs() {
-    if !docker() {
-        return;
-    }
     let Some(d) = daemon() else { return };
     let d = std::sync::Arc::new(d);
     let threads: Vec<_> = (0..20)
         .map(|i| {
             let d = std::sync::Arc::clone(&d);
-            std::thread::spawn(move || d.docker(&["run", "--rm", "busybox", "echo", &i.to_string()]))
+            std::thread::spawn(move || d.berth(&["run", "--rm", "busybox", "echo", &i.to_string()]))
         })
         .collect();
     for (i, t) in threads.into_iter().enumerate() {
         let r = t.join().unwrap();
         assert_eq!((r.code, r.stdout.trim()), (0, i.to_string().as_str()), "{}", r.stderr);
     }
-    wait_until("--rm removals", || d.docker(&["ps", "-aq"]).stdout.is_empty());
+    wait_until("--rm removals", || d.berth(&["ps", "-aq"]).stdout.is_empty());
 }
 
 #[test]
 fn images_over_the_api() {
-    if !docker() {
+    let Some(d) = daemon() else { return };
+    let r = d.berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).success();
+    assert_eq!(r.stdout.trim(), "busybox:latest");
+    d.berth(&["tag", "busybox", "example.com/me/box:v1"]).success();
+    let id = d.berth(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout;
+    assert_eq!(d.berth(&["inspect", "--format", "{{.Id}}", "example.com/me/box:v1"]).success().stdout, id);
+    assert!(d.berth(&["history", "busybox"]).success().stdout.contains("IMAGE"));
+    d.berth(&["create", "--name", "user", "busybox", "true"]).success();
+    let r = d.berth(&["rmi", &id.trim()[7..19]]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("conflict"), "{}", r.stderr);
+    assert!(d.berth(&["rmi", "example.com/me/box:v1"]).success().stdout.contains("Untagged: example.com/me/box:v1"));
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("bb.tar");
+    d.berth(&["save", "-o", tar.to_str().unwrap(), "busybox"]).success();
+    d.berth(&["rm", "user"]).success();
+    let r = d.berth(&["rmi", "busybox"]).success();
+    assert!(r.stdout.contains("Deleted: sha256:"), "{}", r.stdout);
+    assert_eq!(d.berth(&["images", "-q"]).success().stdout, "");
+    assert!(d.berth(&["load", "-i", tar.to_str().unwrap()]).success().stdout.contains("Loaded image: busybox:latest"));
+    assert_eq!(d.berth(&["run", "--rm", "busybox", "echo", "back"]).success().stdout, "back\n");
+    assert_eq!(d.berth(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout, id, "the same image ID");
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// 500 `run --rm` cycles: nothing is left behind and berthd does not grow.
+#[test]
+fn soak_500_run_rm_cycles() {
+    let Some(d) = daemon() else { return };
+    // Warm up (allocator arenas, the seccomp cache), then measure from there.
+    for _ in 0..20 {
+        d.berth(&["run", "--rm", "busybox", "true"]).success();
+    }
+    let pid = d.pid();
+    let (rss0, fds0) = (rss_kib(pid), open_fds(pid));
+    for i in 0..500 {
+        let r = d.berth(&["run", "--rm", "busybox", "true"]);
+        assert_eq!(r.code, 0, "cycle {i}: {}", r.stderr);
+    }
+    wait_until("--rm removals", || d.berth(&["ps", "-aq"]).stdout.is_empty());
+    let (rss1, fds1) = (rss_kib(pid), open_fds(pid));
+    eprintln!("berthd RSS {rss0} KiB -> {rss1} KiB, fds {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + 2048, "berthd grew from {rss0} KiB to {rss1} KiB");
+    assert!(fds1 <= fds0, "berthd holds {fds1} fds, {fds0} before");
+    assert_eq!(mounts_under(d.dir.path()), 0);
+    assert_eq!(std::fs::read_dir(d.dir.path().join("exec/containers")).unwrap().count(), 0, "bundles");
+    assert_eq!(
+        std::fs::read_dir(d.dir.path().join("exec/runtime"))
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count(),
+        0,
+        "runtime state"
+    );
+    assert_eq!(std::fs::read_dir(d.dir.path().join("data/containers")).unwrap().count(), 0);
+    let shims = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("cmdline"))
+                .is_ok_and(|c| c.contains(&*d.dir.path().to_string_lossy()) && c.contains("berth-shim"))
+        })
+        .count();
+    assert_eq!(shims, 0, "no shim is left");
+    let cg = std::path::Path::new("/sys/fs/cgroup/memory/berth");
+    if cg.exists() {
+        let left = std::fs::read_dir(cg).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+        assert_eq!(left, 0, "no container cgroup is left");
+    }
+}
+
+/// docker-py, the Python SDK, against berthd (skipped where `pip install docker` was not run).
+#[test]
+fn docker_py_works() {
+    let probe = std::process::Command::new("python3").args(["-c", "import docker"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: docker-py is not installed (pip install docker)");
         return;
     }
     let Some(d) = daemon() else { return };
-    let r = d.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).success();
-    assert_eq!(r.stdout.trim(), "busybox:latest");
-    d.docker(&["tag", "busybox", "example.com/me/box:v1"]).success();
-    let id = d.docker(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout;
-    assert_eq!(d.docker(&["inspect", "--format", "{{.Id}}", "example.com/me/box:v1"]).success().stdout, id);
-    assert!(d.docker(&["history", "busybox"]).success().stdout.contains("IMAGE"));
-    d.docker(&["create", "--name", "user", "busybox", "true"]).success();
-    let r = d.docker(&["rmi", &id.trim()[7..19]]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("conflict"), "{}", r.stderr);
-    assert!(d.docker(&["rmi", "example.com/me/box:v1"]).success().stdout.contains("Untagged: example.com/me/box:v1"));
-    let dir = tempfile::tempdir().unwrap();
-    let tar = dir.path().join("bb.tar");
-    d.docker(&["save", "-o", tar.to_str().unwrap(), "busybox"]).success();
-    d.docker(&["rm", "user"]).success();
-    let r = d.docker(&["rmi", "busybox"]).success();
-    assert!(r.stdout.contains("Deleted: sha256:"), "{}", r.stdout);
-    assert_eq!(d.docker(&["images", "-q"]).success().stdout, "");
-    assert!(d.docker(&["load", "-i", tar.to_str().unwrap()]).success().stdout.contains("Loaded image: busybox:latest"));
-    assert_eq!(d.docker(&["run", "--rm", "busybox", "echo", "back"]).success().stdout, "back\n");
-    assert_eq!(d.docker(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout, id, "the same image ID");
+    let script = r#"
+import docker, sys
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+assert c.ping()
+out = c.containers.run("busybox", ["sh", "-c", "echo hello from py"], remove=True)
+assert out == b"hello from py\n", out
+ctr = c.containers.run("busybox", ["sleep", "100"], detach=True, name="pyctr", labels={"k": "v"})
+assert ctr.status in ("created", "running")
+ctr.reload()
+assert ctr.status == "running" and ctr.labels == {"k": "v"}
+code, output = ctr.exec_run(["sh", "-c", "echo exec; exit 3"])
+assert (code, output) == (3, b"exec\n"), (code, output)
+assert [x.name for x in c.containers.list(filters={"label": "k=v"})] == ["pyctr"]
+ctr.stop(timeout=1)
+assert ctr.wait()["StatusCode"] == 137
+assert b"" == ctr.logs()
+ctr.remove()
+assert [t for i in c.images.list() for t in i.tags] == ["busybox:latest"]
+print("ok")
+"#;
+    let r = berth_tests::run_command(std::process::Command::new("python3").args(["-c", script, &d.socket().to_string_lossy()]));
+    assert_eq!(r.stdout.trim(), "ok", "{}", r.stderr);
 }

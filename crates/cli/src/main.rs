@@ -464,7 +464,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
                 stream::relay(client, conn, tty, stdin, id, false)?;
                 return waiter.code();
             }
-            each(&containers, |c| client.post(&format!("/containers/{c}/start")).map(|_| ()))
+            each(&containers, true, |c| client.post(&format!("/containers/{c}/start")).map(|_| ()))
         }
         Cmd::Stop { time, signal, containers } => {
             let mut q = Vec::new();
@@ -474,18 +474,18 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             if let Some(s) = signal {
                 q.push(("signal", s));
             }
-            each(&containers, |c| client.post(&format!("/containers/{c}/stop?{}", query(&q))).map(|_| ()))
+            each(&containers, true, |c| client.post(&format!("/containers/{c}/stop?{}", query(&q))).map(|_| ()))
         }
         Cmd::Restart { time, containers } => {
             let q = time.map(|t| format!("?t={t}")).unwrap_or_default();
-            each(&containers, |c| client.post(&format!("/containers/{c}/restart{q}")).map(|_| ()))
+            each(&containers, true, |c| client.post(&format!("/containers/{c}/restart{q}")).map(|_| ()))
         }
         Cmd::Kill { signal, containers } => {
-            each(&containers, |c| client.post(&format!("/containers/{c}/kill?{}", query(&[("signal", signal.clone())]))).map(|_| ()))
+            each(&containers, true, |c| client.post(&format!("/containers/{c}/kill?{}", query(&[("signal", signal.clone())]))).map(|_| ()))
         }
-        Cmd::Rm { force, volumes, containers } => {
-            each(&containers, |c| client.delete(&format!("/containers/{c}?force={}&v={}", u8::from(force), u8::from(volumes))).map(|_| ()))
-        }
+        Cmd::Rm { force, volumes, containers } => each(&containers, true, |c| {
+            client.delete(&format!("/containers/{c}?force={}&v={}", u8::from(force), u8::from(volumes))).map(|_| ())
+        }),
         Cmd::Ps { all, quiet, size, last, latest, no_trunc, filter, format } => {
             ps(client, all, quiet, size, last, latest, no_trunc, &filter, format.as_deref())
         }
@@ -558,7 +558,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             client.post(&format!("/containers/{container}/rename?{}", query(&[("name", name)])))?;
             Ok(0)
         }
-        Cmd::Wait { containers } => each(&containers, |c| {
+        Cmd::Wait { containers } => each(&containers, false, |c| {
             let v = client.send("POST", &format!("/containers/{c}/wait"), None, false)?.json()?;
             println!("{}", v["StatusCode"]);
             Ok(())
@@ -566,7 +566,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Images { all, quiet, digests, no_trunc, filter, format, reference } => {
             images(client, all, quiet, digests, no_trunc, filter, format.as_deref(), reference)
         }
-        Cmd::Rmi { force, images } => each(&images, |i| {
+        Cmd::Rmi { force, images } => each(&images, false, |i| {
             let v = client.delete(&format!("/images/{i}?force={}", u8::from(force)))?;
             for item in v.as_array().into_iter().flatten() {
                 if let Some(u) = item["Untagged"].as_str() {
@@ -727,11 +727,12 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
 }
 
 /// Apply `f` to each name, printing the name on success like Docker; exit 1 if any failed.
-fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+fn each(names: &[String], echo: bool, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
     let mut failed = false;
     for n in names {
         match f(n) {
-            Ok(()) => println!("{n}"),
+            Ok(()) if echo => println!("{n}"),
+            Ok(()) => {}
             Err(e) => {
                 eprintln!("{e:#}");
                 failed = true;
