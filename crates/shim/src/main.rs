@@ -27,7 +27,7 @@ const MAX_CLIENT_BACKLOG: usize = 8 << 20;
 const MAX_STDIN_BACKLOG: usize = 64 << 10;
 /// How long output is drained after the container's init exited (its pipes normally close at once).
 const DRAIN: Duration = Duration::from_secs(2);
-const READ_CHUNK: usize = 32 << 10;
+const READ_CHUNK: usize = 16 << 10;
 
 fn main() {
     let Some(bundle) = std::env::args_os().nth(1).map(PathBuf::from) else {
@@ -279,7 +279,9 @@ impl Proc {
 struct Shim {
     cfg: Config,
     bundle: PathBuf,
-    container: Container,
+    /// Loaded from the runtime's state when needed: holding the parsed spec for the container's
+    /// whole life would cost every shim a few hundred KiB.
+    runtime_root: PathBuf,
     pid: i32,
     main: Proc,
     execs: HashMap<i32, Proc>,
@@ -368,10 +370,14 @@ impl Shim {
             Ok(l) => l,
             Err(e) => return Err(fail(container, internal("binding shim.sock")(e))),
         };
+        drop(container);
+        // SAFETY: malloc_trim only returns free heap memory to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        let runtime_root = cfg.runtime_root.clone();
         Ok(Shim {
             cfg,
             bundle: bundle.to_path_buf(),
-            container,
+            runtime_root,
             pid,
             main,
             execs: HashMap::new(),
@@ -493,8 +499,12 @@ impl Shim {
         }
     }
 
+    fn container(&self) -> berth_runtime::Result<Container> {
+        Container::load(&self.runtime_root, &self.cfg.id)
+    }
+
     fn oom_kills(&self) -> u64 {
-        self.container.stats().map(|s| s.memory.oom_kills).unwrap_or(0)
+        self.container().and_then(|c| c.stats()).map(|s| s.memory.oom_kills).unwrap_or(0)
     }
 
     fn accept(&mut self) {
@@ -665,7 +675,7 @@ impl Shim {
                 let reply = if self.started {
                     Reply::error(ErrorKind::Conflict, "container already started")
                 } else {
-                    match self.container.start() {
+                    match self.container().and_then(|c| c.start()) {
                         Ok(()) => {
                             self.started = true;
                             Reply { pid: Some(self.pid), ..Reply::ok() }
@@ -688,7 +698,7 @@ impl Shim {
             Request::Kill { signal, all } => {
                 let reply = match Signal::try_from(signal) {
                     Err(_) => Reply::error(ErrorKind::InvalidArgument, format!("invalid signal {signal}")),
-                    Ok(sig) => match self.container.kill(sig, all) {
+                    Ok(sig) => match self.container().and_then(|c| c.kill(sig, all)) {
                         Ok(()) => Reply::ok(),
                         Err(e) => runtime_err(e),
                     },
@@ -759,14 +769,15 @@ impl Shim {
             let console = ConsoleSocket::bind(PathBuf::from(format!("exec-{}.sock", self.next_client)))
                 .map_err(internal("binding an exec console socket"))?;
             opts.console_socket = Some(console.path.clone());
-            let pid = with_stdio([&null, &null, &null], || self.container.exec(&opts))
-                .map_err(internal("swapping stdio"))?
-                .map_err(runtime_err)?;
+            let container = self.container().map_err(runtime_err)?;
+            let pid =
+                with_stdio([&null, &null, &null], || container.exec(&opts)).map_err(internal("swapping stdio"))?.map_err(runtime_err)?;
             let (i, o) = console.receive().and_then(tty_stdio)?;
             (pid, i, o)
         } else {
             let Stdio { child, stdin, outputs } = pipes(stdin)?;
-            let pid = with_stdio([&child[0], &child[1], &child[2]], || self.container.exec(&opts))
+            let container = self.container().map_err(runtime_err)?;
+            let pid = with_stdio([&child[0], &child[1], &child[2]], || container.exec(&opts))
                 .map_err(internal("swapping stdio"))?
                 .map_err(runtime_err)?;
             (pid, stdin, outputs)
