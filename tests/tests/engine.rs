@@ -425,3 +425,82 @@ print("ok")
     let r = berth_tests::run_command(std::process::Command::new("python3").args(["-c", script, &d.socket().to_string_lossy()]));
     assert_eq!(r.stdout.trim(), "ok", "{}", r.stderr);
 }
+
+#[test]
+fn logs_attach_restart_and_an_interactive_terminal() {
+    let Some(d) = daemon() else { return };
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line $i; done; echo warn >&2; sleep 0.5; echo last",
+    ])
+    .success();
+    // -f follows until the container exits, then ends.
+    let all = d.berth(&["logs", "-f", "talker"]).success();
+    assert_eq!(all.stdout, "line 1\nline 2\nline 3\nline 4\nline 5\nlast\n");
+    assert_eq!(all.stderr, "warn\n");
+    assert_eq!(d.berth(&["logs", "--tail", "2", "talker"]).success().stdout, "last\n", "tail counts lines of both streams");
+    let ts = d.berth(&["logs", "-t", "talker"]).success().stdout;
+    let first = ts.lines().next().unwrap();
+    assert!(first.ends_with("Z line 1") && first.starts_with("20"), "{first}");
+    assert_eq!(d.berth(&["logs", "--since", "0s", "talker"]).success().stdout, "", "nothing newer than now");
+    let until = d.berth(&["logs", "--until", "1", "talker"]).success();
+    assert_eq!(until.stdout, "", "nothing before 1970");
+
+    // attach to a running container: stdin in, output out, the container's exit code back.
+    d.berth(&["run", "-d", "-i", "--name", "reader", "busybox", "sh", "-c", "read x; echo got $x; exit 6"]).success();
+    let mut c = std::process::Command::new(berth_tests::bin("berth"));
+    c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args(["attach", "reader"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((String::from_utf8_lossy(&out.stdout).as_ref(), out.status.code()), ("got hi\n", Some(6)));
+
+    // restart: a new process, the same container.
+    d.berth(&["run", "-d", "--name", "again", "busybox", "sleep", "100"]).success();
+    let pid1 = d.berth(&["inspect", "-f", "{{.State.Pid}}", "again"]).success().stdout;
+    d.berth(&["restart", "-t", "0", "again"]).success();
+    let after = d.berth(&["inspect", "-f", "{{.State.Pid}} {{.State.Running}}", "again"]).success().stdout;
+    assert!(after.trim().ends_with("true") && !after.starts_with(pid1.trim()), "{pid1} -> {after}");
+
+    // run -it on a real terminal: raw mode, a shell, then detach with ctrl-p ctrl-q.
+    let script = r##"
+import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "run", "-it", "--name", "tty", "busybox", "sh"])
+def read_until(token, limit=10):
+    buf, end = b"", time.time() + limit
+    while token not in buf and time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                break
+    return buf
+read_until(b"#")
+os.write(fd, b"echo $((6*7)); stty size\r")
+out = read_until(b"42")
+assert b"42" in out, out
+os.write(fd, b"\x10\x11")
+_, status = os.waitpid(pid, 0)
+print("detached", os.waitstatus_to_exitcode(status))
+"##;
+    let r = berth_tests::run_command(
+        std::process::Command::new("python3").env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args([
+            "-c",
+            script,
+            &berth_tests::bin("berth").to_string_lossy(),
+        ]),
+    );
+    assert_eq!(r.stdout.trim(), "detached 0", "{}", r.stderr);
+    assert_eq!(d.berth(&["inspect", "-f", "{{.State.Running}}", "tty"]).success().stdout.trim(), "true", "detaching leaves it running");
+    assert_eq!(d.berth(&["exec", "tty", "echo", "still"]).success().stdout, "still\n");
+}
