@@ -386,11 +386,8 @@ fn soak_500_run_rm_cycles() {
         })
         .count();
     assert_eq!(shims, 0, "no shim is left");
-    let cg = std::path::Path::new("/sys/fs/cgroup/memory/berth");
-    if cg.exists() {
-        let left = std::fs::read_dir(cg).unwrap().flatten().filter(|e| e.path().is_dir()).count();
-        assert_eq!(left, 0, "no container cgroup is left");
-    }
+    // Cgroups are shared by every daemon of a parallel test run: the suite's leak check
+    // (scripts/leak-check.sh) compares them before and after all tests.
 }
 
 /// docker-py, the Python SDK, against berthd (skipped where `pip install docker` was not run).
