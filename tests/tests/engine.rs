@@ -122,6 +122,11 @@ fn lifecycle_over_the_api() {
     assert_eq!(d.request("POST", &format!("/containers/{sleeper}/stop")).0, 304);
     let all = json(&d.request("GET", "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D").1);
     assert_eq!(all.as_array().unwrap().len(), 1);
+    let since = json(&d.request("GET", "/containers/json?all=1&filters=%7B%22since%22%3A%5B%22life%22%5D%7D").1);
+    assert_eq!(since.as_array().unwrap().len(), 1, "only sleeper was created after life");
+    assert_eq!(since[0]["Names"][0], "/sleeper");
+    let before = json(&d.request("GET", "/containers/json?all=1&filters=%7B%22before%22%3A%5B%22life%22%5D%7D").1);
+    assert_eq!(before.as_array().unwrap().len(), 0);
     assert_eq!(d.request("POST", &format!("/containers/{id}/rename?name=renamed")).0, 204);
     assert_eq!(inspect(&d, "renamed")["Id"], id.as_str());
     for c in [&id, &sleeper] {

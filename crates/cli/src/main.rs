@@ -751,9 +751,6 @@ fn split_tag(r: &str) -> (String, String) {
 }
 
 fn run_container(client: &Client, detach: bool, detach_keys: Option<String>, c: &CreateFlags) -> anyhow::Result<i32> {
-    if detach && c.rm {
-        // Docker allows it since 1.25: the daemon removes the container when it exits.
-    }
     let id = create(client, c)?;
     if detach {
         client.post(&format!("/containers/{id}/start")).map_err(start_error)?;

@@ -304,7 +304,6 @@ impl Engine {
         {
             return Err(ApiError::not_implemented("restart policies"));
         }
-        let warnings: Vec<String> = Vec::new();
         if let Some(lc) = &hc.log_config
             && !matches!(lc.typ.as_str(), "" | "json-file")
         {
@@ -375,8 +374,6 @@ impl Engine {
         };
         let result: Result<Record, ApiError> = (|| {
             std::fs::create_dir(&dir).map_err(internal("creating", &dir))?;
-            let hostname = merged.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id[..12].to_string());
-            write_init_files(&dir, &hostname, hc.network_mode.as_deref().unwrap_or(""))?;
             let parent = image_rec.layers.last().map(|l| l.chain_id.to_string());
             self.images
                 .snapshots
@@ -397,7 +394,6 @@ impl Engine {
                 shim: None,
                 restart_count: 0,
                 log_path: dir.join(format!("{id}-json.log")),
-                warnings: warnings.clone(),
             };
             rec.save(&dir)?;
             Ok(rec)
@@ -405,7 +401,7 @@ impl Engine {
         let rec = result.map_err(undo)?;
         let ctr = self.new_ctr(rec);
         self.table_mut().by_id.insert(id.clone(), ctr);
-        Ok(json!({"Id": id, "Warnings": warnings}))
+        Ok(json!({"Id": id, "Warnings": []}))
     }
 
     /// Pid of a running container, for `container:X` namespace modes.
@@ -432,8 +428,7 @@ impl Engine {
         self.cleanup_bundle(ctr);
         let result = self.launch(ctr, &rec).await;
         match result {
-            Ok((started, hostname)) => {
-                let _ = hostname;
+            Ok(started) => {
                 ctr.update(|r| {
                     r.state = RunState {
                         status: Status::Running,
@@ -475,7 +470,7 @@ impl Engine {
     }
 
     /// Mount the rootfs, write the bundle, start the shim, connect waiting attaches, start.
-    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record) -> Result<(shim::Started, String), ApiError> {
+    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record) -> Result<shim::Started, ApiError> {
         let bundle = &ctr.bundle;
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(internal("creating", &rootfs))?;
@@ -485,10 +480,9 @@ impl Engine {
         }
         let ns_of = |n: &str| self.ns_pid(n);
         let built = spec::build(rec, &rootfs, &ctr.dir, &ns_of)?;
-        let hostname_file = ctr.dir.join("hostname");
-        std::fs::write(&hostname_file, format!("{}\n", built.hostname)).map_err(internal("writing", &hostname_file))?;
-        let mut spec = built.spec;
-        spec["root"]["path"] = json!("rootfs");
+        // Made at each start, as Docker does: the host's resolv.conf may have changed since.
+        write_init_files(&ctr.dir, &built.hostname, rec.host_config.network_mode.as_deref().unwrap_or(""))?;
+        let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;
         let opts = rec.host_config.log_config.as_ref().and_then(|l| l.config.clone()).unwrap_or_default();
@@ -525,7 +519,7 @@ impl Engine {
             let _ = shim::call(bundle, &Request::Kill { signal: libc::SIGKILL, all: true }).await;
             return Err(e);
         }
-        Ok((started, built.hostname))
+        Ok(started)
     }
 
     /// Wait until the container is not running, up to `timeout` (None: forever).
@@ -670,8 +664,11 @@ impl Engine {
         v
     }
 
-    fn driver_name(&self) -> &'static str {
-        if overlay() { "overlay2" } else { "vfs" }
+    pub(crate) fn driver_name(&self) -> &'static str {
+        match self.driver {
+            berth_store::images::Driver::Overlay => "overlay2",
+            berth_store::images::Driver::Vfs => "vfs",
+        }
     }
 
     /// The writable layer's size and the whole root's (image layers included).
@@ -710,10 +707,6 @@ impl Engine {
         }
         v
     }
-}
-
-fn overlay() -> bool {
-    std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")))
 }
 
 /// `10m`, `1g`, `512k`, `100` (bytes), as the json-file driver takes sizes.
@@ -783,9 +776,17 @@ impl Containers for Engine {
         let mut recs: Vec<Arc<Record>> = self.all().iter().map(|c| c.rec()).collect();
         recs.sort_by(|a, b| b.created.cmp(&a.created));
         let all = opts.all || opts.limit.is_some() || !opts.filters.get("status").is_empty() || !opts.filters.get("exited").is_empty();
+        // before=X / since=X: created before / after container X (RFC 3339 with nanoseconds, so
+        // the strings order as the times do).
+        let created_of = |n: &String| self.lookup(n).map(|c| c.rec().created.clone());
+        let before: Vec<String> = opts.filters.get("before").iter().map(created_of).collect::<Result<_, _>>()?;
+        let since: Vec<String> = opts.filters.get("since").iter().map(created_of).collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for rec in recs {
             if !all && !rec.state.status.is_live() {
+                continue;
+            }
+            if before.iter().any(|t| rec.created >= *t) || since.iter().any(|t| rec.created <= *t) {
                 continue;
             }
             if !matches_filters(&rec, &opts.filters) {

@@ -157,7 +157,7 @@ impl Images for Engine {
             "Os": cfg.os,
             "Size": size,
             "VirtualSize": size,
-            "GraphDriver": {"Name": if self.images.snapshots.walk().is_ok() { "overlay2" } else { "vfs" }, "Data": null},
+            "GraphDriver": {"Name": self.driver_name(), "Data": null},
             "RootFS": {"Type": "layers", "Layers": img.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
             "Metadata": {"LastTagTime": img.stored},
         }))

@@ -84,6 +84,8 @@ pub struct Inner {
     table: RwLock<Table>,
     execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
     runtime_root: PathBuf,
+    /// The snapshotter chosen at open (overlay where the kernel has it).
+    driver: Driver,
     containers_dir: PathBuf,
     bundles_dir: PathBuf,
 }
@@ -129,6 +131,7 @@ impl Engine {
             table: RwLock::new(Table::default()),
             execs: Mutex::new(HashMap::new()),
             runtime_root,
+            driver,
             containers_dir,
             bundles_dir,
         }));

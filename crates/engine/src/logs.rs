@@ -88,25 +88,37 @@ pub fn stream(ctr: Arc<Ctr>, opts: LogsOptions) -> ByteStream {
     let path = rec.log_path.clone();
     tokio::task::spawn_blocking(move || {
         let send = |b: Bytes| tx.blocking_send(Ok(b)).is_ok();
-        // Everything already written (with a tail, only the last lines).
-        let mut lines: Vec<Bytes> = Vec::new();
+        // Everything already written; with a tail, only the last lines are held (never the whole log).
+        let mut tail: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
         let mut past_until = false;
-        for f in files(&path) {
+        'files: for f in files(&path) {
             let Ok(file) = std::fs::File::open(&f) else { continue };
             for line in BufReader::new(file).lines() {
                 let Ok(line) = line else { break };
                 match filter.render(&line) {
-                    Ok(Some(b)) => lines.push(b),
+                    Ok(Some(b)) => match filter.opts.tail {
+                        None => {
+                            if !send(b) {
+                                return;
+                            }
+                        }
+                        Some(0) => {}
+                        Some(n) => {
+                            if tail.len() == n {
+                                tail.pop_front();
+                            }
+                            tail.push_back(b);
+                        }
+                    },
                     Ok(None) => {}
                     Err(()) => {
                         past_until = true;
-                        break;
+                        break 'files;
                     }
                 }
             }
         }
-        let skip = filter.opts.tail.map_or(0, |n| lines.len().saturating_sub(n));
-        for b in lines.into_iter().skip(skip) {
+        for b in tail {
             if !send(b) {
                 return;
             }

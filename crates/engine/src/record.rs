@@ -90,9 +90,6 @@ pub struct Record {
     pub shim: Option<ProcessId>,
     pub restart_count: u32,
     pub log_path: PathBuf,
-    /// Create-time warnings (answered by create, kept for nothing else).
-    #[serde(default)]
-    pub warnings: Vec<String>,
 }
 
 impl Record {

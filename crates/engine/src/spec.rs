@@ -2,6 +2,7 @@
 //! config (user, env, caps, namespaces, sysctls, rlimits, shm, security options, binds).
 
 use std::collections::BTreeSet;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -121,8 +122,6 @@ fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
     std::io::Read::take(f, 4 << 20).read_to_string(&mut s).ok()?;
     Some(s)
 }
-
-use std::io::Read as _;
 
 pub struct User {
     pub uid: u32,
@@ -285,7 +284,8 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
         }
         process["rlimits"] = json!(rl);
     }
-    spec["root"] = json!({"path": rootfs, "readonly": hc.readonly_rootfs.unwrap_or(false)});
+    // Relative to the bundle, whose `rootfs` is where the caller mounted the root.
+    spec["root"] = json!({"path": "rootfs", "readonly": hc.readonly_rootfs.unwrap_or(false)});
     if !host_uts {
         spec["hostname"] = json!(hostname);
         if let Some(d) = cfg.domainname.as_ref().filter(|d| !d.is_empty()) {

@@ -43,7 +43,7 @@ impl System for Engine {
             containers_paused: count(crate::Status::Paused),
             containers_stopped: recs.len() as u64 - count(crate::Status::Running) - count(crate::Status::Paused),
             images: self.images.list().map(|l| l.len() as u64).unwrap_or(0),
-            driver: if crate::overlay_works() { "overlay2" } else { "vfs" }.into(),
+            driver: self.driver_name().into(),
             docker_root_dir: self.cfg.data_root.display().to_string(),
             name: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
             server_version: v.version,

@@ -77,7 +77,6 @@ pub enum Request {
     },
     /// Answered with the [`ExitStatus`] (as `Reply::exit`) once the container has exited.
     Wait,
-    State,
 }
 
 /// What kind of failure, so the engine can answer with Docker's status and exit codes.
@@ -101,8 +100,6 @@ pub struct Reply {
     pub kind: Option<ErrorKind>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
 }

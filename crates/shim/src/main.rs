@@ -685,16 +685,6 @@ impl Shim {
                 };
                 self.reply_and_close(token, reply);
             }
-            Request::State => {
-                let status = if self.exited.is_some() {
-                    "exited"
-                } else if self.started {
-                    "running"
-                } else {
-                    "created"
-                };
-                self.reply_and_close(token, Reply { pid: Some(self.pid), status: Some(status.into()), ..Reply::ok() });
-            }
             Request::Kill { signal, all } => {
                 let reply = match Signal::try_from(signal) {
                     Err(_) => Reply::error(ErrorKind::InvalidArgument, format!("invalid signal {signal}")),
