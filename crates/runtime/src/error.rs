@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-/// What kind of failure an error is, so callers map it once (exit codes, HTTP status).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of failure an error is, so callers map it once (exit codes, HTTP status). The shim
+/// reports it to the engine as is (snake_case on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     NotFound,
     Conflict,

@@ -79,17 +79,9 @@ pub enum Request {
     Wait,
 }
 
-/// What kind of failure, so the engine can answer with Docker's status and exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    NotFound,
-    Conflict,
-    InvalidArgument,
-    ExecNotFound,
-    ExecPermission,
-    Internal,
-}
+/// What kind of failure, so the engine can answer with Docker's status and exit codes: the
+/// runtime's own classification.
+pub use berth_runtime::Kind as ErrorKind;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reply {

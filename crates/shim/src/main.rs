@@ -75,18 +75,6 @@ fn report(reply: &Reply) {
     let _ = io::stdout().flush();
 }
 
-fn kind_of(e: &berth_runtime::Error) -> ErrorKind {
-    use berth_runtime::Kind;
-    match e.kind() {
-        Kind::NotFound => ErrorKind::NotFound,
-        Kind::Conflict => ErrorKind::Conflict,
-        Kind::InvalidArgument => ErrorKind::InvalidArgument,
-        Kind::ExecNotFound => ErrorKind::ExecNotFound,
-        Kind::ExecPermission => ErrorKind::ExecPermission,
-        Kind::Internal => ErrorKind::Internal,
-    }
-}
-
 fn internal(context: &str) -> impl FnOnce(io::Error) -> Reply + '_ {
     move |e| Reply::error(ErrorKind::Internal, format!("{context}: {e}"))
 }
@@ -141,7 +129,7 @@ impl ConsoleSocket {
 
     fn receive(self) -> Result<OwnedFd, Reply> {
         let (conn, _) = self.listener.accept().map_err(internal("accepting console socket"))?;
-        let fd = berth_runtime::console::recv_fd(conn.as_raw_fd()).map_err(|e| Reply::error(kind_of(&e), e.to_string()));
+        let fd = berth_runtime::console::recv_fd(conn.as_raw_fd()).map_err(|e| Reply::error(e.kind(), e.to_string()));
         let _ = std::fs::remove_file(&self.path);
         fd
     }
@@ -327,7 +315,7 @@ impl Shim {
         };
         let container = with_stdio([&child[0], &child[1], &child[2]], || Container::create(&cfg.runtime_root, &opts))
             .map_err(internal("swapping stdio"))?
-            .map_err(|e| Reply::error(kind_of(&e), e.to_string()))?;
+            .map_err(|e| Reply::error(e.kind(), e.to_string()))?;
         drop(child);
         let pid = container.pid();
         let (stdin, outputs) = match (console, stdio) {
@@ -669,7 +657,7 @@ impl Shim {
             Ok(r) => r,
             Err(e) => return self.reply_and_close(token, Reply::error(ErrorKind::InvalidArgument, format!("bad request: {e}"))),
         };
-        let runtime_err = |e: berth_runtime::Error| Reply::error(kind_of(&e), e.to_string());
+        let runtime_err = |e: berth_runtime::Error| Reply::error(e.kind(), e.to_string());
         match req {
             Request::Start => {
                 let reply = if self.started {
@@ -754,7 +742,7 @@ impl Shim {
         let tty = process.terminal() == Some(true);
         let mut opts = ExecOptions { process: Some(process), ..Default::default() };
         let null: OwnedFd = File::options().read(true).write(true).open("/dev/null").map_err(internal("opening /dev/null"))?.into();
-        let runtime_err = |e: berth_runtime::Error| Reply::error(kind_of(&e), e.to_string());
+        let runtime_err = |e: berth_runtime::Error| Reply::error(e.kind(), e.to_string());
         let (pid, stdin, outputs) = if tty {
             let console = ConsoleSocket::bind(PathBuf::from(format!("exec-{}.sock", self.next_client)))
                 .map_err(internal("binding an exec console socket"))?;
