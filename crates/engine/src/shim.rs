@@ -35,6 +35,7 @@ pub async fn spawn(shim_bin: &Path, bundle: &Path) -> Result<Started, ApiError> 
         std::fs::File::create(&log_path).map_err(|e| ApiError::new(Kind::Internal, format!("creating {}: {e}", log_path.display())))?;
     let mut child = tokio::process::Command::new(shim_bin)
         .arg(bundle)
+        .env("GLIBC_TUNABLES", berth_shim::glibc_tunables(std::env::var("GLIBC_TUNABLES").ok().as_deref()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

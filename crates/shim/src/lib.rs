@@ -29,6 +29,20 @@ pub const EXIT_FRAME: u8 = 3;
 /// Requests are a line of JSON; anything longer is refused.
 pub const MAX_REQUEST: usize = 1 << 20;
 
+/// glibc's per-thread malloc cache holds freed chunks as if in use, so `malloc_trim` cannot give
+/// their pages back and a shim's heap stays fragmented after it created its container (~90 KiB of
+/// its private memory). The shim is single-threaded and allocates rarely: it runs without the cache.
+/// Tunables are read only at process start, so whoever starts the shim sets this.
+pub const GLIBC_TUNABLES: &str = "glibc.malloc.tcache_count=0";
+
+/// The `GLIBC_TUNABLES` value to start the shim with, keeping any the caller already has.
+pub fn glibc_tunables(existing: Option<&str>) -> String {
+    match existing {
+        Some(e) if !e.is_empty() => format!("{e}:{GLIBC_TUNABLES}"),
+        _ => GLIBC_TUNABLES.to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub id: String,
@@ -130,6 +144,13 @@ pub fn parse_header(h: &[u8; 8]) -> (u8, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunables_keep_the_callers() {
+        assert_eq!(glibc_tunables(None), "glibc.malloc.tcache_count=0");
+        assert_eq!(glibc_tunables(Some("")), "glibc.malloc.tcache_count=0");
+        assert_eq!(glibc_tunables(Some("glibc.malloc.check=3")), "glibc.malloc.check=3:glibc.malloc.tcache_count=0");
+    }
 
     #[test]
     fn header_round_trips() {

@@ -68,6 +68,70 @@ fn main() {
     std::process::exit(code)
 }
 
+/// Give back memory that a create, start or exec touched once and will not need again: free heap
+/// pages, the stack pages below this frame, and our mappings of read-only file pages (code and
+/// constants of the creation and exec paths are most of them; the loop maps back the little it
+/// uses, from the page cache). A shim lives as long as its container, and this is most of what it
+/// would otherwise keep.
+#[inline(never)]
+fn release_memory() {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let (stack, clean) = mappings(&smaps);
+    drop(smaps);
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    for (low, high) in clean {
+        // SAFETY: a private file mapping without write permission and without anonymous (copied)
+        // pages holds only page-cache pages: dropping them loses nothing, the next access maps the
+        // same file page again. Without write permission none can become a copy meanwhile.
+        unsafe { libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED) };
+    }
+    let Some((low, _)) = stack else { return };
+    let here = 0u8;
+    // Pages more than 16 KiB below this frame are dead: only our callees' frames could be there,
+    // and madvise's own is a few hundred bytes. They come back zeroed if the stack grows again.
+    let end = ((&here as *const u8 as usize).saturating_sub(16 << 10)) & !4095;
+    if end > low {
+        // SAFETY: [low, end) lies inside this thread's stack mapping, below every live frame
+        // (see above); MADV_DONTNEED on private anonymous memory only drops its pages.
+        unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
+    }
+    std::hint::black_box(&here);
+}
+
+/// A mapping's start and end addresses.
+type Range = (usize, usize);
+
+/// From /proc/self/smaps text: the `[stack]` mapping, and the read-only private file mappings
+/// that hold no anonymous pages.
+fn mappings(smaps: &str) -> (Option<Range>, Vec<Range>) {
+    let mut stack = None;
+    let mut clean = Vec::new();
+    // The mapping being read, if it is a candidate, until its Anonymous line is seen.
+    let mut candidate = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((l, h)) = first.split_once('-')
+            && let (Ok(low), Ok(high)) = (usize::from_str_radix(l, 16), usize::from_str_radix(h, 16))
+        {
+            let (perms, inode) = (f.next().unwrap_or(""), f.nth(2).unwrap_or("0"));
+            candidate = None;
+            if line.ends_with("[stack]") {
+                stack = Some((low, high));
+            } else if perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-') && perms.ends_with('p') && inode != "0" {
+                candidate = Some((low, high));
+            }
+        } else if first == "Anonymous:"
+            && let Some(range) = candidate.take()
+            && f.next() == Some("0")
+        {
+            clean.push(range);
+        }
+    }
+    (stack, clean)
+}
+
 fn report(reply: &Reply) {
     let mut line = serde_json::to_vec(reply).unwrap_or_default();
     line.push(b'\n');
@@ -283,6 +347,8 @@ struct Shim {
     exited: Option<(ExitStatus, Instant)>,
     /// The first attached client with stdin (for StdinOnce).
     stdin_owner: Option<u64>,
+    /// A request loaded the container or made a process: hand back what that touched.
+    release_pending: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -295,6 +361,9 @@ enum Tag {
 }
 
 impl Shim {
+    // Not inlined (nor are the handlers below): their large frames are then gone from the stack
+    // while the loop waits, instead of being part of main's or run's frame for good.
+    #[inline(never)]
     fn create(bundle: &Path) -> Result<Shim, Reply> {
         let cfg_path = bundle.join(berth_shim::CONFIG);
         let data = std::fs::read(&cfg_path).map_err(internal("reading shim.json"))?;
@@ -359,8 +428,6 @@ impl Shim {
             Err(e) => return Err(fail(container, internal("binding shim.sock")(e))),
         };
         drop(container);
-        // SAFETY: malloc_trim only returns free heap memory to the kernel.
-        unsafe { libc::malloc_trim(0) };
         let runtime_root = cfg.runtime_root.clone();
         Ok(Shim {
             cfg,
@@ -377,11 +444,15 @@ impl Shim {
             started: false,
             exited: None,
             stdin_owner: None,
+            release_pending: true,
         })
     }
 
     fn run(&mut self) -> io::Result<()> {
         loop {
+            if std::mem::take(&mut self.release_pending) {
+                release_memory();
+            }
             // The init is gone and its output drained (or the drain took too long): finish.
             if let Some((_, at)) = &self.exited
                 && (self.main.outputs.is_empty() || at.elapsed() > DRAIN)
@@ -509,6 +580,7 @@ impl Shim {
     }
 
     /// Forward a chunk of output: the container's to the log and attached clients, an exec's to its client.
+    #[inline(never)]
     fn read_output(&mut self, key: Option<i32>, i: usize) {
         let mut buf = [0u8; READ_CHUNK];
         let Some(p) = self.proc_mut(key) else { return };
@@ -555,6 +627,7 @@ impl Shim {
         }
     }
 
+    #[inline(never)]
     fn client_ready(&mut self, token: u64, revents: i16) {
         if revents & libc::POLLOUT != 0 {
             let Some(c) = self.clients.get_mut(&token) else { return };
@@ -652,12 +725,16 @@ impl Shim {
         }
     }
 
+    #[inline(never)]
     fn handle(&mut self, token: u64, line: &[u8], rest: Vec<u8>) {
         let req: Request = match serde_json::from_slice(line) {
             Ok(r) => r,
             Err(e) => return self.reply_and_close(token, Reply::error(ErrorKind::InvalidArgument, format!("bad request: {e}"))),
         };
         let runtime_err = |e: berth_runtime::Error| Reply::error(e.kind(), e.to_string());
+        // These load the container's state and spec or create a process: their heap and stack
+        // high-water marks are handed back afterwards.
+        let heavy = matches!(req, Request::Start | Request::Kill { .. } | Request::Exec { .. });
         match req {
             Request::Start => {
                 let reply = if self.started {
@@ -733,6 +810,7 @@ impl Shim {
                 Err(reply) => self.reply_and_close(token, reply),
             },
         }
+        self.release_pending |= heavy;
     }
 
     fn exec(&mut self, process: oci_spec::runtime::Process, stdin: bool) -> Result<i32, Reply> {
@@ -881,4 +959,45 @@ fn flush(c: &mut Client) -> io::Result<()> {
         let _ = c.sock.shutdown(std::net::Shutdown::Both);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMAPS: &str = "\
+00200000-00296000 r--p 00000000 fe:00 5358787                            /usr/bin/berth-shim
+Rss:                 256 kB
+Anonymous:             0 kB
+00296000-003dd000 r-xp 00095000 fe:00 5358787                            /usr/bin/berth-shim
+Anonymous:             0 kB
+003dd000-00407000 r--p 001db000 fe:00 5358787                            /usr/bin/berth-shim
+Anonymous:             4 kB
+00407000-00409000 rw-p 00204000 fe:00 5358787                            /usr/bin/berth-shim
+Anonymous:             0 kB
+26420000-2643b000 rw-p 00000000 00:00 0                                  [heap]
+Anonymous:            20 kB
+7f8d3e37a000-7f8d3e4d0000 r-xp 00026000 fe:00 326279                     /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:             0 kB
+7f8d3e500000-7f8d3e501000 r-xp 00000000 00:00 0                          [vdso]
+Anonymous:             0 kB
+7ffc19e94000-7ffc19eb5000 rw-p 00000000 00:00 0                          [stack]
+Anonymous:            44 kB
+";
+
+    #[test]
+    fn only_clean_read_only_file_mappings_are_dropped() {
+        let (stack, clean) = mappings(SMAPS);
+        assert_eq!(stack, Some((0x7ffc19e94000, 0x7ffc19eb5000)));
+        // Not the relro segment with a copied page, not writable data, not the vdso or the heap.
+        assert_eq!(clean, vec![(0x200000, 0x296000), (0x296000, 0x3dd000), (0x7f8d3e37a000, 0x7f8d3e4d0000)]);
+    }
+
+    #[test]
+    fn this_process_has_a_stack_and_code() {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let (stack, clean) = mappings(&smaps);
+        assert!(stack.is_some());
+        assert!(!clean.is_empty());
+    }
 }
