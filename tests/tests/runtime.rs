@@ -206,6 +206,18 @@ fn create_start_exec_kill_delete_lifecycle() {
     assert!(e.stderr.contains("executable file not found"), "{}", e.stderr);
     let caps = rt.runc(&["exec", &id, "grep", "CapEff", "/proc/self/status"]).success();
     assert!(caps.stdout.contains(DOCKER_CAPS));
+    // The init and an exec are in the container's cgroup in every hierarchy the runtime joins
+    // (v1 through `tasks` by the process itself, the v2 part by CLONE_INTO_CGROUP).
+    let init_cgroups = fs::read_to_string(format!("/proc/{}/cgroup", st["pid"])).unwrap();
+    let joined = |text: &str| -> Vec<String> {
+        text.lines().filter(|l| ["memory", "pids", "freezer", ""].contains(&l.split(':').nth(1).unwrap_or("-"))).map(String::from).collect()
+    };
+    assert!(joined(&init_cgroups).len() >= 3 || std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(), "{init_cgroups}");
+    for line in joined(&init_cgroups) {
+        assert!(line.ends_with(&format!("/berth/{id}")), "init not in its cgroup: {line}");
+    }
+    let exec_cgroups = rt.runc(&["exec", &id, "cat", "/proc/self/cgroup"]).success();
+    assert_eq!(joined(&exec_cgroups.stdout), joined(&init_cgroups));
 
     let ps = rt.runc(&["ps", "--format", "json", &id]).success();
     let pids: Vec<i32> = serde_json::from_str(&ps.stdout).unwrap();

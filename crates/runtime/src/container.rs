@@ -163,31 +163,105 @@ fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
     spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).unwrap_or_else(|| Path::new(DEFAULT_CGROUP_PARENT).join(id))
 }
 
-/// Fork a child that is already inside any namespaces in `flags`. Plain fork semantics: the
-/// child gets a copy of our memory and continues from here.
+/// Fork a child that is already inside any namespaces in `flags` and, when `cgroup` is a v2
+/// directory's fd, inside that cgroup (`clone3` with `CLONE_INTO_CGROUP`; if the kernel refuses,
+/// a plain clone and `false`: the caller moves the child). Plain fork semantics: the child gets
+/// a copy of our memory and continues from here.
 ///
 /// # Safety
 /// The caller must be single-threaded: the child runs Rust code (allocation included) before
 /// it execs, which is only sound when no other thread could have held a lock at the fork.
-unsafe fn clone_child(flags: CloneFlags) -> Result<Option<Pid>> {
+unsafe fn clone_child(flags: CloneFlags, cgroup: Option<std::os::fd::RawFd>) -> Result<(Option<Pid>, bool)> {
+    let done = |rc: libc::c_long, into: bool| match rc {
+        0 => Ok((None, into)),
+        pid => Ok((Some(Pid::from_raw(pid as i32)), into)),
+    };
+    if let Some(fd) = cgroup {
+        /// The kernel's `struct clone_args` (up to `cgroup`, Linux 5.7).
+        #[repr(C)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        let args = CloneArgs {
+            flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: 0,
+            stack_size: 0,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: fd as u64,
+        };
+        // SAFETY: clone3 without a new stack behaves like fork (see the function's contract);
+        // `args` is a valid clone_args of the size passed and lives across the call.
+        let rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        if rc != -1 {
+            return done(rc, true);
+        }
+        // ENOSYS (before 5.3), E2BIG/EINVAL (before 5.7) or a cgroup that refuses: the caller
+        // moves the child the old way, which reports any real problem with the cgroup.
+    }
     // SAFETY: a raw clone with no new stack behaves like fork; see the function's contract.
     let rc = unsafe { libc::syscall(libc::SYS_clone, (flags.bits() | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
     match rc {
         -1 => Err(Error::sys(format!("clone({flags:?})"))(nix::errno::Errno::last())),
-        0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid as i32))),
+        rc => done(rc, false),
+    }
+}
+
+/// How a new process gets into the container's cgroup without the parent moving it (which takes
+/// the kernel's global migration lock: ~10 ms per container on an idle VM).
+struct Placement {
+    /// The v2 part, opened for `CLONE_INTO_CGROUP`.
+    into: Option<OwnedFd>,
+    /// v1 `tasks` files the child writes `0` into, first thing. Empty when it cannot (it starts
+    /// in a new user namespace, where those files are not its own).
+    self_join: Vec<PathBuf>,
+}
+
+impl Placement {
+    fn new(cgroup: &dyn Cgroup, child_can_join: bool) -> Placement {
+        let into = cgroup.clone_into().and_then(|d| fs::File::open(&d).ok().map(OwnedFd::from));
+        Placement { into, self_join: if child_can_join { cgroup.self_join_files() } else { Vec::new() } }
+    }
+
+    /// After the clone, in the parent: move the child into whatever it was not put in already.
+    fn finish(&self, cgroup: &dyn Cgroup, pid: Pid, cloned_into: bool) -> Result<()> {
+        if self.self_join.is_empty() {
+            return Ok(cgroup.add(pid.as_raw())?);
+        }
+        if !cloned_into && let Some(d) = cgroup.clone_into() {
+            cgroups::write(&d.join("cgroup.procs"), &pid.as_raw().to_string())?;
+        }
+        Ok(())
     }
 }
 
 /// Clone the process that becomes a container's init or joins it for exec. Namespaces that
 /// only apply to children (pid and time, given by path, or a new time namespace) are entered
-/// around the clone; the child gets the others and runs `init::run`, never returning.
+/// around the clone; the child gets the others and runs `init::run`, never returning. Returns
+/// whether the child was cloned into `placement`'s v2 cgroup.
 fn spawn<'a>(
     flags: CloneFlags,
     join: Vec<(LinuxNamespaceType, File)>,
     new_time: Option<&Spec>,
+    placement: &Placement,
     setup: impl FnOnce(Vec<(LinuxNamespaceType, File)>, Channel) -> Setup<'a>,
-) -> Result<(Pid, Channel)> {
+) -> Result<(Pid, Channel, bool)> {
     single_threaded()?;
     let (parent_end, child_end) = sync::pair()?;
     let (for_children, join): (Vec<_>, Vec<_>) =
@@ -195,13 +269,13 @@ fn spawn<'a>(
     let refs: Vec<(LinuxNamespaceType, &File)> = for_children.iter().map(|(t, f)| (*t, f)).collect();
     let entered = ChildNamespaces::enter(&refs, new_time)?;
     // SAFETY: single_threaded() just checked that no other thread exists.
-    let child = unsafe { clone_child(flags)? };
+    let (child, cloned_into) = unsafe { clone_child(flags, placement.into.as_ref().map(|f| f.as_raw_fd()))? };
     let Some(pid) = child else {
         drop(parent_end);
         init::run(setup(join, child_end));
     };
     drop(entered);
-    Ok((pid, parent_end))
+    Ok((pid, parent_end, cloned_into))
 }
 
 /// Undo what a failed create made, keeping the first error.
@@ -395,7 +469,8 @@ impl Container {
             }
         }
         let new_time = plan.creates(LinuxNamespaceType::Time).then_some(&spec);
-        let (pid, parent_end) = spawn(flags, join, new_time, |join, sync| Setup {
+        let placement = Placement::new(cgroup.as_ref(), !plan.creates(LinuxNamespaceType::User));
+        let (pid, parent_end, cloned_into) = spawn(flags, join, new_time, &placement, |join, sync| Setup {
             spec: &spec,
             process: &process,
             plan: &plan,
@@ -404,6 +479,7 @@ impl Container {
             console,
             seccomp,
             preserve_fds: opts.preserve_fds,
+            self_join: &placement.self_join,
             role: Role::Init { rootfs: rootfs.clone(), fifo, cgroups: cgroup.view(), no_pivot: opts.no_pivot },
         })?;
         guard.child = Some(pid);
@@ -415,7 +491,7 @@ impl Container {
         if let Some(r) = linux.resources() {
             cgroup.apply(&with_created_devices_allowed(r, &spec))?;
         }
-        cgroup.add(pid.as_raw())?;
+        placement.finish(cgroup.as_ref(), pid, cloned_into)?;
 
         let state = State {
             id: opts.id.clone(),
@@ -664,7 +740,10 @@ impl Container {
             return Err(Error::WrongState { id: self.state.id.clone(), status: "stopped".into(), action: "exec", wanted: "running" });
         }
         let console = connect_console(&opts.console_socket, process.terminal() == Some(true))?;
-        let (pid, parent_end) = spawn(CloneFlags::empty(), join, None, |join, sync| Setup {
+        let cgroup = self.cgroup()?;
+        // The child joins before it enters any of the container's namespaces: host root, host paths.
+        let placement = Placement::new(cgroup.as_ref(), true);
+        let (pid, parent_end, cloned_into) = spawn(CloneFlags::empty(), join, None, &placement, |join, sync| Setup {
             spec: &self.state.config,
             process: &process,
             plan: &plan,
@@ -673,6 +752,7 @@ impl Container {
             console,
             seccomp,
             preserve_fds: opts.preserve_fds,
+            self_join: &placement.self_join,
             role: Role::Exec,
         })?;
         let fail = |e: Error| {
@@ -680,7 +760,7 @@ impl Container {
             let _ = nix::sys::wait::waitpid(pid, None);
             e
         };
-        self.cgroup().and_then(|c| Ok(c.add(pid.as_raw())?)).map_err(fail)?;
+        placement.finish(cgroup.as_ref(), pid, cloned_into).map_err(fail)?;
         parent_end.send(&Msg::Go).map_err(fail)?;
         match parent_end.recv().map_err(fail)? {
             Some(Msg::Ready) => {}

@@ -36,6 +36,8 @@ pub(crate) struct Setup<'a> {
     pub console: Option<OwnedFd>,
     pub seccomp: Option<CompiledFilter>,
     pub preserve_fds: u32,
+    /// cgroup v1 `tasks` files to write `0` into before anything else (see `Cgroup::self_join_files`).
+    pub self_join: &'a [PathBuf],
     pub role: Role,
 }
 
@@ -55,11 +57,15 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
     // Nothing in the container may open /proc/<us>/exe and reach the runtime's binary
     // (CVE-2019-5736); exec resets this for the container's own program.
     nix::sys::prctl::set_dumpable(false).map_err(Error::sys("prctl(PR_SET_DUMPABLE)"))?;
+    // Into the container's cgroup while the host's cgroup mounts are still what we see.
+    for tasks in s.self_join {
+        std::fs::write(tasks, "0").map_err(Error::io("joining the cgroup through", tasks))?;
+    }
 
     if let Some((_, user_ns)) = s.join.iter().find(|(t, _)| *t == LinuxNamespaceType::User) {
         namespaces::enter(LinuxNamespaceType::User, user_ns)?;
     }
-    // The parent writes id maps and puts us in the cgroup before we go on.
+    // The parent writes id maps and puts us in whatever part of the cgroup we are not in yet.
     let state = match s.sync.recv()? {
         Some(Msg::Begin { state }) => state,
         Some(Msg::Go) => String::new(),

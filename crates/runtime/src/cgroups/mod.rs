@@ -125,6 +125,14 @@ pub trait Cgroup {
     fn create(&self) -> Result<()>;
     /// Move a process into it.
     fn add(&self, pid: i32) -> Result<()>;
+    /// Files in which a single-threaded process writes `0` to move itself in. Moving another
+    /// process (`add`) takes the kernel's global cgroup migration lock, whose writer waits for an
+    /// RCU grace period (~10 ms on a quiet VM); moving one's own thread through v1's `tasks` does
+    /// not. Empty on v2, where there is no such file (see `clone_into`).
+    fn self_join_files(&self) -> Vec<PathBuf>;
+    /// The v2 directory (all of it on v2, the unified part on a hybrid host) a child can be
+    /// cloned straight into with `CLONE_INTO_CGROUP`, which does not take that lock either.
+    fn clone_into(&self) -> Option<PathBuf>;
     /// Write the spec's resource limits.
     fn apply(&self, resources: &LinuxResources) -> Result<()>;
     fn freeze(&self, frozen: bool) -> Result<()>;

@@ -108,6 +108,15 @@ impl Cgroup for V1 {
         Ok(())
     }
 
+    fn self_join_files(&self) -> Vec<PathBuf> {
+        let unified = self.unified.as_ref().map(|u| u.join(&self.rel));
+        self.dirs().into_iter().filter(|d| Some(d) != unified.as_ref()).map(|d| d.join("tasks")).collect()
+    }
+
+    fn clone_into(&self) -> Option<PathBuf> {
+        self.unified.as_ref().map(|u| u.join(&self.rel))
+    }
+
     fn apply(&self, r: &LinuxResources) -> Result<()> {
         if let Some(m) = r.memory() {
             if let Some(l) = m.limit() {
@@ -324,6 +333,18 @@ mod tests {
         }
         let v = V1::new(h, PathBuf::from("berth/c1"), None);
         (t, v)
+    }
+
+    #[test]
+    fn processes_join_v1_through_tasks_and_the_unified_part_by_clone() {
+        let t = tempfile::tempdir().unwrap();
+        let h = vec![("cpu".to_string(), t.path().join("cpu,cpuacct")), ("cpuacct".to_string(), t.path().join("cpu,cpuacct"))];
+        let v = V1::new(h, PathBuf::from("berth/c1"), Some(t.path().join("unified")));
+        // A co-mounted hierarchy once; never the unified tree, which has no tasks file.
+        assert_eq!(v.self_join_files(), vec![t.path().join("cpu,cpuacct/berth/c1/tasks")]);
+        assert_eq!(v.clone_into(), Some(t.path().join("unified/berth/c1")));
+        let (_t, legacy) = fake(&["memory"]);
+        assert_eq!(legacy.clone_into(), None);
     }
 
     #[test]

@@ -65,6 +65,14 @@ impl Cgroup for V2 {
         self.set("cgroup.procs", &pid.to_string())
     }
 
+    fn self_join_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    fn clone_into(&self) -> Option<PathBuf> {
+        Some(self.dir())
+    }
+
     fn apply(&self, r: &LinuxResources) -> Result<()> {
         if let Some(m) = r.memory() {
             if let Some(l) = m.limit() {
@@ -201,6 +209,13 @@ mod tests {
         fs::write(t.path().join("berth/cgroup.subtree_control"), "").unwrap();
         let v = V2::new(t.path().to_path_buf(), PathBuf::from("berth/c1"));
         (t, v)
+    }
+
+    #[test]
+    fn processes_are_cloned_into_the_directory() {
+        let (t, v) = fake_tree();
+        assert!(v.self_join_files().is_empty());
+        assert_eq!(v.clone_into(), Some(t.path().join("berth/c1")));
     }
 
     #[test]
