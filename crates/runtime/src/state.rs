@@ -115,7 +115,8 @@ impl State {
     pub fn save(&self, root: &Path) -> Result<()> {
         let path = Self::dir(root, &self.id).join(STATE_FILE);
         let data = serde_json::to_vec(self).map_err(|e| Error::State { id: self.id.clone(), reason: e.to_string() })?;
-        crate::atomic::write_file(&path, &data, 0o600).map_err(Error::io("writing state", path))
+        // The state of processes, which no machine crash leaves alive: atomic, not durable.
+        crate::atomic::replace_file(&path, &data, 0o600).map_err(Error::io("writing state", path))
     }
 }
 
