@@ -224,7 +224,7 @@ impl Engine {
         self.cleanup_bundle(ctr);
         self.drop_execs_of(&ctr.id);
         let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
-        let res = ctr.update(|r| {
+        let res = ctr.update_status(|r| {
             r.state.status = Status::Exited;
             r.state.pid = 0;
             r.state.exit_code = status.exit_code;
@@ -395,7 +395,7 @@ impl Engine {
                 restart_count: 0,
                 log_path: dir.join(format!("{id}-json.log")),
             };
-            rec.save(&dir)?;
+            rec.save(&dir, crate::record::Durability::Durable)?;
             Ok(rec)
         })();
         let rec = result.map_err(undo)?;
@@ -429,7 +429,7 @@ impl Engine {
         let result = self.launch(ctr, &rec).await;
         match result {
             Ok(started) => {
-                ctr.update(|r| {
+                ctr.update_status(|r| {
                     r.state = RunState {
                         status: Status::Running,
                         pid: started.pid,
@@ -453,7 +453,7 @@ impl Engine {
                 } else {
                     128
                 };
-                let _ = ctr.update(|r| {
+                let _ = ctr.update_status(|r| {
                     r.state.error = e.message.clone();
                     r.state.exit_code = code;
                     r.state.status =

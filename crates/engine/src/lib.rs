@@ -58,11 +58,21 @@ impl Ctr {
     }
 
     /// Change the record: persisted first, then published, then waiters woken.
+    /// Change the record durably (see [`record::Durability`]).
     pub fn update(&self, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
+        self.change(record::Durability::Durable, f)
+    }
+
+    /// Change only the status of the container's process (atomically, not durably).
+    pub fn update_status(&self, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
+        self.change(record::Durability::Atomic, f)
+    }
+
+    fn change(&self, durable: record::Durability, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
         let mut guard = self.rec.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**guard).clone();
         f(&mut next);
-        next.save(&self.dir)?;
+        next.save(&self.dir, durable)?;
         let next = Arc::new(next);
         *guard = Arc::clone(&next);
         drop(guard);

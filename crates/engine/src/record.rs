@@ -92,6 +92,18 @@ pub struct Record {
     pub log_path: PathBuf,
 }
 
+/// How far a record write must get before it counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (file and directory fsynced): a container's existence, configuration, name and
+    /// removal, which must survive a crash of the machine.
+    Durable,
+    /// Replaced atomically, not fsynced: the status of its process (running, exited and how).
+    /// After a crash of the machine no container is running anyway; restore then finds a status
+    /// at most a few seconds old, and one still "running" becomes exited with an unknown code.
+    Atomic,
+}
+
 impl Record {
     pub fn tty(&self) -> bool {
         self.config.tty.unwrap_or(false)
@@ -107,11 +119,15 @@ impl Record {
         serde_json::from_slice(&data).map_err(|e| ApiError::new(Kind::Internal, format!("parsing {}: {e}", path.display())))
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), ApiError> {
+    /// Write the record atomically; `durable` also makes it survive a crash of the machine.
+    pub fn save(&self, dir: &Path, durable: Durability) -> Result<(), ApiError> {
         let path = dir.join(RECORD);
         let data = serde_json::to_vec(self).map_err(|e| ApiError::new(Kind::Internal, format!("encoding {}: {e}", path.display())))?;
-        berth_runtime::atomic::write_file(&path, &data, 0o600)
-            .map_err(|e| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())))
+        let write = match durable {
+            Durability::Durable => berth_runtime::atomic::write_file,
+            Durability::Atomic => berth_runtime::atomic::replace_file,
+        };
+        write(&path, &data, 0o600).map_err(|e| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())))
     }
 }
 
