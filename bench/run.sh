@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo build --release --quiet -p berth-runc -p berthd -p berth-shim -p berth
 cargo build --release --quiet -p berth-store --examples
+python3 bench/cgroup_join.py
+echo
 python3 bench/runc_run.py
 echo
 python3 bench/layer_apply.py
