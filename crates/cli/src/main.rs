@@ -474,16 +474,16 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             if let Some(s) = signal {
                 q.push(("signal", s));
             }
-            each(&containers, true, |c| client.post(&format!("/containers/{c}/stop?{}", query(&q))).map(|_| ()))
+            each_parallel(&containers, |c| client.post(&format!("/containers/{c}/stop?{}", query(&q))).map(|_| ()))
         }
         Cmd::Restart { time, containers } => {
             let q = time.map(|t| format!("?t={t}")).unwrap_or_default();
             each(&containers, true, |c| client.post(&format!("/containers/{c}/restart{q}")).map(|_| ()))
         }
-        Cmd::Kill { signal, containers } => {
-            each(&containers, true, |c| client.post(&format!("/containers/{c}/kill?{}", query(&[("signal", signal.clone())]))).map(|_| ()))
-        }
-        Cmd::Rm { force, volumes, containers } => each(&containers, true, |c| {
+        Cmd::Kill { signal, containers } => each_parallel(&containers, |c| {
+            client.post(&format!("/containers/{c}/kill?{}", query(&[("signal", signal.clone())]))).map(|_| ())
+        }),
+        Cmd::Rm { force, volumes, containers } => each_parallel(&containers, |c| {
             client.delete(&format!("/containers/{c}?force={}&v={}", u8::from(force), u8::from(volumes))).map(|_| ())
         }),
         Cmd::Ps { all, quiet, size, last, latest, no_trunc, filter, format } => {
@@ -736,6 +736,30 @@ fn each(names: &[String], echo: bool, mut f: impl FnMut(&str) -> anyhow::Result<
             Err(e) => {
                 eprintln!("{e:#}");
                 failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+/// How many containers `stop`, `kill` and `rm` handle at once (Docker's CLI does the same).
+const PARALLEL: usize = 50;
+
+/// `f` for each name, up to PARALLEL at a time; each name or error printed in the order given.
+fn each_parallel(names: &[String], f: impl Fn(&str) -> anyhow::Result<()> + Sync) -> anyhow::Result<i32> {
+    let mut failed = false;
+    for chunk in names.chunks(PARALLEL) {
+        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|n| s.spawn(|| f(n))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))).collect()
+        });
+        for (n, r) in chunk.iter().zip(results) {
+            match r {
+                Ok(()) => println!("{n}"),
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    failed = true;
+                }
             }
         }
     }
