@@ -97,7 +97,7 @@ pub fn compile_cached(s: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilt
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(s).unwrap_or_default());
     let v = libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
-    h.update(format!("|{v}|{}", std::env::consts::ARCH));
+    h.update(format!("|{v}|{}|tree", std::env::consts::ARCH));
     let path = cache_dir.join(format!("{}.bpf", hex::encode(h.finalize())));
     if let Ok(bytes) = std::fs::read(&path)
         && let Some(instructions) = decode(&bytes)
@@ -136,6 +136,9 @@ pub fn compile(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("creating filter"))?;
     // The runtime sets no_new_privs itself, exactly when the spec asks for it.
     ctx.set_ctl_nnp(false).map_err(lib("disabling implicit no_new_privs"))?;
+    // A binary tree over syscall numbers instead of a chain of comparisons: fewer instructions
+    // to run on every syscall the container makes.
+    ctx.set_ctl_optimize(2).map_err(lib("asking for a binary-tree filter"))?;
     for a in s.architectures().clone().unwrap_or_default() {
         let Some(sa) = arch(a) else { continue };
         if !ctx.is_arch_present(sa).map_err(lib(format!("arch {a:?}")))? {
