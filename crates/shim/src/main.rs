@@ -331,9 +331,12 @@ impl Proc {
 struct Shim {
     cfg: Config,
     bundle: PathBuf,
-    /// Loaded from the runtime's state when needed: holding the parsed spec for the container's
-    /// whole life would cost every shim a few hundred KiB.
+    /// The container is loaded from the runtime's state when needed: holding the parsed spec for
+    /// its whole life would cost every shim a few hundred KiB.
     runtime_root: PathBuf,
+    /// The container as created, kept for the start that normally follows at once (loading it
+    /// again means parsing its whole spec); dropped then, and its memory handed back.
+    created: Option<Container>,
     pid: i32,
     main: Proc,
     execs: HashMap<i32, Proc>,
@@ -427,12 +430,12 @@ impl Shim {
             Ok(l) => l,
             Err(e) => return Err(fail(container, internal("binding shim.sock")(e))),
         };
-        drop(container);
         let runtime_root = cfg.runtime_root.clone();
         Ok(Shim {
             cfg,
             bundle: bundle.to_path_buf(),
             runtime_root,
+            created: Some(container),
             pid,
             main,
             execs: HashMap::new(),
@@ -740,7 +743,11 @@ impl Shim {
                 let reply = if self.started {
                     Reply::error(ErrorKind::Conflict, "container already started")
                 } else {
-                    match self.container().and_then(|c| c.start()) {
+                    let container = match self.created.take() {
+                        Some(c) => Ok(c),
+                        None => self.container(),
+                    };
+                    match container.and_then(|c| c.start()) {
                         Ok(()) => {
                             self.started = true;
                             Reply { pid: Some(self.pid), ..Reply::ok() }
