@@ -297,6 +297,30 @@ fn containers_survive_kill_9_of_berthd_and_are_adopted() {
 }
 
 #[test]
+fn a_removal_cut_short_leaves_a_dead_container_that_rm_clears() {
+    let Some(mut d) = daemon() else { return };
+    let id = d.berth(&["create", "--name", "half", "busybox", "true"]).success().stdout.trim().to_string();
+    d.kill9();
+    // What a crash of the machine between removing the layer and the record leaves behind (the
+    // record's not-yet-durable "removing" status lost).
+    let driver = if std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("overlay") {
+        berth_store::images::Driver::Overlay
+    } else {
+        berth_store::images::Driver::Vfs
+    };
+    let store = berth_store::images::ImageStore::open(&d.dir.path().join("data/image"), driver).unwrap();
+    store.snapshots.remove(&id).unwrap();
+    drop(store);
+    d.launch();
+    let state = d.berth(&["inspect", "--format", "{{.State.Status}} {{.State.Dead}} {{.State.Error}}", "half"]).success().stdout;
+    assert!(state.starts_with("dead true its writable layer is gone"), "{state}");
+    assert_ne!(d.berth(&["start", "half"]).code, 0);
+    d.berth(&["rm", "half"]).success();
+    assert!(!d.berth(&["ps", "-a", "--format", "{{.Names}}"]).success().stdout.contains("half"));
+    assert!(!d.dir.path().join("data/containers").join(&id).exists());
+}
+
+#[test]
 fn twenty_concurrent_runs() {
     let Some(d) = daemon() else { return };
     let d = std::sync::Arc::new(d);

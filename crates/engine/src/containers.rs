@@ -265,7 +265,9 @@ impl Engine {
 
     /// Remove a stopped container's bundle, snapshot, files and record.
     pub(crate) async fn remove_now(&self, ctr: &Arc<Ctr>) -> Result<(), ApiError> {
-        ctr.update(|r| r.state.status = Status::Removing)?;
+        // Not durable: after a crash of the machine mid-removal, restore finds the record without
+        // its layer and marks it dead (as Docker does), to be removed again.
+        ctr.update_status(|r| r.state.status = Status::Removing)?;
         self.cleanup_bundle(ctr);
         let images = Arc::clone(&self.images);
         let key = ctr.id.clone();

@@ -244,8 +244,17 @@ impl Engine {
                 }
             } else if rec.state.status == Status::Removing {
                 let _ = self.remove_now(&ctr).await;
-            } else if ctr.bundle.exists() {
-                self.cleanup_bundle(&ctr);
+            } else {
+                if ctr.bundle.exists() {
+                    self.cleanup_bundle(&ctr);
+                }
+                // Its layer went but the record stayed: a removal cut short by a crash.
+                if matches!(self.images.snapshots.stat(&ctr.id), Err(berth_store::snapshot::SnapshotError::NotFound(_))) {
+                    let _ = ctr.update_status(|r| {
+                        r.state.status = Status::Dead;
+                        r.state.error = "its writable layer is gone (a removal was interrupted); remove it again".into();
+                    });
+                }
             }
         }
         Ok(())
