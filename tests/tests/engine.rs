@@ -321,6 +321,27 @@ fn a_removal_cut_short_leaves_a_dead_container_that_rm_clears() {
 }
 
 #[test]
+fn only_auto_removed_containers_get_a_volatile_layer() {
+    let Some(d) = daemon() else { return };
+    let root = |args: &[&str]| {
+        let mut a = vec!["run"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "grep", " / ", "/proc/mounts"]);
+        d.berth(&a).success().stdout
+    };
+    let kept = root(&["--name", "kept"]);
+    if !kept.starts_with("overlay ") {
+        eprintln!("skipped: the snapshot driver is not overlay here");
+        return;
+    }
+    assert!(!kept.contains("volatile"), "{kept}");
+    let removed = root(&["--rm"]);
+    assert!(removed.contains("volatile"), "{removed}");
+    // The layer kept works again after a restart.
+    d.berth(&["start", "-a", "kept"]).success();
+}
+
+#[test]
 fn twenty_concurrent_runs() {
     let Some(d) = daemon() else { return };
     let d = std::sync::Arc::new(d);
