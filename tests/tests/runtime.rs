@@ -640,7 +640,16 @@ fn detached_exec_writes_its_pid_file() {
     let pid_file = b.path().join("exec.pid");
     rt.runc(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), &id, "sleep", "300"]).success();
     let pid: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    // exec -d returns once the program replaced the runtime; its arguments appear a moment
+    // later in the same execve (the kernel sets them up after closing our sync socket).
+    let mut cmdline = String::new();
+    for _ in 0..100 {
+        cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        if !cmdline.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_eq!(cmdline, "sleep\u{0}300\u{0}");
     let ps = rt.runc(&["ps", "--format", "json", &id]).success();
     let pids: Vec<i32> = serde_json::from_str(&ps.stdout).unwrap();

@@ -306,7 +306,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     if args.is_empty() {
                         bail_f("exec needs a command (ARGS) or --process")?;
                     }
-                    let mut p = c.state.config.process().clone().unwrap_or_default();
+                    let mut p = c.state.config()?.process().clone().unwrap_or_default();
                     p.set_args(Some(args));
                     p.set_terminal(Some(tty));
                     let mut e = p.env().clone().unwrap_or_default();

@@ -416,7 +416,7 @@ fn oci_state(s: &State, status: Status) -> serde_json::Value {
         "status": status,
         "pid": if status == Status::Stopped { 0 } else { s.init.pid },
         "bundle": s.bundle,
-        "annotations": s.config.annotations().clone().unwrap_or_default(),
+        "annotations": s.spec_annotations(),
     })
 }
 
@@ -503,7 +503,7 @@ impl Container {
             cgroup_path: cg_path.clone(),
             annotations: Default::default(),
             raw_config,
-            config: spec.clone(),
+            config: spec.clone().into(),
         };
         let creating = serde_json::to_string(&oci_state(&state, Status::Creating)).unwrap_or_default();
         parent_end.send(&Msg::Begin { state: creating.clone() })?;
@@ -627,7 +627,7 @@ impl Container {
             }
         }
         fs::remove_file(&fifo_path).map_err(Error::io("removing exec FIFO", &fifo_path))?;
-        if let Some(h) = self.state.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+        if let Some(h) = self.state.hooks()?.poststart().clone() {
             let json = serde_json::to_vec(&oci_state(&self.state, Status::Running)).unwrap_or_default();
             if let Err(e) = crate::hooks::run(&h, &json) {
                 tracing::warn!(id = %self.state.id, "poststart hook failed: {e}");
@@ -691,7 +691,11 @@ impl Container {
         }
         reap_children();
         let mut first_err = cg.destroy().err().map(Error::from);
-        if let Some(h) = self.state.config.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+        let hooks = self.state.hooks().unwrap_or_else(|e| {
+            tracing::warn!(id = %self.state.id, "poststop hooks not run: {e}");
+            Default::default()
+        });
+        if let Some(h) = hooks.poststop().clone() {
             let json = serde_json::to_vec(&oci_state(&self.state, Status::Stopped)).unwrap_or_default();
             if let Err(e) = crate::hooks::run(&h, &json) {
                 tracing::warn!(id = %self.state.id, "poststop hook failed: {e}");
@@ -708,20 +712,14 @@ impl Container {
     pub fn exec(&self, opts: &ExecOptions) -> Result<Pid> {
         self.require("exec", "running", &[Status::Running])?;
         single_threaded()?;
-        let base = self.state.config.process().clone().unwrap_or_default();
+        let config = self.state.config()?;
+        let base = config.process().clone().unwrap_or_default();
         let process = opts.process.clone().unwrap_or(base);
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidConfig("exec needs a command".into()));
         }
         let cache = self.root.join(SECCOMP_CACHE);
-        let seccomp = self
-            .state
-            .config
-            .linux()
-            .as_ref()
-            .and_then(|l| l.seccomp().as_ref())
-            .map(|s| seccomp::compile_cached(s, &cache))
-            .transpose()?;
+        let seccomp = config.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(|s| seccomp::compile_cached(s, &cache)).transpose()?;
         let init = self.state.init.pid;
         let mut plan = Plan::default();
         for t in namespaces::JOIN_ORDER {
@@ -744,7 +742,7 @@ impl Container {
         // The child joins before it enters any of the container's namespaces: host root, host paths.
         let placement = Placement::new(cgroup.as_ref(), true);
         let (pid, parent_end, cloned_into) = spawn(CloneFlags::empty(), join, None, &placement, |join, sync| Setup {
-            spec: &self.state.config,
+            spec: config,
             process: &process,
             plan: &plan,
             join,
@@ -770,6 +768,9 @@ impl Container {
             }
             other => return Err(fail(Error::State { id: self.state.id.clone(), reason: format!("exec setup ended with {other:?}") })),
         }
+        // The child's end is close-on-exec: it closes when the program has replaced the runtime
+        // (or the child died trying), so whoever we return to sees the program, not us.
+        let _ = parent_end.recv();
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid.as_raw())?;
         }

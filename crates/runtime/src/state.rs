@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,8 +91,17 @@ pub struct State {
     /// The bundle's config.json exactly as it was at create (what hooks, exec and delete use).
     #[serde(rename = "config")]
     pub raw_config: Box<serde_json::value::RawValue>,
+    /// `raw_config` parsed, on first use: kill, start and delete need only a few fields, and
+    /// parsing a whole spec (Docker's seccomp profile is most of it) costs more than they do.
     #[serde(skip)]
-    pub config: oci_spec::runtime::Spec,
+    pub(crate) config: OnceLock<oci_spec::runtime::Spec>,
+}
+
+/// The fields of a config that start and delete need.
+#[derive(Deserialize)]
+struct Hooked {
+    hooks: Option<oci_spec::runtime::Hooks>,
+    annotations: Option<HashMap<String, String>>,
 }
 
 impl State {
@@ -107,9 +117,38 @@ impl State {
             Err(e) => return Err(Error::io("reading state", path)(e)),
         };
         let bad = |e: serde_json::Error| Error::State { id: id.to_string(), reason: format!("{}: {e}", path.display()) };
-        let mut state: State = serde_json::from_slice(&data).map_err(bad)?;
-        state.config = serde_json::from_str(state.raw_config.get()).map_err(bad)?;
+        let state: State = serde_json::from_slice(&data).map_err(bad)?;
         Ok(state)
+    }
+
+    fn bad_config(&self, e: serde_json::Error) -> Error {
+        Error::State { id: self.id.clone(), reason: format!("its config: {e}") }
+    }
+
+    /// The spec the container was created from.
+    pub fn config(&self) -> Result<&oci_spec::runtime::Spec> {
+        if let Some(c) = self.config.get() {
+            return Ok(c);
+        }
+        let spec = serde_json::from_str(self.raw_config.get()).map_err(|e| self.bad_config(e))?;
+        Ok(self.config.get_or_init(|| spec))
+    }
+
+    /// The spec's hooks, without parsing the rest of it.
+    pub fn hooks(&self) -> Result<oci_spec::runtime::Hooks> {
+        if let Some(c) = self.config.get() {
+            return Ok(c.hooks().clone().unwrap_or_default());
+        }
+        let h: Hooked = serde_json::from_str(self.raw_config.get()).map_err(|e| self.bad_config(e))?;
+        Ok(h.hooks.unwrap_or_default())
+    }
+
+    /// The spec's annotations, without parsing the rest of it.
+    pub fn spec_annotations(&self) -> HashMap<String, String> {
+        if let Some(c) = self.config.get() {
+            return c.annotations().clone().unwrap_or_default();
+        }
+        serde_json::from_str::<Hooked>(self.raw_config.get()).ok().and_then(|h| h.annotations).unwrap_or_default()
     }
 
     pub fn save(&self, root: &Path) -> Result<()> {
