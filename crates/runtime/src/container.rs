@@ -668,6 +668,11 @@ impl Container {
         Ok(self.cgroup()?.stats()?)
     }
 
+    /// Processes of the container the OOM killer killed (0 if its cgroup is unreadable).
+    pub fn oom_kills(&self) -> u64 {
+        self.cgroup().map(|c| c.oom_kills()).unwrap_or(0)
+    }
+
     /// Remove the container; `force` kills it first if it is still running.
     pub fn delete(self, force: bool) -> Result<()> {
         let status = self.status();

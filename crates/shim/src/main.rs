@@ -566,7 +566,7 @@ impl Shim {
     }
 
     fn oom_kills(&self) -> u64 {
-        self.container().and_then(|c| c.stats()).map(|s| s.memory.oom_kills).unwrap_or(0)
+        self.container().map(|c| c.oom_kills()).unwrap_or(0)
     }
 
     fn accept(&mut self) {

@@ -140,6 +140,8 @@ pub trait Cgroup {
     /// Every process in it.
     fn pids(&self) -> Result<Vec<i32>>;
     fn stats(&self) -> Result<Stats>;
+    /// How many processes the OOM killer killed in it (what `stats` reports, read alone).
+    fn oom_kills(&self) -> u64;
     /// Remove it and the parents it made, when they are empty. Processes must be gone.
     fn destroy(&self) -> Result<()>;
     /// What the container should see at its `cgroup` mount.

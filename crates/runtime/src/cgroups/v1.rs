@@ -257,13 +257,17 @@ impl Cgroup for V1 {
             };
             s.memory.raw = read_keyed(&d.join("memory.stat"));
             s.memory.cache = s.memory.raw.get("cache").copied().unwrap_or(0);
-            s.memory.oom_kills = read_keyed(&d.join("memory.oom_control")).get("oom_kill").copied().unwrap_or(0);
+            s.memory.oom_kills = self.oom_kills();
         }
         if let Some(d) = self.dir("pids") {
             s.pids.current = read_u64(&d.join("pids.current"));
             s.pids.limit = read_u64(&d.join("pids.max"));
         }
         Ok(s)
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.dir("memory").and_then(|d| read_keyed(&d.join("memory.oom_control")).get("oom_kill").copied()).unwrap_or(0)
     }
 
     fn destroy(&self) -> Result<()> {

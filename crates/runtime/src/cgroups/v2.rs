@@ -175,10 +175,14 @@ impl Cgroup for V2 {
         };
         s.memory.raw = read_keyed(&d.join("memory.stat"));
         s.memory.cache = s.memory.raw.get("file").copied().unwrap_or(0);
-        s.memory.oom_kills = read_keyed(&d.join("memory.events")).get("oom_kill").copied().unwrap_or(0);
+        s.memory.oom_kills = self.oom_kills();
         s.pids.current = read_u64(&d.join("pids.current"));
         s.pids.limit = read_u64(&d.join("pids.max"));
         Ok(s)
+    }
+
+    fn oom_kills(&self) -> u64 {
+        read_keyed(&self.dir().join("memory.events")).get("oom_kill").copied().unwrap_or(0)
     }
 
     fn destroy(&self) -> Result<()> {
