@@ -23,9 +23,17 @@ impl V1 {
         V1 { hierarchies, rel, unified }
     }
 
+    /// With the hierarchies mounted on this host, found once per process: a long-lived caller
+    /// (a shim opens its container's cgroup for each kill and at exit) would otherwise read a
+    /// mount table that grows with every running container, for each of them.
     pub fn from_mountinfo(rel: PathBuf, unified: Option<PathBuf>) -> Result<Self> {
+        static HIERARCHIES: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
+        if let Some(h) = HIERARCHIES.get() {
+            return Ok(V1::new(h.clone(), rel, unified));
+        }
         let text = read(Path::new("/proc/self/mountinfo"))?;
-        Ok(V1::new(parse_mountinfo(&text), rel, unified))
+        let h = HIERARCHIES.get_or_init(|| parse_mountinfo(&text));
+        Ok(V1::new(h.clone(), rel, unified))
     }
 
     fn dir(&self, controller: &str) -> Option<PathBuf> {
