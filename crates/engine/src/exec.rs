@@ -1,7 +1,9 @@
 //! `docker exec`: exec instances are created here, run by the container's shim, and keep their
-//! exit code until their container stops or goes.
+//! exit code until their container stops or goes, or for five minutes after they end.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_api::containers::ExecConfig;
 use berth_api::params::Io;
@@ -12,12 +14,31 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{Engine, names, shim, spec};
 
+/// How long an exec instance that ended stays inspectable: Docker's exec garbage collection
+/// forgets them minutes after they end too, rather than for the container's whole life.
+const KEEP_ENDED: Duration = Duration::from_secs(300);
+
 #[derive(Default)]
 struct ExecState {
     started: bool,
     running: bool,
     exit_code: Option<i32>,
     pid: i32,
+    /// When it ended.
+    ended: Option<Instant>,
+}
+
+impl ExecState {
+    fn end(&mut self, code: i32) {
+        self.running = false;
+        self.exit_code = Some(code);
+        self.ended = Some(Instant::now());
+    }
+}
+
+/// Forget exec instances that ended more than `keep` ago (`now` given, for tests).
+fn prune(execs: &mut HashMap<String, Arc<Exec>>, now: Instant, keep: Duration) {
+    execs.retain(|_, e| e.state().ended.is_none_or(|t| now.saturating_duration_since(t) <= keep));
 }
 
 pub struct Exec {
@@ -34,7 +55,7 @@ impl Exec {
 }
 
 impl Engine {
-    fn execs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<Exec>>> {
+    fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Exec>>> {
         self.execs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -61,7 +82,9 @@ impl Engine {
         }
         let exec_id = names::random_id()?;
         let e = Arc::new(Exec { id: exec_id.clone(), container: rec.id.clone(), config, state: Mutex::new(ExecState::default()) });
-        self.execs().insert(exec_id.clone(), e);
+        let mut execs = self.execs();
+        prune(&mut execs, Instant::now(), KEEP_ENDED);
+        execs.insert(exec_id.clone(), e);
         Ok(exec_id)
     }
 
@@ -146,11 +169,7 @@ impl Engine {
             Err(err) => {
                 let code =
                     if err.message.contains("executable file not found") || err.message.contains("no such file") { 127 } else { 126 };
-                {
-                    let mut s = e.state();
-                    s.running = false;
-                    s.exit_code = Some(code);
-                }
+                e.state().end(code);
                 // Attached clients read the failure on the stream, then inspect the exit code.
                 if let Some(mut io) = io {
                     let msg = format!("{}\r\n", err.message);
@@ -166,11 +185,7 @@ impl Engine {
         };
         e.state().pid = conn.reply.pid.unwrap_or(0);
         let keys = crate::stream::detach_keys(e.config.detach_keys.as_deref());
-        let finish = move |status: Option<berth_shim::ExitStatus>| {
-            let mut s = e.state();
-            s.running = false;
-            s.exit_code = Some(status.map_or(126, |st| st.exit_code));
-        };
+        let finish = move |status: Option<berth_shim::ExitStatus>| e.state().end(status.map_or(126, |st| st.exit_code));
         match io {
             Some(io) => {
                 let status = crate::stream::pump(conn, io, tty, stdin, keys).await;
@@ -232,5 +247,27 @@ fn exec_message(message: &str, kind: Option<ErrorKind>) -> String {
             format!("OCI runtime exec failed: exec failed: unable to start container process: {message}: unknown")
         }
         _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(id: &str, ended: Option<Instant>) -> (String, Arc<Exec>) {
+        let state = ExecState { started: true, running: ended.is_none(), ended, ..Default::default() };
+        (id.to_string(), Arc::new(Exec { id: id.into(), container: "c".into(), config: ExecConfig::default(), state: Mutex::new(state) }))
+    }
+
+    #[test]
+    fn ended_execs_are_forgotten_after_a_while_running_ones_never() {
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(300);
+        let mut execs: HashMap<_, _> =
+            [exec("running", None), exec("old", Some(t0)), exec("recent", Some(t0 + Duration::from_secs(200)))].into_iter().collect();
+        prune(&mut execs, t0 + Duration::from_secs(301), keep);
+        let mut left: Vec<_> = execs.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["recent", "running"]);
     }
 }
