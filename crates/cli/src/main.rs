@@ -337,16 +337,7 @@ fn env_file(path: &str) -> anyhow::Result<Vec<String>> {
 }
 
 fn parse_size(s: &str) -> anyhow::Result<i64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches('b');
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: f64 = num.parse().with_context(|| format!("invalid size: {s:?}"))?;
-    Ok((n * mult as f64) as i64)
+    i64::try_from(berth_format::parse_size(s)?).with_context(|| format!("invalid size: {s:?}"))
 }
 
 fn create_body(c: &CreateFlags) -> anyhow::Result<Value> {
@@ -801,21 +792,7 @@ fn now() -> i64 {
 }
 
 fn human_duration(s: i64) -> String {
-    let s = s.max(0);
-    let (m, h, d) = (s / 60, s / 3600, s / 86400);
-    match () {
-        _ if s < 1 => "Less than a second".into(),
-        _ if s == 1 => "1 second".into(),
-        _ if s < 60 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if d < 14 => format!("{d} days"),
-        _ if d < 60 => format!("{} weeks", d / 7),
-        _ if d < 730 => format!("{} months", d / 30),
-        _ => format!("{} years", d / 365),
-    }
+    berth_format::human_duration(s.max(0) as u64)
 }
 
 fn ago(t: i64) -> String {

@@ -169,7 +169,7 @@ pub fn relay(client: &Client, a: Attached, tty: bool, stdin: bool, id: &str, res
     }
     let writer = a.reader.get_ref().try_clone().context("cloning the attach connection")?;
     if stdin {
-        pump_stdin(writer, detach_keys(a.keys.as_deref()));
+        pump_stdin(writer, berth_format::detach_keys(a.keys.as_deref()));
     } else {
         writer.shutdown_write();
     }
@@ -180,19 +180,6 @@ pub fn relay(client: &Client, a: Attached, tty: bool, stdin: bool, id: &str, res
 /// Set when the detach sequence went through our stdin: the daemon then ends the stream
 /// with the container still running.
 static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The same parsing as the daemon's (`ctrl-p,ctrl-q` by default).
-fn detach_keys(spec: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for k in spec.unwrap_or("ctrl-p,ctrl-q").split(',') {
-        match k.trim().strip_prefix("ctrl-").map(str::as_bytes) {
-            Some([b]) if b.is_ascii_alphabetic() => out.push(b.to_ascii_lowercase() - b'a' + 1),
-            None if k.trim().len() == 1 => out.push(k.trim().as_bytes()[0]),
-            _ => return vec![16, 17],
-        }
-    }
-    out
-}
 
 fn pump_stdin(mut writer: Conn, keys: Vec<u8>) {
     std::thread::spawn(move || {
@@ -234,7 +221,7 @@ pub fn relay_exec(client: &Client, resp: crate::http::Response, tty: bool, stdin
     }
     let writer = reader.get_ref().try_clone()?;
     if stdin {
-        pump_stdin(writer, detach_keys(None));
+        pump_stdin(writer, berth_format::detach_keys(None));
     } else {
         writer.shutdown_write();
     }

@@ -147,23 +147,9 @@ fn write_init_files(dir: &Path, hostname: &str, network: &str) -> Result<(), Api
     Ok(())
 }
 
-/// Docker's `HumanDuration`.
-pub fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    let (m, h, d) = (s / 60, s / 3600, s / 86400);
-    match () {
-        _ if s < 1 => "Less than a second".into(),
-        _ if s == 1 => "1 second".into(),
-        _ if s < 60 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if d < 14 => format!("{d} days"),
-        _ if d < 60 => format!("{} weeks", d / 7),
-        _ if d < 730 => format!("{} months", d / 30),
-        _ => format!("{} years", d / 365),
-    }
+/// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
+fn human_duration(secs: f64) -> String {
+    berth_format::human_duration(secs.max(0.0) as u64)
 }
 
 fn now_secs() -> f64 {
@@ -740,20 +726,7 @@ impl Engine {
 
 /// `10m`, `1g`, `512k`, `100` (bytes), as the json-file driver takes sizes.
 pub fn parse_size(s: &str) -> Result<u64, ApiError> {
-    let bad = || ApiError::new(Kind::InvalidArgument, format!("invalid size: {s:?}"));
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches('b');
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: f64 = num.trim().parse().map_err(|_| bad())?;
-    if n < 0.0 {
-        return Err(bad());
-    }
-    Ok((n * mult as f64) as u64)
+    berth_format::parse_size(s).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))
 }
 
 fn matches_filters(rec: &Record, f: &berth_api::params::Filters) -> bool {
@@ -931,7 +904,7 @@ impl Containers for Engine {
             rx.await.ok()
         };
         let Some(conn) = conn else { return };
-        let keys = crate::stream::detach_keys(opts.detach_keys.as_deref());
+        let keys = berth_format::detach_keys(opts.detach_keys.as_deref());
         crate::stream::pump(conn, io, rec.tty(), opts.stdin && rec.config.open_stdin.unwrap_or(false), keys).await;
     }
 

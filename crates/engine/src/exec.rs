@@ -184,7 +184,7 @@ impl Engine {
             }
         };
         e.state().pid = conn.reply.pid.unwrap_or(0);
-        let keys = crate::stream::detach_keys(e.config.detach_keys.as_deref());
+        let keys = berth_format::detach_keys(e.config.detach_keys.as_deref());
         let finish = move |status: Option<berth_shim::ExitStatus>| e.state().end(status.map_or(126, |st| st.exit_code));
         match io {
             Some(io) => {

@@ -7,32 +7,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::shim::Conn;
 
-/// Docker's `--detach-keys` format: `ctrl-p,ctrl-q`, `a`, `ctrl-@`… (default ctrl-p ctrl-q).
-pub fn detach_keys(spec: Option<&str>) -> Vec<u8> {
-    let spec = spec.unwrap_or("ctrl-p,ctrl-q");
-    let mut out = Vec::new();
-    for k in spec.split(',') {
-        let k = k.trim();
-        if let Some(c) = k.strip_prefix("ctrl-") {
-            match c.as_bytes() {
-                [b] if b.is_ascii_alphabetic() => out.push(b.to_ascii_lowercase() - b'a' + 1),
-                [b'@'] => out.push(0),
-                [b'['] => out.push(27),
-                [b'\\'] => out.push(28),
-                [b']'] => out.push(29),
-                [b'^'] => out.push(30),
-                [b'_'] => out.push(31),
-                _ => return vec![16, 17],
-            }
-        } else if k.len() == 1 {
-            out.push(k.as_bytes()[0]);
-        } else {
-            return vec![16, 17];
-        }
-    }
-    out
-}
-
 /// Relay until the shim's output ends (the process exited) or the client detaches.
 /// Returns the exit status when the shim sent one (execs do).
 pub async fn pump(conn: Conn, io: Io, tty: bool, stdin: bool, keys: Vec<u8>) -> Option<ExitStatus> {
@@ -116,18 +90,5 @@ pub async fn pump(conn: Conn, io: Io, tty: bool, stdin: bool, keys: Vec<u8>) -> 
     tokio::select! {
         status = output => status,
         _detached = input => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detach_key_specs() {
-        assert_eq!(detach_keys(None), [16, 17]);
-        assert_eq!(detach_keys(Some("ctrl-a,x")), [1, b'x']);
-        assert_eq!(detach_keys(Some("ctrl-@,ctrl-_")), [0, 31]);
-        assert_eq!(detach_keys(Some("nonsense")), [16, 17]);
     }
 }
