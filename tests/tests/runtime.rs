@@ -351,6 +351,42 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
 }
 
 #[test]
+fn user_namespaced_init_and_exec_are_in_the_cgroup() {
+    if !is_root() {
+        return;
+    }
+    // The init starts in its new user namespace and cannot join v1 itself (its parent moves it);
+    // an exec joins before it enters that namespace.
+    let rt = Runtime::new();
+    let id = rt.id("userns-cg");
+    let mut b = Bundle::new(&["sleep", "300"]);
+    b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.save();
+    rt.runc(&["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id]).success();
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    rt.runc(&["exec", "--detach", "--pid-file", b.path().join("e.pid").to_str().unwrap(), &id, "sleep", "300"]).success();
+    let epid = fs::read_to_string(b.path().join("e.pid")).unwrap();
+    for p in [pid.to_string(), epid.trim().to_string()] {
+        let cg = fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+        let memory = cg.lines().find(|l| l.split(':').nth(1) == Some("memory"));
+        if let Some(line) = memory {
+            assert!(line.ends_with(&format!("/berth/{id}")), "{p}: {line}");
+        }
+        let has_v2 = ["/sys/fs/cgroup/unified/cgroup.controllers", "/sys/fs/cgroup/cgroup.controllers"]
+            .iter()
+            .any(|f| std::path::Path::new(f).exists());
+        if has_v2 {
+            let unified = cg.lines().find(|l| l.starts_with("0::")).unwrap_or_default();
+            assert!(unified.ends_with(&format!("/berth/{id}")), "{p}: {unified}");
+        }
+    }
+    assert_eq!(rt.runc(&["exec", &id, "id", "-u"]).success().stdout, "0\n");
+    rt.runc(&["delete", "--force", &id]).success();
+}
+
+#[test]
 fn joins_another_containers_network_namespace_by_path() {
     if !is_root() {
         return;
