@@ -80,8 +80,17 @@ impl JsonFile {
             self.size = 0;
             return Ok(());
         }
-        let _ = std::fs::remove_file(numbered(self.max_file - 1));
-        for n in (1..self.max_file - 1).rev() {
+        // Rotated files are numbered 1, 2, … without gaps: shift only those that exist, so the
+        // work is what is on disk, not `max-file` (which a client chooses).
+        let mut existing = 0;
+        while existing < self.max_file - 1 && numbered(existing + 1).exists() {
+            existing += 1;
+        }
+        if existing == self.max_file - 1 {
+            let _ = std::fs::remove_file(numbered(existing));
+            existing -= 1;
+        }
+        for n in (1..=existing).rev() {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
         std::fs::rename(&self.path, numbered(1))?;
@@ -139,6 +148,24 @@ mod tests {
         }
         let last = entries(&p);
         assert_eq!(last.last().unwrap()["log"], "line 39\n");
+    }
+
+    #[test]
+    fn a_huge_max_file_costs_only_the_files_there_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let mut log = JsonFile::open(&p, 100, u32::MAX).unwrap();
+        let t = std::time::Instant::now();
+        for i in 0..20 {
+            log.write(berth_shim::STDOUT, format!("line {i}\n").as_bytes()).unwrap();
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "rotation walked max-file");
+        let count = std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(count > 3, "{count}");
+        // Oldest output in the highest number, newest in the live file.
+        let oldest = entries(&dir.path().join(format!("c-json.log.{}", count - 1)));
+        assert_eq!(oldest[0]["log"], "line 0\n");
+        assert_eq!(entries(&p).last().unwrap()["log"], "line 19\n");
     }
 
     #[test]
