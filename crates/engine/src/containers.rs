@@ -2,7 +2,7 @@
 //! of exits, and the list/inspect views built from records.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,28 +17,6 @@ use serde_json::{Value, json};
 
 use crate::record::{self, Record, RunState, Status, ZERO_TIME};
 use crate::{Ctr, Engine, names, shim, spec};
-
-/// An overlay mount of `m` with `volatile`: no syncs reach the upper layer, and unmounting does not
-/// sync the whole filesystem under it (~1–5 ms per container here). Only for containers removed
-/// when they exit (Podman does the same for `--rm`): their layer is discarded, and after a crash
-/// of the machine it is removed, never mounted again. None for other kinds of mount.
-fn volatile(m: &berth_store::snapshot::Mount) -> Option<berth_store::snapshot::Mount> {
-    if m.typ != "overlay" {
-        return None;
-    }
-    let workdir = m.options.iter().find_map(|o| o.strip_prefix("workdir="))?;
-    let workdir = match &m.cwd {
-        Some(cwd) => cwd.join(workdir),
-        None => PathBuf::from(workdir),
-    };
-    // Overlay refuses a work directory a volatile mount used before (its way of saying the
-    // layer may be inconsistent after a crash); this layer is mounted again only by a restart,
-    // never after a crash, so the marker goes.
-    let _ = std::fs::remove_dir_all(workdir.join("work/incompat/volatile"));
-    let mut v = m.clone();
-    v.options.push("volatile".into());
-    Some(v)
-}
 
 fn internal(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> ApiError {
     let what = what.to_string();
@@ -487,7 +465,9 @@ impl Engine {
         let mounts = self.images.snapshots.mounts(&rec.id).map_err(|e| ApiError::new(Kind::Internal, format!("container layer: {e}")))?;
         let auto_remove = rec.host_config.auto_remove.unwrap_or(false);
         for m in &mounts {
-            match volatile(m).filter(|_| auto_remove) {
+            // A layer discarded when the container exits needs no syncs (Podman does the same
+            // for `--rm`); unmounting a normal overlay syncs the whole file system under it.
+            match m.volatile().filter(|_| auto_remove) {
                 // Falls back where the kernel has no `volatile` (before 5.10).
                 Some(v) if v.mount(&rootfs).is_ok() => {}
                 _ => m.mount(&rootfs).map_err(internal("mounting the root filesystem on", &rootfs))?,

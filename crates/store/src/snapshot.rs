@@ -562,6 +562,18 @@ fn set_meta(p: &Path, md: &fs::Metadata) -> Result<()> {
 }
 
 impl Mount {
+    /// This overlay mount with `volatile`: no sync reaches the upper layer, and unmounting does
+    /// not sync the whole file system under it. Only for a layer that is thrown away rather than
+    /// mounted again after a crash of the machine. None for other kinds of mount.
+    pub fn volatile(&self) -> Option<Mount> {
+        if self.typ != "overlay" || self.options.iter().any(|o| o == "volatile") {
+            return None;
+        }
+        let mut v = self.clone();
+        v.options.push("volatile".into());
+        Some(v)
+    }
+
     /// Perform this mount on `target`. Relative option paths are resolved from `cwd` by a
     /// thread with its own working directory (unshare(CLONE_FS)), so the process's is untouched.
     pub fn mount(&self, target: &Path) -> io::Result<()> {
@@ -591,6 +603,14 @@ impl Mount {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
                 nix::unistd::chdir(cwd)?;
             }
+            // Overlay refuses a work directory that a volatile mount used before (its mark that
+            // the layer may be inconsistent after a crash). Only volatile mounts reuse one, and
+            // those layers are never mounted after a crash, so the mark goes.
+            if m.options.iter().any(|o| o == "volatile")
+                && let Some(work) = m.options.iter().find_map(|o| o.strip_prefix("workdir="))
+            {
+                let _ = std::fs::remove_dir_all(Path::new(work).join("work/incompat/volatile"));
+            }
             nix::mount::mount(Some(&m.source), &target, Some(m.typ.as_str()), flags, Some(data.as_str()))?;
             Ok(())
         })
@@ -604,6 +624,16 @@ mod conformance {
     //! One suite that every snapshotter passes.
     use super::*;
     use crate::test_support::root_or_skip;
+
+    #[test]
+    fn only_overlay_mounts_become_volatile() {
+        let overlay = Mount { typ: "overlay".into(), source: "overlay".into(), options: vec!["workdir=w".into()], cwd: None };
+        let v = overlay.volatile().unwrap();
+        assert_eq!(v.options, ["workdir=w", "volatile"]);
+        assert!(v.volatile().is_none(), "added once");
+        let bind = Mount { typ: "bind".into(), source: "/x".into(), options: vec!["ro".into()], cwd: None };
+        assert!(bind.volatile().is_none());
+    }
 
     /// Mount `mounts` at a temp dir for the length of `f`, always unmounting.
     fn with_mounted<T>(mounts: &[Mount], f: impl FnOnce(&Path) -> T) -> T {
