@@ -920,10 +920,13 @@ fn images(
         }
         let tags: Vec<String> = img["RepoTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
         let tags = if tags.is_empty() { vec!["<none>:<none>".to_string()] } else { tags };
+        let digests: Vec<&str> = img["RepoDigests"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();
         for t in tags {
             let (repo, tag) = split_tag(&t);
+            // `repo@sha256:…` for this repository, as Docker shows it.
+            let digest = digests.iter().find_map(|d| d.split_once('@').filter(|(r, _)| *r == repo).map(|(_, d)| d)).unwrap_or("<none>");
             items.push(json!({
-                "ID": id, "Repository": repo, "Tag": tag, "Digest": "<none>",
+                "ID": id, "Repository": repo, "Tag": tag, "Digest": digest,
                 "CreatedSince": ago(img["Created"].as_i64().unwrap_or(0)), "CreatedAt": img["Created"],
                 "Size": human_size(img["Size"].as_u64().unwrap_or(0)),
             }));
