@@ -48,6 +48,16 @@ impl<T: Serialize + DeserializeOwned + Clone + Default> JsonIndex<T> {
         Ok(out)
     }
 
+    /// Apply `f` to the index in memory only, for parts of `T` that are not serialised (so the
+    /// file would not change): nothing is written. If `f` fails, nothing changes.
+    pub fn update_in_memory<R, E>(&self, f: impl FnOnce(&mut T) -> Result<R, E>) -> Result<R, E> {
+        let mut guard = self.lock();
+        let mut next = guard.clone();
+        let out = f(&mut next)?;
+        *guard = next;
+        Ok(out)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

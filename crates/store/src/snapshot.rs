@@ -7,6 +7,11 @@
 //! under a temporary name and renamed into place before the metadata names it; a removal drops
 //! the metadata entry first. So a crash leaves, at worst, a directory no metadata names, which
 //! the next `open` deletes.
+//!
+//! An *ephemeral* snapshot (a `run --rm` container's layer, thrown away when it exits) is not in
+//! `snapshots.json`: its record is `snapshots/<id>/ephemeral.json`, and nothing about it is
+//! fsynced. `open` finds it again after a restart of the process; after a crash of the machine it
+//! is found whole or removed as a leftover, and no durable snapshot ever depends on it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,6 +40,8 @@ pub enum SnapshotError {
     TooDeep(usize),
     #[error("invalid snapshot key {0:?}")]
     InvalidKey(String),
+    #[error("snapshot {0:?} is ephemeral and cannot be committed")]
+    Ephemeral(String),
     #[error("{context} {path}: {source}")]
     Io { context: &'static str, path: PathBuf, source: io::Error },
 }
@@ -64,6 +71,9 @@ pub struct Info {
     pub kind: Kind,
     /// The directory name under `snapshots/`.
     pub id: String,
+    /// Not durable, never a parent (see the module's documentation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 /// How to mount a snapshot, for the caller to perform (see [`Mount::mount`]).
@@ -88,6 +98,9 @@ pub struct Usage {
 pub trait Snapshotter: Send + Sync {
     /// A new writable snapshot on top of `parent` (a committed snapshot).
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+    /// [`Snapshotter::prepare`] for a layer that is discarded rather than kept after a crash of
+    /// the machine: written without a single fsync, never committed.
+    fn prepare_ephemeral(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
     /// A read-only view of `parent`.
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
     /// How to mount an active snapshot or a view.
@@ -116,6 +129,22 @@ struct Store {
 struct Metadata {
     version: u32,
     snapshots: BTreeMap<String, Info>,
+    /// Held in memory only; each one's record is in its own directory.
+    #[serde(skip)]
+    ephemeral: BTreeMap<String, Info>,
+}
+
+/// An ephemeral snapshot's record, in its directory.
+const EPHEMERAL: &str = "ephemeral.json";
+
+impl Metadata {
+    fn find(&self, key: &str) -> Option<&Info> {
+        self.snapshots.get(key).or_else(|| self.ephemeral.get(key))
+    }
+
+    fn has_children(&self, key: &str) -> bool {
+        self.snapshots.values().chain(self.ephemeral.values()).any(|i| i.parent.as_deref() == Some(key))
+    }
 }
 
 const METADATA_VERSION: u32 = 1;
@@ -151,19 +180,46 @@ impl Store {
         )
     }
 
-    /// Anything under snapshots/ that the metadata does not name is a crash leftover.
+    /// Anything under snapshots/ that the metadata does not name is an ephemeral snapshot (when
+    /// its record is whole and its parent exists) or a crash leftover.
     fn clean_leftovers(&self) -> Result<()> {
         let m = self.load()?;
         let known: std::collections::HashSet<&str> = m.snapshots.values().map(|i| i.id.as_str()).collect();
         let dir = self.snapshots();
+        let mut ephemeral = BTreeMap::new();
         for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !known.contains(name.as_str()) {
-                tracing::info!("removing leftover snapshot directory {}", e.path().display());
-                remove_tree(&e.path())?;
+            if known.contains(name.as_str()) {
+                continue;
+            }
+            let record = (!name.starts_with('.'))
+                .then(|| fs::read(e.path().join(EPHEMERAL)).ok())
+                .flatten()
+                .and_then(|d| serde_json::from_slice::<Info>(&d).ok())
+                .filter(|i| {
+                    i.ephemeral
+                        && i.id == name
+                        && i.kind == Kind::Active
+                        && validate_key(&i.key).is_ok()
+                        && !m.snapshots.contains_key(&i.key)
+                        && !ephemeral.contains_key(&i.key)
+                        && i.parent.as_ref().is_none_or(|p| m.snapshots.get(p).is_some_and(|p| p.kind == Kind::Committed))
+                        && e.path().join("fs").is_dir()
+                });
+            match record {
+                Some(info) => {
+                    ephemeral.insert(info.key.clone(), info);
+                }
+                None => {
+                    tracing::info!("removing leftover snapshot directory {}", e.path().display());
+                    remove_tree(&e.path())?;
+                }
             }
         }
-        Ok(())
+        self.index.update_in_memory(|m| -> Result<()> {
+            m.ephemeral = ephemeral;
+            Ok(())
+        })
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -175,7 +231,7 @@ impl Store {
         let mut out = Vec::new();
         let mut next = parent.map(str::to_string);
         while let Some(k) = next {
-            let info = m.snapshots.get(&k).ok_or_else(|| SnapshotError::NotFound(k.clone()))?;
+            let info = m.find(&k).ok_or_else(|| SnapshotError::NotFound(k.clone()))?;
             out.push(info.clone());
             next = info.parent.clone();
             if out.len() > MAX_LAYER_DEPTH + 1 {
@@ -186,10 +242,17 @@ impl Store {
     }
 
     /// Create a snapshot directory through a temporary name, fill it with `fill`, record it.
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, fill: impl FnOnce(&Path, &[Info]) -> Result<()>) -> Result<Info> {
+    fn create(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+        ephemeral: bool,
+        fill: impl FnOnce(&Path, &[Info]) -> Result<()>,
+    ) -> Result<Info> {
         validate_key(key)?;
         let m = self.load()?;
-        if m.snapshots.contains_key(key) {
+        if m.find(key).is_some() {
             return Err(SnapshotError::Exists(key.to_string()));
         }
         let chain = self.chain(&m, parent)?;
@@ -204,23 +267,31 @@ impl Store {
             return Err(SnapshotError::TooDeep(depth));
         }
         let id = random_id();
+        let info = Info { key: key.to_string(), parent: parent.map(str::to_string), kind, id: id.clone(), ephemeral };
         let tmp = self.snapshots().join(format!(".tmp-{id}"));
         let result = (|| {
             fs::create_dir_all(tmp.join("fs")).map_err(io_err("creating", &tmp))?;
             fs::create_dir_all(tmp.join("work")).map_err(io_err("creating", &tmp))?;
             fs::set_permissions(tmp.join("fs"), fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &tmp))?;
             fill(&tmp, &chain)?;
+            if ephemeral {
+                let record = tmp.join(EPHEMERAL);
+                fs::write(&record, serde_json::to_vec(&info).map_err(io::Error::other).map_err(io_err("writing", &record))?)
+                    .map_err(io_err("writing", &record))?;
+            }
             fs::rename(&tmp, self.path(&id)).map_err(io_err("renaming", &tmp))?;
+            if ephemeral {
+                return Ok(());
+            }
             sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots()))
         })();
         if let Err(e) = result {
             let _ = remove_tree(&tmp);
             return Err(e);
         }
-        let info = Info { key: key.to_string(), parent: parent.map(str::to_string), kind, id };
         // Filling ran without the lock; check again that nobody took the key or the parent.
-        let recorded = self.update(|m| {
-            if m.snapshots.contains_key(key) {
+        let record = |m: &mut Metadata| {
+            if m.find(key).is_some() {
                 return Err(SnapshotError::Exists(key.to_string()));
             }
             if let Some(p) = parent
@@ -228,9 +299,11 @@ impl Store {
             {
                 return Err(SnapshotError::NotFound(p.to_string()));
             }
-            m.snapshots.insert(key.to_string(), info.clone());
+            let map = if ephemeral { &mut m.ephemeral } else { &mut m.snapshots };
+            map.insert(key.to_string(), info.clone());
             Ok(())
-        });
+        };
+        let recorded = if ephemeral { self.index.update_in_memory(record) } else { self.update(record) };
         if let Err(e) = recorded {
             let _ = remove_tree(&self.path(&info.id));
             return Err(e);
@@ -240,7 +313,7 @@ impl Store {
 
     fn get(&self, key: &str) -> Result<(Metadata, Info)> {
         let m = self.load()?;
-        let info = m.snapshots.get(key).cloned().ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let info = m.find(key).cloned().ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
         Ok((m, info))
     }
 
@@ -250,7 +323,10 @@ impl Store {
         if info.kind != Kind::Active {
             return Err(SnapshotError::WrongKind { key: key.to_string(), kind: info.kind, action: "commit", wanted: "an active snapshot" });
         }
-        if self.load()?.snapshots.contains_key(name) {
+        if info.ephemeral {
+            return Err(SnapshotError::Ephemeral(key.to_string()));
+        }
+        if self.load()?.find(name).is_some() {
             return Err(SnapshotError::Exists(name.to_string()));
         }
         // The work directory is overlay's scratch space; a committed layer has no use for it.
@@ -258,7 +334,7 @@ impl Store {
         remove_tree(&work)?;
         fs::create_dir(&work).map_err(io_err("creating", &work))?;
         self.update(|m| {
-            if m.snapshots.contains_key(name) {
+            if m.find(name).is_some() {
                 return Err(SnapshotError::Exists(name.to_string()));
             }
             let info = m.snapshots.remove(key).ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
@@ -268,12 +344,14 @@ impl Store {
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        let info = self.update(|m| {
-            if m.snapshots.values().any(|i| i.parent.as_deref() == Some(key)) {
+        let forget = |m: &mut Metadata| {
+            if m.has_children(key) {
                 return Err(SnapshotError::HasChildren(key.to_string()));
             }
-            m.snapshots.remove(key).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
-        })?;
+            m.snapshots.remove(key).or_else(|| m.ephemeral.remove(key)).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
+        };
+        let ephemeral = self.load()?.ephemeral.contains_key(key);
+        let info = if ephemeral { self.index.update_in_memory(forget)? } else { self.update(forget)? };
         // Renamed first so a crash mid-delete leaves a name open() recognises as a leftover.
         let doomed = self.snapshots().join(format!(".rm-{}", info.id));
         fs::rename(self.path(&info.id), &doomed).map_err(io_err("renaming", &doomed))?;
@@ -286,7 +364,10 @@ impl Store {
     }
 
     fn walk(&self) -> Result<Vec<Info>> {
-        Ok(self.load()?.snapshots.into_values().collect())
+        let m = self.load()?;
+        let mut all: Vec<Info> = m.snapshots.into_values().chain(m.ephemeral.into_values()).collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
     }
 }
 
@@ -395,12 +476,17 @@ impl Overlay {
 
 impl Snapshotter for Overlay {
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        let info = self.store.create(key, parent, Kind::Active, |_, _| Ok(()))?;
+        let info = self.store.create(key, parent, Kind::Active, false, |_, _| Ok(()))?;
+        self.overlay_mounts(&info)
+    }
+
+    fn prepare_ephemeral(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        let info = self.store.create(key, parent, Kind::Active, true, |_, _| Ok(()))?;
         self.overlay_mounts(&info)
     }
 
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        let info = self.store.create(key, parent, Kind::View, |_, _| Ok(()))?;
+        let info = self.store.create(key, parent, Kind::View, false, |_, _| Ok(()))?;
         self.overlay_mounts(&info)
     }
 
@@ -444,9 +530,9 @@ impl Vfs {
         Ok(Vfs { store: Store::open(root)? })
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind) -> Result<Vec<Mount>> {
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, ephemeral: bool) -> Result<Vec<Mount>> {
         let snapshots = self.store.snapshots();
-        let info = self.store.create(key, parent, kind, |tmp, chain| match chain.first() {
+        let info = self.store.create(key, parent, kind, ephemeral, |tmp, chain| match chain.first() {
             Some(p) => copy_tree(&snapshots.join(&p.id).join("fs"), &tmp.join("fs")),
             None => Ok(()),
         })?;
@@ -456,11 +542,15 @@ impl Vfs {
 
 impl Snapshotter for Vfs {
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::Active)
+        self.create(key, parent, Kind::Active, false)
+    }
+
+    fn prepare_ephemeral(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::Active, true)
     }
 
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::View)
+        self.create(key, parent, Kind::View, false)
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
@@ -577,45 +667,42 @@ impl Mount {
     /// Perform this mount on `target`. Relative option paths are resolved from `cwd` by a
     /// thread with its own working directory (unshare(CLONE_FS)), so the process's is untouched.
     pub fn mount(&self, target: &Path) -> io::Result<()> {
-        use nix::mount::MsFlags;
+        if self.cwd.is_none() {
+            return self.mount_here(target);
+        }
         let target = target.to_path_buf();
         let m = self.clone();
-        std::thread::spawn(move || -> io::Result<()> {
-            let (flags, data) = if m.typ == "bind" {
-                let ro = m.options.iter().any(|o| o == "ro");
-                nix::mount::mount(Some(&m.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
-                if ro {
-                    nix::mount::mount(
-                        None::<&str>,
-                        &target,
-                        None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                        None::<&str>,
-                    )?;
-                }
-                return Ok(());
-            } else {
-                let ro = m.options.iter().any(|o| o == "ro");
-                let data: Vec<&str> = m.options.iter().map(String::as_str).filter(|o| *o != "ro").collect();
-                (if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() }, data.join(","))
-            };
-            if let Some(cwd) = &m.cwd {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
-                nix::unistd::chdir(cwd)?;
+        std::thread::spawn(move || m.mount_here(&target)).join().map_err(|_| io::Error::other("mount thread panicked"))?
+    }
+
+    /// [`Mount::mount`] from this thread (which changes its working directory for a `cwd`).
+    fn mount_here(&self, target: &Path) -> io::Result<()> {
+        use nix::mount::MsFlags;
+        let ro = self.options.iter().any(|o| o == "ro");
+        if self.typ == "bind" {
+            nix::mount::mount(Some(&self.source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+            if ro {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)?;
             }
-            // Overlay refuses a work directory that a volatile mount used before (its mark that
-            // the layer may be inconsistent after a crash). Only volatile mounts reuse one, and
-            // those layers are never mounted after a crash, so the mark goes.
-            if m.options.iter().any(|o| o == "volatile")
-                && let Some(work) = m.options.iter().find_map(|o| o.strip_prefix("workdir="))
-            {
-                let _ = std::fs::remove_dir_all(Path::new(work).join("work/incompat/volatile"));
-            }
-            nix::mount::mount(Some(&m.source), &target, Some(m.typ.as_str()), flags, Some(data.as_str()))?;
-            Ok(())
-        })
-        .join()
-        .map_err(|_| io::Error::other("mount thread panicked"))?
+            return Ok(());
+        }
+        let data: Vec<&str> = self.options.iter().map(String::as_str).filter(|o| *o != "ro").collect();
+        let flags = if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+        if let Some(cwd) = &self.cwd {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+            nix::unistd::chdir(cwd)?;
+        }
+        // Overlay refuses a work directory that a volatile mount used before (its mark that
+        // the layer may be inconsistent after a crash). Only volatile mounts reuse one, and
+        // those layers are never mounted after a crash, so the mark goes.
+        if self.options.iter().any(|o| o == "volatile")
+            && let Some(work) = self.options.iter().find_map(|o| o.strip_prefix("workdir="))
+        {
+            let _ = std::fs::remove_dir_all(Path::new(work).join("work/incompat/volatile"));
+        }
+        nix::mount::mount(Some(&self.source), target, Some(self.typ.as_str()), flags, Some(data.join(",").as_str()))?;
+        Ok(())
     }
 }
 
@@ -716,6 +803,46 @@ mod conformance {
         assert_eq!(fs::read_dir(t.path().join("snapshots")).unwrap().count(), 0);
     }
 
+    fn ephemeral<S: Snapshotter>(open: impl Fn(&Path) -> S) {
+        let t = tempfile::tempdir().unwrap();
+        let s = open(t.path());
+        s.prepare("base-active", None).unwrap();
+        fs::write(s.dir("base-active").unwrap().join("from-base"), "b").unwrap();
+        s.commit("base", "base-active").unwrap();
+
+        let m = s.prepare_ephemeral("eph", Some("base")).unwrap();
+        with_mounted(&m, |p| {
+            assert_eq!(fs::read_to_string(p.join("from-base")).unwrap(), "b");
+            fs::write(p.join("scratch"), "s").unwrap();
+        });
+        let index = fs::read_to_string(t.path().join("snapshots.json")).unwrap();
+        assert!(!index.contains("eph"), "an ephemeral snapshot is not in the durable index: {index}");
+        assert!(s.stat("eph").unwrap().ephemeral);
+        assert!(!s.stat("base").unwrap().ephemeral);
+        assert!(matches!(s.commit("c", "eph"), Err(SnapshotError::Ephemeral(_))));
+        assert!(matches!(s.remove("base"), Err(SnapshotError::HasChildren(_))), "an ephemeral child keeps its parent");
+        assert!(matches!(s.prepare("eph", None), Err(SnapshotError::Exists(_))));
+        assert!(matches!(s.prepare_ephemeral("base", None), Err(SnapshotError::Exists(_))));
+        assert!(matches!(s.prepare_ephemeral("x", Some("eph")), Err(SnapshotError::WrongKind { .. })), "never a parent");
+
+        // Found again when the store is opened again (a restart of the daemon)…
+        s.prepare_ephemeral("torn", Some("base")).unwrap();
+        let torn = t.path().join("snapshots").join(s.stat("torn").unwrap().id);
+        drop(s);
+        // … but one whose record a crash of the machine lost is a leftover.
+        fs::remove_file(torn.join(EPHEMERAL)).unwrap();
+        let s = open(t.path());
+        assert!(s.stat("eph").unwrap().ephemeral);
+        assert!(s.usage("eph").unwrap().size >= 1, "its files are still there");
+        assert!(matches!(s.stat("torn"), Err(SnapshotError::NotFound(_))));
+        assert!(!torn.exists());
+
+        s.remove("eph").unwrap();
+        s.remove("base").unwrap();
+        assert!(s.walk().unwrap().is_empty());
+        assert_eq!(fs::read_dir(t.path().join("snapshots")).unwrap().count(), 0);
+    }
+
     fn depth_limit<S: Snapshotter>(open: impl Fn(&Path) -> S) {
         let t = tempfile::tempdir().unwrap();
         let s = open(t.path());
@@ -765,6 +892,20 @@ mod conformance {
     fn vfs_passes_the_suite() {
         if root_or_skip() {
             suite(|p| Vfs::open(p).unwrap());
+        }
+    }
+
+    #[test]
+    fn overlay_keeps_ephemeral_snapshots_out_of_the_durable_index() {
+        if root_or_skip() {
+            ephemeral(|p| Overlay::open(p).unwrap());
+        }
+    }
+
+    #[test]
+    fn vfs_keeps_ephemeral_snapshots_out_of_the_durable_index() {
+        if root_or_skip() {
+            ephemeral(|p| Vfs::open(p).unwrap());
         }
     }
 
