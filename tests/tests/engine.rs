@@ -321,6 +321,51 @@ fn a_removal_cut_short_leaves_a_dead_container_that_rm_clears() {
 }
 
 #[test]
+fn run_rm_containers_are_ephemeral_and_restore_removes_what_is_left_of_them() {
+    let Some(mut d) = daemon() else { return };
+    let index = d.dir.path().join("data/image/snapshots.json");
+    let id = |name: &str| d.berth(&["inspect", "--format", "{{.Id}}", name]).success().stdout.trim().to_string();
+    let running = {
+        d.berth(&["run", "-d", "--rm", "--name", "eph", "busybox", "sleep", "100"]).success();
+        id("eph")
+    };
+    let kept = {
+        d.berth(&["create", "--name", "kept", "busybox", "true"]).success();
+        id("kept")
+    };
+    let idx = std::fs::read_to_string(&index).unwrap();
+    assert!(!idx.contains(&running), "a --rm container's layer is not in the durable index");
+    assert!(idx.contains(&kept), "other containers' layers are");
+
+    // A restart stops it without removing it, as Docker does.
+    d.berth(&["restart", "-t", "0", "eph"]).success();
+    assert!(d.berth(&["ps", "--format", "{{.Names}}"]).success().stdout.contains("eph"));
+
+    d.berth(&["run", "-d", "--rm", "--name", "ends", "busybox", "sleep", "1"]).success();
+    let unstarted = d.berth(&["create", "--rm", "--name", "unstarted", "busybox", "true"]).success().stdout.trim().to_string();
+    let torn = d.berth(&["create", "--rm", "--name", "torn", "busybox", "true"]).success().stdout.trim().to_string();
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    // What a crash of the machine can leave of a record written without fsync: an empty file.
+    std::fs::write(d.dir.path().join("data/containers").join(&torn).join("container.json"), "").unwrap();
+    d.launch();
+    let ps = d.berth(&["ps", "-a", "--format", "{{.Names}}"]).success().stdout;
+    assert!(ps.contains("eph"), "a running --rm container is adopted: {ps}");
+    for gone in ["ends", "unstarted", "torn"] {
+        assert!(!ps.lines().any(|l| l == gone), "{gone} was not removed at restore: {ps}");
+    }
+    for gone in [&unstarted, &torn] {
+        assert!(!d.dir.path().join("data/containers").join(gone).exists(), "{gone}'s directory is left");
+    }
+    d.berth(&["stop", "-t", "0", "eph"]).success();
+    wait_until("eph's removal", || !d.berth(&["ps", "-a", "--format", "{{.Names}}"]).success().stdout.contains("eph"));
+    // Only the kept container's layer and the image's remain.
+    let dirs = std::fs::read_dir(d.dir.path().join("data/image/snapshots")).unwrap().count();
+    assert_eq!(dirs, 2, "the layers of removed --rm containers are gone");
+    d.berth(&["rm", "kept"]).success();
+}
+
+#[test]
 fn only_auto_removed_containers_get_a_volatile_layer() {
     let Some(d) = daemon() else { return };
     let root = |args: &[&str]| {

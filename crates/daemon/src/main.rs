@@ -133,7 +133,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("starting the engine: {}", e.message))?;
     let engine = Arc::new(engine);
-    let app = berth_api::app(berth_api::Backends { system: engine.clone(), containers: engine.clone(), images: engine });
+    let app = berth_api::app(berth_api::Backends { system: engine.clone(), containers: engine.clone(), images: engine.clone() });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut sockets = Vec::new();
@@ -182,6 +182,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         }
     })
     .await;
+    engine.shutdown();
     // Only our own socket: a daemon started after us may have claimed the path already.
     for (path, ino) in sockets {
         if std::fs::metadata(&path).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino) {

@@ -199,7 +199,7 @@ impl Engine {
             let id = ctr.id.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 if let Ok(c) = berth_runtime::Container::load(&root, &id) {
-                    let _ = c.delete(true);
+                    let _ = c.delete_with(true, berth_runtime::cgroups::Parents::Keep);
                 }
             })
             .await;
@@ -210,19 +210,25 @@ impl Engine {
         self.cleanup_bundle(ctr);
         self.drop_execs_of(&ctr.id);
         let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
-        let res = ctr.update_status(|r| {
-            r.state.status = Status::Exited;
+        let auto_remove = rec.host_config.auto_remove.unwrap_or(false) && !ctr.restarting.load(Ordering::SeqCst);
+        let exited = |r: &mut Record| {
+            // An auto-removed container goes straight on to its removal.
+            r.state.status = if auto_remove { Status::Removing } else { Status::Exited };
             r.state.pid = 0;
             r.state.exit_code = status.exit_code;
             r.state.finished_at = status.finished_at.clone();
             r.state.oom_killed = status.oom_killed;
             r.state.error = error.clone();
             r.shim = None;
-        });
-        if let Err(e) = res {
+        };
+        if auto_remove {
+            // Its removal follows at once; were berthd to die first, restore finds the shim gone
+            // and removes it just the same.
+            ctr.update_in_memory(exited);
+        } else if let Err(e) = ctr.update_status(exited) {
             tracing::error!("recording the exit of {}: {}", ctr.id, e.message);
         }
-        if rec.host_config.auto_remove.unwrap_or(false) {
+        if auto_remove {
             let e = self.clone();
             let ctr = Arc::clone(ctr);
             tokio::spawn(async move {
@@ -253,7 +259,9 @@ impl Engine {
     pub(crate) async fn remove_now(&self, ctr: &Arc<Ctr>) -> Result<(), ApiError> {
         // Not durable: after a crash of the machine mid-removal, restore finds the record without
         // its layer and marks it dead (as Docker does), to be removed again.
-        ctr.update_status(|r| r.state.status = Status::Removing)?;
+        if ctr.rec().state.status != Status::Removing {
+            ctr.update_status(|r| r.state.status = Status::Removing)?;
+        }
         self.cleanup_bundle(ctr);
         let images = Arc::clone(&self.images);
         let key = ctr.id.clone();
@@ -360,13 +368,16 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             e
         };
+        // A `run --rm` container is thrown away when it exits, and after a crash of the machine:
+        // its layer and record are written without fsyncs (docs/engine.md).
+        let ephemeral = hc.auto_remove.unwrap_or(false);
         let result: Result<Record, ApiError> = (|| {
             std::fs::create_dir(&dir).map_err(internal("creating", &dir))?;
             let parent = image_rec.layers.last().map(|l| l.chain_id.to_string());
-            self.images
-                .snapshots
-                .prepare(&id, parent.as_deref())
-                .map_err(|e| ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}")))?;
+            let snapshots = &self.images.snapshots;
+            let prepared =
+                if ephemeral { snapshots.prepare_ephemeral(&id, parent.as_deref()) } else { snapshots.prepare(&id, parent.as_deref()) };
+            prepared.map_err(|e| ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}")))?;
             let rec = Record {
                 version: record::RECORD_VERSION,
                 id: id.clone(),
@@ -383,7 +394,7 @@ impl Engine {
                 restart_count: 0,
                 log_path: dir.join(format!("{id}-json.log")),
             };
-            rec.save(&dir, crate::record::Durability::Durable)?;
+            rec.save(&dir, if ephemeral { crate::record::Durability::Atomic } else { crate::record::Durability::Durable })?;
             Ok(rec)
         })();
         let rec = result.map_err(undo)?;
@@ -794,7 +805,10 @@ impl Containers for Engine {
 
     async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<(), ApiError> {
         let ctr = self.lookup(id)?;
-        self.stop_ctr(&ctr, signal, timeout).await?;
+        ctr.restarting.store(true, Ordering::SeqCst);
+        let stopped = self.stop_ctr(&ctr, signal, timeout).await;
+        ctr.restarting.store(false, Ordering::SeqCst);
+        stopped?;
         self.start_ctr(&ctr).await.map(|_| ())
     }
 

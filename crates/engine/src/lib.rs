@@ -46,6 +46,8 @@ pub(crate) struct Ctr {
     /// Bumped after every state change; waiters watch it.
     pub changed: tokio::sync::watch::Sender<u64>,
     pub removed: std::sync::atomic::AtomicBool,
+    /// A restart is stopping it: an auto-remove container is not removed at this exit (as Docker).
+    pub restarting: std::sync::atomic::AtomicBool,
     /// Attaches made before a start; the start connects each to the shim before the program runs.
     pub pending_attach: Mutex<Vec<(berth_shim::Request, tokio::sync::oneshot::Sender<shim::Conn>)>>,
     pub dir: PathBuf,
@@ -66,6 +68,19 @@ impl Ctr {
     /// Change only the status of the container's process (atomically, not durably).
     pub fn update_status(&self, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
         self.change(record::Durability::Atomic, f)
+    }
+
+    /// Change the record in memory only, for a state that restore reaches again from the one
+    /// on disk (an auto-remove container's exit: restore finds its shim gone and removes it).
+    pub fn update_in_memory(&self, f: impl FnOnce(&mut Record)) -> Arc<Record> {
+        let mut guard = self.rec.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        let next = Arc::new(next);
+        *guard = Arc::clone(&next);
+        drop(guard);
+        self.changed.send_modify(|n| *n += 1);
+        next
     }
 
     fn change(&self, durable: record::Durability, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
@@ -149,6 +164,15 @@ impl Engine {
         Ok(engine)
     }
 
+    /// berthd is stopping (its containers keep running): remove the cgroup parent that its shims
+    /// keep between containers, unless a container still uses it.
+    pub fn shutdown(&self) {
+        let parent = Path::new(berth_runtime::DEFAULT_CGROUP_PARENT);
+        if let Err(e) = berth_runtime::cgroups::open(parent).and_then(|cg| cg.remove_if_unused()) {
+            tracing::warn!("removing the cgroup {}: {e}", parent.display());
+        }
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -171,6 +195,7 @@ impl Engine {
             op: tokio::sync::Mutex::new(()),
             changed,
             removed: std::sync::atomic::AtomicBool::new(false),
+            restarting: std::sync::atomic::AtomicBool::new(false),
             pending_attach: Mutex::new(Vec::new()),
         })
     }
@@ -214,8 +239,9 @@ impl Engine {
             let rec = match record::Record::load(&dir) {
                 Ok(r) => r,
                 Err(err) => {
-                    // A create that died before its record was written: nothing refers to it.
-                    if !dir.join(record::RECORD).exists() {
+                    // A create that died before its record was written: nothing refers to it. (A
+                    // `run --rm` record is not fsynced: a crash of the machine can leave it empty.)
+                    if std::fs::metadata(dir.join(record::RECORD)).map_or(true, |m| m.len() == 0) {
                         let _ = std::fs::remove_dir_all(&dir);
                     } else {
                         tracing::warn!("skipping container {}: {}", dir.display(), err.message);
@@ -242,7 +268,8 @@ impl Engine {
                     // Exited while we were away: the shim left its status, or died without one.
                     self.finish_exit(&ctr, None).await;
                 }
-            } else if rec.state.status == Status::Removing {
+            } else if rec.state.status == Status::Removing || rec.host_config.auto_remove.unwrap_or(false) {
+                // Docker removes auto-remove containers it finds stopped at start too.
                 let _ = self.remove_now(&ctr).await;
             } else {
                 if ctr.bundle.exists() {
@@ -255,6 +282,14 @@ impl Engine {
                         r.state.error = "its writable layer is gone (a removal was interrupted); remove it again".into();
                     });
                 }
+            }
+        }
+        // The ephemeral layer of a `run --rm` container whose record a crash of the machine lost.
+        let known: std::collections::HashSet<String> = self.table().by_id.keys().cloned().collect();
+        for info in self.images.snapshots.walk().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))? {
+            if info.ephemeral && !known.contains(&info.key) {
+                tracing::info!("removing the layer of a container that no longer exists: {}", info.key);
+                let _ = self.images.snapshots.remove(&info.key);
             }
         }
         Ok(())

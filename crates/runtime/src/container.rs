@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Process, Spec};
 
-use crate::cgroups::{self, Cgroup};
+use crate::cgroups::{self, Cgroup, Parents};
 use crate::error::{Error, Result};
 use crate::init::{self, Role, Setup};
 use crate::namespaces::{self, Plan};
@@ -297,7 +297,7 @@ impl Drop for CreateGuard<'_> {
         }
         if let Some(cg) = self.cgroup {
             kill_cgroup(cg);
-            if let Err(e) = cg.destroy() {
+            if let Err(e) = cg.destroy(Parents::RemoveEmpty) {
                 tracing::warn!("cleaning up after a failed create: {e}");
             }
         }
@@ -675,6 +675,11 @@ impl Container {
 
     /// Remove the container; `force` kills it first if it is still running.
     pub fn delete(self, force: bool) -> Result<()> {
+        self.delete_with(force, Parents::RemoveEmpty)
+    }
+
+    /// [`Container::delete`], saying what happens to the cgroup's parents (see [`Parents`]).
+    pub fn delete_with(self, force: bool, parents: Parents) -> Result<()> {
         let status = self.status();
         if status != Status::Stopped && !force {
             return Err(Error::WrongState {
@@ -695,7 +700,7 @@ impl Container {
             std::thread::sleep(Duration::from_millis(1));
         }
         reap_children();
-        let mut first_err = cg.destroy().err().map(Error::from);
+        let mut first_err = cg.destroy(parents).err().map(Error::from);
         let hooks = self.state.hooks().unwrap_or_else(|e| {
             tracing::warn!(id = %self.state.id, "poststop hooks not run: {e}");
             Default::default()

@@ -14,6 +14,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_runtime::cgroups::Parents;
 use berth_runtime::{Container, CreateOptions, ExecOptions};
 use berth_shim::{Config, ErrorKind, ExitStatus, Reply, Request};
 use nix::sys::signal::{SigSet, Signal};
@@ -28,6 +29,10 @@ const MAX_STDIN_BACKLOG: usize = 64 << 10;
 /// How long output is drained after the container's init exited (its pipes normally close at once).
 const DRAIN: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 16 << 10;
+/// How long after a create, start or exec the memory it touched is handed back: what comes next
+/// (berthd's attach and start, a short container's exit) is not kept waiting behind it, and a
+/// container that lives this long keeps its shim small.
+const RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 fn main() {
     let Some(bundle) = std::env::args_os().nth(1).map(PathBuf::from) else {
@@ -350,8 +355,9 @@ struct Shim {
     exited: Option<(ExitStatus, Instant)>,
     /// The first attached client with stdin (for StdinOnce).
     stdin_owner: Option<u64>,
-    /// A request loaded the container or made a process: hand back what that touched.
-    release_pending: bool,
+    /// A request loaded the container or made a process: hand back what that touched, at this
+    /// time (later, not at once: the next requests and a short-lived container's exit go first).
+    release_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -394,7 +400,7 @@ impl Shim {
             (Some(console), _) => match console.receive().and_then(tty_stdio) {
                 Ok(s) => s,
                 Err(r) => {
-                    let _ = container.delete(true);
+                    let _ = container.delete_with(true, Parents::Keep);
                     return Err(r);
                 }
             },
@@ -402,7 +408,7 @@ impl Shim {
             (None, None) => unreachable!("either a console or pipes"),
         };
         let fail = |container: Container, r: Reply| {
-            let _ = container.delete(true);
+            let _ = container.delete_with(true, Parents::Keep);
             r
         };
         let main = match Proc::new(stdin, outputs, cfg.tty) {
@@ -447,13 +453,14 @@ impl Shim {
             started: false,
             exited: None,
             stdin_owner: None,
-            release_pending: true,
+            release_at: Some(Instant::now() + RELEASE_DELAY),
         })
     }
 
     fn run(&mut self) -> io::Result<()> {
         loop {
-            if std::mem::take(&mut self.release_pending) {
+            if self.release_at.is_some_and(|at| at <= Instant::now()) {
+                self.release_at = None;
                 release_memory();
             }
             // The init is gone and its output drained (or the drain took too long): finish.
@@ -493,7 +500,11 @@ impl Shim {
                 }
                 add(c.sock.as_raw_fd(), events, Tag::Client(*token));
             }
-            let timeout = if self.exited.is_some() { 50 } else { -1 };
+            let timeout = match (&self.exited, self.release_at) {
+                (Some(_), _) => 50,
+                (None, Some(at)) => i32::try_from(at.saturating_duration_since(Instant::now()).as_millis() + 1).unwrap_or(i32::MAX),
+                (None, None) => -1,
+            };
             // SAFETY: fds is a valid array of pollfd for its length during the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
@@ -817,7 +828,9 @@ impl Shim {
                 Err(reply) => self.reply_and_close(token, reply),
             },
         }
-        self.release_pending |= heavy;
+        if heavy && self.release_at.is_none() {
+            self.release_at = Some(Instant::now() + RELEASE_DELAY);
+        }
     }
 
     fn exec(&mut self, process: oci_spec::runtime::Process, stdin: bool) -> Result<i32, Reply> {
@@ -904,7 +917,7 @@ impl Shim {
         let id = self.cfg.id.clone();
         let root = self.cfg.runtime_root.clone();
         match Container::load(&root, &id) {
-            Ok(c) => c.delete(true).map_err(|e| io::Error::other(format!("deleting the runtime state: {e}"))),
+            Ok(c) => c.delete_with(true, Parents::Keep).map_err(|e| io::Error::other(format!("deleting the runtime state: {e}"))),
             Err(_) => Ok(()),
         }
     }

@@ -142,12 +142,26 @@ pub trait Cgroup {
     fn stats(&self) -> Result<Stats>;
     /// How many processes the OOM killer killed in it (what `stats` reports, read alone).
     fn oom_kills(&self) -> u64;
-    /// Remove it and the parents it made, when they are empty. Processes must be gone.
-    fn destroy(&self) -> Result<()>;
+    /// Remove it, and (with [`Parents::RemoveEmpty`]) its parents while they are empty.
+    /// Processes must be gone.
+    fn destroy(&self, parents: Parents) -> Result<()>;
+    /// Remove it if nothing uses it (no processes, no child cgroups); otherwise leave it.
+    fn remove_if_unused(&self) -> Result<()>;
     /// What the container should see at its `cgroup` mount.
     fn view(&self) -> CgroupView;
     /// Does this cgroup exist on the host?
     fn exists(&self) -> bool;
+}
+
+/// What removing a cgroup does with its parents (`/berth` for `/berth/ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parents {
+    /// Remove each one that is left empty (a standalone runtime cleans up after itself).
+    RemoveEmpty,
+    /// Leave them: a daemon that starts container after container keeps the parent it made and
+    /// removes it when it stops (making a v1 parent again costs a mkdir per hierarchy and the
+    /// cpuset setup for every `run`).
+    Keep,
 }
 
 /// The cgroup for `path` (a path below each hierarchy's root, like `/berth/ID`) on this host.
@@ -210,7 +224,7 @@ pub(crate) fn mkdir(path: &Path) -> Result<()> {
 
 /// rmdir `root/rel` and then its parents up to `root` while they are empty. A cgroup whose last
 /// process has just exited can answer EBUSY for a moment, so retry briefly.
-pub(crate) fn remove_with_parents(root: &Path, rel: &Path) -> Result<()> {
+pub(crate) fn remove_with_parents(root: &Path, rel: &Path, parents: Parents) -> Result<()> {
     let leaf = root.join(rel);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
@@ -221,7 +235,7 @@ pub(crate) fn remove_with_parents(root: &Path, rel: &Path) -> Result<()> {
             Err(source) => return Err(CgroupError::Remove { path: leaf, source }),
         }
     }
-    let mut parent = rel.parent();
+    let mut parent = rel.parent().filter(|_| parents == Parents::RemoveEmpty);
     while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
         // Another container may still use the parent: then it stays.
         if fs::remove_dir(root.join(p)).is_err() {
@@ -230,6 +244,15 @@ pub(crate) fn remove_with_parents(root: &Path, rel: &Path) -> Result<()> {
         parent = p.parent();
     }
     Ok(())
+}
+
+/// rmdir `dir` unless it is in use (EBUSY: processes or child cgroups) or already gone.
+pub(crate) fn remove_unused(dir: &Path) -> Result<()> {
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        Err(source) => Err(CgroupError::Remove { path: dir.to_path_buf(), source }),
+    }
 }
 
 /// Wait until `done` holds, polling; cgroup state changes are asynchronous.
@@ -275,9 +298,21 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("berth/a")).unwrap();
         fs::create_dir_all(root.path().join("berth/b")).unwrap();
-        remove_with_parents(root.path(), Path::new("berth/a")).unwrap();
+        remove_with_parents(root.path(), Path::new("berth/a"), Parents::RemoveEmpty).unwrap();
         assert!(root.path().join("berth/b").exists());
-        remove_with_parents(root.path(), Path::new("berth/b")).unwrap();
+        remove_with_parents(root.path(), Path::new("berth/b"), Parents::RemoveEmpty).unwrap();
         assert!(!root.path().join("berth").exists());
+    }
+
+    #[test]
+    fn keeps_parents_when_asked() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("berth/a")).unwrap();
+        remove_with_parents(root.path(), Path::new("berth/a"), Parents::Keep).unwrap();
+        assert!(!root.path().join("berth/a").exists());
+        assert!(root.path().join("berth").exists());
+        remove_unused(&root.path().join("berth")).unwrap();
+        assert!(!root.path().join("berth").exists());
+        remove_unused(&root.path().join("berth")).unwrap();
     }
 }

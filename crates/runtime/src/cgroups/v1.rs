@@ -55,6 +55,18 @@ impl V1 {
         seen
     }
 
+    /// Each distinct hierarchy's mount point, and the unified tree's.
+    fn roots(&self) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for (_, m) in &self.hierarchies {
+            if !roots.contains(m) {
+                roots.push(m.clone());
+            }
+        }
+        roots.extend(self.unified.clone());
+        roots
+    }
+
     fn set(&self, controller: &str, file: &str, value: &str) -> Result<()> {
         let dir = self.dir(controller).ok_or_else(|| CgroupError::Unsupported(format!("the {controller} controller is not mounted")))?;
         write(&dir.join(file), value)
@@ -278,17 +290,20 @@ impl Cgroup for V1 {
         self.dir("memory").and_then(|d| read_keyed(&d.join("memory.oom_control")).get("oom_kill").copied()).unwrap_or(0)
     }
 
-    fn destroy(&self) -> Result<()> {
-        let mut roots: Vec<PathBuf> = Vec::new();
-        for (_, m) in &self.hierarchies {
-            if !roots.contains(m) {
-                roots.push(m.clone());
+    fn destroy(&self, parents: Parents) -> Result<()> {
+        let mut first_err = None;
+        for root in self.roots() {
+            if let Err(e) = remove_with_parents(&root, &self.rel, parents) {
+                first_err.get_or_insert(e);
             }
         }
-        roots.extend(self.unified.clone());
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn remove_if_unused(&self) -> Result<()> {
         let mut first_err = None;
-        for root in roots {
-            if let Err(e) = remove_with_parents(&root, &self.rel) {
+        for root in self.roots() {
+            if let Err(e) = remove_unused(&root.join(&self.rel)) {
                 first_err.get_or_insert(e);
             }
         }

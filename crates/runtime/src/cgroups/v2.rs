@@ -185,8 +185,12 @@ impl Cgroup for V2 {
         read_keyed(&self.dir().join("memory.events")).get("oom_kill").copied().unwrap_or(0)
     }
 
-    fn destroy(&self) -> Result<()> {
-        remove_with_parents(&self.root, &self.rel)
+    fn destroy(&self, parents: Parents) -> Result<()> {
+        remove_with_parents(&self.root, &self.rel, parents)
+    }
+
+    fn remove_if_unused(&self) -> Result<()> {
+        remove_unused(&self.dir())
     }
 
     fn view(&self) -> CgroupView {
