@@ -2,7 +2,7 @@
 //! of exits, and the list/inspect views built from records.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -126,6 +126,22 @@ fn write_init_files(dir: &Path, hostname: &str, network: &str) -> Result<(), Api
 }
 
 /// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
+/// Rename `dir` to a `.rm-` name beside it (unique, so a directory being deleted never blocks
+/// the next): None when there is no such directory.
+pub(crate) fn trash(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let doomed = dir.with_file_name(format!("{TRASH}{name}-{nanos:x}"));
+    match std::fs::rename(dir, &doomed) {
+        Ok(()) => Ok(Some(doomed)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The prefix of directories renamed away to be deleted.
+pub(crate) const TRASH: &str = ".rm-";
+
 fn human_duration(secs: f64) -> String {
     berth_format::human_duration(secs.max(0.0) as u64)
 }
@@ -242,17 +258,33 @@ impl Engine {
         }
     }
 
-    /// Unmount the rootfs and remove the bundle directory (idempotent).
+    /// Unmount the rootfs and remove the bundle directory (idempotent; the directory is renamed
+    /// away at once and deleted after, see [`Engine::delete_later`]).
     pub(crate) fn cleanup_bundle(&self, ctr: &Ctr) {
         let rootfs = ctr.bundle.join("rootfs");
         if rootfs.exists() {
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         }
-        if let Err(e) = std::fs::remove_dir_all(&ctr.bundle)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!("removing {}: {e}", ctr.bundle.display());
+        match trash(&ctr.bundle) {
+            Ok(Some(doomed)) => self.delete_later(vec![doomed]),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("removing {}: {e}", ctr.bundle.display()),
         }
+    }
+
+    /// Delete directories already renamed out of sight, off the request's path: `rm` and
+    /// `wait?condition=removed` answer once a container is gone, not once its files are.
+    /// Whatever a stop of berthd cuts short, the next start deletes (`.rm-*`).
+    pub(crate) fn delete_later(&self, dirs: Vec<PathBuf>) {
+        tokio::task::spawn_blocking(move || {
+            for d in dirs {
+                if let Err(e) = std::fs::remove_dir_all(&d)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!("removing {}: {e}", d.display());
+                }
+            }
+        });
     }
 
     /// Remove a stopped container's bundle, snapshot, files and record.
@@ -263,18 +295,23 @@ impl Engine {
             ctr.update_status(|r| r.state.status = Status::Removing)?;
         }
         self.cleanup_bundle(ctr);
+        // The layer and the record are taken away at once (out of the store, renamed out of
+        // sight) and deleted after the container is gone.
         let images = Arc::clone(&self.images);
         let key = ctr.id.clone();
-        let removed = tokio::task::spawn_blocking(move || images.snapshots.remove(&key))
+        let detached = tokio::task::spawn_blocking(move || images.snapshots.detach(&key))
             .await
             .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-        match removed {
-            Ok(()) | Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
+        let mut doomed = Vec::new();
+        match detached {
+            Ok(dir) => doomed.push(dir),
+            Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(ApiError::new(Kind::Internal, format!("removing the container's layer: {e}"))),
         }
-        std::fs::remove_dir_all(&ctr.dir)
-            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-            .map_err(internal("removing", &ctr.dir))?;
+        let record = trash(&ctr.dir).map_err(internal("removing", &ctr.dir));
+        doomed.extend(record.as_ref().ok().cloned().flatten());
+        self.delete_later(doomed);
+        record?;
         {
             let mut t = self.table_mut();
             t.by_id.remove(&ctr.id);
@@ -514,14 +551,18 @@ impl Engine {
         };
         let shim_path = bundle.join(berth_shim::CONFIG);
         std::fs::write(&shim_path, serde_json::to_vec(&shim_cfg).unwrap_or_default()).map_err(internal("writing", &shim_path))?;
-        let started = shim::spawn(&self.cfg.shim, bundle).await?;
+        let started = self.take_standby()?.start(bundle).await?;
         let pending: Vec<_> = std::mem::take(&mut *ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()));
         for (req, tx) in pending {
             if let Ok(conn) = shim::request(bundle, &req).await {
                 let _ = tx.send(conn);
             }
         }
-        if let Err(e) = shim::call(bundle, &Request::Start).await {
+        let start = shim::call(bundle, &Request::Start).await;
+        // The next start's shim, made while this container runs rather than before it does.
+        let e = self.clone();
+        tokio::spawn(async move { e.refill_standby() });
+        if let Err(e) = start {
             let _ = shim::call(bundle, &Request::Kill { signal: libc::SIGKILL, all: true }).await;
             return Err(e);
         }

@@ -28,40 +28,69 @@ pub struct Started {
     pub pid: i32,
 }
 
-/// Start `berth-shim <bundle>` and wait for it to report the container created.
-pub async fn spawn(shim_bin: &Path, bundle: &Path) -> Result<Started, ApiError> {
-    let log_path = bundle.join(berth_shim::LOG);
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| ApiError::new(Kind::Internal, format!("creating {}: {e}", log_path.display())))?;
-    let mut child = tokio::process::Command::new(shim_bin)
-        .arg(bundle)
-        .env("GLIBC_TUNABLES", berth_shim::glibc_tunables(std::env::var("GLIBC_TUNABLES").ok().as_deref()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| ApiError::new(Kind::Internal, format!("starting {}: {e}", shim_bin.display())))?;
-    let shim_pid = child.id().unwrap_or(0) as i32;
-    let identity = ProcessId::of(shim_pid).map_err(|e| ApiError::new(Kind::Internal, format!("shim {shim_pid}: {e}")));
-    let stdout = child.stdout.take().ok_or_else(|| ApiError::new(Kind::Internal, "shim has no stdout"))?;
-    let mut line = String::new();
-    let read = tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
-    let reply: Option<Reply> = serde_json::from_str(line.trim()).ok();
-    match (read, reply) {
-        (Ok(Ok(_)), Some(r)) if r.ok => {
-            // The shim outlives this handle; tokio reaps it whenever it exits.
-            drop(child);
-            Ok(Started { shim: identity?, pid: r.pid.unwrap_or(0) })
+/// A shim started ahead of need (`berth-shim --standby`), waiting on its stdin for a bundle.
+pub struct Standby {
+    child: tokio::process::Child,
+    identity: Result<ProcessId, ApiError>,
+}
+
+impl Standby {
+    pub fn spawn(shim_bin: &Path, exec_root: &Path) -> Result<Standby, ApiError> {
+        let child = tokio::process::Command::new(shim_bin)
+            .arg(berth_shim::STANDBY)
+            .arg(exec_root)
+            .env("GLIBC_TUNABLES", berth_shim::glibc_tunables(std::env::var("GLIBC_TUNABLES").ok().as_deref()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // Until it has a bundle, whose shim.log becomes its stderr.
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| ApiError::new(Kind::Internal, format!("starting {}: {e}", shim_bin.display())))?;
+        let pid = child.id().unwrap_or(0) as i32;
+        let identity = ProcessId::of(pid).map_err(|e| ApiError::new(Kind::Internal, format!("shim {pid}: {e}")));
+        Ok(Standby { child, identity })
+    }
+
+    /// Still waiting (not killed meanwhile)?
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Hand it `bundle` and wait for it to report the container created.
+    pub async fn start(mut self, bundle: &Path) -> Result<Started, ApiError> {
+        let log_path = bundle.join(berth_shim::LOG);
+        let mut line = bundle.as_os_str().as_encoded_bytes().to_vec();
+        if line.contains(&b'\n') {
+            return Err(ApiError::new(Kind::Internal, format!("bundle path {} holds a newline", bundle.display())));
         }
-        (_, Some(r)) => {
-            let _ = child.wait().await;
-            Err(api_error(&r))
-        }
-        (read, None) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            Err(ApiError::new(Kind::Internal, format!("shim failed ({read:?}): {}", log.trim())))
+        line.push(b'\n');
+        let mut stdin = self.child.stdin.take().ok_or_else(|| ApiError::new(Kind::Internal, "standby shim has no stdin"))?;
+        let sent = stdin.write_all(&line).await;
+        drop(stdin);
+        let stdout = self.child.stdout.take().ok_or_else(|| ApiError::new(Kind::Internal, "standby shim has no stdout"))?;
+        let mut answer = String::new();
+        let read = match sent {
+            Ok(()) => tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(stdout).read_line(&mut answer)).await,
+            Err(e) => Ok(Err(e)),
+        };
+        let reply: Option<Reply> = serde_json::from_str(answer.trim()).ok();
+        let mut child = self.child;
+        match (read, reply) {
+            (Ok(Ok(_)), Some(r)) if r.ok => {
+                // The shim outlives this handle; tokio reaps it whenever it exits.
+                drop(child);
+                Ok(Started { shim: self.identity?, pid: r.pid.unwrap_or(0) })
+            }
+            (_, Some(r)) => {
+                let _ = child.wait().await;
+                Err(api_error(&r))
+            }
+            (read, None) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                Err(ApiError::new(Kind::Internal, format!("shim failed ({read:?}): {}", log.trim())))
+            }
         }
     }
 }

@@ -5,6 +5,12 @@
 //! `exit.json` (the [`ExitStatus`], written atomically when the container has exited) and
 //! `shim.log` (its own diagnostics).
 //!
+//! `berth-shim <bundle>` starts for a bundle; `berth-shim --standby [<exec-root>]` starts before
+//! there is one (berthd keeps one waiting, so a container's start does not wait for a process
+//! to be spawned and loaded): it reads the bundle's path as one line on stdin (end of input: it
+//! exits), then goes on as if started for it, with `shim.log` as its stderr. The exec root is
+//! only there to tell whose standby it is in `ps`.
+//!
 //! On its stdout the shim writes one [`Reply`] line once the container is created (or failed to
 //! be), then closes it. Each connection to `shim.sock` sends one [`Request`] line and reads one
 //! [`Reply`] line; `attach`, `exec` and `wait` then go on: output comes as frames (an 8-byte
@@ -19,6 +25,8 @@ pub const CONFIG: &str = "shim.json";
 pub const SOCKET: &str = "shim.sock";
 pub const EXIT: &str = "exit.json";
 pub const LOG: &str = "shim.log";
+/// The flag that starts a shim in standby (see the module's documentation).
+pub const STANDBY: &str = "--standby";
 
 /// Frame stream ids: Docker's (stdout 1, stderr 2) plus the end of an exec.
 pub const STDOUT: u8 = 1;

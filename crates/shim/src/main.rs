@@ -35,8 +35,8 @@ const READ_CHUNK: usize = 16 << 10;
 const RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 fn main() {
-    let Some(bundle) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: berth-shim <bundle>");
+    let Some(arg) = std::env::args_os().nth(1) else {
+        eprintln!("usage: berth-shim <bundle> | berth-shim {} [<exec-root>]", berth_shim::STANDBY);
         std::process::exit(2);
     };
     // A handler that does nothing, rather than SIG_IGN: writes to gone clients fail with EPIPE,
@@ -46,6 +46,15 @@ fn main() {
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::Handler(on_sigpipe)) };
     // Our own session: a terminal's signals to berthd's group do not reach us or the container.
     let _ = nix::unistd::setsid();
+    let bundle = if arg == berth_shim::STANDBY {
+        match await_bundle() {
+            Some(b) => b,
+            // berthd went away (or changed its mind) before it had a container for us.
+            None => std::process::exit(0),
+        }
+    } else {
+        PathBuf::from(arg)
+    };
     // Sockets are bound by relative names from the bundle: full paths can pass sun_path's 108 bytes.
     if let Err(e) = std::env::set_current_dir(&bundle) {
         report(&Reply::error(ErrorKind::Internal, format!("entering {}: {e}", bundle.display())));
@@ -135,6 +144,37 @@ fn mappings(smaps: &str) -> (Option<Range>, Vec<Range>) {
         }
     }
     (stack, clean)
+}
+
+/// Standby: wait for berthd to name the bundle (one line on stdin; end of input: not needed),
+/// then let go of stdin and make the bundle's shim.log our stderr, as a shim started for a
+/// bundle has them.
+fn await_bundle() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut line = Vec::new();
+    let mut buf = [0u8; 512];
+    // Unbuffered: std's stdin would keep an 8 KiB buffer for the rest of the shim's life.
+    let stdin = io::stdin();
+    while !line.contains(&b'\n') {
+        match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+        if line.len() > 4096 {
+            return None;
+        }
+    }
+    line.truncate(line.iter().position(|b| *b == b'\n').unwrap_or(line.len()));
+    let bundle = PathBuf::from(std::ffi::OsString::from_vec(line));
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(null);
+    }
+    if let Ok(log) = File::create(bundle.join(berth_shim::LOG)) {
+        let _ = nix::unistd::dup2_stderr(log);
+    }
+    Some(bundle)
 }
 
 fn report(reply: &Reply) {

@@ -109,6 +109,10 @@ pub trait Snapshotter: Send + Sync {
     fn commit(&self, name: &str, key: &str) -> Result<()>;
     /// Remove a snapshot that has no children.
     fn remove(&self, key: &str) -> Result<()>;
+    /// [`Snapshotter::remove`] without the delete: the snapshot is gone from the store at once and
+    /// its directory, renamed out of the way, is returned for the caller to delete when it suits
+    /// (a reopen deletes it if nobody did).
+    fn detach(&self, key: &str) -> Result<PathBuf>;
     fn stat(&self, key: &str) -> Result<Info>;
     fn usage(&self, key: &str) -> Result<Usage>;
     /// Every snapshot.
@@ -344,6 +348,10 @@ impl Store {
     }
 
     fn remove(&self, key: &str) -> Result<()> {
+        remove_tree(&self.detach(key)?)
+    }
+
+    fn detach(&self, key: &str) -> Result<PathBuf> {
         let forget = |m: &mut Metadata| {
             if m.has_children(key) {
                 return Err(SnapshotError::HasChildren(key.to_string()));
@@ -355,7 +363,7 @@ impl Store {
         // Renamed first so a crash mid-delete leaves a name open() recognises as a leftover.
         let doomed = self.snapshots().join(format!(".rm-{}", info.id));
         fs::rename(self.path(&info.id), &doomed).map_err(io_err("renaming", &doomed))?;
-        remove_tree(&doomed)
+        Ok(doomed)
     }
 
     fn usage(&self, key: &str) -> Result<Usage> {
@@ -503,6 +511,10 @@ impl Snapshotter for Overlay {
         self.store.remove(key)
     }
 
+    fn detach(&self, key: &str) -> Result<PathBuf> {
+        self.store.detach(key)
+    }
+
     fn stat(&self, key: &str) -> Result<Info> {
         Ok(self.store.get(key)?.1)
     }
@@ -564,6 +576,10 @@ impl Snapshotter for Vfs {
 
     fn remove(&self, key: &str) -> Result<()> {
         self.store.remove(key)
+    }
+
+    fn detach(&self, key: &str) -> Result<PathBuf> {
+        self.store.detach(key)
     }
 
     fn stat(&self, key: &str) -> Result<Info> {
@@ -837,7 +853,13 @@ mod conformance {
         assert!(matches!(s.stat("torn"), Err(SnapshotError::NotFound(_))));
         assert!(!torn.exists());
 
-        s.remove("eph").unwrap();
+        // Detached: gone from the store at once, its directory the caller's to delete.
+        let doomed = s.detach("eph").unwrap();
+        assert!(matches!(s.stat("eph"), Err(SnapshotError::NotFound(_))));
+        assert!(doomed.join("fs/scratch").exists());
+        drop(s);
+        let s = open(t.path());
+        assert!(!doomed.exists(), "a reopen deletes what the caller left");
         s.remove("base").unwrap();
         assert!(s.walk().unwrap().is_empty());
         assert_eq!(fs::read_dir(t.path().join("snapshots")).unwrap().count(), 0);
