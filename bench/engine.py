@@ -87,6 +87,19 @@ def pids_of(name):
     return out
 
 
+def shims_of(work):
+    """berth-shim processes started for this run (their command line names its directory)."""
+    out = []
+    for p in pids_of("berth-shim"):
+        try:
+            with open(f"/proc/{p}/cmdline") as f:
+                if work in f.read():
+                    out.append(p)
+        except OSError:
+            pass
+    return out
+
+
 def med(xs):
     return statistics.median(xs)
 
@@ -225,6 +238,11 @@ def main():
             sh([berth, "rm", "-f", c], env=benv, check=False)
         daemon.terminate()
         daemon.wait()
+        # Shims finish their containers' cleanup after the removals are answered: let them,
+        # before their runtime state goes with the work directory.
+        deadline = time.time() + 10
+        while time.time() < deadline and shims_of(work):
+            time.sleep(0.05)
         shutil.rmtree(work, ignore_errors=True)
 
 

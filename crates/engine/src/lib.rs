@@ -202,8 +202,22 @@ impl Engine {
         // Its stdin closes: it exits.
         drop(self.standby.lock().unwrap_or_else(|p| p.into_inner()).take());
         let parent = Path::new(berth_runtime::DEFAULT_CGROUP_PARENT);
-        if let Err(e) = berth_runtime::cgroups::open(parent).and_then(|cg| cg.remove_if_unused()) {
-            tracing::warn!("removing the cgroup {}: {e}", parent.display());
+        let cg = match berth_runtime::cgroups::open(parent) {
+            Ok(cg) => cg,
+            Err(e) => return tracing::warn!("the cgroup {}: {e}", parent.display()),
+        };
+        // Shims of containers removed just now may still be deleting their own cgroups: give
+        // them a moment, unless containers still run (then the parent stays in any case).
+        let live = self.all().iter().any(|c| c.rec().state.status.is_live());
+        let deadline = std::time::Instant::now() + if live { std::time::Duration::ZERO } else { std::time::Duration::from_secs(2) };
+        loop {
+            if let Err(e) = cg.remove_if_unused() {
+                return tracing::warn!("removing the cgroup {}: {e}", parent.display());
+            }
+            if !cg.exists() || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 

@@ -374,6 +374,8 @@ impl Proc {
 }
 
 struct Shim {
+    /// The container's cgroup, to remove even if its runtime state is gone by the end.
+    cgroup: Option<Box<dyn berth_runtime::cgroups::Cgroup>>,
     cfg: Config,
     bundle: PathBuf,
     /// The container is loaded from the runtime's state when needed: holding the parsed spec for
@@ -436,6 +438,7 @@ impl Shim {
             .map_err(|e| Reply::error(e.kind(), e.to_string()))?;
         drop(child);
         let pid = container.pid();
+        let cgroup = container.cgroup().ok();
         let (stdin, outputs) = match (console, stdio) {
             (Some(console), _) => match console.receive().and_then(tty_stdio) {
                 Ok(s) => s,
@@ -478,6 +481,7 @@ impl Shim {
         };
         let runtime_root = cfg.runtime_root.clone();
         Ok(Shim {
+            cgroup,
             cfg,
             bundle: bundle.to_path_buf(),
             runtime_root,
@@ -958,7 +962,12 @@ impl Shim {
         let root = self.cfg.runtime_root.clone();
         match Container::load(&root, &id) {
             Ok(c) => c.delete_with(true, Parents::Keep).map_err(|e| io::Error::other(format!("deleting the runtime state: {e}"))),
-            Err(_) => Ok(()),
+            // Someone removed the state under us; the cgroup is still ours to remove (its
+            // processes went with the init's pid namespace).
+            Err(_) => match &self.cgroup {
+                Some(cg) => cg.destroy(Parents::Keep).map_err(|e| io::Error::other(format!("removing the cgroup: {e}"))),
+                None => Ok(()),
+            },
         }
     }
 }
