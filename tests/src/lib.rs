@@ -338,8 +338,16 @@ impl TestDaemon {
 
     /// Start berthd (again) on this daemon's roots.
     pub fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// [`TestDaemon::launch`] that reports failure instead of panicking (for Drop).
+    fn try_launch(&mut self) -> Result<(), String> {
         become_subreaper();
         let dir = &self.dir;
+        let log = fs::OpenOptions::new().create(true).append(true).open(dir.path().join("berthd.log")).map_err(|e| e.to_string())?;
         let child = Command::new(bin("berthd"))
             .arg("--data-root")
             .arg(dir.path().join("data"))
@@ -349,18 +357,18 @@ impl TestDaemon {
             .arg(dir.path().join("daemon.json"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::OpenOptions::new().create(true).append(true).open(dir.path().join("berthd.log")).unwrap())
+            .stderr(log)
             .spawn()
-            .unwrap();
-        OWN.lock().unwrap().push(child.id() as i32);
+            .map_err(|e| format!("starting berthd: {e}"))?;
+        OWN.lock().unwrap_or_else(|p| p.into_inner()).push(child.id() as i32);
         self.child = Some(child);
         for _ in 0..500 {
             if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("berthd did not start: {}", self.log());
+        Err(format!("berthd did not start: {}", self.log()))
     }
 
     pub fn log(&self) -> String {
@@ -462,6 +470,11 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        // Killed and not started again (a test failed in between): start it once more, so it
+        // adopts whatever containers are left and removes them.
+        if self.child.is_none() && fs::read_dir(self.dir.path().join("data/containers")).is_ok_and(|mut d| d.next().is_some()) {
+            let _ = self.try_launch();
+        }
         if self.child.is_some() {
             self.remove_all();
         }
