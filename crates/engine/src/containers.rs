@@ -125,7 +125,6 @@ fn write_init_files(dir: &Path, hostname: &str, network: &str) -> Result<(), Api
     Ok(())
 }
 
-/// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
 /// Rename `dir` to a `.rm-` name beside it (unique, so a directory being deleted never blocks
 /// the next): None when there is no such directory.
 pub(crate) fn trash(dir: &Path) -> std::io::Result<Option<PathBuf>> {
@@ -142,6 +141,7 @@ pub(crate) fn trash(dir: &Path) -> std::io::Result<Option<PathBuf>> {
 /// The prefix of directories renamed away to be deleted.
 pub(crate) const TRASH: &str = ".rm-";
 
+/// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
 fn human_duration(secs: f64) -> String {
     berth_format::human_duration(secs.max(0.0) as u64)
 }

@@ -62,32 +62,29 @@ impl Ctr {
     /// Change the record: persisted first, then published, then waiters woken.
     /// Change the record durably (see [`record::Durability`]).
     pub fn update(&self, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
-        self.change(record::Durability::Durable, f)
+        self.change(Some(record::Durability::Durable), f)
     }
 
     /// Change only the status of the container's process (atomically, not durably).
     pub fn update_status(&self, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
-        self.change(record::Durability::Atomic, f)
+        self.change(Some(record::Durability::Atomic), f)
     }
 
     /// Change the record in memory only, for a state that restore reaches again from the one
     /// on disk (an auto-remove container's exit: restore finds its shim gone and removes it).
-    pub fn update_in_memory(&self, f: impl FnOnce(&mut Record)) -> Arc<Record> {
-        let mut guard = self.rec.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**guard).clone();
-        f(&mut next);
-        let next = Arc::new(next);
-        *guard = Arc::clone(&next);
-        drop(guard);
-        self.changed.send_modify(|n| *n += 1);
-        next
+    pub fn update_in_memory(&self, f: impl FnOnce(&mut Record)) {
+        // Nothing is written, so nothing can fail.
+        let _ = self.change(None, f);
     }
 
-    fn change(&self, durable: record::Durability, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
+    /// Apply `f`, persist the result (unless `durable` is None), publish it, wake waiters.
+    fn change(&self, durable: Option<record::Durability>, f: impl FnOnce(&mut Record)) -> Result<Arc<Record>, ApiError> {
         let mut guard = self.rec.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**guard).clone();
         f(&mut next);
-        next.save(&self.dir, durable)?;
+        if let Some(d) = durable {
+            next.save(&self.dir, d)?;
+        }
         let next = Arc::new(next);
         *guard = Arc::clone(&next);
         drop(guard);

@@ -280,14 +280,14 @@ impl Store {
             fill(&tmp, &chain)?;
             if ephemeral {
                 let record = tmp.join(EPHEMERAL);
-                fs::write(&record, serde_json::to_vec(&info).map_err(io::Error::other).map_err(io_err("writing", &record))?)
+                serde_json::to_vec(&info)
+                    .map_err(io::Error::other)
+                    .and_then(|d| fs::write(&record, d))
                     .map_err(io_err("writing", &record))?;
             }
             fs::rename(&tmp, self.path(&id)).map_err(io_err("renaming", &tmp))?;
-            if ephemeral {
-                return Ok(());
-            }
-            sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots()))
+            // An ephemeral snapshot is never fsynced.
+            if ephemeral { Ok(()) } else { sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots())) }
         })();
         if let Err(e) = result {
             let _ = remove_tree(&tmp);

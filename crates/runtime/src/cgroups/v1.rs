@@ -42,17 +42,7 @@ impl V1 {
 
     /// Distinct directories (a co-mounted hierarchy is visited once).
     fn dirs(&self) -> Vec<PathBuf> {
-        let mut seen: Vec<PathBuf> = Vec::new();
-        for (_, m) in &self.hierarchies {
-            let d = m.join(&self.rel);
-            if !seen.contains(&d) {
-                seen.push(d);
-            }
-        }
-        if let Some(u) = &self.unified {
-            seen.push(u.join(&self.rel));
-        }
-        seen
+        self.roots().iter().map(|r| r.join(&self.rel)).collect()
     }
 
     /// Each distinct hierarchy's mount point, and the unified tree's.
@@ -71,6 +61,17 @@ impl V1 {
         let dir = self.dir(controller).ok_or_else(|| CgroupError::Unsupported(format!("the {controller} controller is not mounted")))?;
         write(&dir.join(file), value)
     }
+}
+
+/// Every result is tried; the first error, if any, is the answer.
+fn first_error(results: impl Iterator<Item = Result<()>>) -> Result<()> {
+    let mut first = Ok(());
+    for r in results {
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
 }
 
 /// Mount points of v1 hierarchies from /proc/self/mountinfo.
@@ -291,23 +292,11 @@ impl Cgroup for V1 {
     }
 
     fn destroy(&self, parents: Parents) -> Result<()> {
-        let mut first_err = None;
-        for root in self.roots() {
-            if let Err(e) = remove_with_parents(&root, &self.rel, parents) {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        first_error(self.roots().iter().map(|root| remove_with_parents(root, &self.rel, parents)))
     }
 
     fn remove_if_unused(&self) -> Result<()> {
-        let mut first_err = None;
-        for root in self.roots() {
-            if let Err(e) = remove_unused(&root.join(&self.rel)) {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        first_error(self.dirs().iter().map(|d| remove_unused(d)))
     }
 
     fn view(&self) -> CgroupView {
