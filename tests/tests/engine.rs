@@ -272,7 +272,7 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got abc\n");
     assert_eq!(docker(&["run", "--rm", "-t", "busybox", "tty"]).success().stdout, "/dev/pts/0\r\n");
-    docker(&["run", "-d", "--name", "web", "busybox", "sh", "-c", "echo ready; exec sleep 100"]).success();
+    docker(&["run", "-d", "--name", "web", "-l", "tier=front", "-l", "a=b", "busybox", "sh", "-c", "echo ready; exec sleep 100"]).success();
     wait_until("web's log", || docker(&["logs", "web"]).stdout == "ready\n");
     assert_eq!(docker(&["exec", "web", "sh", "-c", "echo in; exit 4"]).code, 4);
     assert_eq!(docker(&["exec", "web", "cat", "/proc/1/cmdline"]).success().stdout, "sleep\x00100\x00");
@@ -284,6 +284,13 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     assert!(top.contains("sleep 100"), "{top}");
     let ps = docker(&["ps", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
     assert!(ps.starts_with("web Up"), "{ps}");
+    let ps = docker(&["ps", "--format", "{{.Labels}}|{{.Image}}|{{.State}}"]).success().stdout;
+    assert_eq!(ps, "a=b,tier=front|busybox|running\n");
+    let ps = docker(&["ps"]).success().stdout;
+    let header: Vec<&str> = ps.lines().next().unwrap_or("").split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(header, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], "{ps}");
+    assert!(ps.lines().nth(1).is_some_and(|row| row.ends_with(" web") && row.contains(" Up ")), "{ps}");
+    assert_eq!(docker(&["ps", "--no-such-flag"]).code, 125, "a usage error");
     // pid 1 without a handler never sees TERM; KILL always works.
     assert_eq!(docker(&["kill", "-s", "KILL", "web"]).code, 0);
     assert_eq!(docker(&["wait", "web"]).success().stdout.trim(), "137");

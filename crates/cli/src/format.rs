@@ -4,15 +4,17 @@
 
 use anyhow::bail;
 use serde_json::Value;
+use std::borrow::Cow;
 
 enum Node {
     Text(String),
-    Action(String),
-    Range(String, Vec<Node>),
+    /// The action's words (`json .Labels` → `["json", ".Labels"]`), split once at parse.
+    Action(Vec<String>),
+    Range(Vec<String>, Vec<Node>),
 }
 
 fn parse(src: &str) -> anyhow::Result<Vec<Node>> {
-    let mut stack: Vec<(String, Vec<Node>)> = vec![(String::new(), Vec::new())];
+    let mut stack: Vec<(Vec<String>, Vec<Node>)> = vec![(Vec::new(), Vec::new())];
     let mut rest = src;
     while let Some(start) = rest.find("{{") {
         let text = &rest[..start];
@@ -25,7 +27,7 @@ fn parse(src: &str) -> anyhow::Result<Vec<Node>> {
         let action = rest[start + 2..start + end].trim().trim_start_matches('-').trim_end_matches('-').trim().to_string();
         rest = &rest[start + end + 2..];
         if let Some(expr) = action.strip_prefix("range ") {
-            stack.push((expr.trim().to_string(), Vec::new()));
+            stack.push((words(expr.trim()), Vec::new()));
         } else if action == "end" {
             let Some((expr, body)) = stack.pop().filter(|_| !stack.is_empty()) else { bail!("template: unexpected {{{{end}}}}") };
             if let Some((_, v)) = stack.last_mut() {
@@ -33,7 +35,7 @@ fn parse(src: &str) -> anyhow::Result<Vec<Node>> {
             }
         } else {
             if let Some((_, v)) = stack.last_mut() {
-                v.push(Node::Action(action));
+                v.push(Node::Action(words(&action)));
             }
         }
     }
@@ -48,29 +50,56 @@ fn parse(src: &str) -> anyhow::Result<Vec<Node>> {
     Ok(stack.pop().map(|(_, v)| v).unwrap_or_default())
 }
 
-fn lookup<'a>(v: &'a Value, path: &str) -> Value {
+fn lookup<'a>(v: &'a Value, path: &str) -> Cow<'a, Value> {
     if path == "." {
-        return v.clone();
+        return Cow::Borrowed(v);
     }
     let mut cur: &'a Value = v;
     for part in path.trim_start_matches('.').split('.') {
         cur = match cur.get(part) {
             Some(x) => x,
-            None => return Value::Null,
+            None => return Cow::Owned(Value::Null),
         };
     }
-    cur.clone()
+    Cow::Borrowed(cur)
+}
+
+/// Go's `%v` of a value, appended to `out`.
+fn show_into(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("<no value>"),
+        Value::String(s) => out.push_str(s),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                show_into(x, out);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push_str("map[");
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(k);
+                out.push(':');
+                show_into(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// Go's `%v` of a value.
 pub fn show(v: &Value) -> String {
-    match v {
-        Value::Null => "<no value>".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(show).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => format!("map[{}]", m.iter().map(|(k, v)| format!("{k}:{}", show(v))).collect::<Vec<_>>().join(" ")),
-        other => other.to_string(),
-    }
+    let mut out = String::new();
+    show_into(v, &mut out);
+    out
 }
 
 fn words(expr: &str) -> Vec<String> {
@@ -99,52 +128,53 @@ fn words(expr: &str) -> Vec<String> {
     out
 }
 
-fn eval(expr: &str, dot: &Value) -> anyhow::Result<Value> {
-    let w = words(expr);
-    let arg = |i: usize| -> Value {
+fn eval<'a>(w: &[String], dot: &'a Value) -> anyhow::Result<Cow<'a, Value>> {
+    let arg = |i: usize| -> Cow<'a, Value> {
         match w.get(i) {
             Some(a) if a.starts_with('.') => lookup(dot, a),
-            Some(a) => Value::String(a.clone()),
-            None => dot.clone(),
+            Some(a) => Cow::Owned(Value::String(a.clone())),
+            None => Cow::Borrowed(dot),
         }
     };
-    Ok(match w.first().map(String::as_str) {
-        None => Value::Null,
-        Some("json") => Value::String(serde_json::to_string(&arg(1))?),
+    let owned = |v: Value| Ok(Cow::Owned(v));
+    match w.first().map(String::as_str) {
+        None => owned(Value::Null),
+        Some("json") => owned(Value::String(serde_json::to_string(arg(1).as_ref())?)),
         Some("index") => {
             let base = arg(1);
-            let key = w.get(2).cloned().unwrap_or_default();
-            match &base {
-                Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i).cloned()).unwrap_or(Value::Null),
-                _ => base.get(&key).cloned().unwrap_or(Value::Null),
-            }
+            let key = w.get(2).map(String::as_str).unwrap_or_default();
+            let found = match base.as_ref() {
+                Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+                b => b.get(key),
+            };
+            owned(found.cloned().unwrap_or(Value::Null))
         }
-        Some("upper") => Value::String(show(&arg(1)).to_uppercase()),
-        Some("lower") => Value::String(show(&arg(1)).to_lowercase()),
+        Some("upper") => owned(Value::String(show(&arg(1)).to_uppercase())),
+        Some("lower") => owned(Value::String(show(&arg(1)).to_lowercase())),
         Some("join") => {
             let list = arg(1);
-            let sep = w.get(2).cloned().unwrap_or_default();
-            Value::String(list.as_array().map(|a| a.iter().map(show).collect::<Vec<_>>().join(&sep)).unwrap_or_default())
+            let sep = w.get(2).map(String::as_str).unwrap_or_default();
+            owned(Value::String(list.as_array().map(|a| a.iter().map(show).collect::<Vec<_>>().join(sep)).unwrap_or_default()))
         }
-        Some(p) if p.starts_with('.') => lookup(dot, p),
+        Some(p) if p.starts_with('.') => Ok(lookup(dot, p)),
         Some(other) => bail!("template: function {other:?} not defined"),
-    })
+    }
 }
 
 fn render_nodes(nodes: &[Node], dot: &Value, out: &mut String) -> anyhow::Result<()> {
     for n in nodes {
         match n {
             Node::Text(t) => out.push_str(t),
-            Node::Action(a) => out.push_str(&show(&eval(a, dot)?)),
-            Node::Range(expr, body) => match eval(expr, dot)? {
+            Node::Action(a) => show_into(eval(a, dot)?.as_ref(), out),
+            Node::Range(expr, body) => match eval(expr, dot)?.as_ref() {
                 Value::Array(items) => {
                     for item in items {
-                        render_nodes(body, &item, out)?;
+                        render_nodes(body, item, out)?;
                     }
                 }
                 Value::Object(m) => {
-                    for (_, item) in m {
-                        render_nodes(body, &item, out)?;
+                    for item in m.values() {
+                        render_nodes(body, item, out)?;
                     }
                 }
                 _ => {}
@@ -154,11 +184,26 @@ fn render_nodes(nodes: &[Node], dot: &Value, out: &mut String) -> anyhow::Result
     Ok(())
 }
 
+/// A template parsed once, rendered for as many values as a listing has.
+pub struct Template(Vec<Node>);
+
+impl Template {
+    pub fn parse(src: &str) -> anyhow::Result<Template> {
+        parse(src).map(Template)
+    }
+
+    pub fn render(&self, v: &Value) -> anyhow::Result<String> {
+        let mut out = String::new();
+        render_nodes(&self.0, v, &mut out)?;
+        if out.contains('\\') {
+            out = out.replace("\\t", "\t").replace("\\n", "\n");
+        }
+        Ok(out)
+    }
+}
+
 pub fn render(template: &str, v: &Value) -> anyhow::Result<String> {
-    let nodes = parse(template)?;
-    let mut out = String::new();
-    render_nodes(&nodes, v, &mut out)?;
-    Ok(out.replace("\\t", "\t").replace("\\n", "\n"))
+    Template::parse(template)?.render(v)
 }
 
 /// Print rows as a table: columns padded like Go's tabwriter (padding 3).
@@ -187,14 +232,16 @@ pub fn format_list(template: &str, items: &[Value], id_title: &str) -> anyhow::R
         let t = t.trim_start();
         let header: Vec<String> = words_of_template(t, id_title);
         let mut rows = vec![header];
+        let t = Template::parse(t)?;
         for it in items {
-            rows.push(render(t, it)?.split('\t').map(str::to_string).collect());
+            rows.push(t.render(it)?.split('\t').map(str::to_string).collect());
         }
         return Ok(table(&rows));
     }
+    let t = Template::parse(template)?;
     let mut out = String::new();
     for it in items {
-        out.push_str(&render(template, it)?);
+        out.push_str(&t.render(it)?);
         out.push('\n');
     }
     Ok(out)

@@ -122,15 +122,18 @@ impl Response {
 
     /// The JSON body of a successful answer, or the daemon's message as the error.
     pub fn json(self) -> anyhow::Result<serde_json::Value> {
+        self.json_as()
+    }
+
+    /// The body as `T` (an empty body reads as JSON `null`), or the daemon's message as the error.
+    pub fn json_as<T: serde::de::DeserializeOwned>(self) -> anyhow::Result<T> {
         let status = self.status;
         let text = self.text()?;
         if status >= 400 {
             bail!(ApiError::from_body(&text));
         }
-        if text.trim().is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_str(&text).with_context(|| format!("the daemon's answer is not JSON: {text}"))
+        let body = if text.trim().is_empty() { "null" } else { &text };
+        serde_json::from_str(body).with_context(|| format!("the daemon's answer is not the JSON expected: {text}"))
     }
 
     /// Fail with the daemon's message unless the status is a success.
@@ -265,6 +268,10 @@ impl Client {
 
     pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         self.send("GET", path, None, false)?.json()
+    }
+
+    pub fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send("GET", path, None, false)?.json_as()
     }
 
     pub fn post(&self, path: &str) -> anyhow::Result<Response> {
