@@ -227,6 +227,31 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     assert_eq!(docker(&["run", "--rm", "busybox", "/etc"]).code, 126);
     assert_eq!(docker(&["run", "--rm", "busybox", "true"]).code, 0);
     assert_eq!(docker(&["ps", "-aq"]).success().stdout, "", "--rm removed them all");
+    // Each container gets its own network namespace with lo up (made ahead by the standby
+    // shim); --network host shares ours.
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap().to_string_lossy().into_owned();
+    let probe = "readlink /proc/self/ns/net; ip link show lo";
+    let a = docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", probe]).success().stdout;
+    let b = docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", probe]).success().stdout;
+    let (a_ns, b_ns) = (a.lines().next().unwrap_or(""), b.lines().next().unwrap_or(""));
+    assert!(a_ns.starts_with("net:[") && a_ns != host && a_ns != b_ns, "{a_ns} {b_ns} {host}");
+    assert!(a.contains("<LOOPBACK,UP,LOWER_UP>") && b.contains("<LOOPBACK,UP,LOWER_UP>"), "{a}{b}");
+    let h = docker(&["run", "--rm", "--network", "host", "busybox", "readlink", "/proc/self/ns/net"]).success().stdout;
+    assert_eq!(h.trim(), host);
+    let fwd = || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let host_fwd = fwd();
+    let set = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "busybox",
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+    ]);
+    assert_eq!((set.success().stdout.as_str(), fwd()), ("1\n", host_fwd), "a net sysctl lands in the container's namespace only");
     // Docker's defaults inside: hostname = short ID, 14 capabilities, seccomp filter, /etc files.
     let r = d
         .docker(&[

@@ -408,6 +408,7 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
         no_pivot: a.no_pivot,
+        network: None,
     }
 }
 

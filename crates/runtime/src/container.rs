@@ -35,6 +35,10 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
     pub no_pivot: bool,
+    /// A network namespace from [`crate::namespaces::prepare_network`] to use instead of
+    /// creating one, when the spec asks for a new one and no user namespace (whose root could
+    /// not administer a namespace made outside it).
+    pub network: Option<std::sync::Arc<OwnedFd>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -432,11 +436,23 @@ impl Container {
         single_threaded()?;
         let BundleConfig { spec, raw: raw_config, rootfs } = config;
         let bundle = fs::canonicalize(&opts.bundle).map_err(Error::io("resolving bundle", &opts.bundle))?;
-        let plan = plan(&spec)?;
+        let mut plan = plan(&spec)?;
         let process = spec.process().clone().ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;
         let linux = spec.linux().clone().unwrap_or_default();
         let seccomp = linux.seccomp().as_ref().map(|s| seccomp::compile_cached(s, &root.join(SECCOMP_CACHE))).transpose()?;
-        let join = namespaces::open_all(&plan.join)?;
+        let mut join = namespaces::open_all(&plan.join)?;
+        if let Some(net) = &opts.network
+            && plan.creates(LinuxNamespaceType::Network)
+            && !plan.has(LinuxNamespaceType::User)
+        {
+            let net = net.try_clone().map_err(Error::io("duplicating the prepared network namespace", "/proc/self/fd"))?;
+            plan.create.retain(|t| *t != LinuxNamespaceType::Network);
+            plan.join.push((LinuxNamespaceType::Network, PathBuf::from("/proc/self/fd").join(net.as_raw_fd().to_string())));
+            join.push((LinuxNamespaceType::Network, File::from(net)));
+            let order = |t: &LinuxNamespaceType| namespaces::JOIN_ORDER.iter().position(|o| o == t);
+            plan.join.sort_by_key(|(t, _)| order(t));
+            join.sort_by_key(|(t, _)| order(t));
+        }
         let cg_path = cgroup_path(&spec, &opts.id);
         let cgroup = cgroups::open(&cg_path)?;
 

@@ -179,7 +179,7 @@ fn set_domainname(name: &str) -> Result<()> {
 }
 
 /// A fresh network namespace has `lo` down; containers expect it up.
-fn loopback_up() -> Result<()> {
+pub(crate) fn loopback_up() -> Result<()> {
     let sock = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,

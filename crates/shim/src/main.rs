@@ -46,7 +46,9 @@ fn main() {
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::Handler(on_sigpipe)) };
     // Our own session: a terminal's signals to berthd's group do not reach us or the container.
     let _ = nix::unistd::setsid();
+    let mut network = None;
     let bundle = if arg == berth_shim::STANDBY {
+        network = prepare_network();
         match await_bundle() {
             Some(b) => b,
             // berthd went away (or changed its mind) before it had a container for us.
@@ -60,7 +62,7 @@ fn main() {
         report(&Reply::error(ErrorKind::Internal, format!("entering {}: {e}", bundle.display())));
         std::process::exit(1);
     }
-    let mut shim = match Shim::create(&bundle) {
+    let mut shim = match Shim::create(&bundle, network) {
         Ok(s) => s,
         Err(reply) => {
             report(&reply);
@@ -144,6 +146,19 @@ fn mappings(smaps: &str) -> (Option<Range>, Vec<Range>) {
         }
     }
     (stack, clean)
+}
+
+/// Standby: make the network namespace a container will most likely ask for while there is
+/// nothing else to do (None when that fails: the runtime then creates one as usual). Containers
+/// that share ours (`--network host`) must find us where we started, or we are of no use.
+fn prepare_network() -> Option<std::sync::Arc<OwnedFd>> {
+    use berth_runtime::namespaces;
+    let home = namespaces::current_network().ok()?;
+    let made = namespaces::prepare_network();
+    if namespaces::current_network().ok().as_ref() != Some(&home) {
+        std::process::exit(1);
+    }
+    made.ok().map(std::sync::Arc::new)
 }
 
 /// Standby: wait for berthd to name the bundle (one line on stdin; end of input: not needed),
@@ -415,13 +430,13 @@ impl Shim {
     // Not inlined (nor are the handlers below): their large frames are then gone from the stack
     // while the loop waits, instead of being part of main's or run's frame for good.
     #[inline(never)]
-    fn create(bundle: &Path) -> Result<Shim, Reply> {
+    fn create(bundle: &Path, network: Option<std::sync::Arc<OwnedFd>>) -> Result<Shim, Reply> {
         let cfg_path = bundle.join(berth_shim::CONFIG);
         let data = std::fs::read(&cfg_path).map_err(internal("reading shim.json"))?;
         let cfg: Config = serde_json::from_slice(&data).map_err(|e| Reply::error(ErrorKind::InvalidArgument, format!("shim.json: {e}")))?;
         let log = log::JsonFile::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file).map_err(internal("opening the log"))?;
 
-        let mut opts = CreateOptions { id: cfg.id.clone(), bundle: bundle.to_path_buf(), ..Default::default() };
+        let mut opts = CreateOptions { id: cfg.id.clone(), bundle: bundle.to_path_buf(), network, ..Default::default() };
         let null: OwnedFd = File::options().read(true).write(true).open("/dev/null").map_err(internal("opening /dev/null"))?.into();
         let (child, console, stdio) = if cfg.tty {
             let console = ConsoleSocket::bind(PathBuf::from("console.sock")).map_err(internal("binding the console socket"))?;
