@@ -48,7 +48,7 @@ fn main() {
     let _ = nix::unistd::setsid();
     let mut network = None;
     let bundle = if arg == berth_shim::STANDBY {
-        network = prepare_network();
+        network = prepare_ahead();
         match await_bundle() {
             Some(b) => b,
             // berthd went away (or changed its mind) before it had a container for us.
@@ -148,11 +148,13 @@ fn mappings(smaps: &str) -> (Option<Range>, Vec<Range>) {
     (stack, clean)
 }
 
-/// Standby: make the network namespace a container will most likely ask for while there is
-/// nothing else to do (None when that fails: the runtime then creates one as usual). Containers
-/// that share ours (`--network host`) must find us where we started, or we are of no use.
-fn prepare_network() -> Option<std::sync::Arc<OwnedFd>> {
+/// Standby: while there is nothing else to do, read the cgroup hierarchies from the mount table
+/// (once per process) and make the network namespace a container will most likely ask for (None
+/// when that fails: the runtime then creates one as usual). Containers that share ours
+/// (`--network host`) must find us where we started, or we are of no use.
+fn prepare_ahead() -> Option<std::sync::Arc<OwnedFd>> {
     use berth_runtime::namespaces;
+    let _ = berth_runtime::cgroups::open(Path::new(berth_runtime::DEFAULT_CGROUP_PARENT));
     let home = namespaces::current_network().ok()?;
     let made = namespaces::prepare_network();
     if namespaces::current_network().ok().as_ref() != Some(&home) {
