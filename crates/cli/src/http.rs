@@ -213,15 +213,10 @@ impl Client {
         bail!("unsupported host {:?}: use unix:///path or tcp://HOST:PORT", self.host)
     }
 
-    /// Send a request; `body` is streamed with chunked encoding when it is a reader.
+    /// Send a request; `body` is streamed with chunked encoding.
     pub fn send(&self, method: &str, path: &str, body: Option<(&str, &mut dyn Read)>, upgrade: bool) -> anyhow::Result<Response> {
         let mut conn = self.connect()?;
-        let mut head = format!("{method} {API}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\n");
-        if upgrade {
-            head.push_str("Connection: Upgrade\r\nUpgrade: tcp\r\n");
-        } else {
-            head.push_str("Connection: close\r\n");
-        }
+        let mut head = self.head(method, path, upgrade);
         match body {
             None => head.push_str("Content-Length: 0\r\n\r\n"),
             Some((ctype, _)) => head.push_str(&format!("Content-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n")),
@@ -240,6 +235,29 @@ impl Client {
             }
             conn.write_all(b"0\r\n\r\n")?;
         }
+        Self::answer(conn)
+    }
+
+    /// Send a request with a JSON body, in one write with its length (no chunks for the daemon
+    /// to wait for and decode).
+    pub fn send_json(&self, method: &str, path: &str, json: &[u8], upgrade: bool) -> anyhow::Result<Response> {
+        let mut conn = self.connect()?;
+        let mut req = self.head(method, path, upgrade);
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", json.len()));
+        let mut req = req.into_bytes();
+        req.extend_from_slice(json);
+        conn.write_all(&req)?;
+        Self::answer(conn)
+    }
+
+    fn head(&self, method: &str, path: &str, upgrade: bool) -> String {
+        let mut head = format!("{method} {API}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\n");
+        head.push_str(if upgrade { "Connection: Upgrade\r\nUpgrade: tcp\r\n" } else { "Connection: close\r\n" });
+        head
+    }
+
+    /// Read the answer's status line and headers; the body is read from the returned response.
+    fn answer(conn: Conn) -> anyhow::Result<Response> {
         let mut reader = BufReader::new(conn);
         let mut status_line = String::new();
         reader.read_line(&mut status_line)?;
@@ -280,7 +298,7 @@ impl Client {
 
     pub fn post_json(&self, path: &str, v: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let data = serde_json::to_vec(v)?;
-        self.send("POST", path, Some(("application/json", &mut &data[..])), false)?.json()
+        self.send_json("POST", path, &data, false)?.json()
     }
 
     pub fn delete(&self, path: &str) -> anyhow::Result<serde_json::Value> {

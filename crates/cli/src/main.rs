@@ -634,7 +634,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             let data = serde_json::to_vec(&json!({"Detach": false, "Tty": tty}))?;
-            let resp = client.send("POST", &format!("/exec/{id}/start"), Some(("application/json", &mut &data[..])), true)?.ok()?;
+            let resp = client.send_json("POST", &format!("/exec/{id}/start"), &data, true)?.ok()?;
             stream::relay_exec(client, resp, tty, interactive, &id)?;
             let info = client.get(&format!("/exec/{id}/json"))?;
             Ok(info["ExitCode"].as_i64().unwrap_or(0) as i32)
