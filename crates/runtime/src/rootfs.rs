@@ -179,8 +179,10 @@ pub fn prepare(sys: &dyn Sys, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         devices.retain(|x| x.path() != d.path());
         devices.push(d);
     }
+    // Nothing but these nodes changes the tree meanwhile: each parent is made once.
+    let mut parents = Vec::new();
     for d in &devices {
-        create_device(sys, rootfs, d, ctx.in_user_ns)?;
+        create_device(sys, rootfs, d, ctx.in_user_ns, &mut parents)?;
     }
     if has_dev_mount {
         let dev = rootfs.join("dev");
@@ -271,10 +273,13 @@ fn mount_cgroups(sys: &dyn Sys, dest: &Path, opts: &MountOptions, ctx: &RootfsCo
     Ok(())
 }
 
-fn create_device(sys: &dyn Sys, rootfs: &Path, d: &LinuxDevice, in_user_ns: bool) -> Result<()> {
+fn create_device(sys: &dyn Sys, rootfs: &Path, d: &LinuxDevice, in_user_ns: bool, parents: &mut Vec<PathBuf>) -> Result<()> {
     let dest = secure_join(sys, rootfs, d.path())?;
-    if let Some(parent) = dest.parent() {
+    if let Some(parent) = dest.parent()
+        && !parents.iter().any(|p| p == parent)
+    {
         sys.mkdir_all(parent, 0o755)?;
+        parents.push(parent.to_path_buf());
     }
     if in_user_ns {
         if sys.kind(&dest).is_none() {
@@ -290,11 +295,12 @@ fn create_device(sys: &dyn Sys, rootfs: &Path, d: &LinuxDevice, in_user_ns: bool
             return Err(Error::InvalidConfig(format!("device {} has type 'a'", d.path().display())));
         }
     };
-    if sys.kind(&dest).is_some() {
-        return Ok(());
-    }
     let dev = nix::sys::stat::makedev(d.major() as u64, d.minor() as u64);
-    sys.mknod(&dest, kind, d.file_mode().unwrap_or(0o666), dev)?;
+    match sys.mknod(&dest, kind, d.file_mode().unwrap_or(0o666), dev) {
+        // The image has one there already: it stays as it is.
+        Err(Error::Sys { source: nix::errno::Errno::EEXIST, .. }) => return Ok(()),
+        other => other?,
+    }
     sys.chown(&dest, d.uid().unwrap_or(0), d.gid().unwrap_or(0))
 }
 
@@ -398,6 +404,23 @@ mod tests {
         }
         assert!(calls.contains(&"symlink /r/dev/ptmx -> pts/ptmx".to_string()));
         assert!(calls.contains(&"symlink /r/dev/fd -> /proc/self/fd".to_string()));
+    }
+
+    #[test]
+    fn a_device_the_image_has_is_kept_and_each_parent_is_made_once() {
+        let spec = crate::spec::docker_default(&["true".into()], false);
+        let sys = RecordingSys::with_dirs(&["/r"]);
+        // As if something had made it already (the fake's mounts hide nothing).
+        sys.add("/r/dev/null", FileKind::Other);
+        prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap();
+        let calls = sys.calls();
+        assert!(!calls.iter().any(|c| c.starts_with("mknod /r/dev/null") || c.starts_with("chown /r/dev/null")), "{calls:#?}");
+        assert!(calls.contains(&"mknod /r/dev/zero 666 1:5".to_string()), "{calls:#?}");
+        assert_eq!(
+            calls.iter().filter(|c| *c == "mkdir /r/dev").count(),
+            2,
+            "the tmpfs's mount point, then the devices' parent once: {calls:#?}"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub trait Sys {
     fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()>;
     fn create_file(&self, path: &Path) -> Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
+    /// Make a device node; a path that exists already fails with `EEXIST` and is left alone.
     fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> Result<()>;
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()>;
     fn kind(&self, path: &Path) -> Option<FileKind>;
@@ -214,6 +215,9 @@ pub mod fake {
             self.record(format!("symlink {} -> {}", link.display(), target.display()))
         }
         fn mknod(&self, path: &Path, _kind: SFlag, mode: u32, dev: u64) -> Result<()> {
+            if self.tree.borrow().contains_key(path) {
+                return Err(Error::Sys { context: format!("creating device {}", path.display()), source: nix::errno::Errno::EEXIST });
+            }
             self.tree.borrow_mut().insert(path.to_path_buf(), FileKind::Other);
             self.record(format!("mknod {} {mode:o} {}:{}", path.display(), nix::sys::stat::major(dev), nix::sys::stat::minor(dev)))
         }
