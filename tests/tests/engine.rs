@@ -381,7 +381,14 @@ fn a_removal_cut_short_leaves_a_dead_container_that_rm_clears() {
 #[test]
 fn run_rm_containers_are_ephemeral_and_restore_removes_what_is_left_of_them() {
     let Some(mut d) = daemon() else { return };
-    let index = d.dir.path().join("data/image/snapshots.json");
+    // Which record names a container's layer: `active.json` (durable) or `ephemeral.json`.
+    let record_of = |id: &str| {
+        std::fs::read_dir(d.dir.path().join("data/image/snapshots")).unwrap().flatten().find_map(|e| {
+            ["active.json", "ephemeral.json"]
+                .into_iter()
+                .find(|f| std::fs::read_to_string(e.path().join(f)).is_ok_and(|r| json(&r)["key"] == id))
+        })
+    };
     let id = |name: &str| d.berth(&["inspect", "--format", "{{.Id}}", name]).success().stdout.trim().to_string();
     let running = {
         d.berth(&["run", "-d", "--rm", "--name", "eph", "busybox", "sleep", "100"]).success();
@@ -391,9 +398,10 @@ fn run_rm_containers_are_ephemeral_and_restore_removes_what_is_left_of_them() {
         d.berth(&["create", "--name", "kept", "busybox", "true"]).success();
         id("kept")
     };
-    let idx = std::fs::read_to_string(&index).unwrap();
-    assert!(!idx.contains(&running), "a --rm container's layer is not in the durable index");
-    assert!(idx.contains(&kept), "other containers' layers are");
+    assert_eq!(record_of(&running), Some("ephemeral.json"), "a --rm container's layer is not durable");
+    assert_eq!(record_of(&kept), Some("active.json"), "other containers' layers are");
+    let index = std::fs::read_to_string(d.dir.path().join("data/image/snapshots.json")).unwrap();
+    assert!(!index.contains(&running) && !index.contains(&kept), "containers' layers are not in the shared index");
 
     // A restart stops it without removing it, as Docker does.
     d.berth(&["restart", "-t", "0", "eph"]).success();

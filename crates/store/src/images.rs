@@ -623,13 +623,22 @@ mod tests {
         assert_eq!(sizes[&c], ImageSize { size: c_size, shared: 0, unique: c_size });
     }
 
-    /// Snapshot keys and ids as another process recorded them (our index does not see its changes).
+    /// Snapshot keys and ids as another process recorded them (our index does not see its
+    /// changes): the shared index, and the active snapshots' records in their directories.
     fn recorded_on_disk(root: &Path) -> Vec<(String, String)> {
         let v: serde_json::Value = serde_json::from_slice(&fs::read(root.join("snapshots.json")).unwrap_or_default()).unwrap_or_default();
-        v["snapshots"]
+        let mut out: Vec<(String, String)> = v["snapshots"]
             .as_object()
             .map(|m| m.iter().map(|(k, i)| (k.clone(), i["id"].as_str().unwrap_or_default().to_string())).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for e in fs::read_dir(root.join("snapshots")).into_iter().flatten().flatten() {
+            let record: Option<serde_json::Value> =
+                fs::read(e.path().join("active.json")).ok().and_then(|d| serde_json::from_slice(&d).ok());
+            if let Some(r) = record {
+                out.push((r["key"].as_str().unwrap_or_default().to_string(), r["id"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+        out
     }
 
     /// Run by the kill -9 test in a child process: import a large tar until killed.

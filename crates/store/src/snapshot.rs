@@ -2,16 +2,20 @@
 //! parent. One trait, two back ends: [`Overlay`] (a layer is only its own changes; mounts stack
 //! them) and [`Vfs`] (a plain copy of the parent, for file systems without overlay).
 //!
-//! On disk, under the snapshotter's root: `snapshots/<id>/{fs,work}` (random ids) and
-//! `snapshots.json` (key → id, parent, kind), replaced atomically. A snapshot directory is built
-//! under a temporary name and renamed into place before the metadata names it; a removal drops
-//! the metadata entry first. So a crash leaves, at worst, a directory no metadata names, which
-//! the next `open` deletes.
+//! On disk, under the snapshotter's root: `snapshots/<id>/{fs,work}` (random ids). Committed
+//! snapshots and views are recorded in `snapshots.json` (key → id, parent, kind), replaced
+//! atomically: their directory is built under a temporary name and renamed into place before
+//! the index names it; a removal drops the index entry first. Active snapshots (a container's
+//! writable layer, a layer being unpacked) are many, short-lived and each one's own business:
+//! each is recorded in its own directory (`active.json`, written last and fsynced, then the
+//! directory's entry), so making or removing one costs two fsyncs and never rewrites a shared
+//! file. A removal renames the directory to `.rm-<id>` first. So a crash leaves, at worst, a
+//! directory nothing names or with no whole record, which the next `open` deletes.
 //!
-//! An *ephemeral* snapshot (a `run --rm` container's layer, thrown away when it exits) is not in
-//! `snapshots.json`: its record is `snapshots/<id>/ephemeral.json`, and nothing about it is
-//! fsynced. `open` finds it again after a restart of the process; after a crash of the machine it
-//! is found whole or removed as a leftover, and no durable snapshot ever depends on it.
+//! An *ephemeral* snapshot (a `run --rm` container's layer, thrown away when it exits) is an
+//! active one whose record is `ephemeral.json` and of which nothing is fsynced. `open` finds it
+//! again after a restart of the process; after a crash of the machine it is found whole or
+//! removed as a leftover, and no durable snapshot ever depends on it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -133,21 +137,30 @@ struct Store {
 struct Metadata {
     version: u32,
     snapshots: BTreeMap<String, Info>,
-    /// Held in memory only; each one's record is in its own directory.
+    /// Active snapshots: held in memory only, each one's record is in its own directory.
     #[serde(skip)]
-    ephemeral: BTreeMap<String, Info>,
+    local: BTreeMap<String, Info>,
 }
 
 /// An ephemeral snapshot's record, in its directory.
 const EPHEMERAL: &str = "ephemeral.json";
+/// A durable active snapshot's record, in its directory.
+const ACTIVE: &str = "active.json";
+
+impl Info {
+    /// The name of its record in its directory, for an active snapshot.
+    fn record_name(&self) -> &'static str {
+        if self.ephemeral { EPHEMERAL } else { ACTIVE }
+    }
+}
 
 impl Metadata {
     fn find(&self, key: &str) -> Option<&Info> {
-        self.snapshots.get(key).or_else(|| self.ephemeral.get(key))
+        self.snapshots.get(key).or_else(|| self.local.get(key))
     }
 
     fn has_children(&self, key: &str) -> bool {
-        self.snapshots.values().chain(self.ephemeral.values()).any(|i| i.parent.as_deref() == Some(key))
+        self.snapshots.values().chain(self.local.values()).any(|i| i.parent.as_deref() == Some(key))
     }
 }
 
@@ -184,35 +197,33 @@ impl Store {
         )
     }
 
-    /// Anything under snapshots/ that the metadata does not name is an ephemeral snapshot (when
-    /// its record is whole and its parent exists) or a crash leftover.
+    /// Anything under snapshots/ that the index does not name is an active snapshot (when its
+    /// record is whole and its parent exists) or a crash leftover.
     fn clean_leftovers(&self) -> Result<()> {
         let m = self.load()?;
         let known: std::collections::HashSet<&str> = m.snapshots.values().map(|i| i.id.as_str()).collect();
         let dir = self.snapshots();
-        let mut ephemeral = BTreeMap::new();
+        let mut local = BTreeMap::new();
         for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if known.contains(name.as_str()) {
                 continue;
             }
-            let record = (!name.starts_with('.'))
-                .then(|| fs::read(e.path().join(EPHEMERAL)).ok())
-                .flatten()
-                .and_then(|d| serde_json::from_slice::<Info>(&d).ok())
-                .filter(|i| {
-                    i.ephemeral
-                        && i.id == name
-                        && i.kind == Kind::Active
-                        && validate_key(&i.key).is_ok()
-                        && !m.snapshots.contains_key(&i.key)
-                        && !ephemeral.contains_key(&i.key)
-                        && i.parent.as_ref().is_none_or(|p| m.snapshots.get(p).is_some_and(|p| p.kind == Kind::Committed))
-                        && e.path().join("fs").is_dir()
-                });
+            let read = |file: &str| {
+                fs::read(e.path().join(file)).ok().and_then(|d| serde_json::from_slice::<Info>(&d).ok()).filter(|i| i.record_name() == file)
+            };
+            let record = (!name.starts_with('.')).then(|| read(ACTIVE).or_else(|| read(EPHEMERAL))).flatten().filter(|i| {
+                i.id == name
+                    && i.kind == Kind::Active
+                    && validate_key(&i.key).is_ok()
+                    && !m.snapshots.contains_key(&i.key)
+                    && !local.contains_key(&i.key)
+                    && i.parent.as_ref().is_none_or(|p| m.snapshots.get(p).is_some_and(|p| p.kind == Kind::Committed))
+                    && e.path().join("fs").is_dir()
+            });
             match record {
                 Some(info) => {
-                    ephemeral.insert(info.key.clone(), info);
+                    local.insert(info.key.clone(), info);
                 }
                 None => {
                     tracing::info!("removing leftover snapshot directory {}", e.path().display());
@@ -221,7 +232,7 @@ impl Store {
             }
         }
         self.index.update_in_memory(|m| -> Result<()> {
-            m.ephemeral = ephemeral;
+            m.local = local;
             Ok(())
         })
     }
@@ -272,25 +283,26 @@ impl Store {
         }
         let id = random_id();
         let info = Info { key: key.to_string(), parent: parent.map(str::to_string), kind, id: id.clone(), ephemeral };
-        let tmp = self.snapshots().join(format!(".tmp-{id}"));
+        // An active snapshot is made under its own name and recorded in it last; the others
+        // are made under a temporary name, renamed into place, then named by the index.
+        let local = kind == Kind::Active;
+        let dir = if local { self.path(&id) } else { self.snapshots().join(format!(".tmp-{id}")) };
         let result = (|| {
-            fs::create_dir_all(tmp.join("fs")).map_err(io_err("creating", &tmp))?;
-            fs::create_dir_all(tmp.join("work")).map_err(io_err("creating", &tmp))?;
-            fs::set_permissions(tmp.join("fs"), fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &tmp))?;
-            fill(&tmp, &chain)?;
-            if ephemeral {
-                let record = tmp.join(EPHEMERAL);
-                serde_json::to_vec(&info)
-                    .map_err(io::Error::other)
-                    .and_then(|d| fs::write(&record, d))
-                    .map_err(io_err("writing", &record))?;
+            fs::create_dir_all(dir.join("fs")).map_err(io_err("creating", &dir))?;
+            fs::create_dir_all(dir.join("work")).map_err(io_err("creating", &dir))?;
+            fs::set_permissions(dir.join("fs"), fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &dir))?;
+            fill(&dir, &chain)?;
+            if local {
+                let record = dir.join(info.record_name());
+                // An ephemeral snapshot is never fsynced.
+                write_record(&record, &info, !ephemeral).map_err(io_err("writing", &record))?;
+            } else {
+                fs::rename(&dir, self.path(&id)).map_err(io_err("renaming", &dir))?;
             }
-            fs::rename(&tmp, self.path(&id)).map_err(io_err("renaming", &tmp))?;
-            // An ephemeral snapshot is never fsynced.
             if ephemeral { Ok(()) } else { sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots())) }
         })();
         if let Err(e) = result {
-            let _ = remove_tree(&tmp);
+            let _ = remove_tree(&dir);
             return Err(e);
         }
         // Filling ran without the lock; check again that nobody took the key or the parent.
@@ -303,11 +315,11 @@ impl Store {
             {
                 return Err(SnapshotError::NotFound(p.to_string()));
             }
-            let map = if ephemeral { &mut m.ephemeral } else { &mut m.snapshots };
+            let map = if local { &mut m.local } else { &mut m.snapshots };
             map.insert(key.to_string(), info.clone());
             Ok(())
         };
-        let recorded = if ephemeral { self.index.update_in_memory(record) } else { self.update(record) };
+        let recorded = if local { self.index.update_in_memory(record) } else { self.update(record) };
         if let Err(e) = recorded {
             let _ = remove_tree(&self.path(&info.id));
             return Err(e);
@@ -341,10 +353,13 @@ impl Store {
             if m.find(name).is_some() {
                 return Err(SnapshotError::Exists(name.to_string()));
             }
-            let info = m.snapshots.remove(key).ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+            let info = m.local.remove(key).or_else(|| m.snapshots.remove(key)).ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
             m.snapshots.insert(name.to_string(), Info { key: name.to_string(), kind: Kind::Committed, ..info });
             Ok(())
-        })
+        })?;
+        // The index names the directory now; the record left in it would be ignored anyway.
+        let _ = fs::remove_file(self.path(&info.id).join(info.record_name()));
+        Ok(())
     }
 
     fn remove(&self, key: &str) -> Result<()> {
@@ -356,13 +371,17 @@ impl Store {
             if m.has_children(key) {
                 return Err(SnapshotError::HasChildren(key.to_string()));
             }
-            m.snapshots.remove(key).or_else(|| m.ephemeral.remove(key)).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
+            m.snapshots.remove(key).or_else(|| m.local.remove(key)).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
         };
-        let ephemeral = self.load()?.ephemeral.contains_key(key);
-        let info = if ephemeral { self.index.update_in_memory(forget)? } else { self.update(forget)? };
+        let local = self.load()?.local.contains_key(key);
+        let info = if local { self.index.update_in_memory(forget)? } else { self.update(forget)? };
         // Renamed first so a crash mid-delete leaves a name open() recognises as a leftover.
         let doomed = self.snapshots().join(format!(".rm-{}", info.id));
         fs::rename(self.path(&info.id), &doomed).map_err(io_err("renaming", &doomed))?;
+        // For an active snapshot the rename is the removal: made durable unless ephemeral.
+        if local && !info.ephemeral {
+            sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots()))?;
+        }
         Ok(doomed)
     }
 
@@ -373,7 +392,7 @@ impl Store {
 
     fn walk(&self) -> Result<Vec<Info>> {
         let m = self.load()?;
-        let mut all: Vec<Info> = m.snapshots.into_values().chain(m.ephemeral.into_values()).collect();
+        let mut all: Vec<Info> = m.snapshots.into_values().chain(m.local.into_values()).collect();
         all.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(all)
     }
@@ -390,6 +409,14 @@ fn random_id() -> String {
     let mut b = [0u8; 12];
     let _ = fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut b));
     hex::encode(b)
+}
+
+/// Write an active snapshot's record (fsynced when `durable`).
+fn write_record(path: &Path, info: &Info, durable: bool) -> io::Result<()> {
+    let data = serde_json::to_vec(info).map_err(io::Error::other)?;
+    let mut f = fs::File::create(path)?;
+    io::Write::write_all(&mut f, &data)?;
+    if durable { f.sync_all() } else { Ok(()) }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -801,15 +828,34 @@ mod conformance {
         assert!(matches!(s.prepare("y", Some("missing")), Err(SnapshotError::NotFound(_))));
         assert!(matches!(s.commit("z", "child"), Err(SnapshotError::WrongKind { .. })));
 
+        // An active snapshot is recorded in its own directory, not in the shared index.
+        s.prepare("ctr", Some("child")).unwrap();
+        fs::write(s.dir("ctr").unwrap().join("kept"), "k").unwrap();
+        s.prepare("torn", Some("child")).unwrap();
+        let torn = t.path().join("snapshots").join(s.stat("torn").unwrap().id);
+        let index = fs::read_to_string(t.path().join("snapshots.json")).unwrap();
+        assert!(!index.contains("\"ctr\"") && !index.contains("torn"), "{index}");
+
         // Crash leftovers are cleaned when the store is opened again; records survive.
         fs::create_dir_all(t.path().join("snapshots/.tmp-deadbeef/fs")).unwrap();
         fs::create_dir_all(t.path().join("snapshots/.rm-cafe/fs")).unwrap();
+        // A create cut short before its record was whole.
+        fs::write(torn.join(ACTIVE), b"{\"key\":\"torn\",").unwrap();
         drop(s);
         let s = open(t.path());
         let names: Vec<String> =
             fs::read_dir(t.path().join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
-        assert_eq!(s.walk().unwrap().len(), 4);
+        assert!(!torn.exists());
+        assert_eq!(s.walk().unwrap().len(), 5);
+        let ctr = s.stat("ctr").unwrap();
+        assert_eq!((ctr.kind, ctr.parent.as_deref(), ctr.ephemeral), (Kind::Active, Some("child"), false));
+        assert_eq!(fs::read_to_string(s.dir("ctr").unwrap().join("kept")).unwrap(), "k");
+        assert!(matches!(s.remove("child"), Err(SnapshotError::HasChildren(_))), "an active child keeps its parent");
+        let doomed = s.detach("ctr").unwrap();
+        drop(s);
+        let s = open(t.path());
+        assert!(!doomed.exists() && matches!(s.stat("ctr"), Err(SnapshotError::NotFound(_))), "a detach is a removal");
 
         // Removal, leaves first.
         for k in ["child-view", "base-view", "child", "base"] {
