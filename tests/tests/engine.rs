@@ -153,6 +153,27 @@ fn lifecycle_over_the_api() {
     wait_until("the records deleted", || std::fs::read_dir(d.dir.path().join("data/containers")).unwrap().count() == 0);
 }
 
+/// A create makes the bundle of the start that usually follows; a created container that is
+/// not started holds no mount for long, and starts just the same later.
+#[test]
+fn a_bundle_made_ahead_of_a_start_that_does_not_come_is_taken_down() {
+    let Some(d) = daemon() else { return };
+    let bundles = d.dir.path().join("exec/containers");
+    let id = create(&d, "later", r#"{"Image":"busybox","Cmd":["cat","/etc/hostname"]}"#);
+    wait_until("the bundle made ahead", || bundles.join(&id).join("config.json").exists());
+    assert_eq!(mounts_under(d.dir.path()), 1, "its rootfs, mounted ahead");
+    wait_until("the bundle taken down", || mounts_under(d.dir.path()) == 0 && !bundles.join(&id).exists());
+    assert_eq!(inspect(&d, &id)["State"]["Status"], "created");
+    let out = d.berth(&["start", "-a", "later"]).success().stdout;
+    assert_eq!(out.trim(), &id[..12]);
+    // Removed right after its create: the bundle being made is finished, then taken away.
+    let gone = create(&d, "gone", r#"{"Image":"busybox","Cmd":["true"]}"#);
+    assert_eq!(d.request("DELETE", &format!("/containers/{gone}")).0, 204);
+    wait_until("nothing left of it", || mounts_under(d.dir.path()) == 0 && !bundles.join(&gone).exists());
+    d.berth(&["rm", "later"]).success();
+    wait_until("no bundle left", || std::fs::read_dir(&bundles).unwrap().count() == 0);
+}
+
 #[test]
 fn bad_input_gets_dockers_errors_and_leaves_nothing() {
     let Some(d) = daemon() else { return };
@@ -422,6 +443,8 @@ fn run_rm_containers_are_ephemeral_and_restore_removes_what_is_left_of_them() {
     }
     for gone in [&unstarted, &torn] {
         assert!(!d.dir.path().join("data/containers").join(gone).exists(), "{gone}'s directory is left");
+        // Its bundle, made ahead of a start (kill -9 came first), mounted: gone too.
+        assert!(!d.dir.path().join("exec/containers").join(gone).exists(), "{gone}'s bundle is left");
     }
     d.berth(&["stop", "-t", "0", "eph"]).success();
     wait_until("eph's removal", || !d.berth(&["ps", "-a", "--format", "{{.Names}}"]).success().stdout.contains("eph"));
@@ -523,9 +546,9 @@ fn soak_500_run_rm_cycles() {
         assert_eq!(r.code, 0, "cycle {i}: {}", r.stderr);
     }
     wait_until("--rm removals", || d.berth(&["ps", "-aq"]).stdout.is_empty());
-    assert_eq!(mounts_under(d.dir.path()), 0);
-    // Removed containers' files are deleted just after their removal is answered (by a task
-    // that holds directory fds meanwhile).
+    // Removed containers' layers are unmounted and their files deleted just after their
+    // removal is answered (by a task that holds directory fds meanwhile).
+    wait_until("no rootfs mount left", || mounts_under(d.dir.path()) == 0);
     let entries = |p: &str| std::fs::read_dir(d.dir.path().join(p)).unwrap().count();
     wait_until("deleted files", || entries("exec/containers") == 0 && entries("data/containers") == 0);
     let (rss1, fds1) = (rss_kib(pid), open_fds(pid));

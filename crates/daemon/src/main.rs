@@ -182,9 +182,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         }
     })
     .await;
-    // It may wait a moment for the last shims (a blocking wait): off the runtime's workers.
-    let stopping = engine.clone();
-    let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+    engine.shutdown().await;
     // Only our own socket: a daemon started after us may have claimed the path already.
     for (path, ino) in sockets {
         if std::fs::metadata(&path).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_api::containers::{
     AttachOptions, ContainerConfig, Containers, CreateBody, ExecConfig, ListOptions, LogsOptions, StrSlice, WaitCondition,
@@ -87,6 +87,15 @@ fn merge(
 }
 
 /// Docker's /etc/hosts for a container without a network of its own.
+/// How long a bundle made at create (see [`Engine::prepare_ahead`]) waits for its start.
+const AHEAD_TTL: Duration = Duration::from_secs(1);
+
+/// A bundle being made ahead of its start, and when that began.
+pub(crate) struct Ahead {
+    made: Instant,
+    task: tokio::task::JoinHandle<Result<(), ApiError>>,
+}
+
 const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
 
 /// The host's resolv.conf without loopback name servers (unreachable from a container's own
@@ -140,6 +149,34 @@ pub(crate) fn trash(dir: &Path) -> std::io::Result<Option<PathBuf>> {
 
 /// The prefix of directories renamed away to be deleted.
 pub(crate) const TRASH: &str = ".rm-";
+
+/// Delete a directory renamed away; a bundle's rootfs is unmounted first, and a bundle whose
+/// rootfs stays mounted is left alone (deleting through the mount would empty the layer).
+pub(crate) fn delete_tree(dir: &Path) {
+    let rootfs = dir.join("rootfs");
+    if rootfs.exists() {
+        // Until the kernel says it is not a mount point (a mount may be stacked on another).
+        let mut unmounted = false;
+        for _ in 0..8 {
+            match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {
+                    unmounted = true;
+                    break;
+                }
+                Err(e) => return tracing::warn!("not removing {}: unmounting its rootfs: {e}", dir.display()),
+            }
+        }
+        if !unmounted {
+            return tracing::warn!("not removing {}: its rootfs is still mounted", dir.display());
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("removing {}: {e}", dir.display());
+    }
+}
 
 /// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
 fn human_duration(secs: f64) -> String {
@@ -223,10 +260,14 @@ impl Engine {
         } else {
             String::new()
         };
-        self.cleanup_bundle(ctr);
+        let auto_remove = rec.host_config.auto_remove.unwrap_or(false) && !ctr.restarting.load(Ordering::SeqCst);
+        // A forced removal waiting for this exit takes the bundle away itself, unmounting after
+        // it answers. (An auto-remove container's layer is volatile: unmounting it costs little.)
+        if !ctr.removing.load(Ordering::SeqCst) {
+            self.cleanup_bundle(ctr);
+        }
         self.drop_execs_of(&ctr.id);
         let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
-        let auto_remove = rec.host_config.auto_remove.unwrap_or(false) && !ctr.restarting.load(Ordering::SeqCst);
         let exited = |r: &mut Record| {
             // An auto-removed container goes straight on to its removal.
             r.state.status = if auto_remove { Status::Removing } else { Status::Exited };
@@ -261,14 +302,58 @@ impl Engine {
     /// Unmount the rootfs and remove the bundle directory (idempotent; the directory is renamed
     /// away at once and deleted after, see [`Engine::delete_later`]).
     pub(crate) fn cleanup_bundle(&self, ctr: &Ctr) {
-        let rootfs = ctr.bundle.join("rootfs");
+        self.cleanup_bundle_at(&ctr.bundle)
+    }
+
+    fn cleanup_bundle_at(&self, bundle: &Path) {
+        let rootfs = bundle.join("rootfs");
         if rootfs.exists() {
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         }
-        match trash(&ctr.bundle) {
+        match trash(bundle) {
             Ok(Some(doomed)) => self.delete_later(vec![doomed]),
             Ok(None) => {}
-            Err(e) => tracing::warn!("removing {}: {e}", ctr.bundle.display()),
+            Err(e) => tracing::warn!("removing {}: {e}", bundle.display()),
+        }
+    }
+
+    /// Start making the bundle of a container just created, while its record is written and
+    /// its create is answered: `docker run` asks for the start right after. None where the
+    /// bundle depends on other containers (`container:X` modes), which may change meanwhile.
+    fn prepare_ahead(&self, rec: &Record) -> Option<Ahead> {
+        let hc = &rec.host_config;
+        let modes = [&hc.network_mode, &hc.pid_mode, &hc.ipc_mode, &hc.uts_mode];
+        if modes.iter().any(|m| m.as_deref().is_some_and(|m| m.starts_with("container:"))) {
+            return None;
+        }
+        let e = self.clone();
+        let rec = rec.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let never = |n: &str| Err(ApiError::new(Kind::Internal, format!("container:{n} looked up ahead of a start")));
+            e.prepare_bundle(&rec, &e.bundles_dir.join(&rec.id), &e.containers_dir.join(&rec.id), &never)
+        });
+        Some(Ahead { made: Instant::now(), task })
+    }
+
+    /// Take down a bundle made ahead whose start did not come in time: a created container
+    /// holds no mount, as in Docker. Also for removals and shutdown.
+    pub(crate) fn expire_ahead(&self, ctr: &Arc<Ctr>) {
+        let e = self.clone();
+        let ctr = Arc::clone(ctr);
+        tokio::spawn(async move {
+            tokio::time::sleep(AHEAD_TTL).await;
+            let _op = ctr.op.lock().await;
+            e.drop_ahead(&ctr).await;
+        });
+    }
+
+    pub(crate) async fn drop_ahead(&self, ctr: &Arc<Ctr>) {
+        let ahead = ctr.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(a) = ahead {
+            let _ = a.task.await;
+            let e = self.clone();
+            let ctr = Arc::clone(ctr);
+            let _ = tokio::task::spawn_blocking(move || e.cleanup_bundle(&ctr)).await;
         }
     }
 
@@ -276,15 +361,28 @@ impl Engine {
     /// `wait?condition=removed` answer once a container is gone, not once its files are.
     /// Whatever a stop of berthd cuts short, the next start deletes (`.rm-*`).
     pub(crate) fn delete_later(&self, dirs: Vec<PathBuf>) {
+        let pending = Arc::clone(&self.deleting);
+        pending.0.fetch_add(1, Ordering::SeqCst);
         tokio::task::spawn_blocking(move || {
             for d in dirs {
-                if let Err(e) = std::fs::remove_dir_all(&d)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!("removing {}: {e}", d.display());
-                }
+                delete_tree(&d);
             }
+            pending.0.fetch_sub(1, Ordering::SeqCst);
+            pending.1.notify_waiters();
         });
+    }
+
+    /// Wait (up to `limit`) for the deletes [`Engine::delete_later`] started: a stop of berthd
+    /// leaves no mount of a removed container behind.
+    pub(crate) async fn deletes_done(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let notified = self.deleting.1.notified();
+            if self.deleting.0.load(Ordering::SeqCst) == 0 || Instant::now() >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
     }
 
     /// Remove a stopped container's bundle, snapshot, files and record.
@@ -294,15 +392,24 @@ impl Engine {
         if ctr.rec().state.status != Status::Removing {
             ctr.update_status(|r| r.state.status = Status::Removing)?;
         }
-        self.cleanup_bundle(ctr);
-        // The layer and the record are taken away at once (out of the store, renamed out of
-        // sight) and deleted after the container is gone.
+        // A bundle still being made ahead is finished before it is taken away.
+        let ahead = ctr.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(a) = ahead {
+            let _ = a.task.await;
+        }
+        // The bundle, the layer and the record are taken away at once (renamed out of sight,
+        // the layer out of the store) and unmounted and deleted after the container is gone:
+        // unmounting a layer that is not volatile syncs the whole file system under it.
+        let mut doomed = Vec::new();
+        match trash(&ctr.bundle) {
+            Ok(b) => doomed.extend(b),
+            Err(e) => tracing::warn!("removing {}: {e}", ctr.bundle.display()),
+        }
         let images = Arc::clone(&self.images);
         let key = ctr.id.clone();
         let detached = tokio::task::spawn_blocking(move || images.snapshots.detach(&key))
             .await
             .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-        let mut doomed = Vec::new();
         match detached {
             Ok(dir) => doomed.push(dir),
             Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
@@ -415,7 +522,7 @@ impl Engine {
             let prepared =
                 if ephemeral { snapshots.prepare_ephemeral(&id, parent.as_deref()) } else { snapshots.prepare(&id, parent.as_deref()) };
             prepared.map_err(|e| ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}")))?;
-            let rec = Record {
+            Ok(Record {
                 version: record::RECORD_VERSION,
                 id: id.clone(),
                 name: name.clone(),
@@ -430,12 +537,23 @@ impl Engine {
                 shim: None,
                 restart_count: 0,
                 log_path: dir.join(format!("{id}-json.log")),
-            };
-            rec.save(&dir, if ephemeral { crate::record::Durability::Atomic } else { crate::record::Durability::Durable })?;
-            Ok(rec)
+            })
         })();
         let rec = result.map_err(undo)?;
+        // The bundle is made while the record is written (fsyncs: idle time for the CPU).
+        let ahead = self.prepare_ahead(&rec);
+        if let Err(e) = rec.save(&dir, if ephemeral { crate::record::Durability::Atomic } else { crate::record::Durability::Durable }) {
+            if let Some(a) = ahead {
+                let _ = a.task.await;
+                self.cleanup_bundle_at(&self.bundles_dir.join(&id));
+            }
+            return Err(undo(e));
+        }
         let ctr = self.new_ctr(rec);
+        if let Some(a) = ahead {
+            *ctr.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
+            self.expire_ahead(&ctr);
+        }
         self.table_mut().by_id.insert(id.clone(), ctr);
         Ok(json!({"Id": id, "Warnings": []}))
     }
@@ -461,8 +579,16 @@ impl Engine {
             }
             _ => {}
         }
-        self.cleanup_bundle(ctr);
-        let result = self.launch(ctr, &rec).await;
+        let ahead = ctr.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let ready = match ahead {
+            // A failed one is made again, so its error comes from this start as it would have.
+            Some(a) => a.made.elapsed() < AHEAD_TTL && matches!(a.task.await, Ok(Ok(()))),
+            None => false,
+        };
+        if !ready {
+            self.cleanup_bundle(ctr);
+        }
+        let result = self.launch(ctr, &rec, ready).await;
         match result {
             Ok(started) => {
                 ctr.update_status(|r| {
@@ -505,9 +631,8 @@ impl Engine {
         }
     }
 
-    /// Mount the rootfs, write the bundle, start the shim, connect waiting attaches, start.
-    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record) -> Result<shim::Started, ApiError> {
-        let bundle = &ctr.bundle;
+    /// Mount the rootfs and write the bundle: the spec, the init files, the shim's config.
+    fn prepare_bundle(&self, rec: &Record, bundle: &Path, dir: &Path, ns_of: spec::NsLookup) -> Result<(), ApiError> {
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(internal("creating", &rootfs))?;
         let mounts = self.images.snapshots.mounts(&rec.id).map_err(|e| ApiError::new(Kind::Internal, format!("container layer: {e}")))?;
@@ -521,10 +646,9 @@ impl Engine {
                 _ => m.mount(&rootfs).map_err(internal("mounting the root filesystem on", &rootfs))?,
             }
         }
-        let ns_of = |n: &str| self.ns_pid(n);
-        let built = spec::build(rec, &rootfs, &ctr.dir, &ns_of)?;
+        let built = spec::build(rec, &rootfs, dir, ns_of)?;
         // Made at each start, as Docker does: the host's resolv.conf may have changed since.
-        write_init_files(&ctr.dir, &built.hostname, rec.host_config.network_mode.as_deref().unwrap_or(""))?;
+        write_init_files(dir, &built.hostname, rec.host_config.network_mode.as_deref().unwrap_or(""))?;
         let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;
@@ -550,7 +674,16 @@ impl Engine {
             cols: 0,
         };
         let shim_path = bundle.join(berth_shim::CONFIG);
-        std::fs::write(&shim_path, serde_json::to_vec(&shim_cfg).unwrap_or_default()).map_err(internal("writing", &shim_path))?;
+        std::fs::write(&shim_path, serde_json::to_vec(&shim_cfg).unwrap_or_default()).map_err(internal("writing", &shim_path))
+    }
+
+    /// Start the shim on the bundle (made now unless `prepared`), connect waiting attaches, start.
+    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record, prepared: bool) -> Result<shim::Started, ApiError> {
+        let bundle = &ctr.bundle;
+        if !prepared {
+            let ns_of = |n: &str| self.ns_pid(n);
+            self.prepare_bundle(rec, bundle, &ctr.dir, &ns_of)?;
+        }
         let started = self.take_standby()?.start(bundle).await?;
         let pending: Vec<_> = std::mem::take(&mut *ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()));
         for (req, tx) in pending {
@@ -905,8 +1038,10 @@ impl Containers for Engine {
                     ),
                 ));
             }
+            ctr.removing.store(true, Ordering::SeqCst);
             let _ = self.signal(&ctr, libc::SIGKILL, true).await;
             if !self.wait_stopped(&ctr, Some(Duration::from_secs(30))).await {
+                ctr.removing.store(false, Ordering::SeqCst);
                 return Err(ApiError::new(Kind::Internal, format!("container {} did not exit after SIGKILL", rec.id)));
             }
         }

@@ -24,6 +24,7 @@ use berth_api::{ApiError, Kind};
 use berth_store::images::{Driver, ImageStore};
 
 pub use containers::parse_size;
+
 pub use record::{Record, Status};
 
 #[derive(Debug, Clone)]
@@ -48,8 +49,13 @@ pub(crate) struct Ctr {
     pub removed: std::sync::atomic::AtomicBool,
     /// A restart is stopping it: an auto-remove container is not removed at this exit (as Docker).
     pub restarting: std::sync::atomic::AtomicBool,
+    /// A forced removal is stopping it: its exit leaves the bundle to the removal.
+    pub removing: std::sync::atomic::AtomicBool,
     /// Attaches made before a start; the start connects each to the shim before the program runs.
     pub pending_attach: Mutex<Vec<(berth_shim::Request, tokio::sync::oneshot::Sender<shim::Conn>)>>,
+    /// The bundle being made for its first start while its create finished (see
+    /// `Engine::prepare_ahead`).
+    pub ahead: Mutex<Option<containers::Ahead>>,
     pub dir: PathBuf,
     pub bundle: PathBuf,
 }
@@ -112,6 +118,8 @@ pub struct Inner {
     bundles_dir: PathBuf,
     /// A shim started ahead of the next container start (see berth-shim's `--standby`).
     standby: Mutex<Option<shim::Standby>>,
+    /// Deletes of removed containers' files still running, and a wake-up when one ends.
+    deleting: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
 }
 
 /// The engine; cheap to clone (tasks hold their own handle).
@@ -159,6 +167,7 @@ impl Engine {
             containers_dir,
             bundles_dir,
             standby: Mutex::new(None),
+            deleting: Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new())),
         }));
         engine.restore().await?;
         engine.refill_standby();
@@ -195,7 +204,18 @@ impl Engine {
 
     /// berthd is stopping (its containers keep running): remove the cgroup parent that its shims
     /// keep between containers, unless a container still uses it.
-    pub fn shutdown(&self) {
+    pub async fn shutdown(&self) {
+        // Bundles made ahead of starts that never came hold mounts.
+        for c in self.all() {
+            self.drop_ahead(&c).await;
+        }
+        self.deletes_done(std::time::Duration::from_secs(10)).await;
+        let e = self.clone();
+        // It may wait a moment for the last shims (a blocking wait): off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || e.release_shims()).await;
+    }
+
+    fn release_shims(&self) {
         // Its stdin closes: it exits.
         drop(self.standby.lock().unwrap_or_else(|p| p.into_inner()).take());
         let parent = Path::new(berth_runtime::DEFAULT_CGROUP_PARENT);
@@ -241,7 +261,9 @@ impl Engine {
             changed,
             removed: std::sync::atomic::AtomicBool::new(false),
             restarting: std::sync::atomic::AtomicBool::new(false),
+            removing: std::sync::atomic::AtomicBool::new(false),
             pending_attach: Mutex::new(Vec::new()),
+            ahead: Mutex::new(None),
         })
     }
 
@@ -278,7 +300,7 @@ impl Engine {
         for dir in [&self.containers_dir, &self.bundles_dir] {
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 if e.file_name().to_string_lossy().starts_with(containers::TRASH) {
-                    let _ = std::fs::remove_dir_all(e.path());
+                    containers::delete_tree(&e.path());
                 }
             }
         }
@@ -337,8 +359,16 @@ impl Engine {
                 }
             }
         }
-        // The ephemeral layer of a `run --rm` container whose record a crash of the machine lost.
         let known: std::collections::HashSet<String> = self.table().by_id.keys().cloned().collect();
+        // A bundle no container owns (made ahead for a container whose record a crash lost).
+        for e in std::fs::read_dir(&self.bundles_dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && !known.contains(&name) {
+                tracing::info!("removing the bundle of a container that no longer exists: {name}");
+                containers::delete_tree(&e.path());
+            }
+        }
+        // The ephemeral layer of a `run --rm` container whose record a crash of the machine lost.
         for info in self.images.snapshots.walk().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))? {
             if info.ephemeral && !known.contains(&info.key) {
                 tracing::info!("removing the layer of a container that no longer exists: {}", info.key);
