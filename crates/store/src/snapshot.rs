@@ -946,7 +946,11 @@ mod conformance {
         }
         assert_eq!(s.walk().unwrap().len(), 160);
         drop(s);
-        assert_eq!(Overlay::open(t.path()).unwrap().walk().unwrap().len(), 160, "the file holds every change too");
+        assert_eq!(
+            Overlay::open(t.path()).unwrap().walk().unwrap().len(),
+            160,
+            "every change is on disk too (their records, in their directories)"
+        );
     }
 
     #[test]
