@@ -177,13 +177,15 @@ fn a_bundle_made_ahead_of_a_start_that_does_not_come_is_taken_down() {
 #[test]
 fn bad_input_gets_dockers_errors_and_leaves_nothing() {
     let Some(d) = daemon() else { return };
-    let cases: [(&str, &str, u16, &str); 6] = [
+    let cases: [(&str, &str, u16, &str); 7] = [
         ("/containers/create", "{not json", 400, "invalid JSON"),
         ("/containers/create", r#"{"Image":"busybox","Tty":"yes"}"#, 400, "invalid JSON"),
         ("/containers/create", r#"{"Image":"nosuch"}"#, 404, "No such image: nosuch"),
         ("/containers/create?name=a%20b", r#"{"Image":"busybox","Cmd":["true"]}"#, 400, "Invalid container name"),
         ("/containers/create", r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"CapAdd":["NOPE"]}}"#, 400, "unknown capability"),
         ("/containers/create", r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"SecurityOpt":["bogus"]}}"#, 400, "security-opt"),
+        // Docker refuses a relative working directory at create, not at start.
+        ("/containers/create?name=relwd", r#"{"Image":"busybox","Cmd":["true"],"WorkingDir":"rel"}"#, 400, "needs to be an absolute path"),
     ];
     for (path, body, status, msg) in cases {
         let (s, b) = d.post(path, body);
@@ -203,7 +205,6 @@ fn bad_input_gets_dockers_errors_and_leaves_nothing() {
     for (name, body, msg) in [
         ("nocmd", r#"{"Image":"busybox","Cmd":["nosuch"]}"#, "executable file not found"),
         ("nouser", r#"{"Image":"busybox","Cmd":["true"],"User":"nobody-here"}"#, "unable to find user nobody-here"),
-        ("relwd", r#"{"Image":"busybox","Cmd":["true"],"WorkingDir":"rel"}"#, "needs to be an absolute path"),
     ] {
         create(&d, name, body);
         let (s, b) = d.request("POST", &format!("/containers/{name}/start"));
@@ -214,6 +215,21 @@ fn bad_input_gets_dockers_errors_and_leaves_nothing() {
         assert!(!d.dir.path().join("exec/containers").join(c["Id"].as_str().unwrap()).exists(), "no bundle left");
     }
     assert_eq!(inspect(&d, "nocmd")["State"]["ExitCode"], 127);
+    // Only the runtime's failures are the task's; a bad user is the daemon's own error, as in Docker.
+    assert!(d.request("POST", "/containers/nocmd/start").1.contains("failed to create task for container: exec"));
+    assert!(!d.request("POST", "/containers/nouser/start").1.contains("task"));
+    // An auto-remove container that cannot start is removed, and a wait for its removal reports
+    // no error (the docker CLI would print it a second time).
+    let rm = create(&d, "rmfail", r#"{"Image":"busybox","Cmd":["nosuch"],"HostConfig":{"AutoRemove":true}}"#);
+    let (s, b) = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| d.request("POST", &format!("/containers/{rm}/wait?condition=removed")));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(d.request("POST", "/containers/rmfail/start").0, 400);
+        waiter.join().unwrap()
+    });
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(json(&b)["Error"], Value::Null, "{b}");
+    assert_eq!(d.request("GET", "/containers/rmfail/json").0, 404);
     let stopped = create(&d, "stopped", r#"{"Image":"busybox","Cmd":["true"]}"#);
     let (s, b) = d.post(&format!("/containers/{stopped}/exec"), r#"{"Cmd":["true"]}"#);
     assert_eq!(s, 409, "{b}");
@@ -229,7 +245,7 @@ fn bad_input_gets_dockers_errors_and_leaves_nothing() {
             .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".rm-"))
             .count()
     };
-    assert_eq!(records(), 4, "nocmd, nouser, relwd, stopped");
+    assert_eq!(records(), 3, "nocmd, nouser, stopped");
 }
 
 #[test]
@@ -287,6 +303,9 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     assert_eq!(lines[5], "CapBnd:\t00000000a80425fb");
     assert_eq!(lines[6], "Seccomp:\t2");
     assert_eq!(lines[7], "0", "no loopback name servers");
+    // The primary group is among the supplementary ones (Docker's fix for CVE-2023-25173).
+    assert_eq!(docker(&["run", "--rm", "--group-add", "7", "busybox", "id", "-G"]).success().stdout, "0 7\n");
+    assert_eq!(docker(&["run", "--rm", "-u", "1:2", "busybox", "id", "-G"]).success().stdout, "2\n");
     let r = docker(&[
         "run",
         "--rm",

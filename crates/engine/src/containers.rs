@@ -469,6 +469,12 @@ impl Engine {
         if let Some(s) = merged.stop_signal.as_deref().filter(|s| !s.is_empty()) {
             parse_signal(s)?;
         }
+        if let Some(w) = merged.working_dir.as_deref().filter(|w| !w.is_empty() && !w.starts_with('/')) {
+            return Err(ApiError::new(
+                Kind::InvalidArgument,
+                format!("the working directory '{w}' is invalid, it needs to be an absolute path"),
+            ));
+        }
         for s in hc.security_opt.iter().flatten() {
             let (k, _) = s.split_once(['=', ':']).unwrap_or((s, ""));
             if !matches!(k, "no-new-privileges" | "seccomp" | "label" | "apparmor") {
@@ -626,7 +632,7 @@ impl Engine {
                 if rec.host_config.auto_remove.unwrap_or(false) {
                     let _ = self.remove_now(ctr).await;
                 }
-                Err(ApiError::new(e.kind, format!("failed to create task for container: {}", e.message)))
+                Err(e)
             }
         }
     }
@@ -684,7 +690,11 @@ impl Engine {
             let ns_of = |n: &str| self.ns_pid(n);
             self.prepare_bundle(rec, bundle, &ctr.dir, &ns_of)?;
         }
-        let started = self.take_standby()?.start(bundle).await?;
+        let started = self
+            .take_standby()?
+            .start(bundle)
+            .await
+            .map_err(|e| ApiError::new(e.kind, format!("failed to create task for container: {}", e.message)))?;
         let pending: Vec<_> = std::mem::take(&mut *ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()));
         for (req, tx) in pending {
             if let Ok(conn) = shim::request(bundle, &req).await {
@@ -1016,7 +1026,10 @@ impl Containers for Engine {
                     WaitCondition::Removed => ctr.removed.load(Ordering::SeqCst),
                 };
                 if done || rx.changed().await.is_err() {
-                    let error = if rec.state.error.is_empty() { Value::Null } else { json!({"Message": rec.state.error}) };
+                    // A removal clears the container's error, as Docker's does: the docker CLI
+                    // prints any error a `removed` wait reports, after the start's own.
+                    let cleared = matches!(condition, WaitCondition::Removed) && done;
+                    let error = if rec.state.error.is_empty() || cleared { Value::Null } else { json!({"Message": rec.state.error}) };
                     return json!({"StatusCode": rec.state.exit_code, "Error": error});
                 }
             }

@@ -131,7 +131,9 @@ impl Engine {
         }
         if let Some(u) = c.user.as_ref().filter(|u| !u.is_empty()) {
             let rootfs = ctr.bundle.join("rootfs");
-            let user = spec::resolve_user(&rootfs, u, &[])?;
+            // The container's --group-add applies to an exec's user too, as in Docker.
+            let rec = ctr.rec();
+            let user = spec::resolve_user(&rootfs, u, rec.host_config.group_add.as_deref().unwrap_or(&[]))?;
             process["user"] = json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
         }
         if c.privileged == Some(true) {

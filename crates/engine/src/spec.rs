@@ -161,12 +161,13 @@ pub fn resolve_user(rootfs: &Path, spec: &str, group_add: &[String]) -> Result<U
     if let Some(g) = g {
         gid = find_group(g)?;
     }
-    let mut additional: Vec<u32> = Vec::new();
-    if let Some(name) = name {
+    // The primary group leads the supplementary ones, as Docker has done since CVE-2023-25173.
+    let mut additional: Vec<u32> = vec![gid];
+    // Membership in /etc/group counts only when the group was not given (`user`, not `user:group`).
+    if let (Some(name), None) = (name, g) {
         for f in &groups {
             if f[3].split(',').any(|m| m == name)
                 && let Ok(n) = f[2].parse::<u32>()
-                && n != gid
                 && !additional.contains(&n)
             {
                 additional.push(n);
@@ -481,9 +482,13 @@ mod tests {
         std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34:www:/var/www:/bin/sh\n").unwrap();
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\nweb:x:34:\nextra:x:50:www,other\n").unwrap();
         let u = resolve_user(dir.path(), "www", &[]).unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids.clone(), u.home.as_str()), (33, 34, vec![50], "/var/www"));
+        assert_eq!((u.uid, u.gid, u.additional_gids.clone(), u.home.as_str()), (33, 34, vec![34, 50], "/var/www"));
         let u = resolve_user(dir.path(), "1000:web", &["7".into()]).unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids), (1000, 34, vec![7]));
+        assert_eq!((u.uid, u.gid, u.additional_gids), (1000, 34, vec![34, 7]));
+        // An explicit group leaves /etc/group's memberships out, as Docker does.
+        let u = resolve_user(dir.path(), "www:extra", &[]).unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 50, vec![50]));
+        assert_eq!(resolve_user(dir.path(), "", &[]).unwrap().additional_gids, [0]);
         assert_eq!(resolve_user(dir.path(), "", &[]).unwrap().home, "/root");
         let e = resolve_user(dir.path(), "nobody", &[]).err().unwrap();
         assert!(e.message.contains("no matching entries in passwd file"), "{}", e.message);
