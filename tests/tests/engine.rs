@@ -520,6 +520,17 @@ fn images_over_the_api() {
     let id = d.berth(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout;
     assert_eq!(d.berth(&["inspect", "--format", "{{.Id}}", "example.com/me/box:v1"]).success().stdout, id);
     assert!(d.berth(&["history", "busybox"]).success().stdout.contains("IMAGE"));
+    // Docker's sizes: the unpacked content (files, and symlinks' targets), not the tar's length.
+    let mut content = 0;
+    for e in walk(&berth_tests::busybox_rootfs()) {
+        let md = std::fs::symlink_metadata(&e).unwrap();
+        if !md.is_dir() {
+            content += md.len();
+        }
+    }
+    assert_eq!(d.berth(&["inspect", "--format", "{{.Size}}", "busybox"]).success().stdout.trim(), content.to_string());
+    let h: Value = json(&d.request("GET", "/images/busybox/history").1);
+    assert_eq!((h[0]["Size"].as_u64(), h[0]["Comment"].as_str()), (Some(content), Some("Imported from -")));
     d.berth(&["create", "--name", "user", "busybox", "true"]).success();
     let r = d.berth(&["rmi", &id.trim()[7..19]]);
     assert_ne!(r.code, 0);
@@ -535,6 +546,19 @@ fn images_over_the_api() {
     assert!(d.berth(&["load", "-i", tar.to_str().unwrap()]).success().stdout.contains("Loaded image: busybox:latest"));
     assert_eq!(d.berth(&["run", "--rm", "busybox", "echo", "back"]).success().stdout, "back\n");
     assert_eq!(d.berth(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout, id, "the same image ID");
+}
+
+/// Every path under `dir` (symlinks not followed).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }
 
 fn rss_kib(pid: i32) -> u64 {

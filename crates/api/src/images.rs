@@ -74,7 +74,8 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
             }
             let repo = q.str("repo").filter(|r| !r.is_empty()).map(str::to_string);
             let tag = q.str("tag").filter(|t| !t.is_empty()).map(str::to_string);
-            let message = q.str("message").unwrap_or("").to_string();
+            // Docker's comment for an import without a message (the source is always `-` here).
+            let message = q.str("message").filter(|m| !m.is_empty()).unwrap_or("Imported from -").to_string();
             let id = b.import(body_stream(req.into_body()), repo, tag, message).await?;
             Ok(messages(vec![serde_json::json!({"status": id})]))
         }

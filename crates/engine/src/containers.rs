@@ -869,7 +869,7 @@ impl Engine {
             .parse::<berth_store::Digest>()
             .ok()
             .and_then(|d| self.images.get(&d).ok())
-            .map(|i| i.layers.iter().map(|l| l.size).sum::<u64>())
+            .map(|i| self.images.layer_sizes(&i).iter().sum::<u64>())
             .unwrap_or(0);
         (rw, rw + image)
     }

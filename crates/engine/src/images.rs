@@ -54,7 +54,7 @@ impl Engine {
 
     fn image_summary(&self, img: &ImageRecord, refs: &[Reference], digests: bool) -> Value {
         let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
-        let size: u64 = img.layers.iter().map(|l| l.size).sum();
+        let size: u64 = self.images.layer_sizes(img).iter().sum();
         let tags: Vec<String> = refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect();
         let repo_digests: Vec<String> =
             if digests { refs.iter().filter(|r| r.digest().is_some()).map(Reference::familiar).collect() } else { Vec::new() };
@@ -138,7 +138,7 @@ impl Images for Engine {
         let (_, cfg) = self.images.config(&id).map_err(store_err)?;
         let refs: Vec<Reference> =
             self.images.list().map_err(store_err)?.into_iter().find(|(i, _)| i.id == id).map(|(_, r)| r).unwrap_or_default();
-        let size: u64 = img.layers.iter().map(|l| l.size).sum();
+        let size: u64 = self.images.layer_sizes(&img).iter().sum();
         let config = serde_json::to_value(&cfg.config).unwrap_or_default();
         Ok(json!({
             "Id": id.to_string(),
@@ -175,11 +175,11 @@ impl Images for Engine {
             .find(|(i, _)| i.id == id)
             .map(|(_, r)| r.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect())
             .unwrap_or_default();
-        let mut layers = img.layers.iter();
+        let mut layers = self.images.layer_sizes(&img).into_iter();
         let mut out: Vec<Value> = Vec::new();
         let history = if cfg.history.is_empty() { vec![Default::default(); img.layers.len()] } else { cfg.history.clone() };
         for h in &history {
-            let size = if h.empty_layer { 0 } else { layers.next().map(|l| l.size).unwrap_or(0) };
+            let size = if h.empty_layer { 0 } else { layers.next().unwrap_or(0) };
             out.push(json!({
                 "Id": "<missing>",
                 "Created": unix(h.created.as_deref()),

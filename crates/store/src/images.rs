@@ -207,6 +207,13 @@ impl ImageStore {
         Ok(report)
     }
 
+    /// Each layer's size as `docker history` shows it: its unpacked content (see [`Usage`]).
+    ///
+    /// [`Usage`]: crate::snapshot::Usage
+    pub fn layer_sizes(&self, img: &ImageRecord) -> Vec<u64> {
+        img.layers.iter().map(|l| self.snapshots.usage(&l.chain_id.to_string()).map(|u| u.size).unwrap_or(0)).collect()
+    }
+
     /// Sizes as `docker images` and `docker system df` show them: the image's layers, the part
     /// shared with other images, and the rest.
     pub fn sizes(&self) -> Result<BTreeMap<Digest, ImageSize>> {
