@@ -97,8 +97,101 @@ pub struct HostConfig {
     pub init: Option<bool>,
     pub log_config: Option<LogConfig>,
     pub binds: Option<Vec<String>>,
+    pub mounts: Option<Vec<Mount>>,
+    pub tmpfs: Option<BTreeMap<String, String>>,
+    pub dns: Option<Vec<String>>,
+    pub dns_options: Option<Vec<String>>,
+    pub dns_search: Option<Vec<String>>,
+    pub extra_hosts: Option<Vec<String>>,
+    pub oom_score_adj: Option<i64>,
+    pub cgroup_parent: Option<String>,
+    pub cgroupns_mode: Option<String>,
+    pub masked_paths: Option<Vec<String>>,
+    pub readonly_paths: Option<Vec<String>>,
+    // Resources (v1.41 `Resources`, flattened into HostConfig).
+    pub memory: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub memory_swappiness: Option<i64>,
+    pub kernel_memory: Option<i64>,
+    #[serde(rename = "KernelMemoryTCP")]
+    pub kernel_memory_tcp: Option<i64>,
+    pub oom_kill_disable: Option<bool>,
+    pub cpu_shares: Option<i64>,
+    pub cpu_period: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_realtime_period: Option<i64>,
+    pub cpu_realtime_runtime: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub blkio_weight: Option<u16>,
+    pub blkio_weight_device: Option<Vec<WeightDevice>>,
+    pub blkio_device_read_bps: Option<Vec<ThrottleDevice>>,
+    pub blkio_device_write_bps: Option<Vec<ThrottleDevice>>,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    pub blkio_device_read_iops: Option<Vec<ThrottleDevice>>,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    pub blkio_device_write_iops: Option<Vec<ThrottleDevice>>,
+    pub devices: Option<Vec<DeviceMapping>>,
+    pub device_cgroup_rules: Option<Vec<String>>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
+}
+
+/// `HostConfig.Mounts[]` (`--mount`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mount {
+    pub target: Option<String>,
+    pub source: Option<String>,
+    #[serde(rename = "Type")]
+    pub typ: Option<String>,
+    pub read_only: Option<bool>,
+    pub bind_options: Option<BindOptions>,
+    pub tmpfs_options: Option<TmpfsOptions>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BindOptions {
+    pub propagation: Option<String>,
+    pub non_recursive: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TmpfsOptions {
+    pub size_bytes: Option<i64>,
+    pub mode: Option<u32>,
+}
+
+/// `--blkio-weight-device`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WeightDevice {
+    pub path: String,
+    pub weight: u16,
+}
+
+/// `--device-read-bps` and its kin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ThrottleDevice {
+    pub path: String,
+    pub rate: u64,
+}
+
+/// `--device`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceMapping {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    pub cgroup_permissions: String,
 }
 
 /// `POST /containers/create`.

@@ -2,6 +2,7 @@
 //! `DOCKER_HOST` / `-H`. Output columns and exit codes follow the docker CLI.
 
 mod format;
+mod hostflags;
 mod http;
 mod stream;
 
@@ -83,6 +84,8 @@ struct CreateFlags {
     volume: Vec<String>,
     #[arg(long = "log-opt")]
     log_opt: Vec<String>,
+    #[command(flatten)]
+    host: hostflags::HostFlags,
     /// Print help (`-h` is --hostname, as in Docker).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -466,7 +469,9 @@ fn create_body(c: &CreateFlags) -> anyhow::Result<Value> {
     let attach_all = c.attach.is_empty();
     let has = |s: &str| c.attach.iter().any(|a| a.eq_ignore_ascii_case(s));
     let log_config = if c.log_opt.is_empty() { Value::Null } else { json!({"Type": "json-file", "Config": kv_list(&c.log_opt)}) };
-    Ok(json!({
+    // `-v /path` (no host side) is an anonymous volume, as in Docker's CLI.
+    let (binds, volumes): (Vec<&String>, Vec<&String>) = c.volume.iter().partition(|v| v.contains(':'));
+    let mut body = json!({
         "Image": c.image,
         "Cmd": if c.cmd.is_empty() { Value::Null } else { json!(c.cmd) },
         "Entrypoint": c.entrypoint.as_ref().map(|e| if e.is_empty() { json!([""]) } else { json!([e]) }),
@@ -498,10 +503,17 @@ fn create_body(c: &CreateFlags) -> anyhow::Result<Value> {
             "ShmSize": c.shm_size.as_deref().map(parse_size).transpose()?.unwrap_or(0),
             "SecurityOpt": c.security_opt,
             "GroupAdd": c.group_add,
-            "Binds": c.volume,
+            "Binds": binds,
             "LogConfig": log_config,
         }
-    }))
+    });
+    if !volumes.is_empty() {
+        body["Volumes"] = volumes.iter().map(|v| (v.to_string(), json!({}))).collect::<serde_json::Map<_, _>>().into();
+    }
+    if let Some(hc) = body["HostConfig"].as_object_mut() {
+        c.host.fill(hc)?;
+    }
+    Ok(body)
 }
 
 /// POST /containers/create; Docker's CLI wording and exit code 125 on failure.

@@ -122,11 +122,15 @@ pub fn container_resolv_conf(host: &str) -> String {
     out
 }
 
-fn write_init_files(dir: &Path, hostname: &str, network: &str) -> Result<(), ApiError> {
-    let host_net = network == "host";
-    let hosts = if host_net { std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.into()) } else { HOSTS.into() };
+fn write_init_files(dir: &Path, hostname: &str, hc: &berth_api::containers::HostConfig) -> Result<(), ApiError> {
+    let host_net = hc.network_mode.as_deref() == Some("host");
+    let mut hosts = if host_net { std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.into()) } else { HOSTS.into() };
+    for h in hc.extra_hosts.iter().flatten() {
+        hosts.push_str(&crate::hostconfig::extra_host(h)?);
+        hosts.push('\n');
+    }
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = if host_net { host_resolv } else { container_resolv_conf(&host_resolv) };
+    let resolv = crate::hostconfig::resolv_conf(&if host_net { host_resolv } else { container_resolv_conf(&host_resolv) }, hc);
     for (name, data) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
         let p = dir.join(name);
         std::fs::write(&p, data).map_err(internal("writing", &p))?;
@@ -436,19 +440,7 @@ impl Engine {
     async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError> {
         let CreateBody { config, host_config, .. } = body;
         let hc = host_config.unwrap_or_default();
-        if hc.init == Some(true) {
-            return Err(ApiError::not_implemented("--init"));
-        }
-        if let Some(p) = hc.extra.get("RestartPolicy").and_then(|p| p.get("Name")).and_then(Value::as_str)
-            && !matches!(p, "" | "no")
-        {
-            return Err(ApiError::not_implemented("restart policies"));
-        }
-        if let Some(lc) = &hc.log_config
-            && !matches!(lc.typ.as_str(), "" | "json-file")
-        {
-            return Err(ApiError::not_implemented(&format!("the {:?} logging driver", lc.typ)));
-        }
+        let warnings = crate::hostconfig::check(&config, &hc)?;
         // Until bridge networks land (the network issue), `default`/`bridge` containers get a
         // private network namespace with loopback only (docs/api.md says so); the docker CLI sends
         // `bridge` by default, so a warning here would be printed for every run.
@@ -561,7 +553,7 @@ impl Engine {
             self.expire_ahead(&ctr);
         }
         self.table_mut().by_id.insert(id.clone(), ctr);
-        Ok(json!({"Id": id, "Warnings": []}))
+        Ok(json!({"Id": id, "Warnings": warnings}))
     }
 
     /// Pid of a running container, for `container:X` namespace modes.
@@ -654,7 +646,7 @@ impl Engine {
         }
         let built = spec::build(rec, &rootfs, dir, ns_of)?;
         // Made at each start, as Docker does: the host's resolv.conf may have changed since.
-        write_init_files(dir, &built.hostname, rec.host_config.network_mode.as_deref().unwrap_or(""))?;
+        write_init_files(dir, &built.hostname, &rec.host_config)?;
         let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;
@@ -788,6 +780,9 @@ impl Engine {
                 }
             }
             c.insert("Image".into(), json!(rec.image_name));
+            if c.get("Volumes").and_then(Value::as_object).is_some_and(|v| v.is_empty()) {
+                c.insert("Volumes".into(), Value::Null);
+            }
         }
         let mut v = json!({
             "Id": rec.id,
@@ -819,7 +814,7 @@ impl Engine {
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": self.exec_ids_of(&rec.id),
+            "ExecIDs": Some(self.exec_ids_of(&rec.id)).filter(|e| !e.is_empty()),
             "HostConfig": hc,
             "GraphDriver": {"Name": self.driver_name(), "Data": null},
             "Mounts": [],
@@ -845,6 +840,9 @@ impl Engine {
                     hc.insert(k.into(), d);
                 }
             }
+            let cgroupns =
+                if berth_runtime::cgroups::detect_mode() == Some(berth_runtime::cgroups::Mode::Unified) { "private" } else { "host" };
+            crate::hostconfig::inspect_defaults(hc, rec.host_config.privileged == Some(true), cgroupns);
         }
         if size {
             let (rw, rootfs) = self.sizes(rec);

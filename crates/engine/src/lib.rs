@@ -7,6 +7,7 @@
 
 mod containers;
 mod exec;
+mod hostconfig;
 mod images;
 mod logs;
 mod names;

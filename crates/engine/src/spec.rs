@@ -353,6 +353,7 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
     for b in hc.binds.clone().unwrap_or_default() {
         mounts.push(bind_mount(&b)?);
     }
+    crate::hostconfig::apply(&mut spec, hc, &rec.id)?;
     Ok(Built { spec, hostname })
 }
 

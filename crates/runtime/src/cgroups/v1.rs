@@ -141,11 +141,13 @@ impl Cgroup for V1 {
     fn apply(&self, r: &LinuxResources) -> Result<()> {
         if let Some(m) = r.memory() {
             if let Some(l) = m.limit() {
-                let mem = self.dir("memory").map(|d| d.join("memory.memsw.limit_in_bytes"));
-                // memsw must stay >= the memory limit: order the writes so each one is valid.
-                let swap = m.swap().filter(|_| mem.as_ref().is_some_and(|p| p.exists()));
+                let memsw = self.dir("memory").map(|d| d.join("memory.memsw.limit_in_bytes")).filter(|p| p.exists());
+                // memsw must stay >= the memory limit after each write: raise memsw first when
+                // the new one is above the current one, else lower the memory limit first.
+                let current = memsw.as_ref().and_then(|p| read(p).ok()).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(i64::MAX);
+                let swap = m.swap().filter(|_| memsw.is_some());
                 match swap {
-                    Some(s) if s == -1 || s > l => {
+                    Some(s) if s == -1 || s > current => {
                         self.set("memory", "memory.memsw.limit_in_bytes", &s.to_string())?;
                         self.set("memory", "memory.limit_in_bytes", &l.to_string())?;
                     }

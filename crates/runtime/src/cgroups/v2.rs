@@ -121,6 +121,23 @@ impl Cgroup for V2 {
             let v = if file == "io.weight" { 1 + (u64::from(w).saturating_sub(10)) * 9999 / 990 } else { u64::from(w) };
             self.set(file, &format!("default {v}"))?;
         }
+        if let Some(b) = r.block_io() {
+            // v1's four throttle lists become one io.max line per device.
+            let mut lines: std::collections::BTreeMap<(i64, i64), Vec<String>> = Default::default();
+            for (key, list) in [
+                ("rbps", b.throttle_read_bps_device()),
+                ("wbps", b.throttle_write_bps_device()),
+                ("riops", b.throttle_read_iops_device()),
+                ("wiops", b.throttle_write_iops_device()),
+            ] {
+                for t in list.clone().unwrap_or_default() {
+                    lines.entry((t.major(), t.minor())).or_default().push(format!("{key}={}", t.rate()));
+                }
+            }
+            for ((major, minor), limits) in lines {
+                self.set("io.max", &format!("{major}:{minor} {}", limits.join(" ")))?;
+            }
+        }
         for h in r.hugepage_limits().clone().unwrap_or_default() {
             self.set(&format!("hugetlb.{}.max", h.page_size()), &h.limit().to_string())?;
         }
@@ -243,6 +260,8 @@ mod tests {
             "memory": {"limit": 104857600, "swap": 209715200, "reservation": 1048576},
             "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0"},
             "pids": {"limit": 0},
+            "blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+                        "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 100}]},
             "unified": {"memory.high": "90000000"}
         }))
         .unwrap();
@@ -256,6 +275,7 @@ mod tests {
         assert_eq!(rd("cpuset.cpus"), "0");
         assert_eq!(rd("pids.max"), "max");
         assert_eq!(rd("memory.high"), "90000000");
+        assert_eq!(rd("io.max"), "8:0 rbps=1048576 wiops=100");
     }
 
     #[test]

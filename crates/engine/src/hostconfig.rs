@@ -1,0 +1,777 @@
+//! The rest of a container's HostConfig: cgroup resources, devices, the OOM score, the cgroup
+//! parent and namespace, masked paths, tmpfs and `--mount`s. [`check`] runs at create, as
+//! Docker's checks do (a bad value is a 400 and nothing is made); [`apply`] writes them into the
+//! OCI spec at start. What berth cannot honour yet is refused as "not implemented yet", never
+//! silently ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use berth_api::containers::{ContainerConfig, DeviceMapping, HostConfig, Mount, ThrottleDevice};
+use berth_api::{ApiError, Kind};
+use serde_json::{Value, json};
+
+/// Docker's smallest memory limit and reservation (`linuxMinMemory`).
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+/// The CFS period `--cpus` uses, and Docker's bounds on a user's period (1 ms to 1 s).
+const CPU_PERIOD: i64 = 100_000;
+const CPU_PERIOD_RANGE: std::ops::RangeInclusive<i64> = 1_000..=1_000_000;
+const MIN_CPU_QUOTA: i64 = 1_000;
+const BLKIO_WEIGHT_RANGE: std::ops::RangeInclusive<u16> = 10..=1000;
+const OOM_SCORE_ADJ_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(Kind::InvalidArgument, msg)
+}
+
+fn set<T: Default + PartialEq>(v: &Option<T>) -> bool {
+    v.as_ref().is_some_and(|v| *v != T::default())
+}
+
+fn extra_set(map: &serde_json::Map<String, Value>, key: &str) -> bool {
+    match map.get(key) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => o.values().any(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty())),
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+    }
+}
+
+/// Docker's create-time checks of the fields this module owns, and refusals of what berth
+/// does not do yet. Returns Docker's warnings (settings that are accepted and discarded).
+pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiError> {
+    let mut warnings = Vec::new();
+    if hc.init == Some(true) {
+        return Err(ApiError::not_implemented("--init"));
+    }
+    if let Some(p) = hc.extra.get("RestartPolicy").and_then(|p| p.get("Name")).and_then(Value::as_str)
+        && !matches!(p, "" | "no")
+    {
+        return Err(ApiError::not_implemented("restart policies"));
+    }
+    if let Some(lc) = &hc.log_config
+        && !matches!(lc.typ.as_str(), "" | "json-file")
+    {
+        return Err(ApiError::not_implemented(&format!("the {:?} logging driver", lc.typ)));
+    }
+    for (key, what) in [
+        ("PortBindings", "publishing ports (they come with bridge networking)"),
+        ("PublishAllPorts", "publishing ports (they come with bridge networking)"),
+        ("Links", "links"),
+        ("VolumesFrom", "--volumes-from"),
+        ("VolumeDriver", "volume drivers"),
+        ("StorageOpt", "--storage-opt"),
+        ("DeviceRequests", "device requests (--gpus)"),
+        ("Cgroup", "--cgroup"),
+    ] {
+        if extra_set(&hc.extra, key) {
+            return Err(ApiError::not_implemented(what));
+        }
+    }
+    if hc.blkio_weight_device.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::not_implemented("--blkio-weight-device"));
+    }
+    if set(&hc.cpu_realtime_period) || set(&hc.cpu_realtime_runtime) {
+        return Err(ApiError::not_implemented("real-time CPU scheduling"));
+    }
+    if let Some(test) = cfg.extra.get("Healthcheck").and_then(|h| h.get("Test")).and_then(Value::as_array)
+        && test.first().and_then(Value::as_str).is_some_and(|t| t != "NONE")
+    {
+        return Err(ApiError::not_implemented("healthchecks"));
+    }
+    if extra_set(&cfg.extra, "Volumes") {
+        return Err(ApiError::not_implemented("anonymous volumes (-v /path)"));
+    }
+    match hc.extra.get("UsernsMode").and_then(Value::as_str).unwrap_or("") {
+        "" | "host" => {}
+        m => return Err(bad(format!("invalid USER mode: {m}"))),
+    }
+    match hc.extra.get("Isolation").and_then(Value::as_str).unwrap_or("") {
+        "" | "default" => {}
+        i => return Err(bad(format!("invalid isolation: {i} on linux"))),
+    }
+    match hc.cgroupns_mode.as_deref().unwrap_or("") {
+        "" | "host" | "private" => {}
+        m => return Err(bad(format!("invalid cgroup namespace mode: {m}"))),
+    }
+    if set(&hc.kernel_memory) || set(&hc.kernel_memory_tcp) {
+        // Kernels since 6.1 (cgroup v1 and v2 alike) no longer limit kernel memory apart.
+        warnings.push(
+            "Your kernel does not support kernel memory limit capabilities or the cgroup is not mounted. Limitation discarded.".into(),
+        );
+    }
+
+    let memory = hc.memory.unwrap_or(0);
+    let swap = hc.memory_swap.unwrap_or(0);
+    let reservation = hc.memory_reservation.unwrap_or(0);
+    if memory != 0 && memory < MIN_MEMORY {
+        return Err(bad("Minimum memory limit allowed is 6MB"));
+    }
+    if memory > 0 && swap > 0 && swap < memory {
+        return Err(bad("Minimum memoryswap limit should be larger than memory limit, see usage"));
+    }
+    if memory == 0 && swap > 0 {
+        return Err(bad("You should always set the Memory limit when using Memoryswap limit, see usage"));
+    }
+    if reservation != 0 && reservation < MIN_MEMORY {
+        return Err(bad("Minimum memory reservation allowed is 6MB"));
+    }
+    if memory > 0 && reservation > 0 && memory < reservation {
+        return Err(bad("Minimum memory limit can not be less than memory reservation limit, see usage"));
+    }
+    if let Some(s) = hc.memory_swappiness.filter(|s| *s != -1)
+        && !(0..=100).contains(&s)
+    {
+        return Err(bad(format!("Invalid value: {s}, valid memory swappiness range is 0-100")));
+    }
+    if hc.oom_kill_disable == Some(true) && memory == 0 {
+        warnings.push(
+            "OOM killer is disabled for the container, but no memory limit is set, this can result in the system running out of resources."
+                .into(),
+        );
+    }
+
+    let nano = hc.nano_cpus.unwrap_or(0);
+    let period = hc.cpu_period.unwrap_or(0);
+    let quota = hc.cpu_quota.unwrap_or(0);
+    if nano > 0 && period > 0 {
+        return Err(bad("Conflicting options: Nano CPUs and CPU Period cannot both be set"));
+    }
+    if nano > 0 && quota > 0 {
+        return Err(bad("Conflicting options: Nano CPUs and CPU Quota cannot both be set"));
+    }
+    let ncpu = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    if nano < 0 || nano > ncpu * 1_000_000_000 {
+        return Err(bad(format!("Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")));
+    }
+    if period != 0 && !CPU_PERIOD_RANGE.contains(&period) {
+        return Err(bad("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"));
+    }
+    if quota > 0 && quota < MIN_CPU_QUOTA {
+        return Err(bad("CPU cfs quota can not be less than 1ms (i.e. 1000)"));
+    }
+    if hc.cpu_shares.unwrap_or(0) < 0 {
+        return Err(bad(format!("invalid CPU shares: {}", hc.cpu_shares.unwrap_or(0))));
+    }
+    for (what, value, online) in [
+        ("cpus", hc.cpuset_cpus.as_deref(), "/sys/devices/system/cpu/online"),
+        ("mems", hc.cpuset_mems.as_deref(), "/sys/devices/system/node/online"),
+    ] {
+        let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
+        let wanted = parse_cpuset(v).ok_or_else(|| bad(format!("Invalid value {v} for cpuset {what}")))?;
+        let available = std::fs::read_to_string(online).unwrap_or_else(|_| "0".into());
+        let have = parse_cpuset(available.trim()).unwrap_or_default();
+        if !wanted.is_subset(&have) {
+            let label = if what == "cpus" { "CPUs" } else { "memory nodes" };
+            return Err(bad(format!("Requested {label} are not available - requested {v}, available: {}", available.trim())));
+        }
+    }
+    if let Some(w) = hc.blkio_weight.filter(|w| *w > 0)
+        && !BLKIO_WEIGHT_RANGE.contains(&w)
+    {
+        return Err(bad("Range of blkio weight is from 10 to 1000"));
+    }
+    if let Some(o) = hc.oom_score_adj
+        && !OOM_SCORE_ADJ_RANGE.contains(&o)
+    {
+        return Err(bad(format!("Invalid value {o}, range for oom score adj is [-1000, 1000]")));
+    }
+    for r in hc.device_cgroup_rules.iter().flatten() {
+        device_cgroup_rule(r)?;
+    }
+    for h in hc.extra_hosts.iter().flatten() {
+        extra_host(h)?;
+    }
+    for d in hc.dns.iter().flatten() {
+        d.parse::<std::net::IpAddr>().map_err(|_| bad(format!("{d} is not an ip address")))?;
+    }
+    let mut targets = BTreeSet::new();
+    for t in hc.tmpfs.iter().flatten().map(|(t, _)| t.as_str()).chain(hc.mounts.iter().flatten().filter_map(|m| m.target.as_deref())) {
+        if !t.starts_with('/') {
+            return Err(bad(format!("invalid mount config: mount path must be absolute: {t}")));
+        }
+        if !targets.insert(t.trim_end_matches('/')) {
+            return Err(bad(format!("Duplicate mount point: {t}")));
+        }
+    }
+    for m in hc.mounts.iter().flatten() {
+        mount(m)?;
+    }
+    Ok(warnings)
+}
+
+/// `0-3,5`: the set of numbers, or None when malformed.
+fn parse_cpuset(s: &str) -> Option<BTreeSet<u32>> {
+    let mut out = BTreeSet::new();
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a > b || b - a > 65_536 {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => {
+                out.insert(part.trim().parse().ok()?);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `--device-cgroup-rule 'c 1:3 mr'`: an OCI device cgroup entry.
+fn device_cgroup_rule(rule: &str) -> Result<Value, ApiError> {
+    let invalid = || bad(format!("invalid device cgroup rule: {rule:?}"));
+    let f: Vec<&str> = rule.split_whitespace().collect();
+    let [typ, numbers, access] = f.as_slice() else { return Err(invalid()) };
+    if !matches!(*typ, "a" | "b" | "c") || access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(invalid());
+    }
+    let (major, minor) = numbers.split_once(':').ok_or_else(invalid)?;
+    let num = |n: &str| -> Result<Value, ApiError> {
+        if n == "*" { Ok(Value::Null) } else { n.parse::<i64>().map(|n| json!(n)).map_err(|_| invalid()) }
+    };
+    Ok(json!({"allow": true, "type": typ, "major": num(major)?, "minor": num(minor)?, "access": access}))
+}
+
+/// `--add-host name:ip` (or `name=ip`): the /etc/hosts line.
+pub fn extra_host(h: &str) -> Result<String, ApiError> {
+    let (name, ip) = h.split_once('=').or_else(|| h.split_once(':')).ok_or_else(|| bad(format!("invalid extra host: {h}")))?;
+    if ip == "host-gateway" {
+        return Err(ApiError::not_implemented("--add-host NAME:host-gateway (it comes with bridge networking)"));
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if name.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(format!("invalid IP address in add-host: {ip:?}")));
+    }
+    Ok(format!("{ip}\t{name}"))
+}
+
+/// A `--mount` as an OCI mount.
+fn mount(m: &Mount) -> Result<Value, ApiError> {
+    let target = m.target.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| bad("invalid mount config: Target must not be empty"))?;
+    let typ = m.typ.as_deref().unwrap_or("");
+    let source = m.source.as_deref().unwrap_or("");
+    let ro = m.read_only == Some(true);
+    match typ {
+        "bind" => {
+            if !source.starts_with('/') {
+                return Err(bad(format!(
+                    "invalid mount config for type \"bind\": invalid mount path: '{source}' mount path must be absolute"
+                )));
+            }
+            if !Path::new(source).exists() {
+                return Err(bad(format!("invalid mount config for type \"bind\": bind source path does not exist: {source}")));
+            }
+            let opts = m.bind_options.as_ref();
+            let mut options = vec![if opts.and_then(|o| o.non_recursive) == Some(true) { "bind" } else { "rbind" }.to_string()];
+            match opts.and_then(|o| o.propagation.as_deref()).unwrap_or("") {
+                "" => options.push("rprivate".into()),
+                p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave") => options.push(p.into()),
+                p => return Err(bad(format!("invalid mount config: invalid propagation mode: {p}"))),
+            }
+            if ro {
+                options.push("ro".into());
+            }
+            Ok(json!({"destination": target, "type": "bind", "source": source, "options": options}))
+        }
+        "tmpfs" => {
+            if !source.is_empty() {
+                return Err(bad("invalid mount config for type \"tmpfs\": source must not be specified"));
+            }
+            let mut options = vec!["nosuid".to_string(), "nodev".to_string(), "noexec".to_string()];
+            if let Some(t) = &m.tmpfs_options {
+                if let Some(size) = t.size_bytes.filter(|s| *s > 0) {
+                    options.push(format!("size={size}"));
+                }
+                if let Some(mode) = t.mode.filter(|m| *m > 0) {
+                    options.push(format!("mode={mode:o}"));
+                }
+            }
+            if ro {
+                options.push("ro".into());
+            }
+            Ok(json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options}))
+        }
+        "volume" => Err(ApiError::not_implemented("volume mounts")),
+        t => Err(bad(format!("invalid mount config: mount type unknown: {t:?}"))),
+    }
+}
+
+/// `--tmpfs /run:exec,size=1m`: Docker's defaults (nosuid, nodev, noexec), each overridden by
+/// its opposite when the user asks for it.
+fn tmpfs_options(opts: &str) -> Vec<String> {
+    let mut out: Vec<String> = ["nosuid", "nodev", "noexec"].into_iter().map(String::from).collect();
+    for o in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let opposite = match o {
+            "suid" => Some("nosuid"),
+            "dev" => Some("nodev"),
+            "exec" => Some("noexec"),
+            "nosuid" | "nodev" | "noexec" => Some(o),
+            _ => None,
+        };
+        if let Some(d) = opposite {
+            out.retain(|x| x != d);
+        }
+        out.push(o.to_string());
+    }
+    out
+}
+
+/// Whether the memory controller accounts swap (v1 `memsw` files; on v2 `memory.swap.max` in
+/// any non-root cgroup, so it is looked for in ours).
+fn swap_accounting() -> bool {
+    Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+        || Path::new("/sys/fs/cgroup/init.scope/memory.swap.max").exists()
+        || std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string)))
+            .is_some_and(|rel| Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/')).join("memory.swap.max").exists())
+}
+
+/// The OCI `linux.resources` for the HostConfig's limits (without device rules).
+fn resources(hc: &HostConfig, swap_accounting: bool) -> Value {
+    let mut r = serde_json::Map::new();
+    let mut memory = serde_json::Map::new();
+    let limit = hc.memory.unwrap_or(0);
+    if limit > 0 {
+        memory.insert("limit".into(), json!(limit));
+        // Docker: without --memory-swap, as much swap as memory (when swap is accounted).
+        match hc.memory_swap.unwrap_or(0) {
+            0 if swap_accounting => {
+                memory.insert("swap".into(), json!(limit.saturating_mul(2)));
+            }
+            0 => {}
+            s => {
+                memory.insert("swap".into(), json!(s));
+            }
+        }
+    }
+    if let Some(v) = hc.memory_reservation.filter(|v| *v > 0) {
+        memory.insert("reservation".into(), json!(v));
+    }
+    if let Some(v) = hc.memory_swappiness.filter(|v| *v >= 0) {
+        memory.insert("swappiness".into(), json!(v));
+    }
+    if hc.oom_kill_disable == Some(true) {
+        memory.insert("disableOOMKiller".into(), json!(true));
+    }
+    if !memory.is_empty() {
+        r.insert("memory".into(), Value::Object(memory));
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(v) = hc.cpu_shares.filter(|v| *v > 0) {
+        cpu.insert("shares".into(), json!(v));
+    }
+    match hc.nano_cpus.unwrap_or(0) {
+        0 => {
+            if let Some(v) = hc.cpu_period.filter(|v| *v > 0) {
+                cpu.insert("period".into(), json!(v));
+            }
+            if let Some(v) = hc.cpu_quota.filter(|v| *v != 0) {
+                cpu.insert("quota".into(), json!(v));
+            }
+        }
+        n => {
+            cpu.insert("period".into(), json!(CPU_PERIOD));
+            cpu.insert("quota".into(), json!(n * CPU_PERIOD / 1_000_000_000));
+        }
+    }
+    for (k, v) in [("cpus", &hc.cpuset_cpus), ("mems", &hc.cpuset_mems)] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            cpu.insert(k.into(), json!(v));
+        }
+    }
+    if !cpu.is_empty() {
+        r.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(v) = hc.pids_limit.filter(|v| *v > 0) {
+        r.insert("pids".into(), json!({"limit": v}));
+    }
+    if let Some(w) = hc.blkio_weight.filter(|w| *w > 0) {
+        r.insert("blockIO".into(), json!({"weight": w}));
+    }
+    Value::Object(r)
+}
+
+/// A device node on the host.
+struct Node {
+    typ: &'static str,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+fn device_at(path: &Path) -> std::io::Result<Option<Node>> {
+    let md = std::fs::metadata(path)?;
+    let ft = md.file_type();
+    let typ = if ft.is_char_device() {
+        "c"
+    } else if ft.is_block_device() {
+        "b"
+    } else {
+        return Ok(None);
+    };
+    let rdev = md.rdev();
+    Ok(Some(Node {
+        typ,
+        major: nix::sys::stat::major(rdev),
+        minor: nix::sys::stat::minor(rdev),
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+    }))
+}
+
+/// `--device HOST[:CONTAINER[:PERMS]]`: the nodes (a directory gives every device under it)
+/// and their cgroup rules.
+fn devices(d: &DeviceMapping) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let host = Path::new(&d.path_on_host);
+    let in_ctr = if d.path_in_container.is_empty() { d.path_on_host.as_str() } else { d.path_in_container.as_str() };
+    let access = if d.cgroup_permissions.is_empty() { "rwm" } else { d.cgroup_permissions.as_str() };
+    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(bad(format!("invalid device mode: {access}")));
+    }
+    let gathering =
+        |e: std::io::Error| bad(format!("error gathering device information while adding custom device {:?}: {e}", d.path_on_host));
+    let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+    if std::fs::metadata(host).map_err(gathering)?.is_dir() {
+        let mut stack = vec![host.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).map_err(gathering)?.flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(host) {
+                    found.push((p.clone(), Path::new(in_ctr).join(rel)));
+                }
+            }
+        }
+    } else {
+        found.push((host.to_path_buf(), PathBuf::from(in_ctr)));
+    }
+    let (mut nodes, mut rules) = (Vec::new(), Vec::new());
+    for (h, c) in found {
+        let Some(Node { typ, major, minor, mode, uid, gid }) = device_at(&h).map_err(gathering)? else {
+            if host == h {
+                return Err(bad(format!(
+                    "error gathering device information while adding custom device {:?}: not a device node",
+                    d.path_on_host
+                )));
+            }
+            continue;
+        };
+        nodes.push(json!({"path": c, "type": typ, "major": major, "minor": minor, "fileMode": mode, "uid": uid, "gid": gid}));
+        rules.push(json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": access}));
+    }
+    Ok((nodes, rules))
+}
+
+/// `--device-read-bps /dev/sda:1mb`: the device's numbers and the rate.
+fn throttle(t: &ThrottleDevice) -> Result<Value, ApiError> {
+    match device_at(Path::new(&t.path)) {
+        Ok(Some(n)) => Ok(json!({"major": n.major, "minor": n.minor, "rate": t.rate})),
+        Ok(None) => Err(bad(format!("{} is not a device", t.path))),
+        Err(e) => Err(bad(format!("{}: {e}", t.path))),
+    }
+}
+
+/// Write the HostConfig's settings into `spec` (Docker's default spec with the container's
+/// config already applied). `id` names the container's cgroup under `CgroupParent`.
+pub fn apply(spec: &mut Value, hc: &HostConfig, id: &str) -> Result<(), ApiError> {
+    let privileged = hc.privileged == Some(true);
+    let linux = &mut spec["linux"];
+    let res = resources(hc, swap_accounting());
+    if let Value::Object(r) = res {
+        for (k, v) in r {
+            linux["resources"][k] = v;
+        }
+    }
+    let mut throttles = serde_json::Map::new();
+    for (key, list) in [
+        ("throttleReadBpsDevice", &hc.blkio_device_read_bps),
+        ("throttleWriteBpsDevice", &hc.blkio_device_write_bps),
+        ("throttleReadIOPSDevice", &hc.blkio_device_read_iops),
+        ("throttleWriteIOPSDevice", &hc.blkio_device_write_iops),
+    ] {
+        let list: Vec<Value> = list.iter().flatten().map(throttle).collect::<Result<_, _>>()?;
+        if !list.is_empty() {
+            throttles.insert(key.into(), json!(list));
+        }
+    }
+    for (k, v) in throttles {
+        linux["resources"]["blockIO"][k] = v;
+    }
+    if !privileged {
+        let (mut nodes, mut rules) = (Vec::new(), Vec::new());
+        for d in hc.devices.iter().flatten() {
+            let (n, r) = devices(d)?;
+            nodes.extend(n);
+            rules.extend(r);
+        }
+        for r in hc.device_cgroup_rules.iter().flatten() {
+            rules.push(device_cgroup_rule(r)?);
+        }
+        if !nodes.is_empty() {
+            let list = linux["devices"].as_array_mut().map(std::mem::take).unwrap_or_default();
+            let paths: BTreeSet<String> = nodes.iter().filter_map(|n| n["path"].as_str().map(str::to_string)).collect();
+            let mut list: Vec<Value> = list.into_iter().filter(|d| d["path"].as_str().is_none_or(|p| !paths.contains(p))).collect();
+            list.extend(nodes);
+            linux["devices"] = json!(list);
+        }
+        if !rules.is_empty() {
+            let mut list = linux["resources"]["devices"].as_array().cloned().unwrap_or_default();
+            list.extend(rules);
+            linux["resources"]["devices"] = json!(list);
+        }
+        if let Some(m) = &hc.masked_paths {
+            linux["maskedPaths"] = json!(m);
+        }
+        if let Some(r) = &hc.readonly_paths {
+            linux["readonlyPaths"] = json!(r);
+        }
+    }
+    if let Some(parent) = hc.cgroup_parent.as_deref().filter(|p| !p.is_empty()) {
+        if parent.split('/').any(|c| c == "..") {
+            return Err(bad(format!("invalid cgroup parent: {parent}")));
+        }
+        linux["cgroupsPath"] = json!(format!("/{}/{id}", parent.trim_matches('/')));
+    }
+    if let Some(list) = linux["namespaces"].as_array_mut() {
+        match hc.cgroupns_mode.as_deref() {
+            Some("host") => list.retain(|n| n["type"] != "cgroup"),
+            Some("private") if !list.iter().any(|n| n["type"] == "cgroup") => list.push(json!({"type": "cgroup"})),
+            _ => {}
+        }
+    }
+    if let Some(o) = hc.oom_score_adj.filter(|o| *o != 0) {
+        spec["process"]["oomScoreAdj"] = json!(o);
+    }
+    let mounts: Vec<Value> = hc
+        .tmpfs
+        .iter()
+        .flatten()
+        .map(|(target, opts)| Ok(json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": tmpfs_options(opts)})))
+        .chain(hc.mounts.iter().flatten().map(mount))
+        .collect::<Result<_, ApiError>>()?;
+    if let Some(list) = spec["mounts"].as_array_mut() {
+        // A user's mount on one of Docker's (e.g. `--tmpfs /dev/shm`) replaces it.
+        let targets: BTreeSet<String> = mounts.iter().filter_map(|m| m["destination"].as_str().map(str::to_string)).collect();
+        list.retain(|m| m["destination"].as_str().is_none_or(|d| !targets.contains(d)));
+        list.extend(mounts);
+    }
+    Ok(())
+}
+
+/// resolv.conf with the container's `--dns`, `--dns-search` and `--dns-option` in place of the
+/// base file's name servers, search domains and options; built as Docker builds it (search,
+/// name servers, options) when any of them is given.
+pub fn resolv_conf(base: &str, hc: &HostConfig) -> String {
+    let dns = hc.dns.as_deref().unwrap_or_default();
+    let search = hc.dns_search.as_deref().unwrap_or_default();
+    let options = hc.dns_options.as_deref().unwrap_or_default();
+    if dns.is_empty() && search.is_empty() && options.is_empty() {
+        return base.to_string();
+    }
+    let words = |key: &str| -> Vec<String> {
+        base.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some(key)).then(|| f.map(str::to_string).collect::<Vec<_>>())
+            })
+            .reduce(|a, b| if key == "search" { b } else { a.into_iter().chain(b).collect() })
+            .unwrap_or_default()
+    };
+    let or_base = |user: &[String], key: &str| if user.is_empty() { words(key) } else { user.to_vec() };
+    let search = or_base(search, "search");
+    let servers = or_base(dns, "nameserver");
+    let options = or_base(options, "options");
+    let mut out = String::new();
+    if !search.is_empty() && search != ["."] {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    for d in servers {
+        out.push_str(&format!("nameserver {d}\n"));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
+/// The defaults Docker fills into a HostConfig at create, for `inspect`.
+pub fn inspect_defaults(hc: &mut serde_json::Map<String, Value>, privileged: bool, cgroupns: &str) {
+    let empty = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+    let masked: Vec<&str> = if privileged { Vec::new() } else { berth_runtime::spec::MASKED_PATHS.to_vec() };
+    let readonly: Vec<&str> = if privileged { Vec::new() } else { berth_runtime::spec::READONLY_PATHS.to_vec() };
+    let defaults: BTreeMap<&str, Value> = [
+        ("IpcMode", json!("private")),
+        ("CgroupnsMode", json!(cgroupns)),
+        ("ShmSize", json!(berth_runtime::spec::DEFAULT_SHM_SIZE)),
+        ("MaskedPaths", json!(masked)),
+        ("ReadonlyPaths", json!(readonly)),
+        ("Runtime", json!("berth")),
+        ("KernelMemory", json!(0)),
+        ("KernelMemoryTCP", json!(0)),
+    ]
+    .into_iter()
+    .collect();
+    for (k, d) in defaults {
+        if empty(hc.get(k)) || (k == "ShmSize" && hc.get(k).and_then(Value::as_i64) == Some(0)) {
+            hc.insert(k.into(), d);
+        }
+    }
+    if let Some(l) = hc.get("LogConfig").filter(|l| empty(l.get("Type"))) {
+        let config = l.get("Config").filter(|c| !c.is_null()).cloned().unwrap_or(json!({}));
+        hc.insert("LogConfig".into(), json!({"Type": "json-file", "Config": config}));
+    }
+    // Docker keeps "unset" as null, not as the CLI's -1 or 0.
+    if hc.get("MemorySwappiness").and_then(Value::as_i64) == Some(-1) {
+        hc.insert("MemorySwappiness".into(), Value::Null);
+    }
+    if hc.get("PidsLimit").and_then(Value::as_i64).is_some_and(|l| l <= 0) {
+        hc.insert("PidsLimit".into(), Value::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hc(v: Value) -> HostConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn refused(v: Value) -> String {
+        check(&ContainerConfig::default(), &hc(v)).err().map(|e| e.message).unwrap_or_default()
+    }
+
+    #[test]
+    fn dockers_limits_are_checked_at_create() {
+        assert!(refused(json!({"Memory": 1024})).contains("Minimum memory limit allowed is 6MB"));
+        assert!(refused(json!({"Memory": 10_000_000, "MemorySwap": 9_000_000})).contains("memoryswap limit should be larger"));
+        assert!(refused(json!({"MemorySwap": 9_000_000})).contains("always set the Memory limit"));
+        assert!(refused(json!({"MemorySwappiness": 101})).contains("swappiness range is 0-100"));
+        assert!(refused(json!({"NanoCpus": 500_000_000, "CpuQuota": 5000})).contains("Conflicting options"));
+        assert!(refused(json!({"NanoCpus": 1_000_000_000_000i64})).contains("Range of CPUs is from 0.01"));
+        assert!(refused(json!({"CpuPeriod": 10})).contains("CPU cfs period"));
+        assert!(refused(json!({"CpusetCpus": "0-9999"})).contains("Requested CPUs are not available"));
+        assert!(refused(json!({"CpusetCpus": "x"})).contains("Invalid value x for cpuset cpus"));
+        assert!(refused(json!({"BlkioWeight": 5})).contains("Range of blkio weight"));
+        assert!(refused(json!({"OomScoreAdj": 1001})).contains("range for oom score adj"));
+        assert!(refused(json!({"DeviceCgroupRules": ["x 1:2 r"]})).contains("invalid device cgroup rule"));
+        assert!(refused(json!({"ExtraHosts": ["nohost"]})).contains("invalid extra host"));
+        assert!(refused(json!({"Tmpfs": {"/a": ""}, "Mounts": [{"Type": "tmpfs", "Target": "/a"}]})).contains("Duplicate mount point"));
+        assert!(refused(json!({"Mounts": [{"Type": "bind", "Source": "/no/such/dir", "Target": "/a"}]})).contains("does not exist"));
+        // What the docker CLI sends by default passes, and so do reasonable limits.
+        let cli = json!({"Memory": 0, "MemorySwappiness": -1, "PidsLimit": 0, "CpuShares": 0, "NanoCpus": 0, "BlkioWeight": 0,
+            "PortBindings": {}, "Links": null, "Devices": [], "DeviceRequests": null, "BlkioWeightDevice": [], "CgroupnsMode": "",
+            "Isolation": "", "UsernsMode": ""});
+        assert_eq!(check(&ContainerConfig::default(), &hc(cli)).unwrap(), Vec::<String>::new());
+        let ok = json!({"Memory": 64 << 20, "MemoryReservation": 32 << 20, "NanoCpus": 500_000_000, "PidsLimit": 20, "CpusetCpus": "0"});
+        assert!(check(&ContainerConfig::default(), &hc(ok)).is_ok());
+        assert_eq!(check(&ContainerConfig::default(), &hc(json!({"KernelMemory": 1 << 30}))).unwrap().len(), 1, "a warning");
+    }
+
+    #[test]
+    fn what_berth_cannot_do_yet_is_refused_not_ignored() {
+        for v in [
+            json!({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}),
+            json!({"PublishAllPorts": true}),
+            json!({"Links": ["a:b"]}),
+            json!({"DeviceRequests": [{"Count": -1}]}),
+            json!({"CpuRealtimeRuntime": 1000}),
+            json!({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}),
+            json!({"RestartPolicy": {"Name": "always"}}),
+            json!({"Init": true}),
+        ] {
+            let e = check(&ContainerConfig::default(), &hc(v.clone())).err().unwrap_or_else(|| panic!("{v} accepted"));
+            assert_eq!(e.kind, Kind::NotImplemented, "{v}: {}", e.message);
+        }
+        let cfg: ContainerConfig = serde_json::from_value(json!({"Healthcheck": {"Test": ["CMD", "true"]}})).unwrap();
+        assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::NotImplemented));
+        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"/data": {}}})).unwrap();
+        assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::NotImplemented));
+        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {}, "Healthcheck": {"Test": ["NONE"]}})).unwrap();
+        assert!(check(&cfg, &HostConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn limits_become_the_specs_resources() {
+        let r = resources(&hc(json!({"Memory": 64 << 20, "NanoCpus": 1_500_000_000, "PidsLimit": 7, "CpuShares": 512})), true);
+        assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": 128 << 20}));
+        assert_eq!(r["cpu"], json!({"shares": 512, "period": 100_000, "quota": 150_000}));
+        assert_eq!(r["pids"], json!({"limit": 7}));
+        let r = resources(&hc(json!({"Memory": 64 << 20, "MemorySwap": -1, "MemorySwappiness": 10, "OomKillDisable": true})), true);
+        assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": -1, "swappiness": 10, "disableOOMKiller": true}));
+        let r = resources(&hc(json!({"Memory": 64 << 20})), false);
+        assert_eq!(r["memory"], json!({"limit": 64 << 20}), "no swap limit without swap accounting");
+        let r = resources(&hc(json!({"CpuPeriod": 50_000, "CpuQuota": 25_000, "CpusetCpus": "0", "BlkioWeight": 300})), true);
+        assert_eq!(r["cpu"], json!({"period": 50_000, "quota": 25_000, "cpus": "0"}));
+        assert_eq!(r["blockIO"], json!({"weight": 300}));
+        assert_eq!(resources(&hc(json!({"MemorySwappiness": -1, "PidsLimit": -1})), true), json!({}));
+    }
+
+    #[test]
+    fn devices_mounts_and_namespaces_land_in_the_spec() {
+        let mut spec = json!({"process": {}, "linux": {"devices": [], "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [{"type": "pid"}], "maskedPaths": ["/proc/kcore"]}, "mounts": [{"destination": "/dev/shm", "type": "tmpfs"}]});
+        let h = hc(json!({
+            "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/mynull", "CgroupPermissions": "rw"}],
+            "DeviceCgroupRules": ["c 42:* rmw"],
+            "OomScoreAdj": 100, "CgroupParent": "/my/parent", "CgroupnsMode": "private", "MaskedPaths": [],
+            "Tmpfs": {"/dev/shm": "size=1m,exec"},
+        }));
+        apply(&mut spec, &h, "abc").unwrap();
+        let l = &spec["linux"];
+        assert_eq!(l["devices"][0]["path"], "/dev/mynull");
+        assert_eq!((l["devices"][0]["major"].as_u64(), l["devices"][0]["minor"].as_u64()), (Some(1), Some(3)));
+        assert_eq!(l["resources"]["devices"][1], json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}));
+        assert_eq!(l["resources"]["devices"][2], json!({"allow": true, "type": "c", "major": 42, "minor": null, "access": "rmw"}));
+        assert_eq!(l["cgroupsPath"], "/my/parent/abc");
+        assert!(l["namespaces"].as_array().unwrap().contains(&json!({"type": "cgroup"})));
+        assert_eq!(l["maskedPaths"], json!([]));
+        assert_eq!(spec["process"]["oomScoreAdj"], 100);
+        assert_eq!(
+            spec["mounts"],
+            json!([{"destination": "/dev/shm", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1m", "exec"]}])
+        );
+        let mut spec = json!({"linux": {}, "mounts": []});
+        assert!(
+            apply(&mut spec, &hc(json!({"Devices": [{"PathOnHost": "/no/such", "PathInContainer": "", "CgroupPermissions": ""}]})), "x")
+                .err()
+                .is_some_and(|e| e.message.contains("error gathering device information"))
+        );
+        assert!(apply(&mut spec, &hc(json!({"CgroupParent": "../escape"})), "x").is_err());
+    }
+
+    #[test]
+    fn dns_settings_replace_the_base_files() {
+        let base = "search example.com\nnameserver 10.0.0.1\noptions ndots:2\n";
+        assert_eq!(resolv_conf(base, &HostConfig::default()), base);
+        let h = hc(json!({"Dns": ["1.1.1.1", "9.9.9.9"], "DnsSearch": ["a.test"], "DnsOptions": ["rotate"]}));
+        assert_eq!(resolv_conf(base, &h), "search a.test\nnameserver 1.1.1.1\nnameserver 9.9.9.9\noptions rotate\n");
+        let h = hc(json!({"Dns": ["1.1.1.1"]}));
+        assert_eq!(resolv_conf(base, &h), "search example.com\nnameserver 1.1.1.1\noptions ndots:2\n");
+        let h = hc(json!({"DnsSearch": ["."]}));
+        assert_eq!(resolv_conf(base, &h), "nameserver 10.0.0.1\noptions ndots:2\n");
+        assert_eq!(extra_host("db:10.1.2.3").unwrap(), "10.1.2.3\tdb");
+        assert_eq!(extra_host("v6=::1").unwrap(), "::1\tv6");
+        assert_eq!(extra_host("gw:host-gateway").err().map(|e| e.kind), Some(Kind::NotImplemented));
+    }
+
+    #[test]
+    fn cpusets_parse_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpuset("0-2,5"), Some([0, 1, 2, 5].into_iter().collect()));
+        assert_eq!(parse_cpuset("3"), Some([3].into_iter().collect()));
+        assert_eq!(parse_cpuset("2-1"), None);
+        assert_eq!(parse_cpuset(""), None);
+        assert_eq!(parse_cpuset("0-4294967295"), None, "bounded");
+    }
+}
