@@ -323,8 +323,13 @@ fn tmpfs_options(opts: &str) -> Vec<String> {
 }
 
 /// Whether the memory controller accounts swap (v1 `memsw` files; on v2 `memory.swap.max` in
-/// any non-root cgroup, so it is looked for in ours).
+/// any non-root cgroup, so it is looked for in ours). Looked up once per daemon.
 fn swap_accounting() -> bool {
+    static ACCOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ACCOUNTED.get_or_init(find_swap_accounting)
+}
+
+fn find_swap_accounting() -> bool {
     Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
         || Path::new("/sys/fs/cgroup/init.scope/memory.swap.max").exists()
         || std::fs::read_to_string("/proc/self/cgroup")
@@ -334,7 +339,7 @@ fn swap_accounting() -> bool {
 }
 
 /// The OCI `linux.resources` for the HostConfig's limits (without device rules).
-fn resources(hc: &HostConfig, swap_accounting: bool) -> Value {
+fn resources(hc: &HostConfig, swap_accounting: impl Fn() -> bool) -> Value {
     let mut r = serde_json::Map::new();
     let mut memory = serde_json::Map::new();
     let limit = hc.memory.unwrap_or(0);
@@ -342,7 +347,7 @@ fn resources(hc: &HostConfig, swap_accounting: bool) -> Value {
         memory.insert("limit".into(), json!(limit));
         // Docker: without --memory-swap, as much swap as memory (when swap is accounted).
         match hc.memory_swap.unwrap_or(0) {
-            0 if swap_accounting => {
+            0 if swap_accounting() => {
                 memory.insert("swap".into(), json!(limit.saturating_mul(2)));
             }
             0 => {}
@@ -487,7 +492,7 @@ fn throttle(t: &ThrottleDevice) -> Result<Value, ApiError> {
 pub fn apply(spec: &mut Value, hc: &HostConfig, id: &str) -> Result<(), ApiError> {
     let privileged = hc.privileged == Some(true);
     let linux = &mut spec["linux"];
-    let res = resources(hc, swap_accounting());
+    let res = resources(hc, swap_accounting);
     if let Value::Object(r) = res {
         for (k, v) in r {
             linux["resources"][k] = v;
@@ -704,18 +709,18 @@ mod tests {
 
     #[test]
     fn limits_become_the_specs_resources() {
-        let r = resources(&hc(json!({"Memory": 64 << 20, "NanoCpus": 1_500_000_000, "PidsLimit": 7, "CpuShares": 512})), true);
+        let r = resources(&hc(json!({"Memory": 64 << 20, "NanoCpus": 1_500_000_000, "PidsLimit": 7, "CpuShares": 512})), || true);
         assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": 128 << 20}));
         assert_eq!(r["cpu"], json!({"shares": 512, "period": 100_000, "quota": 150_000}));
         assert_eq!(r["pids"], json!({"limit": 7}));
-        let r = resources(&hc(json!({"Memory": 64 << 20, "MemorySwap": -1, "MemorySwappiness": 10, "OomKillDisable": true})), true);
+        let r = resources(&hc(json!({"Memory": 64 << 20, "MemorySwap": -1, "MemorySwappiness": 10, "OomKillDisable": true})), || true);
         assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": -1, "swappiness": 10, "disableOOMKiller": true}));
-        let r = resources(&hc(json!({"Memory": 64 << 20})), false);
+        let r = resources(&hc(json!({"Memory": 64 << 20})), || false);
         assert_eq!(r["memory"], json!({"limit": 64 << 20}), "no swap limit without swap accounting");
-        let r = resources(&hc(json!({"CpuPeriod": 50_000, "CpuQuota": 25_000, "CpusetCpus": "0", "BlkioWeight": 300})), true);
+        let r = resources(&hc(json!({"CpuPeriod": 50_000, "CpuQuota": 25_000, "CpusetCpus": "0", "BlkioWeight": 300})), || true);
         assert_eq!(r["cpu"], json!({"period": 50_000, "quota": 25_000, "cpus": "0"}));
         assert_eq!(r["blockIO"], json!({"weight": 300}));
-        assert_eq!(resources(&hc(json!({"MemorySwappiness": -1, "PidsLimit": -1})), true), json!({}));
+        assert_eq!(resources(&hc(json!({"MemorySwappiness": -1, "PidsLimit": -1})), || true), json!({}));
     }
 
     #[test]
