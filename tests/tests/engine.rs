@@ -767,6 +767,9 @@ fn logs_attach_restart_and_an_interactive_terminal() {
     assert_eq!(d.berth(&["logs", "--since", "0s", "talker"]).success().stdout, "", "nothing newer than now");
     let until = d.berth(&["logs", "--until", "1", "talker"]).success();
     assert_eq!(until.stdout, "", "nothing before 1970");
+    assert_eq!(d.berth(&["logs", "--details", "--tail", "1", "talker"]).success().stdout, " last\n", "no attributes: a space");
+    let r = d.berth(&["kill", "talker"]);
+    assert!(r.stderr.contains("Cannot kill container: talker: Container") && r.stderr.contains("is not running"), "{}", r.stderr);
 
     // attach to a running container: stdin in, output out, the container's exit code back.
     d.berth(&["run", "-d", "-i", "--name", "reader", "busybox", "sh", "-c", "read x; echo got $x; exit 6"]).success();

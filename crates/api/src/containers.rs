@@ -244,6 +244,9 @@ pub struct LogsOptions {
     pub since: f64,
     pub until: f64,
     pub timestamps: bool,
+    /// `--details`: each line's attributes before it (berth's json-file records none, so a
+    /// space, as Docker prints for a line without attributes).
+    pub details: bool,
     /// None: all lines.
     pub tail: Option<usize>,
 }
@@ -408,6 +411,7 @@ async fn logs(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bod
         since: unix_time(&q, "since")?,
         until: unix_time(&q, "until")?,
         timestamps: q.bool("timestamps"),
+        details: q.bool("details"),
         tail,
     };
     if !opts.stdout && !opts.stderr {

@@ -244,6 +244,8 @@ struct LogsArgs {
     until: Option<String>,
     #[arg(short = 't', long)]
     timestamps: bool,
+    #[arg(long)]
+    details: bool,
     container: String,
 }
 
@@ -597,7 +599,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Ps(Lazy(PsArgs { all, quiet, size, last, latest, no_trunc, filter, format })) => {
             ps(client, all, quiet, size, last, latest, no_trunc, &filter, format.as_deref())
         }
-        Cmd::Logs(Lazy(LogsArgs { follow, tail, since, until, timestamps, container })) => {
+        Cmd::Logs(Lazy(LogsArgs { follow, tail, since, until, timestamps, details, container })) => {
             let info = client.get(&format!("/containers/{container}/json"))?;
             let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
             let mut q = vec![("stdout", "1".to_string()), ("stderr", "1".to_string())];
@@ -606,6 +608,9 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             }
             if timestamps {
                 q.push(("timestamps", "1".into()));
+            }
+            if details {
+                q.push(("details", "1".into()));
             }
             if let Some(t) = tail {
                 q.push(("tail", t));

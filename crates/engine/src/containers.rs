@@ -995,12 +995,14 @@ impl Containers for Engine {
     }
 
     async fn kill(&self, id: &str, signal: Option<String>) -> Result<(), ApiError> {
-        let ctr = self.lookup(id)?;
         let sig = parse_signal(signal.as_deref().unwrap_or("SIGKILL"))?;
+        // Docker's wording for a kill that cannot be done.
+        let cannot = |e: ApiError| ApiError::new(e.kind, format!("Cannot kill container: {id}: {}", e.message));
+        let ctr = self.lookup(id).map_err(cannot)?;
         if !ctr.rec().state.status.is_live() {
-            return Err(not_running(&ctr.id));
+            return Err(cannot(not_running(&ctr.id)));
         }
-        self.signal(&ctr, sig, false).await?;
+        self.signal(&ctr, sig, false).await.map_err(cannot)?;
         if sig == libc::SIGKILL {
             // Docker returns once a KILL has taken effect.
             self.wait_stopped(&ctr, Some(Duration::from_secs(10))).await;

@@ -50,6 +50,9 @@ impl Filter {
             payload.extend_from_slice(e.time.as_bytes());
             payload.push(b' ');
         }
+        if self.opts.details {
+            payload.push(b' ');
+        }
         payload.extend_from_slice(e.log.as_bytes());
         if self.tty {
             return Ok(Some(Bytes::from(payload)));
@@ -191,6 +194,9 @@ mod tests {
         assert_eq!(&f.render(line).unwrap().unwrap()[..], b"\x02\0\0\0\0\0\0\x03hi\n");
         let f = Filter { tty: true, opts: LogsOptions { stdout: true, stderr: true, timestamps: true, ..Default::default() } };
         assert_eq!(&f.render(line).unwrap().unwrap()[..], b"2026-01-01T00:00:00.5Z hi\n");
+        let f =
+            Filter { tty: true, opts: LogsOptions { stdout: true, stderr: true, timestamps: true, details: true, ..Default::default() } };
+        assert_eq!(&f.render(line).unwrap().unwrap()[..], b"2026-01-01T00:00:00.5Z  hi\n", "no attributes: a space");
         let f = Filter { tty: true, opts: LogsOptions { stdout: true, ..Default::default() } };
         assert_eq!(f.render(line).unwrap(), None);
         let since = crate::record::unix_seconds("2026-01-01T00:00:01Z");
