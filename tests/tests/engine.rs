@@ -356,6 +356,14 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     assert_eq!(header, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], "{ps}");
     assert!(ps.lines().nth(1).is_some_and(|row| row.ends_with(" web") && row.contains(" Up ")), "{ps}");
     assert_eq!(docker(&["ps", "--no-such-flag"]).code, 125, "a usage error");
+    // Docker's management-command names for the same things.
+    assert_eq!(docker(&["container", "ls", "--format", "{{.Names}}"]).success().stdout, "web\n");
+    assert_eq!(docker(&["container", "inspect", "-f", "{{.Name}}", "web"]).success().stdout, "/web\n");
+    assert!(docker(&["container", "inspect", "busybox"]).stderr.contains("No such container: busybox"));
+    assert!(docker(&["image", "ls", "--format", "{{.Repository}}"]).success().stdout.contains("busybox\n"));
+    assert!(docker(&["image", "inspect", "web"]).stderr.contains("No such image: web"));
+    assert_eq!(docker(&["container", "exec", "web", "echo", "in"]).success().stdout, "in\n");
+    assert!(!docker(&["system", "info", "--format", "{{.ServerVersion}}"]).success().stdout.trim().is_empty());
     // pid 1 without a handler never sees TERM; KILL always works.
     assert_eq!(docker(&["kill", "-s", "KILL", "web"]).code, 0);
     assert_eq!(docker(&["wait", "web"]).success().stdout.trim(), "137");

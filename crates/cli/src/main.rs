@@ -148,6 +148,98 @@ enum Cmd {
     Load(Lazy<LoadArgs>),
     Info(Lazy<InfoArgs>),
     Version(Lazy<VersionArgs>),
+    /// Manage containers (`berth container ls`, …: the same commands by Docker's other names).
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Manage berth.
+    #[command(subcommand)]
+    System(SystemCmd),
+}
+
+#[derive(Subcommand)]
+enum ContainerCmd {
+    #[command(disable_help_flag = true)]
+    Run(Lazy<RunArgs>),
+    #[command(disable_help_flag = true)]
+    Create(Lazy<CreateArgs>),
+    Start(Lazy<StartArgs>),
+    Stop(Lazy<StopArgs>),
+    Restart(Lazy<RestartArgs>),
+    Kill(Lazy<KillArgs>),
+    #[command(alias = "remove")]
+    Rm(Lazy<RmArgs>),
+    #[command(aliases = ["list", "ps"])]
+    Ls(Lazy<PsArgs>),
+    Logs(Lazy<LogsArgs>),
+    Attach(Lazy<AttachArgs>),
+    Exec(Lazy<ExecArgs>),
+    Inspect(Lazy<InspectArgs>),
+    Top(Lazy<TopArgs>),
+    Rename(Lazy<RenameArgs>),
+    Wait(Lazy<WaitArgs>),
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    #[command(aliases = ["list"])]
+    Ls(Lazy<ImagesArgs>),
+    #[command(aliases = ["remove", "rmi"])]
+    Rm(Lazy<RmiArgs>),
+    Tag(Lazy<TagArgs>),
+    History(Lazy<HistoryArgs>),
+    Import(Lazy<ImportArgs>),
+    Save(Lazy<SaveArgs>),
+    Load(Lazy<LoadArgs>),
+    Inspect(Lazy<InspectArgs>),
+}
+
+#[derive(Subcommand)]
+enum SystemCmd {
+    Info(Lazy<InfoArgs>),
+}
+
+impl Cmd {
+    /// `container X` and `image X` are `X` (`inspect` limited to that kind of object).
+    fn flatten(self) -> Cmd {
+        let only = |kind: &str, Lazy(mut a): Lazy<InspectArgs>| {
+            a.typ = Some(kind.to_string());
+            Cmd::Inspect(Lazy(a))
+        };
+        match self {
+            Cmd::Container(c) => match c {
+                ContainerCmd::Run(a) => Cmd::Run(a),
+                ContainerCmd::Create(a) => Cmd::Create(a),
+                ContainerCmd::Start(a) => Cmd::Start(a),
+                ContainerCmd::Stop(a) => Cmd::Stop(a),
+                ContainerCmd::Restart(a) => Cmd::Restart(a),
+                ContainerCmd::Kill(a) => Cmd::Kill(a),
+                ContainerCmd::Rm(a) => Cmd::Rm(a),
+                ContainerCmd::Ls(a) => Cmd::Ps(a),
+                ContainerCmd::Logs(a) => Cmd::Logs(a),
+                ContainerCmd::Attach(a) => Cmd::Attach(a),
+                ContainerCmd::Exec(a) => Cmd::Exec(a),
+                ContainerCmd::Inspect(a) => only("container", a),
+                ContainerCmd::Top(a) => Cmd::Top(a),
+                ContainerCmd::Rename(a) => Cmd::Rename(a),
+                ContainerCmd::Wait(a) => Cmd::Wait(a),
+            },
+            Cmd::Image(i) => match i {
+                ImageCmd::Ls(a) => Cmd::Images(a),
+                ImageCmd::Rm(a) => Cmd::Rmi(a),
+                ImageCmd::Tag(a) => Cmd::Tag(a),
+                ImageCmd::History(a) => Cmd::History(a),
+                ImageCmd::Import(a) => Cmd::Import(a),
+                ImageCmd::Save(a) => Cmd::Save(a),
+                ImageCmd::Load(a) => Cmd::Load(a),
+                ImageCmd::Inspect(a) => only("image", a),
+            },
+            Cmd::System(SystemCmd::Info(a)) => Cmd::Info(a),
+            other => other,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -557,6 +649,7 @@ fn start_error(e: anyhow::Error) -> anyhow::Error {
 
 fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
     match cmd {
+        group @ (Cmd::Container(_) | Cmd::Image(_) | Cmd::System(_)) => run(client, group.flatten()),
         Cmd::Run(Lazy(RunArgs { detach, detach_keys, c })) => run_container(client, detach, detach_keys, &c),
         Cmd::Create(Lazy(CreateArgs { c })) => {
             println!("{}", create(client, &c)?);
@@ -1099,16 +1192,18 @@ fn inspect(client: &Client, format: Option<&str>, size: bool, typ: Option<&str>,
     let mut found = Vec::new();
     let mut failed = false;
     for n in names {
-        let c = if typ != Some("image") { client.get(&format!("/containers/{n}/json?size={}", u8::from(size))).ok() } else { None };
-        let v = match c {
-            Some(v) => Some(v),
-            None if typ != Some("container") => client.get(&format!("/images/{n}/json")).ok(),
-            None => None,
+        let container = || client.get(&format!("/containers/{n}/json?size={}", u8::from(size)));
+        let image = || client.get(&format!("/images/{n}/json"));
+        // One kind asked for: the daemon's own error; either kind: Docker's "No such object".
+        let v = match typ {
+            Some("container") => container(),
+            Some("image") => image(),
+            _ => container().or_else(|_| image()).map_err(|_| anyhow::anyhow!("Error: No such object: {n}")),
         };
         match v {
-            Some(v) => found.push(v),
-            None => {
-                eprintln!("Error: No such object: {n}");
+            Ok(v) => found.push(v),
+            Err(e) => {
+                eprintln!("{e}");
                 failed = true;
             }
         }
