@@ -78,3 +78,67 @@ fn sigterm_stops_berthd_and_a_live_socket_is_never_taken_over() {
     assert!(!d.socket().exists());
     assert!(!pid_file.exists());
 }
+
+/// A berthd that is still stopping (here: holding a long poll for up to 2 s after its listener
+/// closed) must leave alone the socket and pid file of a berthd started on the same paths
+/// meanwhile.
+#[test]
+fn a_stopping_berthd_leaves_the_next_ones_socket_and_pid_file_alone() {
+    if !is_root() {
+        return;
+    }
+    let mut a = TestDaemon::start();
+    a.import_busybox();
+    a.berth(&["run", "-d", "--name", "waited", "busybox", "sleep", "100"]).success();
+    let sock = a.socket();
+    let waiter = {
+        let sock = sock.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+            write!(s, "POST /containers/waited/wait HTTP/1.0\r\nHost: berth\r\n\r\n").unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid()), nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "berthd kept answering after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // A's listener is closed, its long poll still open: B takes the socket and the pid file.
+    let other = tempfile::tempdir().unwrap();
+    let pid_file = a.dir.path().join("exec/berthd.pid");
+    let mut b = std::process::Command::new(berth_tests::bin("berthd"))
+        .arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("--pidfile")
+        .arg(&pid_file)
+        .arg("--data-root")
+        .arg(other.path().join("data"))
+        .arg("--exec-root")
+        .arg(other.path().join("exec"))
+        .arg("--config-file")
+        .arg(other.path().join("none.json"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let b_pid = b.id();
+    let serving = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == b_pid.to_string())
+            && std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let a_status = a.stop();
+    let _ = waiter.join();
+    let b_kept = (sock.exists(), std::fs::read_to_string(&pid_file).ok());
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(b_pid as i32), nix::sys::signal::Signal::SIGTERM);
+    let b_status = b.wait().unwrap();
+    assert!(serving, "the second berthd did not start");
+    assert!(a_status.is_some_and(|s| s.success()), "{a_status:?}");
+    assert_eq!(b_kept, (true, Some(b_pid.to_string())), "the stopping berthd removed the new one's socket or pid file");
+    assert!(b_status.success(), "{b_status:?}");
+    assert!(!sock.exists() && !pid_file.exists(), "each removes its own when it stops");
+}

@@ -105,11 +105,22 @@ fn main() -> anyhow::Result<()> {
     for d in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    std::fs::write(&cfg.pidfile, std::process::id().to_string()).with_context(|| format!("writing {}", cfg.pidfile.display()))?;
+    let pid = std::process::id().to_string();
+    std::fs::write(&cfg.pidfile, &pid).with_context(|| format!("writing {}", cfg.pidfile.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(serve(&cfg));
-    let _ = std::fs::remove_file(&cfg.pidfile);
+    // Only our own: a daemon started while this one stopped has written its pid there.
+    if std::fs::read_to_string(&cfg.pidfile).is_ok_and(|p| p.trim() == pid) {
+        let _ = std::fs::remove_file(&cfg.pidfile);
+    }
     result
+}
+
+/// What tells our socket file from one another daemon bound at the same path after us: the
+/// inode alone does not (a file system reuses a freed inode number at once).
+fn file_identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 /// berth-shim lives beside berthd.
@@ -152,8 +163,8 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
             // root and the socket's group only, as dockerd does.
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
             tracing::info!("API listening on {}", path.display());
-            let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path)?);
-            sockets.push((path, ino));
+            let identity = file_identity(&path);
+            sockets.push((path, identity));
             let svc = tower::make::Shared::new(app.clone());
             tasks.push(tokio::spawn(async move { axum::serve(listener, svc).with_graceful_shutdown(shutdown).await }));
         } else if let Some(addr) = host.strip_prefix("tcp://") {
@@ -182,13 +193,15 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         }
     })
     .await;
-    engine.shutdown().await;
-    // Only our own socket: a daemon started after us may have claimed the path already.
-    for (path, ino) in sockets {
-        if std::fs::metadata(&path).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino) {
+    // As soon as nothing is served on them, and only our own: a daemon started after us may
+    // have claimed the path already (ours stopped answering).
+    for (path, identity) in sockets {
+        let answers = std::os::unix::net::UnixStream::connect(&path).is_ok();
+        if identity.is_some() && file_identity(&path) == identity && !answers {
             let _ = std::fs::remove_file(path);
         }
     }
+    engine.shutdown().await;
     Ok(())
 }
 
