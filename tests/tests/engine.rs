@@ -544,10 +544,13 @@ fn run_rm_containers_are_ephemeral_and_restore_removes_what_is_left_of_them() {
     d.berth(&["run", "-d", "--rm", "--name", "ends", "busybox", "sleep", "1"]).success();
     let unstarted = d.berth(&["create", "--rm", "--name", "unstarted", "busybox", "true"]).success().stdout.trim().to_string();
     let torn = d.berth(&["create", "--rm", "--name", "torn", "busybox", "true"]).success().stdout.trim().to_string();
+    let lost = d.berth(&["create", "--name", "lost", "busybox", "true"]).success().stdout.trim().to_string();
     d.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     // What a crash of the machine can leave of a record written without fsync: an empty file.
     std::fs::write(d.dir.path().join("data/containers").join(&torn).join("container.json"), "").unwrap();
+    // A crash between a create's durable layer and its durable record: a layer nothing names.
+    std::fs::remove_dir_all(d.dir.path().join("data/containers").join(&lost)).unwrap();
     d.launch();
     let ps = d.berth(&["ps", "-a", "--format", "{{.Names}}"]).success().stdout;
     assert!(ps.contains("eph"), "a running --rm container is adopted: {ps}");

@@ -369,9 +369,12 @@ impl Engine {
                 containers::delete_tree(&e.path());
             }
         }
-        // The ephemeral layer of a `run --rm` container whose record a crash of the machine lost.
+        // The writable layer of a container whose record a crash lost: of a `run --rm` one (not
+        // fsynced), or of any other (made durable just before its record was). Container layers
+        // are keyed by the container's ID; layers being unpacked are not.
         for info in self.images.snapshots.walk().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))? {
-            if info.ephemeral && !known.contains(&info.key) {
+            let container_layer = info.ephemeral || (info.key.len() == 64 && info.key.bytes().all(|b| b.is_ascii_hexdigit()));
+            if info.kind == berth_store::snapshot::Kind::Active && container_layer && !known.contains(&info.key) {
                 tracing::info!("removing the layer of a container that no longer exists: {}", info.key);
                 let _ = self.images.snapshots.remove(&info.key);
             }
