@@ -2,7 +2,8 @@
 """The engine path, side by side: `run --rm`, `exec`, 100 × `run -d`, `ps`, `rm`, and memory per
 running container, for berth (its CLI and the docker CLI against berthd), Docker (a peer dockerd,
 when DOCKER_PEER or /run/peer-docker/docker.sock is there) and `crun run` of a bundle.
-Interleaved rounds, medians. Needs root and release binaries (bench/run.sh builds them).
+Interleaved rounds, medians; the 100 × `run -d` alternate between berth and Docker in blocks of 10
+with a pause between blocks. Needs root and release binaries (bench/run.sh builds them).
 """
 import os
 import shutil
@@ -13,9 +14,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+BIN = os.path.join(ROOT, "target", "dist")  # scripts/build-release.sh
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
 N_DETACHED = int(os.environ.get("N_DETACHED", "100"))
+BLOCK = int(os.environ.get("BLOCK", "10"))
+SETTLE = float(os.environ.get("SETTLE", "1.0"))
 PEER = os.environ.get("DOCKER_PEER", "unix:///run/peer-docker/docker.sock")
 WRAP = ["unshare", "-m", "--propagation", "private", "sh", "-c", 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"', "sh"]
 
@@ -190,13 +193,23 @@ def main():
         if peer:
             sh([docker, "rm", "-f", "ex"], env=penv)
 
-        # N detached containers
+        # N detached containers, alternating berth and Docker in blocks of BLOCK, so a spell of
+        # this machine weighs on both alike; a pause after each block lets the engine just
+        # measured finish its background work (dockerd's and containerd's go on well after
+        # `docker run -d` returns) before the other one is timed.
         before = rss_kib(daemon.pid)
-        t = time.perf_counter()
-        for i in range(N_DETACHED):
-            sh([berth, "run", "-d", "--network", "none", "busybox", "sleep", "3600"], env=benv)
-        berth_start = time.perf_counter() - t
-        shims = pids_of("berth-shim")
+        detached = [berth, "run", "-d", "--network", "none", "busybox", "sleep", "3600"]
+        bt, dt = [], []
+        for i in range(0, N_DETACHED, BLOCK):
+            for _ in range(min(BLOCK, N_DETACHED - i)):
+                bt.append(timed(detached, env=benv))
+            time.sleep(SETTLE)
+            if peer:
+                for _ in range(min(BLOCK, N_DETACHED - i)):
+                    dt.append(timed([docker] + detached[1:], env=penv))
+                time.sleep(SETTLE)
+        berth_start = sum(bt)
+        shims = shims_of(work)
         shim_pss = pss_kib(shims)
         shim_rss = sum(rss_kib(p) for p in shims)
         after = rss_kib(daemon.pid)
@@ -210,19 +223,17 @@ def main():
         print(f"- berth-shim: {len(shims)} processes, {shim_pss/n/1024:.3f} MiB PSS and {shim_rss/n/1024:.2f} MiB RSS each")
         print(f"- berthd: {idle_rss/1024:.1f} MiB RSS idle at start, {before/1024:.1f} MiB before the {N_DETACHED}, {after/1024:.1f} MiB with them running")
         print(f"- per container (shim PSS + berthd growth / N): {(shim_pss + max(after - before, 0))/n/1024:.3f} MiB")
-        print(f"\n## {N_DETACHED} × run -d busybox sleep 3600\n")
-        print("| engine | start all | ps (median) | rm -f all |")
-        print("|---|---|---|---|")
-        print(f"| berth | {berth_start:.2f} s | {med(ps)*1000:.1f} ms | {berth_rm:.2f} s |", flush=True)
+        print(f"\n## {N_DETACHED} × run -d busybox sleep 3600 (blocks of {BLOCK}, interleaved with Docker's)\n")
+        print("| engine | start all | median run -d | ps (median) | rm -f all |")
+        print("|---|---|---|---|---|")
+        print(f"| berth | {berth_start:.2f} s | {med(bt)*1000:.1f} ms | {med(ps)*1000:.1f} ms | {berth_rm:.2f} s |", flush=True)
         if peer:
-            t = time.perf_counter()
-            for i in range(N_DETACHED):
-                sh([docker, "run", "-d", "--network", "none", "busybox", "sleep", "3600"], env=penv)
-            docker_start = time.perf_counter() - t
+            docker_start = sum(dt)
             dshims = pids_of("containerd-shim") + pids_of("containerd-shim-runc-v2")
             dshim_pss = pss_kib(dshims)
             dps = [timed([docker, "ps"], env=penv) for _ in range(5)]
-            print(f"\nDocker: start all {docker_start:.2f} s, ps {med(dps)*1000:.1f} ms; berth / Docker start: {berth_start/docker_start:.3f}", flush=True)
+            print(f"\nDocker: start all {docker_start:.2f} s (median {med(dt)*1000:.1f} ms), ps {med(dps)*1000:.1f} ms; "
+                  f"berth / Docker start: {berth_start/docker_start:.3f}", flush=True)
             if dshims:
                 print(f"containerd shims: {len(dshims)}, {dshim_pss/len(dshims)/1024:.2f} MiB PSS each", flush=True)
             dids = sh([docker, "ps", "-q"], env=penv).stdout.decode().split()

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-cargo build --release --quiet -p berth-runc -p berthd -p berth-shim -p berth
+scripts/build-release.sh
 cargo build --release --quiet -p berth-store --examples
 python3 bench/cgroup_join.py
 echo

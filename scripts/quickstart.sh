@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
-cargo build --release --quiet -p berthd -p berth-shim -p berth -p berth-runc
-BIN="$PWD/target/release"
+scripts/build-release.sh
+BIN="$PWD/target/dist"
 WORK="$(mktemp -d /tmp/berth-quickstart.XXXXXX)"
 export DOCKER_HOST="unix://$WORK/berth.sock"
 berth() { "$BIN/berth" "$@"; }
