@@ -349,6 +349,8 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     assert!(top.contains("sleep 100"), "{top}");
     let ps = docker(&["ps", "--format", "{{.Names}} {{.Status}}"]).success().stdout;
     assert!(ps.starts_with("web Up"), "{ps}");
+    let ps = docker(&["ps", "--no-trunc", "--format", "{{.Command}}"]).success().stdout;
+    assert_eq!(ps, "\"sh -c 'echo ready; exec sleep 100'\"\n", "arguments with spaces quoted, as Docker lists them");
     let ps = docker(&["ps", "--format", "{{.Labels}}|{{.Image}}|{{.State}}"]).success().stdout;
     assert_eq!(ps, "a=b,tier=front|busybox|running\n");
     let ps = docker(&["ps"]).success().stdout;

@@ -211,8 +211,18 @@ fn status_text(s: &RunState) -> String {
     }
 }
 
+/// `ps`'s COMMAND as Docker builds it: arguments holding a space in single quotes.
 fn command_line(rec: &Record) -> String {
-    std::iter::once(rec.path.as_str()).chain(rec.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+    let mut out = rec.path.clone();
+    for a in &rec.args {
+        out.push(' ');
+        if a.contains(' ') {
+            out.push_str(&format!("'{a}'"));
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
 }
 
 impl Engine {
