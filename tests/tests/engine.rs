@@ -343,6 +343,8 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     assert_eq!(docker(&["exec", "web", "cat", "/proc/1/cmdline"]).success().stdout, "sleep\x00100\x00");
     assert_eq!(docker(&["exec", "-t", "web", "tty"]).success().stdout, "/dev/pts/0\r\n");
     assert_eq!(docker(&["exec", "web", "nosuch"]).code, 127);
+    // An exec's user brings its own HOME (the container's was root's).
+    assert_eq!(docker(&["exec", "-u", "nobody", "web", "sh", "-c", "echo $HOME"]).success().stdout, "/nonexistent\n");
     docker(&["exec", "-d", "web", "touch", "/made-by-detached-exec"]).success();
     wait_until("the detached exec", || docker(&["exec", "web", "ls", "/made-by-detached-exec"]).code == 0);
     let top = docker(&["top", "web"]).success().stdout;

@@ -135,6 +135,15 @@ impl Engine {
             let rec = ctr.rec();
             let user = spec::resolve_user(&rootfs, u, rec.host_config.group_add.as_deref().unwrap_or(&[]))?;
             process["user"] = json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+            // HOME is the exec user's, as the runtime gives Docker's processes, unless the
+            // container's config or the exec set it.
+            let set_by = |env: &Option<Vec<String>>| env.iter().flatten().any(|e| e.starts_with("HOME="));
+            if !set_by(&rec.config.env) && !set_by(&c.env) {
+                let mut env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap_or_default();
+                env.retain(|e| !e.starts_with("HOME="));
+                env.push(format!("HOME={}", user.home));
+                process["env"] = json!(env);
+            }
         }
         if c.privileged == Some(true) {
             let caps = spec::capabilities(true, &[], &[])?;
