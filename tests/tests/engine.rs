@@ -355,6 +355,13 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
     assert_eq!(ps, "\"sh -c 'echo ready; exec sleep 100'\"\n", "arguments with spaces quoted, as Docker lists them");
     let ps = docker(&["ps", "--format", "{{.Labels}}|{{.Image}}|{{.State}}"]).success().stdout;
     assert_eq!(ps, "a=b,tier=front|busybox|running\n");
+    // Docker's filters: names are regular expressions; the network and volume filters.
+    let names = |f: &str| docker(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"]).success().stdout;
+    assert_eq!(names("name=^we.$"), "web\n");
+    assert_eq!(names("name=^eb"), "");
+    assert_eq!(names("network=bridge"), "web\nprobe\n", "the default network is Docker's bridge");
+    assert_eq!(names("network=none"), "");
+    assert_eq!(names("health=none"), "web\nprobe\n");
     let ps = docker(&["ps"]).success().stdout;
     let header: Vec<&str> = ps.lines().next().unwrap_or("").split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
     assert_eq!(header, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], "{ps}");

@@ -912,17 +912,39 @@ pub fn parse_size(s: &str) -> Result<u64, ApiError> {
     berth_format::parse_size(s).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))
 }
 
-fn matches_filters(rec: &Record, f: &berth_api::params::Filters) -> bool {
+/// The container list's filters (Docker's names). `names` are the compiled `name=` patterns.
+fn matches_filters(rec: &Record, f: &berth_api::params::Filters, names: &[Option<regex::Regex>]) -> bool {
     let any = |k: &str, pred: &dyn Fn(&str) -> bool| {
         let v = f.get(k);
         v.is_empty() || v.iter().any(|x| pred(x))
     };
+    let hc = &rec.host_config;
+    // The network a container is on, by its mode (the default one is Docker's `bridge`).
+    let network = match hc.network_mode.as_deref().unwrap_or("") {
+        "" | "default" => "bridge",
+        n => n,
+    };
+    let mounts: Vec<&str> = hc
+        .binds
+        .iter()
+        .flatten()
+        .flat_map(|b| b.split(':').take(2))
+        .chain(hc.mounts.iter().flatten().flat_map(|m| [m.source.as_deref(), m.target.as_deref()].into_iter().flatten()))
+        .chain(hc.tmpfs.iter().flatten().map(|(t, _)| t.as_str()))
+        .collect();
+    let exposed = rec.config.extra.get("ExposedPorts").and_then(Value::as_object);
     any("id", &|x| rec.id.starts_with(x))
-        && any("name", &|x| {
-            let x = x.strip_prefix('/').unwrap_or(x);
-            rec.name.contains(x)
-        })
+        // Docker's name filter is a regular expression, matched with or without the slash.
+        && (names.is_empty() || names.iter().flatten().any(|r| r.is_match(&rec.name) || r.is_match(&format!("/{}", rec.name))))
         && any("status", &|x| rec.state.status.as_str() == x)
+        && any("network", &|x| x == network)
+        && any("volume", &|x| mounts.contains(&x))
+        && any("expose", &|x| exposed.is_some_and(|e| e.contains_key(x) || e.contains_key(&format!("{x}/tcp"))))
+        // No healthchecks, published ports or swarm tasks yet; every container is `default`.
+        && any("health", &|x| x == "none")
+        && any("publish", &|_| false)
+        && any("is-task", &|x| x == "false")
+        && any("isolation", &|x| x == "default")
         && any("exited", &|x| rec.state.status == Status::Exited && x.parse::<i32>().is_ok_and(|c| c == rec.state.exit_code))
         && any("ancestor", &|x| {
             rec.image_name == x
@@ -952,7 +974,25 @@ impl Containers for Engine {
     }
 
     async fn list(&self, opts: ListOptions) -> Result<Vec<Value>, ApiError> {
-        opts.filters.only(&["id", "name", "label", "status", "ancestor", "exited", "before", "since"])?;
+        opts.filters.only(&[
+            "id",
+            "name",
+            "label",
+            "status",
+            "ancestor",
+            "exited",
+            "before",
+            "since",
+            "network",
+            "volume",
+            "expose",
+            "publish",
+            "health",
+            "is-task",
+            "isolation",
+        ])?;
+        // A pattern that does not compile matches nothing, as in Docker.
+        let names: Vec<Option<regex::Regex>> = opts.filters.get("name").iter().map(|n| regex::Regex::new(n).ok()).collect();
         for s in opts.filters.get("status") {
             if !["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&s.as_str()) {
                 return Err(ApiError::new(Kind::InvalidArgument, format!("invalid filter 'status={s}'")));
@@ -974,7 +1014,7 @@ impl Containers for Engine {
             if before.iter().any(|t| rec.created >= *t) || since.iter().any(|t| rec.created <= *t) {
                 continue;
             }
-            if !matches_filters(&rec, &opts.filters) {
+            if !matches_filters(&rec, &opts.filters, &names) {
                 continue;
             }
             out.push(self.summary_json(&rec, opts.size));
