@@ -627,6 +627,9 @@ fn images_over_the_api() {
     d.berth(&["tag", "busybox", "example.com/me/box:v1"]).success();
     let id = d.berth(&["inspect", "--format", "{{.Id}}", "busybox"]).success().stdout;
     assert_eq!(d.berth(&["inspect", "--format", "{{.Id}}", "example.com/me/box:v1"]).success().stdout, id);
+    // Listed by a reference, an image shows the names that match it only.
+    let r = d.berth(&["images", "example.com/me/box", "--format", "{{.Repository}}:{{.Tag}}"]).success();
+    assert_eq!(r.stdout, "example.com/me/box:v1\n");
     assert!(d.berth(&["history", "busybox"]).success().stdout.contains("IMAGE"));
     // Docker's sizes: the unpacked content (files, and symlinks' targets), not the tar's length.
     let mut content = 0;

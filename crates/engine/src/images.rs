@@ -88,8 +88,19 @@ fn filter_images(
             bounds.push((created_of(&id), cmp));
         }
     }
+    let patterns = f.get("reference");
     Ok(list
         .into_iter()
+        // With reference patterns, an image is listed under the names that match only, as in Docker.
+        .map(|(img, refs)| {
+            let refs = if patterns.is_empty() {
+                refs
+            } else {
+                let matching: Vec<Reference> = refs.iter().filter(|r| patterns.iter().any(|p| reference_matches(p, r))).cloned().collect();
+                if matching.is_empty() { refs } else { matching }
+            };
+            (img, refs)
+        })
         .filter(|(img, refs)| {
             let dangling = refs.is_empty();
             let d_ok = f.get("dangling").iter().all(|v| (v == "true" || v == "1") == dangling);
