@@ -18,6 +18,12 @@ fn ping_version_and_info_answer_on_the_socket() {
     assert_eq!(status, 200);
     let info: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["DockerRootDir"], d.dir.path().join("data").display().to_string());
+    // The fields of v1.41's SystemInfo that clients and `docker info` read.
+    assert_eq!(info["Swarm"]["LocalNodeState"], "inactive");
+    assert_eq!(info["LiveRestoreEnabled"], true, "containers outlive berthd");
+    assert!(info["MemoryLimit"].is_boolean() && info["PidsLimit"].is_boolean() && info["IPv4Forwarding"].is_boolean());
+    assert!(info["NFd"].as_u64().is_some_and(|n| n > 0) && info["SystemTime"].as_str().is_some_and(|t| t.starts_with("20")));
+    assert_eq!(info["RegistryConfig"]["IndexConfigs"]["docker.io"]["Official"], true);
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.socket()).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o660, "the socket is root's and its group's only");
 }

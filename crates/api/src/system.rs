@@ -78,6 +78,49 @@ pub struct Info {
     pub logging_driver: String,
     pub labels: Vec<String>,
     pub warnings: Vec<String>,
+    pub driver_status: Vec<[String; 2]>,
+    pub plugins: serde_json::Value,
+    pub memory_limit: bool,
+    pub swap_limit: bool,
+    pub kernel_memory: bool,
+    #[serde(rename = "KernelMemoryTCP")]
+    pub kernel_memory_tcp: bool,
+    pub cpu_cfs_period: bool,
+    pub cpu_cfs_quota: bool,
+    #[serde(rename = "CPUShares")]
+    pub cpu_shares: bool,
+    #[serde(rename = "CPUSet")]
+    pub cpu_set: bool,
+    pub pids_limit: bool,
+    pub oom_kill_disable: bool,
+    #[serde(rename = "IPv4Forwarding")]
+    pub ipv4_forwarding: bool,
+    pub bridge_nf_iptables: bool,
+    pub bridge_nf_ip6tables: bool,
+    pub debug: bool,
+    #[serde(rename = "NFd")]
+    pub nfd: u64,
+    /// Docker reports its goroutines; berth, its threads.
+    #[serde(rename = "NGoroutines")]
+    pub ngoroutines: u64,
+    pub system_time: String,
+    pub n_events_listener: u64,
+    #[serde(rename = "OSVersion")]
+    pub os_version: String,
+    pub index_server_address: String,
+    pub registry_config: serde_json::Value,
+    pub generic_resources: serde_json::Value,
+    pub http_proxy: String,
+    pub https_proxy: String,
+    pub no_proxy: String,
+    pub experimental_build: bool,
+    pub swarm: serde_json::Value,
+    pub live_restore_enabled: bool,
+    pub isolation: String,
+    pub init_binary: String,
+    pub containerd_commit: serde_json::Value,
+    pub runc_commit: serde_json::Value,
+    pub init_commit: serde_json::Value,
 }
 
 /// What the system endpoints need from the engine.

@@ -19,11 +19,59 @@ fn mem_total() -> u64 {
         .unwrap_or(0)
 }
 
-fn os_name() -> String {
+fn os_release(key: &str) -> Option<String> {
     std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
-        .unwrap_or_else(|| "Linux".into())
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|l| l.strip_prefix('=')).map(|v| v.trim_matches('"').to_string()))
+}
+
+fn os_name() -> String {
+    os_release("PRETTY_NAME").unwrap_or_else(|| "Linux".into())
+}
+
+fn sysctl_on(path: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1")
+}
+
+/// Docker's name for the file system under the data root.
+fn backing_fs(path: &std::path::Path) -> String {
+    use nix::sys::statfs::*;
+    match statfs(path).map(|s| s.filesystem_type()) {
+        Ok(EXT4_SUPER_MAGIC) => "extfs".into(),
+        Ok(XFS_SUPER_MAGIC) => "xfs".into(),
+        Ok(BTRFS_SUPER_MAGIC) => "btrfs".into(),
+        Ok(TMPFS_MAGIC) => "tmpfs".into(),
+        Ok(OVERLAYFS_SUPER_MAGIC) => "overlayfs".into(),
+        Ok(t) => format!("{:#x}", t.0),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// What the cgroup controllers can limit here: (memory, swap, cfs period, cfs quota, shares,
+/// cpuset, pids, OOM-killer disable).
+fn cgroup_features(v2: bool) -> [bool; 8] {
+    let has = |p: &str| std::path::Path::new(p).exists();
+    if v2 {
+        let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+        let c = |n: &str| controllers.split_whitespace().any(|x| x == n);
+        [c("memory"), c("memory"), c("cpu"), c("cpu"), c("cpu"), c("cpuset"), c("pids"), false]
+    } else {
+        [
+            has("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+            has("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+            has("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+            has("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+            has("/sys/fs/cgroup/cpu/cpu.shares"),
+            has("/sys/fs/cgroup/cpuset/cpuset.cpus"),
+            has("/sys/fs/cgroup/pids/pids.max") || has("/sys/fs/cgroup/pids"),
+            has("/sys/fs/cgroup/memory/memory.oom_control"),
+        ]
+    }
+}
+
+fn count_dir(path: &str) -> u64 {
+    std::fs::read_dir(path).map(|d| d.count() as u64).unwrap_or(0)
 }
 
 impl System for Engine {
@@ -33,7 +81,10 @@ impl System for Engine {
 
     fn info(&self) -> Result<Info, ApiError> {
         let v = berth_api::system::base_version(&kernel());
-        let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { "2" } else { "1" };
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let cgroup_version = if v2 { "2" } else { "1" };
+        let [memory, swap, cfs_period, cfs_quota, shares, cpuset, pids, oom_kill_disable] = cgroup_features(v2);
+        let none = serde_json::json!({"ID": "", "Expected": ""});
         let recs: Vec<_> = self.all().iter().map(|c| c.rec()).collect();
         let count = |s: crate::Status| recs.iter().filter(|r| r.state.status == s).count() as u64;
         Ok(Info {
@@ -59,6 +110,47 @@ impl System for Engine {
             runtimes: serde_json::json!({"berth": {"path": "berth-runtime"}}),
             security_options: vec!["name=seccomp,profile=builtin".into()],
             logging_driver: "json-file".into(),
+            driver_status: vec![["Backing Filesystem".into(), backing_fs(&self.cfg.data_root)]],
+            // Volumes and the bridge driver come with their issues.
+            plugins: serde_json::json!({"Volume": [], "Network": ["host", "null"], "Authorization": null, "Log": ["json-file"]}),
+            memory_limit: memory,
+            swap_limit: swap,
+            kernel_memory: false,
+            kernel_memory_tcp: false,
+            cpu_cfs_period: cfs_period,
+            cpu_cfs_quota: cfs_quota,
+            cpu_shares: shares,
+            cpu_set: cpuset,
+            pids_limit: pids,
+            oom_kill_disable,
+            ipv4_forwarding: sysctl_on("/proc/sys/net/ipv4/ip_forward"),
+            bridge_nf_iptables: sysctl_on("/proc/sys/net/bridge/bridge-nf-call-iptables"),
+            bridge_nf_ip6tables: sysctl_on("/proc/sys/net/bridge/bridge-nf-call-ip6tables"),
+            debug: tracing::enabled!(tracing::Level::DEBUG),
+            nfd: count_dir("/proc/self/fd"),
+            ngoroutines: count_dir("/proc/self/task"),
+            system_time: crate::record::now(),
+            n_events_listener: 0,
+            os_version: os_release("VERSION_ID").unwrap_or_default(),
+            index_server_address: "https://index.docker.io/v1/".into(),
+            registry_config: serde_json::json!({
+                "AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
+                "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": [],
+                "IndexConfigs": {"docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": true, "Official": true}},
+            }),
+            generic_resources: serde_json::Value::Null,
+            http_proxy: std::env::var("HTTP_PROXY").or_else(|_| std::env::var("http_proxy")).unwrap_or_default(),
+            https_proxy: std::env::var("HTTPS_PROXY").or_else(|_| std::env::var("https_proxy")).unwrap_or_default(),
+            no_proxy: std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).unwrap_or_default(),
+            experimental_build: false,
+            swarm: serde_json::json!({"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null}),
+            // Containers outlive berthd and are adopted again: Docker's live restore, always on.
+            live_restore_enabled: true,
+            isolation: String::new(),
+            init_binary: String::new(),
+            containerd_commit: none.clone(),
+            runc_commit: none.clone(),
+            init_commit: none,
             ..Default::default()
         })
     }
