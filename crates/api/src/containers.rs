@@ -525,7 +525,7 @@ mod tests {
     fn create_bodies_take_strings_lists_nulls_and_unknown_fields() {
         let b: CreateBody = serde_json::from_str(
             r#"{"Image":"busybox","Cmd":"echo hi","Entrypoint":null,"Env":null,"Tty":false,"ExposedPorts":{"80/tcp":{}},
-                "HostConfig":{"AutoRemove":true,"NetworkMode":"none","Ulimits":[{"Name":"nofile","Soft":10,"Hard":20}],"Memory":0}}"#,
+                "HostConfig":{"AutoRemove":true,"NetworkMode":"none","Ulimits":[{"Name":"nofile","Soft":10,"Hard":20}],"Memory":0,"Isolation":""}}"#,
         )
         .unwrap();
         assert_eq!(b.config.cmd, Some(StrSlice::One("echo hi".into())));
@@ -534,7 +534,12 @@ mod tests {
         let hc = b.host_config.unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.ulimits.unwrap()[0].hard, 20);
-        assert!(hc.extra.contains_key("Memory"));
+        assert_eq!(hc.memory, Some(0));
+        assert!(hc.extra.contains_key("Isolation"), "unknown fields are kept");
         assert!(serde_json::from_str::<CreateBody>(r#"{"Image":"busybox","Tty":"yes"}"#).is_err());
+        assert!(
+            serde_json::from_str::<CreateBody>(r#"{"Image":"busybox","HostConfig":{"Memory":"lots"}}"#).is_err(),
+            "wrong types are refused"
+        );
     }
 }
