@@ -389,20 +389,30 @@ impl ImageStore {
 
     /// An image by reference (`busybox`, `busybox:1`), full ID (`sha256:…` or 64 hex) or a
     /// unique ID prefix.
+    /// Docker's lookup order: a full ID, then a name (`cafe` is the image named so, whatever
+    /// IDs start with those letters), then a unique ID prefix.
     pub fn resolve(&self, name: &str) -> Result<Digest> {
         let db = self.load()?;
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
-        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        let is_hex = !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let by_prefix = || -> Result<Digest> {
             let matches: Vec<&ImageRecord> = db.images.values().filter(|i| i.id.hex().starts_with(hex)).collect();
             match matches.len() {
-                1 => return Ok(matches[0].id.clone()),
-                n if n > 1 => return Err(ImagesError::Ambiguous(name.to_string())),
-                _ if hex.len() == 64 => return Err(ImagesError::NotFound(name.to_string())),
-                _ => {} // maybe a name made of hex letters, like "cafe"
+                1 => Ok(matches[0].id.clone()),
+                0 => Err(ImagesError::NotFound(name.to_string())),
+                _ => Err(ImagesError::Ambiguous(name.to_string())),
             }
+        };
+        if is_hex && (hex.len() == 64 || name.starts_with("sha256:")) {
+            return by_prefix();
         }
-        let r = Reference::parse(name)?;
-        db.refs.get(&r.to_string()).cloned().ok_or_else(|| ImagesError::NotFound(name.to_string()))
+        let named = Reference::parse(name).map(|r| db.refs.get(&r.to_string()).cloned());
+        match named {
+            Ok(Some(id)) => Ok(id),
+            _ if is_hex => by_prefix(),
+            Ok(None) => Err(ImagesError::NotFound(name.to_string())),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn get(&self, id: &Digest) -> Result<ImageRecord> {
@@ -539,12 +549,19 @@ mod tests {
         assert_ne!(a, b, "configs differ by creation time");
         assert_eq!(s.snapshots.walk().unwrap().len(), 1, "one snapshot for the shared layer");
         s.tag("a", &Reference::parse("a:v2").unwrap()).unwrap();
+        // A name wins over an ID prefix made of the same letters, as in Docker.
+        let hex_named = s.import(&rootfs_tar("hex")[..], None, "").unwrap();
+        let prefix = &b.hex()[..2];
+        s.tag(&hex_named.to_string(), &Reference::parse(prefix).unwrap()).unwrap();
+        assert_eq!(s.resolve(prefix).unwrap(), hex_named);
+        assert_eq!(s.resolve(&b.hex()[..12]).unwrap(), b);
+        s.remove(&hex_named).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.list().unwrap().iter().find(|(i, _)| i.id == a).unwrap().1.len(), 2);
         assert_eq!(s.untag(&Reference::parse("a:v2").unwrap()).unwrap(), a);
 
         s.remove(&a).unwrap();
         assert_eq!(s.snapshots.walk().unwrap().len(), 1, "b still uses the layer");
-        assert!(matches!(s.resolve("a"), Err(ImagesError::NotFound(_))));
+        assert!(matches!(s.resolve("a:latest"), Err(ImagesError::NotFound(_))));
         s.remove(&b).unwrap();
         assert!(s.snapshots.walk().unwrap().is_empty());
         assert!(s.content.list().unwrap().is_empty(), "configs, manifests and layers are gone");
