@@ -467,6 +467,70 @@ fn resource_limits_devices_dns_and_mounts_reach_the_container() {
     d.berth(&["rm", "oom"]).success();
 }
 
+/// A terminal is detached from (ctrl-p ctrl-q) and attached to again, more than once, with the
+/// berth and docker CLIs: input still reaches the shell after a detach, `attach` reports the
+/// detach as the docker CLI does (exit 1), `start -ai` detaches silently, and an exit ends the
+/// session with the container's code.
+#[test]
+fn terminals_detach_and_attach_again() {
+    let Some(d) = daemon() else { return };
+    let script = r##"
+import os, pty, sys, time, select
+tool = sys.argv[1]
+def session(args, inputs, expect):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(tool, [tool] + args)
+    buf = b""
+    def read_until(token, limit=10):
+        nonlocal buf
+        end = time.time() + limit
+        while token not in buf and time.time() < end:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                try:
+                    buf += os.read(fd, 4096)
+                except OSError:
+                    break
+    read_until(b"#", 1)
+    for i in inputs:
+        os.write(fd, i)
+        time.sleep(0.2)
+    read_until(expect)
+    # A session that does not end is a failure to report, not a test that hangs.
+    end = time.time() + 10
+    while time.time() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            read_until(b"\0", 0.2)
+            return os.waitstatus_to_exitcode(status), buf
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return "hung", buf
+code, _ = session(["run", "-it", "--name", "term", "busybox", "sh"], [b"\x10\x11"], b"\0")
+print("run", code)
+code, out = session(["attach", "term"], [b"echo $((2*3))x\r", b"\x10\x11"], b"read escape sequence")
+print("attach", code, b"6x" in out, b"read escape sequence" in out)
+code, out = session(["attach", "term"], [b"echo $((3*3))y\r", b"exit 7\r"], b"\0")
+print("again", code, b"9y" in out)
+os.system(tool + " create -it --name term2 busybox sh >/dev/null")
+code, out = session(["start", "-ai", "term2"], [b"\x10\x11"], b"\0")
+print("start", code, b"escape" in out)
+"##;
+    for tool in clis() {
+        let path = if tool == "docker" { "docker".to_string() } else { berth_tests::bin("berth").to_string_lossy().into_owned() };
+        let r = berth_tests::run_command(
+            std::process::Command::new("python3")
+                .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+                .args(["-c", script, &path]),
+        );
+        assert_eq!(r.stdout, "run 0\nattach 1 True True\nagain 7 True\nstart 0 False\n", "{tool}: {}", r.stderr);
+        assert_eq!(d.berth(&["inspect", "-f", "{{.State.Running}}", "term2"]).success().stdout, "true\n", "{tool}");
+        d.berth(&["rm", "-f", "term", "term2"]).success();
+    }
+}
+
 #[test]
 fn containers_survive_kill_9_of_berthd_and_are_adopted() {
     let Some(mut d) = daemon() else { return };
@@ -834,8 +898,17 @@ os.write(fd, b"echo $((6*7)); stty size\r")
 out = read_until(b"42")
 assert b"42" in out, out
 os.write(fd, b"\x10\x11")
-_, status = os.waitpid(pid, 0)
-print("detached", os.waitstatus_to_exitcode(status))
+end, status = time.time() + 10, None
+while status is None and time.time() < end:
+    done, st = os.waitpid(pid, os.WNOHANG)
+    status = st if done else None
+    time.sleep(0.05)
+if status is None:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("hung")
+else:
+    print("detached", os.waitstatus_to_exitcode(status))
 "##;
     let r = berth_tests::run_command(
         std::process::Command::new("python3").env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args([

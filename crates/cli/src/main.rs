@@ -264,6 +264,8 @@ struct StartArgs {
     attach: bool,
     #[arg(short = 'i', long)]
     interactive: bool,
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -655,16 +657,19 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             println!("{}", create(client, &c)?);
             Ok(0)
         }
-        Cmd::Start(Lazy(StartArgs { attach, interactive, containers })) => {
+        Cmd::Start(Lazy(StartArgs { attach, interactive, detach_keys, containers })) => {
             if attach || interactive {
                 let id = &containers[0];
                 let info = client.get(&format!("/containers/{id}/json"))?;
                 let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
                 let stdin = interactive && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
-                let conn = stream::attach(client, id, stdin, None)?;
+                let conn = stream::attach(client, id, stdin, detach_keys.as_deref())?;
                 let waiter = stream::Waiter::start(client, id, "next-exit")?;
                 client.post(&format!("/containers/{id}/start")).map_err(start_error)?;
-                stream::relay(client, conn, tty, stdin, id, false)?;
+                // Detached: the container runs on, and the docker CLI says nothing.
+                if stream::relay(client, conn, tty, stdin, id, tty)? {
+                    return Ok(0);
+                }
                 return waiter.code();
             }
             each(&containers, true, |c| client.post(&format!("/containers/{c}/start")).map(|_| ()))
@@ -726,8 +731,9 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             let stdin = !no_stdin && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
             let waiter = stream::Waiter::start(client, &container, "next-exit")?;
             let conn = stream::attach(client, &container, stdin, detach_keys.as_deref())?;
-            if stream::relay(client, conn, tty, stdin, &container, false)? {
-                return Ok(0);
+            if stream::relay(client, conn, tty, stdin, &container, tty)? {
+                // What the docker CLI answers to a detach from `attach` (not from `run` or `start`).
+                return Err(Exit(1, "read escape sequence".into()).into());
             }
             waiter.code()
         }

@@ -750,7 +750,8 @@ impl Shim {
                 if n == 0 {
                     c.input_done = true;
                     // A half-close (the docker CLI's way of saying "no more input"): output goes on.
-                    if stdin && self.stdin_owner == Some(token) && self.cfg.stdin_once {
+                    // A terminal's input stays open for the next attach, as in Docker.
+                    if stdin && self.stdin_owner == Some(token) && self.cfg.stdin_once && !self.cfg.tty {
                         self.main.close_stdin();
                     }
                     return;
@@ -786,6 +787,7 @@ impl Shim {
             && let Role::Attach { stdin: true, .. } = c.role
             && self.stdin_owner == Some(token)
             && self.cfg.stdin_once
+            && !self.cfg.tty
         {
             self.main.close_stdin();
         }
