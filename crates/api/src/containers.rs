@@ -284,6 +284,9 @@ pub trait Containers: Send + Sync {
     /// (the response's headers go out at once, as Docker's clients expect).
     async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError>;
     async fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), ApiError>;
+    /// `POST /containers/prune`: remove the containers that are not running (filters `until`,
+    /// `label`, `label!`); Docker's `ContainerPruneResponse`.
+    async fn prune(&self, filters: Filters) -> Result<Value, ApiError>;
     /// Whether the container has a TTY (raw output) and its log as a stream.
     async fn logs(&self, id: &str, opts: LogsOptions) -> Result<(bool, ByteStream), ApiError>;
     /// Checks before the connection is hijacked; returns whether the container has a TTY.
@@ -379,6 +382,10 @@ async fn wait(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bod
         Ok::<_, std::io::Error>(bytes::Bytes::from(line))
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+async fn prune(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
+    Ok(json(b.prune(Query::parse(req.uri()).filters()?).await?))
 }
 
 async fn remove(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
@@ -498,6 +505,7 @@ pub fn routes(backend: Backend) -> Router {
     Router::new()
         .route("/containers/create", post(create))
         .route("/containers/json", get(list))
+        .route("/containers/prune", post(prune))
         .route("/containers/{id}/json", get(inspect))
         .route("/containers/{id}/start", post(start))
         .route("/containers/{id}/stop", post(stop))

@@ -39,6 +39,7 @@ pub fn app(
         .merge(system::routes(backends.system))
         .merge(containers::routes(backends.containers))
         .merge(images::routes(backends.images))
+        .merge(system::not_yet_routes())
         .fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
     router.map_request(version::strip_prefix).map_request(log_request).map_response(version::add_headers)
 }

@@ -127,6 +127,9 @@ pub struct Info {
 pub trait System: Send + Sync {
     fn version(&self) -> Result<Version, ApiError>;
     fn info(&self) -> Result<Info, ApiError>;
+    /// `GET /system/df`: disk usage of images, containers (and volumes, build cache) in
+    /// Docker's shape. It walks writable layers: called off the runtime's workers.
+    fn df(&self) -> Result<serde_json::Value, ApiError>;
 }
 
 /// The `/version` answer for this build, filled in by whatever backend serves it.
@@ -175,11 +178,59 @@ async fn info(State(s): State<Arc<dyn System>>) -> Result<Json<Info>, ApiError> 
     s.info().map(Json)
 }
 
+async fn df(State(s): State<Arc<dyn System>>) -> Result<Json<serde_json::Value>, ApiError> {
+    tokio::task::spawn_blocking(move || s.df()).await.map_err(|e| ApiError::new(crate::error::Kind::Internal, e.to_string()))?.map(Json)
+}
+
+/// Docker endpoints whose features berth does not have yet: a clear 501, not a 404 that reads
+/// like a wrong URL. (Paths berth serves are routed before these.)
+const NOT_YET: &[(&str, &str)] = &[
+    ("/networks", "networks"),
+    ("/networks/{*rest}", "networks"),
+    ("/volumes", "volumes"),
+    ("/volumes/{*rest}", "volumes"),
+    ("/build", "builds"),
+    ("/build/{*rest}", "builds"),
+    ("/events", "events"),
+    ("/commit", "commit"),
+    ("/auth", "registry logins"),
+    ("/distribution/{*rest}", "registry lookups"),
+    ("/containers/{id}/stats", "stats"),
+    ("/containers/{id}/pause", "pause"),
+    ("/containers/{id}/unpause", "unpause"),
+    ("/containers/{id}/changes", "diff"),
+    ("/containers/{id}/export", "export"),
+    ("/containers/{id}/archive", "copying files (cp)"),
+    ("/containers/{id}/update", "update"),
+    ("/plugins", "plugins"),
+    ("/plugins/{*rest}", "plugins"),
+    ("/session", "BuildKit sessions"),
+    ("/swarm", "swarm mode"),
+    ("/swarm/{*rest}", "swarm mode"),
+    ("/services", "swarm services"),
+    ("/services/{*rest}", "swarm services"),
+    ("/nodes", "swarm nodes"),
+    ("/nodes/{*rest}", "swarm nodes"),
+    ("/tasks", "swarm tasks"),
+    ("/tasks/{*rest}", "swarm tasks"),
+    ("/secrets", "swarm secrets"),
+    ("/secrets/{*rest}", "swarm secrets"),
+    ("/configs", "swarm configs"),
+    ("/configs/{*rest}", "swarm configs"),
+];
+
+pub fn not_yet_routes() -> axum::Router {
+    NOT_YET
+        .iter()
+        .fold(Router::new(), |r, (path, what)| r.route(path, axum::routing::any(move || async move { ApiError::not_implemented(what) })))
+}
+
 pub fn routes(system: Arc<dyn System>) -> axum::Router {
     Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/system/df", get(df))
         .route("/__berth_version_error", axum::routing::any(version_error))
         .with_state(system)
 }
@@ -199,6 +250,9 @@ mod tests {
         }
         fn info(&self) -> Result<Info, ApiError> {
             Ok(Info { name: "host".into(), ..Default::default() })
+        }
+        fn df(&self) -> Result<serde_json::Value, ApiError> {
+            Ok(serde_json::json!({"LayersSize": 0}))
         }
     }
 

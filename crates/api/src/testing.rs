@@ -25,6 +25,9 @@ impl Containers for Null {
     async fn list(&self, _: ListOptions) -> Result<Vec<Value>, ApiError> {
         no()
     }
+    async fn prune(&self, _: Filters) -> Result<Value, ApiError> {
+        no()
+    }
     async fn start(&self, _: &str) -> Result<bool, ApiError> {
         no()
     }

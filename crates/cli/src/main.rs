@@ -1,6 +1,7 @@
 //! berth: Docker's commands and flags against berthd (or any Docker Engine API) over
 //! `DOCKER_HOST` / `-H`. Output columns and exit codes follow the docker CLI.
 
+mod disk;
 mod format;
 mod hostflags;
 mod http;
@@ -148,6 +149,14 @@ enum Cmd {
     Load(Lazy<LoadArgs>),
     Info(Lazy<InfoArgs>),
     Version(Lazy<VersionArgs>),
+    // What `container prune`, `image prune` and `system df` run: groups' commands that have no
+    // top-level name of their own.
+    #[command(hide = true)]
+    ContainerPrune(Lazy<disk::PruneArgs>),
+    #[command(hide = true)]
+    ImagePrune(Lazy<disk::ImagePruneArgs>),
+    #[command(hide = true)]
+    SystemDf(Lazy<disk::DfArgs>),
     /// Manage containers (`berth container ls`, …: the same commands by Docker's other names).
     #[command(subcommand)]
     Container(ContainerCmd),
@@ -180,6 +189,8 @@ enum ContainerCmd {
     Top(Lazy<TopArgs>),
     Rename(Lazy<RenameArgs>),
     Wait(Lazy<WaitArgs>),
+    /// Remove all stopped containers.
+    Prune(Lazy<disk::PruneArgs>),
 }
 
 #[derive(Subcommand)]
@@ -194,11 +205,15 @@ enum ImageCmd {
     Save(Lazy<SaveArgs>),
     Load(Lazy<LoadArgs>),
     Inspect(Lazy<InspectArgs>),
+    /// Remove unused images.
+    Prune(Lazy<disk::ImagePruneArgs>),
 }
 
 #[derive(Subcommand)]
 enum SystemCmd {
     Info(Lazy<InfoArgs>),
+    /// Show disk usage.
+    Df(Lazy<disk::DfArgs>),
 }
 
 impl Cmd {
@@ -225,6 +240,7 @@ impl Cmd {
                 ContainerCmd::Top(a) => Cmd::Top(a),
                 ContainerCmd::Rename(a) => Cmd::Rename(a),
                 ContainerCmd::Wait(a) => Cmd::Wait(a),
+                ContainerCmd::Prune(a) => Cmd::ContainerPrune(a),
             },
             Cmd::Image(i) => match i {
                 ImageCmd::Ls(a) => Cmd::Images(a),
@@ -235,8 +251,10 @@ impl Cmd {
                 ImageCmd::Save(a) => Cmd::Save(a),
                 ImageCmd::Load(a) => Cmd::Load(a),
                 ImageCmd::Inspect(a) => only("image", a),
+                ImageCmd::Prune(a) => Cmd::ImagePrune(a),
             },
             Cmd::System(SystemCmd::Info(a)) => Cmd::Info(a),
+            Cmd::System(SystemCmd::Df(a)) => Cmd::SystemDf(a),
             other => other,
         }
     }
@@ -495,6 +513,9 @@ impl std::error::Error for Exit {}
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand && docker_command_not_here(&e) => {
+            std::process::exit(125);
+        }
         Err(e) => {
             // --help and --version print and succeed; a usage error is 125, as Docker's CLI answers.
             let code = if e.use_stderr() { 125 } else { 0 };
@@ -636,6 +657,23 @@ fn create(client: &Client, c: &CreateFlags) -> anyhow::Result<String> {
     }
 }
 
+/// Docker's commands berth's CLI does not have yet: say so plainly rather than "unrecognized".
+#[rustfmt::skip]
+const NOT_YET: &[&str] = &[
+    "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "diff", "events", "export",
+    "login", "logout", "manifest", "network", "node", "pause", "plugin", "port", "pull", "push", "search", "secret", "service",
+    "stack", "stats", "swarm", "trust", "unpause", "update", "volume",
+];
+
+fn docker_command_not_here(e: &clap::Error) -> bool {
+    let Some(clap::error::ContextValue::String(cmd)) = e.get(clap::error::ContextKind::InvalidSubcommand) else { return false };
+    if !NOT_YET.contains(&cmd.as_str()) {
+        return false;
+    }
+    eprintln!("berth: '{cmd}' is not implemented yet");
+    true
+}
+
 /// Docker's exit code for a failed start: 127 not found, 126 cannot run, 125 otherwise.
 fn start_error(e: anyhow::Error) -> anyhow::Error {
     let msg = e.to_string();
@@ -652,6 +690,9 @@ fn start_error(e: anyhow::Error) -> anyhow::Error {
 fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
     match cmd {
         group @ (Cmd::Container(_) | Cmd::Image(_) | Cmd::System(_)) => run(client, group.flatten()),
+        Cmd::ContainerPrune(Lazy(a)) => disk::container_prune(client, &a),
+        Cmd::ImagePrune(Lazy(a)) => disk::image_prune(client, &a),
+        Cmd::SystemDf(Lazy(_)) => disk::df(client),
         Cmd::Run(Lazy(RunArgs { detach, detach_keys, c })) => run_container(client, detach, detach_keys, &c),
         Cmd::Create(Lazy(CreateArgs { c })) => {
             println!("{}", create(client, &c)?);

@@ -4,7 +4,7 @@
 use std::io::{BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::http::{Client, Conn, query};
 
@@ -15,23 +15,8 @@ pub fn is_tty(fd: i32) -> bool {
 
 /// `--since`/`--until`: Unix seconds, RFC 3339, or a duration ago (`10m`, `1h`).
 pub fn parse_time(s: &str) -> anyhow::Result<String> {
-    if s.parse::<f64>().is_ok() {
-        return Ok(s.to_string());
-    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    if let Ok(n) = num.parse::<f64>() {
-        let mult = match unit {
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => 0.0,
-        };
-        if mult > 0.0 {
-            return Ok(format!("{:.9}", now - n * mult));
-        }
-    }
-    bail!("invalid time {s:?}: use Unix seconds or a duration such as 10m")
+    Ok(format!("{:.9}", berth_format::parse_timestamp(s, now)?))
 }
 
 /// Copy a log or attach stream to our stdout/stderr: frames are split by stream without a TTY.

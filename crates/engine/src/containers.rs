@@ -870,7 +870,7 @@ impl Engine {
     }
 
     /// The writable layer's size and the whole root's (image layers included).
-    fn sizes(&self, rec: &Record) -> (u64, u64) {
+    pub(crate) fn sizes(&self, rec: &Record) -> (u64, u64) {
         let rw = self.images.snapshots.usage(&rec.id).map(|u| u.size).unwrap_or(0);
         let image = rec
             .image
@@ -882,7 +882,7 @@ impl Engine {
         (rw, rw + image)
     }
 
-    fn summary_json(&self, rec: &Record, size: bool) -> Value {
+    pub(crate) fn summary_json(&self, rec: &Record, size: bool) -> Value {
         let mut v = json!({
             "Id": rec.id,
             "Names": [format!("/{}", rec.name)],
@@ -910,6 +910,24 @@ impl Engine {
 /// `10m`, `1g`, `512k`, `100` (bytes), as the json-file driver takes sizes.
 pub fn parse_size(s: &str) -> Result<u64, ApiError> {
     berth_format::parse_size(s).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))
+}
+
+/// Docker's `label=` / `label!=` filters on a set of labels: `key`, or `key=value`.
+pub(crate) fn labels_match(labels: &BTreeMap<String, String>, f: &berth_api::params::Filters) -> bool {
+    let has = |l: &String| match l.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(l.as_str()),
+    };
+    f.get("label").iter().all(has) && !f.get("label!").iter().any(has)
+}
+
+/// The `until=` filters of a prune, as Unix seconds.
+pub(crate) fn until_filters(f: &berth_api::params::Filters) -> Result<Vec<f64>, ApiError> {
+    let now = now_secs();
+    f.get("until")
+        .iter()
+        .map(|u| berth_format::parse_timestamp(u, now).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string())))
+        .collect()
 }
 
 /// The container list's filters (Docker's names). `names` are the compiled `name=` patterns.
@@ -953,13 +971,7 @@ fn matches_filters(rec: &Record, f: &berth_api::params::Filters, names: &[Option
                 || berth_store::reference::Reference::parse(x).ok().map(|r| r.to_string())
                     == berth_store::reference::Reference::parse(&rec.image_name).ok().map(|r| r.to_string())
         })
-        && f.get("label").iter().all(|l| {
-            let labels = rec.config.labels.clone().unwrap_or_default();
-            match l.split_once('=') {
-                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-                None => labels.contains_key(l.as_str()),
-            }
-        })
+        && labels_match(&rec.config.labels.clone().unwrap_or_default(), f)
 }
 
 #[async_trait::async_trait]
@@ -1028,6 +1040,37 @@ impl Containers for Engine {
     async fn start(&self, id: &str) -> Result<bool, ApiError> {
         let ctr = self.lookup(id)?;
         self.start_ctr(&ctr).await
+    }
+
+    async fn prune(&self, filters: berth_api::params::Filters) -> Result<Value, ApiError> {
+        filters.only(&["until", "label", "label!"])?;
+        let until = until_filters(&filters)?;
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        for ctr in self.all() {
+            let rec = ctr.rec();
+            let created = record::unix_seconds(&rec.created);
+            if rec.state.status.is_live()
+                || until.iter().any(|u| created >= *u)
+                || !labels_match(&rec.config.labels.clone().unwrap_or_default(), &filters)
+            {
+                continue;
+            }
+            let (rw, _) = self.sizes(&rec);
+            let _op = ctr.op.lock().await;
+            // Started meanwhile, or removed by someone else: not ours to remove.
+            if ctr.rec().state.status.is_live() || ctr.removed.load(Ordering::SeqCst) {
+                continue;
+            }
+            match self.remove_now(&ctr).await {
+                Ok(()) => {
+                    deleted.push(ctr.id.clone());
+                    reclaimed += rw;
+                }
+                Err(e) => tracing::warn!("pruning {}: {}", ctr.id, e.message),
+            }
+        }
+        Ok(json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": reclaimed}))
     }
 
     async fn stop(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError> {

@@ -52,7 +52,7 @@ impl Engine {
         self.all().iter().map(|c| c.rec()).filter(|r| r.image == id).map(|r| (r.id.clone(), r.state.status.is_live())).collect()
     }
 
-    fn image_summary(&self, img: &ImageRecord, refs: &[Reference], digests: bool) -> Value {
+    pub(crate) fn image_summary(&self, img: &ImageRecord, refs: &[Reference], digests: bool) -> Value {
         let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
         let size: u64 = self.images.layer_sizes(img).iter().sum();
         let tags: Vec<String> = refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect();
@@ -344,14 +344,22 @@ impl Images for Engine {
     }
 
     async fn prune(&self, filters: Filters) -> Result<Value, ApiError> {
-        filters.only(&["dangling", "label", "until"])?;
+        filters.only(&["dangling", "label", "label!", "until"])?;
         let all = filters.get("dangling").iter().any(|v| v == "false" || v == "0");
+        let until = crate::containers::until_filters(&filters)?;
         let used: BTreeSet<String> = self.all().iter().map(|c| c.rec().image.clone()).collect();
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         let sizes = self.images.sizes().unwrap_or_default();
         for (img, refs) in self.images.list().map_err(store_err)? {
             if used.contains(&img.id.to_string()) || (!all && !refs.is_empty()) {
+                continue;
+            }
+            let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
+            let created = unix(cfg.created.as_deref()) as f64;
+            if until.iter().any(|u| created >= *u)
+                || !crate::containers::labels_match(&cfg.config.labels.clone().unwrap_or_default(), &filters)
+            {
                 continue;
             }
             let images = Arc::clone(&self.images);

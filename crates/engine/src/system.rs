@@ -154,4 +154,33 @@ impl System for Engine {
             ..Default::default()
         })
     }
+
+    fn df(&self) -> Result<serde_json::Value, ApiError> {
+        let internal = |e: berth_store::images::ImagesError| ApiError::new(berth_api::Kind::Internal, e.to_string());
+        let recs: Vec<_> = self.all().iter().map(|c| c.rec()).collect();
+        let sizes = self.images.sizes().map_err(internal)?;
+        let mut layers = std::collections::BTreeMap::new();
+        let mut images = Vec::new();
+        for (img, refs) in self.images.list().map_err(internal)? {
+            for (l, size) in img.layers.iter().zip(self.images.layer_sizes(&img)) {
+                layers.insert(l.chain_id.to_string(), size);
+            }
+            let mut v = self.image_summary(&img, &refs, true);
+            let id = img.id.to_string();
+            v["Containers"] = serde_json::json!(recs.iter().filter(|r| r.image == id).count());
+            if let Some(s) = sizes.get(&img.id) {
+                v["SharedSize"] = serde_json::json!(s.shared);
+            }
+            images.push(v);
+        }
+        let containers: Vec<_> = recs.iter().map(|r| self.summary_json(r, true)).collect();
+        Ok(serde_json::json!({
+            "LayersSize": layers.values().sum::<u64>(),
+            "Images": images,
+            "Containers": containers,
+            // Volumes and builds come with their issues.
+            "Volumes": [],
+            "BuildCache": [],
+        }))
+    }
 }

@@ -1,5 +1,6 @@
 //! Docker's human formats, written once for the berth CLI and the engine (which must agree):
-//! "Up 5 minutes" durations, `10m`-style sizes, and `--detach-keys` sequences.
+//! "Up 5 minutes" durations, `10m`-style sizes, `--since`/`until` times, and `--detach-keys`
+//! sequences.
 
 /// A size that is not a number with an optional `b`, `k`, `m` or `g` suffix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,6 +44,104 @@ pub fn parse_size(s: &str) -> Result<u64, InvalidSize> {
         return Err(bad());
     }
     Ok((n * mult as f64) as u64)
+}
+
+/// A time that is neither Unix seconds, a duration nor a date.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid time {0:?}: use Unix seconds, a duration such as 10m or 1h30m, or a date such as 2026-01-02T15:04:05Z")]
+pub struct InvalidTime(pub String);
+
+/// Docker's timestamps for `--since`, `--until` and `until=` filters, as Unix seconds: Unix
+/// seconds (`1700000000.5`), a Go duration before `now` (`10m`, `1h30m`, `300ms`), or an RFC
+/// 3339 date or a prefix of one (`2026-01-02`, `2026-01-02T15:04`, `…:05.5+01:00`; UTC when no
+/// zone is given).
+pub fn parse_timestamp(s: &str, now: f64) -> Result<f64, InvalidTime> {
+    let bad = || InvalidTime(s.to_string());
+    let t = s.trim();
+    if let Ok(n) = t.parse::<f64>()
+        && n.is_finite()
+        && !t.contains(['e', 'E'])
+    {
+        return Ok(n);
+    }
+    if let Some(d) = go_duration(t) {
+        return Ok(now - d);
+    }
+    date(t).ok_or_else(bad)
+}
+
+/// `1h30m`, `10m`, `2.5s`, `300ms`: seconds.
+fn go_duration(s: &str) -> Option<f64> {
+    let mut rest = s;
+    let mut total = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let n: f64 = rest[..n_end].parse().ok()?;
+        let unit_end = rest[n_end..].find(|c: char| c.is_ascii_digit() || c == '.').map_or(rest.len(), |i| n_end + i);
+        let mult = match &rest[n_end..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    total.is_finite().then_some(total)
+}
+
+/// `YYYY-MM-DD[THH[:MM[:SS[.frac]]]][Z|±HH:MM]`: Unix seconds.
+fn date(s: &str) -> Option<f64> {
+    let (body, offset) = match s.find(['Z', 'z']) {
+        Some(i) if i == s.len() - 1 => (&s[..i], 0.0),
+        Some(_) => return None,
+        None => match s.get(10..).and_then(|t| t.rfind(['+', '-'])).map(|i| i + 10) {
+            Some(i) => {
+                let (h, m) = s[i + 1..].split_once(':')?;
+                let mins = h.parse::<f64>().ok()? * 60.0 + m.parse::<f64>().ok()?;
+                (&s[..i], if &s[i..=i] == "+" { mins * 60.0 } else { -mins * 60.0 })
+            }
+            None => (s, 0.0),
+        },
+    };
+    let (day, clock) = body.split_once(['T', ' ']).unwrap_or((body, ""));
+    let d: Vec<&str> = day.split('-').collect();
+    let [y, mo, da] = d.as_slice() else { return None };
+    if y.len() != 4 || mo.len() != 2 || da.len() != 2 {
+        return None;
+    }
+    let (y, mo, da): (i64, i64, i64) = (y.parse().ok()?, mo.parse().ok()?, da.parse().ok()?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
+        return None;
+    }
+    let mut secs = 0.0;
+    if !clock.is_empty() {
+        let parts: Vec<&str> = clock.split(':').collect();
+        if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        for (p, mult) in parts.iter().zip([3600.0, 60.0, 1.0]) {
+            let v: f64 = p.parse().ok()?;
+            if v < 0.0 || (mult > 1.0 && p.contains('.')) {
+                return None;
+            }
+            secs += v * mult;
+        }
+    }
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + secs - offset)
 }
 
 /// Docker's `--detach-keys` format (`ctrl-p,ctrl-q`, `a`, `ctrl-@`…) as the bytes to watch for;
@@ -96,6 +195,25 @@ mod tests {
         assert_eq!(parse_size("200"), Ok(200));
         for bad in ["x", "", "-1m", "1e400", "inf", "m"] {
             assert_eq!(parse_size(bad), Err(InvalidSize(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_as_docker_reads_them() {
+        let now = 1_800_000_000.0;
+        assert_eq!(parse_timestamp("1700000000", now), Ok(1_700_000_000.0));
+        assert_eq!(parse_timestamp("1700000000.25", now), Ok(1_700_000_000.25));
+        assert_eq!(parse_timestamp("10m", now), Ok(now - 600.0));
+        assert_eq!(parse_timestamp("1h30m", now), Ok(now - 5400.0));
+        assert_eq!(parse_timestamp("300ms", now), Ok(now - 0.3));
+        assert_eq!(parse_timestamp("2026-01-02", now), Ok(1_767_312_000.0));
+        assert_eq!(parse_timestamp("2026-01-02T03:04:05Z", now), Ok(1_767_312_000.0 + 3.0 * 3600.0 + 4.0 * 60.0 + 5.0));
+        assert_eq!(parse_timestamp("2026-01-02T03:04", now), Ok(1_767_312_000.0 + 3.0 * 3600.0 + 4.0 * 60.0));
+        assert_eq!(parse_timestamp("2026-01-02T01:00:00+01:00", now), Ok(1_767_312_000.0));
+        assert_eq!(parse_timestamp("2026-01-01T23:00:00.5-01:00", now), Ok(1_767_312_000.5));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z", now), Ok(0.0));
+        for bad in ["", "x", "10q", "2026-13-01", "2026-1-2", "2026-01-02T25:00Z0", "1e9", "inf", "h"] {
+            assert_eq!(parse_timestamp(bad, now), Err(InvalidTime(bad.into())), "{bad}");
         }
     }
 

@@ -1,0 +1,140 @@
+//! Disk usage and what frees it: `system df`, `container prune`, `image prune`, with Docker's
+//! prompts and output.
+
+use std::io::{BufRead, Write};
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::http::{Client, query};
+use crate::{filters_json, human_size};
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    force: bool,
+    #[arg(long = "filter")]
+    filter: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ImagePruneArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short = 'a', long)]
+    all: bool,
+    #[command(flatten)]
+    prune: PruneArgs,
+}
+
+#[derive(Args)]
+pub struct DfArgs {}
+
+/// Docker's `[y/N]` question; anything but y or yes is no.
+fn confirm(warning: &str) -> bool {
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+fn filters_query(filter: &[String], extra: Option<(&str, &str)>) -> String {
+    let mut filter = filter.to_vec();
+    if let Some((k, v)) = extra {
+        filter.push(format!("{k}={v}"));
+    }
+    if filter.is_empty() { String::new() } else { format!("?{}", query(&[("filters", filters_json(&filter))])) }
+}
+
+pub fn container_prune(client: &Client, a: &PruneArgs) -> anyhow::Result<i32> {
+    if !a.force && !confirm("WARNING! This will remove all stopped containers.") {
+        return Ok(0);
+    }
+    let v = client.post_json(&format!("/containers/prune{}", filters_query(&a.filter, None)), &Value::Null)?;
+    let deleted: Vec<&str> = v["ContainersDeleted"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(v["SpaceReclaimed"].as_u64().unwrap_or(0)));
+    Ok(0)
+}
+
+pub fn image_prune(client: &Client, a: &ImagePruneArgs) -> anyhow::Result<i32> {
+    let warning = if a.all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !a.prune.force && !confirm(warning) {
+        return Ok(0);
+    }
+    let dangling = if a.all { ("dangling", "false") } else { ("dangling", "true") };
+    let v = client.post_json(&format!("/images/prune{}", filters_query(&a.prune.filter, Some(dangling))), &Value::Null)?;
+    let deleted = v["ImagesDeleted"].as_array().cloned().unwrap_or_default();
+    if !deleted.is_empty() {
+        println!("Deleted Images:");
+        for d in deleted {
+            if let Some(u) = d["Untagged"].as_str() {
+                println!("untagged: {u}");
+            }
+            if let Some(i) = d["Deleted"].as_str() {
+                println!("deleted: {i}");
+            }
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(v["SpaceReclaimed"].as_u64().unwrap_or(0)));
+    Ok(0)
+}
+
+/// `500MB (40%)`: what could go, and its share of the total.
+fn reclaimable(n: u64, total: u64) -> String {
+    match (n * 100).checked_div(total) {
+        Some(pct) => format!("{} ({pct}%)", human_size(n)),
+        None => human_size(n),
+    }
+}
+
+pub fn df(client: &Client) -> anyhow::Result<i32> {
+    let v = client.get("/system/df")?;
+    let images = v["Images"].as_array().cloned().unwrap_or_default();
+    let containers = v["Containers"].as_array().cloned().unwrap_or_default();
+    let total = v["LayersSize"].as_u64().unwrap_or(0);
+    // Docker's arithmetic: what images in use hold apart from what they share is not reclaimable.
+    let used: u64 = images
+        .iter()
+        .filter(|i| i["Containers"].as_u64().unwrap_or(0) > 0)
+        .map(|i| i["Size"].as_u64().unwrap_or(0).saturating_sub(i["SharedSize"].as_u64().unwrap_or(0)))
+        .sum();
+    let active_images = images.iter().filter(|i| i["Containers"].as_u64().unwrap_or(0) > 0).count();
+    let rw = |c: &Value| c["SizeRw"].as_u64().unwrap_or(0);
+    let running = |c: &Value| c["State"] == "running";
+    let ctr_size: u64 = containers.iter().map(rw).sum();
+    let ctr_free: u64 = containers.iter().filter(|c| !running(c)).map(rw).sum();
+    let rows = vec![
+        vec!["TYPE".into(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()],
+        vec![
+            "Images".into(),
+            images.len().to_string(),
+            active_images.to_string(),
+            human_size(total),
+            reclaimable(total.saturating_sub(used), total),
+        ],
+        vec![
+            "Containers".into(),
+            containers.len().to_string(),
+            containers.iter().filter(|c| running(c)).count().to_string(),
+            human_size(ctr_size),
+            reclaimable(ctr_free, ctr_size),
+        ],
+        vec!["Local Volumes".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+        vec!["Build Cache".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+    ];
+    print!("{}", crate::format::table(&rows));
+    Ok(0)
+}
