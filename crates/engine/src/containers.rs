@@ -773,21 +773,9 @@ impl Engine {
         if let Some(c) = config.as_object_mut() {
             let hostname = rec.config.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| rec.short_id().to_string());
             c.insert("Hostname".into(), json!(hostname));
-            for (k, default) in [
-                ("Domainname", json!("")),
-                ("User", json!("")),
-                ("AttachStdin", json!(false)),
-                ("AttachStdout", json!(false)),
-                ("AttachStderr", json!(false)),
-                ("Tty", json!(false)),
-                ("OpenStdin", json!(false)),
-                ("StdinOnce", json!(false)),
-                ("WorkingDir", json!("")),
-                ("Labels", json!({})),
-            ] {
-                if c.get(k).is_none_or(Value::is_null) {
-                    c.insert(k.into(), default);
-                }
+            docker_config_keys(c);
+            if c.get("Labels").is_none_or(Value::is_null) {
+                c.insert("Labels".into(), json!({}));
             }
             c.insert("Image".into(), json!(rec.image_name));
             if c.get("Volumes").and_then(Value::as_object).is_some_and(|v| v.is_empty()) {
@@ -910,6 +898,34 @@ impl Engine {
 /// `10m`, `1g`, `512k`, `100` (bytes), as the json-file driver takes sizes.
 pub fn parse_size(s: &str) -> Result<u64, ApiError> {
     berth_format::parse_size(s).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))
+}
+
+/// The keys Docker's container config always carries, in container and image inspect alike,
+/// each with its value when unset (a null stays null).
+pub(crate) fn docker_config_keys(c: &mut serde_json::Map<String, Value>) {
+    for (k, default) in [
+        ("Hostname", json!("")),
+        ("Domainname", json!("")),
+        ("User", json!("")),
+        ("AttachStdin", json!(false)),
+        ("AttachStdout", json!(false)),
+        ("AttachStderr", json!(false)),
+        ("Tty", json!(false)),
+        ("OpenStdin", json!(false)),
+        ("StdinOnce", json!(false)),
+        ("Env", Value::Null),
+        ("Cmd", Value::Null),
+        ("Image", json!("")),
+        ("Volumes", Value::Null),
+        ("WorkingDir", json!("")),
+        ("Entrypoint", Value::Null),
+        ("OnBuild", Value::Null),
+        ("Labels", Value::Null),
+    ] {
+        if c.get(k).is_none_or(Value::is_null) {
+            c.insert(k.into(), default);
+        }
+    }
 }
 
 /// Docker's `label=` / `label!=` filters on a set of labels: `key`, or `key=value`.

@@ -404,34 +404,46 @@ fn resources(hc: &HostConfig, swap_accounting: impl Fn() -> bool) -> Value {
 }
 
 /// A device node on the host.
-struct Node {
-    typ: &'static str,
-    major: u64,
-    minor: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
+pub(crate) struct Node {
+    pub typ: &'static str,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
+impl Node {
+    /// The node these are the metadata of, if a character or block device.
+    pub(crate) fn of(md: &std::fs::Metadata) -> Option<Node> {
+        let ft = md.file_type();
+        let typ = if ft.is_char_device() {
+            "c"
+        } else if ft.is_block_device() {
+            "b"
+        } else {
+            return None;
+        };
+        let rdev = md.rdev();
+        Some(Node {
+            typ,
+            major: nix::sys::stat::major(rdev),
+            minor: nix::sys::stat::minor(rdev),
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+        })
+    }
+
+    /// The OCI `linux.devices` entry for it at `path` in the container.
+    pub(crate) fn spec(&self, path: &Path) -> Value {
+        json!({"path": path, "type": self.typ, "major": self.major, "minor": self.minor, "fileMode": self.mode, "uid": self.uid, "gid": self.gid})
+    }
+}
+
+/// The device at `path`, following symlinks (as `--device` does).
 fn device_at(path: &Path) -> std::io::Result<Option<Node>> {
-    let md = std::fs::metadata(path)?;
-    let ft = md.file_type();
-    let typ = if ft.is_char_device() {
-        "c"
-    } else if ft.is_block_device() {
-        "b"
-    } else {
-        return Ok(None);
-    };
-    let rdev = md.rdev();
-    Ok(Some(Node {
-        typ,
-        major: nix::sys::stat::major(rdev),
-        minor: nix::sys::stat::minor(rdev),
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-    }))
+    Ok(Node::of(&std::fs::metadata(path)?))
 }
 
 /// `--device HOST[:CONTAINER[:PERMS]]`: the nodes (a directory gives every device under it)
@@ -463,7 +475,7 @@ fn devices(d: &DeviceMapping) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     }
     let (mut nodes, mut rules) = (Vec::new(), Vec::new());
     for (h, c) in found {
-        let Some(Node { typ, major, minor, mode, uid, gid }) = device_at(&h).map_err(gathering)? else {
+        let Some(node) = device_at(&h).map_err(gathering)? else {
             if host == h {
                 return Err(bad(format!(
                     "error gathering device information while adding custom device {:?}: not a device node",
@@ -472,8 +484,8 @@ fn devices(d: &DeviceMapping) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
             }
             continue;
         };
-        nodes.push(json!({"path": c, "type": typ, "major": major, "minor": minor, "fileMode": mode, "uid": uid, "gid": gid}));
-        rules.push(json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": access}));
+        nodes.push(node.spec(&c));
+        rules.push(json!({"allow": true, "type": node.typ, "major": node.major, "minor": node.minor, "access": access}));
     }
     Ok((nodes, rules))
 }

@@ -151,29 +151,8 @@ impl Images for Engine {
             self.images.list().map_err(store_err)?.into_iter().find(|(i, _)| i.id == id).map(|(_, r)| r).unwrap_or_default();
         let size: u64 = self.images.layer_sizes(&img).iter().sum();
         let mut config = serde_json::to_value(&cfg.config).unwrap_or_default();
-        // Docker's image config always carries these keys, set or not.
         if let Some(c) = config.as_object_mut() {
-            for (k, d) in [
-                ("Hostname", json!("")),
-                ("Domainname", json!("")),
-                ("User", json!("")),
-                ("AttachStdin", json!(false)),
-                ("AttachStdout", json!(false)),
-                ("AttachStderr", json!(false)),
-                ("Tty", json!(false)),
-                ("OpenStdin", json!(false)),
-                ("StdinOnce", json!(false)),
-                ("Env", Value::Null),
-                ("Cmd", Value::Null),
-                ("Image", json!("")),
-                ("Volumes", Value::Null),
-                ("WorkingDir", json!("")),
-                ("Entrypoint", Value::Null),
-                ("OnBuild", Value::Null),
-                ("Labels", Value::Null),
-            ] {
-                c.entry(k).or_insert(d);
-            }
+            crate::containers::docker_config_keys(c);
         }
         Ok(json!({
             "Id": id.to_string(),

@@ -407,29 +407,16 @@ fn bind_mount(b: &str) -> Result<Value, ApiError> {
 
 /// Every device node directly in the host's /dev, for `--privileged`.
 fn host_devices() -> Vec<Value> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/dev") else { return out };
     for e in entries.flatten() {
-        let Ok(md) = std::fs::symlink_metadata(e.path()) else { continue };
-        let ft = md.file_type();
-        let typ = if ft.is_char_device() {
-            "c"
-        } else if ft.is_block_device() {
-            "b"
-        } else {
-            continue;
-        };
+        // Not followed: /dev/stdin and its kin lead to whatever berthd's descriptors are.
+        let Some(node) = std::fs::symlink_metadata(e.path()).ok().as_ref().and_then(crate::hostconfig::Node::of) else { continue };
         let name = e.file_name().to_string_lossy().into_owned();
         if matches!(name.as_str(), "console" | "ptmx" | "tty") {
             continue;
         }
-        let rdev = md.rdev();
-        out.push(json!({
-            "path": format!("/dev/{name}"), "type": typ,
-            "major": libc::major(rdev), "minor": libc::minor(rdev),
-            "fileMode": md.mode() & 0o7777, "uid": md.uid(), "gid": md.gid()
-        }));
+        out.push(node.spec(&Path::new("/dev").join(name)));
     }
     out
 }
