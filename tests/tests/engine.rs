@@ -885,6 +885,13 @@ fn logs_attach_restart_and_an_interactive_terminal() {
     let until = d.berth(&["logs", "--until", "1", "talker"]).success();
     assert_eq!(until.stdout, "", "nothing before 1970");
     assert_eq!(d.berth(&["logs", "--details", "--tail", "1", "talker"]).success().stdout, " last\n", "no attributes: a space");
+    // Docker's `none` logging driver: output reaches an attached client, no log is kept.
+    let r = d.berth(&["run", "--name", "unlogged", "--log-driver", "none", "busybox", "echo", "seen"]).success();
+    assert_eq!(r.stdout, "seen\n");
+    let r = d.berth(&["logs", "unlogged"]);
+    assert!(r.code != 0 && r.stderr.contains("configured logging driver does not support reading"), "{}", r.stderr);
+    let id = d.berth(&["inspect", "-f", "{{.Id}}", "unlogged"]).success().stdout;
+    assert!(!d.dir.path().join("data/containers").join(id.trim()).join(format!("{}-json.log", id.trim())).exists());
     let r = d.berth(&["kill", "talker"]);
     assert!(r.stderr.contains("Cannot kill container: talker: Container") && r.stderr.contains("is not running"), "{}", r.stderr);
 

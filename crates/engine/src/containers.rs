@@ -672,7 +672,7 @@ impl Engine {
         let shim_cfg = berth_shim::Config {
             id: rec.id.clone(),
             runtime_root: self.runtime_root.clone(),
-            log_path: rec.log_path.clone(),
+            log_path: (!logs_off(rec)).then(|| rec.log_path.clone()),
             log_max_size: max_size,
             log_max_file: max_file,
             tty: rec.tty(),
@@ -804,7 +804,7 @@ impl Engine {
             "ResolvConfPath": self.containers_dir.join(&rec.id).join("resolv.conf"),
             "HostnamePath": self.containers_dir.join(&rec.id).join("hostname"),
             "HostsPath": self.containers_dir.join(&rec.id).join("hosts"),
-            "LogPath": rec.log_path,
+            "LogPath": if logs_off(rec) { PathBuf::new() } else { rec.log_path.clone() },
             "Name": format!("/{}", rec.name),
             "RestartCount": rec.restart_count,
             "Driver": self.driver_name(),
@@ -898,6 +898,11 @@ impl Engine {
 /// `10m`, `1g`, `512k`, `100` (bytes), as the json-file driver takes sizes.
 pub fn parse_size(s: &str) -> Result<u64, ApiError> {
     berth_format::parse_size(s).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))
+}
+
+/// Docker's `none` logging driver: the output goes to attached clients only.
+fn logs_off(rec: &Record) -> bool {
+    rec.host_config.log_config.as_ref().is_some_and(|l| l.typ == "none")
 }
 
 /// The keys Docker's container config always carries, in container and image inspect alike,
@@ -1174,6 +1179,9 @@ impl Containers for Engine {
 
     async fn logs(&self, id: &str, opts: LogsOptions) -> Result<(bool, ByteStream), ApiError> {
         let ctr = self.lookup(id)?;
+        if logs_off(&ctr.rec()) {
+            return Err(ApiError::new(Kind::NotImplemented, "configured logging driver does not support reading"));
+        }
         let tty = ctr.rec().tty();
         Ok((tty, crate::logs::stream(ctr, opts)))
     }

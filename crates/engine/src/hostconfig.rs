@@ -53,7 +53,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
         return Err(ApiError::not_implemented("restart policies"));
     }
     if let Some(lc) = &hc.log_config
-        && !matches!(lc.typ.as_str(), "" | "json-file")
+        && !matches!(lc.typ.as_str(), "" | "json-file" | "none")
     {
         return Err(ApiError::not_implemented(&format!("the {:?} logging driver", lc.typ)));
     }

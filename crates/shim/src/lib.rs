@@ -57,7 +57,8 @@ pub struct Config {
     /// berth-runtime's state root.
     pub runtime_root: PathBuf,
     /// json-file log; rotated to `<path>.1` … when it would pass `log_max_size` (0: never).
-    pub log_path: PathBuf,
+    /// None: the output is not logged (Docker's `none` logging driver).
+    pub log_path: Option<PathBuf>,
     pub log_max_size: u64,
     pub log_max_file: u32,
     pub tty: bool,

@@ -404,7 +404,7 @@ struct Shim {
     pid: i32,
     main: Proc,
     execs: HashMap<i32, Proc>,
-    log: log::JsonFile,
+    log: Option<log::JsonFile>,
     listener: Option<UnixListener>,
     sigfd: SignalFd,
     clients: HashMap<u64, Client>,
@@ -436,7 +436,10 @@ impl Shim {
         let cfg_path = bundle.join(berth_shim::CONFIG);
         let data = std::fs::read(&cfg_path).map_err(internal("reading shim.json"))?;
         let cfg: Config = serde_json::from_slice(&data).map_err(|e| Reply::error(ErrorKind::InvalidArgument, format!("shim.json: {e}")))?;
-        let log = log::JsonFile::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file).map_err(internal("opening the log"))?;
+        let log = match &cfg.log_path {
+            Some(p) => Some(log::JsonFile::open(p, cfg.log_max_size, cfg.log_max_file).map_err(internal("opening the log"))?),
+            None => None,
+        };
 
         let mut opts = CreateOptions { id: cfg.id.clone(), bundle: bundle.to_path_buf(), network, ..Default::default() };
         let null: OwnedFd = File::options().read(true).write(true).open("/dev/null").map_err(internal("opening /dev/null"))?.into();
@@ -670,8 +673,10 @@ impl Shim {
         };
         if n == 0 {
             p.outputs.remove(i);
-            if key.is_none() {
-                self.log.flush_partial(stream);
+            if key.is_none()
+                && let Some(log) = &mut self.log
+            {
+                log.flush_partial(stream);
             }
             return;
         }
@@ -681,7 +686,7 @@ impl Shim {
         frame.extend_from_slice(data);
         match key {
             None => {
-                if let Err(e) = self.log.write(stream, data) {
+                if let Some(Err(e)) = self.log.as_mut().map(|l| l.write(stream, data)) {
                     eprintln!("berth-shim {}: writing log: {e}", self.cfg.id);
                 }
                 for c in self.clients.values_mut() {
@@ -951,8 +956,10 @@ impl Shim {
     /// Record the exit, tell waiters, flush attached clients, remove the runtime state.
     fn finish(&mut self) -> io::Result<()> {
         let Some((status, _)) = self.exited.clone() else { return Ok(()) };
-        self.log.flush_partial(berth_shim::STDOUT);
-        self.log.flush_partial(berth_shim::STDERR);
+        if let Some(log) = &mut self.log {
+            log.flush_partial(berth_shim::STDOUT);
+            log.flush_partial(berth_shim::STDERR);
+        }
         let json = serde_json::to_vec(&status).map_err(io::Error::other)?;
         // Atomic, not durable: berthd reads it after a crash of its own, not of the machine (which
         // the container would not have survived either).
