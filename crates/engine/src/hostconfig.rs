@@ -20,6 +20,8 @@ const CPU_PERIOD_RANGE: std::ops::RangeInclusive<i64> = 1_000..=1_000_000;
 const MIN_CPU_QUOTA: i64 = 1_000;
 const BLKIO_WEIGHT_RANGE: std::ops::RangeInclusive<u16> = 10..=1000;
 const OOM_SCORE_ADJ_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;
+/// How far `--device DIR` looks for device nodes (a whole file system is not a device list).
+const MAX_DEVICE_WALK: usize = 10_000;
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(Kind::InvalidArgument, msg)
@@ -188,6 +190,11 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     for d in hc.dns.iter().flatten() {
         d.parse::<std::net::IpAddr>().map_err(|_| bad(format!("{d} is not an ip address")))?;
     }
+    for w in hc.dns_search.iter().flatten().chain(hc.dns_options.iter().flatten()) {
+        if !is_word(w) {
+            return Err(bad(format!("invalid DNS search domain or option: {w:?}")));
+        }
+    }
     let mut targets = BTreeSet::new();
     for t in hc.tmpfs.iter().flatten().map(|(t, _)| t.as_str()).chain(hc.mounts.iter().flatten().filter_map(|m| m.target.as_deref())) {
         if !t.starts_with('/') {
@@ -245,10 +252,19 @@ pub fn extra_host(h: &str) -> Result<String, ApiError> {
         return Err(ApiError::not_implemented("--add-host NAME:host-gateway (it comes with bridge networking)"));
     }
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    if name.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+    if ip.parse::<std::net::IpAddr>().is_err() {
         return Err(bad(format!("invalid IP address in add-host: {ip:?}")));
     }
+    if !is_word(name) {
+        return Err(bad(format!("invalid extra host: {h:?}")));
+    }
     Ok(format!("{ip}\t{name}"))
+}
+
+/// One word of /etc/hosts or resolv.conf: no blanks or control characters to start another
+/// field or line with.
+fn is_word(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#')
 }
 
 /// A `--mount` as an OCI mount.
@@ -460,8 +476,13 @@ fn devices(d: &DeviceMapping) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
     if std::fs::metadata(host).map_err(gathering)?.is_dir() {
         let mut stack = vec![host.to_path_buf()];
+        let mut seen = 0usize;
         while let Some(dir) = stack.pop() {
             for e in std::fs::read_dir(&dir).map_err(gathering)?.flatten() {
+                seen += 1;
+                if seen > MAX_DEVICE_WALK {
+                    return Err(bad(format!("--device {}: more than {MAX_DEVICE_WALK} entries to look through", d.path_on_host)));
+                }
                 let p = e.path();
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(p);
@@ -684,6 +705,9 @@ mod tests {
         assert!(refused(json!({"OomScoreAdj": 1001})).contains("range for oom score adj"));
         assert!(refused(json!({"DeviceCgroupRules": ["x 1:2 r"]})).contains("invalid device cgroup rule"));
         assert!(refused(json!({"ExtraHosts": ["nohost"]})).contains("invalid extra host"));
+        assert!(refused(json!({"ExtraHosts": ["a\nb:1.2.3.4"]})).contains("invalid extra host"), "no line injected");
+        assert!(refused(json!({"DnsSearch": ["a.test\nnameserver 6.6.6.6"]})).contains("invalid DNS"));
+        assert!(refused(json!({"DnsOptions": ["ndots:1 rotate"]})).contains("invalid DNS"));
         assert!(refused(json!({"Tmpfs": {"/a": ""}, "Mounts": [{"Type": "tmpfs", "Target": "/a"}]})).contains("Duplicate mount point"));
         assert!(refused(json!({"Mounts": [{"Type": "bind", "Source": "/no/such/dir", "Target": "/a"}]})).contains("does not exist"));
         // What the docker CLI sends by default passes, and so do reasonable limits.
@@ -766,6 +790,11 @@ mod tests {
                 .is_some_and(|e| e.message.contains("error gathering device information"))
         );
         assert!(apply(&mut spec, &hc(json!({"CgroupParent": "../escape"})), "x").is_err());
+        // A directory is walked for device nodes, within bounds.
+        let big = hc(json!({"Devices": [{"PathOnHost": "/usr", "PathInContainer": "", "CgroupPermissions": ""}]}));
+        assert!(
+            apply(&mut json!({"linux": {}, "mounts": []}), &big, "x").err().is_some_and(|e| e.message.contains("entries to look through"))
+        );
     }
 
     #[test]
