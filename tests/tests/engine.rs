@@ -552,10 +552,39 @@ fn prune_df_and_what_is_not_there_yet() {
         assert_eq!((row("Images"), row("Containers")), (vec!["1", "1"], vec!["2", "1"]), "{tool}: {df}");
         docker(&["rm", "-f", "up", "kept"]).success();
         assert!(docker(&["image", "prune", "-f"]).success().stdout.contains("Total reclaimed space: 0B"), "no dangling image");
-        for args in [&["network", "ls"][..], &["volume", "ls"], &["pause", "busybox"]] {
+        for args in [&["network", "ls"][..], &["volume", "ls"], &["events", "--until", "1s"]] {
             let r = docker(args);
             assert!(r.code != 0 && r.stderr.contains("not implemented yet"), "{tool} {args:?}: {}", r.stderr);
         }
+    }
+}
+
+/// pause freezes every process (nothing is logged meanwhile), exec is refused, unpause thaws;
+/// a stop or kill of a paused container thaws it so the signal is handled, as in Docker.
+#[test]
+fn pause_freezes_and_signals_thaw_it() {
+    let Some(d) = daemon() else { return };
+    for tool in clis() {
+        let docker = |args: &[&str]| cli(&d, tool, args);
+        let looping = "trap 'echo term; exit 7' TERM; while true; do echo tick; sleep 0.05; done";
+        docker(&["run", "-d", "--name", "frozen", "busybox", "sh", "-c", looping]).success();
+        wait_until("ticks", || docker(&["logs", "frozen"]).stdout.lines().count() > 2);
+        docker(&["pause", "frozen"]).success();
+        assert_eq!(docker(&["inspect", "-f", "{{.State.Status}} {{.State.Paused}}", "frozen"]).success().stdout, "paused true\n");
+        assert!(docker(&["ps", "--format", "{{.Status}}"]).success().stdout.contains("(Paused)"));
+        let before = docker(&["logs", "frozen"]).stdout.lines().count();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(docker(&["logs", "frozen"]).stdout.lines().count(), before, "{tool}: nothing runs while paused");
+        assert!(docker(&["exec", "frozen", "true"]).stderr.contains("is paused, unpause the container before exec"));
+        assert!(docker(&["pause", "frozen"]).stderr.contains("is already paused"));
+        docker(&["unpause", "frozen"]).success();
+        wait_until("ticks again", || docker(&["logs", "frozen"]).stdout.lines().count() > before);
+        assert!(docker(&["unpause", "frozen"]).stderr.contains("is not paused"));
+        docker(&["pause", "frozen"]).success();
+        docker(&["stop", "-t", "5", "frozen"]).success();
+        let state = docker(&["inspect", "-f", "{{.State.ExitCode}} {{.State.Paused}}", "frozen"]).success().stdout;
+        assert_eq!(state, "7 false\n", "{tool}: the TERM trap ran");
+        docker(&["rm", "frozen"]).success();
     }
 }
 

@@ -280,6 +280,9 @@ pub trait Containers: Send + Sync {
     async fn stop(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError>;
     async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<(), ApiError>;
     async fn kill(&self, id: &str, signal: Option<String>) -> Result<(), ApiError>;
+    /// Freeze every process of the container (`docker pause`), and thaw them.
+    async fn pause(&self, id: &str) -> Result<(), ApiError>;
+    async fn unpause(&self, id: &str) -> Result<(), ApiError>;
     /// Checks the container now; the returned future resolves when the condition is met
     /// (the response's headers go out at once, as Docker's clients expect).
     async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError>;
@@ -382,6 +385,16 @@ async fn wait(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bod
         Ok::<_, std::io::Error>(bytes::Bytes::from(line))
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+async fn pause(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    b.pause(&id).await?;
+    Ok(no_content())
+}
+
+async fn unpause(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    b.unpause(&id).await?;
+    Ok(no_content())
 }
 
 async fn prune(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
@@ -511,6 +524,8 @@ pub fn routes(backend: Backend) -> Router {
         .route("/containers/{id}/stop", post(stop))
         .route("/containers/{id}/restart", post(restart))
         .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/pause", post(pause))
+        .route("/containers/{id}/unpause", post(unpause))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}", axum::routing::delete(remove))
         .route("/containers/{id}/logs", get(logs))

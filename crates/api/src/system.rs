@@ -196,8 +196,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/auth", "registry logins"),
     ("/distribution/{*rest}", "registry lookups"),
     ("/containers/{id}/stats", "stats"),
-    ("/containers/{id}/pause", "pause"),
-    ("/containers/{id}/unpause", "unpause"),
     ("/containers/{id}/changes", "diff"),
     ("/containers/{id}/export", "export"),
     ("/containers/{id}/archive", "copying files (cp)"),

@@ -25,6 +25,12 @@ impl Containers for Null {
     async fn list(&self, _: ListOptions) -> Result<Vec<Value>, ApiError> {
         no()
     }
+    async fn pause(&self, _: &str) -> Result<(), ApiError> {
+        no()
+    }
+    async fn unpause(&self, _: &str) -> Result<(), ApiError> {
+        no()
+    }
     async fn prune(&self, _: Filters) -> Result<Value, ApiError> {
         no()
     }

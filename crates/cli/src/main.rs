@@ -140,6 +140,8 @@ enum Cmd {
     Top(Lazy<TopArgs>),
     Rename(Lazy<RenameArgs>),
     Wait(Lazy<WaitArgs>),
+    Pause(Lazy<WaitArgs>),
+    Unpause(Lazy<WaitArgs>),
     Images(Lazy<ImagesArgs>),
     Rmi(Lazy<RmiArgs>),
     Tag(Lazy<TagArgs>),
@@ -189,6 +191,8 @@ enum ContainerCmd {
     Top(Lazy<TopArgs>),
     Rename(Lazy<RenameArgs>),
     Wait(Lazy<WaitArgs>),
+    Pause(Lazy<WaitArgs>),
+    Unpause(Lazy<WaitArgs>),
     /// Remove all stopped containers.
     Prune(Lazy<disk::PruneArgs>),
 }
@@ -240,6 +244,8 @@ impl Cmd {
                 ContainerCmd::Top(a) => Cmd::Top(a),
                 ContainerCmd::Rename(a) => Cmd::Rename(a),
                 ContainerCmd::Wait(a) => Cmd::Wait(a),
+                ContainerCmd::Pause(a) => Cmd::Pause(a),
+                ContainerCmd::Unpause(a) => Cmd::Unpause(a),
                 ContainerCmd::Prune(a) => Cmd::ContainerPrune(a),
             },
             Cmd::Image(i) => match i {
@@ -661,8 +667,8 @@ fn create(client: &Client, c: &CreateFlags) -> anyhow::Result<String> {
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
     "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "diff", "events", "export",
-    "login", "logout", "manifest", "network", "node", "pause", "plugin", "port", "pull", "push", "search", "secret", "service",
-    "stack", "stats", "swarm", "trust", "unpause", "update", "volume",
+    "login", "logout", "manifest", "network", "node", "plugin", "port", "pull", "push", "search", "secret", "service",
+    "stack", "stats", "swarm", "trust", "update", "volume",
 ];
 
 fn docker_command_not_here(e: &clap::Error) -> bool {
@@ -810,6 +816,12 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Rename(Lazy(RenameArgs { container, name })) => {
             client.post(&format!("/containers/{container}/rename?{}", query(&[("name", name)])))?;
             Ok(0)
+        }
+        Cmd::Pause(Lazy(WaitArgs { containers })) => {
+            each(&containers, true, |c| client.post(&format!("/containers/{c}/pause")).map(|_| ()))
+        }
+        Cmd::Unpause(Lazy(WaitArgs { containers })) => {
+            each(&containers, true, |c| client.post(&format!("/containers/{c}/unpause")).map(|_| ()))
         }
         Cmd::Wait(Lazy(WaitArgs { containers })) => each(&containers, false, |c| {
             let v = client.send("POST", &format!("/containers/{c}/wait"), None, false)?.json()?;

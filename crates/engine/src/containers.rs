@@ -736,7 +736,30 @@ impl Engine {
         }
     }
 
+    /// Freeze or thaw the container's processes (its cgroup's freezer) and record it.
+    async fn set_frozen(&self, ctr: &Ctr, frozen: bool) -> Result<(), ApiError> {
+        let (root, id) = (self.runtime_root.clone(), ctr.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let c = berth_runtime::Container::load(&root, &id)?;
+            if frozen { c.pause() } else { c.resume() }
+        })
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+        .map_err(|e| ApiError::new(Kind::Internal, format!("{} the container: {e}", if frozen { "pausing" } else { "unpausing" })))?;
+        ctr.update_status(|r| r.state.status = if frozen { Status::Paused } else { Status::Running }).map(|_| ())
+    }
+
+    /// Signal the container; a paused one is thawed right after, as Docker does, so the signal
+    /// is handled (and SIGKILL takes effect).
     async fn signal(&self, ctr: &Ctr, signal: i32, all: bool) -> Result<(), ApiError> {
+        let sent = self.signal_now(ctr, signal, all).await;
+        if sent.is_ok() && ctr.rec().state.status == Status::Paused {
+            self.set_frozen(ctr, false).await?;
+        }
+        sent
+    }
+
+    async fn signal_now(&self, ctr: &Ctr, signal: i32, all: bool) -> Result<(), ApiError> {
         match shim::call(&ctr.bundle, &Request::Kill { signal, all }).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind == Kind::Conflict && !ctr.rec().state.status.is_live() => Err(not_running(&ctr.id)),
@@ -1061,6 +1084,25 @@ impl Containers for Engine {
     async fn start(&self, id: &str) -> Result<bool, ApiError> {
         let ctr = self.lookup(id)?;
         self.start_ctr(&ctr).await
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), ApiError> {
+        let ctr = self.lookup(id)?;
+        let _op = ctr.op.lock().await;
+        match ctr.rec().state.status {
+            Status::Running => self.set_frozen(&ctr, true).await,
+            Status::Paused => Err(ApiError::new(Kind::Conflict, format!("Container {} is already paused", ctr.id))),
+            _ => Err(not_running(&ctr.id)),
+        }
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), ApiError> {
+        let ctr = self.lookup(id)?;
+        let _op = ctr.op.lock().await;
+        match ctr.rec().state.status {
+            Status::Paused => self.set_frozen(&ctr, false).await,
+            _ => Err(ApiError::new(Kind::Conflict, format!("Container {} is not paused", ctr.id))),
+        }
     }
 
     async fn prune(&self, filters: berth_api::params::Filters) -> Result<Value, ApiError> {

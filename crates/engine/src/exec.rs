@@ -77,6 +77,9 @@ impl Engine {
         if !rec.state.status.is_live() {
             return Err(ApiError::new(Kind::Conflict, format!("Container {} is not running", rec.id)));
         }
+        if rec.state.status == crate::Status::Paused {
+            return Err(ApiError::new(Kind::Conflict, format!("Container {id} is paused, unpause the container before exec")));
+        }
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(ApiError::new(Kind::InvalidArgument, "No exec command specified"));
         }
