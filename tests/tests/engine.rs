@@ -559,6 +559,63 @@ fn prune_df_and_what_is_not_there_yet() {
     }
 }
 
+/// The berth CLI prints what the docker CLI prints, byte for byte (tables padded as Go's
+/// tabwriter pads them, Docker's size units and precisions).
+#[test]
+fn berth_prints_what_the_docker_cli_prints() {
+    let Some(d) = daemon() else { return };
+    if !docker() {
+        return;
+    }
+    d.berth(&["run", "-d", "--name", "same", "-l", "k=v", "busybox", "sh", "-c", "echo out; sleep 100"]).success();
+    d.berth(&["create", "--name", "made", "busybox", "true"]).success();
+    for args in [
+        &["ps", "-a", "--format", "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Ports}}\t{{.Names}}"][..],
+        &["ps", "-a", "-q"],
+        &["ps", "--format", "{{.Names}} {{.Labels}} {{.State}}"],
+        &["images"],
+        &["images", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"],
+        &["history", "--format", "table {{.ID}}\t{{.Size}}\t{{.Comment}}", "busybox"],
+        &["history", "--format", "{{.CreatedAt}} {{.CreatedBy}}", "busybox"],
+        &["ps", "-a", "--format", "{{.CreatedAt}}"],
+        &["images", "--format", "{{.CreatedAt}}"],
+        &["top", "same"],
+        &["system", "df"],
+        &["inspect", "-f", "{{.Name}} {{.Config.Labels}} {{.HostConfig.NetworkMode}}", "same"],
+        &["logs", "same"],
+    ] {
+        let (b, k) = (d.berth(args), d.docker(args));
+        assert_eq!((b.code, &b.stdout, &b.stderr), (k.code, &k.stdout, &k.stderr), "{args:?}");
+    }
+}
+
+/// stats: CPU, memory against the limit, pids, as the docker CLI computes them from berthd's
+/// samples; a stream of samples; zeros for a stopped container.
+#[test]
+fn stats_report_the_cgroups_usage() {
+    let Some(d) = daemon() else { return };
+    d.berth(&["run", "-d", "--name", "busy", "-m", "64m", "busybox", "sh", "-c", "while true; do :; done"]).success();
+    for tool in clis() {
+        let r = cli(&d, tool, &["stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}", "busy"]).success();
+        let f: Vec<&str> = r.stdout.split_whitespace().collect();
+        let cpu: f64 = f[1].trim_end_matches('%').parse().unwrap_or(0.0);
+        assert!(f[0] == "busy" && cpu > 20.0 && f[4] == "64MiB" && f[5] == "1", "{tool}: {}", r.stdout);
+    }
+    let (s, b) = d.request("GET", "/containers/busy/stats?stream=0&one-shot=1");
+    assert_eq!(s, 200, "{b}");
+    let v = json(&b);
+    assert!(v["cpu_stats"]["cpu_usage"]["total_usage"].as_u64().unwrap_or(0) > 0 && v["memory_stats"]["limit"] == 64 << 20, "{v}");
+    // A stream: a sample a second, each with the one before as precpu_stats.
+    let mut sock = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    std::io::Write::write_all(&mut sock, b"GET /containers/busy/stats HTTP/1.0\r\nHost: berth\r\n\r\n").unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(sock)).map_while(Result::ok).filter(|l| l.starts_with('{'));
+    let (first, second) = (json(&lines.next().unwrap()), json(&lines.next().unwrap()));
+    assert_eq!(second["precpu_stats"]["cpu_usage"], first["cpu_stats"]["cpu_usage"]);
+    d.berth(&["stop", "-t", "0", "busy"]).success();
+    let v = json(&d.request("GET", "/containers/busy/stats?stream=0&one-shot=1").1);
+    assert_eq!((v["memory_stats"].clone(), v["name"].clone()), (serde_json::json!({}), serde_json::json!("/busy")));
+}
+
 /// pause freezes every process (nothing is logged meanwhile), exec is refused, unpause thaws;
 /// a stop or kill of a paused container thaws it so the signal is handled, as in Docker.
 #[test]

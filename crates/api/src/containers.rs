@@ -280,6 +280,9 @@ pub trait Containers: Send + Sync {
     async fn stop(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError>;
     async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<(), ApiError>;
     async fn kill(&self, id: &str, signal: Option<String>) -> Result<(), ApiError>;
+    /// One sample of the container's resource usage in Docker's stats shape, without
+    /// `precpu_stats` (the route fills it from the sample before).
+    async fn stats(&self, id: &str) -> Result<Value, ApiError>;
     /// Freeze every process of the container (`docker pause`), and thaw them.
     async fn pause(&self, id: &str) -> Result<(), ApiError>;
     async fn unpause(&self, id: &str) -> Result<(), ApiError>;
@@ -385,6 +388,47 @@ async fn wait(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bod
         Ok::<_, std::io::Error>(bytes::Bytes::from(line))
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+/// Docker collects statistics once a second.
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `stream` (default): a sample a second, each with the one before as `precpu_stats`;
+/// `stream=0`: one sample with the one a second before (what `docker stats --no-stream` shows);
+/// `one-shot=1` with it: one sample at once, no `precpu_stats`.
+async fn stats(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let stream = q.str("stream").is_none_or(|_| q.bool("stream"));
+    let mut first = b.stats(&id).await?;
+    if !stream {
+        if !q.bool("one-shot") {
+            tokio::time::sleep(STATS_INTERVAL).await;
+            let next = b.stats(&id).await?;
+            first = with_previous(next, &first);
+        }
+        return Ok(json(first));
+    }
+    let body = futures_util::stream::unfold(Some((b, id, first, None::<Value>)), |state| async move {
+        let (b, id, current, previous) = state?;
+        let current = match previous {
+            Some(p) => with_previous(current, &p),
+            None => current,
+        };
+        let mut line = serde_json::to_vec(&current).unwrap_or_default();
+        line.push(b'\n');
+        tokio::time::sleep(STATS_INTERVAL).await;
+        // The container went away: this line is the last.
+        let next = b.stats(&id).await.ok().map(|n| (b, id, n, Some(current)));
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(line)), next))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+/// `sample` with `previous`'s CPU figures and time as its `precpu_stats` and `preread`.
+fn with_previous(mut sample: Value, previous: &Value) -> Value {
+    sample["precpu_stats"] = previous["cpu_stats"].clone();
+    sample["preread"] = previous["read"].clone();
+    sample
 }
 
 async fn pause(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -524,6 +568,7 @@ pub fn routes(backend: Backend) -> Router {
         .route("/containers/{id}/stop", post(stop))
         .route("/containers/{id}/restart", post(restart))
         .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/stats", get(stats))
         .route("/containers/{id}/pause", post(pause))
         .route("/containers/{id}/unpause", post(unpause))
         .route("/containers/{id}/wait", post(wait))

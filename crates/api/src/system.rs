@@ -195,7 +195,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/commit", "commit"),
     ("/auth", "registry logins"),
     ("/distribution/{*rest}", "registry lookups"),
-    ("/containers/{id}/stats", "stats"),
     ("/containers/{id}/changes", "diff"),
     ("/containers/{id}/export", "export"),
     ("/containers/{id}/archive", "copying files (cp)"),

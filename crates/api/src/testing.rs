@@ -25,6 +25,9 @@ impl Containers for Null {
     async fn list(&self, _: ListOptions) -> Result<Vec<Value>, ApiError> {
         no()
     }
+    async fn stats(&self, _: &str) -> Result<Value, ApiError> {
+        no()
+    }
     async fn pause(&self, _: &str) -> Result<(), ApiError> {
         no()
     }

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::http::{Client, query};
-use crate::{filters_json, human_size};
+use crate::{filters_json, human_size, human_size_digits};
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -92,11 +92,16 @@ pub fn image_prune(client: &Client, a: &ImagePruneArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `system df` shows sizes with four significant digits.
+fn size(n: u64) -> String {
+    human_size_digits(n, 4)
+}
+
 /// `500MB (40%)`: what could go, and its share of the total.
 fn reclaimable(n: u64, total: u64) -> String {
     match (n * 100).checked_div(total) {
-        Some(pct) => format!("{} ({pct}%)", human_size(n)),
-        None => human_size(n),
+        Some(pct) => format!("{} ({pct}%)", size(n)),
+        None => size(n),
     }
 }
 
@@ -122,14 +127,14 @@ pub fn df(client: &Client) -> anyhow::Result<i32> {
             "Images".into(),
             images.len().to_string(),
             active_images.to_string(),
-            human_size(total),
+            size(total),
             reclaimable(total.saturating_sub(used), total),
         ],
         vec![
             "Containers".into(),
             containers.len().to_string(),
             containers.iter().filter(|c| running(c)).count().to_string(),
-            human_size(ctr_size),
+            size(ctr_size),
             reclaimable(ctr_free, ctr_size),
         ],
         vec!["Local Volumes".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],

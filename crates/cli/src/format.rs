@@ -206,21 +206,28 @@ pub fn render(template: &str, v: &Value) -> anyhow::Result<String> {
     Template::parse(template)?.render(v)
 }
 
-/// Print rows as a table: columns padded like Go's tabwriter (padding 3).
+/// Print rows as a table, as the docker CLI's tables (Go's tabwriter: cells padded by 3, each
+/// column at least 10 wide).
 pub fn table(rows: &[Vec<String>]) -> String {
+    table_min(rows, 10)
+}
+
+/// [`table`] with another minimum column width (`docker top` uses 20).
+pub fn table_min(rows: &[Vec<String>], min: usize) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+        (0..cols).map(|c| (rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0) + 3).max(min)).collect();
     let mut out = String::new();
     for r in rows {
         let mut line = String::new();
         for (i, cell) in r.iter().enumerate() {
             line.push_str(cell);
             if i + 1 < r.len() {
-                line.push_str(&" ".repeat(widths[i] - cell.chars().count() + 3));
+                line.push_str(&" ".repeat(widths[i] - cell.chars().count()));
             }
         }
-        out.push_str(line.trim_end());
+        // Not trimmed: an empty last cell leaves the padding before it, as Go's tabwriter does.
+        out.push_str(&line);
         out.push('\n');
     }
     out
@@ -256,6 +263,13 @@ fn words_of_template(t: &str, id_title: &str) -> Vec<String> {
                 "ID" => id_title.to_string(),
                 "RunningFor" => "CREATED".into(),
                 "CreatedSince" => "CREATED".into(),
+                "CreatedBy" => "CREATED BY".into(),
+                "CreatedAt" => "CREATED AT".into(),
+                "CPUPerc" => "CPU %".into(),
+                "MemUsage" => "MEM USAGE / LIMIT".into(),
+                "MemPerc" => "MEM %".into(),
+                "NetIO" => "NET I/O".into(),
+                "BlockIO" => "BLOCK I/O".into(),
                 other => other.to_uppercase(),
             }
         })
@@ -279,5 +293,9 @@ mod tests {
         assert!(render("{{range .Names}}", &v).is_err());
         let t = format_list("table {{.ID}}\t{{.Name}}", &[json!({"ID": "abc", "Name": "n"})], "CONTAINER ID").unwrap();
         assert_eq!(t, "CONTAINER ID   NAME\nabc            n\n");
+        // Go's tabwriter as the docker CLI sets it: a column is at least 10 wide.
+        let t = table(&[vec!["TAG".into(), "X".into()], vec!["latest".into(), "y".into()]]);
+        assert_eq!(t, "TAG       X\nlatest    y\n");
+        assert_eq!(table_min(&[vec!["UID".into(), "PID".into()]], 20), "UID                 PID\n");
     }
 }

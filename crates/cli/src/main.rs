@@ -5,6 +5,7 @@ mod disk;
 mod format;
 mod hostflags;
 mod http;
+mod stats;
 mod stream;
 
 use std::io::Read;
@@ -142,6 +143,7 @@ enum Cmd {
     Wait(Lazy<WaitArgs>),
     Pause(Lazy<WaitArgs>),
     Unpause(Lazy<WaitArgs>),
+    Stats(Lazy<stats::StatsArgs>),
     Images(Lazy<ImagesArgs>),
     Rmi(Lazy<RmiArgs>),
     Tag(Lazy<TagArgs>),
@@ -193,6 +195,7 @@ enum ContainerCmd {
     Wait(Lazy<WaitArgs>),
     Pause(Lazy<WaitArgs>),
     Unpause(Lazy<WaitArgs>),
+    Stats(Lazy<stats::StatsArgs>),
     /// Remove all stopped containers.
     Prune(Lazy<disk::PruneArgs>),
 }
@@ -246,6 +249,7 @@ impl Cmd {
                 ContainerCmd::Wait(a) => Cmd::Wait(a),
                 ContainerCmd::Pause(a) => Cmd::Pause(a),
                 ContainerCmd::Unpause(a) => Cmd::Unpause(a),
+                ContainerCmd::Stats(a) => Cmd::Stats(a),
                 ContainerCmd::Prune(a) => Cmd::ContainerPrune(a),
             },
             Cmd::Image(i) => match i {
@@ -465,6 +469,8 @@ struct HistoryArgs {
     no_trunc: bool,
     #[arg(short = 'q', long)]
     quiet: bool,
+    #[arg(long)]
+    format: Option<String>,
     image: String,
 }
 
@@ -668,7 +674,7 @@ fn create(client: &Client, c: &CreateFlags) -> anyhow::Result<String> {
 const NOT_YET: &[&str] = &[
     "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "diff", "events", "export",
     "login", "logout", "manifest", "network", "node", "plugin", "port", "pull", "push", "search", "secret", "service",
-    "stack", "stats", "swarm", "trust", "update", "volume",
+    "stack", "swarm", "trust", "update", "volume",
 ];
 
 fn docker_command_not_here(e: &clap::Error) -> bool {
@@ -810,13 +816,14 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             for p in v["Processes"].as_array().into_iter().flatten() {
                 rows.push(p.as_array().into_iter().flatten().map(format::show).collect());
             }
-            print!("{}", format::table(&rows));
+            print!("{}", format::table_min(&rows, 20));
             Ok(0)
         }
         Cmd::Rename(Lazy(RenameArgs { container, name })) => {
             client.post(&format!("/containers/{container}/rename?{}", query(&[("name", name)])))?;
             Ok(0)
         }
+        Cmd::Stats(Lazy(a)) => stats::stats(client, &a),
         Cmd::Pause(Lazy(WaitArgs { containers })) => {
             each(&containers, true, |c| client.post(&format!("/containers/{c}/pause")).map(|_| ()))
         }
@@ -848,9 +855,9 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             client.post(&format!("/images/{source}/tag?{}", query(&[("repo", repo), ("tag", tag)])))?;
             Ok(0)
         }
-        Cmd::History(Lazy(HistoryArgs { no_trunc, quiet, image })) => {
+        Cmd::History(Lazy(HistoryArgs { no_trunc, quiet, format, image })) => {
             let v = client.get(&format!("/images/{image}/history"))?;
-            let mut rows = vec![vec!["IMAGE".to_string(), "CREATED".into(), "CREATED BY".into(), "SIZE".into(), "COMMENT".into()]];
+            let mut items = Vec::new();
             for h in v.as_array().into_iter().flatten() {
                 let id = h["Id"].as_str().unwrap_or("");
                 let id = if id.starts_with("sha256:") && !no_trunc { id[7..19].to_string() } else { id.to_string() };
@@ -862,16 +869,19 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
                 if !no_trunc && by.chars().count() > 45 {
                     by = by.chars().take(44).collect::<String>() + "…";
                 }
-                rows.push(vec![
-                    id,
-                    ago(h["Created"].as_i64().unwrap_or(0)),
-                    by,
-                    human_size(h["Size"].as_u64().unwrap_or(0)),
-                    h["Comment"].as_str().unwrap_or("").to_string(),
-                ]);
+                let created = h["Created"].as_i64().unwrap_or(0);
+                items.push(json!({
+                    "ID": id,
+                    "CreatedSince": ago(created),
+                    "CreatedAt": utc_time(created, true),
+                    "CreatedBy": by,
+                    "Size": human_size(h["Size"].as_u64().unwrap_or(0)),
+                    "Comment": h["Comment"].as_str().unwrap_or(""),
+                }));
             }
             if !quiet {
-                print!("{}", format::table(&rows));
+                let template = format.unwrap_or_else(|| "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into());
+                print!("{}", format::format_list(&template, &items, "IMAGE")?);
             }
             Ok(0)
         }
@@ -1073,8 +1083,35 @@ fn ago(t: i64) -> String {
     format!("{} ago", human_duration(now() - t))
 }
 
-/// Docker's sizes: decimal units, three significant digits.
+/// A Unix time as the docker CLI prints `CreatedAt` (in UTC): Go's `Time.String()`
+/// (`2026-01-02 15:04:05 +0000 UTC`) for containers and images, RFC 3339 for history.
+fn utc_time(t: i64, rfc3339: bool) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01, after Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if rfc3339 {
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} +0000 UTC")
+    }
+}
+
+/// Docker's sizes: decimal units, three significant digits (`1.98MB`).
 fn human_size(n: u64) -> String {
+    human_size_digits(n, 3)
+}
+
+/// Go's `%.*g` of a size in decimal units: `digits` significant digits, no trailing zeros.
+fn human_size_digits(n: u64, digits: usize) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -1082,10 +1119,10 @@ fn human_size(n: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    let s = format!("{v:.3}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
-    let digits: String = s.chars().take(if v >= 100.0 { 3 } else { 4 }).collect();
-    format!("{}{}", digits.trim_end_matches('.'), units[i])
+    let int_digits = if v < 1.0 { 1 } else { v.log10().floor() as usize + 1 };
+    let s = format!("{v:.*}", digits.saturating_sub(int_digits));
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    format!("{s}{}", units[i])
 }
 
 fn filters_json(filter: &[String]) -> String {
@@ -1168,7 +1205,7 @@ fn ps(
                 "ID": trunc_id(&c.id, no_trunc),
                 "Image": c.image,
                 "Command": format!("\"{cmd}\""),
-                "CreatedAt": c.created,
+                "CreatedAt": utc_time(c.created, false),
                 "RunningFor": ago(c.created),
                 "Ports": "",
                 "Status": c.status,
@@ -1227,7 +1264,7 @@ fn images(
             let digest = digests.iter().find_map(|d| d.split_once('@').filter(|(r, _)| *r == repo).map(|(_, d)| d)).unwrap_or("<none>");
             items.push(json!({
                 "ID": id, "Repository": repo, "Tag": tag, "Digest": digest,
-                "CreatedSince": ago(img["Created"].as_i64().unwrap_or(0)), "CreatedAt": img["Created"],
+                "CreatedSince": ago(img["Created"].as_i64().unwrap_or(0)), "CreatedAt": utc_time(img["Created"].as_i64().unwrap_or(0), false),
                 "Size": human_size(img["Size"].as_u64().unwrap_or(0)),
             }));
         }
@@ -1290,6 +1327,13 @@ mod tests {
         assert_eq!(human_size(2_130_000), "2.13MB");
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(human_size(1_984_230), "1.98MB");
+        assert_eq!(human_size_digits(1_984_230, 4), "1.984MB", "system df's precision");
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(utc_time(1_767_323_045, false), "2026-01-02 03:04:05 +0000 UTC");
+        assert_eq!(utc_time(1_767_323_045, true), "2026-01-02T03:04:05Z");
+        assert_eq!(utc_time(0, true), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_time(951_782_400, true), "2000-02-29T00:00:00Z");
         assert_eq!(parse_size("64m").unwrap(), 64 << 20);
         let c = CreateFlags { image: "busybox".into(), entrypoint: Some(String::new()), rm: true, ..Default::default() };
         let b = create_body(&c).unwrap();

@@ -1086,6 +1086,14 @@ impl Containers for Engine {
         self.start_ctr(&ctr).await
     }
 
+    async fn stats(&self, id: &str) -> Result<Value, ApiError> {
+        let ctr = self.lookup(id)?;
+        let e = self.clone();
+        tokio::task::spawn_blocking(move || crate::stats::sample(&e, &ctr.rec()))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+    }
+
     async fn pause(&self, id: &str) -> Result<(), ApiError> {
         let ctr = self.lookup(id)?;
         let _op = ctr.op.lock().await;

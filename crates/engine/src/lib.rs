@@ -14,6 +14,7 @@ mod names;
 mod record;
 mod shim;
 mod spec;
+mod stats;
 mod stream;
 mod system;
 
