@@ -957,10 +957,10 @@ pub(crate) fn docker_config_keys(c: &mut serde_json::Map<String, Value>) {
 }
 
 /// Docker's `label=` / `label!=` filters on a set of labels: `key`, or `key=value`.
-pub(crate) fn labels_match(labels: &BTreeMap<String, String>, f: &berth_api::params::Filters) -> bool {
+pub(crate) fn labels_match(labels: Option<&BTreeMap<String, String>>, f: &berth_api::params::Filters) -> bool {
     let has = |l: &String| match l.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-        None => labels.contains_key(l.as_str()),
+        Some((k, v)) => labels.and_then(|m| m.get(k)).is_some_and(|x| x == v),
+        None => labels.is_some_and(|m| m.contains_key(l.as_str())),
     };
     f.get("label").iter().all(has) && !f.get("label!").iter().any(has)
 }
@@ -986,21 +986,19 @@ fn matches_filters(rec: &Record, f: &berth_api::params::Filters, names: &[Option
         "" | "default" => "bridge",
         n => n,
     };
-    let mounts: Vec<&str> = hc
-        .binds
-        .iter()
-        .flatten()
-        .flat_map(|b| b.split(':').take(2))
-        .chain(hc.mounts.iter().flatten().flat_map(|m| [m.source.as_deref(), m.target.as_deref()].into_iter().flatten()))
-        .chain(hc.tmpfs.iter().flatten().map(|(t, _)| t.as_str()))
-        .collect();
+    // Sources and targets of its binds, mounts and tmpfs (looked through only for `volume=`).
+    let mounted = |x: &str| {
+        hc.binds.iter().flatten().flat_map(|b| b.split(':').take(2)).any(|p| p == x)
+            || hc.mounts.iter().flatten().any(|m| m.source.as_deref() == Some(x) || m.target.as_deref() == Some(x))
+            || hc.tmpfs.iter().flatten().any(|(t, _)| t == x)
+    };
     let exposed = rec.config.extra.get("ExposedPorts").and_then(Value::as_object);
     any("id", &|x| rec.id.starts_with(x))
         // Docker's name filter is a regular expression, matched with or without the slash.
         && (names.is_empty() || names.iter().flatten().any(|r| r.is_match(&rec.name) || r.is_match(&format!("/{}", rec.name))))
         && any("status", &|x| rec.state.status.as_str() == x)
         && any("network", &|x| x == network)
-        && any("volume", &|x| mounts.contains(&x))
+        && any("volume", &mounted)
         && any("expose", &|x| exposed.is_some_and(|e| e.contains_key(x) || e.contains_key(&format!("{x}/tcp"))))
         // No healthchecks, published ports or swarm tasks yet; every container is `default`.
         && any("health", &|x| x == "none")
@@ -1015,7 +1013,7 @@ fn matches_filters(rec: &Record, f: &berth_api::params::Filters, names: &[Option
                 || berth_store::reference::Reference::parse(x).ok().map(|r| r.to_string())
                     == berth_store::reference::Reference::parse(&rec.image_name).ok().map(|r| r.to_string())
         })
-        && labels_match(&rec.config.labels.clone().unwrap_or_default(), f)
+        && labels_match(rec.config.labels.as_ref(), f)
 }
 
 #[async_trait::async_trait]
@@ -1121,10 +1119,7 @@ impl Containers for Engine {
         for ctr in self.all() {
             let rec = ctr.rec();
             let created = record::unix_seconds(&rec.created);
-            if rec.state.status.is_live()
-                || until.iter().any(|u| created >= *u)
-                || !labels_match(&rec.config.labels.clone().unwrap_or_default(), &filters)
-            {
+            if rec.state.status.is_live() || until.iter().any(|u| created >= *u) || !labels_match(rec.config.labels.as_ref(), &filters) {
                 continue;
             }
             let (rw, _) = self.sizes(&rec);

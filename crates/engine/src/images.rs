@@ -336,9 +336,7 @@ impl Images for Engine {
             }
             let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
             let created = unix(cfg.created.as_deref()) as f64;
-            if until.iter().any(|u| created >= *u)
-                || !crate::containers::labels_match(&cfg.config.labels.clone().unwrap_or_default(), &filters)
-            {
+            if until.iter().any(|u| created >= *u) || !crate::containers::labels_match(cfg.config.labels.as_ref(), &filters) {
                 continue;
             }
             let images = Arc::clone(&self.images);

@@ -387,10 +387,9 @@ impl ImageStore {
         Ok(id)
     }
 
-    /// An image by reference (`busybox`, `busybox:1`), full ID (`sha256:…` or 64 hex) or a
-    /// unique ID prefix.
-    /// Docker's lookup order: a full ID, then a name (`cafe` is the image named so, whatever
-    /// IDs start with those letters), then a unique ID prefix.
+    /// An image by full ID (`sha256:…` or 64 hex), reference (`busybox`, `busybox:1`) or unique
+    /// ID prefix, in Docker's order: a name wins over an ID prefix (`cafe` is the image named
+    /// so, whatever IDs start with those letters).
     pub fn resolve(&self, name: &str) -> Result<Digest> {
         let db = self.load()?;
         let hex = name.strip_prefix("sha256:").unwrap_or(name);

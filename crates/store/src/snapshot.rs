@@ -394,7 +394,20 @@ impl Store {
         let (_, info) = self.get(key)?;
         match info.usage {
             Some(u) if info.kind == Kind::Committed => Ok(u),
-            _ => tree_usage(&self.path(&info.id).join("fs")),
+            _ => {
+                let u = tree_usage(&self.path(&info.id).join("fs"))?;
+                // A layer committed before usages were kept: measured once, then remembered
+                // (and written with the index's next change).
+                if info.kind == Kind::Committed {
+                    self.index.update_in_memory(|m| -> Result<()> {
+                        if let Some(i) = m.snapshots.get_mut(key) {
+                            i.usage = Some(u);
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok(u)
+            }
         }
     }
 
@@ -834,6 +847,16 @@ mod conformance {
 
         // Bookkeeping and refusals.
         assert_eq!(s.usage("base").unwrap().size, base_size);
+        // A committed layer recorded before usages were kept gets one when first asked.
+        drop(s);
+        let index = t.path().join("snapshots.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&index).unwrap()).unwrap();
+        v["snapshots"]["base"].as_object_mut().unwrap().remove("usage");
+        fs::write(&index, serde_json::to_vec(&v).unwrap()).unwrap();
+        let s = open(t.path());
+        assert_eq!(s.stat("base").unwrap().usage, None);
+        assert_eq!(s.usage("base").unwrap().size, base_size);
+        assert_eq!(s.stat("base").unwrap().usage.map(|u| u.size), Some(base_size), "remembered");
         let keys: Vec<String> = s.walk().unwrap().into_iter().map(|i| i.key).collect();
         assert_eq!(keys, ["base", "base-view", "child", "child-view"]);
         assert!(matches!(s.prepare("child", None), Err(SnapshotError::Exists(_))));
