@@ -527,8 +527,12 @@ impl Engine {
             std::fs::create_dir(&dir).map_err(internal("creating", &dir))?;
             let parent = image_rec.layers.last().map(|l| l.chain_id.to_string());
             let snapshots = &self.images.snapshots;
-            let prepared =
-                if ephemeral { snapshots.prepare_ephemeral(&id, parent.as_deref()) } else { snapshots.prepare(&id, parent.as_deref()) };
+            // A durable layer's fsyncs are left for later, to run beside the record's.
+            let prepared = if ephemeral {
+                snapshots.prepare_ephemeral(&id, parent.as_deref())
+            } else {
+                snapshots.prepare_unsynced(&id, parent.as_deref())
+            };
             prepared.map_err(|e| ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}")))?;
             Ok(Record {
                 version: record::RECORD_VERSION,
@@ -548,9 +552,28 @@ impl Engine {
             })
         })();
         let rec = result.map_err(undo)?;
-        // The bundle is made while the record is written (fsyncs: idle time for the CPU).
+        // The layer's fsyncs, the record's and the making of the bundle all at once (fsyncs are
+        // idle time for the CPU). The record is put in place only once the layer is durable: a
+        // crash of the machine before leaves a layer without a record, which restore removes.
+        let images = Arc::clone(&self.images);
+        let key = id.clone();
+        let layer_synced = (!ephemeral).then(|| tokio::task::spawn_blocking(move || images.snapshots.sync(&key)));
         let ahead = self.prepare_ahead(&rec);
-        if let Err(e) = rec.save(&dir, if ephemeral { crate::record::Durability::Atomic } else { crate::record::Durability::Durable }) {
+        let saved = async {
+            if ephemeral {
+                return rec.save(&dir, crate::record::Durability::Atomic);
+            }
+            let staged = rec.stage(&dir);
+            if let Some(synced) = layer_synced {
+                match synced.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}"))),
+                    Err(e) => return Err(ApiError::new(Kind::Internal, e.to_string())),
+                }
+            }
+            staged?.commit()
+        };
+        if let Err(e) = saved.await {
             if let Some(a) = ahead {
                 let _ = a.task.await;
                 self.cleanup_bundle_at(&self.bundles_dir.join(&id));

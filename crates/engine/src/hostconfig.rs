@@ -145,9 +145,12 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     if nano > 0 && quota > 0 {
         return Err(bad("Conflicting options: Nano CPUs and CPU Quota cannot both be set"));
     }
-    let ncpu = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
-    if nano < 0 || nano > ncpu * 1_000_000_000 {
-        return Err(bad(format!("Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")));
+    if nano != 0 {
+        // Only when asked: finding the CPUs reads this process's cgroup files.
+        let ncpu = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+        if nano < 0 || nano > ncpu * 1_000_000_000 {
+            return Err(bad(format!("Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")));
+        }
     }
     if period != 0 && !CPU_PERIOD_RANGE.contains(&period) {
         return Err(bad("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"));

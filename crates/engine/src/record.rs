@@ -129,6 +129,29 @@ impl Record {
         };
         write(&path, &data, 0o600).map_err(|e| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())))
     }
+
+    /// A durable [`Record::save`] whose last step (the rename that makes it the record) waits
+    /// for [`StagedRecord::commit`]: what the record depends on can be made durable meanwhile.
+    pub fn stage(&self, dir: &Path) -> Result<StagedRecord, ApiError> {
+        let path = dir.join(RECORD);
+        let err = |e: &dyn std::fmt::Display| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display()));
+        let data = serde_json::to_vec(self).map_err(|e| err(&e))?;
+        let staged = berth_runtime::atomic::stage_file(&path, &data, 0o600).map_err(|e| err(&e))?;
+        Ok(StagedRecord { staged, path })
+    }
+}
+
+/// A durable record written but not yet in place (see [`Record::stage`]).
+pub struct StagedRecord {
+    staged: berth_runtime::atomic::Staged,
+    path: PathBuf,
+}
+
+impl StagedRecord {
+    pub fn commit(self) -> Result<(), ApiError> {
+        let path = self.path;
+        self.staged.commit().map_err(|e| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())))
+    }
 }
 
 pub fn now() -> String {

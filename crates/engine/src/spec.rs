@@ -29,11 +29,14 @@ fn cap_name(c: &str) -> String {
 }
 
 /// Every capability this daemon may hand out: those in its own bounding set (a host may withhold
-/// some from root; asking for them would make capset fail).
+/// some from root; asking for them would make capset fail). The set is read once: a process's
+/// bounding set never grows, and berthd never shrinks its own.
 fn all_caps() -> BTreeSet<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let bounding =
-        status.lines().find_map(|l| l.strip_prefix("CapBnd:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(u64::MAX);
+    static BOUNDING: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let bounding = *BOUNDING.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("CapBnd:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(u64::MAX)
+    });
     KNOWN_CAPS.iter().enumerate().filter(|(n, _)| bounding & (1u64 << n) != 0).map(|(_, c)| c.to_string()).collect()
 }
 

@@ -105,7 +105,19 @@ pub struct Usage {
 
 pub trait Snapshotter: Send + Sync {
     /// A new writable snapshot on top of `parent` (a committed snapshot).
-    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        let mounts = self.prepare_unsynced(key, parent)?;
+        self.sync(key)?;
+        Ok(mounts)
+    }
+    /// [`Snapshotter::prepare`] without waiting for the disk: the snapshot is whole and usable at
+    /// once, and survives a crash of the machine once [`Snapshotter::sync`] has returned (before,
+    /// a crash may leave it a leftover that the next open deletes). Lets a caller overlap the
+    /// fsyncs with its own.
+    fn prepare_unsynced(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+    /// Make an active snapshot from [`Snapshotter::prepare_unsynced`] durable (nothing to do for
+    /// one already durable or ephemeral).
+    fn sync(&self, key: &str) -> Result<()>;
     /// [`Snapshotter::prepare`] for a layer that is discarded rather than kept after a crash of
     /// the machine: written without a single fsync, never committed.
     fn prepare_ephemeral(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
@@ -267,6 +279,7 @@ impl Store {
         parent: Option<&str>,
         kind: Kind,
         ephemeral: bool,
+        sync: bool,
         fill: impl FnOnce(&Path, &[Info]) -> Result<()>,
     ) -> Result<Info> {
         validate_key(key)?;
@@ -291,19 +304,23 @@ impl Store {
         // are made under a temporary name, renamed into place, then named by the index.
         let local = kind == Kind::Active;
         let dir = if local { self.path(&id) } else { self.snapshots().join(format!(".tmp-{id}")) };
+        // Only an active snapshot's durability may be left for later: the others are named by the
+        // index, which must never name a directory a crash could take away.
+        let sync = sync || !local;
         let result = (|| {
-            fs::create_dir_all(dir.join("fs")).map_err(io_err("creating", &dir))?;
-            fs::create_dir_all(dir.join("work")).map_err(io_err("creating", &dir))?;
+            for sub in [&dir, &dir.join("fs"), &dir.join("work")] {
+                fs::create_dir(sub).map_err(io_err("creating", sub))?;
+            }
             fs::set_permissions(dir.join("fs"), fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &dir))?;
             fill(&dir, &chain)?;
             if local {
                 let record = dir.join(info.record_name());
                 // An ephemeral snapshot is never fsynced.
-                write_record(&record, &info, !ephemeral).map_err(io_err("writing", &record))?;
+                write_record(&record, &info, sync && !ephemeral).map_err(io_err("writing", &record))?;
             } else {
                 fs::rename(&dir, self.path(&id)).map_err(io_err("renaming", &dir))?;
             }
-            if ephemeral { Ok(()) } else { sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots())) }
+            if ephemeral || !sync { Ok(()) } else { sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots())) }
         })();
         if let Err(e) = result {
             let _ = remove_tree(&dir);
@@ -329,6 +346,17 @@ impl Store {
             return Err(e);
         }
         Ok(info)
+    }
+
+    /// Fsync an active snapshot's record and the directory's entry (see `create`).
+    fn sync(&self, key: &str) -> Result<()> {
+        let (_, info) = self.get(key)?;
+        if info.ephemeral || info.kind != Kind::Active {
+            return Ok(());
+        }
+        let record = self.path(&info.id).join(info.record_name());
+        fs::File::open(&record).and_then(|f| f.sync_all()).map_err(io_err("syncing", &record))?;
+        sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots()))
     }
 
     fn get(&self, key: &str) -> Result<(Metadata, Info)> {
@@ -532,18 +560,22 @@ impl Overlay {
 }
 
 impl Snapshotter for Overlay {
-    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        let info = self.store.create(key, parent, Kind::Active, false, |_, _| Ok(()))?;
+    fn prepare_unsynced(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        let info = self.store.create(key, parent, Kind::Active, false, false, |_, _| Ok(()))?;
         self.overlay_mounts(&info)
     }
 
+    fn sync(&self, key: &str) -> Result<()> {
+        self.store.sync(key)
+    }
+
     fn prepare_ephemeral(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        let info = self.store.create(key, parent, Kind::Active, true, |_, _| Ok(()))?;
+        let info = self.store.create(key, parent, Kind::Active, true, false, |_, _| Ok(()))?;
         self.overlay_mounts(&info)
     }
 
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        let info = self.store.create(key, parent, Kind::View, false, |_, _| Ok(()))?;
+        let info = self.store.create(key, parent, Kind::View, false, true, |_, _| Ok(()))?;
         self.overlay_mounts(&info)
     }
 
@@ -591,9 +623,9 @@ impl Vfs {
         Ok(Vfs { store: Store::open(root)? })
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, ephemeral: bool) -> Result<Vec<Mount>> {
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, ephemeral: bool, sync: bool) -> Result<Vec<Mount>> {
         let snapshots = self.store.snapshots();
-        let info = self.store.create(key, parent, kind, ephemeral, |tmp, chain| match chain.first() {
+        let info = self.store.create(key, parent, kind, ephemeral, sync, |tmp, chain| match chain.first() {
             Some(p) => copy_tree(&snapshots.join(&p.id).join("fs"), &tmp.join("fs")),
             None => Ok(()),
         })?;
@@ -602,16 +634,20 @@ impl Vfs {
 }
 
 impl Snapshotter for Vfs {
-    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::Active, false)
+    fn prepare_unsynced(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::Active, false, false)
+    }
+
+    fn sync(&self, key: &str) -> Result<()> {
+        self.store.sync(key)
     }
 
     fn prepare_ephemeral(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::Active, true)
+        self.create(key, parent, Kind::Active, true, false)
     }
 
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::View, false)
+        self.create(key, parent, Kind::View, false, true)
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
@@ -948,6 +984,37 @@ mod conformance {
         assert_eq!(fs::read_dir(t.path().join("snapshots")).unwrap().count(), 0);
     }
 
+    fn deferred_sync<S: Snapshotter>(open: impl Fn(&Path) -> S) {
+        let t = tempfile::tempdir().unwrap();
+        let s = open(t.path());
+        s.prepare("base-active", None).unwrap();
+        fs::write(s.dir("base-active").unwrap().join("from-base"), "b").unwrap();
+        s.commit("base", "base-active").unwrap();
+
+        // Usable before its sync, and an ordinary active snapshot after it.
+        let m = s.prepare_unsynced("ctr", Some("base")).unwrap();
+        with_mounted(&m, |p| {
+            assert_eq!(fs::read_to_string(p.join("from-base")).unwrap(), "b");
+            fs::write(p.join("new"), "n").unwrap();
+        });
+        s.sync("ctr").unwrap();
+        assert!(!s.stat("ctr").unwrap().ephemeral);
+        assert!(matches!(s.prepare_unsynced("ctr", None), Err(SnapshotError::Exists(_))));
+        assert!(matches!(s.sync("nothing"), Err(SnapshotError::NotFound(_))));
+        s.sync("base").unwrap();
+
+        // One whose record a crash of the machine lost before its sync is a leftover.
+        s.prepare_unsynced("torn", Some("base")).unwrap();
+        let torn = t.path().join("snapshots").join(s.stat("torn").unwrap().id);
+        drop(s);
+        fs::remove_file(torn.join(ACTIVE)).unwrap();
+        let s = open(t.path());
+        assert!(matches!(s.stat("torn"), Err(SnapshotError::NotFound(_))));
+        assert!(!torn.exists());
+        assert_eq!(fs::read_to_string(s.dir("ctr").unwrap().join("new")).unwrap(), "n", "the synced one is whole");
+        s.commit("ctr-layer", "ctr").unwrap();
+    }
+
     fn depth_limit<S: Snapshotter>(open: impl Fn(&Path) -> S) {
         let t = tempfile::tempdir().unwrap();
         let s = open(t.path());
@@ -1015,6 +1082,20 @@ mod conformance {
     fn vfs_keeps_ephemeral_snapshots_out_of_the_durable_index() {
         if root_or_skip() {
             ephemeral(|p| Vfs::open(p).unwrap());
+        }
+    }
+
+    #[test]
+    fn overlay_syncs_a_prepared_snapshot_when_asked() {
+        if root_or_skip() {
+            deferred_sync(|p| Overlay::open(p).unwrap());
+        }
+    }
+
+    #[test]
+    fn vfs_syncs_a_prepared_snapshot_when_asked() {
+        if root_or_skip() {
+            deferred_sync(|p| Vfs::open(p).unwrap());
         }
     }
 
