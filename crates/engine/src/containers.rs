@@ -729,7 +729,8 @@ impl Engine {
         let start = shim::call(bundle, &Request::Start).await;
         // The next start's shim, made while this container runs rather than before it does.
         let e = self.clone();
-        tokio::spawn(async move { e.refill_standby() });
+        // A spawn blocks its thread until the child has exec'd: not a worker's.
+        tokio::task::spawn_blocking(move || e.refill_standby());
         if let Err(e) = start {
             let _ = shim::call(bundle, &Request::Kill { signal: libc::SIGKILL, all: true }).await;
             return Err(e);

@@ -151,13 +151,19 @@ fn with_created_devices_allowed(r: &LinuxResources, spec: &Spec) -> LinuxResourc
     };
     let mut devices = crate::rootfs::default_devices();
     devices.extend(spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default());
-    for d in devices {
-        let typ = if d.typ() == LinuxDeviceType::B { LinuxDeviceType::B } else { LinuxDeviceType::C };
-        rules.push(allow(typ, d.major(), Some(d.minor())));
+    let mut wanted: Vec<LinuxDeviceCgroup> = devices
+        .iter()
+        .map(|d| allow(if d.typ() == LinuxDeviceType::B { LinuxDeviceType::B } else { LinuxDeviceType::C }, d.major(), Some(d.minor())))
+        .collect();
+    wanted.push(allow(LinuxDeviceType::C, 5, Some(1))); // /dev/console
+    wanted.push(allow(LinuxDeviceType::C, 5, Some(2))); // /dev/ptmx
+    wanted.push(allow(LinuxDeviceType::C, 136, None)); // /dev/pts/*
+    // Docker's default rules already allow most of these: each rule is a write to the cgroup.
+    for w in wanted {
+        if !rules.contains(&w) {
+            rules.push(w);
+        }
     }
-    rules.push(allow(LinuxDeviceType::C, 5, Some(1))); // /dev/console
-    rules.push(allow(LinuxDeviceType::C, 5, Some(2))); // /dev/ptmx
-    rules.push(allow(LinuxDeviceType::C, 136, None)); // /dev/pts/*
     let mut out = r.clone();
     out.set_devices(Some(rules));
     out
@@ -836,6 +842,8 @@ mod tests {
         assert!(allowed(1, Some(3)), "/dev/null");
         assert!(allowed(5, Some(2)), "/dev/ptmx");
         assert!(allowed(136, None), "/dev/pts/*");
+        let again = with_created_devices_allowed(&out, &spec);
+        assert_eq!(again.devices().as_ref().unwrap().len(), rules.len(), "a rule already there is not added twice");
         let none: LinuxResources = serde_json::from_value(serde_json::json!({})).unwrap();
         assert!(with_created_devices_allowed(&none, &spec).devices().is_none(), "no rules, nothing added");
     }
