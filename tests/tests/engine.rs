@@ -883,18 +883,6 @@ fn soak_500_run_rm_cycles() {
     wait_until("no rootfs mount left", || mounts_under(d.dir.path()) == 0);
     let entries = |p: &str| std::fs::read_dir(d.dir.path().join(p)).unwrap().count();
     wait_until("deleted files", || entries("exec/containers") == 0 && entries("data/containers") == 0);
-    let (rss1, fds1) = (rss_kib(pid), open_fds(pid));
-    eprintln!("berthd RSS {rss0} KiB -> {rss1} KiB, fds {fds0} -> {fds1}");
-    assert!(rss1 <= rss0 + 2048, "berthd grew from {rss0} KiB to {rss1} KiB");
-    assert!(fds1 <= fds0, "berthd holds {fds1} fds, {fds0} before");
-    assert_eq!(
-        std::fs::read_dir(d.dir.path().join("exec/runtime"))
-            .unwrap()
-            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
-            .count(),
-        0,
-        "runtime state"
-    );
     let shims = || {
         std::fs::read_dir("/proc")
             .unwrap()
@@ -908,6 +896,19 @@ fn soak_500_run_rm_cycles() {
     // The last containers' shims exit just after their containers' removal was answered.
     wait_until("no container's shim left", || shims().saturating_sub(standby_shims(d.dir.path())) == 0);
     assert!(standby_shims(d.dir.path()) <= 1, "one shim at most waits for the next start");
+    // berthd holds a pidfd for each shim until it has reaped it, just after the shim exits.
+    wait_until("berthd's fds back where they were", || open_fds(pid) <= fds0);
+    let (rss1, fds1) = (rss_kib(pid), open_fds(pid));
+    eprintln!("berthd RSS {rss0} KiB -> {rss1} KiB, fds {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + 2048, "berthd grew from {rss0} KiB to {rss1} KiB");
+    assert_eq!(
+        std::fs::read_dir(d.dir.path().join("exec/runtime"))
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count(),
+        0,
+        "runtime state"
+    );
     // Cgroups are shared by every daemon of a parallel test run: the suite's leak check
     // (scripts/leak-check.sh) compares them before and after all tests.
 }

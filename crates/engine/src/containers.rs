@@ -282,9 +282,11 @@ impl Engine {
         }
         self.drop_execs_of(&ctr.id);
         let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
+        // A removal (forced, or automatic) follows at once: one write marks the exit and the
+        // removal together, where "exited" then "removing" cost two.
+        let removal_next = auto_remove || ctr.removing.load(Ordering::SeqCst);
         let exited = |r: &mut Record| {
-            // An auto-removed container goes straight on to its removal.
-            r.state.status = if auto_remove { Status::Removing } else { Status::Exited };
+            r.state.status = if removal_next { Status::Removing } else { Status::Exited };
             r.state.pid = 0;
             r.state.exit_code = status.exit_code;
             r.state.finished_at = status.finished_at.clone();

@@ -147,6 +147,49 @@ pub trait Snapshotter: Send + Sync {
 struct Store {
     root: PathBuf,
     index: crate::index::JsonIndex<Metadata>,
+    /// Fsyncs of `snapshots/`, which every create and removal of an active snapshot needs.
+    synced: SharedSync,
+}
+
+/// Fsyncs of one directory, shared between threads (group commit): a caller whose change an
+/// fsync begun after it already covers returns without starting another. Fifty removals at
+/// once then cost a few fsyncs of the directory instead of fifty in a row (they would be in a
+/// row anyway: a directory's fsyncs hold its lock).
+struct SharedSync {
+    dir: PathBuf,
+    /// Tickets handed out, one per change that is done and waits to be made durable.
+    tickets: std::sync::atomic::AtomicU64,
+    /// The last ticket known durable.
+    durable: std::sync::Mutex<u64>,
+    /// Fsyncs done (for tests).
+    fsyncs: std::sync::atomic::AtomicU64,
+}
+
+impl SharedSync {
+    fn new(dir: PathBuf) -> SharedSync {
+        SharedSync {
+            dir,
+            tickets: std::sync::atomic::AtomicU64::new(0),
+            durable: std::sync::Mutex::new(0),
+            fsyncs: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Make durable every change to the directory done before this call.
+    fn sync(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mine = self.tickets.fetch_add(1, SeqCst) + 1;
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable >= mine {
+            return Ok(());
+        }
+        // Every ticket up to here was taken after its change was done, so before this fsync.
+        let upto = self.tickets.load(SeqCst);
+        sync_dir(&self.dir).map_err(io_err("syncing", &self.dir))?;
+        self.fsyncs.fetch_add(1, SeqCst);
+        *durable = upto;
+        Ok(())
+    }
 }
 
 #[derive(Default, Clone, Serialize, Deserialize)]
@@ -188,7 +231,7 @@ impl Store {
         fs::create_dir_all(&snapshots).map_err(io_err("creating", &snapshots))?;
         let meta = root.join("snapshots.json");
         let index = crate::index::JsonIndex::open(meta.clone()).map_err(io_err("reading", &meta))?;
-        let s = Store { root: root.to_path_buf(), index };
+        let s = Store { root: root.to_path_buf(), index, synced: SharedSync::new(snapshots) };
         s.clean_leftovers()?;
         Ok(s)
     }
@@ -320,7 +363,7 @@ impl Store {
             } else {
                 fs::rename(&dir, self.path(&id)).map_err(io_err("renaming", &dir))?;
             }
-            if ephemeral || !sync { Ok(()) } else { sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots())) }
+            if ephemeral || !sync { Ok(()) } else { self.synced.sync() }
         })();
         if let Err(e) = result {
             let _ = remove_tree(&dir);
@@ -356,7 +399,7 @@ impl Store {
         }
         let record = self.path(&info.id).join(info.record_name());
         fs::File::open(&record).and_then(|f| f.sync_all()).map_err(io_err("syncing", &record))?;
-        sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots()))
+        self.synced.sync()
     }
 
     fn get(&self, key: &str) -> Result<(Metadata, Info)> {
@@ -413,7 +456,7 @@ impl Store {
         fs::rename(self.path(&info.id), &doomed).map_err(io_err("renaming", &doomed))?;
         // For an active snapshot the rename is the removal: made durable unless ephemeral.
         if local && !info.ephemeral {
-            sync_dir(&self.snapshots()).map_err(io_err("syncing", &self.snapshots()))?;
+            self.synced.sync()?;
         }
         Ok(doomed)
     }
@@ -1029,6 +1072,33 @@ mod conformance {
         let m = s.view("deep-view", parent.as_deref()).unwrap();
         assert!(m[0].options.join(",").len() < PAGE_SIZE, "mount options must fit in a page");
         with_mounted(&m, |p| assert!(p.exists()));
+    }
+
+    #[test]
+    fn concurrent_directory_syncs_share_fsyncs() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let t = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(SharedSync::new(t.path().to_path_buf()));
+        s.sync().unwrap();
+        s.sync().unwrap();
+        assert_eq!(s.fsyncs.load(SeqCst), 2, "one after another, each call fsyncs");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, b) = (s.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    b.wait();
+                    s.sync().unwrap();
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        let n = s.fsyncs.load(SeqCst) - 2;
+        assert!((1..=16).contains(&n), "{n} fsyncs for 16 calls");
+        assert_eq!(*s.durable.lock().unwrap(), 18, "every ticket is covered");
+        assert!(SharedSync::new(t.path().join("missing")).sync().is_err());
     }
 
     #[test]
