@@ -327,7 +327,7 @@ impl Engine {
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         }
         match trash(bundle) {
-            Ok(Some(doomed)) => self.delete_later(vec![doomed]),
+            Ok(Some(doomed)) => self.delete_later(vec![doomed], false),
             Ok(None) => {}
             Err(e) => tracing::warn!("removing {}: {e}", bundle.display()),
         }
@@ -376,12 +376,18 @@ impl Engine {
     /// Delete directories already renamed out of sight, off the request's path: `rm` and
     /// `wait?condition=removed` answer once a container is gone, not once its files are.
     /// Whatever a stop of berthd cuts short, the next start deletes (`.rm-*`).
-    pub(crate) fn delete_later(&self, dirs: Vec<PathBuf>) {
+    /// With `detached_layer`, a layer taken away with `detach_unsynced` is among them: its
+    /// removal is made durable before anything is deleted, so a crash of the machine brings a
+    /// removed container back whole, never with its layer half deleted. (If that fails, the
+    /// next start deletes what is left.)
+    pub(crate) fn delete_later(&self, dirs: Vec<PathBuf>, detached_layer: bool) {
         let pending = Arc::clone(&self.deleting);
         pending.0.fetch_add(1, Ordering::SeqCst);
+        let images = Arc::clone(&self.images);
         tokio::task::spawn_blocking(move || {
-            for d in dirs {
-                delete_tree(&d);
+            let synced = !detached_layer || images.snapshots.sync_detached().inspect_err(|e| tracing::warn!("{e}")).is_ok();
+            for d in dirs.iter().filter(|_| synced) {
+                delete_tree(d);
             }
             pending.0.fetch_sub(1, Ordering::SeqCst);
             pending.1.notify_waiters();
@@ -403,8 +409,10 @@ impl Engine {
 
     /// Remove a stopped container's bundle, snapshot, files and record.
     pub(crate) async fn remove_now(&self, ctr: &Arc<Ctr>) -> Result<(), ApiError> {
-        // Not durable: after a crash of the machine mid-removal, restore finds the record without
-        // its layer and marks it dead (as Docker does), to be removed again.
+        // Answered before it is durable: a crash of the machine just after brings the container
+        // back whole (the layer's removal is fsynced before anything is deleted), or, if only
+        // the layer's removal reached the disk, restore finds the record without its layer and
+        // marks it dead (as Docker does), to be removed again.
         if ctr.rec().state.status != Status::Removing {
             ctr.update_status(|r| r.state.status = Status::Removing)?;
         }
@@ -423,17 +431,23 @@ impl Engine {
         }
         let images = Arc::clone(&self.images);
         let key = ctr.id.clone();
-        let detached = tokio::task::spawn_blocking(move || images.snapshots.detach(&key))
+        // A durable layer's removal is made durable after the answer, before the delete.
+        let ephemeral = ctr.rec().host_config.auto_remove.unwrap_or(false);
+        let detached = tokio::task::spawn_blocking(move || images.snapshots.detach_unsynced(&key))
             .await
             .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        let mut detached_layer = false;
         match detached {
-            Ok(dir) => doomed.push(dir),
+            Ok(dir) => {
+                doomed.push(dir);
+                detached_layer = !ephemeral;
+            }
             Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(ApiError::new(Kind::Internal, format!("removing the container's layer: {e}"))),
         }
         let record = trash(&ctr.dir).map_err(internal("removing", &ctr.dir));
         doomed.extend(record.as_ref().ok().cloned().flatten());
-        self.delete_later(doomed);
+        self.delete_later(doomed, detached_layer);
         record?;
         {
             let mut t = self.table_mut();

@@ -133,6 +133,14 @@ pub trait Snapshotter: Send + Sync {
     /// its directory, renamed out of the way, is returned for the caller to delete when it suits
     /// (a reopen deletes it if nobody did).
     fn detach(&self, key: &str) -> Result<PathBuf>;
+    /// [`Snapshotter::detach`] without waiting for the disk: until [`Snapshotter::sync_detached`]
+    /// returns, a crash of the machine may bring the snapshot back, so the caller calls it before
+    /// it deletes anything in the returned directory (or the snapshot could come back partly
+    /// deleted).
+    fn detach_unsynced(&self, key: &str) -> Result<PathBuf>;
+    /// Make every [`Snapshotter::detach_unsynced`] done so far durable (fsyncs are shared
+    /// between concurrent callers).
+    fn sync_detached(&self) -> Result<()>;
     fn stat(&self, key: &str) -> Result<Info>;
     fn usage(&self, key: &str) -> Result<Usage>;
     /// Every snapshot.
@@ -439,10 +447,10 @@ impl Store {
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        remove_tree(&self.detach(key)?)
+        remove_tree(&self.detach(key, true)?)
     }
 
-    fn detach(&self, key: &str) -> Result<PathBuf> {
+    fn detach(&self, key: &str, sync: bool) -> Result<PathBuf> {
         let forget = |m: &mut Metadata| {
             if m.has_children(key) {
                 return Err(SnapshotError::HasChildren(key.to_string()));
@@ -454,8 +462,9 @@ impl Store {
         // Renamed first so a crash mid-delete leaves a name open() recognises as a leftover.
         let doomed = self.snapshots().join(format!(".rm-{}", info.id));
         fs::rename(self.path(&info.id), &doomed).map_err(io_err("renaming", &doomed))?;
-        // For an active snapshot the rename is the removal: made durable unless ephemeral.
-        if local && !info.ephemeral {
+        // For an active snapshot the rename is the removal: made durable unless ephemeral (or
+        // left to the caller).
+        if sync && local && !info.ephemeral {
             self.synced.sync()?;
         }
         Ok(doomed)
@@ -636,7 +645,15 @@ impl Snapshotter for Overlay {
     }
 
     fn detach(&self, key: &str) -> Result<PathBuf> {
-        self.store.detach(key)
+        self.store.detach(key, true)
+    }
+
+    fn detach_unsynced(&self, key: &str) -> Result<PathBuf> {
+        self.store.detach(key, false)
+    }
+
+    fn sync_detached(&self) -> Result<()> {
+        self.store.synced.sync()
     }
 
     fn stat(&self, key: &str) -> Result<Info> {
@@ -707,7 +724,15 @@ impl Snapshotter for Vfs {
     }
 
     fn detach(&self, key: &str) -> Result<PathBuf> {
-        self.store.detach(key)
+        self.store.detach(key, true)
+    }
+
+    fn detach_unsynced(&self, key: &str) -> Result<PathBuf> {
+        self.store.detach(key, false)
+    }
+
+    fn sync_detached(&self) -> Result<()> {
+        self.store.synced.sync()
     }
 
     fn stat(&self, key: &str) -> Result<Info> {
@@ -1056,6 +1081,17 @@ mod conformance {
         assert!(!torn.exists());
         assert_eq!(fs::read_to_string(s.dir("ctr").unwrap().join("new")).unwrap(), "n", "the synced one is whole");
         s.commit("ctr-layer", "ctr").unwrap();
+
+        // Detached without a sync: gone from the store at once, the directory the caller's.
+        s.prepare("gone", Some("base")).unwrap();
+        let doomed = s.detach_unsynced("gone").unwrap();
+        s.sync_detached().unwrap();
+        assert!(matches!(s.stat("gone"), Err(SnapshotError::NotFound(_))));
+        assert!(doomed.join("fs").exists());
+        drop(s);
+        let s = open(t.path());
+        assert!(!doomed.exists(), "a reopen deletes what the caller left");
+        assert!(matches!(s.stat("gone"), Err(SnapshotError::NotFound(_))));
     }
 
     fn depth_limit<S: Snapshotter>(open: impl Fn(&Path) -> S) {
