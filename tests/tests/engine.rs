@@ -781,6 +781,48 @@ fn only_auto_removed_containers_get_a_volatile_layer() {
 }
 
 #[test]
+fn mount_points_come_from_a_shared_layer_not_the_containers_own() {
+    let Some(d) = daemon() else { return };
+    // The fixture image has no /etc/hostname, /etc/hosts or /etc/resolv.conf.
+    let r = d
+        .berth(&[
+            "run",
+            "--name",
+            "mp",
+            "--hostname",
+            "h1",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /etc/hostname; grep -q localhost /etc/hosts && echo hosts",
+        ])
+        .success();
+    assert_eq!(r.stdout, "h1\nhosts\n");
+    let root = d.berth(&["run", "--rm", "busybox", "grep", " / ", "/proc/mounts"]).success().stdout;
+    if !root.starts_with("overlay ") {
+        eprintln!("skipped: the snapshot driver is not overlay here");
+        return;
+    }
+    let id = d.berth(&["inspect", "-f", "{{.Id}}", "mp"]).success().stdout.trim().to_string();
+    let snapshots = d.dir.path().join("data/image/snapshots");
+    let layer = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::read_to_string(p.join("active.json")).is_ok_and(|r| r.contains(&id)))
+        .expect("the container's writable layer");
+    let own: Vec<_> = std::fs::read_dir(layer.join("fs")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(own.is_empty(), "a container that wrote nothing has nothing in its layer: {own:?}");
+    // Writes still land in the container's own layer, and a restart finds them.
+    d.berth(&["start", "-a", "mp"]).success();
+    d.berth(&["rm", "mp"]).success();
+    let r = d.berth(&["run", "--name", "mp2", "busybox", "sh", "-c", "echo x > /etc/hostname.new && mkdir /proc2"]).success();
+    assert_eq!(r.code, 0);
+    let r = d.berth(&["start", "-a", "mp2"]);
+    assert_eq!(r.code, 1, "the files it made are still there on its restart: {}", r.stderr);
+}
+
+#[test]
 fn twenty_concurrent_runs() {
     let Some(d) = daemon() else { return };
     let d = std::sync::Arc::new(d);

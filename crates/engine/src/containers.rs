@@ -685,6 +685,7 @@ impl Engine {
         let mounts = self.images.snapshots.mounts(&rec.id).map_err(|e| ApiError::new(Kind::Internal, format!("container layer: {e}")))?;
         let auto_remove = rec.host_config.auto_remove.unwrap_or(false);
         for m in &mounts {
+            let m = self.mountpoints.as_deref().and_then(|b| m.with_lowest(b)).unwrap_or_else(|| m.clone());
             // A layer discarded when the container exits needs no syncs (Podman does the same
             // for `--rm`); unmounting a normal overlay syncs the whole file system under it.
             match m.volatile().filter(|_| auto_remove) {

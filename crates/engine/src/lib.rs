@@ -122,6 +122,36 @@ pub struct Inner {
     standby: Mutex<Option<shim::Standby>>,
     /// Deletes of removed containers' files still running, and a wake-up when one ends.
     deleting: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+    /// The lowest layer of every container's overlay (see [`mountpoints`]); None without overlay.
+    mountpoints: Option<PathBuf>,
+}
+
+/// Mount points of Docker's default spec that images often lack. They make up the lowest layer
+/// of every container's overlay, under the image's own layers, so a container of an image
+/// without them does not create them in its writable layer (for `/etc/hostname` alone: a
+/// copy-up of `/etc` and a new file, in every container). Whatever the image has comes first,
+/// and a whiteout in the image hides them as before (the runtime then makes the mount point).
+const MOUNTPOINT_DIRS: [&str; 4] = ["proc", "sys", "dev", "etc"];
+const MOUNTPOINT_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+/// `<data-root>/mountpoints`, made once (under a temporary name, then renamed) and never
+/// changed after: running containers' overlays have it as a layer.
+fn mountpoints(data_root: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = data_root.join("mountpoints");
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let tmp = data_root.join(format!(".mountpoints.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    for d in MOUNTPOINT_DIRS {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(tmp.join(d))?;
+    }
+    for f in MOUNTPOINT_FILES {
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(tmp.join(f))?;
+    }
+    std::fs::rename(&tmp, &dir)?;
+    Ok(dir)
 }
 
 /// The engine; cheap to clone (tasks hold their own handle).
@@ -154,6 +184,12 @@ impl Engine {
             std::fs::create_dir_all(d).map_err(internal("creating", d))?;
         }
         let driver = if overlay_works() { Driver::Overlay } else { Driver::Vfs };
+        let mountpoints = match driver {
+            Driver::Overlay => mountpoints(&cfg.data_root)
+                .inspect_err(|e| tracing::warn!("making {}/mountpoints (containers make their own): {e}", cfg.data_root.display()))
+                .ok(),
+            Driver::Vfs => None,
+        };
         let store_root = cfg.data_root.join("image");
         let images = tokio::task::spawn_blocking(move || ImageStore::open(&store_root, driver))
             .await
@@ -170,6 +206,7 @@ impl Engine {
             bundles_dir,
             standby: Mutex::new(None),
             deleting: Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new())),
+            mountpoints,
         }));
         engine.restore().await?;
         engine.refill_standby();

@@ -833,6 +833,20 @@ impl Mount {
         Some(v)
     }
 
+    /// This overlay with `dir` as its lowest layer, under every other, if the options still fit
+    /// in a page. None for other kinds of mount, or a `dir` that cannot go in the options.
+    pub fn with_lowest(&self, dir: &Path) -> Option<Mount> {
+        let dir = dir.to_str().filter(|d| d.starts_with('/') && !d.contains([':', ',', '\\']))?;
+        if self.typ != "overlay" {
+            return None;
+        }
+        let mut m = self.clone();
+        let lower = m.options.iter_mut().find(|o| o.starts_with("lowerdir="))?;
+        lower.push(':');
+        lower.push_str(dir);
+        (m.options.join(",").len() < PAGE_SIZE).then_some(m)
+    }
+
     /// Perform this mount on `target`. Relative option paths are resolved from `cwd` by a
     /// thread with its own working directory (unshare(CLONE_FS)), so the process's is untouched.
     pub fn mount(&self, target: &Path) -> io::Result<()> {
@@ -1108,6 +1122,23 @@ mod conformance {
         let m = s.view("deep-view", parent.as_deref()).unwrap();
         assert!(m[0].options.join(",").len() < PAGE_SIZE, "mount options must fit in a page");
         with_mounted(&m, |p| assert!(p.exists()));
+    }
+
+    #[test]
+    fn a_lowest_layer_goes_under_the_others() {
+        let m = Mount {
+            typ: "overlay".into(),
+            source: "overlay".into(),
+            options: vec!["lowerdir=/s/b:/s/a".into(), "upperdir=/s/c/fs".into(), "workdir=/s/c/work".into()],
+            cwd: None,
+        };
+        let under = m.with_lowest(Path::new("/base")).unwrap();
+        assert_eq!(under.options[0], "lowerdir=/s/b:/s/a:/base");
+        assert_eq!(under.options[1..], m.options[1..]);
+        assert!(m.with_lowest(Path::new("relative")).is_none());
+        assert!(m.with_lowest(Path::new("/a:b")).is_none(), "a colon would split the layer");
+        assert!(m.with_lowest(Path::new(&format!("/{}", "x".repeat(PAGE_SIZE)))).is_none(), "options past a page");
+        assert!(bind(Path::new("/s/a"), true).with_lowest(Path::new("/base")).is_none());
     }
 
     #[test]
