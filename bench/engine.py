@@ -108,13 +108,21 @@ def med(xs):
 
 
 def main():
-    # Where the peer dockerd keeps its state (/var/lib/peer-docker-*, /run/peer-docker) and berth
-    # keeps its own by default (/var/lib/berth, /run/berth): the same file systems for both. On
-    # this machine they differ: ext4 without a journal skips inodes freed in the last 30 s, and
-    # creating a file in /tmp (churned by every test run) took 0.3 ms against 0.1 ms in /var/lib.
-    work = tempfile.mkdtemp(prefix="berth-bench-", dir=os.environ.get("BENCH_DATA", "/var/lib"))
-    run_dir = tempfile.mkdtemp(prefix="berth-bench-", dir=os.environ.get("BENCH_RUN", "/run"))
+    # berthd's state is kept as the peer dockerd's is (/var/lib/peer-docker-*, /run/peer-docker)
+    # and as berth keeps its own by default (/var/lib/berth, /run/berth): in /var/lib and /run,
+    # in directories that stay from one run to the next. On this machine's ext4 (no journal) a
+    # new inode skips every inode freed in the last 30 s: creating a file in /tmp, churned by the
+    # tests, took 0.3 ms against 0.1 ms in /var/lib, and a run right after one that deleted its
+    # whole state directory found every berth command slower by half. The inputs (rootfs, tar,
+    # crun's bundle) go to a temporary directory elsewhere. `rm -rf` the two to start afresh.
+    work = os.environ.get("BENCH_DATA", "/var/lib/berth-bench")
+    run_dir = os.environ.get("BENCH_RUN", "/run/berth-bench")
+    inputs = tempfile.mkdtemp(prefix="berth-bench-inputs-")
+    os.makedirs(work, exist_ok=True)
+    os.makedirs(run_dir, exist_ok=True)
     sock = f"unix://{work}/berth.sock"
+    if os.path.exists(f"{work}/berth.sock"):
+        os.unlink(f"{work}/berth.sock")  # the last run's berthd is gone: we wait for a new one
     benv = env_for(sock)
     daemon = subprocess.Popen(
         [os.path.join(BIN, "berthd"), "--data-root", f"{work}/data", "--exec-root", f"{run_dir}/exec", "-H", sock,
@@ -127,9 +135,9 @@ def main():
                 break
             time.sleep(0.05)
         idle_rss = rss_kib(daemon.pid)
-        fs = os.path.join(work, "rootfs")
+        fs = os.path.join(inputs, "rootfs")
         rootfs(fs)
-        tar = os.path.join(work, "busybox.tar")
+        tar = os.path.join(inputs, "busybox.tar")
         sh(["tar", "-C", fs, "-cf", tar, "."])
         sh([berth, "import", tar, "busybox:latest"], env=benv)
         docker = shutil.which("docker")
@@ -137,7 +145,7 @@ def main():
         penv = env_for(PEER) if peer else None
         if peer and sh([docker, "image", "inspect", "busybox"], env=penv, check=False).returncode != 0:
             sh([docker, "import", tar, "busybox:latest"], env=penv)
-        bundle = os.path.join(work, "bundle")
+        bundle = os.path.join(inputs, "bundle")
         os.makedirs(bundle)
         shutil.copytree(fs, os.path.join(bundle, "rootfs"), symlinks=True)
         sh([os.path.join(BIN, "berth-runc"), "spec", "--bundle", bundle])
@@ -254,13 +262,11 @@ def main():
             sh([berth, "rm", "-f", c], env=benv, check=False)
         daemon.terminate()
         daemon.wait()
-        # Shims finish their containers' cleanup after the removals are answered: let them,
-        # before their runtime state goes with the work directory.
+        # Shims finish their containers' cleanup after the removals are answered: let them.
         deadline = time.time() + 10
         while time.time() < deadline and shims_of(run_dir):
             time.sleep(0.05)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(inputs, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1020,25 +1020,49 @@ fn each(names: &[String], echo: bool, mut f: impl FnMut(&str) -> anyhow::Result<
 /// How many containers `stop`, `kill` and `rm` handle at once (Docker's CLI does the same).
 const PARALLEL: usize = 50;
 
-/// `f` for each name, up to PARALLEL at a time; each name or error printed in the order given.
+/// `f` for each name, PARALLEL at a time; each name or error printed in the order given.
 fn each_parallel(names: &[String], f: impl Fn(&str) -> anyhow::Result<()> + Sync) -> anyhow::Result<i32> {
     let mut failed = false;
-    for chunk in names.chunks(PARALLEL) {
-        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk.iter().map(|n| s.spawn(|| f(n))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))).collect()
-        });
-        for (n, r) in chunk.iter().zip(results) {
-            match r {
-                Ok(()) => println!("{n}"),
-                Err(e) => {
-                    eprintln!("{e:#}");
-                    failed = true;
+    in_parallel(names, PARALLEL, f, |n, r| match r {
+        Ok(()) => println!("{n}"),
+        Err(e) => {
+            eprintln!("{e:#}");
+            failed = true;
+        }
+    });
+    Ok(i32::from(failed))
+}
+
+/// `f` for each name, `width` at a time (a new one starts as soon as one ends, as in Docker's
+/// CLI, rather than in batches that wait for their slowest); `done` hears each result in the
+/// order of `names`, as soon as it and all before it are in.
+fn in_parallel<R: Send>(names: &[String], width: usize, f: impl Fn(&str) -> R + Sync, mut done: impl FnMut(&str, R)) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, R)>();
+    std::thread::scope(|s| {
+        for _ in 0..width.min(names.len()) {
+            let (tx, next, f) = (tx.clone(), &next, &f);
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(n) = names.get(i) else { break };
+                    if tx.send((i, f(n))).is_err() {
+                        break;
+                    }
                 }
+            });
+        }
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut shown = 0;
+        for (i, r) in rx {
+            waiting.insert(i, r);
+            while let Some(r) = waiting.remove(&shown) {
+                done(&names[shown], r);
+                shown += 1;
             }
         }
-    }
-    Ok(i32::from(failed))
+    });
 }
 
 fn split_tag(r: &str) -> (String, String) {
@@ -1318,6 +1342,31 @@ fn inspect(client: &Client, format: Option<&str>, size: bool, typ: Option<&str>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_work_keeps_its_width_and_reports_in_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let names: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let mut seen = Vec::new();
+        in_parallel(
+            &names,
+            4,
+            |n| {
+                let now = running.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                // Later names finish first where they can: the report keeps the given order.
+                std::thread::sleep(std::time::Duration::from_millis(if n.parse::<u64>().unwrap() % 4 == 0 { 12 } else { 2 }));
+                running.fetch_sub(1, SeqCst);
+                n.len()
+            },
+            |n, len| seen.push((n.to_string(), len)),
+        );
+        assert_eq!(seen, names.iter().map(|n| (n.clone(), n.len())).collect::<Vec<_>>());
+        assert!(most.load(SeqCst) <= 4, "at most 4 at once, saw {}", most.load(SeqCst));
+        assert!(most.load(SeqCst) >= 2, "they do run at once");
+        in_parallel(&[], 4, |_| (), |_, _| panic!("nothing to do"));
+    }
 
     #[test]
     fn tags_sizes_and_flags() {
