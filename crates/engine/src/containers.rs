@@ -285,21 +285,28 @@ impl Engine {
         // A removal (forced, or automatic) follows at once: one write marks the exit and the
         // removal together, where "exited" then "removing" cost two.
         let removal_next = auto_remove || ctr.removing.load(Ordering::SeqCst);
-        let exited = |r: &mut Record| {
+        let exited = move |r: &mut Record| {
             r.state.status = if removal_next { Status::Removing } else { Status::Exited };
             r.state.pid = 0;
             r.state.exit_code = status.exit_code;
-            r.state.finished_at = status.finished_at.clone();
+            r.state.finished_at = status.finished_at;
             r.state.oom_killed = status.oom_killed;
-            r.state.error = error.clone();
+            r.state.error = error;
             r.shim = None;
         };
         if auto_remove {
             // Its removal follows at once; were berthd to die first, restore finds the shim gone
             // and removes it just the same.
             ctr.update_in_memory(exited);
-        } else if let Err(e) = ctr.update_status(exited) {
-            tracing::error!("recording the exit of {}: {}", ctr.id, e.message);
+        } else {
+            // A file written and renamed: on a blocking thread, not a runtime worker (an `rm -f`
+            // of fifty containers records fifty exits at once).
+            let c = Arc::clone(ctr);
+            match tokio::task::spawn_blocking(move || c.update_status(exited)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("recording the exit of {}: {}", ctr.id, e.message),
+                Err(e) => tracing::error!("recording the exit of {}: {e}", ctr.id),
+            }
         }
         if auto_remove {
             let e = self.clone();
@@ -424,31 +431,40 @@ impl Engine {
         // The bundle, the layer and the record are taken away at once (renamed out of sight,
         // the layer out of the store) and unmounted and deleted after the container is gone:
         // unmounting a layer that is not volatile syncs the whole file system under it.
-        let mut doomed = Vec::new();
-        match trash(&ctr.bundle) {
-            Ok(b) => doomed.extend(b),
-            Err(e) => tracing::warn!("removing {}: {e}", ctr.bundle.display()),
-        }
+        // On a blocking thread, as one: renames wait on their directories' locks, and fifty
+        // removals at once would otherwise hold both runtime workers.
+        let (bundle, dir, key) = (ctr.bundle.clone(), ctr.dir.clone(), ctr.id.clone());
         let images = Arc::clone(&self.images);
-        let key = ctr.id.clone();
         // A durable layer's removal is made durable after the answer, before the delete.
         let ephemeral = ctr.rec().host_config.auto_remove.unwrap_or(false);
-        let detached = tokio::task::spawn_blocking(move || images.snapshots.detach_unsynced(&key))
-            .await
-            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-        let mut detached_layer = false;
-        match detached {
-            Ok(dir) => {
-                doomed.push(dir);
-                detached_layer = !ephemeral;
+        let (doomed, detached_layer, taken) = tokio::task::spawn_blocking(move || {
+            let mut doomed = Vec::new();
+            match trash(&bundle) {
+                Ok(b) => doomed.extend(b),
+                Err(e) => tracing::warn!("removing {}: {e}", bundle.display()),
             }
-            Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
-            Err(e) => return Err(ApiError::new(Kind::Internal, format!("removing the container's layer: {e}"))),
-        }
-        let record = trash(&ctr.dir).map_err(internal("removing", &ctr.dir));
-        doomed.extend(record.as_ref().ok().cloned().flatten());
+            let mut detached_layer = false;
+            match images.snapshots.detach_unsynced(&key) {
+                Ok(d) => {
+                    doomed.push(d);
+                    detached_layer = !ephemeral;
+                }
+                Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
+                Err(e) => {
+                    let e = ApiError::new(Kind::Internal, format!("removing the container's layer: {e}"));
+                    return (doomed, false, Err(e));
+                }
+            }
+            let record = trash(&dir).map_err(internal("removing", &dir));
+            if let Ok(Some(r)) = &record {
+                doomed.push(r.clone());
+            }
+            (doomed, detached_layer, record.map(drop))
+        })
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
         self.delete_later(doomed, detached_layer);
-        record?;
+        taken?;
         {
             let mut t = self.table_mut();
             t.by_id.remove(&ctr.id);
