@@ -182,6 +182,9 @@ impl Engine {
         let runtime_root = cfg.exec_root.join("runtime");
         for d in [&containers_dir, &bundles_dir, &runtime_root] {
             std::fs::create_dir_all(d).map_err(internal("creating", d))?;
+            // A container's directories each in a block group of their own choosing: see
+            // berth_store::spread (ext4 without a journal is slow to reuse freed inodes).
+            berth_store::spread::spread_subdirectories(d);
         }
         let driver = if overlay_works() { Driver::Overlay } else { Driver::Vfs };
         let mountpoints = match driver {

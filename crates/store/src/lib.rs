@@ -17,6 +17,7 @@ pub mod images;
 mod index;
 pub mod reference;
 pub mod snapshot;
+pub mod spread;
 #[cfg(test)]
 mod test_support;
 

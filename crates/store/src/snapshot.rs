@@ -237,6 +237,8 @@ impl Store {
     fn open(root: &Path) -> Result<Store> {
         let snapshots = root.join("snapshots");
         fs::create_dir_all(&snapshots).map_err(io_err("creating", &snapshots))?;
+        // Each snapshot's directory in a block group of its own choosing (see `spread`).
+        crate::spread::spread_subdirectories(&snapshots);
         let meta = root.join("snapshots.json");
         let index = crate::index::JsonIndex::open(meta.clone()).map_err(io_err("reading", &meta))?;
         let s = Store { root: root.to_path_buf(), index, synced: SharedSync::new(snapshots) };
