@@ -1022,12 +1022,18 @@ mod conformance {
         assert_eq!(fs::read_dir(t.path().join("snapshots")).unwrap().count(), 0);
     }
 
-    fn ephemeral<S: Snapshotter>(open: impl Fn(&Path) -> S) {
+    /// A store with one committed layer, `base`, holding `from-base`.
+    fn with_base<S: Snapshotter>(open: &impl Fn(&Path) -> S) -> (tempfile::TempDir, S) {
         let t = tempfile::tempdir().unwrap();
         let s = open(t.path());
         s.prepare("base-active", None).unwrap();
         fs::write(s.dir("base-active").unwrap().join("from-base"), "b").unwrap();
         s.commit("base", "base-active").unwrap();
+        (t, s)
+    }
+
+    fn ephemeral<S: Snapshotter>(open: impl Fn(&Path) -> S) {
+        let (t, s) = with_base(&open);
 
         let m = s.prepare_ephemeral("eph", Some("base")).unwrap();
         with_mounted(&m, |p| {
@@ -1069,11 +1075,7 @@ mod conformance {
     }
 
     fn deferred_sync<S: Snapshotter>(open: impl Fn(&Path) -> S) {
-        let t = tempfile::tempdir().unwrap();
-        let s = open(t.path());
-        s.prepare("base-active", None).unwrap();
-        fs::write(s.dir("base-active").unwrap().join("from-base"), "b").unwrap();
-        s.commit("base", "base-active").unwrap();
+        let (t, s) = with_base(&open);
 
         // Usable before its sync, and an ordinary active snapshot after it.
         let m = s.prepare_unsynced("ctr", Some("base")).unwrap();
