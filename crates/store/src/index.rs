@@ -36,6 +36,11 @@ impl<T: Serialize + DeserializeOwned + Clone + Default> JsonIndex<T> {
         self.lock().clone()
     }
 
+    /// `f` of the index as it is, for a look at part of it without copying the whole.
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.lock())
+    }
+
     /// Apply `f` to a copy, write it, and make it the index. If `f` or the write fails
     /// (`write_err` maps the latter), nothing changes.
     pub fn update<R, E>(&self, f: impl FnOnce(&mut T) -> Result<R, E>, write_err: impl FnOnce(io::Error) -> E) -> Result<R, E> {

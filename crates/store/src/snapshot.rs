@@ -132,7 +132,11 @@ pub trait Snapshotter: Send + Sync {
     /// [`Snapshotter::remove`] without the delete: the snapshot is gone from the store at once and
     /// its directory, renamed out of the way, is returned for the caller to delete when it suits
     /// (a reopen deletes it if nobody did).
-    fn detach(&self, key: &str) -> Result<PathBuf>;
+    fn detach(&self, key: &str) -> Result<PathBuf> {
+        let doomed = self.detach_unsynced(key)?;
+        self.sync_detached()?;
+        Ok(doomed)
+    }
     /// [`Snapshotter::detach`] without waiting for the disk: until [`Snapshotter::sync_detached`]
     /// returns, a crash of the machine may bring the snapshot back, so the caller calls it before
     /// it deletes anything in the returned directory (or the snapshot could come back partly
@@ -336,11 +340,10 @@ impl Store {
         fill: impl FnOnce(&Path, &[Info]) -> Result<()>,
     ) -> Result<Info> {
         validate_key(key)?;
-        let m = self.load()?;
-        if m.find(key).is_some() {
-            return Err(SnapshotError::Exists(key.to_string()));
-        }
-        let chain = self.chain(&m, parent)?;
+        let chain = self.index.read(|m| match m.find(key) {
+            Some(_) => Err(SnapshotError::Exists(key.to_string())),
+            None => self.chain(m, parent),
+        })?;
         if let Some(p) = chain.first()
             && p.kind != Kind::Committed
         {
@@ -403,7 +406,7 @@ impl Store {
 
     /// Fsync an active snapshot's record and the directory's entry (see `create`).
     fn sync(&self, key: &str) -> Result<()> {
-        let (_, info) = self.get(key)?;
+        let info = self.get(key)?;
         if info.ephemeral || info.kind != Kind::Active {
             return Ok(());
         }
@@ -412,22 +415,21 @@ impl Store {
         self.synced.sync()
     }
 
-    fn get(&self, key: &str) -> Result<(Metadata, Info)> {
-        let m = self.load()?;
-        let info = m.find(key).cloned().ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
-        Ok((m, info))
+    /// One snapshot's record (without copying the whole index).
+    fn get(&self, key: &str) -> Result<Info> {
+        self.index.read(|m| m.find(key).cloned()).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
     }
 
     fn commit(&self, name: &str, key: &str) -> Result<()> {
         validate_key(name)?;
-        let (_, info) = self.get(key)?;
+        let info = self.get(key)?;
         if info.kind != Kind::Active {
             return Err(SnapshotError::WrongKind { key: key.to_string(), kind: info.kind, action: "commit", wanted: "an active snapshot" });
         }
         if info.ephemeral {
             return Err(SnapshotError::Ephemeral(key.to_string()));
         }
-        if self.load()?.find(name).is_some() {
+        if self.index.read(|m| m.find(name).is_some()) {
             return Err(SnapshotError::Exists(name.to_string()));
         }
         // The work directory is overlay's scratch space; a committed layer has no use for it.
@@ -459,7 +461,7 @@ impl Store {
             }
             m.snapshots.remove(key).or_else(|| m.local.remove(key)).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
         };
-        let local = self.load()?.local.contains_key(key);
+        let local = self.index.read(|m| m.local.contains_key(key));
         let info = if local { self.index.update_in_memory(forget)? } else { self.update(forget)? };
         // Renamed first so a crash mid-delete leaves a name open() recognises as a leftover.
         let doomed = self.snapshots().join(format!(".rm-{}", info.id));
@@ -473,7 +475,7 @@ impl Store {
     }
 
     fn usage(&self, key: &str) -> Result<Usage> {
-        let (_, info) = self.get(key)?;
+        let info = self.get(key)?;
         match info.usage {
             Some(u) if info.kind == Kind::Committed => Ok(u),
             _ => {
@@ -573,8 +575,7 @@ impl Overlay {
     }
 
     fn overlay_mounts(&self, info: &Info) -> Result<Vec<Mount>> {
-        let m = self.store.load()?;
-        let chain = self.store.chain(&m, info.parent.as_deref())?;
+        let chain = self.store.index.read(|m| self.store.chain(m, info.parent.as_deref()))?;
         let own = self.store.path(&info.id);
         if info.kind == Kind::View {
             return Ok(match chain.len() {
@@ -634,7 +635,7 @@ impl Snapshotter for Overlay {
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let (_, info) = self.store.get(key)?;
+        let info = self.store.get(key)?;
         self.overlay_mounts(&info)
     }
 
@@ -646,10 +647,6 @@ impl Snapshotter for Overlay {
         self.store.remove(key)
     }
 
-    fn detach(&self, key: &str) -> Result<PathBuf> {
-        self.store.detach(key, true)
-    }
-
     fn detach_unsynced(&self, key: &str) -> Result<PathBuf> {
         self.store.detach(key, false)
     }
@@ -659,7 +656,7 @@ impl Snapshotter for Overlay {
     }
 
     fn stat(&self, key: &str) -> Result<Info> {
-        Ok(self.store.get(key)?.1)
+        self.store.get(key)
     }
 
     fn usage(&self, key: &str) -> Result<Usage> {
@@ -671,7 +668,7 @@ impl Snapshotter for Overlay {
     }
 
     fn dir(&self, key: &str) -> Result<PathBuf> {
-        Ok(self.store.path(&self.store.get(key)?.1.id).join("fs"))
+        Ok(self.store.path(&self.store.get(key)?.id).join("fs"))
     }
 }
 
@@ -713,7 +710,7 @@ impl Snapshotter for Vfs {
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let (_, info) = self.store.get(key)?;
+        let info = self.store.get(key)?;
         Ok(vec![bind(&self.store.path(&info.id).join("fs"), info.kind != Kind::Active)])
     }
 
@@ -725,10 +722,6 @@ impl Snapshotter for Vfs {
         self.store.remove(key)
     }
 
-    fn detach(&self, key: &str) -> Result<PathBuf> {
-        self.store.detach(key, true)
-    }
-
     fn detach_unsynced(&self, key: &str) -> Result<PathBuf> {
         self.store.detach(key, false)
     }
@@ -738,7 +731,7 @@ impl Snapshotter for Vfs {
     }
 
     fn stat(&self, key: &str) -> Result<Info> {
-        Ok(self.store.get(key)?.1)
+        self.store.get(key)
     }
 
     fn usage(&self, key: &str) -> Result<Usage> {
@@ -750,7 +743,7 @@ impl Snapshotter for Vfs {
     }
 
     fn dir(&self, key: &str) -> Result<PathBuf> {
-        Ok(self.store.path(&self.store.get(key)?.1.id).join("fs"))
+        Ok(self.store.path(&self.store.get(key)?.id).join("fs"))
     }
 }
 
