@@ -1110,23 +1110,11 @@ fn ago(t: i64) -> String {
 /// A Unix time as the docker CLI prints `CreatedAt` (in UTC): Go's `Time.String()`
 /// (`2026-01-02 15:04:05 +0000 UTC`) for containers and images, RFC 3339 for history.
 fn utc_time(t: i64, rfc3339: bool) -> String {
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01, after Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if rfc3339 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} +0000 UTC")
-    }
+    // humantime writes times from the epoch to the end of year 9999; a server's stranger
+    // times are shown at those bounds.
+    let t = t.clamp(0, 253_402_300_799) as u64;
+    let s = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t)).to_string();
+    if rfc3339 { s } else { s.replacen('T', " ", 1).replacen('Z', " +0000 UTC", 1) }
 }
 
 /// Docker's sizes: decimal units, three significant digits (`1.98MB`).

@@ -420,31 +420,34 @@ impl Engine {
         // back whole (the layer's removal is fsynced before anything is deleted), or, if only
         // the layer's removal reached the disk, restore finds the record without its layer and
         // marks it dead (as Docker does), to be removed again.
-        if ctr.rec().state.status != Status::Removing {
-            ctr.update_status(|r| r.state.status = Status::Removing)?;
-        }
         // A bundle still being made ahead is finished before it is taken away.
         let ahead = ctr.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(a) = ahead {
             let _ = a.task.await;
         }
-        // The bundle, the layer and the record are taken away at once (renamed out of sight,
-        // the layer out of the store) and unmounted and deleted after the container is gone:
-        // unmounting a layer that is not volatile syncs the whole file system under it.
-        // On a blocking thread, as one: renames wait on their directories' locks, and fifty
-        // removals at once would otherwise hold both runtime workers.
-        let (bundle, dir, key) = (ctr.bundle.clone(), ctr.dir.clone(), ctr.id.clone());
+        // The "removing" mark, then the bundle, the layer and the record taken away at once
+        // (renamed out of sight, the layer out of the store), unmounted and deleted after the
+        // container is gone: unmounting a layer that is not volatile syncs the whole file system
+        // under it. On a blocking thread, as one: writes and renames wait on the disk and their
+        // directories' locks, and fifty removals at once would otherwise hold both runtime workers.
+        let c = Arc::clone(ctr);
         let images = Arc::clone(&self.images);
         // A durable layer's removal is made durable after the answer, before the delete.
         let ephemeral = ctr.rec().host_config.auto_remove.unwrap_or(false);
         let (doomed, detached_layer, taken) = tokio::task::spawn_blocking(move || {
+            if c.rec().state.status != Status::Removing
+                && let Err(e) = c.update_status(|r| r.state.status = Status::Removing)
+            {
+                return (Vec::new(), false, Err(e));
+            }
+            let (bundle, dir, key) = (&c.bundle, &c.dir, &c.id);
             let mut doomed = Vec::new();
-            match trash(&bundle) {
+            match trash(bundle) {
                 Ok(b) => doomed.extend(b),
                 Err(e) => tracing::warn!("removing {}: {e}", bundle.display()),
             }
             let mut detached_layer = false;
-            match images.snapshots.detach_unsynced(&key) {
+            match images.snapshots.detach_unsynced(key) {
                 Ok(d) => {
                     doomed.push(d);
                     detached_layer = !ephemeral;
@@ -455,7 +458,7 @@ impl Engine {
                     return (doomed, false, Err(e));
                 }
             }
-            let record = trash(&dir).map_err(internal("removing", &dir));
+            let record = trash(dir).map_err(internal("removing", dir));
             if let Ok(Some(r)) = &record {
                 doomed.push(r.clone());
             }
@@ -1179,7 +1182,9 @@ impl Containers for Engine {
             if rec.state.status.is_live() || until.iter().any(|u| created >= *u) || !labels_match(rec.config.labels.as_ref(), &filters) {
                 continue;
             }
-            let (rw, _) = self.sizes(&rec);
+            // A walk of its layer: not on a runtime worker.
+            let e = self.clone();
+            let rw = tokio::task::spawn_blocking(move || e.sizes(&rec).0).await.unwrap_or(0);
             let _op = ctr.op.lock().await;
             // Started meanwhile, or removed by someone else: not ours to remove.
             if ctr.rec().state.status.is_live() || ctr.removed.load(Ordering::SeqCst) {

@@ -142,7 +142,8 @@ fn mountpoints(data_root: &Path) -> std::io::Result<PathBuf> {
     if dir.is_dir() {
         return Ok(dir);
     }
-    let tmp = data_root.join(format!(".mountpoints.tmp-{}", std::process::id()));
+    // One berthd per data root: a fixed name, so one a crash left is cleared here.
+    let tmp = data_root.join(".mountpoints.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     for d in MOUNTPOINT_DIRS {
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(tmp.join(d))?;
