@@ -512,13 +512,20 @@ impl Engine {
                 format!("the working directory '{w}' is invalid, it needs to be an absolute path"),
             ));
         }
-        for s in hc.security_opt.iter().flatten() {
-            let (k, _) = s.split_once(['=', ':']).unwrap_or((s, ""));
-            if !matches!(k, "no-new-privileges" | "seccomp" | "label" | "apparmor") {
-                return Err(ApiError::new(Kind::InvalidArgument, format!("Invalid --security-opt: {s:?}")));
+        spec::check(&hc)?;
+        spec::capabilities(false, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
+        // Namespaces of another container: it must exist now (whether it runs is the start's
+        // question), and a network shared with one on the host's network is the host's.
+        for mode in [&hc.network_mode, &hc.pid_mode, &hc.ipc_mode, &hc.uts_mode] {
+            if let Some(other) = mode.as_deref().and_then(|m| m.strip_prefix("container:")) {
+                self.lookup(other)?;
             }
         }
-        spec::capabilities(false, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
+        if let Some(other) = hc.network_mode.as_deref().and_then(|m| m.strip_prefix("container:"))
+            && self.lookup(other)?.rec().host_config.network_mode.as_deref() == Some("host")
+        {
+            crate::hostconfig::sysctls(&hc, false)?;
+        }
 
         let id = names::random_id()?;
         // Reserve the name first, so two creates never both get it.
@@ -719,15 +726,11 @@ impl Engine {
         let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;
-        let opts = rec.host_config.log_config.as_ref().and_then(|l| l.config.clone()).unwrap_or_default();
-        let max_size = match opts.get("max-size") {
-            Some(s) => parse_size(s)?,
-            None => self.cfg.log_max_size,
+        let (max_size, max_file) = match rec.host_config.log_config.as_ref().and_then(|l| l.config.as_ref()) {
+            Some(opts) => crate::hostconfig::log_opts(opts)?,
+            None => (None, None),
         };
-        let max_file = match opts.get("max-file") {
-            Some(s) => s.parse().map_err(|_| ApiError::new(Kind::InvalidArgument, format!("invalid max-file: {s}")))?,
-            None => self.cfg.log_max_file,
-        };
+        let (max_size, max_file) = (max_size.unwrap_or(self.cfg.log_max_size), max_file.unwrap_or(self.cfg.log_max_file));
         let shim_cfg = berth_shim::Config {
             id: rec.id.clone(),
             runtime_root: self.runtime_root.clone(),

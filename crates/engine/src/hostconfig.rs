@@ -210,7 +210,58 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     for m in hc.mounts.iter().flatten() {
         mount(m)?;
     }
+    for d in hc.devices.iter().flatten() {
+        devices(d)?;
+    }
+    for t in [&hc.blkio_device_read_bps, &hc.blkio_device_write_bps, &hc.blkio_device_read_iops, &hc.blkio_device_write_iops] {
+        for t in t.iter().flatten() {
+            throttle(t)?;
+        }
+    }
+    if let Some(parent) = hc.cgroup_parent.as_deref() {
+        cgroup_parent(parent)?;
+    }
+    if let Some(opts) = hc.log_config.as_ref().and_then(|l| l.config.as_ref()) {
+        log_opts(opts)?;
+    }
+    let network = hc.network_mode.as_deref().unwrap_or("");
+    sysctls(hc, network != "host")?;
     Ok(warnings)
+}
+
+/// Only sysctls the kernel keeps per namespace, in a namespace of the container's own (see
+/// `berth_runtime::sysctl`): anything else would change the host. `own_network` is false for
+/// host networking (and for a container whose network is another's that is on the host's).
+pub fn sysctls(hc: &HostConfig, own_network: bool) -> Result<(), ApiError> {
+    let network = hc.network_mode.as_deref().unwrap_or("");
+    let private = berth_runtime::sysctl::Private {
+        ipc: hc.ipc_mode.as_deref() != Some("host"),
+        net: own_network && network != "host",
+        // Host networking shares the host's UTS namespace too (see spec::build).
+        uts: hc.uts_mode.as_deref() != Some("host") && network != "host",
+    };
+    for key in hc.sysctls.iter().flatten().map(|(k, _)| k) {
+        berth_runtime::sysctl::check(key, private).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `--cgroup-parent`: a path under each hierarchy's root, never out of it.
+fn cgroup_parent(parent: &str) -> Result<(), ApiError> {
+    if parent.split('/').any(|c| c == "..") || parent.contains('\0') {
+        return Err(bad(format!("invalid cgroup parent: {parent}")));
+    }
+    Ok(())
+}
+
+/// The json-file driver's `max-size` and `max-file`, as `--log-opt` gives them.
+pub fn log_opts(opts: &BTreeMap<String, String>) -> Result<(Option<u64>, Option<u32>), ApiError> {
+    let size = opts.get("max-size").map(|s| crate::containers::parse_size(s)).transpose()?;
+    let file = match opts.get("max-file") {
+        Some(f) => Some(f.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| bad(format!("invalid value for max-file: {f}")))?),
+        None => None,
+    };
+    Ok((size, file))
 }
 
 /// `0-3,5`: the set of numbers, or None when malformed.
@@ -471,8 +522,9 @@ fn devices(d: &DeviceMapping) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let host = Path::new(&d.path_on_host);
     let in_ctr = if d.path_in_container.is_empty() { d.path_on_host.as_str() } else { d.path_in_container.as_str() };
     let access = if d.cgroup_permissions.is_empty() { "rwm" } else { d.cgroup_permissions.as_str() };
-    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-        return Err(bad(format!("invalid device mode: {access}")));
+    let mut seen = std::collections::HashSet::new();
+    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm') && seen.insert(c)) {
+        return Err(bad(format!("{} invalid device mode: {access}", d.path_on_host)));
     }
     let gathering =
         |e: std::io::Error| bad(format!("error gathering device information while adding custom device {:?}: {e}", d.path_on_host));
@@ -579,9 +631,7 @@ pub fn apply(spec: &mut Value, hc: &HostConfig, id: &str) -> Result<(), ApiError
         }
     }
     if let Some(parent) = hc.cgroup_parent.as_deref().filter(|p| !p.is_empty()) {
-        if parent.split('/').any(|c| c == "..") {
-            return Err(bad(format!("invalid cgroup parent: {parent}")));
-        }
+        cgroup_parent(parent)?;
         linux["cgroupsPath"] = json!(format!("/{}/{id}", parent.trim_matches('/')));
     }
     if let Some(list) = linux["namespaces"].as_array_mut() {
@@ -721,6 +771,61 @@ mod tests {
         let ok = json!({"Memory": 64 << 20, "MemoryReservation": 32 << 20, "NanoCpus": 500_000_000, "PidsLimit": 20, "CpusetCpus": "0"});
         assert!(check(&ContainerConfig::default(), &hc(ok)).is_ok());
         assert_eq!(check(&ContainerConfig::default(), &hc(json!({"KernelMemory": 1 << 30}))).unwrap().len(), 1, "a warning");
+    }
+
+    #[test]
+    fn what_start_would_refuse_is_refused_at_create() {
+        for (v, message) in [
+            (
+                json!({"Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/x", "CgroupPermissions": "rwx"}]}),
+                "invalid device mode: rwx",
+            ),
+            (
+                json!({"Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/x", "CgroupPermissions": "rr"}]}),
+                "invalid device mode: rr",
+            ),
+            (
+                json!({"Devices": [{"PathOnHost": "/no/such/dev", "PathInContainer": "", "CgroupPermissions": ""}]}),
+                "error gathering device information",
+            ),
+            (json!({"BlkioDeviceReadBps": [{"Path": "/no/such/dev", "Rate": 1}]}), "/no/such/dev"),
+            (json!({"CgroupParent": "../../escape"}), "invalid cgroup parent"),
+            (json!({"CgroupParent": "a/../../b"}), "invalid cgroup parent"),
+            (json!({"LogConfig": {"Type": "json-file", "Config": {"max-size": "lots"}}}), "lots"),
+            (json!({"LogConfig": {"Type": "json-file", "Config": {"max-file": "0"}}}), "invalid value for max-file"),
+        ] {
+            assert!(refused(v.clone()).contains(message), "{v}: {:?}", refused(v.clone()));
+        }
+        assert!(
+            check(
+                &ContainerConfig::default(),
+                &hc(json!({"CgroupParent": "/my/parent", "Devices": [
+            {"PathOnHost": "/dev/null", "PathInContainer": "/dev/x", "CgroupPermissions": "rw"}]}))
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn only_namespaced_sysctls_in_the_containers_own_namespaces() {
+        let sysctl = |mode: Value, key: &str| {
+            let mut v = mode;
+            v["Sysctls"] = json!({key: "1"});
+            refused(v)
+        };
+        // Never: host-wide keys, whatever the namespaces.
+        for key in ["kernel.core_pattern", "kernel.panic", "vm.dirty_expire_centisecs", "kernel.hostname"] {
+            assert!(!sysctl(json!({}), key).is_empty(), "{key} accepted");
+        }
+        assert!(sysctl(json!({}), "net.ipv4.ip_forward").is_empty());
+        assert!(sysctl(json!({"NetworkMode": "host"}), "net.ipv4.ip_forward").contains("host's network namespace"));
+        assert!(sysctl(json!({}), "kernel.shmmax").is_empty());
+        assert!(sysctl(json!({"IpcMode": "host"}), "kernel.shmmax").contains("host's IPC namespace"));
+        assert!(sysctl(json!({"IpcMode": "host"}), "fs.mqueue.msg_max").contains("host's IPC namespace"));
+        assert!(sysctl(json!({}), "kernel.domainname").is_empty());
+        assert!(sysctl(json!({"UTSMode": "host"}), "kernel.domainname").contains("host's UTS namespace"));
+        assert!(sysctl(json!({"NetworkMode": "host"}), "kernel.domainname").contains("host's UTS namespace"));
+        assert!(sysctls(&hc(json!({"NetworkMode": "container:x", "Sysctls": {"net.core.somaxconn": "1"}})), false).is_err());
     }
 
     #[test]

@@ -254,16 +254,14 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
     let caps = capabilities(privileged, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
     let mut no_new_privs = false;
     let mut seccomp = !privileged;
-    for opt in hc.security_opt.clone().unwrap_or_default() {
+    check(hc)?;
+    for opt in hc.security_opt.iter().flatten() {
         let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
         match (k, v) {
             ("no-new-privileges", "" | "true") => no_new_privs = true,
             ("no-new-privileges", "false") => no_new_privs = false,
             ("seccomp", "unconfined") => seccomp = false,
-            ("seccomp", "builtin" | "default") => {}
-            ("seccomp", _) => return Err(ApiError::not_implemented("custom seccomp profiles")),
-            ("label" | "apparmor", _) => {}
-            _ => return Err(bad(format!("Invalid --security-opt: {opt:?}"))),
+            _ => {}
         }
     }
     let process = &mut spec["process"];
@@ -275,18 +273,7 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
     process["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
     process["noNewPrivileges"] = json!(no_new_privs);
     if let Some(ulimits) = &hc.ulimits {
-        let mut rl = Vec::new();
-        for u in ulimits {
-            let name = u.name.to_ascii_uppercase();
-            if !RLIMITS.contains(&name.as_str()) {
-                return Err(bad(format!("invalid ulimit type: {}", u.name)));
-            }
-            if u.soft > u.hard {
-                return Err(bad(format!("ulimit soft limit must be less than or equal to hard limit: {} > {}", u.soft, u.hard)));
-            }
-            rl.push(json!({"type": format!("RLIMIT_{name}"), "soft": u.soft, "hard": u.hard}));
-        }
-        process["rlimits"] = json!(rl);
+        process["rlimits"] = json!(ulimits.iter().map(rlimit).collect::<Result<Vec<_>, _>>()?);
     }
     // Relative to the bundle, whose `rootfs` is where the caller mounted the root.
     spec["root"] = json!({"path": "rootfs", "readonly": hc.readonly_rootfs.unwrap_or(false)});
@@ -312,11 +299,6 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
         linux["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
         linux["devices"] = json!(host_devices());
     }
-    match network.as_str() {
-        "" | "default" | "bridge" | "none" | "host" => {}
-        n if n.starts_with("container:") => {}
-        n => return Err(ApiError::not_implemented(&format!("network {n:?} (user networks)"))),
-    }
     namespace_mode(linux, "network", &network, ns_of, "net")?;
     namespace_mode(linux, "pid", hc.pid_mode.as_deref().unwrap_or(""), ns_of, "pid")?;
     namespace_mode(linux, "ipc", hc.ipc_mode.as_deref().unwrap_or(""), ns_of, "ipc")?;
@@ -324,7 +306,7 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
     if network == "host" {
         namespace_mode(linux, "uts", "host", ns_of, "uts")?;
     }
-    if let Some(s) = &hc.sysctls {
+    if let Some(s) = hc.sysctls.as_ref().filter(|s| !s.is_empty()) {
         linux["sysctl"] = json!(s);
     }
 
@@ -353,8 +335,13 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
     for f in ["hostname", "hosts", "resolv.conf"] {
         mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind", "source": dir.join(f), "options": ["rbind", "rprivate"]}));
     }
-    for b in hc.binds.clone().unwrap_or_default() {
-        mounts.push(bind_mount(&b)?);
+    for b in hc.binds.iter().flatten() {
+        let bind = Bind::parse(b)?;
+        // Docker creates a missing host directory for -v, when the container starts.
+        if !Path::new(&bind.source).exists() {
+            std::fs::create_dir_all(&bind.source).map_err(|e| bad(format!("creating bind source {}: {e}", bind.source)))?;
+        }
+        mounts.push(bind.spec());
     }
     crate::hostconfig::apply(&mut spec, hc, &rec.id)?;
     Ok(Built { spec, hostname })
@@ -379,33 +366,129 @@ const RLIMITS: [&str; 16] = [
     "STACK",
 ];
 
-/// `/host/path:/container/path[:ro|rw]`; named volumes come with the volumes issue.
-fn bind_mount(b: &str) -> Result<Value, ApiError> {
-    let parts: Vec<&str> = b.split(':').collect();
-    let (src, dst, mode) = match parts.as_slice() {
-        [s, d] => (*s, *d, ""),
-        [s, d, m] => (*s, *d, *m),
-        _ => return Err(bad(format!("invalid volume specification: '{b}'"))),
-    };
-    if !src.starts_with('/') {
-        return Err(ApiError::not_implemented(&format!("named volumes ({src})")));
+/// `--ulimit nofile=1024:2048` as an OCI rlimit.
+fn rlimit(u: &berth_api::containers::Ulimit) -> Result<Value, ApiError> {
+    let name = u.name.to_ascii_uppercase();
+    if !RLIMITS.contains(&name.as_str()) {
+        return Err(bad(format!("invalid ulimit type: {}", u.name)));
     }
-    if !dst.starts_with('/') || dst == "/" {
-        return Err(bad(format!("invalid volume specification: '{b}': invalid mount config: destination must be an absolute path")));
+    if u.soft > u.hard {
+        return Err(bad(format!("ulimit soft limit must be less than or equal to hard limit: {} > {}", u.soft, u.hard)));
     }
-    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
-    for m in mode.split(',').filter(|m| !m.is_empty()) {
-        match m {
-            "ro" => options.push("ro".into()),
-            "rw" | "z" | "Z" | "private" | "rprivate" => {}
-            other => return Err(bad(format!("invalid mode: {other}"))),
+    Ok(json!({"type": format!("RLIMIT_{name}"), "soft": u.soft, "hard": u.hard}))
+}
+
+/// A `-v /host/path:/container/path[:ro|rw]` bind (named volumes come with the volumes issue).
+pub struct Bind {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    /// `rprivate` unless the mode names another.
+    pub propagation: String,
+}
+
+impl Bind {
+    /// Docker's parse of a bind, with its messages.
+    pub fn parse(b: &str) -> Result<Bind, ApiError> {
+        let invalid = || bad(format!("invalid volume specification: '{b}'"));
+        let parts: Vec<&str> = b.split(':').collect();
+        let (src, dst, mode) = match parts.as_slice() {
+            ["", ..] => return Err(invalid()),
+            [_] => return Err(ApiError::not_implemented(&format!("anonymous volumes ({b})"))),
+            [_, d] if is_mode(d) => return Err(invalid()),
+            [s, d] => (*s, *d, ""),
+            [s, d, m] => (*s, *d, *m),
+            _ => return Err(invalid()),
+        };
+        if !is_mode(mode) {
+            return Err(bad(format!("invalid mode: {mode}")));
+        }
+        if !src.starts_with('/') {
+            return Err(ApiError::not_implemented(&format!("named volumes ({src})")));
+        }
+        let config = |why: String| bad(format!("invalid mount config for type \"bind\": {why}"));
+        if dst.is_empty() {
+            return Err(config("field Target must not be empty".into()));
+        }
+        if dst.trim_end_matches('/').is_empty() {
+            return Err(config("invalid specification: destination can't be '/'".into()));
+        }
+        if !dst.starts_with('/') {
+            return Err(config(format!("invalid mount path: '{dst}' mount path must be absolute")));
+        }
+        let words = || mode.split(',');
+        Ok(Bind {
+            source: src.to_string(),
+            target: dst.to_string(),
+            read_only: words().any(|m| m == "ro"),
+            propagation: words().find(|m| PROPAGATIONS.contains(m)).unwrap_or("rprivate").to_string(),
+        })
+    }
+
+    pub fn spec(&self) -> Value {
+        let mut options = vec!["rbind", self.propagation.as_str()];
+        if self.read_only {
+            options.push("ro");
+        }
+        json!({"destination": self.target, "type": "bind", "source": self.source, "options": options})
+    }
+}
+
+/// A bind's mode: comma-separated `ro`/`rw`, an SELinux label (accepted, no SELinux here) and a
+/// propagation, each at most once (`""` is the default mode).
+fn is_mode(mode: &str) -> bool {
+    if mode.is_empty() {
+        return true;
+    }
+    let words: Vec<&str> = mode.split(',').collect();
+    let count = |set: &[&str]| words.iter().filter(|w| set.contains(w)).count();
+    let rw = count(&["ro", "rw"]);
+    let label = count(&["z", "Z"]);
+    let propagation = count(&PROPAGATIONS);
+    rw <= 1 && label <= 1 && propagation <= 1 && rw + label + propagation == words.len()
+}
+
+const PROPAGATIONS: [&str; 6] = ["private", "rprivate", "shared", "rshared", "slave", "rslave"];
+
+/// What [`build`] would refuse in the HostConfig, checked at create so a bad request makes
+/// nothing (Docker's create-time checks): binds, ulimits, security options, namespace modes.
+pub fn check(hc: &berth_api::containers::HostConfig) -> Result<(), ApiError> {
+    for b in hc.binds.iter().flatten() {
+        Bind::parse(b)?;
+    }
+    for u in hc.ulimits.iter().flatten() {
+        rlimit(u)?;
+    }
+    for opt in hc.security_opt.iter().flatten() {
+        let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
+        match (k, v) {
+            ("no-new-privileges", "" | "true" | "false")
+            | ("seccomp", "unconfined" | "builtin" | "default")
+            | ("label" | "apparmor", _) => {}
+            ("seccomp", _) => return Err(ApiError::not_implemented("custom seccomp profiles")),
+            _ => return Err(bad(format!("Invalid --security-opt: {opt:?}"))),
         }
     }
-    // Docker creates a missing host directory for -v.
-    if !Path::new(src).exists() {
-        std::fs::create_dir_all(src).map_err(|e| bad(format!("creating bind source {src}: {e}")))?;
+    match hc.network_mode.as_deref().unwrap_or("") {
+        "" | "default" | "bridge" | "none" | "host" => {}
+        n if n.strip_prefix("container:").is_some_and(|c| !c.is_empty()) => {}
+        n if n.starts_with("container:") => return Err(bad(format!("invalid network mode: {n}"))),
+        n => return Err(ApiError::not_implemented(&format!("network {n:?} (user networks)"))),
     }
-    Ok(json!({"destination": dst, "type": "bind", "source": src, "options": options}))
+    for (what, mode, modes) in [
+        ("IPC", hc.ipc_mode.as_deref(), &["", "none", "private", "shareable", "host"][..]),
+        ("PID", hc.pid_mode.as_deref(), &["", "host"][..]),
+        ("UTS", hc.uts_mode.as_deref(), &["", "host"][..]),
+    ] {
+        let m = mode.unwrap_or("");
+        if !modes.contains(&m) && m.strip_prefix("container:").is_none_or(str::is_empty) {
+            return Err(bad(format!("invalid {what} mode: {m}")));
+        }
+    }
+    if hc.shm_size.is_some_and(|s| s < 0) {
+        return Err(bad("SHM size can not be less than 0"));
+    }
+    Ok(())
 }
 
 /// Every device node directly in the host's /dev, for `--privileged`.
@@ -464,6 +547,45 @@ mod tests {
         assert_eq!(only, ["CAP_KILL"]);
         assert!(capabilities(false, &["NOPE".into()], &[]).is_err());
         assert!(capabilities(true, &[], &[]).unwrap().contains(&"CAP_SYS_ADMIN".to_string()));
+    }
+
+    #[test]
+    fn binds_parse_as_docker_parses_them() {
+        let b = Bind::parse("/src:/dst:ro,rslave").unwrap();
+        assert_eq!((b.source.as_str(), b.target.as_str(), b.read_only, b.propagation.as_str()), ("/src", "/dst", true, "rslave"));
+        assert_eq!(b.spec()["options"], json!(["rbind", "rslave", "ro"]));
+        assert_eq!(Bind::parse("/src:/dst").unwrap().spec()["options"], json!(["rbind", "rprivate"]));
+        let refused = |b: &str| Bind::parse(b).err().map(|e| e.message).unwrap_or_default();
+        assert!(refused("/tmp:/").contains("destination can't be '/'"), "{}", refused("/tmp:/"));
+        assert!(refused("/tmp:relative").contains("'relative' mount path must be absolute"));
+        assert_eq!(refused("x:y:bogus"), "invalid mode: bogus");
+        assert_eq!(refused("/a:/b:ro,rw"), "invalid mode: ro,rw");
+        assert_eq!(refused(":/b"), "invalid volume specification: ':/b'");
+        assert_eq!(refused("/a:/b:ro:x"), "invalid volume specification: '/a:/b:ro:x'");
+        assert_eq!(refused("/a:ro"), "invalid volume specification: '/a:ro'");
+        assert_eq!(Bind::parse("named:/data").err().map(|e| e.kind), Some(Kind::NotImplemented));
+    }
+
+    #[test]
+    fn create_checks_what_the_spec_builder_refuses() {
+        let hc = |v: Value| -> berth_api::containers::HostConfig { serde_json::from_value(v).unwrap() };
+        for (v, message) in [
+            (json!({"Binds": ["/tmp:/"]}), "destination can't be '/'"),
+            (json!({"Ulimits": [{"Name": "nofile", "Soft": 20, "Hard": 10}]}), "soft limit must be less than or equal"),
+            (json!({"Ulimits": [{"Name": "bogus", "Soft": 1, "Hard": 1}]}), "invalid ulimit type: bogus"),
+            (json!({"ShmSize": -1}), "SHM size can not be less than 0"),
+            (json!({"SecurityOpt": ["bogus"]}), "Invalid --security-opt"),
+            (json!({"NetworkMode": "container:"}), "invalid network mode"),
+            (json!({"IpcMode": "bogus"}), "invalid IPC mode: bogus"),
+            (json!({"PidMode": "container:"}), "invalid PID mode"),
+        ] {
+            let e = check(&hc(v.clone())).err().unwrap_or_else(|| panic!("{v} accepted"));
+            assert!(e.message.contains(message), "{v}: {}", e.message);
+        }
+        assert_eq!(check(&hc(json!({"NetworkMode": "mynet"}))).err().map(|e| e.kind), Some(Kind::NotImplemented));
+        let ok = json!({"Binds": ["/tmp:/data:ro"], "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}], "ShmSize": 0,
+            "NetworkMode": "container:abc", "IpcMode": "shareable", "PidMode": "host", "SecurityOpt": ["no-new-privileges"]});
+        assert!(check(&hc(ok)).is_ok());
     }
 
     #[test]

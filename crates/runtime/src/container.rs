@@ -132,7 +132,35 @@ fn plan(spec: &Spec) -> Result<Plan> {
     if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) && !plan.creates(LinuxNamespaceType::Time) {
         return Err(Error::InvalidConfig("timeOffsets need a new time namespace".into()));
     }
+    if let Some(sysctls) = linux.sysctl().as_ref().filter(|s| !s.is_empty()) {
+        let private = crate::sysctl::Private {
+            ipc: own_namespace(&plan, LinuxNamespaceType::Ipc),
+            net: own_namespace(&plan, LinuxNamespaceType::Network),
+            uts: own_namespace(&plan, LinuxNamespaceType::Uts),
+        };
+        for key in sysctls.keys() {
+            crate::sysctl::check(key, private).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        }
+    }
     Ok(plan)
+}
+
+/// Will the container have a namespace of this type apart from ours? A new one, or one joined
+/// by a path that is not the namespace we are in (joining the host's own is no isolation).
+/// Namespace files are compared by device and inode, which also sees through bind mounts of them.
+fn own_namespace(plan: &Plan, t: LinuxNamespaceType) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if plan.creates(t) {
+        return true;
+    }
+    let id = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    let ours = id(&Path::new("/proc/self/ns").join(namespaces::proc_name(t)));
+    plan.join.iter().filter(|(j, _)| *j == t).any(|(_, p)| match (id(p), &ours) {
+        (Ok(theirs), Ok(ours)) => theirs != *ours,
+        // A path that cannot be read is refused when the namespaces are opened.
+        (Err(_), _) => true,
+        (Ok(_), Err(_)) => false,
+    })
 }
 
 /// The devices the runtime creates (the defaults, the spec's, the pty ones) must stay usable

@@ -19,6 +19,7 @@ pub mod spec;
 pub mod state;
 mod sync;
 pub mod sys;
+pub mod sysctl;
 
 pub use container::{BundleConfig, Container, CreateOptions, DEFAULT_CGROUP_PARENT, ExecOptions, load_spec, validate_id};
 pub use error::{Error, Kind, Result};

@@ -311,10 +311,14 @@ pub fn finish(sys: &dyn Sys, spec: &Spec) -> Result<()> {
         let mut keys: Vec<_> = sysctls.keys().collect();
         keys.sort();
         for key in keys {
-            if key.contains("..") || key.contains('\0') {
+            // Checked at create (`sysctl::check`) against the container's namespaces; the name
+            // is checked again here, where it becomes a path.
+            if crate::sysctl::check(key, crate::sysctl::Private { ipc: true, net: true, uts: true })
+                .is_err_and(|e| matches!(e, crate::sysctl::SysctlError::InvalidName(_)))
+            {
                 return Err(Error::InvalidConfig(format!("invalid sysctl name {key:?}")));
             }
-            let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+            let path = crate::sysctl::path(key);
             sys.write(&path, &sysctls[key]).map_err(|e| Error::InvalidConfig(format!("sysctl {key}: {e}")))?;
         }
     }

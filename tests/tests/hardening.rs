@@ -1,0 +1,172 @@
+//! What an attacker or a careless client could do to the host through berth, and what an operator
+//! relies on: sysctls that would reach the host, requests that create accepts and start would
+//! refuse, waiting requests that outlive what they wait for, stray cgroup mounts, blobs nobody
+//! references, unbounded connections.
+
+use std::time::{Duration, Instant};
+
+use berth_tests::{Bundle, Runtime, TestDaemon, is_root};
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn daemon() -> Option<TestDaemon> {
+    if !is_root() {
+        return None;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    Some(d)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn containers(d: &TestDaemon) -> Vec<Value> {
+    let (s, b) = d.request("GET", "/containers/json?all=1");
+    assert_eq!(s, 200, "{b}");
+    serde_json::from_str(&b).unwrap()
+}
+
+/// A host sysctl, to compare before and after.
+fn host_sysctl(key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{}", key.replace('.', "/"))).unwrap_or_else(|e| panic!("{key}: {e}")).trim().to_string()
+}
+
+/// Puts a host sysctl back if a test changed it, so a failing test does not leave the host
+/// changed; the test asserts it was never changed.
+struct Restore(&'static str, String);
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if host_sysctl(self.0) != self.1 {
+            let _ = std::fs::write(format!("/proc/sys/{}", self.0.replace('.', "/")), &self.1);
+        }
+    }
+}
+
+/// A value the key does not have now (so a write of it would show).
+fn other_value(current: &str) -> String {
+    let n: i64 = current.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (n + 1).to_string()
+}
+
+#[test]
+fn sysctls_of_the_host_are_refused_at_create_and_never_change() {
+    let Some(d) = daemon() else { return };
+    for (key, host_config) in [
+        ("vm.dirty_expire_centisecs", r#"{}"#),
+        ("kernel.panic", r#"{}"#),
+        ("kernel.panic", r#"{"Privileged":true}"#),
+        ("net.ipv4.tcp_keepalive_probes", r#"{"NetworkMode":"host"}"#),
+        ("kernel.shmmni", r#"{"IpcMode":"host"}"#),
+        ("kernel.domainname", r#"{"UTSMode":"host"}"#),
+    ] {
+        let before = host_sysctl(key);
+        let _restore = Restore(key, before.clone());
+        let mut hc = json(host_config);
+        hc["Sysctls"] = serde_json::json!({key: other_value(&before)});
+        let body = serde_json::json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": hc}).to_string();
+        let (s, b) = d.post("/containers/create", &body);
+        assert_eq!(s, 400, "{key} with {host_config}: {b}");
+        assert!(json(&b)["message"].as_str().unwrap_or("").contains(key), "{b}");
+        assert_eq!(host_sysctl(key), before, "{key} changed on the host");
+    }
+    assert!(containers(&d).is_empty(), "a refused create made a container");
+    // A namespaced key in the container's own namespace is set there, and only there.
+    let key = "net.ipv4.ip_forward";
+    let before = host_sysctl(key);
+    let _restore = Restore(key, before.clone());
+    let want = if before == "1" { "0" } else { "1" };
+    let out = d.berth(&["run", "--rm", "--sysctl", &format!("{key}={want}"), "busybox", "cat", "/proc/sys/net/ipv4/ip_forward"]).success();
+    assert_eq!(out.stdout.trim(), want);
+    assert_eq!(host_sysctl(key), before);
+    // A container joining a host-networked container's network is on the host's network.
+    let (s, b) = d.post("/containers/create?name=hostnet", r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"host"}}"#);
+    assert_eq!(s, 201, "{b}");
+    let body = format!(
+        r#"{{"Image":"busybox","Cmd":["true"],"HostConfig":{{"NetworkMode":"container:hostnet","Sysctls":{{"{key}":"{want}"}}}}}}"#
+    );
+    let (s, b) = d.post("/containers/create", &body);
+    assert_eq!(s, 400, "{b}");
+}
+
+#[test]
+fn berth_runc_refuses_sysctls_that_would_reach_the_host() {
+    if !is_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let key = "vm.dirty_expire_centisecs";
+    let before = host_sysctl(key);
+    let _restore = Restore(key, before.clone());
+    let mut b = Bundle::new(&["true"]);
+    b.spec["linux"]["sysctl"] = serde_json::json!({key: other_value(&before)});
+    b.save();
+    let id = rt.id("sysctl");
+    let r = rt.run(&id, &b).failure();
+    assert!(r.stderr.contains("is not in a separate kernel namespace"), "{r:?}");
+    assert_eq!(host_sysctl(key), before);
+    // The network namespace is the host's when the spec has none.
+    let key = "net.ipv4.tcp_keepalive_probes";
+    let before = host_sysctl(key);
+    let _restore = Restore(key, before.clone());
+    let mut b = Bundle::new(&["true"]);
+    b.spec["linux"]["sysctl"] = serde_json::json!({key: other_value(&before)});
+    let ns: Vec<Value> = b.spec["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] != "network").cloned().collect();
+    b.spec["linux"]["namespaces"] = Value::Array(ns.clone());
+    b.save();
+    let r = rt.run(&rt.id("hostnet"), &b).failure();
+    assert!(r.stderr.contains("host's network namespace"), "{r:?}");
+    // Joining the host's namespace by path is the host's namespace too.
+    let mut joined = ns;
+    joined.push(serde_json::json!({"type": "network", "path": "/proc/1/ns/net"}));
+    b.spec["linux"]["namespaces"] = Value::Array(joined);
+    b.save();
+    if std::fs::metadata("/proc/1/ns/net").ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        == std::fs::metadata("/proc/self/ns/net").ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    {
+        let r = rt.run(&rt.id("joined"), &b).failure();
+        assert!(r.stderr.contains("host's network namespace"), "{r:?}");
+    }
+    assert_eq!(host_sysctl(key), before);
+}
+
+#[test]
+fn what_start_would_refuse_is_refused_at_create_and_makes_nothing() {
+    let Some(d) = daemon() else { return };
+    for (host_config, message) in [
+        (r#"{"Binds":["/tmp:/"]}"#, "destination can't be '/'"),
+        (r#"{"Binds":["/tmp:relative"]}"#, "mount path must be absolute"),
+        (r#"{"Binds":["x:y:bogus"]}"#, "invalid mode: bogus"),
+        (r#"{"Devices":[{"PathOnHost":"/dev/null","PathInContainer":"/dev/n","CgroupPermissions":"rwx"}]}"#, "invalid device mode"),
+        (r#"{"Ulimits":[{"Name":"nofile","Soft":20,"Hard":10}]}"#, "soft limit must be less than or equal"),
+        (r#"{"Ulimits":[{"Name":"bogus","Soft":1,"Hard":1}]}"#, "invalid ulimit type"),
+        (r#"{"CgroupParent":"../../escape"}"#, "invalid cgroup parent"),
+        (r#"{"ShmSize":-1}"#, "SHM size can not be less than 0"),
+        (r#"{"NetworkMode":"container:missing"}"#, "No such container: missing"),
+        (r#"{"PidMode":"container:missing"}"#, "No such container: missing"),
+        (r#"{"LogConfig":{"Type":"json-file","Config":{"max-size":"huge"}}}"#, "huge"),
+    ] {
+        let body = format!(r#"{{"Image":"busybox","Cmd":["true"],"HostConfig":{host_config}}}"#);
+        let (s, b) = d.post("/containers/create", &body);
+        assert!(s == 400 || s == 404, "{host_config}: {s} {b}");
+        assert!(json(&b)["message"].as_str().unwrap_or("").contains(message), "{host_config}: {b}");
+    }
+    assert!(containers(&d).is_empty(), "a refused create made a container");
+    let records = std::fs::read_dir(d.dir.path().join("data/containers")).unwrap().count();
+    assert_eq!(records, 0, "a refused create left a record");
+    wait_until("no layer left", || {
+        std::fs::read_dir(d.dir.path().join("data/image/snapshots"))
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count()
+            == 1
+    });
+}
