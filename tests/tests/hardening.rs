@@ -170,3 +170,37 @@ fn what_start_would_refuse_is_refused_at_create_and_makes_nothing() {
             == 1
     });
 }
+
+/// A mount made for a test, unmounted when it ends (also when it fails).
+struct TestMount(std::path::PathBuf);
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_stray_read_only_cgroup_mount_is_not_where_cgroups_are_made() {
+    if !is_root() {
+        return;
+    }
+    let memory = std::path::Path::new("/sys/fs/cgroup/memory");
+    if !memory.join("memory.limit_in_bytes").exists() {
+        eprintln!("SKIP: no v1 memory hierarchy at {} on this host", memory.display());
+        return;
+    }
+    // Another engine's container, or a test, bind-mounts a whole hierarchy read-only elsewhere.
+    let dir = tempfile::Builder::new().prefix("berth-stray-cgroup-").tempdir().unwrap();
+    use nix::mount::MsFlags;
+    nix::mount::mount(Some(memory), dir.path(), None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+    let _mounted = TestMount(dir.path().to_path_buf());
+    nix::mount::mount(None::<&str>, dir.path(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+        .unwrap();
+    // Started after the mount exists, as berthd and its shims would be on such a host.
+    let Some(d) = daemon() else { return };
+    let out = d.berth(&["run", "--rm", "-m", "64m", "busybox", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).success();
+    assert_eq!(out.stdout.trim(), (64u64 << 20).to_string());
+    let rt = Runtime::new();
+    let b = Bundle::new(&["true"]);
+    rt.run(&rt.id("stray"), &b).success();
+}

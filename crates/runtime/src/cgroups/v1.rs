@@ -74,9 +74,14 @@ fn first_error(results: impl Iterator<Item = Result<()>>) -> Result<()> {
     first
 }
 
-/// Mount points of v1 hierarchies from /proc/self/mountinfo.
+/// Mount points of v1 hierarchies from /proc/self/mountinfo: for each controller, the host's own
+/// mount of its hierarchy. Other mounts of the same hierarchy are ignored: binds of a subtree
+/// (another engine's container sees its own cgroup as its root), and binds of the whole tree
+/// elsewhere (often read-only), which would otherwise get our cgroups made in them. Among mounts
+/// of the hierarchy's root, one under /sys/fs/cgroup and writable wins, then the first mounted.
 pub fn parse_mountinfo(text: &str) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
+    // (controller, mount point, rank): lower ranks are better.
+    let mut best: Vec<(String, PathBuf, (bool, bool))> = Vec::new();
     for line in text.lines() {
         let Some((pre, post)) = line.split_once(" - ") else { continue };
         let mut post = post.split_whitespace();
@@ -84,15 +89,26 @@ pub fn parse_mountinfo(text: &str) -> Vec<(String, PathBuf)> {
             continue;
         }
         let super_opts = post.nth(1).unwrap_or("");
-        let Some(mount_point) = pre.split_whitespace().nth(4) else { continue };
+        let mut pre = pre.split_whitespace().skip(3);
+        let (Some(root), Some(mount_point), Some(mount_opts)) = (pre.next(), pre.next(), pre.next()) else { continue };
+        if root != "/" {
+            continue;
+        }
+        let mount_point = PathBuf::from(mount_point);
+        let rank = (!mount_point.starts_with("/sys/fs/cgroup"), !mount_opts.split(',').any(|o| o == "rw"));
         for opt in super_opts.split(',') {
             let name = opt.strip_prefix("name=").unwrap_or(opt);
-            if CONTROLLERS.contains(&name) {
-                out.push((name.to_string(), PathBuf::from(mount_point)));
+            if !CONTROLLERS.contains(&name) {
+                continue;
+            }
+            match best.iter_mut().find(|(n, _, _)| n == name) {
+                Some(slot) if rank < slot.2 => *slot = (name.to_string(), mount_point.clone(), rank),
+                Some(_) => {}
+                None => best.push((name.to_string(), mount_point.clone(), rank)),
             }
         }
     }
-    out
+    best.into_iter().map(|(n, m, _)| (n, m)).collect()
 }
 
 fn device_rule(d: &LinuxDeviceCgroup) -> String {
@@ -341,6 +357,33 @@ mod tests {
         let v = V1::new(h, PathBuf::from("berth/x"), None);
         let CgroupView::V1(dirs) = v.view() else { panic!() };
         assert_eq!(dirs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["systemd", "cpu,cpuacct", "memory"]);
+    }
+
+    #[test]
+    fn other_mounts_of_a_hierarchy_are_not_ours() {
+        // A read-only bind of the memory hierarchy elsewhere, mounted before and after ours, a
+        // container's view of its own subtree, and a stacked read-only bind of a subtree.
+        let text = "\
+50 30 0:30 / /var/lib/other/ctr/cgroup/memory ro,nosuid shared:30 - cgroup cgroup rw,memory
+34 30 0:30 / /sys/fs/cgroup/memory rw shared:13 - cgroup cgroup rw,memory
+51 30 0:30 / /tmp/berth-stray ro,nosuid shared:31 - cgroup cgroup rw,memory
+52 30 0:29 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro shared:32 - cgroup cgroup rw,cpu,cpuacct
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw shared:12 - cgroup cgroup rw,cpu,cpuacct
+53 30 0:31 / /mnt/pids-only rw shared:33 - cgroup cgroup rw,pids
+";
+        let h = parse_mountinfo(text);
+        assert_eq!(
+            h,
+            [
+                ("memory".to_string(), PathBuf::from("/sys/fs/cgroup/memory")),
+                ("cpu".to_string(), PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")),
+                ("cpuacct".to_string(), PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")),
+                // The host's only mount of a hierarchy is used wherever it is.
+                ("pids".to_string(), PathBuf::from("/mnt/pids-only")),
+            ]
+        );
+        let v = V1::new(h, PathBuf::from("berth/x"), None);
+        assert_eq!(v.roots().len(), 3, "one directory per hierarchy: {:?}", v.roots());
     }
 
     fn fake(controllers: &[&str]) -> (tempfile::TempDir, V1) {
