@@ -204,3 +204,85 @@ fn a_stray_read_only_cgroup_mount_is_not_where_cgroups_are_made() {
     let b = Bundle::new(&["true"]);
     rt.run(&rt.id("stray"), &b).success();
 }
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// berthd's open descriptors once they stop changing (the last shim reaped, the standby made).
+fn steady_fds(d: &TestDaemon) -> usize {
+    let mut last = open_fds(d.pid());
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let n = open_fds(d.pid());
+        if n == last {
+            return n;
+        }
+        last = n;
+    }
+}
+
+/// berthd's open descriptors once they are down to `at_most`, or after 10 s.
+fn settled_fds(d: &TestDaemon, at_most: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = open_fds(d.pid());
+        if n <= at_most || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn waiting_attaches_are_let_go_when_the_start_fails_or_the_client_hangs_up() {
+    let Some(d) = daemon() else { return };
+    d.berth(&["run", "--rm", "busybox", "true"]).success();
+    let fds0 = steady_fds(&d);
+    // `run --rm` of a command that does not exist: the start fails, the container goes, and the
+    // attach that waited for its start goes with it.
+    let mut tools = vec!["berth"];
+    if berth_tests::have("docker") {
+        tools.push("docker");
+    }
+    for tool in &tools {
+        for _ in 0..15 {
+            let r = if *tool == "docker" {
+                d.docker(&["run", "--rm", "busybox", "nosuch"])
+            } else {
+                d.berth(&["run", "--rm", "busybox", "nosuch"])
+            };
+            assert_eq!(r.code, 127, "{tool}: {r:?}");
+        }
+        let fds = settled_fds(&d, fds0);
+        assert!(fds <= fds0, "{tool}: berthd holds {fds} descriptors, {fds0} before");
+    }
+    // A client attached to a created container that hangs up before any start.
+    let id = json(&d.post("/containers/create?name=never", r#"{"Image":"busybox","Cmd":["true"]}"#).1)["Id"].as_str().unwrap().to_string();
+    for _ in 0..10 {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+        write!(
+            s,
+            "POST /containers/{id}/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+    }
+    let fds = settled_fds(&d, fds0);
+    assert!(fds <= fds0, "hung-up attaches: berthd holds {fds} descriptors, {fds0} before");
+    // Input sent before the start still reaches the container.
+    let mut c = std::process::Command::new(berth_tests::bin("berth"));
+    c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args(["run", "-i", "--rm", "busybox", "cat"]);
+    let out = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    out.stdin.as_ref().unwrap().write_all(b"early\n").unwrap();
+    let out = {
+        let mut out = out;
+        drop(out.stdin.take());
+        out.wait_with_output().unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "early\n");
+}

@@ -477,6 +477,7 @@ impl Engine {
             }
         }
         self.drop_execs_of(&ctr.id);
+        ctr.release_attaches();
         ctr.removed.store(true, Ordering::SeqCst);
         ctr.changed.send_modify(|n| *n += 1);
         Ok(())
@@ -681,6 +682,7 @@ impl Engine {
             }
             Err(e) => {
                 self.cleanup_bundle(ctr);
+                ctr.release_attaches();
                 let code = if e.message.contains("executable file not found") || e.message.contains("no such file or directory") {
                     127
                 } else if e.message.contains("permission denied") {
@@ -1282,8 +1284,6 @@ impl Containers for Engine {
                 return Err(ApiError::new(Kind::Internal, format!("container {} did not exit after SIGKILL", rec.id)));
             }
         }
-        // Attaches waiting for a start that will never come end here.
-        ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.remove_now(&ctr).await
     }
 
@@ -1305,13 +1305,17 @@ impl Containers for Engine {
         let Ok(ctr) = self.lookup(&id) else { return };
         let rec = ctr.rec();
         let req = Request::Attach { stdin: opts.stdin, stdout: opts.stdout, stderr: opts.stderr };
-        let conn = if rec.state.status.is_live() {
-            shim::request(&ctr.bundle, &req).await.ok()
+        let (conn, io) = if rec.state.status.is_live() {
+            (shim::request(&ctr.bundle, &req).await.ok(), io)
         } else {
-            // Not started yet (`docker run`, `docker start -a` attach first): the start connects us.
+            // Not started yet (`docker run`, `docker start -a` attach first): the start connects
+            // us, and a failed start or a removal lets us go.
             let (tx, rx) = tokio::sync::oneshot::channel();
             ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()).push((req, tx));
-            rx.await.ok()
+            match crate::stream::until_started(rx, io, opts.stdin).await {
+                Some((conn, io)) => (Some(conn), io),
+                None => return,
+            }
         };
         let Some(conn) = conn else { return };
         let keys = berth_format::detach_keys(opts.detach_keys.as_deref());

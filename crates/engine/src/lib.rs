@@ -63,6 +63,13 @@ pub(crate) struct Ctr {
 }
 
 impl Ctr {
+    /// End the attaches waiting for a start that will not come (the start failed, or the
+    /// container is gone): their clients' connections close, as Docker closes a container's
+    /// streams then.
+    pub fn release_attaches(&self) {
+        self.pending_attach.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     pub fn rec(&self) -> Arc<Record> {
         self.rec.read().map(|r| Arc::clone(&r)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
     }

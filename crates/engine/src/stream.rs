@@ -7,6 +7,79 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::shim::Conn;
 
+/// Input a client sends before its container starts that is held for it, at most (the shim takes
+/// what it is sent after the start).
+const MAX_EARLY_INPUT: usize = 64 << 10;
+
+/// Wait for the start to hand over the shim's connection, reading the client meanwhile so a
+/// client that hangs up is noticed (its connection is then let go). What it sends early is
+/// kept and goes to the container first. An end of input is a hang-up only for a client that
+/// attached no stdin: one with stdin may have closed its writing side only (`docker run -i`
+/// with an empty input); the start, a failed start or the removal ends its wait.
+pub async fn until_started(started: tokio::sync::oneshot::Receiver<Conn>, mut io: Io, stdin: bool) -> Option<(Conn, Io)> {
+    let mut early = Vec::new();
+    let mut ended = false;
+    let mut buf = [0u8; 4096];
+    tokio::pin!(started);
+    let conn = loop {
+        tokio::select! {
+            conn = &mut started => break conn.ok()?,
+            n = io.read(&mut buf), if !ended && early.len() < MAX_EARLY_INPUT => match n {
+                Ok(0) | Err(_) if !stdin => return None,
+                Ok(0) | Err(_) => ended = true,
+                Ok(n) => early.extend_from_slice(&buf[..n]),
+            },
+        }
+    };
+    let io: Io = if early.is_empty() && !ended { io } else { Box::new(Prefixed { early: std::io::Cursor::new(early), ended, inner: io }) };
+    Some((conn, io))
+}
+
+/// A client connection with the input it sent before the start read first.
+struct Prefixed {
+    early: std::io::Cursor<Vec<u8>>,
+    /// Its input had ended: nothing follows what was kept.
+    ended: bool,
+    inner: Io,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let rest = &this.early.get_ref()[this.early.position() as usize..];
+        if !rest.is_empty() {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.early.set_position(this.early.position() + n as u64);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        if this.ended {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Relay until the shim's output ends (the process exited) or the client detaches.
 /// Returns the exit status when the shim sent one (execs do).
 pub async fn pump(conn: Conn, io: Io, tty: bool, stdin: bool, keys: Vec<u8>) -> Option<ExitStatus> {
