@@ -330,7 +330,13 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub fn start() -> TestDaemon {
+        Self::start_with_config("{}")
+    }
+
+    /// A daemon with this `daemon.json`.
+    pub fn start_with_config(daemon_json: &str) -> TestDaemon {
         let dir = tempfile::Builder::new().prefix("berth-daemon-").tempdir().unwrap();
+        fs::write(dir.path().join("daemon.json"), daemon_json).unwrap();
         let mut d = TestDaemon { dir, child: None };
         d.launch();
         d
@@ -355,6 +361,8 @@ impl TestDaemon {
             .arg(dir.path().join("exec"))
             .arg("--config-file")
             .arg(dir.path().join("daemon.json"))
+            .arg("--cgroup-parent")
+            .arg(self.cgroup_parent())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -369,6 +377,29 @@ impl TestDaemon {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Err(format!("berthd did not start: {}", self.log()))
+    }
+
+    /// This daemon's own cgroup parent (tests run in parallel, each with its own berthd), so a
+    /// test sees exactly the cgroups its containers have: `berth-test-<the dir's suffix>`.
+    pub fn cgroup_parent(&self) -> String {
+        let name = self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("berth-test-{}", name.trim_start_matches("berth-daemon-"))
+    }
+
+    /// The directories of this daemon's cgroup parent that exist, one per hierarchy.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let parent = self.cgroup_parent();
+        let mut out = Vec::new();
+        for e in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let p = e.path().join(&parent);
+            if p.is_dir() {
+                out.push(p);
+            }
+        }
+        if Path::new("/sys/fs/cgroup").join(&parent).is_dir() {
+            out.push(Path::new("/sys/fs/cgroup").join(&parent));
+        }
+        out
     }
 
     pub fn log(&self) -> String {

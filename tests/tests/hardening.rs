@@ -286,3 +286,63 @@ fn waiting_attaches_are_let_go_when_the_start_fails_or_the_client_hangs_up() {
     };
     assert_eq!(String::from_utf8_lossy(&out.stdout), "early\n");
 }
+
+/// Connect and send `head` (maybe nothing, maybe half a request).
+fn connect(d: &TestDaemon, head: &str) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
+/// Has berthd closed this connection (EOF) within `within`?
+fn closed_within(s: &mut std::os::unix::net::UnixStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn connections_are_bounded_in_number_and_in_idle_time() {
+    if !is_root() {
+        return;
+    }
+    let d = TestDaemon::start_with_config(r#"{"api-max-connections": 8, "api-header-timeout": 1}"#);
+    d.import_busybox();
+    // A long poll outlives the header timeout: it is answered when its container exits.
+    let (s, b) = d.post("/containers/create?name=slow", r#"{"Image":"busybox","Cmd":["sleep","3"]}"#);
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(d.request("POST", "/containers/slow/start").0, 204);
+    let mut wait = connect(&d, "POST /containers/slow/wait HTTP/1.1\r\nHost: b\r\n\r\n");
+    // Idle and half-sent connections fill the other slots ...
+    let mut idle: Vec<_> = (0..4).map(|_| connect(&d, "")).collect();
+    idle.extend((0..3).map(|_| connect(&d, "GET /_ping HTTP/1.1\r\nHost: b\r\n")));
+    std::thread::sleep(Duration::from_millis(200));
+    // ... so the next one waits, unanswered, ...
+    let started = Instant::now();
+    let mut waiting = connect(&d, "GET /_ping HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+    // ... until the header timeout closes them (the waiting one is then served).
+    for s in &mut idle {
+        assert!(closed_within(s, Duration::from_secs(5)), "an idle connection was kept");
+    }
+    assert!(closed_within(&mut waiting, Duration::from_secs(5)));
+    assert!(started.elapsed() >= Duration::from_millis(700), "the ninth connection was served while eight were held");
+    // The wait was never cut off: it answers with the exit status once the container exits.
+    use std::io::Read;
+    wait.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("StatusCode") {
+        let n = wait.read(&mut buf).expect("the long poll was answered");
+        assert!(n > 0, "the long poll was closed unanswered: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(d.request("GET", "/_ping").1.contains("OK"));
+}

@@ -6,6 +6,7 @@ pub mod containers;
 pub mod error;
 pub mod images;
 pub mod params;
+pub mod server;
 pub mod system;
 #[cfg(test)]
 mod testing;

@@ -15,9 +15,103 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::error::{ApiError, Kind};
 
 /// A hijacked connection: the client's raw bytes in, ours out.
-pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Has the client closed the connection both ways? An end of its input alone is not that:
+    /// Docker's clients close their writing half when their input ends (and at once when they
+    /// attach no stdin), then read to the end. Where the transport cannot tell, false.
+    fn hung_up(&self) -> bool {
+        false
+    }
+}
 pub type Io = Box<dyn Duplex>;
+
+/// A hijacked unix-socket connection: what hyper read past the request first, then the socket.
+struct UnixClient {
+    read_buf: Bytes,
+    stream: tokio::net::UnixStream,
+}
+
+impl AsyncRead for UnixClient {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.read_buf.is_empty() {
+            let n = self.read_buf.len().min(buf.remaining());
+            buf.put_slice(&self.read_buf.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UnixClient {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Duplex for UnixClient {
+    /// A unix socket whose peer closed shows POLLHUP; one whose peer only shut its writing half
+    /// shows POLLRDHUP without it.
+    fn hung_up(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+        // SAFETY: one valid pollfd, a zero timeout; the socket stays open while we hold it.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR) != 0
+    }
+}
+
+/// Any other hijacked connection (TCP: a peer's close and its half-close look the same).
+struct Upgraded(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>);
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl Duplex for Upgraded {}
+
+/// No client: input ends at once, output goes nowhere (a detached exec).
+pub fn nobody() -> Io {
+    Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()))
+}
+
+impl Duplex for tokio::io::Join<tokio::io::Empty, tokio::io::Sink> {}
+
+/// The upgraded connection as the handler's [`Io`]: the socket itself where it is a unix one
+/// (served by [`crate::server`]), so a hang-up can be told from a half-close.
+fn client_io(up: hyper::upgrade::Upgraded) -> Io {
+    match up.downcast::<hyper_util::rt::TokioIo<tokio::net::UnixStream>>() {
+        Ok(parts) => Box::new(UnixClient { read_buf: parts.read_buf, stream: parts.io.into_inner() }),
+        Err(up) => Box::new(Upgraded(hyper_util::rt::TokioIo::new(up))),
+    }
+}
 
 /// A streamed body.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
@@ -141,7 +235,7 @@ where
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(up) => f(Box::new(hyper_util::rt::TokioIo::new(up))).await,
+            Ok(up) => f(client_io(up)).await,
             Err(e) => tracing::debug!("upgrade failed: {e}"),
         }
     });

@@ -25,6 +25,16 @@ struct Cli {
     log_level: Option<String>,
     #[arg(long)]
     pidfile: Option<PathBuf>,
+    /// The cgroup under which containers' cgroups go (unless they name their own).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+    /// API connections served at once on each listener (more wait to be accepted).
+    #[arg(long)]
+    api_max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers once its connection is ready for one;
+    /// a connection left idle that long is closed.
+    #[arg(long)]
+    api_header_timeout: Option<u64>,
     #[arg(long, default_value = "/etc/berth/daemon.json")]
     config_file: PathBuf,
 }
@@ -39,6 +49,9 @@ struct FileConfig {
     hosts: Vec<String>,
     log_level: Option<String>,
     pidfile: Option<PathBuf>,
+    cgroup_parent: Option<String>,
+    api_max_connections: Option<usize>,
+    api_header_timeout: Option<u64>,
     /// Defaults for containers' json-file logs, as dockerd's `log-opts`.
     #[serde(default)]
     log_opts: std::collections::BTreeMap<String, String>,
@@ -52,6 +65,8 @@ struct Config {
     pidfile: PathBuf,
     log_max_size: u64,
     log_max_file: u32,
+    cgroup_parent: String,
+    limits: berth_api::server::Limits,
 }
 
 /// Default log rotation: 10 MiB per file, 3 files (Docker's json-file keeps everything in one
@@ -76,6 +91,16 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         exec_root,
         hosts,
         log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+        cgroup_parent: cli.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| berth_engine::DEFAULT_CGROUP_PARENT.into()),
+        limits: {
+            let d = berth_api::server::DEFAULT_LIMITS;
+            let max_connections = cli.api_max_connections.or(file.api_max_connections).unwrap_or(d.max_connections);
+            let timeout = cli.api_header_timeout.or(file.api_header_timeout).map(std::time::Duration::from_secs);
+            if max_connections == 0 || timeout.is_some_and(|t| t.is_zero()) {
+                bail!("api-max-connections and api-header-timeout must be at least 1");
+            }
+            berth_api::server::Limits { max_connections, header_timeout: timeout.unwrap_or(d.header_timeout) }
+        },
         log_max_size: match file.log_opts.get("max-size") {
             Some(s) => berth_engine::parse_size(s).map_err(|e| anyhow::anyhow!("log-opts max-size: {}", e.message))?,
             None => DEFAULT_LOG_MAX_SIZE,
@@ -148,6 +173,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         shim: shim_path()?,
         log_max_size: cfg.log_max_size,
         log_max_file: cfg.log_max_file,
+        cgroup_parent: cfg.cgroup_parent.clone(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the engine: {}", e.message))?;
@@ -173,16 +199,14 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
             tracing::info!("API listening on {}", path.display());
             let identity = file_identity(&path);
             sockets.push((path, identity));
-            let svc = tower::make::Shared::new(app.clone());
-            tasks.push(tokio::spawn(async move { axum::serve(listener, svc).with_graceful_shutdown(shutdown).await }));
+            tasks.push(tokio::spawn(berth_api::server::serve(listener, app.clone(), cfg.limits, shutdown)));
         } else if let Some(addr) = host.strip_prefix("tcp://") {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             if !listener.local_addr()?.ip().is_loopback() {
                 tracing::warn!("the API on {addr} is unauthenticated and reachable beyond this host");
             }
             tracing::info!("API listening on tcp://{}", listener.local_addr()?);
-            let svc = tower::make::Shared::new(app.clone());
-            tasks.push(tokio::spawn(async move { axum::serve(listener, svc).with_graceful_shutdown(shutdown).await }));
+            tasks.push(tokio::spawn(berth_api::server::serve(listener, app.clone(), cfg.limits, shutdown)));
         } else {
             bail!("unsupported host {host:?}: use unix:///path or tcp://127.0.0.1:PORT");
         }

@@ -262,14 +262,7 @@ impl Engine {
         }
         let error = if status.is_none() {
             // The shim died without recording an exit: make sure nothing of the container is left.
-            let root = self.runtime_root.clone();
-            let id = ctr.id.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(c) = berth_runtime::Container::load(&root, &id) {
-                    let _ = c.delete_with(true, berth_runtime::cgroups::Parents::Keep);
-                }
-            })
-            .await;
+            self.destroy_leftovers(ctr).await;
             "the container's shim exited without recording an exit status".to_string()
         } else {
             String::new()
@@ -412,6 +405,18 @@ impl Engine {
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
+    }
+
+    /// What the runtime still holds of a container that is not running (a failed start, a shim
+    /// that died without a word): its processes, cgroup and state go. A stat when there is none.
+    /// (Not after a normal exit: the shim deletes its container's state itself.)
+    pub(crate) async fn destroy_leftovers(&self, ctr: &Arc<Ctr>) {
+        if !self.runtime_root.join(&ctr.id).exists() {
+            return;
+        }
+        let (e, id) = (self.clone(), ctr.id.clone());
+        let cgroup = spec::cgroup_path(&self.cfg.cgroup_parent, &ctr.rec().host_config, &id);
+        let _ = tokio::task::spawn_blocking(move || e.destroy_runtime(&id, Some(Path::new(&cgroup)), None)).await;
     }
 
     /// Remove a stopped container's bundle, snapshot, files and record.
@@ -681,6 +686,8 @@ impl Engine {
                 Ok(true)
             }
             Err(e) => {
+                // A shim that failed (or was killed) part way may leave the runtime's state.
+                self.destroy_leftovers(ctr).await;
                 self.cleanup_bundle(ctr);
                 ctr.release_attaches();
                 let code = if e.message.contains("executable file not found") || e.message.contains("no such file or directory") {
@@ -722,7 +729,7 @@ impl Engine {
                 _ => m.mount(&rootfs).map_err(internal("mounting the root filesystem on", &rootfs))?,
             }
         }
-        let built = spec::build(rec, &rootfs, dir, ns_of)?;
+        let built = spec::build(rec, &rootfs, dir, ns_of, &self.cfg.cgroup_parent)?;
         // Made at each start, as Docker does: the host's resolv.conf may have changed since.
         write_init_files(dir, &built.hostname, &rec.host_config)?;
         let spec = built.spec;
@@ -1312,7 +1319,7 @@ impl Containers for Engine {
             // us, and a failed start or a removal lets us go.
             let (tx, rx) = tokio::sync::oneshot::channel();
             ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()).push((req, tx));
-            match crate::stream::until_started(rx, io, opts.stdin).await {
+            match crate::stream::until_started(rx, io).await {
                 Some((conn, io)) => (Some(conn), io),
                 None => return,
             }

@@ -207,9 +207,7 @@ impl Engine {
             }
             None => {
                 tokio::spawn(async move {
-                    let status =
-                        crate::stream::pump(conn, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())), tty, false, Vec::new())
-                            .await;
+                    let status = crate::stream::pump(conn, berth_api::params::nobody(), tty, false, Vec::new()).await;
                     finish(status);
                 });
             }

@@ -576,8 +576,8 @@ fn throttle(t: &ThrottleDevice) -> Result<Value, ApiError> {
 }
 
 /// Write the HostConfig's settings into `spec` (Docker's default spec with the container's
-/// config already applied). `id` names the container's cgroup under `CgroupParent`.
-pub fn apply(spec: &mut Value, hc: &HostConfig, id: &str) -> Result<(), ApiError> {
+/// config already applied).
+pub fn apply(spec: &mut Value, hc: &HostConfig) -> Result<(), ApiError> {
     let privileged = hc.privileged == Some(true);
     let linux = &mut spec["linux"];
     let res = resources(hc, swap_accounting);
@@ -630,9 +630,9 @@ pub fn apply(spec: &mut Value, hc: &HostConfig, id: &str) -> Result<(), ApiError
             linux["readonlyPaths"] = json!(r);
         }
     }
-    if let Some(parent) = hc.cgroup_parent.as_deref().filter(|p| !p.is_empty()) {
+    // The cgroup's path is spec::build's (spec::cgroup_path); the parent is checked here again.
+    if let Some(parent) = hc.cgroup_parent.as_deref() {
         cgroup_parent(parent)?;
-        linux["cgroupsPath"] = json!(format!("/{}/{id}", parent.trim_matches('/')));
     }
     if let Some(list) = linux["namespaces"].as_array_mut() {
         match hc.cgroupns_mode.as_deref() {
@@ -877,13 +877,12 @@ mod tests {
             "OomScoreAdj": 100, "CgroupParent": "/my/parent", "CgroupnsMode": "private", "MaskedPaths": [],
             "Tmpfs": {"/dev/shm": "size=1m,exec"},
         }));
-        apply(&mut spec, &h, "abc").unwrap();
+        apply(&mut spec, &h).unwrap();
         let l = &spec["linux"];
         assert_eq!(l["devices"][0]["path"], "/dev/mynull");
         assert_eq!((l["devices"][0]["major"].as_u64(), l["devices"][0]["minor"].as_u64()), (Some(1), Some(3)));
         assert_eq!(l["resources"]["devices"][1], json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}));
         assert_eq!(l["resources"]["devices"][2], json!({"allow": true, "type": "c", "major": 42, "minor": null, "access": "rmw"}));
-        assert_eq!(l["cgroupsPath"], "/my/parent/abc");
         assert!(l["namespaces"].as_array().unwrap().contains(&json!({"type": "cgroup"})));
         assert_eq!(l["maskedPaths"], json!([]));
         assert_eq!(spec["process"]["oomScoreAdj"], 100);
@@ -893,16 +892,14 @@ mod tests {
         );
         let mut spec = json!({"linux": {}, "mounts": []});
         assert!(
-            apply(&mut spec, &hc(json!({"Devices": [{"PathOnHost": "/no/such", "PathInContainer": "", "CgroupPermissions": ""}]})), "x")
+            apply(&mut spec, &hc(json!({"Devices": [{"PathOnHost": "/no/such", "PathInContainer": "", "CgroupPermissions": ""}]})))
                 .err()
                 .is_some_and(|e| e.message.contains("error gathering device information"))
         );
-        assert!(apply(&mut spec, &hc(json!({"CgroupParent": "../escape"})), "x").is_err());
+        assert!(apply(&mut spec, &hc(json!({"CgroupParent": "../escape"}))).is_err());
         // A directory is walked for device nodes, within bounds.
         let big = hc(json!({"Devices": [{"PathOnHost": "/usr", "PathInContainer": "", "CgroupPermissions": ""}]}));
-        assert!(
-            apply(&mut json!({"linux": {}, "mounts": []}), &big, "x").err().is_some_and(|e| e.message.contains("entries to look through"))
-        );
+        assert!(apply(&mut json!({"linux": {}, "mounts": []}), &big).err().is_some_and(|e| e.message.contains("entries to look through")));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod images;
 mod logs;
 mod names;
 mod record;
+mod restore;
 mod shim;
 mod spec;
 mod stats;
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use berth_api::{ApiError, Kind};
 use berth_store::images::{Driver, ImageStore};
 
+pub use berth_runtime::DEFAULT_CGROUP_PARENT;
 pub use containers::parse_size;
 
 pub use record::{Record, Status};
@@ -38,6 +40,8 @@ pub struct Config {
     /// json-file rotation defaults (Docker's `max-size` and `max-file`).
     pub log_max_size: u64,
     pub log_max_file: u32,
+    /// Where containers' cgroups go unless they name their own (dockerd's `--cgroup-parent`).
+    pub cgroup_parent: String,
 }
 
 /// One container: its current record (swapped whole on each change) and a lock serialising
@@ -185,6 +189,8 @@ impl Engine {
             let p = p.to_path_buf();
             move |e: std::io::Error| ApiError::new(Kind::Internal, format!("{what} {}: {e}", p.display()))
         };
+        berth_runtime::cgroups::relative(Path::new(&cfg.cgroup_parent))
+            .map_err(|e| ApiError::new(Kind::InvalidArgument, format!("cgroup-parent {:?}: {e}", cfg.cgroup_parent)))?;
         let containers_dir = cfg.data_root.join("containers");
         let bundles_dir = cfg.exec_root.join("containers");
         let runtime_root = cfg.exec_root.join("runtime");
@@ -268,7 +274,7 @@ impl Engine {
     fn release_shims(&self) {
         // Its stdin closes: it exits.
         drop(self.standby.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let parent = Path::new(berth_runtime::DEFAULT_CGROUP_PARENT);
+        let parent = Path::new(&self.cfg.cgroup_parent);
         let cg = match berth_runtime::cgroups::open(parent) {
             Ok(cg) => cg,
             Err(e) => return tracing::warn!("the cgroup {}: {e}", parent.display()),
@@ -343,91 +349,5 @@ impl Engine {
 
     pub(crate) fn all(&self) -> Vec<Arc<Ctr>> {
         self.table().by_id.values().cloned().collect()
-    }
-
-    async fn restore(&self) -> Result<(), ApiError> {
-        // What a stop cut short of deleting (records and bundles renamed away by removals).
-        for dir in [&self.containers_dir, &self.bundles_dir] {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(containers::TRASH) {
-                    containers::delete_tree(&e.path());
-                }
-            }
-        }
-        let entries = match std::fs::read_dir(&self.containers_dir) {
-            Ok(e) => e,
-            Err(e) => return Err(ApiError::new(Kind::Internal, format!("listing {}: {e}", self.containers_dir.display()))),
-        };
-        let mut adopted = Vec::new();
-        for e in entries.flatten() {
-            let dir = e.path();
-            let rec = match record::Record::load(&dir) {
-                Ok(r) => r,
-                Err(err) => {
-                    // A create that died before its record was written: nothing refers to it. (A
-                    // `run --rm` record is not fsynced: a crash of the machine can leave it empty.)
-                    if std::fs::metadata(dir.join(record::RECORD)).map_or(true, |m| m.len() == 0) {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    } else {
-                        tracing::warn!("skipping container {}: {}", dir.display(), err.message);
-                    }
-                    continue;
-                }
-            };
-            let ctr = self.new_ctr(rec.clone());
-            {
-                let mut t = self.table_mut();
-                t.names.insert(rec.name.clone(), rec.id.clone());
-                t.by_id.insert(rec.id.clone(), Arc::clone(&ctr));
-            }
-            adopted.push(ctr);
-        }
-        for ctr in adopted {
-            let rec = ctr.rec();
-            if rec.state.status.is_live() {
-                let alive = rec.shim.is_some_and(|s| s.is_alive());
-                if alive {
-                    tracing::info!("adopting running container {}", rec.short_id());
-                    self.spawn_monitor(ctr);
-                } else {
-                    // Exited while we were away: the shim left its status, or died without one.
-                    self.finish_exit(&ctr, None).await;
-                }
-            } else if rec.state.status == Status::Removing || rec.host_config.auto_remove.unwrap_or(false) {
-                // Docker removes auto-remove containers it finds stopped at start too.
-                let _ = self.remove_now(&ctr).await;
-            } else {
-                if ctr.bundle.exists() {
-                    self.cleanup_bundle(&ctr);
-                }
-                // Its layer went but the record stayed: a removal cut short by a crash.
-                if matches!(self.images.snapshots.stat(&ctr.id), Err(berth_store::snapshot::SnapshotError::NotFound(_))) {
-                    let _ = ctr.update_status(|r| {
-                        r.state.status = Status::Dead;
-                        r.state.error = "its writable layer is gone (a removal was interrupted); remove it again".into();
-                    });
-                }
-            }
-        }
-        let known: std::collections::HashSet<String> = self.table().by_id.keys().cloned().collect();
-        // A bundle no container owns (made ahead for a container whose record a crash lost).
-        for e in std::fs::read_dir(&self.bundles_dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() && !known.contains(&name) {
-                tracing::info!("removing the bundle of a container that no longer exists: {name}");
-                containers::delete_tree(&e.path());
-            }
-        }
-        // The writable layer of a container whose record a crash lost: of a `run --rm` one (not
-        // fsynced), or of any other (made durable just before its record was). Container layers
-        // are keyed by the container's ID; layers being unpacked are not.
-        for info in self.images.snapshots.walk().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))? {
-            let container_layer = info.ephemeral || (info.key.len() == 64 && info.key.bytes().all(|b| b.is_ascii_hexdigit()));
-            if info.kind == berth_store::snapshot::Kind::Active && container_layer && !known.contains(&info.key) {
-                tracing::info!("removing the layer of a container that no longer exists: {}", info.key);
-                let _ = self.images.snapshots.remove(&info.key);
-            }
-        }
-        Ok(())
     }
 }

@@ -136,3 +136,38 @@ pub async fn call(bundle: &Path, req: &Request) -> Result<Reply, ApiError> {
     let c = request(bundle, req).await?;
     if c.reply.ok { Ok(c.reply) } else { Err(api_error(&c.reply)) }
 }
+
+/// Every shim of ours that is looking after a bundle under `bundles`: by bundle directory name
+/// (a container's ID, or a removal's `.rm-` name). Found once, at start, by what a shim is: a
+/// process running `shim_bin` (the same file, by device and inode: a container's process could
+/// name itself anything) whose working directory is its bundle. Standby shims, not yet in a
+/// bundle, are not listed: they exit when their berthd goes.
+pub fn running(bundles: &Path, shim_bin: &Path) -> Vec<(String, ProcessId)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(bin) = std::fs::metadata(shim_bin) else { return Vec::new() };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        // The identity first: a process that exits and whose pid is reused meanwhile is not taken.
+        let Ok(id) = ProcessId::of(pid) else { continue };
+        let same_binary = std::fs::metadata(e.path().join("exe")).is_ok_and(|m| m.dev() == bin.dev() && m.ino() == bin.ino());
+        let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) else { continue };
+        let Some(name) = cwd.strip_prefix(bundles).ok().and_then(|r| r.to_str()).filter(|n| !n.is_empty() && !n.contains('/')) else {
+            continue;
+        };
+        if same_binary && id.is_alive() {
+            out.push((name.to_string(), id));
+        }
+    }
+    out
+}
+
+/// SIGKILL a shim (checked to still be that process) and wait until it is gone.
+pub fn kill(shim: ProcessId) {
+    let _ = shim.signal(nix::sys::signal::Signal::SIGKILL);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while shim.is_alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -230,7 +230,7 @@ pub struct Built {
 }
 
 /// The OCI spec for `rec`, whose root filesystem is mounted at `rootfs`; the init files are in `dir`.
-pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result<Built, ApiError> {
+pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup, cgroup_parent: &str) -> Result<Built, ApiError> {
     let hc = &rec.host_config;
     let cfg = &rec.config;
     let mut spec = default_spec().clone();
@@ -284,7 +284,7 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
         }
     }
     let linux = &mut spec["linux"];
-    linux["cgroupsPath"] = json!(format!("{}/{}", berth_runtime::DEFAULT_CGROUP_PARENT, rec.id));
+    linux["cgroupsPath"] = json!(cgroup_path(cgroup_parent, hc, &rec.id));
     if !seccomp {
         if let Some(l) = linux.as_object_mut() {
             l.remove("seccomp");
@@ -343,7 +343,7 @@ pub fn build(rec: &Record, rootfs: &Path, dir: &Path, ns_of: NsLookup) -> Result
         }
         mounts.push(bind.spec());
     }
-    crate::hostconfig::apply(&mut spec, hc, &rec.id)?;
+    crate::hostconfig::apply(&mut spec, hc)?;
     Ok(Built { spec, hostname })
 }
 
@@ -365,6 +365,13 @@ const RLIMITS: [&str; 16] = [
     "SIGPENDING",
     "STACK",
 ];
+
+/// The container's cgroup: under its own `--cgroup-parent`, else under the daemon's
+/// (`default_parent`, `/berth` unless berthd was told otherwise).
+pub fn cgroup_path(default_parent: &str, hc: &berth_api::containers::HostConfig, id: &str) -> String {
+    let parent = hc.cgroup_parent.as_deref().filter(|p| !p.is_empty()).unwrap_or(default_parent);
+    format!("/{}/{id}", parent.trim_matches('/'))
+}
 
 /// `--ulimit nofile=1024:2048` as an OCI rlimit.
 fn rlimit(u: &berth_api::containers::Ulimit) -> Result<Value, ApiError> {
@@ -547,6 +554,15 @@ mod tests {
         assert_eq!(only, ["CAP_KILL"]);
         assert!(capabilities(false, &["NOPE".into()], &[]).is_err());
         assert!(capabilities(true, &[], &[]).unwrap().contains(&"CAP_SYS_ADMIN".to_string()));
+    }
+
+    #[test]
+    fn cgroups_go_under_the_containers_parent_or_the_daemons() {
+        let hc = |v: Value| -> berth_api::containers::HostConfig { serde_json::from_value(v).unwrap() };
+        assert_eq!(cgroup_path("/berth", &hc(json!({})), "abc"), "/berth/abc");
+        assert_eq!(cgroup_path("/berth", &hc(json!({"CgroupParent": ""})), "abc"), "/berth/abc");
+        assert_eq!(cgroup_path("berth-test/", &hc(json!({})), "abc"), "/berth-test/abc");
+        assert_eq!(cgroup_path("/berth", &hc(json!({"CgroupParent": "/my/parent/"})), "abc"), "/my/parent/abc");
     }
 
     #[test]

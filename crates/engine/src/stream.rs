@@ -11,23 +11,30 @@ use crate::shim::Conn;
 /// what it is sent after the start).
 const MAX_EARLY_INPUT: usize = 64 << 10;
 
-/// Wait for the start to hand over the shim's connection, reading the client meanwhile so a
-/// client that hangs up is noticed (its connection is then let go). What it sends early is
-/// kept and goes to the container first. An end of input is a hang-up only for a client that
-/// attached no stdin: one with stdin may have closed its writing side only (`docker run -i`
-/// with an empty input); the start, a failed start or the removal ends its wait.
-pub async fn until_started(started: tokio::sync::oneshot::Receiver<Conn>, mut io: Io, stdin: bool) -> Option<(Conn, Io)> {
+/// How often a client waiting for its container's start is checked for a hang-up.
+const HANG_UP_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Wait for the start to hand over the shim's connection; None when the start will not come
+/// (it failed, the container went) or the client hung up meanwhile. The client's input is read
+/// meanwhile, kept (up to a bound) and goes to the container first; its end is not a hang-up
+/// (Docker's clients close their writing half when they have no more input, and at once when
+/// they attach no stdin), so the connection itself is checked every second.
+pub async fn until_started(started: tokio::sync::oneshot::Receiver<Conn>, mut io: Io) -> Option<(Conn, Io)> {
     let mut early = Vec::new();
     let mut ended = false;
     let mut buf = [0u8; 4096];
+    let mut check = tokio::time::interval(HANG_UP_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(started);
     let conn = loop {
         tokio::select! {
             conn = &mut started => break conn.ok()?,
             n = io.read(&mut buf), if !ended && early.len() < MAX_EARLY_INPUT => match n {
-                Ok(0) | Err(_) if !stdin => return None,
                 Ok(0) | Err(_) => ended = true,
                 Ok(n) => early.extend_from_slice(&buf[..n]),
+            },
+            _ = check.tick() => if io.hung_up() {
+                return None;
             },
         }
     };
@@ -61,6 +68,12 @@ impl tokio::io::AsyncRead for Prefixed {
             return std::task::Poll::Ready(Ok(()));
         }
         std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl berth_api::params::Duplex for Prefixed {
+    fn hung_up(&self) -> bool {
+        self.inner.hung_up()
     }
 }
 

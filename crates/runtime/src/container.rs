@@ -591,6 +591,29 @@ impl Container {
         Ok(Container { root: root.to_path_buf(), state: State::load(root, id)? })
     }
 
+    /// Remove what a create cut short left of container `id` (a runtime killed between making
+    /// the state directory and recording the state): every process in the cgroup at
+    /// `cgroup_path`, that cgroup, and the state directory. Where there is readable state,
+    /// [`Container::delete_with`] is the way; this is for the rest. Nothing there is fine.
+    pub fn remove_leftover(root: &Path, id: &str, cgroup_path: &Path, parents: Parents) -> Result<()> {
+        validate_id(id)?;
+        let dir = State::dir(root, id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let cg = cgroups::open(cgroup_path)?;
+        kill_cgroup(cg.as_ref());
+        reap_children();
+        let mut first_err = if cg.exists() { cg.destroy(parents).err().map(Error::from) } else { None };
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                first_err.get_or_insert(Error::io("removing state directory", dir)(e));
+            }
+            _ => {}
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// Every container under `root`, skipping directories that hold no readable state.
     pub fn list(root: &Path) -> Result<Vec<Container>> {
         let entries = match fs::read_dir(root) {
@@ -697,7 +720,7 @@ impl Container {
             // Signals other than KILL wait for a thaw; deliver them as the user asked.
             return Ok(());
         }
-        signal_process(self.state.init, signal)
+        self.state.init.signal(signal)
     }
 
     pub fn pause(&self) -> Result<()> {
@@ -741,7 +764,7 @@ impl Container {
         }
         let cg = self.cgroup()?;
         if status != Status::Stopped {
-            let _ = signal_process(self.state.init, Signal::SIGKILL);
+            let _ = self.state.init.signal(Signal::SIGKILL);
         }
         kill_cgroup(cg.as_ref());
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -836,23 +859,6 @@ impl Container {
         }
         Ok(pid)
     }
-}
-
-/// Signal a process only if it is still the one we started (pidfd closes the reuse race).
-fn signal_process(p: ProcessId, signal: Signal) -> Result<()> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-    if fd < 0 {
-        return Err(Error::State { id: p.pid.to_string(), reason: "the container's init is gone".into() });
-    }
-    // SAFETY: the kernel just returned this fd; we own it.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    if !p.is_alive() {
-        return Err(Error::State { id: p.pid.to_string(), reason: "the container's init is gone".into() });
-    }
-    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo and no flags.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, 0usize, 0u32) };
-    nix::errno::Errno::result(rc).map(drop).map_err(Error::sys(format!("sending {signal} to {}", p.pid)))
 }
 
 #[cfg(test)]

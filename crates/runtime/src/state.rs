@@ -55,6 +55,25 @@ impl ProcessId {
     pub fn is_alive(&self) -> bool {
         matches!(read_stat(self.pid), Some(s) if s.start_time == self.start_time && s.state != 'Z' && s.state != 'X')
     }
+
+    /// Signal it only if it is still this process (a pidfd closes the race with pid reuse).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let gone = || Error::State { id: self.pid.to_string(), reason: format!("process {} is gone", self.pid) };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd < 0 {
+            return Err(gone());
+        }
+        // SAFETY: the kernel just returned this fd; we own it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        if !self.is_alive() {
+            return Err(gone());
+        }
+        // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo and no flags.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, 0usize, 0u32) };
+        nix::errno::Errno::result(rc).map(drop).map_err(|e| Error::Sys { context: format!("sending {signal} to {}", self.pid), source: e })
+    }
 }
 
 pub(crate) struct ProcStat {

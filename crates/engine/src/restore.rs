@@ -1,0 +1,169 @@
+//! Restore after a stop or a crash of berthd (or of the machine): every record is reconciled
+//! with what is really there — shims, bundles and their mounts, the runtime's state and cgroups,
+//! container layers — so that each container ends adopted (its shim alive) or cleanly stopped,
+//! and nothing is left that no record owns. See docs/crash.md.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_api::{ApiError, Kind};
+use berth_runtime::state::ProcessId;
+
+use crate::containers::{TRASH, delete_tree};
+use crate::record::{self, Status};
+use crate::{Engine, shim};
+
+impl Engine {
+    pub(crate) async fn restore(&self) -> Result<(), ApiError> {
+        // Shims still looking after a bundle, found once: a shim outlives berthd by design.
+        let shims: HashMap<String, ProcessId> = shim::running(&self.bundles_dir, &self.cfg.shim).into_iter().collect();
+        // What a stop cut short of deleting (records and bundles renamed away by removals); a
+        // removal's shim is on its way out already.
+        for dir in [&self.containers_dir, &self.bundles_dir] {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TRASH) {
+                    if let Some(s) = shims.get(&name) {
+                        shim::kill(*s);
+                    }
+                    delete_tree(&e.path());
+                }
+            }
+        }
+        let entries = match std::fs::read_dir(&self.containers_dir) {
+            Ok(e) => e,
+            Err(e) => return Err(ApiError::new(Kind::Internal, format!("listing {}: {e}", self.containers_dir.display()))),
+        };
+        let mut adopted = Vec::new();
+        for e in entries.flatten() {
+            let dir = e.path();
+            let rec = match record::Record::load(&dir) {
+                Ok(r) => r,
+                Err(err) => {
+                    // A create that died before its record was written: nothing refers to it. (A
+                    // `run --rm` record is not fsynced: a crash of the machine can leave it empty.)
+                    if std::fs::metadata(dir.join(record::RECORD)).map_or(true, |m| m.len() == 0) {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    } else {
+                        tracing::warn!("skipping container {}: {}", dir.display(), err.message);
+                    }
+                    continue;
+                }
+            };
+            let ctr = self.new_ctr(rec.clone());
+            {
+                let mut t = self.table_mut();
+                t.names.insert(rec.name.clone(), rec.id.clone());
+                t.by_id.insert(rec.id.clone(), Arc::clone(&ctr));
+            }
+            adopted.push(ctr);
+        }
+        for ctr in adopted {
+            let rec = ctr.rec();
+            if rec.state.status.is_live() {
+                if rec.shim.is_some_and(|s| s.is_alive()) {
+                    tracing::info!("adopting running container {}", rec.short_id());
+                    self.spawn_monitor(ctr);
+                } else {
+                    // Exited while we were away: the shim left its status, or died without one.
+                    self.finish_exit(&ctr, None).await;
+                }
+                continue;
+            }
+            // Not running by its record, yet a shim or the runtime may hold it: a start that a
+            // crash cut short between the shim's create and the record of the start (its client
+            // never heard it started). It is taken down; the record says what it is.
+            let shim = shims.get(&ctr.id).copied();
+            if shim.is_some() || self.runtime_root.join(&ctr.id).exists() {
+                tracing::info!("stopping container {}: its start was cut short", rec.short_id());
+                let (e, id, cgroup) =
+                    (self.clone(), ctr.id.clone(), crate::spec::cgroup_path(&self.cfg.cgroup_parent, &rec.host_config, &ctr.id));
+                let _ = tokio::task::spawn_blocking(move || e.destroy_runtime(&id, Some(Path::new(&cgroup)), shim)).await;
+            }
+            if rec.state.status == Status::Removing || rec.host_config.auto_remove.unwrap_or(false) {
+                // Docker removes auto-remove containers it finds stopped at start too.
+                let _ = self.remove_now(&ctr).await;
+                continue;
+            }
+            if ctr.bundle.exists() {
+                self.cleanup_bundle(&ctr);
+            }
+            // Its layer went but the record stayed: a removal cut short by a crash.
+            if matches!(self.images.snapshots.stat(&ctr.id), Err(berth_store::snapshot::SnapshotError::NotFound(_))) {
+                let _ = ctr.update_status(|r| {
+                    r.state.status = Status::Dead;
+                    r.state.error = "its writable layer is gone (a removal was interrupted); remove it again".into();
+                });
+            }
+        }
+        let known: HashSet<String> = self.table().by_id.keys().cloned().collect();
+        // A bundle no container owns (made ahead for a container whose record a crash lost, or
+        // started for one): its shim and container go with it.
+        for e in std::fs::read_dir(&self.bundles_dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && !known.contains(&name) && !name.starts_with(TRASH) {
+                tracing::info!("removing the bundle of a container that no longer exists: {name}");
+                let (e2, shim) = (self.clone(), shims.get(&name).copied());
+                let n = name.clone();
+                let _ = tokio::task::spawn_blocking(move || e2.destroy_runtime(&n, None, shim)).await;
+                delete_tree(&e.path());
+            }
+        }
+        // Runtime state of a container that is not running (its record gone, or its shim dead
+        // without a word): its processes and cgroup go.
+        let running: HashSet<String> = self.all().iter().filter(|c| c.rec().state.status.is_live()).map(|c| c.id.clone()).collect();
+        for e in std::fs::read_dir(&self.runtime_root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && !running.contains(&name) {
+                tracing::info!("removing the runtime state of a container that is not running: {name}");
+                let owner = self.table().by_id.get(&name).cloned();
+                let cgroup = owner.map(|c| PathBuf::from(crate::spec::cgroup_path(&self.cfg.cgroup_parent, &c.rec().host_config, &name)));
+                let e2 = self.clone();
+                let _ = tokio::task::spawn_blocking(move || e2.destroy_runtime(&name, cgroup.as_deref(), None)).await;
+            }
+        }
+        // The writable layer of a container whose record a crash lost: of a `run --rm` one (not
+        // fsynced), or of any other (made durable just before its record was). Container layers
+        // are keyed by the container's ID; layers being unpacked are not.
+        for info in self.images.snapshots.walk().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))? {
+            let container_layer = info.ephemeral || (info.key.len() == 64 && info.key.bytes().all(|b| b.is_ascii_hexdigit()));
+            if info.kind == berth_store::snapshot::Kind::Active && container_layer && !known.contains(&info.key) {
+                tracing::info!("removing the layer of a container that no longer exists: {}", info.key);
+                let _ = self.images.snapshots.remove(&info.key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Take down what the runtime holds of container `id` — its shim (`shim`, killed first so it
+    /// records nothing more), its processes, its cgroup and its state — for a container that
+    /// must not be running: one a crash, a killed shim or a failed start left behind. The cgroup
+    /// is found in the runtime's state, else in the bundle's spec, else `cgroup`, else the
+    /// default. Blocking; idempotent.
+    pub(crate) fn destroy_runtime(&self, id: &str, cgroup: Option<&Path>, shim: Option<ProcessId>) {
+        if let Some(s) = shim {
+            shim::kill(s);
+        }
+        let keep = berth_runtime::cgroups::Parents::Keep;
+        match berth_runtime::Container::load(&self.runtime_root, id) {
+            Ok(c) => {
+                if let Err(e) = c.delete_with(true, keep) {
+                    tracing::warn!("removing container {id} from the runtime: {e}");
+                }
+            }
+            Err(_) if self.runtime_root.join(id).exists() => {
+                // A create cut short before the runtime recorded its state.
+                let from_spec = berth_runtime::load_spec(&self.bundles_dir.join(id))
+                    .ok()
+                    .and_then(|b| b.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()));
+                let path =
+                    from_spec.or_else(|| cgroup.map(Path::to_path_buf)).unwrap_or_else(|| Path::new(&self.cfg.cgroup_parent).join(id));
+                if let Err(e) = berth_runtime::Container::remove_leftover(&self.runtime_root, id, &path, keep) {
+                    tracing::warn!("removing what a cut-short create left of {id}: {e}");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
