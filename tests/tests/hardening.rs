@@ -346,3 +346,72 @@ fn connections_are_bounded_in_number_and_in_idle_time() {
     }
     assert!(d.request("GET", "/_ping").1.contains("OK"));
 }
+
+fn blobs(d: &TestDaemon) -> usize {
+    std::fs::read_dir(d.dir.path().join("data/image/content/blobs/sha256")).unwrap().count()
+}
+
+/// `du --apparent-size` of the files under `dir` (hard links once), without directories' own
+/// sizes: what Docker, and berth, count as the size of a layer.
+fn du_files(dir: &std::path::Path) -> u64 {
+    let du = std::process::Command::new("du").args(["-s", "--apparent-size", "--block-size=1"]).arg(dir).output().unwrap();
+    assert!(du.status.success(), "{du:?}");
+    let all: u64 = String::from_utf8_lossy(&du.stdout).split_whitespace().next().unwrap().parse().unwrap();
+    let dirs = std::process::Command::new("find").arg(dir).args(["-type", "d", "-printf", "%s\n"]).output().unwrap();
+    let dirs: u64 = String::from_utf8_lossy(&dirs.stdout).lines().map(|l| l.parse::<u64>().unwrap()).sum();
+    all - dirs
+}
+
+#[test]
+fn blobs_no_image_uses_are_collected_and_df_counts_what_is_on_disk() {
+    let Some(d) = daemon() else { return };
+    let archive = d.dir.path().join("busybox.tar");
+    d.berth(&["save", "-o", archive.to_str().unwrap(), "busybox"]).success();
+    // A loaded image keeps its config, manifest and layer, not the archive's own files.
+    d.berth(&["rmi", "busybox"]).success();
+    assert_eq!(blobs(&d), 0, "rmi left blobs");
+    d.berth(&["load", "-i", archive.to_str().unwrap()]).success();
+    assert_eq!(blobs(&d), 3);
+    d.berth(&["rmi", "busybox"]).success();
+    assert_eq!(blobs(&d), 0, "rmi of a loaded image left blobs");
+    // What a crash leaves (a blob and an ingest of a load whose process is gone) is collected
+    // when berthd starts again.
+    d.berth(&["load", "-i", archive.to_str().unwrap()]).success();
+    let stray = d.dir.path().join("data/image/content/blobs/sha256").join("0".repeat(64));
+    std::fs::write(&stray, b"a blob a killed load stored").unwrap();
+    // An ingest's directory is named by the sha256 of its name.
+    let name = "load-999999999.1-0";
+    let hash = std::process::Command::new("sh").args(["-c", &format!("printf %s {name} | sha256sum")]).output().unwrap();
+    let hash = String::from_utf8_lossy(&hash.stdout).split_whitespace().next().unwrap().to_string();
+    let ingest = d.dir.path().join("data/image/content/ingest").join(hash);
+    std::fs::create_dir_all(&ingest).unwrap();
+    std::fs::write(ingest.join("ref"), name).unwrap();
+    std::fs::write(ingest.join("data"), b"half").unwrap();
+    std::fs::write(ingest.join("lock"), b"").unwrap();
+    let mut d = d;
+    d.kill9();
+    d.launch();
+    assert!(!stray.exists(), "an unreferenced blob survived the restart");
+    assert!(!ingest.exists(), "an abandoned ingest survived the restart");
+    assert_eq!(blobs(&d), 3);
+    // df: the layers and blobs on disk, as du counts them, and each container's own layer.
+    d.berth(&["run", "--name", "writer", "busybox", "sh", "-c", "head -c 12345 /dev/zero > /big; echo x > /etc/y"]).success();
+    let df = json(&d.request("GET", "/system/df").1);
+    let snapshots = d.dir.path().join("data/image/snapshots");
+    let mut layers = 0;
+    let mut container_layer = None;
+    for e in std::fs::read_dir(&snapshots).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if e.path().join("active.json").exists() || e.path().join("ephemeral.json").exists() {
+            container_layer = Some(du_files(&e.path().join("fs")));
+        } else {
+            layers += du_files(&e.path().join("fs"));
+        }
+    }
+    let on_disk = layers + du_files(&d.dir.path().join("data/image/content/blobs"));
+    assert_eq!(df["LayersSize"].as_u64(), Some(on_disk), "{df}");
+    assert_eq!(df["Containers"][0]["SizeRw"].as_u64(), container_layer, "{df}");
+    assert!(container_layer.unwrap_or(0) >= 12345);
+}

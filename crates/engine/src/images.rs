@@ -278,6 +278,8 @@ impl Images for Engine {
         let images = Arc::clone(&self.images);
         let rid = id.clone();
         blocking(move || images.remove(&rid).map_err(store_err)).await?;
+        // What else nothing uses now: blobs a load kept beside the image's own, say.
+        self.collect_garbage().await;
         out.push(json!({"Deleted": id.to_string()}));
         Ok(Value::Array(out))
     }
@@ -348,6 +350,7 @@ impl Images for Engine {
             }
             deleted.push(json!({"Deleted": img.id.to_string()}));
         }
+        reclaimed += self.collect_garbage().await;
         Ok(json!({"ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) }, "SpaceReclaimed": reclaimed}))
     }
 }

@@ -226,8 +226,37 @@ impl Engine {
             mountpoints,
         }));
         engine.restore().await?;
+        // What a crash left in the image store (a load's blobs, a layer no image records).
+        engine.collect_garbage().await;
         engine.refill_standby();
         Ok(engine)
+    }
+
+    /// Remove from the image store what no image uses (`ImageStore::gc`), off the runtime's
+    /// workers; returns the bytes freed.
+    pub(crate) async fn collect_garbage(&self) -> u64 {
+        let images = Arc::clone(&self.images);
+        match tokio::task::spawn_blocking(move || images.gc()).await {
+            Ok(Ok(r)) => {
+                if r.blobs_removed + r.snapshots_removed > 0 {
+                    tracing::info!(
+                        "image store: removed {} blobs and {} layers no image uses ({} bytes)",
+                        r.blobs_removed,
+                        r.snapshots_removed,
+                        r.bytes_freed
+                    );
+                }
+                r.bytes_freed
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("collecting the image store's garbage: {e}");
+                0
+            }
+            Err(e) => {
+                tracing::warn!("collecting the image store's garbage: {e}");
+                0
+            }
+        }
     }
 
     /// The standby shim for a start, or a new one when there is none (or it died meanwhile).

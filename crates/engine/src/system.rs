@@ -174,8 +174,10 @@ impl System for Engine {
             images.push(v);
         }
         let containers: Vec<_> = recs.iter().map(|r| self.summary_json(r, true)).collect();
+        // What the images take on disk: their unpacked layers and the blobs they came as.
+        let blobs = self.images.content.usage().map_err(|e| ApiError::new(berth_api::Kind::Internal, e.to_string()))?;
         Ok(serde_json::json!({
-            "LayersSize": layers.values().sum::<u64>(),
+            "LayersSize": layers.values().sum::<u64>() + blobs,
             "Images": images,
             "Containers": containers,
             // Volumes and builds come with their issues.

@@ -39,11 +39,42 @@ fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Conte
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     root: PathBuf,
+    /// Blobs writes in flight have stored and not yet recorded, with how many hold each.
+    holds: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Digest, usize>>>,
+}
+
+/// A blob held by a write in flight (see [`ContentStore::hold`]); let go when dropped.
+pub struct Held {
+    holds: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Digest, usize>>>,
+    digest: Digest,
+}
+
+impl Held {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Does another write in flight hold the same blob?
+    pub fn shared(&self) -> bool {
+        self.holds.lock().unwrap_or_else(|p| p.into_inner()).get(&self.digest).is_some_and(|n| *n > 1)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = holds.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                holds.remove(&self.digest);
+            }
+        }
+    }
 }
 
 impl ContentStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<ContentStore> {
-        let store = ContentStore { root: root.into() };
+        let store = ContentStore { root: root.into(), holds: Default::default() };
         for d in [store.blobs(), store.root.join("ingest")] {
             fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
@@ -52,6 +83,13 @@ impl ContentStore {
 
     fn blobs(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
+    }
+
+    /// Mark `digest` as stored by a write in flight, until the returned guard goes: that write
+    /// may then drop what it stored and no image names, and leave what another write holds.
+    pub fn hold(&self, digest: &Digest) -> Held {
+        *self.holds.lock().unwrap_or_else(|p| p.into_inner()).entry(digest.clone()).or_default() += 1;
+        Held { holds: std::sync::Arc::clone(&self.holds), digest: digest.clone() }
     }
 
     /// Where a committed blob lives.

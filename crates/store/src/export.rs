@@ -154,22 +154,15 @@ fn archive_path(raw: &Path) -> Result<PathBuf> {
 
 /// Load every image in the archive; returns each image's ID and the references it was given.
 pub fn load(store: &ImageStore, input: impl Read) -> Result<Vec<(Digest, Vec<Reference>)>> {
-    let before: BTreeSet<Digest> = store.content.list()?.into_iter().map(|(d, _)| d).collect();
-    let result = load_inner(store, input);
-    if result.is_err() {
-        // Blobs this load brought in that no image references now are dropped.
-        let used: BTreeSet<Digest> = store
-            .list()?
-            .iter()
-            .flat_map(|(i, _)| i.layers.iter().map(|l| l.blob.clone()).chain([i.id.clone(), i.manifest.clone()]))
-            .collect();
-        for (d, _) in store.content.list()? {
-            if !before.contains(&d) && !used.contains(&d) {
-                let _ = store.content.delete(&d);
-            }
-        }
-    }
-    result
+    let _writing = store.write_guard();
+    let mut stored = Vec::new();
+    let result = load_inner(store, input, &mut stored);
+    // Whatever this load stored that no image references now (the archive's own manifest and
+    // index files, or everything after a failure) goes, unless another load holds it too.
+    let dropped = store.drop_unreferenced(&stored);
+    let loaded = result?;
+    dropped?;
+    Ok(loaded)
 }
 
 /// Load an OCI image layout directory (what `skopeo copy … oci:DIR` writes), or an extracted
@@ -191,7 +184,7 @@ pub fn load_dir(store: &ImageStore, dir: &Path) -> Result<Vec<(Digest, Vec<Refer
     Ok(loaded)
 }
 
-fn load_inner(store: &ImageStore, input: impl Read) -> Result<Vec<(Digest, Vec<Reference>)>> {
+fn load_inner(store: &ImageStore, input: impl Read, stored: &mut Vec<crate::content::Held>) -> Result<Vec<(Digest, Vec<Reference>)>> {
     let input = crate::archive::decompress(input).map_err(read_err)?;
     let mut files: HashMap<PathBuf, Digest> = HashMap::new();
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -201,9 +194,10 @@ fn load_inner(store: &ImageStore, input: impl Read) -> Result<Vec<(Digest, Vec<R
         let path = archive_path(&entry.path().map_err(read_err)?)?;
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut w = store.content.writer(&format!("load-{}-{n}", std::process::id()), None)?;
+                let mut w = store.content.writer(&format!("load-{}-{n}", crate::owner::me()), None)?;
                 io::copy(&mut entry, &mut w).map_err(read_err)?;
                 let digest = w.commit()?;
+                stored.push(store.content.hold(&digest));
                 // A blob named by its digest must be that blob.
                 if let Some(hex) = path.strip_prefix("blobs/sha256").ok().and_then(|p| p.to_str())
                     && hex != digest.hex()
@@ -351,6 +345,14 @@ mod tests {
         assert_eq!(loaded[0].0, id, "same config bytes, same ID");
         assert_eq!(loaded[0].1[0].familiar(), "busybox:latest");
         assert_eq!(marker(&b, "busybox"), "saved");
+        // The archive's own files (manifest.json, index.json, its OCI manifest) are not kept.
+        let img = b.get(&id).unwrap();
+        let mut kept: Vec<Digest> = b.content.list().unwrap().into_iter().map(|(d, _)| d).collect();
+        let mut wanted = vec![img.id.clone(), img.manifest.clone(), img.layers[0].blob.clone()];
+        kept.sort();
+        wanted.sort();
+        assert_eq!(kept, wanted);
+        assert!(b.content.ingests().unwrap().is_empty());
     }
 
     #[test]

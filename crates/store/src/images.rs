@@ -93,18 +93,18 @@ pub struct ImageSize {
     pub unique: u64,
 }
 
-/// The pid in an in-flight name like `extract-<pid>-…`.
-fn in_flight_pid(name: &str, prefix: &str) -> Option<i32> {
-    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
-}
-
-fn process_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
+/// Names of work in flight, each followed by its owner (see [`crate::owner`]).
+const EXTRACT: &str = "extract-";
+const IMPORT: &str = "import-";
+const LOAD: &str = "load-";
 
 pub struct ImageStore {
     /// images.json, read once at open; changed through [`ImageStore::update`] only.
     index: crate::index::JsonIndex<Db>,
+    /// Writes of images (import, load, and what else brings blobs and layers in before it
+    /// records the image) hold this shared; [`ImageStore::gc`] holds it alone, so it never
+    /// takes what a write in flight has stored and not yet recorded.
+    writes: std::sync::RwLock<()>,
     pub content: ContentStore,
     pub snapshots: Box<dyn Snapshotter>,
     whiteouts: WhiteoutMode,
@@ -132,36 +132,46 @@ impl ImageStore {
         };
         let db = root.join("images.json");
         let index = crate::index::JsonIndex::open(db.clone()).map_err(io_err("reading", &db))?;
-        let store = ImageStore { index, content, snapshots, whiteouts };
+        let store = ImageStore { index, writes: std::sync::RwLock::new(()), content, snapshots, whiteouts };
         store.recover()?;
         Ok(store)
     }
 
-    /// What a killed unpack, import or load left: `extract-<pid>-…` snapshots and
-    /// `import-<pid>-…`/`load-<pid>-…` ingests whose process is gone.
+    /// What a killed unpack, import or load left: `extract-…` snapshots and `import-…`/`load-…`
+    /// ingests whose owner is gone.
     fn recover(&self) -> Result<()> {
+        self.remove_abandoned()
+    }
+
+    fn remove_abandoned(&self) -> Result<()> {
         for info in self.snapshots.walk()? {
-            if info.kind == Kind::Active
-                && let Some(pid) = in_flight_pid(&info.key, "extract-")
-                && !process_alive(pid)
-            {
+            if info.kind == Kind::Active && crate::owner::alive(&info.key, EXTRACT) == Some(false) {
                 tracing::info!(key = %info.key, "removing the leftover of an interrupted unpack");
                 self.snapshots.remove(&info.key)?;
             }
         }
         for (reference, _) in self.content.ingests()? {
-            let pid = in_flight_pid(&reference, "import-").or_else(|| in_flight_pid(&reference, "load-"));
-            if pid.is_some_and(|p| !process_alive(p)) {
+            let alive = crate::owner::alive(&reference, IMPORT).or_else(|| crate::owner::alive(&reference, LOAD));
+            if alive == Some(false) {
                 self.content.remove_ingest(&reference)?;
             }
         }
         Ok(())
     }
 
-    /// Remove what no image uses: snapshots other than those in `keep` (containers' layers,
-    /// and everything under them stays too) or in flight, and blobs older than `min_age` (a
-    /// blob just written may belong to a pull that has not recorded its image yet).
-    pub fn gc(&self, keep: &BTreeSet<String>, min_age: std::time::Duration) -> Result<GcReport> {
+    /// Shared hold on image writes (see `writes`): hold it while bringing in what an image
+    /// record will name.
+    pub fn write_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.writes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remove what nothing uses: committed layers no image uses (leaves first; a layer under a
+    /// container's writable layer stays, as a parent), unpacks and ingests whose owner is gone,
+    /// and blobs no image references. Containers' writable layers are the engine's, never
+    /// touched here. Waits for image writes in flight in this process, and holds off new ones.
+    pub fn gc(&self) -> Result<GcReport> {
+        let _alone = self.writes.write().unwrap_or_else(|p| p.into_inner());
+        self.remove_abandoned()?;
         let db = self.load()?;
         let used_chains: BTreeSet<String> = db.images.values().flat_map(|i| i.layers.iter().map(|l| l.chain_id.to_string())).collect();
         let mut report = GcReport::default();
@@ -169,8 +179,7 @@ impl ImageStore {
         loop {
             let mut progress = false;
             for info in self.snapshots.walk()? {
-                let in_flight = in_flight_pid(&info.key, "extract-").is_some_and(process_alive);
-                if used_chains.contains(&info.key) || keep.contains(&info.key) || in_flight {
+                if info.kind != Kind::Committed || used_chains.contains(&info.key) {
                     continue;
                 }
                 let size = self.snapshots.usage(&info.key).map(|u| u.size).unwrap_or(0);
@@ -191,10 +200,7 @@ impl ImageStore {
         let used_blobs: BTreeSet<&Digest> =
             db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.blob).chain([&i.id, &i.manifest])).collect();
         for (d, size) in self.content.list()? {
-            let old_enough = fs::metadata(self.content.blob_path(&d))
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().unwrap_or_default() >= min_age);
-            if !used_blobs.contains(&d) && old_enough {
+            if !used_blobs.contains(&d) {
                 match self.content.delete(&d) {
                     Ok(()) | Err(ContentError::NotFound(_)) => {
                         report.blobs_removed += 1;
@@ -205,6 +211,23 @@ impl ImageStore {
             }
         }
         Ok(report)
+    }
+
+    /// Blobs no image references, among `candidates` (what one write brought in): deleted,
+    /// unless another write in flight holds them too.
+    pub(crate) fn drop_unreferenced(&self, candidates: &[crate::content::Held]) -> Result<()> {
+        let db = self.load()?;
+        let used: BTreeSet<&Digest> =
+            db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.blob).chain([&i.id, &i.manifest])).collect();
+        for h in candidates {
+            if !used.contains(h.digest()) && !h.shared() {
+                match self.content.delete(h.digest()) {
+                    Ok(()) | Err(ContentError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Each layer's size as `docker history` shows it: its unpacked content (see [`Usage`]).
@@ -268,7 +291,7 @@ impl ImageStore {
         if self.snapshots.stat(&chain_id.to_string()).is_ok() {
             return Ok(None); // shared with an image we already have
         }
-        let key = format!("extract-{}-{}", std::process::id(), chain_id.hex());
+        let key = format!("{EXTRACT}{}-{}", crate::owner::me(), chain_id.hex());
         let parent_key = parent.map(|p| p.to_string());
         self.snapshots.prepare(&key, parent_key.as_deref())?;
         let result = (|| -> Result<u64> {
@@ -311,16 +334,15 @@ impl ImageStore {
     /// `docker import`: a root filesystem tar (plain or gzip) becomes a one-layer image.
     pub fn import(&self, tar: impl Read, reference: Option<&Reference>, comment: &str) -> Result<Digest> {
         let mut input = archive::decompress(tar).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
-        let ingest = format!("import-{}-{}", std::process::id(), now());
+        let _writing = self.write_guard();
+        let ingest = format!("{IMPORT}{}-{}", crate::owner::me(), now());
         let mut w = self.content.writer(&ingest, None)?;
         let size = io::copy(&mut input, &mut w).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
         let diff_id = w.commit()?;
-        let was_known = self.load()?.images.values().any(|i| i.layers.iter().any(|l| l.blob == diff_id));
+        let held = self.content.hold(&diff_id);
         let chain_id = diff_id.clone();
         if let Err(e) = self.unpack(None, &chain_id, &diff_id, None) {
-            if !was_known {
-                let _ = self.content.delete(&diff_id);
-            }
+            let _ = self.drop_unreferenced(&[held]);
             return Err(e);
         }
         let created = now();
@@ -601,7 +623,7 @@ mod tests {
     }
 
     #[test]
-    fn gc_removes_what_no_image_uses_and_keeps_what_is_kept() {
+    fn gc_removes_what_no_image_uses_and_keeps_what_is_in_use() {
         if !root_or_skip() {
             return;
         }
@@ -609,22 +631,48 @@ mod tests {
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
         let id = s.import(&rootfs_tar("kept")[..], Some(&Reference::parse("kept").unwrap()), "").unwrap();
         let chain = s.get(&id).unwrap().layers[0].chain_id.to_string();
-        // A container's writable layer on the image, an orphan layer, an orphan blob.
+        // A container's writable layer on the image, one on a layer no image uses any more, an
+        // orphan layer, an orphan blob, an unpack whose process is gone and one of ours.
         s.snapshots.prepare("container-1", Some(&chain)).unwrap();
+        s.snapshots.prepare("parent-active", None).unwrap();
+        s.snapshots.commit("parent-of-container-2", "parent-active").unwrap();
+        s.snapshots.prepare("container-2", Some("parent-of-container-2")).unwrap();
         s.snapshots.prepare("orphan-active", None).unwrap();
         s.snapshots.commit("orphan", "orphan-active").unwrap();
+        s.snapshots.prepare("extract-999999999.1-abc", None).unwrap();
+        let ours = format!("extract-{}-def", crate::owner::me());
+        s.snapshots.prepare(&ours, None).unwrap();
         let orphan_blob = s.content.write_blob(b"nobody's", None).unwrap();
-        let keep: BTreeSet<String> = ["container-1".to_string()].into();
-        let report = s.gc(&keep, std::time::Duration::ZERO).unwrap();
-        assert_eq!((report.snapshots_removed, report.blobs_removed), (1, 1));
-        assert!(s.snapshots.stat("container-1").is_ok());
-        assert!(s.snapshots.stat(&chain).is_ok());
+        let report = s.gc().unwrap();
+        assert_eq!((report.snapshots_removed, report.blobs_removed), (1, 1), "{report:?}");
+        for kept in ["container-1", "container-2", "parent-of-container-2", &chain, &ours] {
+            assert!(s.snapshots.stat(kept).is_ok(), "{kept} was removed");
+        }
+        assert!(s.snapshots.stat("extract-999999999.1-abc").is_err(), "an abandoned unpack stayed");
         assert!(matches!(s.content.info(&orphan_blob), Err(ContentError::NotFound(_))));
         assert_eq!(s.resolve("kept").unwrap(), id);
-        // A blob younger than the grace period stays.
-        let fresh = s.content.write_blob(b"just pulled", None).unwrap();
-        s.gc(&keep, std::time::Duration::from_secs(600)).unwrap();
-        assert!(s.content.info(&fresh).is_ok());
+        assert_eq!(s.content.list().unwrap().len(), 3, "config, manifest and layer of the image");
+    }
+
+    #[test]
+    fn gc_waits_for_image_writes_in_flight() {
+        if !root_or_skip() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(ImageStore::open(t.path(), Driver::Overlay).unwrap());
+        // A write has stored a blob it has not recorded yet: a gc meanwhile must not take it.
+        let writing = s.write_guard();
+        let blob = s.content.write_blob(b"pulled, not yet recorded", None).unwrap();
+        let gc = {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || s.gc().unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!gc.is_finished(), "gc ran during a write");
+        assert!(s.content.info(&blob).is_ok());
+        drop(writing);
+        assert_eq!(gc.join().unwrap().blobs_removed, 1, "the write ended without recording it");
     }
 
     #[test]
@@ -721,7 +769,7 @@ mod tests {
             fs::read_dir(t.path().join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names.len(), 1, "only the committed layer's directory is left: {names:?}");
         // The layer blob the killed import committed is an orphan for gc, not a record.
-        s.gc(&BTreeSet::new(), std::time::Duration::ZERO).unwrap();
+        s.gc().unwrap();
         assert_eq!(s.content.list().unwrap().len(), 3, "config, manifest and layer of the kept image");
     }
 
@@ -731,7 +779,7 @@ mod tests {
     fn gc_child() {
         let root = std::env::var("BERTH_IMAGES_ROOT").expect("run by the kill -9 test");
         let s = ImageStore::open(Path::new(&root), Driver::Overlay).unwrap();
-        s.gc(&BTreeSet::new(), std::time::Duration::ZERO).unwrap();
+        s.gc().unwrap();
         std::thread::sleep(std::time::Duration::from_secs(60));
     }
 
@@ -775,7 +823,7 @@ mod tests {
         assert_eq!(recorded, on_disk, "every recorded snapshot has its directory and nothing else is left");
         assert!(recorded.len() < ORPHANS + 1, "the child removed some before it died");
         assert_eq!(s.resolve("kept").unwrap(), kept, "nothing an image uses was touched");
-        let report = s.gc(&BTreeSet::new(), std::time::Duration::ZERO).unwrap();
+        let report = s.gc().unwrap();
         assert!(report.snapshots_removed > 0);
         assert_eq!(s.snapshots.walk().unwrap().len(), 1);
         assert_eq!(s.content.list().unwrap().len(), 3, "config, manifest and layer of the kept image");

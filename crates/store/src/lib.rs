@@ -15,6 +15,7 @@ pub mod export;
 pub mod image;
 pub mod images;
 mod index;
+mod owner;
 pub mod reference;
 pub mod snapshot;
 pub mod spread;
