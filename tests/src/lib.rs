@@ -142,7 +142,12 @@ static OWN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 pub fn run_command(cmd: &mut Command) -> Run {
     let out = tempfile::tempfile().unwrap();
     let err = tempfile::tempfile().unwrap();
-    let mut child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(err.try_clone().unwrap()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let pid = child.id() as i32;
     OWN.lock().unwrap().push(pid);
     let status = child.wait().unwrap();

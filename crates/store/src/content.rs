@@ -35,6 +35,10 @@ fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Conte
     move |source| ContentError::Io { context, path, source }
 }
 
+/// The ingests of [`ContentStore::write_blob`]: never resumed (one cut short starts over), so
+/// one that no writer holds is abandoned.
+pub const BLOB_INGEST: &str = "blob-";
+
 /// A blob store rooted at a directory (`<data-root>/content`).
 #[derive(Debug, Clone)]
 pub struct ContentStore {
@@ -172,10 +176,10 @@ impl ContentStore {
         if self.blob_path(&digest).exists() {
             return Ok(digest);
         }
-        let mut w = self.writer(&format!("blob-{digest}"), Some((digest.clone(), data.len() as u64)))?;
+        let mut w = self.writer(&format!("{BLOB_INGEST}{digest}"), Some((digest.clone(), data.len() as u64)))?;
         if w.offset() > 0 {
             w.abort()?;
-            w = self.writer(&format!("blob-{digest}"), Some((digest.clone(), data.len() as u64)))?;
+            w = self.writer(&format!("{BLOB_INGEST}{digest}"), Some((digest.clone(), data.len() as u64)))?;
         }
         w.write_all(data).map_err(io_err("writing ingest", &self.root))?;
         w.commit()
@@ -249,6 +253,30 @@ impl ContentStore {
         };
         fs::remove_dir_all(&dir).map_err(io_err("removing ingest", &dir))?;
         Ok(true)
+    }
+
+    /// Remove ingest directories that a writer killed before it named them (no `ref` file) and
+    /// that no writer holds: nothing could ever resume them.
+    pub fn remove_unnamed_ingests(&self) -> Result<usize> {
+        let dir = self.root.join("ingest");
+        let mut removed = 0;
+        for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))?.flatten() {
+            let path = e.path();
+            if path.join("ref").exists() {
+                continue;
+            }
+            // Held while its writer lives (a writer makes the lock file right after the directory).
+            let held = OpenOptions::new()
+                .write(true)
+                .open(path.join("lock"))
+                .ok()
+                .is_some_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err());
+            if !held {
+                fs::remove_dir_all(&path).map_err(io_err("removing ingest", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Ingests in flight or interrupted: (reference, bytes written so far).
@@ -410,6 +438,26 @@ mod tests {
         drop(w);
         let w = s.writer("resume", Some((Digest::of(b"x"), 1))).unwrap();
         assert_eq!(w.offset(), 0);
+    }
+
+    #[test]
+    fn an_ingest_cut_short_before_it_was_named_is_removed_unless_held() {
+        let (t, s) = store();
+        let ingest = t.path().join("content/ingest");
+        fs::create_dir_all(ingest.join("killed-at-mkdir")).unwrap();
+        fs::create_dir_all(ingest.join("killed-after-lock")).unwrap();
+        fs::write(ingest.join("killed-after-lock/lock"), b"").unwrap();
+        fs::create_dir_all(ingest.join("held")).unwrap();
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(ingest.join("held/lock")).unwrap();
+        let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap();
+        let named = s.writer("named", None).unwrap();
+        drop(named);
+        assert_eq!(s.remove_unnamed_ingests().unwrap(), 2);
+        let mut left: Vec<String> = fs::read_dir(&ingest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "the held one and the named one stay: {left:?}");
+        assert!(left.contains(&"held".to_string()));
+        drop(held);
     }
 
     #[test]

@@ -143,18 +143,27 @@ impl ImageStore {
         self.remove_abandoned()
     }
 
+    /// Each leftover is removed on its own: one that cannot be is reported and the rest go.
     fn remove_abandoned(&self) -> Result<()> {
         for info in self.snapshots.walk()? {
             if info.kind == Kind::Active && crate::owner::alive(&info.key, EXTRACT) == Some(false) {
                 tracing::info!(key = %info.key, "removing the leftover of an interrupted unpack");
-                self.snapshots.remove(&info.key)?;
+                if let Err(e) = self.snapshots.remove(&info.key) {
+                    tracing::warn!(key = %info.key, "removing the leftover of an interrupted unpack: {e}");
+                }
             }
         }
         for (reference, _) in self.content.ingests()? {
             let alive = crate::owner::alive(&reference, IMPORT).or_else(|| crate::owner::alive(&reference, LOAD));
-            if alive == Some(false) {
-                self.content.remove_ingest(&reference)?;
+            // A blob write's ingest is removed only when no writer holds its lock.
+            if (alive == Some(false) || reference.starts_with(crate::content::BLOB_INGEST))
+                && let Err(e) = self.content.remove_ingest(&reference)
+            {
+                tracing::warn!("removing the abandoned ingest {reference:?}: {e}");
             }
+        }
+        if let Err(e) = self.content.remove_unnamed_ingests() {
+            tracing::warn!("removing abandoned ingests: {e}");
         }
         Ok(())
     }
