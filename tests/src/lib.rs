@@ -31,22 +31,61 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Skip the rest of this test, saying why. The test passes, so the reason is also appended to
+/// `$BERTH_SKIP_LOG` (scripts/test.sh sets it and counts the skips in its summary): a skip is
+/// never passed off as tested.
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIP: {test}: {reason}");
+    if let Some(log) = std::env::var_os("BERTH_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
+/// Running under CI (`CI=true`), where every peer the project's scripts install must be there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// Integration tests need root; elsewhere they say so and skip.
 pub fn is_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("SKIP: this test needs root");
+    assert!(!in_ci(), "CI runs the tests as root");
+    skip("this test needs root");
     false
 }
 
-/// Is `name` on PATH? Tests that need a peer print why they skip.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false)
+}
+
+/// Is the peer `name` (a program scripts/deps.sh installs) on PATH? Elsewhere the test skips
+/// with a message; under CI its absence fails the test instead.
 pub fn have(name: &str) -> bool {
-    let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
-    if !found {
-        eprintln!("SKIP: {name} is not installed");
+    if on_path(name) {
+        return true;
     }
-    found
+    assert!(!in_ci(), "{name} is missing: scripts/deps.sh installs it, and CI must run this test");
+    skip(&format!("{name} is not installed"));
+    false
+}
+
+/// The isolated peer dockerd scripts/test.sh starts (`$BERTH_PEER_DOCKER_HOST`), for tests
+/// against Docker itself; under CI its absence fails the test.
+pub fn peer_dockerd() -> Option<String> {
+    match std::env::var("BERTH_PEER_DOCKER_HOST") {
+        Ok(h) if !h.is_empty() => Some(h),
+        _ => {
+            assert!(!in_ci(), "no peer dockerd: scripts/test.sh starts one (scripts/peer-dockerd.sh), and CI must run this test");
+            skip("no peer dockerd (scripts/peer-dockerd.sh starts one; scripts/test.sh does)");
+            None
+        }
+    }
 }
 
 const BUSYBOX: &str = "/bin/busybox";

@@ -45,10 +45,16 @@ fn dockers_capabilities_seccomp_and_mounts_are_in_place() {
     assert!(mount("/proc").contains("nosuid,nodev,noexec"), "{}", mount("/proc"));
     assert!(mount("/dev").contains(" - tmpfs ") && mount("/dev").contains("mode=755"), "{}", mount("/dev"));
     assert!(mount("/dev/pts").contains("ptmxmode=666"), "{}", mount("/dev/pts"));
-    assert!(mount("/sys").starts_with(&mount("/sys")[..0]) && mount("/sys").contains(" ro,"), "{}", mount("/sys"));
-    assert!(mount("/sys/fs/cgroup").contains(" ro,"), "{}", mount("/sys/fs/cgroup"));
+    // Each mount line: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPEROPTIONS".
+    let fstype = |dest: &str| mount(dest).split(" - ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap_or("").to_string();
+    let read_only = |dest: &str| mount(dest).split_whitespace().nth(5).is_some_and(|o| o.split(',').any(|o| o == "ro"));
+    assert_eq!(fstype("/sys"), "sysfs");
+    assert!(read_only("/sys"), "{}", mount("/sys"));
+    assert!(read_only("/sys/fs/cgroup"), "{}", mount("/sys/fs/cgroup"));
+    assert_eq!(fstype("/dev/shm"), "tmpfs");
     assert!(mount("/dev/shm").contains("size=65536k"), "{}", mount("/dev/shm"));
-    assert!(mount("/dev/mqueue").contains("mqueue"));
+    assert_eq!(fstype("/dev/mqueue"), "mqueue");
+    assert!(!read_only("/proc"), "{}", mount("/proc"));
 }
 
 #[test]
@@ -774,6 +780,24 @@ fn list_features_process_json_and_json_log() {
     rt.runc(&["delete", "--force", &id]).success();
 }
 
+/// How many mounts a mount namespace holds, reachable from its root or not (Linux 6.12's
+/// `NS_MNT_GET_INFO`); None where the kernel cannot say.
+fn mounts_in_namespace(pid: i32) -> Option<u32> {
+    #[repr(C)]
+    struct MntNsInfo {
+        size: u32,
+        nr_mounts: u32,
+        mnt_ns_id: u64,
+    }
+    // _IOR(NSIO = 0xb7, 10, struct mnt_ns_info)
+    const NS_MNT_GET_INFO: libc::c_ulong = (2 << 30) | ((std::mem::size_of::<MntNsInfo>() as libc::c_ulong) << 16) | (0xb7 << 8) | 10;
+    let ns = fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+    let mut info = MntNsInfo { size: std::mem::size_of::<MntNsInfo>() as u32, nr_mounts: 0, mnt_ns_id: 0 };
+    // SAFETY: the ioctl fills a struct of the size it is told, from an open namespace fd.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&ns), NS_MNT_GET_INFO, &mut info) };
+    (rc == 0).then_some(info.nr_mounts)
+}
+
 #[test]
 fn no_pivot_moves_the_root_and_chroots() {
     if !is_root() {
@@ -783,4 +807,26 @@ fn no_pivot_moves_the_root_and_chroots() {
     let b = Bundle::new(&["ls", "/"]);
     let r = rt.runc(&["run", "--no-pivot", "--bundle", b.path().to_str().unwrap(), &rt.id("nopivot")]).success();
     assert!(r.stdout.contains("bin\n") && !r.stdout.contains("boot\n"), "{}", r.stdout);
+    // What tells the two apart: pivot_root detaches the host's mounts from the container's mount
+    // namespace; a move and chroot leaves them there, under the container's root.
+    let b = Bundle::new(&["sleep", "60"]);
+    let mut counts = Vec::new();
+    for flags in [&[][..], &["--no-pivot"][..]] {
+        let id = rt.id("ns");
+        let mut args = vec!["create", "--bundle", b.path().to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.push(&id);
+        rt.runc(&args).success();
+        let pid = rt.state(&id)["pid"].as_i64().unwrap() as i32;
+        let visible = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap().lines().count() as u32;
+        counts.push((mounts_in_namespace(pid), visible));
+        rt.runc(&["delete", "--force", &id]).success();
+    }
+    match (counts[0], counts[1]) {
+        ((Some(pivot), seen_pivot), (Some(moved), seen_moved)) => {
+            assert_eq!(pivot, seen_pivot, "pivot_root: only the container's own mounts are in its namespace");
+            assert!(moved > seen_moved, "--no-pivot: the host's mounts stay underneath ({moved} in all, {seen_moved} seen)");
+        }
+        _ => berth_tests::skip("this kernel cannot count a mount namespace's mounts (NS_MNT_GET_INFO, Linux 6.12)"),
+    }
 }

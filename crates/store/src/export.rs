@@ -308,17 +308,9 @@ fn load_inner(store: &ImageStore, input: impl Read, stored: &mut Vec<crate::cont
 mod tests {
     use super::*;
     use crate::images::Driver;
-    use crate::test_support::{root_or_skip, rootfs_tar};
+    use crate::test_support::{have, root_or_skip, rootfs_tar};
     use std::fs;
     use std::process::Command;
-
-    fn have(tool: &str) -> bool {
-        let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!("SKIP: {tool} is not installed");
-        }
-        ok
-    }
 
     fn store_with_image(t: &Path) -> (ImageStore, Digest) {
         let s = ImageStore::open(&t.join("a"), Driver::Overlay).unwrap();
@@ -540,24 +532,30 @@ mod tests {
 
 #[cfg(test)]
 mod docker_tests {
-    //! Against the real Docker: runs only where a dockerd answers (DOCKER_HOST, e.g. the peer
-    //! from ../shared/peers/start-dockerd.sh); skips with a message otherwise.
+    //! Against the real Docker: the isolated peer dockerd scripts/test.sh starts
+    //! (`$BERTH_PEER_DOCKER_HOST`, scripts/peer-dockerd.sh); skips with a message without one,
+    //! fails under CI.
     use super::*;
     use crate::images::Driver;
+    use crate::test_support::root_or_skip;
     use std::process::Command;
 
+    /// The isolated peer dockerd scripts/test.sh starts (`$BERTH_PEER_DOCKER_HOST`).
     fn docker_or_skip() -> bool {
-        let ok = nix::unistd::geteuid().is_root()
-            && std::env::var_os("DOCKER_HOST").is_some()
-            && Command::new("docker").arg("version").output().is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!("SKIP: no dockerd to compare with (set DOCKER_HOST to a running peer)");
+        if !root_or_skip() {
+            return false;
         }
-        ok
+        if std::env::var("BERTH_PEER_DOCKER_HOST").is_ok_and(|h| !h.is_empty()) {
+            return true;
+        }
+        assert!(!crate::test_support::in_ci(), "no peer dockerd: scripts/test.sh starts one, and CI must run this test");
+        crate::test_support::skip("no peer dockerd to compare with (scripts/test.sh starts one: scripts/peer-dockerd.sh)");
+        false
     }
 
     fn docker(args: &[&str]) -> std::process::Output {
-        let out = Command::new("docker").args(args).output().unwrap();
+        let host = std::env::var("BERTH_PEER_DOCKER_HOST").unwrap_or_default();
+        let out = Command::new("docker").env("DOCKER_HOST", host).args(args).output().unwrap();
         assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out
     }

@@ -411,7 +411,7 @@ impl Store {
             return Ok(());
         }
         let record = self.path(&info.id).join(info.record_name());
-        fs::File::open(&record).and_then(|f| f.sync_all()).map_err(io_err("syncing", &record))?;
+        fs::File::open(&record).and_then(|f| fsync(&f, &record)).map_err(io_err("syncing", &record))?;
         self.synced.sync()
     }
 
@@ -521,11 +521,21 @@ fn write_record(path: &Path, info: &Info, durable: bool) -> io::Result<()> {
     let data = serde_json::to_vec(info).map_err(io::Error::other)?;
     let mut f = fs::File::create(path)?;
     io::Write::write_all(&mut f, &data)?;
-    if durable { f.sync_all() } else { Ok(()) }
+    if durable { fsync(&f, path) } else { Ok(()) }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+    fsync(&fs::File::open(dir)?, dir)
+}
+
+/// Every fsync of the snapshot store goes through here, so its tests can see what was made
+/// durable (a sync that does nothing would otherwise pass every test that cannot crash the machine).
+#[cfg_attr(not(test), allow(unused_variables))]
+fn fsync(f: &fs::File, path: &Path) -> io::Result<()> {
+    f.sync_all()?;
+    #[cfg(test)]
+    conformance::FSYNCED.lock().unwrap_or_else(|p| p.into_inner()).push(path.to_path_buf());
+    Ok(())
 }
 
 fn remove_tree(p: &Path) -> Result<()> {
@@ -1067,16 +1077,32 @@ mod conformance {
         assert_eq!(fs::read_dir(t.path().join("snapshots")).unwrap().count(), 0);
     }
 
+    /// The paths fsynced so far (by this test process's threads, whatever the test).
+    pub(super) static FSYNCED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+    /// What was fsynced under `root` since the last call.
+    fn fsynced_under(root: &Path) -> Vec<PathBuf> {
+        let mut all = FSYNCED.lock().unwrap();
+        let (mine, others): (Vec<PathBuf>, Vec<PathBuf>) = all.drain(..).partition(|p| p.starts_with(root));
+        *all = others;
+        mine
+    }
+
     fn deferred_sync<S: Snapshotter>(open: impl Fn(&Path) -> S) {
         let (t, s) = with_base(&open);
 
-        // Usable before its sync, and an ordinary active snapshot after it.
+        // Usable before its sync, and an ordinary active snapshot after it; made durable by the
+        // sync and not before: the record, then the directory's entry.
+        fsynced_under(t.path());
         let m = s.prepare_unsynced("ctr", Some("base")).unwrap();
+        assert_eq!(fsynced_under(t.path()), Vec::<PathBuf>::new(), "prepare_unsynced fsynced");
         with_mounted(&m, |p| {
             assert_eq!(fs::read_to_string(p.join("from-base")).unwrap(), "b");
             fs::write(p.join("new"), "n").unwrap();
         });
         s.sync("ctr").unwrap();
+        let record = t.path().join("snapshots").join(s.stat("ctr").unwrap().id).join(ACTIVE);
+        assert_eq!(fsynced_under(t.path()), [record, t.path().join("snapshots")], "what sync made durable");
         assert!(!s.stat("ctr").unwrap().ephemeral);
         assert!(matches!(s.prepare_unsynced("ctr", None), Err(SnapshotError::Exists(_))));
         assert!(matches!(s.sync("nothing"), Err(SnapshotError::NotFound(_))));
@@ -1095,8 +1121,11 @@ mod conformance {
 
         // Detached without a sync: gone from the store at once, the directory the caller's.
         s.prepare("gone", Some("base")).unwrap();
+        fsynced_under(t.path());
         let doomed = s.detach_unsynced("gone").unwrap();
+        assert_eq!(fsynced_under(t.path()), Vec::<PathBuf>::new(), "detach_unsynced fsynced");
         s.sync_detached().unwrap();
+        assert_eq!(fsynced_under(t.path()), [t.path().join("snapshots")], "sync_detached fsyncs the directory");
         assert!(matches!(s.stat("gone"), Err(SnapshotError::NotFound(_))));
         assert!(doomed.join("fs").exists());
         drop(s);

@@ -1,12 +1,40 @@
 //! Helpers shared by the store's tests.
 
+/// Skip the rest of a test, saying why, and count it where scripts/test.sh asks
+/// (`$BERTH_SKIP_LOG`; berth-tests' `skip` does the same for the integration tests).
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIP: {test}: {reason}");
+    if let Some(log) = std::env::var_os("BERTH_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log)
+    {
+        let _ = std::io::Write::write_all(&mut f, format!("{test}: {reason}\n").as_bytes());
+    }
+}
+
+/// Under CI (`CI=true`) every peer the project's scripts install must be there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// Most store tests mount, chown, mknod or set trusted xattrs; elsewhere they say so and skip.
 pub fn root_or_skip() -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
-        eprintln!("SKIP: this test needs root (mounts, chown, mknod or trusted xattrs)");
+        assert!(!in_ci(), "CI runs the tests as root");
+        skip("this test needs root (mounts, chown, mknod or trusted xattrs)");
     }
     root
+}
+
+/// A peer tool scripts/deps.sh installs: skipped without it, a failure under CI.
+pub fn have(tool: &str) -> bool {
+    let ok = std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!in_ci(), "{tool} is missing: scripts/deps.sh installs it, and CI must run this test");
+        skip(&format!("{tool} is not installed"));
+    }
+    ok
 }
 
 /// A tiny root filesystem as an uncompressed layer tar: `bin/sh` and `etc/marker` = `marker`.
