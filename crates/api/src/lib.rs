@@ -45,7 +45,16 @@ pub fn app(
     router.map_request(version::strip_prefix).map_request(log_request).map_response(version::add_headers)
 }
 
+/// Requests received so far (see [`requests_received`]).
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many requests the API has received, for a caller that acts when it has gone quiet.
+pub fn requests_received() -> u64 {
+    REQUESTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn log_request<B>(req: Request<B>) -> Request<B> {
+    REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!("{} {}", req.method(), req.uri());
     req
 }

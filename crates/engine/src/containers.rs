@@ -39,6 +39,18 @@ pub fn parse_signal(s: &str) -> Result<i32, ApiError> {
     name.parse::<nix::sys::signal::Signal>().map(|sig| sig as i32).map_err(|_| bad())
 }
 
+/// The checks of a create request that need nothing but the request (Docker's rules for the
+/// HostConfig, binds, ulimits, sysctls, capabilities …): a request they refuse makes nothing.
+/// Returns Docker's warnings. (Public for the fuzz targets: requests are hostile input.)
+pub fn check_create(body: &CreateBody) -> Result<Vec<String>, ApiError> {
+    let default = berth_api::containers::HostConfig::default();
+    let hc = body.host_config.as_ref().unwrap_or(&default);
+    let warnings = crate::hostconfig::check(&body.config, hc)?;
+    spec::check(hc)?;
+    spec::capabilities(false, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
+    Ok(warnings)
+}
+
 /// Docker's `ENTRYPOINT` + `CMD` merge with the image's defaults.
 fn merge(
     mut user: ContainerConfig,
@@ -489,9 +501,9 @@ impl Engine {
     }
 
     async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError> {
+        let warnings = check_create(&body)?;
         let CreateBody { config, host_config, .. } = body;
         let hc = host_config.unwrap_or_default();
-        let warnings = crate::hostconfig::check(&config, &hc)?;
         // Until bridge networks land (the network issue), `default`/`bridge` containers get a
         // private network namespace with loopback only (docs/api.md says so); the docker CLI sends
         // `bridge` by default, so a warning here would be printed for every run.
@@ -518,8 +530,6 @@ impl Engine {
                 format!("the working directory '{w}' is invalid, it needs to be an absolute path"),
             ));
         }
-        spec::check(&hc)?;
-        spec::capabilities(false, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
         // Namespaces of another container: it must exist now (whether it runs is the start's
         // question), and a network shared with one on the host's network is the host's.
         for mode in [&hc.network_mode, &hc.pid_mode, &hc.ipc_mode, &hc.uts_mode] {

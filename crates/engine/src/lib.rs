@@ -27,7 +27,7 @@ use berth_api::{ApiError, Kind};
 use berth_store::images::{Driver, ImageStore};
 
 pub use berth_runtime::DEFAULT_CGROUP_PARENT;
-pub use containers::parse_size;
+pub use containers::{check_create, parse_size};
 
 pub use record::{Record, Status};
 
