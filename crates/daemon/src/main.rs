@@ -71,23 +71,25 @@ struct Config {
 
 /// Threads for blocking work at most (tokio's default is 512); see `main`.
 const MAX_BLOCKING_THREADS: usize = 64;
-/// How long the API must have been quiet before berthd hands freed heap back to the kernel.
+/// How often berthd looks whether the API has gone quiet (see `trim_when_quiet`).
 const QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+/// Quiet spells after which freed heap is handed back: at once (3 s), and again once the
+/// blocking threads of the burst have gone (tokio keeps an idle one 10 s) with what they held.
+const TRIM_AFTER: [u32; 2] = [1, 4];
 
 /// After a burst of work (containers created and removed by the hundred, a flood of
 /// connections), glibc keeps the freed heap: RSS stayed ~5 MiB above idle. Once the API has been
-/// quiet for a while after requests, trim it (once per quiet spell; a trim takes the arenas'
-/// locks for a moment, so not while requests are served).
+/// quiet for a while after requests, trim it (a trim takes the arenas' locks for a moment, so
+/// not while requests are served).
 async fn trim_when_quiet() {
     let mut seen = berth_api::requests_received();
-    let mut trimmed = true;
+    let mut quiet = u32::MAX;
     loop {
         tokio::time::sleep(QUIET).await;
         let now = berth_api::requests_received();
-        if now != seen {
-            (seen, trimmed) = (now, false);
-        } else if !trimmed {
-            trimmed = true;
+        quiet = if now != seen { 0 } else { quiet.saturating_add(1) };
+        seen = now;
+        if TRIM_AFTER.contains(&quiet) {
             // SAFETY: malloc_trim only returns free heap memory to the kernel.
             let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
         }
