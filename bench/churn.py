@@ -15,23 +15,13 @@ import sys
 import tempfile
 import time
 
+from common import busybox_rootfs, fds, status_kib, threads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 BURST = int(os.environ.get("BURST", "200"))
 FLOOD = int(os.environ.get("FLOOD", "3000"))
-
-
-def status_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def main():
@@ -54,7 +44,7 @@ def main():
             time.sleep(0.2)
         time.sleep(float(os.environ.get("SETTLE", "2")))
         rows.append((label, status_kib(daemon.pid, "VmRSS"), status_kib(daemon.pid, "RssAnon"), fds(daemon.pid),
-                     len(os.listdir(f"/proc/{daemon.pid}/task"))))
+                     threads(daemon.pid)))
 
     rows = []
     try:
@@ -63,13 +53,7 @@ def main():
                 break
             time.sleep(0.05)
         fs = os.path.join(work, "rootfs")
-        os.makedirs(os.path.join(fs, "bin"))
-        for d in ["etc", "proc", "sys", "dev", "tmp"]:
-            os.makedirs(os.path.join(fs, d))
-        shutil.copy("/bin/busybox", os.path.join(fs, "bin/busybox"))
-        for applet in subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout.split():
-            if applet != "busybox":
-                os.symlink("busybox", os.path.join(fs, "bin", applet))
+        busybox_rootfs(fs)
         tar = os.path.join(work, "busybox.tar")
         subprocess.run(["tar", "-C", fs, "-cf", tar, "."], check=True)
         b("import", tar, "busybox:latest")
@@ -82,7 +66,7 @@ def main():
             failures += sum(1 for x in runs if x.returncode != 0)
             ids = b("ps", "-aq").stdout.decode().split()
             rows.append((f"round {r + 1}: {len(ids)} running", status_kib(daemon.pid, "VmRSS"), status_kib(daemon.pid, "RssAnon"),
-                         fds(daemon.pid), len(os.listdir(f"/proc/{daemon.pid}/task"))))
+                         fds(daemon.pid), threads(daemon.pid)))
             b("rm", "-f", *ids)
             settled(f"round {r + 1}: removed")
         held = []
@@ -92,7 +76,7 @@ def main():
             held.append(s)
         time.sleep(1)
         rows.append((f"{FLOOD} idle connections", status_kib(daemon.pid, "VmRSS"), status_kib(daemon.pid, "RssAnon"),
-                     fds(daemon.pid), len(os.listdir(f"/proc/{daemon.pid}/task"))))
+                     fds(daemon.pid), threads(daemon.pid)))
         for s in held:
             s.close()
         settled("connections closed")

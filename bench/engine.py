@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from common import busybox_rootfs, rss_kib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))  # scripts/build-release.sh
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
@@ -74,20 +76,6 @@ def env_for(host):
     return e
 
 
-def rootfs(dir):
-    os.makedirs(dir)
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"]:
-        os.makedirs(os.path.join(dir, d), exist_ok=True)
-    shutil.copy("/bin/busybox", os.path.join(dir, "bin/busybox"))
-    for applet in sh(["/bin/busybox", "--list"]).stdout.decode().split():
-        if applet != "busybox":
-            os.symlink("busybox", os.path.join(dir, "bin", applet))
-    with open(os.path.join(dir, "etc/passwd"), "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\n")
-    with open(os.path.join(dir, "etc/group"), "w") as f:
-        f.write("root:x:0:\n")
-
-
 def pss_kib(pids):
     total = 0
     for p in pids:
@@ -99,14 +87,6 @@ def pss_kib(pids):
         except OSError:
             pass
     return total
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def pids_of(name):
@@ -179,7 +159,7 @@ def main():
             time.sleep(0.05)
         idle_rss = rss_kib(daemon.pid)
         fs = os.path.join(inputs, "rootfs")
-        rootfs(fs)
+        busybox_rootfs(fs)
         tar = os.path.join(inputs, "busybox.tar")
         sh(["tar", "-C", fs, "-cf", tar, "."])
         sh([berth, "import", tar, "busybox:latest"], env=benv)

@@ -16,23 +16,13 @@ import sys
 import tempfile
 import time
 
+from common import busybox_rootfs, fds, rss_kib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "dist")
 SOAK = float(os.environ.get("SOAK_SECONDS", "3600"))
 SAMPLE = float(os.environ.get("SAMPLE_SECONDS", "30"))
 PAUSE = float(os.environ.get("SOAK_PAUSE", "0.5"))  # between rounds: steady use, not a stress test
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def main():
@@ -61,15 +51,7 @@ def main():
             time.sleep(0.05)
         rss_start = rss_kib(daemon.pid)
         fs = os.path.join(work, "rootfs")
-        os.makedirs(os.path.join(fs, "bin"))
-        for d in ["etc", "proc", "sys", "dev", "tmp"]:
-            os.makedirs(os.path.join(fs, d))
-        shutil.copy("/bin/busybox", os.path.join(fs, "bin/busybox"))
-        for applet in subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout.split():
-            if applet != "busybox":
-                os.symlink("busybox", os.path.join(fs, "bin", applet))
-        with open(os.path.join(fs, "etc/passwd"), "w") as f:
-            f.write("root:x:0:0:root:/root:/bin/sh\n")
+        busybox_rootfs(fs)
         tar = os.path.join(work, "busybox.tar")
         subprocess.run(["tar", "-C", fs, "-cf", tar, "."], check=True)
         b("import", tar, "busybox:latest")

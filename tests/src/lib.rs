@@ -365,6 +365,23 @@ pub fn live_children() -> Vec<i32> {
     out
 }
 
+/// A response body as JSON, or a failure that shows it.
+#[track_caller]
+pub fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Wait (up to 20 s) for `f` to hold: what berthd does just after it answers (deferred deletes,
+/// shims exiting) is waited for, not assumed.
+#[track_caller]
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// An isolated berthd: own data root, exec root and socket; Drop stops it (SIGTERM) and checks
 /// that it exited and removed its socket.
 pub struct TestDaemon {
@@ -375,6 +392,17 @@ pub struct TestDaemon {
 impl TestDaemon {
     pub fn start() -> TestDaemon {
         Self::start_with_config("{}")
+    }
+
+    /// A daemon with `busybox:latest` imported, as most engine tests want; None (the test
+    /// skips) without root.
+    pub fn with_busybox() -> Option<TestDaemon> {
+        if !is_root() {
+            return None;
+        }
+        let d = TestDaemon::start();
+        d.import_busybox();
+        Some(d)
     }
 
     /// A daemon with this `daemon.json`.

@@ -1,23 +1,10 @@
 //! Containers through berthd: lifecycle, logs, attach, exec, TTYs, exit codes, signals, restore
 //! after kill -9, concurrency and bad input, over the raw API and with the real docker CLI.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use berth_tests::{TestDaemon, have, is_root};
+use berth_tests::{TestDaemon, have, json, wait_until};
 use serde_json::Value;
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn daemon() -> Option<TestDaemon> {
-    if !is_root() {
-        return None;
-    }
-    let d = TestDaemon::start();
-    d.import_busybox();
-    Some(d)
-}
 
 fn docker() -> bool {
     have("docker")
@@ -48,14 +35,6 @@ fn inspect(d: &TestDaemon, id: &str) -> Value {
     json(&b)
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Shims of this daemon waiting for a container (started `--standby`, not yet in a bundle).
 fn standby_shims(dir: &std::path::Path) -> usize {
     let bundles = dir.join("exec/containers");
@@ -76,7 +55,7 @@ fn mounts_under(dir: &std::path::Path) -> usize {
 
 #[test]
 fn lifecycle_over_the_api() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let id = create(&d, "life", r#"{"Image":"busybox","Cmd":["sh","-c","echo out; echo err >&2; exit 3"],"Labels":{"a":"b"}}"#);
     let c = inspect(&d, &id);
     assert_eq!(c["State"]["Status"], "created");
@@ -155,7 +134,7 @@ fn lifecycle_over_the_api() {
 /// not started holds no mount for long, and starts just the same later.
 #[test]
 fn a_bundle_made_ahead_of_a_start_that_does_not_come_is_taken_down() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let bundles = d.dir.path().join("exec/containers");
     let id = create(&d, "later", r#"{"Image":"busybox","Cmd":["cat","/etc/hostname"]}"#);
     wait_until("the bundle made ahead", || bundles.join(&id).join("config.json").exists());
@@ -174,7 +153,7 @@ fn a_bundle_made_ahead_of_a_start_that_does_not_come_is_taken_down() {
 
 #[test]
 fn bad_input_gets_dockers_errors_and_leaves_nothing() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let cases: [(&str, &str, u16, &str); 7] = [
         ("/containers/create", "{not json", 400, "invalid JSON"),
         ("/containers/create", r#"{"Image":"busybox","Tty":"yes"}"#, 400, "invalid JSON"),
@@ -248,7 +227,7 @@ fn bad_input_gets_dockers_errors_and_leaves_nothing() {
 
 #[test]
 fn the_cli_runs_containers() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     for tool in clis() {
         cli_runs_containers(&d, tool);
     }
@@ -384,7 +363,7 @@ fn cli_runs_containers(d: &TestDaemon, tool: &str) {
 /// at create, before anything exists.
 #[test]
 fn resource_limits_devices_dns_and_mounts_reach_the_container() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     // v1 files, or v2's, whichever this host has.
     let probe = "cd /sys/fs/cgroup; for f in memory/memory.limit_in_bytes memory.max cpu/cpu.cfs_quota_us cpu.max pids/pids.max pids.max; \
                  do [ -f $f ] && cat $f; done; cat /proc/self/oom_score_adj; ls /dev/fuse; tail -n 1 /etc/hosts; cat /etc/resolv.conf; \
@@ -471,7 +450,7 @@ fn resource_limits_devices_dns_and_mounts_reach_the_container() {
 /// session with the container's code.
 #[test]
 fn terminals_detach_and_attach_again() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let script = r##"
 import os, pty, sys, time, select
 tool = sys.argv[1]
@@ -533,7 +512,7 @@ print("start", code, b"escape" in out)
 /// does not serve yet, with the berth and docker CLIs.
 #[test]
 fn prune_df_and_what_is_not_there_yet() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     for tool in clis() {
         let docker = |args: &[&str]| cli(&d, tool, args);
         docker(&["create", "--name", "kept", "-l", "keep=1", "busybox", "true"]).success();
@@ -561,7 +540,7 @@ fn prune_df_and_what_is_not_there_yet() {
 /// tabwriter pads them, Docker's size units and precisions).
 #[test]
 fn berth_prints_what_the_docker_cli_prints() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     if !docker() {
         return;
     }
@@ -597,7 +576,7 @@ fn berth_prints_what_the_docker_cli_prints() {
 /// samples; a stream of samples; zeros for a stopped container.
 #[test]
 fn stats_report_the_cgroups_usage() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     d.berth(&["run", "-d", "--name", "busy", "-m", "64m", "busybox", "sh", "-c", "while true; do :; done"]).success();
     for tool in clis() {
         let r = cli(&d, tool, &["stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}", "busy"]).success();
@@ -624,7 +603,7 @@ fn stats_report_the_cgroups_usage() {
 /// a stop or kill of a paused container thaws it so the signal is handled, as in Docker.
 #[test]
 fn pause_freezes_and_signals_thaw_it() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     for tool in clis() {
         let docker = |args: &[&str]| cli(&d, tool, args);
         let looping = "trap 'echo term; exit 7' TERM; while true; do echo tick; sleep 0.05; done";
@@ -651,7 +630,7 @@ fn pause_freezes_and_signals_thaw_it() {
 
 #[test]
 fn containers_survive_kill_9_of_berthd_and_are_adopted() {
-    let Some(mut d) = daemon() else { return };
+    let Some(mut d) = TestDaemon::with_busybox() else { return };
     d.berth(&["run", "-d", "--name", "keeps", "busybox", "sh", "-c", "echo one; sleep 100"]).success();
     d.berth(&["run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 1; echo bye; exit 7"]).success();
     wait_until("keeps' log", || d.berth(&["logs", "keeps"]).stdout == "one\n");
@@ -683,7 +662,7 @@ fn containers_survive_kill_9_of_berthd_and_are_adopted() {
 
 #[test]
 fn a_removal_cut_short_leaves_a_dead_container_that_rm_clears() {
-    let Some(mut d) = daemon() else { return };
+    let Some(mut d) = TestDaemon::with_busybox() else { return };
     let id = d.berth(&["create", "--name", "half", "busybox", "true"]).success().stdout.trim().to_string();
     d.kill9();
     // What a crash of the machine between removing the layer and the record leaves behind (the
@@ -707,7 +686,7 @@ fn a_removal_cut_short_leaves_a_dead_container_that_rm_clears() {
 
 #[test]
 fn run_rm_containers_are_ephemeral_and_restore_removes_what_is_left_of_them() {
-    let Some(mut d) = daemon() else { return };
+    let Some(mut d) = TestDaemon::with_busybox() else { return };
     // Which record names a container's layer: `active.json` (durable) or `ephemeral.json`.
     let record_of = |id: &str| {
         std::fs::read_dir(d.dir.path().join("data/image/snapshots")).unwrap().flatten().find_map(|e| {
@@ -765,7 +744,7 @@ fn run_rm_containers_are_ephemeral_and_restore_removes_what_is_left_of_them() {
 
 #[test]
 fn only_auto_removed_containers_get_a_volatile_layer() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let root = |args: &[&str]| {
         let mut a = vec!["run"];
         a.extend_from_slice(args);
@@ -786,7 +765,7 @@ fn only_auto_removed_containers_get_a_volatile_layer() {
 
 #[test]
 fn mount_points_come_from_a_shared_layer_not_the_containers_own() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     // The fixture image has no /etc/hostname, /etc/hosts or /etc/resolv.conf.
     let r = d
         .berth(&[
@@ -828,7 +807,7 @@ fn mount_points_come_from_a_shared_layer_not_the_containers_own() {
 
 #[test]
 fn twenty_concurrent_runs() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let d = std::sync::Arc::new(d);
     let threads: Vec<_> = (0..20)
         .map(|i| {
@@ -845,7 +824,7 @@ fn twenty_concurrent_runs() {
 
 #[test]
 fn images_over_the_api() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let r = d.berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).success();
     assert_eq!(r.stdout.trim(), "busybox:latest");
     d.berth(&["tag", "busybox", "example.com/me/box:v1"]).success();
@@ -912,7 +891,7 @@ fn open_fds(pid: i32) -> usize {
 /// 500 `run --rm` cycles: nothing is left behind and berthd does not grow.
 #[test]
 fn soak_500_run_rm_cycles() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     // Warm up (allocator arenas, the seccomp cache), then measure from there.
     for _ in 0..20 {
         d.berth(&["run", "--rm", "busybox", "true"]).success();
@@ -968,7 +947,7 @@ fn docker_py_works() {
         berth_tests::skip("docker-py is not installed (pip install docker)");
         return;
     }
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let script = r#"
 import docker, sys
 c = docker.DockerClient(base_url="unix://" + sys.argv[1])
@@ -995,7 +974,7 @@ print("ok")
 
 #[test]
 fn logs_attach_restart_and_an_interactive_terminal() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     d.berth(&[
         "run",
         "-d",

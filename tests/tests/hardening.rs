@@ -5,29 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use berth_tests::{Bundle, Runtime, TestDaemon, is_root};
+use berth_tests::{Bundle, Runtime, TestDaemon, is_root, json, wait_until};
 use serde_json::Value;
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn daemon() -> Option<TestDaemon> {
-    if !is_root() {
-        return None;
-    }
-    let d = TestDaemon::start();
-    d.import_busybox();
-    Some(d)
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn containers(d: &TestDaemon) -> Vec<Value> {
     let (s, b) = d.request("GET", "/containers/json?all=1");
@@ -59,7 +38,7 @@ fn other_value(current: &str) -> String {
 
 #[test]
 fn sysctls_of_the_host_are_refused_at_create_and_never_change() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     for (key, host_config) in [
         ("vm.dirty_expire_centisecs", r#"{}"#),
         ("kernel.panic", r#"{}"#),
@@ -140,7 +119,7 @@ fn berth_runc_refuses_sysctls_that_would_reach_the_host() {
 
 #[test]
 fn what_start_would_refuse_is_refused_at_create_and_makes_nothing() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     for (host_config, message) in [
         (r#"{"Binds":["/tmp:/"]}"#, "destination can't be '/'"),
         (r#"{"Binds":["/tmp:relative"]}"#, "mount path must be absolute"),
@@ -197,7 +176,7 @@ fn a_stray_read_only_cgroup_mount_is_not_where_cgroups_are_made() {
     nix::mount::mount(None::<&str>, dir.path(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
         .unwrap();
     // Started after the mount exists, as berthd and its shims would be on such a host.
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let out = d.berth(&["run", "--rm", "-m", "64m", "busybox", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).success();
     assert_eq!(out.stdout.trim(), (64u64 << 20).to_string());
     let rt = Runtime::new();
@@ -236,7 +215,7 @@ fn settled_fds(d: &TestDaemon, at_most: usize) -> usize {
 
 #[test]
 fn waiting_attaches_are_let_go_when_the_start_fails_or_the_client_hangs_up() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     d.berth(&["run", "--rm", "busybox", "true"]).success();
     let fds0 = steady_fds(&d);
     // `run --rm` of a command that does not exist: the start fails, the container goes, and the
@@ -367,7 +346,7 @@ fn du_files(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn blobs_no_image_uses_are_collected_and_df_counts_what_is_on_disk() {
-    let Some(d) = daemon() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
     let archive = d.dir.path().join("busybox.tar");
     d.berth(&["save", "-o", archive.to_str().unwrap(), "busybox"]).success();
     // A loaded image keeps its config, manifest and layer, not the archive's own files.

@@ -1,0 +1,44 @@
+"""What the benchmarks share: reading a process's memory and descriptors from /proc, and the
+busybox root filesystem every one of them runs (from the host's busybox-static)."""
+import os
+import shutil
+import subprocess
+
+
+def status_kib(pid, field="VmRSS"):
+    """A `kB` field of /proc/PID/status (VmRSS, RssAnon, …); 0 when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_kib(pid):
+    return status_kib(pid, "VmRSS")
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def threads(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def busybox_rootfs(dir):
+    """A root filesystem of the host's static busybox and its applets, root in passwd and group."""
+    os.makedirs(dir)
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"]:
+        os.makedirs(os.path.join(dir, d), exist_ok=True)
+    shutil.copy("/bin/busybox", os.path.join(dir, "bin/busybox"))
+    for applet in subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split():
+        if applet != "busybox":
+            os.symlink("busybox", os.path.join(dir, "bin", applet))
+    with open(os.path.join(dir, "etc/passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    with open(os.path.join(dir, "etc/group"), "w") as f:
+        f.write("root:x:0:\n")
