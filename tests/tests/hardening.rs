@@ -252,6 +252,22 @@ fn waiting_attaches_are_let_go_when_the_start_fails_or_the_client_hangs_up() {
     }
     let fds = settled_fds(&d, fds0);
     assert!(fds <= fds0, "hung-up attaches: berthd holds {fds} descriptors, {fds0} before");
+    // Long polls on a container that keeps running, whose clients hang up.
+    d.berth(&["run", "-d", "--name", "long", "busybox", "sleep", "600"]).success();
+    let fds0 = steady_fds(&d);
+    for request in ["POST /containers/long/wait", "GET /containers/long/logs?follow=1&stdout=1"] {
+        for _ in 0..10 {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+            write!(s, "{request} HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
+            // In flight: its answer has begun (the headers), its body waits.
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200", "{request}");
+        }
+    }
+    let fds = settled_fds(&d, fds0);
+    assert!(fds <= fds0, "hung-up waits and log follows: berthd holds {fds} descriptors, {fds0} before");
     // Input sent before the start still reaches the container.
     let mut c = std::process::Command::new(berth_tests::bin("berth"));
     c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args(["run", "-i", "--rm", "busybox", "cat"]);
