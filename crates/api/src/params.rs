@@ -71,31 +71,7 @@ impl Duplex for UnixClient {
 }
 
 /// Any other hijacked connection (TCP: a peer's close and its half-close look the same).
-struct Upgraded(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>);
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl Duplex for Upgraded {}
+impl Duplex for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
 
 /// No client: input ends at once, output goes nowhere (a detached exec).
 pub fn nobody() -> Io {
@@ -109,7 +85,7 @@ impl Duplex for tokio::io::Join<tokio::io::Empty, tokio::io::Sink> {}
 fn client_io(up: hyper::upgrade::Upgraded) -> Io {
     match up.downcast::<hyper_util::rt::TokioIo<tokio::net::UnixStream>>() {
         Ok(parts) => Box::new(UnixClient { read_buf: parts.read_buf, stream: parts.io.into_inner() }),
-        Err(up) => Box::new(Upgraded(hyper_util::rt::TokioIo::new(up))),
+        Err(up) => Box::new(hyper_util::rt::TokioIo::new(up)),
     }
 }
 

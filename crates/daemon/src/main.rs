@@ -31,8 +31,8 @@ struct Cli {
     /// API connections served at once on each listener (more wait to be accepted).
     #[arg(long)]
     api_max_connections: Option<usize>,
-    /// Seconds a client has to send a request's headers once its connection is ready for one;
-    /// a connection left idle that long is closed.
+    /// Seconds a connection may go without a request in flight (idle, or sending its headers)
+    /// before it is closed.
     #[arg(long)]
     api_header_timeout: Option<u64>,
     #[arg(long, default_value = "/etc/berth/daemon.json")]

@@ -133,17 +133,13 @@ impl ImageStore {
         let db = root.join("images.json");
         let index = crate::index::JsonIndex::open(db.clone()).map_err(io_err("reading", &db))?;
         let store = ImageStore { index, writes: std::sync::RwLock::new(()), content, snapshots, whiteouts };
-        store.recover()?;
+        store.remove_abandoned()?;
         Ok(store)
     }
 
     /// What a killed unpack, import or load left: `extract-…` snapshots and `import-…`/`load-…`
-    /// ingests whose owner is gone.
-    fn recover(&self) -> Result<()> {
-        self.remove_abandoned()
-    }
-
-    /// Each leftover is removed on its own: one that cannot be is reported and the rest go.
+    /// ingests whose owner is gone, blob writes' ingests and unnamed ones no writer holds. Each
+    /// is removed on its own: one that cannot be is reported and the rest go.
     fn remove_abandoned(&self) -> Result<()> {
         for info in self.snapshots.walk()? {
             if info.kind == Kind::Active && crate::owner::alive(&info.key, EXTRACT) == Some(false) {
