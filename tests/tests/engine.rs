@@ -954,6 +954,10 @@ c = docker.DockerClient(base_url="unix://" + sys.argv[1])
 assert c.ping()
 out = c.containers.run("busybox", ["sh", "-c", "echo hello from py"], remove=True)
 assert out == b"hello from py\n", out
+# A bind as docker-py sends it: in Binds, and its target in Config.Volumes too.
+out = c.containers.run("busybox", ["sh", "-c", "cat /v/file; touch /v/no 2>/dev/null || echo read-only"],
+                       volumes={sys.argv[2]: {"bind": "/v", "mode": "ro"}}, remove=True)
+assert out == b"from the host\nread-only\n", out
 ctr = c.containers.run("busybox", ["sleep", "100"], detach=True, name="pyctr", labels={"k": "v"})
 assert ctr.status in ("created", "running")
 ctr.reload()
@@ -968,7 +972,14 @@ ctr.remove()
 assert [t for i in c.images.list() for t in i.tags] == ["busybox:latest"]
 print("ok")
 "#;
-    let r = berth_tests::run_command(std::process::Command::new("python3").args(["-c", script, &d.socket().to_string_lossy()]));
+    let host = tempfile::Builder::new().prefix("berth-bind-").tempdir().unwrap();
+    std::fs::write(host.path().join("file"), "from the host\n").unwrap();
+    let r = berth_tests::run_command(std::process::Command::new("python3").args([
+        "-c",
+        script,
+        &d.socket().to_string_lossy(),
+        &host.path().to_string_lossy(),
+    ]));
     assert_eq!(r.stdout.trim(), "ok", "{}", r.stderr);
 }
 

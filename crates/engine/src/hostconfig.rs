@@ -84,7 +84,17 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     {
         return Err(ApiError::not_implemented("healthchecks"));
     }
-    if extra_set(&cfg.extra, "Volumes") {
+    // A `Volumes` path that a bind, mount or tmpfs covers is that mount's mount point (docker-py
+    // lists every bind's target there); only one nothing covers is an anonymous volume.
+    let covered = |path: &str| {
+        let path = path.trim_end_matches('/');
+        hc.binds.iter().flatten().filter_map(|b| b.split(':').nth(1)).any(|t| t.trim_end_matches('/') == path)
+            || hc.mounts.iter().flatten().filter_map(|m| m.target.as_deref()).any(|t| t.trim_end_matches('/') == path)
+            || hc.tmpfs.iter().flatten().any(|(t, _)| t.trim_end_matches('/') == path)
+    };
+    if let Some(Value::Object(volumes)) = cfg.extra.get("Volumes")
+        && volumes.keys().any(|v| !covered(v))
+    {
         return Err(ApiError::not_implemented("anonymous volumes (-v /path)"));
     }
     match hc.extra.get("UsernsMode").and_then(Value::as_str).unwrap_or("") {
@@ -847,6 +857,12 @@ mod tests {
         assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::NotImplemented));
         let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"/data": {}}})).unwrap();
         assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::NotImplemented));
+        // docker-py names each bind's target in Volumes too: those are the binds' mount points.
+        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"/v": {}, "/m/": {}, "/t": {}}})).unwrap();
+        let binds = hc(json!({"Binds": ["/tmp:/v:ro"], "Mounts": [{"Type": "tmpfs", "Target": "/m"}], "Tmpfs": {"/t": ""}}));
+        assert!(check(&cfg, &binds).is_ok());
+        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"/v": {}, "/other": {}}})).unwrap();
+        assert_eq!(check(&cfg, &binds).err().map(|e| e.kind), Some(Kind::NotImplemented), "/other is an anonymous volume");
         let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {}, "Healthcheck": {"Test": ["NONE"]}})).unwrap();
         assert!(check(&cfg, &HostConfig::default()).is_ok());
     }
