@@ -531,14 +531,19 @@ impl Engine {
             ));
         }
         // Namespaces of another container: it must exist now (whether it runs is the start's
-        // question), and a network shared with one on the host's network is the host's.
+        // question), and a network shared with one on the host's network is the host's. A 400,
+        // as dockerd answers for pid and ipc: the docker CLI takes a 404 from create for a
+        // missing image and would go and pull it.
+        let other = |name: &str| {
+            self.lookup(name).map_err(|e| if e.kind == Kind::NotFound { ApiError::new(Kind::InvalidArgument, e.message) } else { e })
+        };
         for mode in [&hc.network_mode, &hc.pid_mode, &hc.ipc_mode, &hc.uts_mode] {
-            if let Some(other) = mode.as_deref().and_then(|m| m.strip_prefix("container:")) {
-                self.lookup(other)?;
+            if let Some(name) = mode.as_deref().and_then(|m| m.strip_prefix("container:")) {
+                other(name)?;
             }
         }
-        if let Some(other) = hc.network_mode.as_deref().and_then(|m| m.strip_prefix("container:"))
-            && self.lookup(other)?.rec().host_config.network_mode.as_deref() == Some("host")
+        if let Some(name) = hc.network_mode.as_deref().and_then(|m| m.strip_prefix("container:"))
+            && other(name)?.rec().host_config.network_mode.as_deref() == Some("host")
         {
             crate::hostconfig::sysctls(&hc, false)?;
         }

@@ -413,7 +413,7 @@ impl Bind {
         if !src.starts_with('/') {
             return Err(ApiError::not_implemented(&format!("named volumes ({src})")));
         }
-        let config = |why: String| bad(format!("invalid mount config for type \"bind\": {why}"));
+        let config = |why: String| bad(format!("invalid volume specification: '{b}': invalid mount config for type \"bind\": {why}"));
         if dst.is_empty() {
             return Err(config("field Target must not be empty".into()));
         }
@@ -572,8 +572,15 @@ mod tests {
         assert_eq!(b.spec()["options"], json!(["rbind", "rslave", "ro"]));
         assert_eq!(Bind::parse("/src:/dst").unwrap().spec()["options"], json!(["rbind", "rprivate"]));
         let refused = |b: &str| Bind::parse(b).err().map(|e| e.message).unwrap_or_default();
-        assert!(refused("/tmp:/").contains("destination can't be '/'"), "{}", refused("/tmp:/"));
-        assert!(refused("/tmp:relative").contains("'relative' mount path must be absolute"));
+        // Docker's words, as dockerd 20.10 answers them.
+        assert_eq!(
+            refused("/tmp:/"),
+            "invalid volume specification: '/tmp:/': invalid mount config for type \"bind\": invalid specification: destination can't be '/'"
+        );
+        assert_eq!(
+            refused("/tmp:relative"),
+            "invalid volume specification: '/tmp:relative': invalid mount config for type \"bind\": invalid mount path: 'relative' mount path must be absolute"
+        );
         assert_eq!(refused("x:y:bogus"), "invalid mode: bogus");
         assert_eq!(refused("/a:/b:ro,rw"), "invalid mode: ro,rw");
         assert_eq!(refused(":/b"), "invalid volume specification: ':/b'");
