@@ -148,3 +148,37 @@ fn a_stopping_berthd_leaves_the_next_ones_socket_and_pid_file_alone() {
     assert!(b_status.success(), "{b_status:?}");
     assert!(!sock.exists() && !pid_file.exists(), "each removes its own when it stops");
 }
+
+/// A SIGTERM the moment berthd's socket appears (as a supervisor or a test may send it) stops
+/// it cleanly: exit 0, socket and pid file gone. Before, the handler came after the listeners,
+/// and a SIGTERM in between killed berthd with them left behind.
+#[test]
+fn sigterm_as_soon_as_the_socket_appears_stops_berthd_cleanly() {
+    if !is_root() {
+        return;
+    }
+    for _ in 0..5 {
+        let dir = tempfile::Builder::new().prefix("berth-daemon-").tempdir().unwrap();
+        let mut child = std::process::Command::new(berth_tests::bin("berthd"))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--config-file")
+            .arg(dir.path().join("none.json"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let socket = dir.path().join("exec/berth.sock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "berthd never made its socket");
+            std::hint::spin_loop();
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "berthd died of the SIGTERM: {status:?}");
+        assert!(!socket.exists(), "socket left behind");
+        assert!(!dir.path().join("exec/berthd.pid").exists(), "pid file left behind");
+    }
+}

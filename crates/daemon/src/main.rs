@@ -202,6 +202,10 @@ fn shim_path() -> anyhow::Result<PathBuf> {
 }
 
 async fn serve(cfg: &Config) -> anyhow::Result<()> {
+    // First of all: a SIGTERM while the engine opens, or as soon as a client can connect, stops
+    // berthd as any other does (the default action would leave its socket and pid file behind).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let engine = berth_engine::Engine::open(berth_engine::Config {
         data_root: cfg.data_root.clone(),
         exec_root: cfg.exec_root.clone(),
@@ -247,8 +251,6 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     tokio::spawn(trim_when_quiet());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping (containers keep running)"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
