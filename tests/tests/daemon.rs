@@ -13,7 +13,7 @@ fn ping_version_and_info_answer_on_the_socket() {
     let (status, body) = d.request("GET", "/v1.24/version");
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["ApiVersion"].as_str(), v["MinAPIVersion"].as_str(), v["Os"].as_str()), (Some("1.41"), Some("1.24"), Some("linux")));
+    assert_eq!((v["ApiVersion"].as_str(), v["MinAPIVersion"].as_str(), v["Os"].as_str()), (Some("1.50"), Some("1.24"), Some("linux")));
     let (status, body) = d.request("GET", "/info");
     assert_eq!(status, 200);
     let info: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -38,7 +38,7 @@ fn unknown_endpoints_and_versions_get_dockers_errors() {
     assert_eq!(d.request("GET", "/v1.41/containers/x/json"), (404, r#"{"message":"No such container: x"}"#.to_string()));
     let (status, body) = d.request("GET", "/v1.99/version");
     assert_eq!(status, 400);
-    assert!(body.contains("client version 1.99 is too new. Maximum supported API version is 1.41"), "{body}");
+    assert!(body.contains("client version 1.99 is too new. Maximum supported API version is 1.50"), "{body}");
     assert!(d.request("GET", "/v1.12/version").1.contains("too old"));
 }
 
@@ -49,7 +49,9 @@ fn the_docker_cli_talks_to_berthd() {
     }
     let d = TestDaemon::start();
     let r = d.docker(&["version", "--format", "{{.Server.APIVersion}} {{.Server.Platform.Name}}"]).success();
-    assert_eq!(r.stdout.trim(), "1.41 berth");
+    assert_eq!(r.stdout.trim(), "1.50 berth");
+    let r = d.docker(&["version", "--format", "{{.Client.APIVersion}}"]).success();
+    assert_eq!(r.stdout.trim(), "1.50", "the docker CLI 28 speaks its own version, not downgraded");
     let r = d.docker(&["info", "--format", "{{.OSType}} {{.CgroupDriver}}"]).success();
     assert_eq!(r.stdout.trim(), "linux cgroupfs");
     // Not built yet: a clear error, not a wrong answer.

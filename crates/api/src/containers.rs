@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Kind};
 use crate::params::{ByteStream, Filters, Io, Query, hijack, json_body, stream_type};
+use crate::version::{ApiVersion, shape};
 
 /// Docker's `StrSlice`: a list, or one string (for Cmd and Entrypoint).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,8 +305,10 @@ pub trait Containers: Send + Sync {
     async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError>;
     /// Checks before `exec_start` hijacks; returns whether the exec has a TTY.
     async fn exec_check(&self, exec_id: &str) -> Result<bool, ApiError>;
-    /// Detached when `io` is None.
-    async fn exec_start(&self, exec_id: String, io: Option<Io>) -> Result<(), ApiError>;
+    /// Detached when `io` is None. `raw`: the output goes out as is, not in multiplexed frames
+    /// (the start request's `Tty`, which need not be the exec's: Docker frames a TTY's output
+    /// when the start asks for `Tty: false`).
+    async fn exec_start(&self, exec_id: String, io: Option<Io>, raw: bool) -> Result<(), ApiError>;
     async fn exec_inspect(&self, exec_id: &str) -> Result<Value, ApiError>;
     async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError>;
 }
@@ -329,7 +332,14 @@ async fn body_bytes(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
 async fn create(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri());
     let name = q.str("name").filter(|n| !n.is_empty()).map(str::to_string);
-    let body: CreateBody = json_body(&body_bytes(req).await?)?;
+    let version = ApiVersion::of(&req);
+    let mut body: CreateBody = json_body(&body_bytes(req).await?)?;
+    if let Some(hc) = body.host_config.as_mut()
+        && !version.before(42)
+    {
+        // 1.42 ignores `KernelMemory` (the kernel dropped it).
+        hc.kernel_memory = None;
+    }
     Ok((StatusCode::CREATED, axum::Json(b.create(name, body).await?)).into_response())
 }
 
@@ -344,7 +354,9 @@ async fn list(State(b): State<Backend>, req: Request<Body>) -> Result<Response, 
 }
 
 async fn inspect(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
-    Ok(json(b.inspect(&id, Query::parse(req.uri()).bool("size")).await?))
+    let mut ctr = b.inspect(&id, Query::parse(req.uri()).bool("size")).await?;
+    shape::container_inspect(ApiVersion::of(&req), &mut ctr);
+    Ok(json(ctr))
 }
 
 async fn start(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -353,7 +365,9 @@ async fn start(State(b): State<Backend>, Path(id): Path<String>) -> Result<Respo
 
 fn stop_params(req: &Request<Body>) -> Result<(Option<String>, Option<i64>), ApiError> {
     let q = Query::parse(req.uri());
-    Ok((q.str("signal").filter(|s| !s.is_empty()).map(str::to_string), q.int("t")?))
+    // `signal` came with 1.42; older clients' requests do not have it.
+    let signal = q.str("signal").filter(|s| !s.is_empty() && !ApiVersion::of(req).before(42));
+    Ok((signal.map(str::to_string), q.int("t")?))
 }
 
 async fn stop(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
@@ -537,12 +551,12 @@ async fn exec_start(State(b): State<Backend>, Path(id): Path<String>, req: Reque
     let tty = b.exec_check(&id).await?;
     let req = Request::from_parts(parts, Body::empty());
     if start.detach == Some(true) {
-        b.exec_start(id, None).await?;
+        b.exec_start(id, None, tty).await?;
         return Ok(StatusCode::OK.into_response());
     }
     let tty = start.tty.unwrap_or(tty);
     Ok(hijack(req, tty, move |io| async move {
-        if let Err(e) = b.exec_start(id, Some(io)).await {
+        if let Err(e) = b.exec_start(id, Some(io), tty).await {
             tracing::debug!("exec start: {e}");
         }
     }))

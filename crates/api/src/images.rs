@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Kind};
 use crate::params::{ByteStream, Filters, Query, body_stream};
+use crate::version::{ApiVersion, shape};
 
 /// What the image endpoints need from the engine.
 #[async_trait::async_trait]
@@ -22,8 +23,16 @@ pub trait Images: Send + Sync {
     async fn tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError>;
     /// Docker's list of `{"Untagged": …}` / `{"Deleted": …}`.
     async fn remove(&self, name: &str, force: bool, noprune: bool) -> Result<Value, ApiError>;
-    /// A root filesystem tar becomes an image; returns its ID.
-    async fn import(&self, body: ByteStream, repo: Option<String>, tag: Option<String>, message: String) -> Result<String, ApiError>;
+    /// A root filesystem tar becomes an image with the config `changes` (Dockerfile
+    /// instructions) make; returns its ID.
+    async fn import(
+        &self,
+        body: ByteStream,
+        repo: Option<String>,
+        tag: Option<String>,
+        message: String,
+        changes: Vec<String>,
+    ) -> Result<String, ApiError>;
     /// A Docker/OCI archive of the named images.
     async fn save(&self, names: Vec<String>) -> Result<ByteStream, ApiError>;
     /// Loads an archive; returns the names (or IDs) loaded.
@@ -43,9 +52,15 @@ fn messages(lines: Vec<Value>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A failure inside a progress stream, as Docker's `jsonmessage` writes it.
+pub fn error_message(message: &str) -> Value {
+    serde_json::json!({"errorDetail": {"message": message}, "error": message})
+}
+
 async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri());
     let method = req.method().clone();
+    let version = ApiVersion::of(&req);
     let (name, action) = match rest.rsplit_once('/') {
         Some((n, a)) => (n.to_string(), a.to_string()),
         None => (String::new(), rest.clone()),
@@ -53,12 +68,18 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
     match (method, name.as_str(), action.as_str()) {
         (Method::GET, "", "json") => {
             let filters = q.filters()?;
-            Ok(axum::Json(Value::Array(b.list(q.bool("all"), filters, q.bool("digests")).await?)).into_response())
+            let mut list = b.list(q.bool("all"), filters, q.bool("digests")).await?;
+            list.iter_mut().for_each(|i| shape::image_summary(version, i));
+            Ok(axum::Json(Value::Array(list)).into_response())
         }
         (Method::GET, "", "get") => save(b, q.all("names")).await,
         (Method::GET, n, "get") if !n.is_empty() => save(b, vec![n.to_string()]).await,
         (Method::GET, "", "search") => Err(ApiError::not_implemented("searching registries")),
-        (Method::GET, n, "json") if !n.is_empty() => Ok(axum::Json(b.inspect(n).await?).into_response()),
+        (Method::GET, n, "json") if !n.is_empty() => {
+            let mut img = b.inspect(n).await?;
+            shape::image_inspect(version, &mut img);
+            Ok(axum::Json(img).into_response())
+        }
         (Method::GET, n, "history") if !n.is_empty() => Ok(axum::Json(b.history(n).await?).into_response()),
         (Method::POST, "", "create") => {
             if q.str("fromImage").is_some_and(|i| !i.is_empty()) {
@@ -69,25 +90,26 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
                 Some(_) => return Err(ApiError::not_implemented("importing from a URL")),
                 None => return Err(ApiError::new(Kind::InvalidArgument, "fromImage or fromSrc is required")),
             }
-            if !q.all("changes").iter().all(|c| c.is_empty()) {
-                return Err(ApiError::not_implemented("import --change"));
-            }
+            let changes = q.all("changes");
             let repo = q.str("repo").filter(|r| !r.is_empty()).map(str::to_string);
             let tag = q.str("tag").filter(|t| !t.is_empty()).map(str::to_string);
             // Docker's comment for an import without a message (the source is always `-` here).
             let message = q.str("message").filter(|m| !m.is_empty()).unwrap_or("Imported from -").to_string();
-            let id = b.import(body_stream(req.into_body()), repo, tag, message).await?;
+            let id = b.import(body_stream(req.into_body()), repo, tag, message, changes).await?;
             Ok(messages(vec![serde_json::json!({"status": id})]))
         }
         (Method::POST, "", "load") => {
-            let names = b.load(body_stream(req.into_body())).await?;
-            let lines = names
-                .into_iter()
-                .map(|n| {
-                    let what = if n.starts_with("sha256:") { "Loaded image ID" } else { "Loaded image" };
-                    serde_json::json!({"stream": format!("{what}: {n}\n")})
-                })
-                .collect();
+            // dockerd answers 200 and reports a failure in the stream (SDKs raise it from there).
+            let lines = match b.load(body_stream(req.into_body())).await {
+                Ok(names) => names
+                    .into_iter()
+                    .map(|n| {
+                        let what = if n.starts_with("sha256:") { "Loaded image ID" } else { "Loaded image" };
+                        serde_json::json!({"stream": format!("{what}: {n}\n")})
+                    })
+                    .collect(),
+                Err(e) => vec![error_message(&e.message)],
+            };
             Ok(messages(lines))
         }
         (Method::POST, "", "prune") => Ok(axum::Json(b.prune(q.filters()?).await?).into_response()),

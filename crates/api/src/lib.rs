@@ -10,7 +10,7 @@ pub mod server;
 pub mod system;
 #[cfg(test)]
 mod testing;
-mod version;
+pub mod version;
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use tower::ServiceExt as _;
 
 pub use error::{ApiError, Kind};
 pub use system::{Info, System, Version};
-pub use version::{API_VERSION, MIN_API_VERSION};
+pub use version::{API_VERSION, ApiVersion, MIN_API_VERSION};
 
 /// Everything the API needs from the engine.
 pub struct Backends {

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::version::{API_VERSION, MIN_API_VERSION, version_error};
+use crate::version::{API_VERSION, ApiVersion, MIN_API_VERSION, version_error};
 
 #[derive(Debug, Clone, Serialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -165,6 +165,9 @@ async fn ping() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
             (header::PRAGMA, "no-cache"),
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            // Not in a swarm; builds go to the classic builder's `/build` (no BuildKit sessions).
+            (header::HeaderName::from_static("swarm"), "inactive"),
+            (header::HeaderName::from_static("builder-version"), "1"),
         ],
         "OK",
     )
@@ -178,17 +181,20 @@ async fn info(State(s): State<Arc<dyn System>>) -> Result<Json<Info>, ApiError> 
     s.info().map(Json)
 }
 
-async fn df(State(s): State<Arc<dyn System>>) -> Result<Json<serde_json::Value>, ApiError> {
-    tokio::task::spawn_blocking(move || s.df()).await.map_err(|e| ApiError::new(crate::error::Kind::Internal, e.to_string()))?.map(Json)
+async fn df(State(s): State<Arc<dyn System>>, req: axum::extract::Request) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut df =
+        tokio::task::spawn_blocking(move || s.df()).await.map_err(|e| ApiError::new(crate::error::Kind::Internal, e.to_string()))??;
+    crate::version::shape::system_df(ApiVersion::of(&req), &mut df);
+    Ok(Json(df))
 }
 
 /// Docker endpoints whose features berth does not have yet: a clear 501, not a 404 that reads
 /// like a wrong URL. (Paths berth serves are routed before these.)
 const NOT_YET: &[(&str, &str)] = &[
     ("/networks", "networks"),
-    ("/networks/{*rest}", "networks"),
     ("/volumes", "volumes"),
-    ("/volumes/{*rest}", "volumes"),
+    ("/swarm/init", "swarm mode"),
+    ("/swarm/join", "swarm mode"),
     ("/build", "builds"),
     ("/build/{*rest}", "builds"),
     ("/events", "events"),
@@ -200,26 +206,55 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/containers/{id}/archive", "copying files (cp)"),
     ("/containers/{id}/update", "update"),
     ("/plugins", "plugins"),
-    ("/plugins/{*rest}", "plugins"),
     ("/session", "BuildKit sessions"),
-    ("/swarm", "swarm mode"),
-    ("/swarm/{*rest}", "swarm mode"),
-    ("/services", "swarm services"),
-    ("/services/{*rest}", "swarm services"),
-    ("/nodes", "swarm nodes"),
-    ("/nodes/{*rest}", "swarm nodes"),
-    ("/tasks", "swarm tasks"),
-    ("/tasks/{*rest}", "swarm tasks"),
-    ("/secrets", "swarm secrets"),
-    ("/secrets/{*rest}", "swarm secrets"),
-    ("/configs", "swarm configs"),
-    ("/configs/{*rest}", "swarm configs"),
 ];
 
+/// dockerd's answers where it is not in a swarm (503, so clients tell "no swarm" apart from a
+/// failure: the docker CLI's `inspect` skips swarm objects on it, and clients leaving a swarm
+/// in their clean-up go on).
+const NOT_A_MANAGER: &str =
+    "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+const NOT_IN_A_SWARM: &str = "This node is not part of a swarm";
+const SWARM: &[(&str, &str)] = &[
+    ("/swarm", NOT_A_MANAGER),
+    ("/swarm/leave", NOT_IN_A_SWARM),
+    ("/swarm/{*rest}", NOT_A_MANAGER),
+    ("/services", NOT_A_MANAGER),
+    ("/services/{*rest}", NOT_A_MANAGER),
+    ("/nodes", NOT_A_MANAGER),
+    ("/nodes/{*rest}", NOT_A_MANAGER),
+    ("/tasks", NOT_A_MANAGER),
+    ("/tasks/{*rest}", NOT_A_MANAGER),
+    ("/secrets", NOT_A_MANAGER),
+    ("/secrets/{*rest}", NOT_A_MANAGER),
+    ("/configs", NOT_A_MANAGER),
+    ("/configs/{*rest}", NOT_A_MANAGER),
+];
+
+/// Objects that cannot exist yet: an inspect (`GET` of `<prefix>/{name}<suffix>`) is Docker's
+/// 404 (the docker CLI's `inspect` probes every kind of object and says "No such object" only
+/// when each answered 404); everything else under the prefix is not implemented.
+fn absent(what: &'static str, suffix: &'static str, message: fn(&str) -> String) -> axum::routing::MethodRouter {
+    axum::routing::any(move |method: axum::http::Method, axum::extract::Path(rest): axum::extract::Path<String>| async move {
+        match rest.strip_suffix(suffix) {
+            Some(name) if method == axum::http::Method::GET && !name.is_empty() && !name.contains('/') => {
+                ApiError::new(crate::error::Kind::NotFound, message(name))
+            }
+            _ => ApiError::not_implemented(what),
+        }
+    })
+}
+
 pub fn not_yet_routes() -> axum::Router {
-    NOT_YET
+    let r = NOT_YET
         .iter()
-        .fold(Router::new(), |r, (path, what)| r.route(path, axum::routing::any(move || async move { ApiError::not_implemented(what) })))
+        .fold(Router::new(), |r, (path, what)| r.route(path, axum::routing::any(move || async move { ApiError::not_implemented(what) })));
+    let r = SWARM.iter().fold(r, |r, (path, message)| {
+        r.route(path, axum::routing::any(move || async move { ApiError::new(crate::error::Kind::Unavailable, *message) }))
+    });
+    r.route("/networks/{*rest}", absent("networks", "", |n| format!("network {n} not found")))
+        .route("/volumes/{*rest}", absent("volumes", "", |n| format!("get {n}: no such volume")))
+        .route("/plugins/{*rest}", absent("plugins", "/json", |n| format!("plugin \"{n}\" not found")))
 }
 
 pub fn routes(system: Arc<dyn System>) -> axum::Router {
@@ -268,11 +303,12 @@ mod tests {
     async fn ping_and_version_answer_with_and_without_a_prefix() {
         let (s, h, body) = call("GET", "/_ping").await;
         assert_eq!((s, body), (StatusCode::OK, serde_json::json!("OK")));
-        assert_eq!(h["api-version"], "1.41");
+        assert_eq!(h["api-version"], "1.50");
+        assert_eq!((h["swarm"].to_str().unwrap(), h["builder-version"].to_str().unwrap()), ("inactive", "1"));
         assert_eq!(call("HEAD", "/v1.24/_ping").await.0, StatusCode::OK);
         let (s, _, v) = call("GET", "/v1.41/version").await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(v["ApiVersion"], "1.41");
+        assert_eq!(v["ApiVersion"], "1.50", "the daemon's newest, whichever the client asked for");
         assert_eq!(v["MinAPIVersion"], "1.24");
         assert_eq!(call("GET", "/info").await.2["Name"], "host");
     }
@@ -282,6 +318,20 @@ mod tests {
         let (s, _, body) = call("GET", "/v1.41/nothing/here").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(body, serde_json::json!({"message": "page not found"}));
+        let (s, _, body) = call("GET", "/v1.44/swarm").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body["message"].as_str().unwrap().starts_with("This node is not a swarm manager."));
+        assert_eq!(call("GET", "/services/x").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        let (s, _, body) = call("POST", "/swarm/leave?force=1").await;
+        assert_eq!((s, body), (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"message": "This node is not part of a swarm"})));
+        assert_eq!(call("POST", "/swarm/init").await.0, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(call("GET", "/networks/n1").await.2, serde_json::json!({"message": "network n1 not found"}));
+        assert_eq!(call("GET", "/volumes/v1").await.2, serde_json::json!({"message": "get v1: no such volume"}));
+        assert_eq!(call("GET", "/plugins/p/json").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(call("DELETE", "/networks/n1").await.0, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(call("GET", "/networks").await.0, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(call("POST", "/networks/create").await.0, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(call("POST", "/plugins/pull").await.0, StatusCode::NOT_IMPLEMENTED);
         let (s, _, body) = call("GET", "/v1.99/version").await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(body["message"].as_str().unwrap().contains("too new"));

@@ -77,7 +77,7 @@ impl Containers for Null {
     async fn exec_check(&self, _: &str) -> Result<bool, ApiError> {
         no()
     }
-    async fn exec_start(&self, _: String, _: Option<Io>) -> Result<(), ApiError> {
+    async fn exec_start(&self, _: String, _: Option<Io>, _: bool) -> Result<(), ApiError> {
         no()
     }
     async fn exec_inspect(&self, _: &str) -> Result<Value, ApiError> {
@@ -105,7 +105,7 @@ impl Images for Null {
     async fn remove(&self, _: &str, _: bool, _: bool) -> Result<Value, ApiError> {
         no()
     }
-    async fn import(&self, _: ByteStream, _: Option<String>, _: Option<String>, _: String) -> Result<String, ApiError> {
+    async fn import(&self, _: ByteStream, _: Option<String>, _: Option<String>, _: String, _: Vec<String>) -> Result<String, ApiError> {
         no()
     }
     async fn save(&self, _: Vec<String>) -> Result<ByteStream, ApiError> {

@@ -6,7 +6,9 @@ use std::os::unix::net::UnixStream;
 
 use anyhow::{Context, bail};
 
-pub const API: &str = "/v1.41";
+/// The API version the CLI speaks: the docker CLI 28's.
+pub const API_VERSION: &str = "1.50";
+pub const API: &str = "/v1.50";
 
 pub enum Conn {
     Unix(UnixStream),

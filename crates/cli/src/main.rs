@@ -478,6 +478,9 @@ struct HistoryArgs {
 struct ImportArgs {
     #[arg(short = 'm', long)]
     message: Option<String>,
+    /// A Dockerfile instruction to apply to the image's config (repeatable).
+    #[arg(short = 'c', long)]
+    change: Vec<String>,
     file: String,
     reference: Option<String>,
 }
@@ -885,8 +888,9 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Import(Lazy(ImportArgs { message, file, reference })) => {
+        Cmd::Import(Lazy(ImportArgs { message, change, file, reference })) => {
             let mut q = vec![("fromSrc", "-".to_string())];
+            q.extend(change.into_iter().map(|c| ("changes", c)));
             if let Some(r) = reference {
                 let (repo, tag) = split_tag(&r);
                 q.push(("repo", repo));
@@ -938,6 +942,9 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
             let resp = client.send("POST", "/images/load", Some(("application/x-tar", &mut r)), false)?.ok()?;
             for line in resp.text()?.lines().filter(|l| !l.trim().is_empty()) {
                 let v: Value = serde_json::from_str(line)?;
+                if let Some(e) = v["error"].as_str() {
+                    bail!("{e}");
+                }
                 if let Some(s) = v["stream"].as_str()
                     && !quiet
                 {
@@ -980,13 +987,13 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Version(Lazy(VersionArgs { format })) => {
             let server = client.get("/version")?;
             let v = json!({
-                "Client": {"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": "1.41", "Os": "linux", "Arch": server["Arch"]},
+                "Client": {"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": http::API_VERSION, "Os": "linux", "Arch": server["Arch"]},
                 "Server": server,
             });
             match format {
                 Some(f) => println!("{}", format::render(&f, &v)?),
                 None => {
-                    println!("Client:\n Version:\t{}\n API version:\t1.41\n", env!("CARGO_PKG_VERSION"));
+                    println!("Client:\n Version:\t{}\n API version:\t{}\n", env!("CARGO_PKG_VERSION"), http::API_VERSION);
                     println!(
                         "Server:\n Version:\t{}\n API version:\t{} (minimum version {})\n Kernel:\t{}",
                         format::show(&server["Version"]),

@@ -925,7 +925,7 @@ impl Engine {
             "ExecIDs": Some(self.exec_ids_of(&rec.id)).filter(|e| !e.is_empty()),
             "HostConfig": hc,
             "GraphDriver": {"Name": self.driver_name(), "Data": null},
-            "Mounts": [],
+            "Mounts": spec::mount_points(&rec.host_config),
             "Config": config,
             "NetworkSettings": {
                 "Bridge": "", "SandboxID": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
@@ -994,7 +994,7 @@ impl Engine {
             "Status": status_text(&rec.state),
             "HostConfig": {"NetworkMode": rec.host_config.network_mode.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())},
             "NetworkSettings": {"Networks": {}},
-            "Mounts": [],
+            "Mounts": spec::mount_points(&rec.host_config),
         });
         if size {
             let (rw, rootfs) = self.sizes(rec);
@@ -1403,8 +1403,8 @@ impl Containers for Engine {
         self.exec_check_impl(exec_id)
     }
 
-    async fn exec_start(&self, exec_id: String, io: Option<Io>) -> Result<(), ApiError> {
-        self.exec_start_impl(exec_id, io).await
+    async fn exec_start(&self, exec_id: String, io: Option<Io>, raw: bool) -> Result<(), ApiError> {
+        self.exec_start_impl(exec_id, io, raw).await
     }
 
     async fn exec_inspect(&self, exec_id: &str) -> Result<Value, ApiError> {

@@ -155,7 +155,8 @@ impl Engine {
         serde_json::from_value(process).map_err(|err| ApiError::new(Kind::InvalidArgument, format!("exec process: {err}")))
     }
 
-    pub(crate) async fn exec_start_impl(&self, exec_id: String, io: Option<Io>) -> Result<(), ApiError> {
+    /// `raw`: write the output unframed (see berth-api's `exec_start`).
+    pub(crate) async fn exec_start_impl(&self, exec_id: String, io: Option<Io>, raw: bool) -> Result<(), ApiError> {
         let e = self.exec(&exec_id)?;
         {
             let mut s = e.state();
@@ -166,7 +167,6 @@ impl Engine {
             s.running = true;
         }
         let ctr = self.lookup(&e.container)?;
-        let tty = e.config.tty.unwrap_or(false);
         let stdin = e.config.attach_stdin.unwrap_or(false) && io.is_some();
         let started = async {
             let process = self.exec_process(&e)?;
@@ -187,7 +187,7 @@ impl Engine {
                 // Attached clients read the failure on the stream, then inspect the exit code.
                 if let Some(mut io) = io {
                     let msg = format!("{}\r\n", err.message);
-                    if !tty {
+                    if !raw {
                         let _ = io.write_all(&berth_shim::frame_header(berth_shim::STDOUT, msg.len())).await;
                     }
                     let _ = io.write_all(msg.as_bytes()).await;
@@ -202,12 +202,12 @@ impl Engine {
         let finish = move |status: Option<berth_shim::ExitStatus>| e.state().end(status.map_or(126, |st| st.exit_code));
         match io {
             Some(io) => {
-                let status = crate::stream::pump(conn, io, tty, stdin, keys).await;
+                let status = crate::stream::pump(conn, io, raw, stdin, keys).await;
                 finish(status);
             }
             None => {
                 tokio::spawn(async move {
-                    let status = crate::stream::pump(conn, berth_api::params::nobody(), tty, false, Vec::new()).await;
+                    let status = crate::stream::pump(conn, berth_api::params::nobody(), true, false, Vec::new()).await;
                     finish(status);
                 });
             }

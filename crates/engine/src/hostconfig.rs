@@ -54,10 +54,17 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     {
         return Err(ApiError::not_implemented("restart policies"));
     }
-    if let Some(lc) = &hc.log_config
-        && !matches!(lc.typ.as_str(), "" | "json-file" | "none")
-    {
-        return Err(ApiError::not_implemented(&format!("the {:?} logging driver", lc.typ)));
+    if let Some(lc) = &hc.log_config {
+        match lc.typ.as_str() {
+            "" | "json-file" | "none" => {}
+            d if DOCKER_LOG_DRIVERS.contains(&d) => return Err(ApiError::not_implemented(&format!("the {d:?} logging driver"))),
+            d => return Err(bad(format!("logger: no log driver named '{d}' is registered"))),
+        }
+    }
+    match hc.extra.get("Runtime").and_then(Value::as_str).unwrap_or("") {
+        "" => {}
+        r if RUNTIMES.contains(&r) => {}
+        r => return Err(bad(format!("Unknown runtime specified {r}"))),
     }
     for (key, what) in [
         ("PortBindings", "publishing ports (they come with bridge networking)"),
@@ -76,9 +83,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     if hc.blkio_weight_device.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(ApiError::not_implemented("--blkio-weight-device"));
     }
-    if set(&hc.cpu_realtime_period) || set(&hc.cpu_realtime_runtime) {
-        return Err(ApiError::not_implemented("real-time CPU scheduling"));
-    }
+    realtime(hc, berth_runtime::cgroups::realtime_supported())?;
     if let Some(test) = cfg.extra.get("Healthcheck").and_then(|h| h.get("Test")).and_then(Value::as_array)
         && test.first().and_then(Value::as_str).is_some_and(|t| t != "NONE")
     {
@@ -471,6 +476,11 @@ fn resources(hc: &HostConfig, swap_accounting: impl Fn() -> bool) -> Value {
             cpu.insert(k.into(), json!(v));
         }
     }
+    for (k, v) in [("realtimePeriod", hc.cpu_realtime_period), ("realtimeRuntime", hc.cpu_realtime_runtime)] {
+        if let Some(v) = v.filter(|v| *v > 0) {
+            cpu.insert(k.into(), json!(v));
+        }
+    }
     if !cpu.is_empty() {
         r.insert("cpu".into(), Value::Object(cpu));
     }
@@ -706,6 +716,28 @@ pub fn resolv_conf(base: &str, hc: &HostConfig) -> String {
     out
 }
 
+/// The name the default runtime answers to in `inspect` and `info`: clients send and expect
+/// Docker's `runc`.
+pub const DEFAULT_RUNTIME: &str = "runc";
+/// Names `HostConfig.Runtime` may give: all are berth-runtime.
+pub const RUNTIMES: &[&str] = &[DEFAULT_RUNTIME, "berth"];
+
+/// The logging drivers dockerd has on Linux (berth has json-file and none).
+const DOCKER_LOG_DRIVERS: &[&str] = &["local", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "gcplogs", "logentries"];
+
+/// dockerd's checks of `--cpu-rt-period` and `--cpu-rt-runtime`; the values go to the cgroup.
+fn realtime(hc: &HostConfig, supported: bool) -> Result<(), ApiError> {
+    let period = hc.cpu_realtime_period.unwrap_or(0);
+    let runtime = hc.cpu_realtime_runtime.unwrap_or(0);
+    if (period > 0 || runtime > 0) && !supported {
+        return Err(bad("Your kernel does not support CPU real-time scheduler"));
+    }
+    if period != 0 && runtime != 0 && runtime > period {
+        return Err(bad("cpu-rt-runtime cannot be higher than cpu-rt-period"));
+    }
+    Ok(())
+}
+
 /// The defaults Docker fills into a HostConfig at create, for `inspect`.
 pub fn inspect_defaults(hc: &mut serde_json::Map<String, Value>, privileged: bool, cgroupns: &str) {
     let empty = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_str() == Some(""));
@@ -717,15 +749,19 @@ pub fn inspect_defaults(hc: &mut serde_json::Map<String, Value>, privileged: boo
         ("ShmSize", json!(berth_runtime::spec::DEFAULT_SHM_SIZE)),
         ("MaskedPaths", json!(masked)),
         ("ReadonlyPaths", json!(readonly)),
-        ("Runtime", json!("berth")),
-        ("KernelMemory", json!(0)),
-        ("KernelMemoryTCP", json!(0)),
+        ("Runtime", json!(DEFAULT_RUNTIME)),
     ]
     .into_iter()
     .collect();
     for (k, d) in defaults {
         if empty(hc.get(k)) || (k == "ShmSize" && hc.get(k).and_then(Value::as_i64) == Some(0)) {
             hc.insert(k.into(), d);
+        }
+    }
+    // Omitted unless set (API 1.42; berth-api puts them back for older clients).
+    for k in ["KernelMemory", "KernelMemoryTCP"] {
+        if hc.get(k).is_none_or(|v| v.is_null() || v.as_i64() == Some(0)) {
+            hc.remove(k);
         }
     }
     if let Some(l) = hc.get("LogConfig").filter(|l| empty(l.get("Type"))) {
@@ -839,13 +875,37 @@ mod tests {
     }
 
     #[test]
+    fn log_drivers_and_runtimes_get_dockers_answers() {
+        let checked = |v: Value| check(&ContainerConfig::default(), &hc(v)).err().map(|e| (e.kind, e.message));
+        assert_eq!(checked(json!({"LogConfig": {"Type": "none"}, "Runtime": "runc"})), None);
+        assert_eq!(checked(json!({"Runtime": "berth"})), None);
+        assert_eq!(
+            checked(json!({"LogConfig": {"Type": "nosuch"}})),
+            Some((Kind::InvalidArgument, "logger: no log driver named 'nosuch' is registered".into()))
+        );
+        assert_eq!(checked(json!({"LogConfig": {"Type": "syslog"}})).unwrap().0, Kind::NotImplemented);
+        assert_eq!(checked(json!({"Runtime": "kata"})), Some((Kind::InvalidArgument, "Unknown runtime specified kata".into())));
+    }
+
+    #[test]
+    fn real_time_cpu_is_checked_as_dockerd_checks_it() {
+        let rt = |v: Value, supported| realtime(&hc(v), supported).err().map(|e| e.message);
+        assert_eq!(rt(json!({"CpuRealtimePeriod": 1000000, "CpuRealtimeRuntime": 950000}), true), None);
+        assert_eq!(rt(json!({"CpuRealtimeRuntime": 0}), false), None, "unset is fine anywhere");
+        assert_eq!(rt(json!({"CpuRealtimeRuntime": 10}), false).unwrap(), "Your kernel does not support CPU real-time scheduler");
+        assert_eq!(
+            rt(json!({"CpuRealtimePeriod": 1000, "CpuRealtimeRuntime": 2000}), true).unwrap(),
+            "cpu-rt-runtime cannot be higher than cpu-rt-period"
+        );
+    }
+
+    #[test]
     fn what_berth_cannot_do_yet_is_refused_not_ignored() {
         for v in [
             json!({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}),
             json!({"PublishAllPorts": true}),
             json!({"Links": ["a:b"]}),
             json!({"DeviceRequests": [{"Count": -1}]}),
-            json!({"CpuRealtimeRuntime": 1000}),
             json!({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}),
             json!({"RestartPolicy": {"Name": "always"}}),
             json!({"Init": true}),
@@ -877,6 +937,8 @@ mod tests {
         assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": -1, "swappiness": 10, "disableOOMKiller": true}));
         let r = resources(&hc(json!({"Memory": 64 << 20})), || false);
         assert_eq!(r["memory"], json!({"limit": 64 << 20}), "no swap limit without swap accounting");
+        let r = resources(&hc(json!({"CpuRealtimePeriod": 500_000, "CpuRealtimeRuntime": 0})), || true);
+        assert_eq!(r["cpu"], json!({"realtimePeriod": 500_000}));
         let r = resources(&hc(json!({"CpuPeriod": 50_000, "CpuQuota": 25_000, "CpusetCpus": "0", "BlkioWeight": 300})), || true);
         assert_eq!(r["cpu"], json!({"period": 50_000, "quota": 25_000, "cpus": "0"}));
         assert_eq!(r["blockIO"], json!({"weight": 300}));

@@ -9,7 +9,7 @@ use berth_api::params::{ByteStream, Filters};
 use berth_api::{ApiError, Kind};
 use berth_store::images::{ImageRecord, ImageStore, ImagesError};
 use berth_store::{Digest, Reference};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt as _, TryStreamExt};
 use serde_json::{Value, json};
 
 use crate::Engine;
@@ -66,7 +66,6 @@ impl Engine {
             "Created": unix(cfg.created.as_deref()),
             "Size": size,
             "SharedSize": -1,
-            "VirtualSize": size,
             "Labels": cfg.config.labels.clone().unwrap_or_default(),
             "Containers": -1,
         })
@@ -150,10 +149,9 @@ impl Images for Engine {
         let refs: Vec<Reference> =
             self.images.list().map_err(store_err)?.into_iter().find(|(i, _)| i.id == id).map(|(_, r)| r).unwrap_or_default();
         let size: u64 = self.images.layer_sizes(&img).iter().sum();
-        let mut config = serde_json::to_value(&cfg.config).unwrap_or_default();
-        if let Some(c) = config.as_object_mut() {
-            crate::containers::docker_config_keys(c);
-        }
+        // The OCI image config's fields that are set (API 1.50's shape; berth-api fills in the
+        // container-config fields older versions show).
+        let config = serde_json::to_value(&cfg.config).unwrap_or_default();
         Ok(json!({
             "Id": id.to_string(),
             "RepoTags": refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect::<Vec<_>>(),
@@ -161,8 +159,6 @@ impl Images for Engine {
             "Parent": "",
             "Comment": cfg.comment.clone().unwrap_or_default(),
             "Created": cfg.created.clone().unwrap_or_default(),
-            "Container": "",
-            "ContainerConfig": config,
             "DockerVersion": "",
             "Author": cfg.author.clone().unwrap_or_default(),
             "Config": config,
@@ -170,7 +166,6 @@ impl Images for Engine {
             "Variant": cfg.variant,
             "Os": cfg.os,
             "Size": size,
-            "VirtualSize": size,
             "GraphDriver": {"Name": self.driver_name(), "Data": null},
             "RootFS": {"Type": "layers", "Layers": img.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
             "Metadata": {"LastTagTime": img.stored},
@@ -284,7 +279,22 @@ impl Images for Engine {
         Ok(Value::Array(out))
     }
 
-    async fn import(&self, body: ByteStream, repo: Option<String>, tag: Option<String>, message: String) -> Result<String, ApiError> {
+    async fn import(
+        &self,
+        body: ByteStream,
+        repo: Option<String>,
+        tag: Option<String>,
+        message: String,
+        changes: Vec<String>,
+    ) -> Result<String, ApiError> {
+        // Checked before the archive is unpacked, so a bad change makes nothing; the archive is
+        // read to its end all the same, as clients write all of it before they read an answer.
+        let mut config = berth_store::image::ContainerConfig::default();
+        if let Err(e) = crate::changes::apply(&mut config, &changes) {
+            let mut body = body;
+            while let Some(Ok(_)) = body.next().await {}
+            return Err(e);
+        }
         let reference = match repo {
             Some(r) => {
                 let full = match tag {
@@ -296,7 +306,7 @@ impl Images for Engine {
             None => None,
         };
         let images = Arc::clone(&self.images);
-        let id = blocking(move || images.import(reader(body), reference.as_ref(), &message).map_err(store_err)).await?;
+        let id = blocking(move || images.import(reader(body), reference.as_ref(), &message, config).map_err(store_err)).await?;
         Ok(id.to_string())
     }
 

@@ -6,6 +6,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use berth_api::containers::HostConfig;
 use berth_api::{ApiError, Kind};
 use berth_runtime::spec::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
 use serde_json::{Value, json};
@@ -392,6 +393,8 @@ pub struct Bind {
     pub read_only: bool,
     /// `rprivate` unless the mode names another.
     pub propagation: String,
+    /// The mode as given (`ro,rshared`, or empty).
+    pub mode: String,
 }
 
 impl Bind {
@@ -429,6 +432,7 @@ impl Bind {
             target: dst.to_string(),
             read_only: words().any(|m| m == "ro"),
             propagation: words().find(|m| PROPAGATIONS.contains(m)).unwrap_or("rprivate").to_string(),
+            mode: mode.to_string(),
         })
     }
 
@@ -439,6 +443,31 @@ impl Bind {
         }
         json!({"destination": self.target, "type": "bind", "source": self.source, "options": options})
     }
+}
+
+/// Docker's `Mounts` of a container (inspect and list): its binds and its `--mount`s, by
+/// destination. `--tmpfs` mounts are not among them, as in Docker.
+pub fn mount_points(hc: &HostConfig) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for b in hc.binds.iter().flatten().filter_map(|b| Bind::parse(b).ok()) {
+        out.push(json!({
+            "Type": "bind", "Source": b.source, "Destination": b.target, "Mode": b.mode, "RW": !b.read_only,
+            "Propagation": b.propagation,
+        }));
+    }
+    for m in hc.mounts.iter().flatten() {
+        let typ = m.typ.as_deref().unwrap_or("");
+        let propagation = match typ {
+            "bind" => m.bind_options.as_ref().and_then(|o| o.propagation.clone()).filter(|p| !p.is_empty()).unwrap_or("rprivate".into()),
+            _ => String::new(),
+        };
+        out.push(json!({
+            "Type": typ, "Source": m.source.clone().unwrap_or_default(), "Destination": m.target.clone().unwrap_or_default(),
+            "Mode": "", "RW": m.read_only != Some(true), "Propagation": propagation,
+        }));
+    }
+    out.sort_by(|a, b| a["Destination"].as_str().cmp(&b["Destination"].as_str()));
+    out
 }
 
 /// A bind's mode: comma-separated `ro`/`rw`, an SELinux label (accepted, no SELinux here) and a
@@ -545,6 +574,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mount_points_list_binds_and_mounts_as_docker_inspect_does() {
+        let hc: HostConfig = serde_json::from_value(json!({
+            "Binds": ["/h:/b", "/h2:/a:ro,rshared"],
+            "Mounts": [{"Type": "bind", "Source": "/m", "Target": "/m", "ReadOnly": true},
+                       {"Type": "tmpfs", "Target": "/t"}],
+            "Tmpfs": {"/not-listed": ""}
+        }))
+        .unwrap();
+        assert_eq!(
+            mount_points(&hc),
+            vec![
+                json!({"Type": "bind", "Source": "/h2", "Destination": "/a", "Mode": "ro,rshared", "RW": false, "Propagation": "rshared"}),
+                json!({"Type": "bind", "Source": "/h", "Destination": "/b", "Mode": "", "RW": true, "Propagation": "rprivate"}),
+                json!({"Type": "bind", "Source": "/m", "Destination": "/m", "Mode": "", "RW": false, "Propagation": "rprivate"}),
+                json!({"Type": "tmpfs", "Source": "", "Destination": "/t", "Mode": "", "RW": true, "Propagation": ""}),
+            ]
+        );
+    }
+
+    #[test]
     fn caps_add_and_drop_like_docker() {
         let d = capabilities(false, &[], &[]).unwrap();
         assert_eq!(d.len(), 14);
@@ -569,6 +618,7 @@ mod tests {
     fn binds_parse_as_docker_parses_them() {
         let b = Bind::parse("/src:/dst:ro,rslave").unwrap();
         assert_eq!((b.source.as_str(), b.target.as_str(), b.read_only, b.propagation.as_str()), ("/src", "/dst", true, "rslave"));
+        assert_eq!(b.mode, "ro,rslave");
         assert_eq!(b.spec()["options"], json!(["rbind", "rslave", "ro"]));
         assert_eq!(Bind::parse("/src:/dst").unwrap().spec()["options"], json!(["rbind", "rprivate"]));
         let refused = |b: &str| Bind::parse(b).err().map(|e| e.message).unwrap_or_default();

@@ -314,7 +314,7 @@ mod tests {
 
     fn store_with_image(t: &Path) -> (ImageStore, Digest) {
         let s = ImageStore::open(&t.join("a"), Driver::Overlay).unwrap();
-        let id = s.import(&rootfs_tar("saved")[..], Some(&Reference::parse("busybox").unwrap()), "").unwrap();
+        let id = s.import(&rootfs_tar("saved")[..], Some(&Reference::parse("busybox").unwrap()), "", Default::default()).unwrap();
         (s, id)
     }
 

@@ -337,7 +337,14 @@ impl ImageStore {
     }
 
     /// `docker import`: a root filesystem tar (plain or gzip) becomes a one-layer image.
-    pub fn import(&self, tar: impl Read, reference: Option<&Reference>, comment: &str) -> Result<Digest> {
+    /// A root filesystem tar becomes a one-layer image with `config` as its container defaults.
+    pub fn import(
+        &self,
+        tar: impl Read,
+        reference: Option<&Reference>,
+        comment: &str,
+        config: crate::image::ContainerConfig,
+    ) -> Result<Digest> {
         let mut input = archive::decompress(tar).map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
         let _writing = self.write_guard();
         let ingest = format!("{IMPORT}{}-{}", crate::owner::me(), now());
@@ -357,6 +364,7 @@ impl ImageStore {
             created: Some(created.clone()),
             comment: (!comment.is_empty()).then(|| comment.to_string()),
             rootfs: RootFs { typ: "layers".into(), diff_ids: vec![diff_id.clone()] },
+            config,
             history: vec![History {
                 created: Some(created),
                 comment: Some(comment.to_string()).filter(|c| !c.is_empty()),
@@ -538,7 +546,7 @@ mod tests {
             let t = tempfile::tempdir().unwrap();
             let s = ImageStore::open(t.path(), driver).unwrap();
             let r = Reference::parse("busybox").unwrap();
-            let id = s.import(&gzip(&rootfs_tar("one"))[..], Some(&r), "Imported from -").unwrap();
+            let id = s.import(&gzip(&rootfs_tar("one"))[..], Some(&r), "Imported from -", Default::default()).unwrap();
             assert_eq!(s.resolve("busybox").unwrap(), id);
             assert_eq!(s.resolve("busybox:latest").unwrap(), id);
             assert_eq!(s.resolve("docker.io/library/busybox").unwrap(), id);
@@ -569,14 +577,14 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
-        let a = s.import(&rootfs_tar("same")[..], Some(&Reference::parse("a").unwrap()), "").unwrap();
+        let a = s.import(&rootfs_tar("same")[..], Some(&Reference::parse("a").unwrap()), "", Default::default()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5)); // a different creation time
-        let b = s.import(&rootfs_tar("same")[..], Some(&Reference::parse("b").unwrap()), "").unwrap();
+        let b = s.import(&rootfs_tar("same")[..], Some(&Reference::parse("b").unwrap()), "", Default::default()).unwrap();
         assert_ne!(a, b, "configs differ by creation time");
         assert_eq!(s.snapshots.walk().unwrap().len(), 1, "one snapshot for the shared layer");
         s.tag("a", &Reference::parse("a:v2").unwrap()).unwrap();
         // A name wins over an ID prefix made of the same letters, as in Docker.
-        let hex_named = s.import(&rootfs_tar("hex")[..], None, "").unwrap();
+        let hex_named = s.import(&rootfs_tar("hex")[..], None, "", Default::default()).unwrap();
         let prefix = &b.hex()[..2];
         s.tag(&hex_named.to_string(), &Reference::parse(prefix).unwrap()).unwrap();
         assert_eq!(s.resolve(prefix).unwrap(), hex_named);
@@ -602,7 +610,7 @@ mod tests {
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
         let mut bad = rootfs_tar("x");
         bad.truncate(700);
-        assert!(s.import(&bad[..], None, "").is_err());
+        assert!(s.import(&bad[..], None, "", Default::default()).is_err());
         assert!(s.list().unwrap().is_empty());
         assert!(s.snapshots.walk().unwrap().is_empty());
         assert!(s.content.list().unwrap().is_empty());
@@ -618,7 +626,7 @@ mod tests {
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
         let mut ids = Vec::new();
         for i in 0..20 {
-            ids.push(s.import(&rootfs_tar(&i.to_string())[..], None, "").unwrap());
+            ids.push(s.import(&rootfs_tar(&i.to_string())[..], None, "", Default::default()).unwrap());
         }
         // With 20 images some first hex digit is shared: a one-digit prefix is ambiguous.
         let first: Vec<char> = ids.iter().map(|d| d.hex().chars().next().unwrap()).collect();
@@ -634,7 +642,7 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
-        let id = s.import(&rootfs_tar("kept")[..], Some(&Reference::parse("kept").unwrap()), "").unwrap();
+        let id = s.import(&rootfs_tar("kept")[..], Some(&Reference::parse("kept").unwrap()), "", Default::default()).unwrap();
         let chain = s.get(&id).unwrap().layers[0].chain_id.to_string();
         // A container's writable layer on the image, one on a layer no image uses any more, an
         // orphan layer, an orphan blob, an unpack whose process is gone and one of ours.
@@ -687,10 +695,10 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
-        let a = s.import(&rootfs_tar("same")[..], None, "").unwrap();
+        let a = s.import(&rootfs_tar("same")[..], None, "", Default::default()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let b = s.import(&rootfs_tar("same")[..], None, "").unwrap();
-        let c = s.import(&rootfs_tar("different")[..], None, "").unwrap();
+        let b = s.import(&rootfs_tar("same")[..], None, "", Default::default()).unwrap();
+        let c = s.import(&rootfs_tar("different")[..], None, "", Default::default()).unwrap();
         let sizes = s.sizes().unwrap();
         let layer = ("#!fake".len() + "same".len()) as u64;
         assert_eq!(sizes[&a], ImageSize { size: layer, shared: layer, unique: 0 });
@@ -733,7 +741,7 @@ mod tests {
             h.set_gid(0);
             b.append_data(&mut h, format!("d{}/f{i}", i % 50), &blob[..]).unwrap();
         }
-        s.import(&b.into_inner().unwrap()[..], Some(&Reference::parse("big").unwrap()), "").unwrap();
+        s.import(&b.into_inner().unwrap()[..], Some(&Reference::parse("big").unwrap()), "", Default::default()).unwrap();
         std::thread::sleep(std::time::Duration::from_secs(60));
     }
 
@@ -744,7 +752,7 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
-        let kept = s.import(&rootfs_tar("committed")[..], Some(&Reference::parse("kept").unwrap()), "").unwrap();
+        let kept = s.import(&rootfs_tar("committed")[..], Some(&Reference::parse("kept").unwrap()), "", Default::default()).unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "images::tests::import_child", "--ignored"])
             .env("BERTH_IMAGES_ROOT", t.path())
@@ -795,7 +803,7 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
-        let kept = s.import(&rootfs_tar("kept")[..], Some(&Reference::parse("kept").unwrap()), "").unwrap();
+        let kept = s.import(&rootfs_tar("kept")[..], Some(&Reference::parse("kept").unwrap()), "", Default::default()).unwrap();
         const ORPHANS: usize = 300;
         for i in 0..ORPHANS {
             s.snapshots.prepare(&format!("o{i}-a"), None).unwrap();

@@ -68,6 +68,16 @@ pub fn detect_mode() -> Option<Mode> {
     }
 }
 
+/// Whether containers can be given real-time CPU time: the kernel schedules real-time tasks
+/// by group (CONFIG_RT_GROUP_SCHED), which only cgroup v1's cpu controller offers.
+pub fn realtime_supported() -> bool {
+    if detect_mode().is_none_or(|m| m == Mode::Unified) {
+        return false;
+    }
+    let Ok(text) = read(Path::new("/proc/self/mountinfo")) else { return false };
+    v1::parse_mountinfo(&text).iter().any(|(c, root)| c == "cpu" && root.join("cpu.rt_runtime_us").exists())
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CpuUsage {
     /// Nanoseconds.

@@ -194,6 +194,13 @@ impl Cgroup for V1 {
             if let Some(v) = c.quota() {
                 self.set("cpu", "cpu.cfs_quota_us", &v.to_string())?;
             }
+            // The period first: the kernel checks the runtime against it.
+            if let Some(v) = c.realtime_period().filter(|v| *v != 0) {
+                self.set("cpu", "cpu.rt_period_us", &v.to_string())?;
+            }
+            if let Some(v) = c.realtime_runtime().filter(|v| *v != 0) {
+                self.set("cpu", "cpu.rt_runtime_us", &v.to_string())?;
+            }
             if let Some(v) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
                 self.set("cpuset", "cpuset.cpus", v)?;
             }
@@ -414,7 +421,7 @@ mod tests {
         v.create().unwrap();
         let r: LinuxResources = serde_json::from_value(serde_json::json!({
             "memory": {"limit": 33554432},
-            "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000, "realtimePeriod": 500000, "realtimeRuntime": 1000},
             "pids": {"limit": 20},
             "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}, {"allow": true, "type": "c", "major": 136, "access": "rwm"}]
         }))
@@ -424,6 +431,7 @@ mod tests {
         assert_eq!(rd("memory/berth/c1/memory.limit_in_bytes"), "33554432");
         assert_eq!(rd("cpu/berth/c1/cpu.shares"), "512");
         assert_eq!(rd("cpu/berth/c1/cpu.cfs_quota_us"), "50000");
+        assert_eq!((rd("cpu/berth/c1/cpu.rt_period_us"), rd("cpu/berth/c1/cpu.rt_runtime_us")), ("500000".into(), "1000".into()));
         assert_eq!(rd("pids/berth/c1/pids.max"), "20");
         assert_eq!(rd("devices/berth/c1/devices.deny"), "a *:* rwm");
         // A plain file keeps only the last write; the kernel's keeps each rule.

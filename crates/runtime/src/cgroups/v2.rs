@@ -95,6 +95,10 @@ impl Cgroup for V2 {
             }
         }
         if let Some(c) = r.cpu() {
+            if c.realtime_period().is_some_and(|v| v != 0) || c.realtime_runtime().is_some_and(|v| v != 0) {
+                // cgroup v2 has no real-time CPU controller.
+                return Err(CgroupError::Unsupported("real-time CPU scheduling (cpu.rt_*) needs cgroup v1".into()));
+            }
             if let Some(v) = c.shares().filter(|s| *s > 0) {
                 self.set("cpu.weight", &shares_to_weight(v).to_string())?;
             }
@@ -250,6 +254,16 @@ mod tests {
         assert_eq!(fs::read_to_string(t.path().join("cgroup.subtree_control")).unwrap(), "+cpuset +cpu +io +hugetlb");
         assert_eq!(fs::read_to_string(t.path().join("berth/cgroup.subtree_control")).unwrap(), "+cpuset +cpu +io +memory +hugetlb +pids");
         assert!(t.path().join("berth/c1").is_dir());
+    }
+
+    #[test]
+    fn refuses_real_time_cpu_which_v2_lacks() {
+        let (_t, v) = fake_tree();
+        v.create().unwrap();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({"cpu": {"realtimeRuntime": 1000}})).unwrap();
+        assert!(v.apply(&r).unwrap_err().to_string().contains("cgroup v1"));
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({"cpu": {"realtimeRuntime": 0, "shares": 2}})).unwrap();
+        v.apply(&r).unwrap();
     }
 
     #[test]

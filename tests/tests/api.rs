@@ -1,0 +1,198 @@
+//! The API contract as Docker's clients see it: versions and their shapes, and the places where
+//! the docker CLI and docker-py rely on dockerd's exact answers.
+
+use berth_tests::{TestDaemon, have, json};
+use serde_json::{Value, json};
+
+/// docker-py against `d`, or None (skipped, counted) where it is not installed.
+fn docker_py(d: &TestDaemon, script: &str, args: &[&str]) -> Option<berth_tests::Run> {
+    let probe = std::process::Command::new("python3").args(["-c", "import docker"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(!berth_tests::in_ci(), "docker-py is missing: scripts/deps.sh installs it, and CI must run this test");
+        berth_tests::skip("docker-py is not installed (pip install docker)");
+        return None;
+    }
+    let socket = d.socket().to_string_lossy().into_owned();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script, &socket]).args(args);
+    Some(berth_tests::run_command(&mut cmd))
+}
+
+fn docker_cli() -> bool {
+    if have("docker") {
+        return true;
+    }
+    assert!(!berth_tests::in_ci(), "the docker CLI is missing: scripts/deps.sh installs it, and CI must run this test");
+    berth_tests::skip("the docker CLI is not installed");
+    false
+}
+
+#[test]
+fn every_version_from_1_24_to_1_50_is_served_with_its_shapes() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    for minor in 24..=50 {
+        let (status, body) = d.request("GET", &format!("/v1.{minor}/containers/json?all=1"));
+        assert_eq!(status, 200, "1.{minor}: {body}");
+    }
+    let image = |v: &str| json(&d.request("GET", &format!("/v{v}/images/busybox/json")).1);
+    let newest = image("1.50");
+    assert_eq!(newest, json(&d.request("GET", "/images/busybox/json").1), "no prefix is the newest");
+    assert!(newest.get("VirtualSize").is_none() && newest.get("ContainerConfig").is_none() && newest.get("Container").is_none());
+    assert!(newest["Config"].get("Hostname").is_none(), "1.50 shows the OCI image config: {}", newest["Config"]);
+    let v49 = image("1.49");
+    assert_eq!((v49["Config"]["Hostname"].clone(), v49["Config"]["Entrypoint"].clone()), (json!(""), Value::Null));
+    assert!(v49.get("ContainerConfig").is_none());
+    let v44 = image("1.44");
+    assert_eq!(v44["ContainerConfig"]["Cmd"], v44["Config"]["Cmd"]);
+    assert!(v44.get("VirtualSize").is_none());
+    assert_eq!(image("1.43")["VirtualSize"], newest["Size"]);
+    let list = |v: &str| json(&d.request("GET", &format!("/v{v}/images/json")).1);
+    assert!(list("1.44")[0].get("VirtualSize").is_none());
+    assert_eq!(list("1.41")[0]["VirtualSize"], list("1.41")[0]["Size"]);
+    let (_, id) = d.post("/containers/create", r#"{"Image": "busybox", "Cmd": ["true"]}"#);
+    let id = json(&id)["Id"].as_str().unwrap().to_string();
+    let ctr = |v: &str| json(&d.request("GET", &format!("/v{v}/containers/{id}/json")).1);
+    assert!(ctr("1.50")["HostConfig"].get("KernelMemory").is_none());
+    assert_eq!(ctr("1.41")["HostConfig"]["KernelMemory"], 0);
+    assert_eq!(ctr("1.50")["HostConfig"]["Runtime"], "runc", "the runtime clients name");
+    let (status, body) = d.request("GET", "/v1.51/version");
+    assert_eq!(
+        (status, json(&body)["message"].clone()),
+        (400, json!("client version 1.51 is too new. Maximum supported API version is 1.50"))
+    );
+    d.remove_all();
+}
+
+#[test]
+fn docker_py_at_its_default_version_and_exec_framing_by_the_start_request() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let script = r#"
+import docker, sys
+# docker-py 7.1's default version (1.44), as a client that sets none gets it.
+c = docker.DockerClient(base_url="unix://" + sys.argv[1], version=docker.constants.DEFAULT_DOCKER_API_VERSION)
+assert c.api.api_version == "1.44", c.api.api_version
+assert c.version()["ApiVersion"] == "1.50"
+auto = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
+assert auto.api.api_version == "1.50", auto.api.api_version
+ctr = c.containers.run("busybox", ["sleep", "100"], detach=True, name="py")
+# Created with a TTY, started without: the output comes in frames (docker-py reads them).
+e = c.api.exec_create(ctr.id, ["echo", "framed"], tty=True)
+out = c.api.exec_start(e["Id"], tty=False)
+assert out == b"framed\r\n", out
+# Created without, started with one: raw output.
+e = c.api.exec_create(ctr.id, ["sh", "-c", "echo raw; echo err >&2"], tty=False)
+out = c.api.exec_start(e["Id"], tty=True)
+assert sorted(out.split()) == [b"err", b"raw"], out
+code, out = ctr.exec_run(["echo", "plain"])
+assert (code, out) == (0, b"plain\n"), (code, out)
+# exec_run with tty=True: docker-py starts it with Tty too.
+code, out = ctr.exec_run(["echo", "tty"], tty=True)
+assert (code, out) == (0, b"tty\r\n"), (code, out)
+ctr.remove(force=True)
+# A bad archive: load answers 200 and the error in the stream; docker-py raises it.
+try:
+    c.images.load(b"this is not a tar")
+    raise SystemExit("load of garbage succeeded")
+except docker.errors.ImageLoadError as e:
+    pass
+# Not in a swarm: dockerd's 503, which docker-py's forced leave (a clean-up) takes as done.
+assert c.swarm.leave(force=True) is True
+try:
+    c.swarm.leave()
+    raise SystemExit("swarm leave succeeded")
+except docker.errors.APIError as e:
+    assert e.status_code == 503 and "not part of a swarm" in str(e), e
+print("ok")
+"#;
+    let Some(r) = docker_py(&d, script, &[]) else { return };
+    assert_eq!(r.stdout.trim(), "ok", "{}", r.stderr);
+}
+
+#[test]
+fn the_docker_cli_gets_dockers_answers() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let r = d.docker(&["inspect", "nosuch"]).failure();
+    assert!(r.stderr.contains("No such object: nosuch"), "{}", r.stderr);
+    let r = d.docker(&["run", "--rm", "--log-driver", "nosuch", "busybox", "true"]).failure();
+    assert!(r.stderr.contains("logger: no log driver named 'nosuch' is registered"), "{}", r.stderr);
+    let r = d.docker(&["run", "--rm", "--runtime", "kata", "busybox", "true"]).failure();
+    assert!(r.stderr.contains("Unknown runtime specified kata"), "{}", r.stderr);
+    assert_eq!(d.docker(&["run", "--rm", "--runtime", "runc", "busybox", "echo", "runc"]).success().stdout, "runc\n");
+    assert_eq!(d.docker(&["info", "--format", "{{.DefaultRuntime}}"]).success().stdout.trim(), "runc");
+    let r = d.docker(&["swarm", "leave", "--force"]).failure();
+    assert!(r.stderr.contains("This node is not part of a swarm"), "{}", r.stderr);
+    let r = d.docker(&["node", "ls"]).failure();
+    assert!(r.stderr.contains("This node is not a swarm manager"), "{}", r.stderr);
+    let r = d.docker(&["load", "-i", "/etc/hostname"]).failure();
+    assert!(!r.stderr.is_empty());
+
+    // Mounts: binds, --mount binds and tmpfs mounts (not --tmpfs), as dockerd lists them.
+    let host = tempfile::Builder::new().prefix("berth-bind-").tempdir().unwrap();
+    let h = host.path().to_str().unwrap();
+    let id = d
+        .docker(&[
+            "create",
+            "-v",
+            &format!("{h}:/b:ro"),
+            "--mount",
+            &format!("type=bind,source={h},target=/m"),
+            "--mount",
+            "type=tmpfs,target=/t",
+            "--tmpfs",
+            "/x",
+            "busybox",
+            "true",
+        ])
+        .success()
+        .stdout;
+    let mounts: Value = json(&d.docker(&["inspect", "--format", "{{json .Mounts}}", id.trim()]).success().stdout);
+    assert_eq!(
+        mounts,
+        json!([
+            {"Type": "bind", "Source": h, "Destination": "/b", "Mode": "ro", "RW": false, "Propagation": "rprivate"},
+            {"Type": "bind", "Source": h, "Destination": "/m", "Mode": "", "RW": true, "Propagation": "rprivate"},
+            {"Type": "tmpfs", "Source": "", "Destination": "/t", "Mode": "", "RW": true, "Propagation": ""},
+        ])
+    );
+    let r = d.docker(&["ps", "-a", "--no-trunc", "--format", "{{.Mounts}}"]).success();
+    assert_eq!(r.stdout.trim(), format!("{h},{h},"), "docker ps shows each mount's name or source");
+    d.docker(&["rm", id.trim()]).success();
+
+    // import --change: the Dockerfile instructions import takes.
+    let tar = host.path().join("rootfs.tar");
+    let made =
+        std::process::Command::new("tar").arg("-C").arg(berth_tests::busybox_rootfs()).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(made.success());
+    let tar = tar.to_str().unwrap();
+    let args = ["import", "-c", r#"CMD ["sh", "-c", "echo $GREETING"]"#, "-c", "ENV GREETING=changed", "-c", "WORKDIR /tmp"];
+    d.docker(&[&args[..], &[tar, "changed:v1"]].concat()).success();
+    assert_eq!(d.docker(&["run", "--rm", "changed:v1"]).success().stdout, "changed\n");
+    assert_eq!(d.docker(&["run", "--rm", "changed:v1", "pwd"]).success().stdout, "/tmp\n");
+    let r = d.docker(&["import", "-c", "RUN true", tar, "bad"]).failure();
+    assert!(r.stderr.contains("run is not a valid change command"), "{}", r.stderr);
+    d.remove_all();
+}
+
+/// `--cpu-rt-period`/`--cpu-rt-runtime`: checked as dockerd checks them, and written to the
+/// container's cgroup where the kernel schedules real-time tasks by group (cgroup v1).
+#[test]
+fn real_time_cpu_reaches_the_cgroup() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let r = d.berth(&["run", "--rm", "--cpu-rt-period", "1000", "--cpu-rt-runtime", "2000", "busybox", "true"]).failure();
+    assert!(r.stderr.contains("cpu-rt-runtime cannot be higher than cpu-rt-period"), "{}", r.stderr);
+    if !std::path::Path::new("/sys/fs/cgroup/cpu/cpu.rt_period_us").exists() {
+        let r = d.berth(&["run", "--rm", "--cpu-rt-period", "500000", "busybox", "true"]).failure();
+        assert!(r.stderr.contains("does not support CPU real-time scheduler"), "{}", r.stderr);
+        return;
+    }
+    let id = d.berth(&["run", "-d", "--cpu-rt-period", "500000", "busybox", "sleep", "100"]).success().stdout;
+    let pid = d.berth(&["inspect", "--format", "{{.State.Pid}}", id.trim()]).success().stdout;
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    let path = cgroups.lines().find_map(|l| l.split_once(":cpu,cpuacct:").or_else(|| l.split_once(":cpu:")).map(|(_, p)| p)).unwrap();
+    let period = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{path}/cpu.rt_period_us")).unwrap();
+    assert_eq!(period.trim(), "500000");
+    d.remove_all();
+}
