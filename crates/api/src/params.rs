@@ -97,7 +97,7 @@ pub fn json_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiEr
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::new(Kind::InvalidArgument, format!("invalid JSON in request body: {e}")))
+    berth_models::decode::from_slice(bytes).map_err(|e| ApiError::new(Kind::InvalidArgument, format!("invalid JSON in request body: {e}")))
 }
 
 /// Query parameters, with Docker's spelling of booleans (`1`, `true`, `True`).

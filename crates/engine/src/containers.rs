@@ -705,15 +705,11 @@ impl Engine {
                 self.destroy_leftovers(ctr).await;
                 self.cleanup_bundle(ctr);
                 ctr.release_attaches();
-                let code = if e.message.contains("executable file not found") || e.message.contains("no such file or directory") {
-                    127
-                } else if e.message.contains("permission denied") {
-                    126
-                } else {
-                    128
-                };
+                // Docker's codes: 127 not found, 126 cannot be run, 128 any other failure.
+                let code = e.exit_code().unwrap_or(128);
+                let message = e.to_string();
                 let _ = ctr.update_status(|r| {
-                    r.state.error = e.message.clone();
+                    r.state.error = message;
                     r.state.exit_code = code;
                     r.state.status =
                         if r.state.finished_at == ZERO_TIME && r.state.started_at == ZERO_TIME { Status::Created } else { Status::Exited };
@@ -723,7 +719,7 @@ impl Engine {
                 if rec.host_config.auto_remove.unwrap_or(false) {
                     let _ = self.remove_now(ctr).await;
                 }
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -772,17 +768,13 @@ impl Engine {
     }
 
     /// Start the shim on the bundle (made now unless `prepared`), connect waiting attaches, start.
-    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record, prepared: bool) -> Result<shim::Started, ApiError> {
+    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record, prepared: bool) -> crate::error::Result<shim::Started> {
         let bundle = &ctr.bundle;
         if !prepared {
             let ns_of = |n: &str| self.ns_pid(n);
             self.prepare_bundle(rec, bundle, &ctr.dir, &ns_of)?;
         }
-        let started = self
-            .take_standby()?
-            .start(bundle)
-            .await
-            .map_err(|e| ApiError::new(e.kind, format!("failed to create task for container: {}", e.message)))?;
+        let started = self.take_standby()?.start(bundle).await.map_err(|e| e.prefixed("failed to create task for container: "))?;
         let pending: Vec<_> = std::mem::take(&mut *ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()));
         for (req, tx) in pending {
             if let Ok(conn) = shim::request(bundle, &req).await {
@@ -849,8 +841,8 @@ impl Engine {
     async fn signal_now(&self, ctr: &Ctr, signal: i32, all: bool) -> Result<(), ApiError> {
         match shim::call(&ctr.bundle, &Request::Kill { signal, all }).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind == Kind::Conflict && !ctr.rec().state.status.is_live() => Err(not_running(&ctr.id)),
-            Err(e) => Err(e),
+            Err(e) if e.kind() == Kind::Conflict && !ctr.rec().state.status.is_live() => Err(not_running(&ctr.id)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1349,7 +1341,8 @@ impl Containers for Engine {
         if !ctr.rec().state.status.is_live() {
             return Err(not_running(&ctr.id));
         }
-        shim::call(&ctr.bundle, &Request::Resize { exec_pid: None, rows: height, cols: width }).await.map(|_| ())
+        shim::call(&ctr.bundle, &Request::Resize { exec_pid: None, rows: height, cols: width }).await?;
+        Ok(())
     }
 
     async fn top(&self, id: &str, ps_args: Option<String>) -> Result<Value, ApiError> {

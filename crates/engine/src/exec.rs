@@ -174,16 +174,17 @@ impl Engine {
             if conn.reply.ok {
                 Ok(conn)
             } else {
-                let err = shim::api_error(&conn.reply);
-                Err(ApiError::new(err.kind, exec_message(&err.message, conn.reply.kind)))
+                let kind = conn.reply.kind.unwrap_or(ErrorKind::Internal);
+                Err(crate::error::Error::Runtime { kind, message: exec_message(&conn.reply.message, kind) })
             }
         };
         let conn = match started.await {
             Ok(c) => c,
             Err(err) => {
-                let code =
-                    if err.message.contains("executable file not found") || err.message.contains("no such file") { 127 } else { 126 };
-                e.state().end(code);
+                // Docker's codes: 127 not found, 126 any other failure to run it.
+                let err: crate::error::Error = err;
+                e.state().end(err.exit_code().unwrap_or(126));
+                let err = ApiError::from(err);
                 // Attached clients read the failure on the stream, then inspect the exit code.
                 if let Some(mut io) = io {
                     let msg = format!("{}\r\n", err.message);
@@ -248,14 +249,15 @@ impl Engine {
             return Err(ApiError::new(Kind::Conflict, format!("exec {exec_id} is not running")));
         }
         let ctr = self.lookup(&e.container)?;
-        shim::call(&ctr.bundle, &Request::Resize { exec_pid: Some(pid), rows: height, cols: width }).await.map(|_| ())
+        shim::call(&ctr.bundle, &Request::Resize { exec_pid: Some(pid), rows: height, cols: width }).await?;
+        Ok(())
     }
 }
 
 /// Docker's wording for a failed exec, which the docker CLI reads for its exit code.
-fn exec_message(message: &str, kind: Option<ErrorKind>) -> String {
+fn exec_message(message: &str, kind: ErrorKind) -> String {
     match kind {
-        Some(ErrorKind::ExecNotFound | ErrorKind::ExecPermission) => {
+        ErrorKind::ExecNotFound | ErrorKind::ExecPermission => {
             format!("OCI runtime exec failed: exec failed: unable to start container process: {message}: unknown")
         }
         _ => message.to_string(),

@@ -15,14 +15,7 @@ use serde_json::{Value, json};
 use crate::Engine;
 
 fn store_err(e: ImagesError) -> ApiError {
-    match e {
-        ImagesError::NotFound(n) => ApiError::new(Kind::NotFound, format!("No such image: {n}")),
-        ImagesError::Ambiguous(_) | ImagesError::Reference(_) | ImagesError::BadArchive(_) => {
-            ApiError::new(Kind::InvalidArgument, e.to_string())
-        }
-        ImagesError::Archive(_) | ImagesError::Image(_) => ApiError::new(Kind::InvalidArgument, e.to_string()),
-        e => ApiError::new(Kind::Internal, e.to_string()),
-    }
+    crate::Error::from(e).into()
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {

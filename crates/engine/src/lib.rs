@@ -7,6 +7,7 @@
 
 mod changes;
 mod containers;
+mod error;
 mod exec;
 mod hostconfig;
 mod images;
@@ -29,6 +30,7 @@ use berth_store::images::{Driver, ImageStore};
 
 pub use berth_runtime::DEFAULT_CGROUP_PARENT;
 pub use containers::{check_create, parse_size};
+pub use error::Error;
 
 pub use record::{Record, Status};
 
@@ -261,7 +263,7 @@ impl Engine {
     }
 
     /// The standby shim for a start, or a new one when there is none (or it died meanwhile).
-    pub(crate) fn take_standby(&self) -> Result<shim::Standby, ApiError> {
+    pub(crate) fn take_standby(&self) -> error::Result<shim::Standby> {
         let spare = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut s) = spare
             && s.is_alive()
@@ -284,7 +286,7 @@ impl Engine {
                     *slot = Some(s);
                 }
             }
-            Err(e) => tracing::warn!("starting a standby shim: {}", e.message),
+            Err(e) => tracing::warn!("starting a standby shim: {e}"),
         }
     }
 

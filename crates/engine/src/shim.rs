@@ -4,7 +4,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_api::{ApiError, Kind};
 use berth_runtime::state::ProcessId;
 use berth_shim::{ErrorKind, Reply, Request};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -13,14 +12,11 @@ use tokio::net::UnixStream;
 /// How long a shim may take to create its container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn api_error(reply: &Reply) -> ApiError {
-    let kind = match reply.kind {
-        Some(ErrorKind::NotFound) => Kind::NotFound,
-        Some(ErrorKind::Conflict) => Kind::Conflict,
-        Some(ErrorKind::InvalidArgument | ErrorKind::ExecNotFound | ErrorKind::ExecPermission) => Kind::InvalidArgument,
-        Some(ErrorKind::Internal) | None => Kind::Internal,
-    };
-    ApiError::new(kind, reply.message.clone())
+use crate::error::{Error, Result};
+
+/// A failed reply as the engine's error, with the runtime's kind.
+pub fn error(reply: &Reply) -> Error {
+    Error::Runtime { kind: reply.kind.unwrap_or(ErrorKind::Internal), message: reply.message.clone() }
 }
 
 pub struct Started {
@@ -31,11 +27,11 @@ pub struct Started {
 /// A shim started ahead of need (`berth-shim --standby`), waiting on its stdin for a bundle.
 pub struct Standby {
     child: tokio::process::Child,
-    identity: Result<ProcessId, ApiError>,
+    identity: Result<ProcessId>,
 }
 
 impl Standby {
-    pub fn spawn(shim_bin: &Path, exec_root: &Path) -> Result<Standby, ApiError> {
+    pub fn spawn(shim_bin: &Path, exec_root: &Path) -> Result<Standby> {
         let child = tokio::process::Command::new(shim_bin)
             .arg(berth_shim::STANDBY)
             .arg(exec_root)
@@ -45,9 +41,9 @@ impl Standby {
             // Until it has a bundle, whose shim.log becomes its stderr.
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| ApiError::new(Kind::Internal, format!("starting {}: {e}", shim_bin.display())))?;
+            .map_err(|e| Error::Internal(format!("starting {}: {e}", shim_bin.display())))?;
         let pid = child.id().unwrap_or(0) as i32;
-        let identity = ProcessId::of(pid).map_err(|e| ApiError::new(Kind::Internal, format!("shim {pid}: {e}")));
+        let identity = ProcessId::of(pid).map_err(|e| Error::Internal(format!("shim {pid}: {e}")));
         Ok(Standby { child, identity })
     }
 
@@ -57,17 +53,17 @@ impl Standby {
     }
 
     /// Hand it `bundle` and wait for it to report the container created.
-    pub async fn start(mut self, bundle: &Path) -> Result<Started, ApiError> {
+    pub async fn start(mut self, bundle: &Path) -> Result<Started> {
         let log_path = bundle.join(berth_shim::LOG);
         let mut line = bundle.as_os_str().as_encoded_bytes().to_vec();
         if line.contains(&b'\n') {
-            return Err(ApiError::new(Kind::Internal, format!("bundle path {} holds a newline", bundle.display())));
+            return Err(Error::Internal(format!("bundle path {} holds a newline", bundle.display())));
         }
         line.push(b'\n');
-        let mut stdin = self.child.stdin.take().ok_or_else(|| ApiError::new(Kind::Internal, "standby shim has no stdin"))?;
+        let mut stdin = self.child.stdin.take().ok_or_else(|| Error::Internal("standby shim has no stdin".into()))?;
         let sent = stdin.write_all(&line).await;
         drop(stdin);
-        let stdout = self.child.stdout.take().ok_or_else(|| ApiError::new(Kind::Internal, "standby shim has no stdout"))?;
+        let stdout = self.child.stdout.take().ok_or_else(|| Error::Internal("standby shim has no stdout".into()))?;
         let mut answer = String::new();
         let read = match sent {
             Ok(()) => tokio::time::timeout(CREATE_TIMEOUT, BufReader::new(stdout).read_line(&mut answer)).await,
@@ -87,13 +83,13 @@ impl Standby {
             }
             (_, Some(r)) => {
                 let _ = child.wait().await;
-                Err(api_error(&r))
+                Err(error(&r))
             }
             (read, None) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                Err(ApiError::new(Kind::Internal, format!("shim failed ({read:?}): {}", log.trim())))
+                Err(Error::Internal(format!("shim failed ({read:?}): {}", log.trim())))
             }
         }
     }
@@ -106,35 +102,31 @@ pub struct Conn {
 }
 
 /// Send one request and read the reply line.
-pub async fn request(bundle: &Path, req: &Request) -> Result<Conn, ApiError> {
+pub async fn request(bundle: &Path, req: &Request) -> Result<Conn> {
     let path = bundle.join(berth_shim::SOCKET);
     // Through the bundle's fd: the full path can be longer than a socket address allows.
-    let dir = std::fs::File::open(bundle)
-        .map_err(|e| ApiError::new(Kind::Conflict, format!("container is not running (bundle {}: {e})", bundle.display())))?;
+    let dir = std::fs::File::open(bundle).map_err(|e| Error::NotRunning(format!("bundle {}: {e}", bundle.display())))?;
     let short = format!("/proc/self/fd/{}/{}", std::os::fd::AsRawFd::as_raw_fd(&dir), berth_shim::SOCKET);
-    let sock = UnixStream::connect(&short)
-        .await
-        .map_err(|e| ApiError::new(Kind::Conflict, format!("container is not running (shim socket {}: {e})", path.display())))?;
+    let sock = UnixStream::connect(&short).await.map_err(|e| Error::NotRunning(format!("shim socket {}: {e}", path.display())))?;
     drop(dir);
     let mut stream = BufReader::new(sock);
-    let mut line = serde_json::to_vec(req).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| Error::Internal(e.to_string()))?;
     line.push(b'\n');
-    let io_err = |e: std::io::Error| ApiError::new(Kind::Conflict, format!("container is not running (shim: {e})"));
+    let io_err = |e: std::io::Error| Error::NotRunning(format!("shim: {e}"));
     stream.get_mut().write_all(&line).await.map_err(io_err)?;
     let mut answer = String::new();
     let n = stream.read_line(&mut answer).await.map_err(io_err)?;
     if n == 0 {
-        return Err(ApiError::new(Kind::Conflict, "container is not running (shim closed the connection)"));
+        return Err(Error::NotRunning("shim closed the connection".into()));
     }
-    let reply: Reply =
-        serde_json::from_str(answer.trim()).map_err(|e| ApiError::new(Kind::Internal, format!("bad reply from shim: {e}: {answer:?}")))?;
+    let reply: Reply = serde_json::from_str(answer.trim()).map_err(|e| Error::Internal(format!("bad reply from shim: {e}: {answer:?}")))?;
     Ok(Conn { stream, reply })
 }
 
 /// A request whose reply must be ok.
-pub async fn call(bundle: &Path, req: &Request) -> Result<Reply, ApiError> {
+pub async fn call(bundle: &Path, req: &Request) -> Result<Reply> {
     let c = request(bundle, req).await?;
-    if c.reply.ok { Ok(c.reply) } else { Err(api_error(&c.reply)) }
+    if c.reply.ok { Ok(c.reply) } else { Err(error(&c.reply)) }
 }
 
 /// Every shim of ours that is looking after a bundle under `bundles`: by bundle directory name

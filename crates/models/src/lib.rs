@@ -1,0 +1,6 @@
+//! berth-models: the Docker Engine API's models, shared by berth-api's routes, the engine and
+//! the CLI. Plain serde types, no HTTP; [`decode`] reads request bodies by Go's rules, as dockerd
+//! does. See docs/api-models.md for why these are berth's own and not generated stubs.
+
+pub mod containers;
+pub mod decode;
