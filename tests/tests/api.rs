@@ -196,3 +196,131 @@ fn real_time_cpu_reaches_the_cgroup() {
     assert_eq!(period.trim(), "500000");
     d.remove_all();
 }
+
+/// bollard, the Rust SDK (its models are generated from Docker's swagger, so a field of the
+/// wrong type fails its decoding), through the lifecycle berth implements.
+#[test]
+fn bollard_works() {
+    use bollard::query_parameters as q;
+    use futures_util::TryStreamExt as _;
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let docker = bollard::Docker::connect_with_unix(&d.socket().to_string_lossy(), 30, bollard::API_DEFAULT_VERSION)
+            .unwrap()
+            .negotiate_version()
+            .await
+            .unwrap();
+        assert_eq!(docker.client_version().to_string(), "1.50", "negotiated down to berthd's newest");
+        docker.ping().await.unwrap();
+        let v = docker.version().await.unwrap();
+        assert_eq!(v.api_version.as_deref(), Some("1.50"));
+        let info = docker.info().await.unwrap();
+        assert_eq!(info.default_runtime.as_deref(), Some("runc"));
+
+        let host = tempfile::Builder::new().prefix("berth-bind-").tempdir().unwrap();
+        let body = bollard::models::ContainerCreateBody {
+            image: Some("busybox".into()),
+            cmd: Some(vec!["sh".into(), "-c".into(), "echo out; echo err >&2; sleep 100".into()]),
+            labels: Some([("k".to_string(), "v".to_string())].into()),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(vec![format!("{}:/h:ro", host.path().display())]),
+                memory: Some(64 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(Some(q::CreateContainerOptions { name: Some("bol".into()), ..Default::default() }), body)
+            .await
+            .unwrap();
+        docker.start_container(&created.id, None::<q::StartContainerOptions>).await.unwrap();
+        let ctr = docker.inspect_container("bol", None::<q::InspectContainerOptions>).await.unwrap();
+        let state = ctr.state.unwrap();
+        assert_eq!(state.running, Some(true));
+        assert_eq!(ctr.host_config.unwrap().memory, Some(64 << 20));
+        let mounts = ctr.mounts.unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!((mounts[0].destination.as_deref(), mounts[0].rw), (Some("/h"), Some(false)));
+        let list = docker
+            .list_containers(Some(q::ListContainersOptions {
+                filters: Some([("label".to_string(), vec!["k=v".to_string()])].into()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].names.as_deref(), Some(&["/bol".to_string()][..]));
+
+        let exec = docker
+            .create_exec(
+                "bol",
+                bollard::models::ExecConfig {
+                    cmd: Some(vec!["sh".into(), "-c".into(), "echo in-exec; exit 3".into()]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        match docker.start_exec(&exec.id, None::<bollard::exec::StartExecOptions>).await.unwrap() {
+            bollard::exec::StartExecResults::Attached { output, .. } => {
+                let out: Vec<_> = output.try_collect().await.unwrap();
+                assert_eq!(out.len(), 1, "{out:?}");
+                assert!(matches!(&out[0], bollard::container::LogOutput::StdOut { message } if &message[..] == b"in-exec\n"), "{out:?}");
+            }
+            other => panic!("detached: {other:?}"),
+        }
+        let ran = docker.inspect_exec(&exec.id).await.unwrap();
+        assert_eq!((ran.running, ran.exit_code), (Some(false), Some(3)));
+
+        let logs: Vec<_> =
+            docker.logs("bol", Some(q::LogsOptions { stdout: true, stderr: true, ..Default::default() })).try_collect().await.unwrap();
+        let streams: Vec<String> = logs.iter().map(|l| format!("{l:?}")).collect();
+        assert_eq!(logs.len(), 2, "{streams:?}");
+        assert!(matches!(&logs[0], bollard::container::LogOutput::StdOut { .. }), "{streams:?}");
+        assert!(matches!(&logs[1], bollard::container::LogOutput::StdErr { .. }), "{streams:?}");
+
+        docker.stop_container("bol", Some(q::StopContainerOptions { t: Some(1), ..Default::default() })).await.unwrap();
+        let waited: Vec<_> = docker.wait_container("bol", None::<q::WaitContainerOptions>).try_collect().await.unwrap_or_default();
+        assert!(waited.iter().all(|w| w.status_code == 137), "{waited:?}");
+        let images = docker.list_images(None::<q::ListImagesOptions>).await.unwrap();
+        assert_eq!(images[0].repo_tags, vec!["busybox:latest".to_string()]);
+        let image = docker.inspect_image("busybox").await.unwrap();
+        assert_eq!(image.repo_tags, Some(vec!["busybox:latest".to_string()]));
+        docker.remove_container("bol", Some(q::RemoveContainerOptions { force: true, ..Default::default() })).await.unwrap();
+        let gone = docker.inspect_container("bol", None::<q::InspectContainerOptions>).await.unwrap_err();
+        assert!(gone.to_string().contains("No such container"), "{gone}");
+    });
+}
+
+/// A hijacked stream starts only once the client has read the 101 response: docker-py reads the
+/// headers through a buffer and the stream from the socket, so output sent along with the
+/// headers was lost (an exec's whole output, under load).
+#[test]
+fn nothing_is_sent_with_the_upgrade_response() {
+    use std::io::{Read, Write};
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let id = d.berth(&["run", "-d", "busybox", "sleep", "100"]).success().stdout;
+    let (_, exec) = d.post(&format!("/containers/{}/exec", id.trim()), r#"{"Cmd": ["echo", "hi"], "AttachStdout": true, "Tty": true}"#);
+    let exec = json(&exec)["Id"].as_str().unwrap().to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    let body = r#"{"Detach": false, "Tty": true}"#;
+    write!(
+        s,
+        "POST /exec/{exec}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Long enough for the exec to have run and written, had it been started.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut first = vec![0u8; 8192];
+    let n = s.read(&mut first).unwrap();
+    let headers = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert!(headers.starts_with("HTTP/1.1 101") && headers.ends_with("\r\n\r\n"), "{headers:?}");
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "hi\r\n");
+    d.remove_all();
+}

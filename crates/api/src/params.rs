@@ -82,10 +82,43 @@ impl Duplex for tokio::io::Join<tokio::io::Empty, tokio::io::Sink> {}
 
 /// The upgraded connection as the handler's [`Io`]: the socket itself where it is a unix one
 /// (served by [`crate::server`]), so a hang-up can be told from a half-close.
-fn client_io(up: hyper::upgrade::Upgraded) -> Io {
+async fn client_io(up: hyper::upgrade::Upgraded) -> Io {
     match up.downcast::<hyper_util::rt::TokioIo<tokio::net::UnixStream>>() {
-        Ok(parts) => Box::new(UnixClient { read_buf: parts.read_buf, stream: parts.io.into_inner() }),
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            headers_read(&stream).await;
+            Box::new(UnixClient { read_buf: parts.read_buf, stream })
+        }
         Err(up) => Box::new(hyper_util::rt::TokioIo::new(up)),
+    }
+}
+
+/// The longest a hijacked stream waits for its client to read the 101 response.
+const HEADERS_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Wait until the client has read everything sent so far (the 101 response's headers), up to
+/// [`HEADERS_READ_WAIT`]. docker-py reads the headers through a buffered reader, then reads the
+/// stream from the raw socket: output that arrived together with the headers sat in that buffer
+/// and was lost (an exec's whole output, under load). dockerd is never fast enough to hit this;
+/// berth is. On a unix socket, SIOCOUTQ counts the bytes the peer has not read yet.
+async fn headers_read(stream: &tokio::net::UnixStream) {
+    use std::os::fd::AsRawFd;
+    let unread = || {
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int; the socket stays open while we hold it.
+        let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        r == 0 && n > 0
+    };
+    let deadline = std::time::Instant::now() + HEADERS_READ_WAIT;
+    let mut spins = 0;
+    while unread() && std::time::Instant::now() < deadline {
+        // A client that reads at once (Go's, berth's) is seen within a few yields.
+        if spins < 64 {
+            spins += 1;
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
     }
 }
 
@@ -211,7 +244,7 @@ where
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(up) => f(client_io(up)).await,
+            Ok(up) => f(client_io(up).await).await,
             Err(e) => tracing::debug!("upgrade failed: {e}"),
         }
     });
