@@ -324,3 +324,42 @@ fn nothing_is_sent_with_the_upgrade_response() {
     assert_eq!(rest, "hi\r\n");
     d.remove_all();
 }
+
+/// `--format` is Go's text/template: the berth CLI prints what the docker CLI prints for the
+/// same templates and the same container.
+#[test]
+fn format_templates_print_what_the_docker_cli_prints() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let host = tempfile::Builder::new().prefix("berth-bind-").tempdir().unwrap();
+    let bind = format!("{}:/h:ro", host.path().display());
+    d.berth(&["run", "-d", "--name", "tmpl", "-l", "k=v", "-l", "tier=front", "-v", &bind, "-m", "64m", "busybox", "sleep", "100"])
+        .success();
+    let templates = [
+        "{{.State.Status}} {{.State.Running}} {{.State.ExitCode}}",
+        "{{if .State.Running}}up{{else}}down{{end}}",
+        "{{if not .State.Running}}down{{else if eq .State.Status \"running\"}}running{{end}}",
+        "{{range $i, $e := .Config.Cmd}}{{$i}}={{$e}} {{end}}",
+        "{{range $k, $v := .Config.Labels}}{{$k}}:{{$v}};{{end}}",
+        "{{with .Config.Labels}}{{index . \"k\"}}{{end}}",
+        "{{join .Config.Cmd \",\"}} {{len .Config.Cmd}}",
+        "{{range .Mounts}}{{.Destination}}:{{.RW}}:{{.Mode}} {{end}}",
+        "{{printf \"%-8s|%5d|%q\" .Name .State.ExitCode .Path}}",
+        "{{json .Config.Labels}}",
+        "{{upper .State.Status}} {{title \"a b\"}} {{split .Name \"/\"}} {{lower \"X\"}}",
+        "{{if eq .State.Status \"exited\" \"running\"}}yes{{end}} {{if gt (len .Config.Cmd) 1}}many{{end}}",
+        "{{- /* a comment */ -}} {{.Name | printf \"%q\"}}",
+        "{{.HostConfig.Memory}} {{.Config.Labels}} {{.Config.Cmd}}",
+        "{{$name := .Name}}{{range .Config.Cmd}}{{$name}}{{end}}",
+        "{{and .State.Running .State.Pid | printf \"%v\"}} {{or .Config.WorkingDir \"none\"}}",
+        "{{index .Config.Cmd 1}} {{slice .Name 1}} {{truncate .Name 3}}|{{pad .Name 1 1}}|",
+    ];
+    for t in templates {
+        let ours = d.berth(&["inspect", "--format", t, "tmpl"]).success().stdout;
+        let docker = d.docker(&["inspect", "--format", t, "tmpl"]).success().stdout;
+        assert_eq!(ours, docker, "template {t:?}");
+    }
+    d.remove_all();
+}

@@ -1,71 +1,10 @@
-//! The part of Go's text/template that people use with `--format`: `{{.Field.Sub}}`,
-//! `{{json .}}`, `{{index .Map "key"}}`, `{{range .List}}…{{end}}`, `{{upper}}`/`{{lower}}`,
-//! and the `table` prefix for aligned columns with headers.
+//! `--format`: Go templates (`crate::template`) over the API's JSON, Go's `%v` of a value, and
+//! the `table` prefix for aligned columns with headers, as the docker CLI prints them.
 
-use anyhow::bail;
 use serde_json::Value;
-use std::borrow::Cow;
-
-enum Node {
-    Text(String),
-    /// The action's words (`json .Labels` → `["json", ".Labels"]`), split once at parse.
-    Action(Vec<String>),
-    Range(Vec<String>, Vec<Node>),
-}
-
-fn parse(src: &str) -> anyhow::Result<Vec<Node>> {
-    let mut stack: Vec<(Vec<String>, Vec<Node>)> = vec![(Vec::new(), Vec::new())];
-    let mut rest = src;
-    while let Some(start) = rest.find("{{") {
-        let text = &rest[..start];
-        if !text.is_empty()
-            && let Some((_, v)) = stack.last_mut()
-        {
-            v.push(Node::Text(text.to_string()));
-        }
-        let Some(end) = rest[start..].find("}}") else { bail!("template: unclosed action in {src:?}") };
-        let action = rest[start + 2..start + end].trim().trim_start_matches('-').trim_end_matches('-').trim().to_string();
-        rest = &rest[start + end + 2..];
-        if let Some(expr) = action.strip_prefix("range ") {
-            stack.push((words(expr.trim()), Vec::new()));
-        } else if action == "end" {
-            let Some((expr, body)) = stack.pop().filter(|_| !stack.is_empty()) else { bail!("template: unexpected {{{{end}}}}") };
-            if let Some((_, v)) = stack.last_mut() {
-                v.push(Node::Range(expr, body));
-            }
-        } else {
-            if let Some((_, v)) = stack.last_mut() {
-                v.push(Node::Action(words(&action)));
-            }
-        }
-    }
-    if !rest.is_empty()
-        && let Some((_, v)) = stack.last_mut()
-    {
-        v.push(Node::Text(rest.to_string()));
-    }
-    if stack.len() != 1 {
-        bail!("template: missing {{{{end}}}}");
-    }
-    Ok(stack.pop().map(|(_, v)| v).unwrap_or_default())
-}
-
-fn lookup<'a>(v: &'a Value, path: &str) -> Cow<'a, Value> {
-    if path == "." {
-        return Cow::Borrowed(v);
-    }
-    let mut cur: &'a Value = v;
-    for part in path.trim_start_matches('.').split('.') {
-        cur = match cur.get(part) {
-            Some(x) => x,
-            None => return Cow::Owned(Value::Null),
-        };
-    }
-    Cow::Borrowed(cur)
-}
 
 /// Go's `%v` of a value, appended to `out`.
-fn show_into(v: &Value, out: &mut String) {
+pub(crate) fn show_into(v: &Value, out: &mut String) {
     match v {
         Value::Null => out.push_str("<no value>"),
         Value::String(s) => out.push_str(s),
@@ -102,99 +41,16 @@ pub fn show(v: &Value) -> String {
     out
 }
 
-fn words(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in expr.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                if !quoted {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            ' ' if !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-fn eval<'a>(w: &[String], dot: &'a Value) -> anyhow::Result<Cow<'a, Value>> {
-    let arg = |i: usize| -> Cow<'a, Value> {
-        match w.get(i) {
-            Some(a) if a.starts_with('.') => lookup(dot, a),
-            Some(a) => Cow::Owned(Value::String(a.clone())),
-            None => Cow::Borrowed(dot),
-        }
-    };
-    let owned = |v: Value| Ok(Cow::Owned(v));
-    match w.first().map(String::as_str) {
-        None => owned(Value::Null),
-        Some("json") => owned(Value::String(serde_json::to_string(arg(1).as_ref())?)),
-        Some("index") => {
-            let base = arg(1);
-            let key = w.get(2).map(String::as_str).unwrap_or_default();
-            let found = match base.as_ref() {
-                Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
-                b => b.get(key),
-            };
-            owned(found.cloned().unwrap_or(Value::Null))
-        }
-        Some("upper") => owned(Value::String(show(&arg(1)).to_uppercase())),
-        Some("lower") => owned(Value::String(show(&arg(1)).to_lowercase())),
-        Some("join") => {
-            let list = arg(1);
-            let sep = w.get(2).map(String::as_str).unwrap_or_default();
-            owned(Value::String(list.as_array().map(|a| a.iter().map(show).collect::<Vec<_>>().join(sep)).unwrap_or_default()))
-        }
-        Some(p) if p.starts_with('.') => Ok(lookup(dot, p)),
-        Some(other) => bail!("template: function {other:?} not defined"),
-    }
-}
-
-fn render_nodes(nodes: &[Node], dot: &Value, out: &mut String) -> anyhow::Result<()> {
-    for n in nodes {
-        match n {
-            Node::Text(t) => out.push_str(t),
-            Node::Action(a) => show_into(eval(a, dot)?.as_ref(), out),
-            Node::Range(expr, body) => match eval(expr, dot)?.as_ref() {
-                Value::Array(items) => {
-                    for item in items {
-                        render_nodes(body, item, out)?;
-                    }
-                }
-                Value::Object(m) => {
-                    for item in m.values() {
-                        render_nodes(body, item, out)?;
-                    }
-                }
-                _ => {}
-            },
-        }
-    }
-    Ok(())
-}
-
 /// A template parsed once, rendered for as many values as a listing has.
-pub struct Template(Vec<Node>);
+pub struct Template(crate::template::Template);
 
 impl Template {
     pub fn parse(src: &str) -> anyhow::Result<Template> {
-        parse(src).map(Template)
+        crate::template::Template::parse(src).map(Template)
     }
 
     pub fn render(&self, v: &Value) -> anyhow::Result<String> {
-        let mut out = String::new();
-        render_nodes(&self.0, v, &mut out)?;
+        let mut out = self.0.execute(v)?;
         if out.contains('\\') {
             out = out.replace("\\t", "\t").replace("\\n", "\n");
         }

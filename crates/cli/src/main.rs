@@ -7,6 +7,7 @@ mod hostflags;
 mod http;
 mod stats;
 mod stream;
+mod template;
 
 use std::io::Read;
 
