@@ -16,7 +16,7 @@ use berth_shim::{ExitStatus, Request};
 use serde_json::{Value, json};
 
 use crate::record::{self, Record, RunState, Status, ZERO_TIME};
-use crate::{Ctr, Engine, names, shim, spec};
+use crate::{Ctr, Engine, names, spec};
 
 fn internal(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> ApiError {
     let what = what.to_string();
@@ -168,24 +168,9 @@ pub(crate) const TRASH: &str = ".rm-";
 
 /// Delete a directory renamed away; a bundle's rootfs is unmounted first, and a bundle whose
 /// rootfs stays mounted is left alone (deleting through the mount would empty the layer).
-pub(crate) fn delete_tree(dir: &Path) {
-    let rootfs = dir.join("rootfs");
-    if rootfs.exists() {
-        // Until the kernel says it is not a mount point (a mount may be stacked on another).
-        let mut unmounted = false;
-        for _ in 0..8 {
-            match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) => {}
-                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {
-                    unmounted = true;
-                    break;
-                }
-                Err(e) => return tracing::warn!("not removing {}: unmounting its rootfs: {e}", dir.display()),
-            }
-        }
-        if !unmounted {
-            return tracing::warn!("not removing {}: its rootfs is still mounted", dir.display());
-        }
+pub(crate) fn delete_tree(dir: &Path, tasks: &dyn crate::task::Tasks) {
+    if !tasks.unmount_rootfs(&dir.join("rootfs")) {
+        return tracing::warn!("not removing {}: its rootfs is still mounted", dir.display());
     }
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
@@ -241,27 +226,21 @@ impl Engine {
     pub(crate) fn spawn_monitor(&self, ctr: Arc<Ctr>) {
         let e = self.clone();
         tokio::spawn(async move {
-            let status = match shim::request(&ctr.bundle, &Request::Wait).await {
-                Ok(c) => c.reply.exit,
-                Err(_) => None,
-            };
+            let status = e.tasks.wait(&ctr.bundle).await;
             e.finish_exit(&ctr, status).await;
         });
     }
 
     /// The container's process is gone: record how it ended and release its bundle.
     pub(crate) async fn finish_exit(&self, ctr: &Arc<Ctr>, status: Option<ExitStatus>) {
-        let read_status = || {
-            let data = std::fs::read(ctr.bundle.join(berth_shim::EXIT)).ok()?;
-            serde_json::from_slice::<ExitStatus>(&data).ok()
-        };
+        let read_status = || self.tasks.recorded_exit(&ctr.bundle);
         let mut status = status.or_else(read_status);
         if status.is_none()
             && let Some(shim) = ctr.rec().shim
         {
             // The connection broke but the shim lives: it is finishing; its status follows.
             for _ in 0..500 {
-                if !shim.is_alive() {
+                if !self.tasks.alive(&shim) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -334,10 +313,7 @@ impl Engine {
     }
 
     fn cleanup_bundle_at(&self, bundle: &Path) {
-        let rootfs = bundle.join("rootfs");
-        if rootfs.exists() {
-            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-        }
+        self.tasks.unmount_rootfs(&bundle.join("rootfs"));
         match trash(bundle) {
             Ok(Some(doomed)) => self.delete_later(vec![doomed], false),
             Ok(None) => {}
@@ -396,10 +372,11 @@ impl Engine {
         let pending = Arc::clone(&self.deleting);
         pending.0.fetch_add(1, Ordering::SeqCst);
         let images = Arc::clone(&self.images);
+        let tasks = Arc::clone(&self.tasks);
         tokio::task::spawn_blocking(move || {
             let synced = !detached_layer || images.snapshots.sync_detached().inspect_err(|e| tracing::warn!("{e}")).is_ok();
             for d in dirs.iter().filter(|_| synced) {
-                delete_tree(d);
+                delete_tree(d, &*tasks);
             }
             pending.0.fetch_sub(1, Ordering::SeqCst);
             pending.1.notify_waiters();
@@ -423,12 +400,9 @@ impl Engine {
     /// that died without a word): its processes, cgroup and state go. A stat when there is none.
     /// (Not after a normal exit: the shim deletes its container's state itself.)
     pub(crate) async fn destroy_leftovers(&self, ctr: &Arc<Ctr>) {
-        if !self.runtime_root.join(&ctr.id).exists() {
-            return;
-        }
         let (e, id) = (self.clone(), ctr.id.clone());
         let cgroup = spec::cgroup_path(&self.cfg.cgroup_parent, &ctr.rec().host_config, &id);
-        let _ = tokio::task::spawn_blocking(move || e.destroy_runtime(&id, Some(Path::new(&cgroup)), None)).await;
+        let _ = tokio::task::spawn_blocking(move || e.tasks.destroy(&id, Some(Path::new(&cgroup)), None)).await;
     }
 
     /// Remove a stopped container's bundle, snapshot, files and record.
@@ -729,17 +703,11 @@ impl Engine {
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(internal("creating", &rootfs))?;
         let mounts = self.images.snapshots.mounts(&rec.id).map_err(|e| ApiError::new(Kind::Internal, format!("container layer: {e}")))?;
-        let auto_remove = rec.host_config.auto_remove.unwrap_or(false);
-        for m in &mounts {
-            let m = self.mountpoints.as_deref().and_then(|b| m.with_lowest(b)).unwrap_or_else(|| m.clone());
-            // A layer discarded when the container exits needs no syncs (Podman does the same
-            // for `--rm`); unmounting a normal overlay syncs the whole file system under it.
-            match m.volatile().filter(|_| auto_remove) {
-                // Falls back where the kernel has no `volatile` (before 5.10).
-                Some(v) if v.mount(&rootfs).is_ok() => {}
-                _ => m.mount(&rootfs).map_err(internal("mounting the root filesystem on", &rootfs))?,
-            }
-        }
+        let mounts: Vec<_> =
+            mounts.iter().map(|m| self.mountpoints.as_deref().and_then(|b| m.with_lowest(b)).unwrap_or_else(|| m.clone())).collect();
+        // A layer discarded when the container exits needs no syncs (Podman does the same for
+        // `--rm`); unmounting a normal overlay syncs the whole file system under it.
+        self.tasks.mount_rootfs(&mounts, &rootfs, rec.host_config.auto_remove.unwrap_or(false))?;
         let built = spec::build(rec, &rootfs, dir, ns_of, &self.cfg.cgroup_parent)?;
         // Made at each start, as Docker does: the host's resolv.conf may have changed since.
         write_init_files(dir, &built.hostname, &rec.host_config)?;
@@ -768,26 +736,26 @@ impl Engine {
     }
 
     /// Start the shim on the bundle (made now unless `prepared`), connect waiting attaches, start.
-    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record, prepared: bool) -> crate::error::Result<shim::Started> {
+    async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record, prepared: bool) -> crate::error::Result<crate::task::Created> {
         let bundle = &ctr.bundle;
         if !prepared {
             let ns_of = |n: &str| self.ns_pid(n);
             self.prepare_bundle(rec, bundle, &ctr.dir, &ns_of)?;
         }
-        let started = self.take_standby()?.start(bundle).await.map_err(|e| e.prefixed("failed to create task for container: "))?;
+        let started = self.tasks.create(bundle).await.map_err(|e| e.prefixed("failed to create task for container: "))?;
         let pending: Vec<_> = std::mem::take(&mut *ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()));
         for (req, tx) in pending {
-            if let Ok(conn) = shim::request(bundle, &req).await {
+            if let Ok(conn) = self.tasks.connect(bundle, &req).await {
                 let _ = tx.send(conn);
             }
         }
-        let start = shim::call(bundle, &Request::Start).await;
+        let start = self.tasks.start(bundle).await;
         // The next start's shim, made while this container runs rather than before it does.
         let e = self.clone();
         // A spawn blocks its thread until the child has exec'd: not a worker's.
-        tokio::task::spawn_blocking(move || e.refill_standby());
+        tokio::task::spawn_blocking(move || e.tasks.prepare_next());
         if let Err(e) = start {
-            let _ = shim::call(bundle, &Request::Kill { signal: libc::SIGKILL, all: true }).await;
+            let _ = self.tasks.kill(bundle, libc::SIGKILL, true).await;
             return Err(e);
         }
         Ok(started)
@@ -817,14 +785,11 @@ impl Engine {
 
     /// Freeze or thaw the container's processes (its cgroup's freezer) and record it.
     async fn set_frozen(&self, ctr: &Ctr, frozen: bool) -> Result<(), ApiError> {
-        let (root, id) = (self.runtime_root.clone(), ctr.id.clone());
-        tokio::task::spawn_blocking(move || {
-            let c = berth_runtime::Container::load(&root, &id)?;
-            if frozen { c.pause() } else { c.resume() }
-        })
-        .await
-        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
-        .map_err(|e| ApiError::new(Kind::Internal, format!("{} the container: {e}", if frozen { "pausing" } else { "unpausing" })))?;
+        let (e, id) = (self.clone(), ctr.id.clone());
+        tokio::task::spawn_blocking(move || e.tasks.freeze(&id, frozen))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+            .map_err(|e| ApiError::new(Kind::Internal, format!("{} the container: {e}", if frozen { "pausing" } else { "unpausing" })))?;
         ctr.update_status(|r| r.state.status = if frozen { Status::Paused } else { Status::Running }).map(|_| ())
     }
 
@@ -839,7 +804,7 @@ impl Engine {
     }
 
     async fn signal_now(&self, ctr: &Ctr, signal: i32, all: bool) -> Result<(), ApiError> {
-        match shim::call(&ctr.bundle, &Request::Kill { signal, all }).await {
+        match self.tasks.kill(&ctr.bundle, signal, all).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == Kind::Conflict && !ctr.rec().state.status.is_live() => Err(not_running(&ctr.id)),
             Err(e) => Err(e.into()),
@@ -1320,7 +1285,7 @@ impl Containers for Engine {
         let rec = ctr.rec();
         let req = Request::Attach { stdin: opts.stdin, stdout: opts.stdout, stderr: opts.stderr };
         let (conn, io) = if rec.state.status.is_live() {
-            (shim::request(&ctr.bundle, &req).await.ok(), io)
+            (self.tasks.connect(&ctr.bundle, &req).await.ok(), io)
         } else {
             // Not started yet (`docker run`, `docker start -a` attach first): the start connects
             // us, and a failed start or a removal lets us go.
@@ -1341,7 +1306,7 @@ impl Containers for Engine {
         if !ctr.rec().state.status.is_live() {
             return Err(not_running(&ctr.id));
         }
-        shim::call(&ctr.bundle, &Request::Resize { exec_pid: None, rows: height, cols: width }).await?;
+        self.tasks.resize(&ctr.bundle, None, height, width).await?;
         Ok(())
     }
 
@@ -1350,11 +1315,13 @@ impl Containers for Engine {
         if !ctr.rec().state.status.is_live() {
             return Err(not_running(&ctr.id));
         }
-        let root = self.runtime_root.clone();
-        let cid = ctr.id.clone();
-        tokio::task::spawn_blocking(move || top(&root, &cid, ps_args.as_deref().unwrap_or("-ef")))
-            .await
-            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+        let (e, cid) = (self.clone(), ctr.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let pids = e.tasks.pids(&cid).map_err(|e| ApiError::new(Kind::Conflict, e.to_string()))?;
+            top(&pids, ps_args.as_deref().unwrap_or("-ef"))
+        })
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
     }
 
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError> {
@@ -1410,9 +1377,7 @@ impl Containers for Engine {
 }
 
 /// `docker top`: the host's `ps` output, keeping the container's processes.
-fn top(runtime_root: &Path, id: &str, args: &str) -> Result<Value, ApiError> {
-    let c = berth_runtime::Container::load(runtime_root, id).map_err(|e| ApiError::new(Kind::Conflict, e.to_string()))?;
-    let pids = c.pids().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+fn top(pids: &[i32], args: &str) -> Result<Value, ApiError> {
     let out = std::process::Command::new("ps")
         .args(args.split_whitespace())
         .output()

@@ -12,7 +12,7 @@ use berth_shim::{ErrorKind, Request};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::{Engine, names, shim, spec};
+use crate::{Engine, names, spec};
 
 /// How long an exec instance that ended stays inspectable: Docker's exec garbage collection
 /// forgets them minutes after they end too, rather than for the container's whole life.
@@ -170,7 +170,7 @@ impl Engine {
         let stdin = e.config.attach_stdin.unwrap_or(false) && io.is_some();
         let started = async {
             let process = self.exec_process(&e)?;
-            let conn = shim::request(&ctr.bundle, &Request::Exec { process: Box::new(process), stdin }).await?;
+            let conn = self.tasks.connect(&ctr.bundle, &Request::Exec { process: Box::new(process), stdin }).await?;
             if conn.reply.ok {
                 Ok(conn)
             } else {
@@ -249,7 +249,7 @@ impl Engine {
             return Err(ApiError::new(Kind::Conflict, format!("exec {exec_id} is not running")));
         }
         let ctr = self.lookup(&e.container)?;
-        shim::call(&ctr.bundle, &Request::Resize { exec_pid: Some(pid), rows: height, cols: width }).await?;
+        self.tasks.resize(&ctr.bundle, Some(pid), height, width).await?;
         Ok(())
     }
 }

@@ -20,6 +20,9 @@ mod spec;
 mod stats;
 mod stream;
 mod system;
+pub(crate) mod task;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,8 +135,8 @@ pub struct Inner {
     driver: Driver,
     containers_dir: PathBuf,
     bundles_dir: PathBuf,
-    /// A shim started ahead of the next container start (see berth-shim's `--standby`).
-    standby: Mutex<Option<shim::Standby>>,
+    /// How the engine reaches containers' processes (berth-shim; a fake in tests).
+    tasks: Arc<dyn task::Tasks>,
     /// Deletes of removed containers' files still running, and a wake-up when one ends.
     deleting: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
     /// The lowest layer of every container's overlay (see [`mountpoints`]); None without overlay.
@@ -187,6 +190,20 @@ fn overlay_works() -> bool {
 impl Engine {
     /// Open the engine's state and adopt containers whose shims are still running.
     pub async fn open(cfg: Config) -> Result<Engine, ApiError> {
+        let tasks = Arc::new(task::ShimTasks {
+            shim_bin: cfg.shim.clone(),
+            exec_root: cfg.exec_root.clone(),
+            bundles: cfg.exec_root.join("containers"),
+            runtime_root: cfg.exec_root.join("runtime"),
+            cgroup_parent: cfg.cgroup_parent.clone(),
+            standby: Mutex::new(None),
+        });
+        let driver = if overlay_works() { Driver::Overlay } else { Driver::Vfs };
+        Engine::open_with(cfg, tasks, driver).await
+    }
+
+    /// [`Engine::open`] with these tasks and this snapshotter.
+    pub(crate) async fn open_with(cfg: Config, tasks: Arc<dyn task::Tasks>, driver: Driver) -> Result<Engine, ApiError> {
         let internal = |what: &str, p: &Path| {
             let what = what.to_string();
             let p = p.to_path_buf();
@@ -203,7 +220,6 @@ impl Engine {
             // berth_store::spread (ext4 without a journal is slow to reuse freed inodes).
             berth_store::spread::spread_subdirectories(d);
         }
-        let driver = if overlay_works() { Driver::Overlay } else { Driver::Vfs };
         let mountpoints = match driver {
             Driver::Overlay => mountpoints(&cfg.data_root)
                 .inspect_err(|e| tracing::warn!("making {}/mountpoints (containers make their own): {e}", cfg.data_root.display()))
@@ -224,14 +240,16 @@ impl Engine {
             driver,
             containers_dir,
             bundles_dir,
-            standby: Mutex::new(None),
+            tasks,
             deleting: Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new())),
             mountpoints,
         }));
         engine.restore().await?;
         // What a crash left in the image store (a load's blobs, a layer no image records).
         engine.collect_garbage().await;
-        engine.refill_standby();
+        let e = engine.clone();
+        // A spawn blocks its thread until the child has exec'd: not a worker's.
+        let _ = tokio::task::spawn_blocking(move || e.tasks.prepare_next()).await;
         Ok(engine)
     }
 
@@ -262,34 +280,6 @@ impl Engine {
         }
     }
 
-    /// The standby shim for a start, or a new one when there is none (or it died meanwhile).
-    pub(crate) fn take_standby(&self) -> error::Result<shim::Standby> {
-        let spare = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(mut s) = spare
-            && s.is_alive()
-        {
-            return Ok(s);
-        }
-        shim::Standby::spawn(&self.cfg.shim, &self.cfg.exec_root)
-    }
-
-    /// Keep one shim waiting for the next start: a start then costs no process spawn and load
-    /// (~1.2 ms here). A spare left over when two starts race sees the end of its input and exits.
-    pub(crate) fn refill_standby(&self) {
-        if self.standby.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-            return;
-        }
-        match shim::Standby::spawn(&self.cfg.shim, &self.cfg.exec_root) {
-            Ok(s) => {
-                let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.is_none() {
-                    *slot = Some(s);
-                }
-            }
-            Err(e) => tracing::warn!("starting a standby shim: {e}"),
-        }
-    }
-
     /// berthd is stopping (its containers keep running): remove the cgroup parent that its shims
     /// keep between containers, unless a container still uses it.
     pub async fn shutdown(&self) {
@@ -304,26 +294,8 @@ impl Engine {
     }
 
     fn release_shims(&self) {
-        // Its stdin closes: it exits.
-        drop(self.standby.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let parent = Path::new(&self.cfg.cgroup_parent);
-        let cg = match berth_runtime::cgroups::open(parent) {
-            Ok(cg) => cg,
-            Err(e) => return tracing::warn!("the cgroup {}: {e}", parent.display()),
-        };
-        // Shims of containers removed just now may still be deleting their own cgroups: give
-        // them a moment, unless containers still run (then the parent stays in any case).
         let live = self.all().iter().any(|c| c.rec().state.status.is_live());
-        let deadline = std::time::Instant::now() + if live { std::time::Duration::ZERO } else { std::time::Duration::from_secs(2) };
-        loop {
-            if let Err(e) = cg.remove_if_unused() {
-                return tracing::warn!("removing the cgroup {}: {e}", parent.display());
-            }
-            if !cg.exists() || std::time::Instant::now() >= deadline {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        self.tasks.release(live);
     }
 
     pub fn config(&self) -> &Config {

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use berth_api::{ApiError, Kind};
 use berth_runtime::state::ProcessId;
 
+use crate::Engine;
 use crate::containers::{TRASH, delete_tree};
 use crate::record::{self, Status};
-use crate::{Engine, shim};
 
 impl Engine {
     pub(crate) async fn restore(&self) -> Result<(), ApiError> {
         // Shims still looking after a bundle, found once: a shim outlives berthd by design.
-        let shims: HashMap<String, ProcessId> = shim::running(&self.bundles_dir, &self.cfg.shim).into_iter().collect();
+        let shims: HashMap<String, ProcessId> = self.tasks.running().into_iter().collect();
         // What a stop cut short of deleting (records and bundles renamed away by removals); a
         // removal's shim is on its way out already.
         for dir in [&self.containers_dir, &self.bundles_dir] {
@@ -25,9 +25,10 @@ impl Engine {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with(TRASH) {
                     if let Some(s) = shims.get(&name) {
-                        shim::kill(*s);
+                        let (t, s) = (std::sync::Arc::clone(&self.tasks), *s);
+                        let _ = tokio::task::spawn_blocking(move || t.destroy(&name, None, Some(s))).await;
                     }
-                    delete_tree(&e.path());
+                    delete_tree(&e.path(), &*self.tasks);
                 }
             }
         }
@@ -62,7 +63,7 @@ impl Engine {
         for ctr in adopted {
             let rec = ctr.rec();
             if rec.state.status.is_live() {
-                if rec.shim.is_some_and(|s| s.is_alive()) {
+                if rec.shim.is_some_and(|s| self.tasks.alive(&s)) {
                     tracing::info!("adopting running container {}", rec.short_id());
                     self.spawn_monitor(ctr);
                 } else {
@@ -79,7 +80,7 @@ impl Engine {
                 tracing::info!("stopping container {}: its start was cut short", rec.short_id());
                 let (e, id, cgroup) =
                     (self.clone(), ctr.id.clone(), crate::spec::cgroup_path(&self.cfg.cgroup_parent, &rec.host_config, &ctr.id));
-                let _ = tokio::task::spawn_blocking(move || e.destroy_runtime(&id, Some(Path::new(&cgroup)), shim)).await;
+                let _ = tokio::task::spawn_blocking(move || e.tasks.destroy(&id, Some(Path::new(&cgroup)), shim)).await;
             }
             if rec.state.status == Status::Removing || rec.host_config.auto_remove.unwrap_or(false) {
                 // Docker removes auto-remove containers it finds stopped at start too.
@@ -106,8 +107,8 @@ impl Engine {
                 tracing::info!("removing the bundle of a container that no longer exists: {name}");
                 let (e2, shim) = (self.clone(), shims.get(&name).copied());
                 let n = name.clone();
-                let _ = tokio::task::spawn_blocking(move || e2.destroy_runtime(&n, None, shim)).await;
-                delete_tree(&e.path());
+                let _ = tokio::task::spawn_blocking(move || e2.tasks.destroy(&n, None, shim)).await;
+                delete_tree(&e.path(), &*self.tasks);
             }
         }
         // Runtime state of a container that is not running (its record gone, or its shim dead
@@ -120,7 +121,7 @@ impl Engine {
                 let owner = self.table().by_id.get(&name).cloned();
                 let cgroup = owner.map(|c| PathBuf::from(crate::spec::cgroup_path(&self.cfg.cgroup_parent, &c.rec().host_config, &name)));
                 let e2 = self.clone();
-                let _ = tokio::task::spawn_blocking(move || e2.destroy_runtime(&name, cgroup.as_deref(), None)).await;
+                let _ = tokio::task::spawn_blocking(move || e2.tasks.destroy(&name, cgroup.as_deref(), None)).await;
             }
         }
         // The writable layer of a container whose record a crash lost: of a `run --rm` one (not
@@ -134,36 +135,5 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    /// Take down what the runtime holds of container `id` — its shim (`shim`, killed first so it
-    /// records nothing more), its processes, its cgroup and its state — for a container that
-    /// must not be running: one a crash, a killed shim or a failed start left behind. The cgroup
-    /// is found in the runtime's state, else in the bundle's spec, else `cgroup`, else the
-    /// default. Blocking; idempotent.
-    pub(crate) fn destroy_runtime(&self, id: &str, cgroup: Option<&Path>, shim: Option<ProcessId>) {
-        if let Some(s) = shim {
-            shim::kill(s);
-        }
-        let keep = berth_runtime::cgroups::Parents::Keep;
-        match berth_runtime::Container::load(&self.runtime_root, id) {
-            Ok(c) => {
-                if let Err(e) = c.delete_with(true, keep) {
-                    tracing::warn!("removing container {id} from the runtime: {e}");
-                }
-            }
-            Err(_) if self.runtime_root.join(id).exists() => {
-                // A create cut short before the runtime recorded its state.
-                let from_spec = berth_runtime::load_spec(&self.bundles_dir.join(id))
-                    .ok()
-                    .and_then(|b| b.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()));
-                let path =
-                    from_spec.or_else(|| cgroup.map(Path::to_path_buf)).unwrap_or_else(|| Path::new(&self.cfg.cgroup_parent).join(id));
-                if let Err(e) = berth_runtime::Container::remove_leftover(&self.runtime_root, id, &path, keep) {
-                    tracing::warn!("removing what a cut-short create left of {id}: {e}");
-                }
-            }
-            Err(_) => {}
-        }
     }
 }

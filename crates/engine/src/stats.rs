@@ -43,9 +43,7 @@ pub fn sample(engine: &Engine, rec: &Record) -> Result<Value, ApiError> {
     if !rec.state.status.is_live() {
         return Ok(v);
     }
-    let s = berth_runtime::Container::load(&engine.runtime_root, &rec.id)
-        .and_then(|c| c.stats())
-        .map_err(|e| ApiError::new(Kind::Internal, format!("reading the container's statistics: {e}")))?;
+    let s = engine.tasks.stats(&rec.id).map_err(|e| ApiError::new(Kind::Internal, format!("reading the container's statistics: {e}")))?;
     v["cpu_stats"] = json!({
         "cpu_usage": {
             "total_usage": s.cpu.usage.total,

@@ -132,7 +132,10 @@ impl ContentStore {
             OpenOptions::new().create(true).read(true).append(true).open(&data_path).map_err(io_err("opening ingest", &data_path))?;
         if !resumable {
             fs::write(&expected_path, &expected_text).map_err(io_err("writing", &expected_path))?;
-            fs::write(dir.join("ref"), reference).map_err(io_err("writing", &dir))?;
+            // Whole or absent: a kill between creating `ref` and writing it left an ingest
+            // named "" that no owner check could clear.
+            let (tmp, named) = (dir.join("ref.tmp"), dir.join("ref"));
+            fs::write(&tmp, reference).and_then(|()| fs::rename(&tmp, &named)).map_err(io_err("writing", &named))?;
         }
         // Resuming: hash what is already there, so the digest covers the whole blob.
         let mut hasher = Sha256::new();
@@ -255,14 +258,15 @@ impl ContentStore {
         Ok(true)
     }
 
-    /// Remove ingest directories that a writer killed before it named them (no `ref` file) and
-    /// that no writer holds: nothing could ever resume them.
+    /// Remove ingest directories that a writer killed before it named them (no `ref` file, or
+    /// an empty one) and that no writer holds: nothing could ever resume them.
     pub fn remove_unnamed_ingests(&self) -> Result<usize> {
         let dir = self.root.join("ingest");
         let mut removed = 0;
         for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))?.flatten() {
             let path = e.path();
-            if path.join("ref").exists() {
+            // An empty name is one a kill cut short (before `ref` was written whole).
+            if fs::metadata(path.join("ref")).is_ok_and(|m| m.len() > 0) {
                 continue;
             }
             // Held while its writer lives (a writer makes the lock file right after the directory).
@@ -447,12 +451,16 @@ mod tests {
         fs::create_dir_all(ingest.join("killed-at-mkdir")).unwrap();
         fs::create_dir_all(ingest.join("killed-after-lock")).unwrap();
         fs::write(ingest.join("killed-after-lock/lock"), b"").unwrap();
+        // Killed after creating `ref`, before writing it (an older berth wrote it in place).
+        fs::create_dir_all(ingest.join("killed-naming")).unwrap();
+        fs::write(ingest.join("killed-naming/lock"), b"").unwrap();
+        fs::write(ingest.join("killed-naming/ref"), b"").unwrap();
         fs::create_dir_all(ingest.join("held")).unwrap();
         let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(ingest.join("held/lock")).unwrap();
         let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap();
         let named = s.writer("named", None).unwrap();
         drop(named);
-        assert_eq!(s.remove_unnamed_ingests().unwrap(), 2);
+        assert_eq!(s.remove_unnamed_ingests().unwrap(), 3);
         let mut left: Vec<String> = fs::read_dir(&ingest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         assert_eq!(left.len(), 2, "the held one and the named one stay: {left:?}");
