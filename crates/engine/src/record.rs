@@ -124,8 +124,8 @@ impl Record {
         let path = dir.join(RECORD);
         let data = serde_json::to_vec(self).map_err(|e| ApiError::new(Kind::Internal, format!("encoding {}: {e}", path.display())))?;
         let write = match durable {
-            Durability::Durable => berth_runtime::atomic::write_file,
-            Durability::Atomic => berth_runtime::atomic::replace_file,
+            Durability::Durable => berth_atomic::write_file,
+            Durability::Atomic => berth_atomic::replace_file,
         };
         write(&path, &data, 0o600).map_err(|e| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())))
     }
@@ -136,14 +136,14 @@ impl Record {
         let path = dir.join(RECORD);
         let err = |e: &dyn std::fmt::Display| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display()));
         let data = serde_json::to_vec(self).map_err(|e| err(&e))?;
-        let staged = berth_runtime::atomic::stage_file(&path, &data, 0o600).map_err(|e| err(&e))?;
+        let staged = berth_atomic::stage_file(&path, &data, 0o600).map_err(|e| err(&e))?;
         Ok(StagedRecord { staged, path })
     }
 }
 
 /// A durable record written but not yet in place (see [`Record::stage`]).
 pub struct StagedRecord {
-    staged: berth_runtime::atomic::Staged,
+    staged: berth_atomic::Staged,
     path: PathBuf,
 }
 

@@ -377,7 +377,7 @@ fn reap_children() {
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    crate::atomic::replace_file(path, pid.to_string().as_bytes(), 0o644).map_err(Error::io("writing pid file", path))
+    berth_atomic::replace_file(path, pid.to_string().as_bytes(), 0o644).map_err(Error::io("writing pid file", path))
 }
 
 fn write_id_maps(pid: Pid, spec: &Spec) -> Result<()> {

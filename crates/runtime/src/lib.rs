@@ -5,7 +5,6 @@
 //! process; the child builds the root filesystem, takes on the user, capabilities and seccomp
 //! filter, and execs the program. No runtime binary is re-executed inside the container.
 
-pub mod atomic;
 pub mod cgroups;
 pub mod console;
 mod container;

@@ -110,7 +110,7 @@ pub fn compile_cached(s: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilt
         .recursive(true)
         .mode(0o700)
         .create(cache_dir)
-        .and_then(|_| crate::atomic::write_file(&path, &encode(&f.instructions), 0o600));
+        .and_then(|_| berth_atomic::write_file(&path, &encode(&f.instructions), 0o600));
     if let Err(e) = written {
         tracing::debug!("not caching the seccomp filter in {}: {e}", cache_dir.display());
     }

@@ -174,7 +174,7 @@ impl State {
         let path = Self::dir(root, &self.id).join(STATE_FILE);
         let data = serde_json::to_vec(self).map_err(|e| Error::State { id: self.id.clone(), reason: e.to_string() })?;
         // The state of processes, which no machine crash leaves alive: atomic, not durable.
-        crate::atomic::replace_file(&path, &data, 0o600).map_err(Error::io("writing state", path))
+        berth_atomic::replace_file(&path, &data, 0o600).map_err(Error::io("writing state", path))
     }
 }
 

@@ -963,7 +963,7 @@ impl Shim {
         let json = serde_json::to_vec(&status).map_err(io::Error::other)?;
         // Atomic, not durable: berthd reads it after a crash of its own, not of the machine (which
         // the container would not have survived either).
-        berth_runtime::atomic::replace_file(&self.bundle.join(berth_shim::EXIT), &json, 0o600)?;
+        berth_atomic::replace_file(&self.bundle.join(berth_shim::EXIT), &json, 0o600)?;
         // The status is on disk before the socket goes: whoever cannot connect any more finds it.
         self.listener = None;
         let _ = std::fs::remove_file(self.bundle.join(berth_shim::SOCKET));

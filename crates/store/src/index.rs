@@ -4,7 +4,7 @@
 //! changes in one process are all kept and a crash leaves the old or the new file, never half.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -70,19 +70,7 @@ impl<T: Serialize + DeserializeOwned + Clone + Default> JsonIndex<T> {
 
 /// Replace `path` with `data` durably.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    berth_atomic::write_file(path, data, 0o644)
 }
 
 #[cfg(test)]

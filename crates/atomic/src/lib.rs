@@ -1,5 +1,7 @@
-//! Atomic writes: temp file in the same directory, rename over the target. Durable ones also
-//! fsync the file before and the directory after the rename.
+//! berth-atomic: one way to replace a file, for every crate that keeps state on disk (the
+//! runtime's state, the engine's records, the shim's exit status, the store's index). A temporary
+//! file in the same directory, renamed over the target; durable writes also fsync the file before
+//! and the directory after the rename.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
