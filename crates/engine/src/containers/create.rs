@@ -1,0 +1,259 @@
+//! Create: Docker's checks of a request, the image's config merged in, the name reserved, the
+//! writable layer prepared and the record written; renames.
+
+use super::*;
+
+/// The checks of a create request that need nothing but the request (Docker's rules for the
+/// HostConfig, binds, ulimits, sysctls, capabilities …): a request they refuse makes nothing.
+/// Returns Docker's warnings. (Public for the fuzz targets: requests are hostile input.)
+pub fn check_create(body: &CreateBody) -> Result<Vec<String>, ApiError> {
+    let default = berth_api::containers::HostConfig::default();
+    let hc = body.host_config.as_ref().unwrap_or(&default);
+    let warnings = crate::hostconfig::check(&body.config, hc)?;
+    spec::check(hc)?;
+    spec::capabilities(false, hc.cap_add.as_deref().unwrap_or(&[]), hc.cap_drop.as_deref().unwrap_or(&[]))?;
+    Ok(warnings)
+}
+
+/// Docker's `ENTRYPOINT` + `CMD` merge with the image's defaults.
+pub(super) fn merge(
+    mut user: ContainerConfig,
+    image: &berth_store::image::ContainerConfig,
+) -> Result<(ContainerConfig, String, Vec<String>), ApiError> {
+    let user_ep = user.entrypoint.take().map(StrSlice::into_vec);
+    let user_cmd = user.cmd.take().map(StrSlice::into_vec).filter(|c| !c.is_empty());
+    let (entrypoint, cmd) = match user_ep {
+        // `--entrypoint ""` clears the image's entrypoint and its cmd.
+        Some(ep) if ep.len() == 1 && ep[0].is_empty() => (Vec::new(), user_cmd.unwrap_or_default()),
+        Some(ep) if !ep.is_empty() => (ep, user_cmd.unwrap_or_default()),
+        _ => (image.entrypoint.clone().unwrap_or_default(), user_cmd.or_else(|| image.cmd.clone()).unwrap_or_default()),
+    };
+    let mut argv: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
+    if argv.is_empty() {
+        return Err(ApiError::new(Kind::InvalidArgument, "No command specified"));
+    }
+    let path = argv.remove(0);
+    let key = |e: &String| e.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| e.clone());
+    let mut env = image.env.clone().unwrap_or_default();
+    for e in user.env.take().unwrap_or_default() {
+        match env.iter_mut().find(|x| key(x) == key(&e)) {
+            Some(slot) => *slot = e,
+            None => env.push(e),
+        }
+    }
+    let mut labels: BTreeMap<String, String> = image.labels.clone().unwrap_or_default();
+    labels.extend(user.labels.take().unwrap_or_default());
+    user.env = Some(env);
+    user.labels = Some(labels);
+    user.entrypoint = (!entrypoint.is_empty()).then_some(StrSlice::Many(entrypoint));
+    user.cmd = (!cmd.is_empty()).then_some(StrSlice::Many(cmd));
+    if user.working_dir.as_deref().unwrap_or("").is_empty() {
+        user.working_dir = Some(image.working_dir.clone());
+    }
+    if user.user.as_deref().unwrap_or("").is_empty() {
+        user.user = Some(image.user.clone());
+    }
+    if user.stop_signal.as_deref().unwrap_or("").is_empty() && !image.stop_signal.is_empty() {
+        user.stop_signal = Some(image.stop_signal.clone());
+    }
+    if let Some(ports) = &image.exposed_ports {
+        user.extra.entry("ExposedPorts").or_insert_with(|| json!(ports));
+    }
+    Ok((user, path, argv))
+}
+
+impl Engine {
+    pub(super) async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError> {
+        let warnings = check_create(&body)?;
+        let CreateBody { config, host_config, .. } = body;
+        let hc = host_config.unwrap_or_default();
+        // Until bridge networks land (the network issue), `default`/`bridge` containers get a
+        // private network namespace with loopback only (docs/api.md says so); the docker CLI sends
+        // `bridge` by default, so a warning here would be printed for every run.
+        let image_name = config
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::new(Kind::InvalidArgument, "Config.Image is required"))?;
+        let image_id = self.images.resolve(&image_name).map_err(|e| match e {
+            berth_store::images::ImagesError::NotFound(_) | berth_store::images::ImagesError::Reference(_) => {
+                ApiError::new(Kind::NotFound, format!("No such image: {image_name}"))
+            }
+            e => ApiError::new(Kind::InvalidArgument, e.to_string()),
+        })?;
+        let (_, image_config) = self.images.config(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        let image_rec = self.images.get(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        let (merged, path, args) = merge(config, &image_config.config)?;
+        if let Some(s) = merged.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+            parse_signal(s)?;
+        }
+        if let Some(w) = merged.working_dir.as_deref().filter(|w| !w.is_empty() && !w.starts_with('/')) {
+            return Err(ApiError::new(
+                Kind::InvalidArgument,
+                format!("the working directory '{w}' is invalid, it needs to be an absolute path"),
+            ));
+        }
+        // Namespaces of another container: it must exist now (whether it runs is the start's
+        // question), and a network shared with one on the host's network is the host's. A 400,
+        // as dockerd answers for pid and ipc: the docker CLI takes a 404 from create for a
+        // missing image and would go and pull it.
+        let other = |name: &str| {
+            self.lookup(name).map_err(|e| if e.kind == Kind::NotFound { ApiError::new(Kind::InvalidArgument, e.message) } else { e })
+        };
+        for mode in [&hc.network_mode, &hc.pid_mode, &hc.ipc_mode, &hc.uts_mode] {
+            if let Some(name) = mode.as_deref().and_then(|m| m.strip_prefix("container:")) {
+                other(name)?;
+            }
+        }
+        if let Some(name) = hc.network_mode.as_deref().and_then(|m| m.strip_prefix("container:"))
+            && other(name)?.rec().host_config.network_mode.as_deref() == Some("host")
+        {
+            crate::hostconfig::sysctls(&hc, false)?;
+        }
+
+        let id = names::random_id()?;
+        // Reserve the name first, so two creates never both get it.
+        let name = {
+            let mut t = self.table_mut();
+            let name = match name {
+                Some(n) => {
+                    let n = names::validate(&n)?;
+                    if let Some(other) = t.names.get(&n) {
+                        return Err(ApiError::new(
+                            Kind::Conflict,
+                            format!(
+                                "Conflict. The container name \"/{n}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                            ),
+                        ));
+                    }
+                    n
+                }
+                None => {
+                    (0..100).map(|i| names::generate(&id, i)).find(|n| !t.names.contains_key(n)).unwrap_or_else(|| id[..12].to_string())
+                }
+            };
+            t.names.insert(name.clone(), id.clone());
+            name
+        };
+        let dir = self.containers_dir.join(&id);
+        let undo = |e: ApiError| {
+            let mut t = self.table_mut();
+            if t.names.get(&name) == Some(&id) {
+                t.names.remove(&name);
+            }
+            drop(t);
+            let _ = self.images.snapshots.remove(&id);
+            let _ = std::fs::remove_dir_all(&dir);
+            e
+        };
+        // A `run --rm` container is thrown away when it exits, and after a crash of the machine:
+        // its layer and record are written without fsyncs (docs/engine.md).
+        let ephemeral = hc.auto_remove.unwrap_or(false);
+        let result: Result<Record, ApiError> = (|| {
+            std::fs::create_dir(&dir).map_err(internal("creating", &dir))?;
+            let parent = image_rec.layers.last().map(|l| l.chain_id.to_string());
+            let snapshots = &self.images.snapshots;
+            // A durable layer's fsyncs are left for later, to run beside the record's.
+            let prepared = if ephemeral {
+                snapshots.prepare_ephemeral(&id, parent.as_deref())
+            } else {
+                snapshots.prepare_unsynced(&id, parent.as_deref())
+            };
+            prepared.map_err(|e| ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}")))?;
+            Ok(Record {
+                version: record::RECORD_VERSION,
+                id: id.clone(),
+                name: name.clone(),
+                created: record::now(),
+                image: image_id.to_string(),
+                image_name: image_name.clone(),
+                path,
+                args,
+                config: merged,
+                host_config: hc,
+                state: RunState::default(),
+                shim: None,
+                restart_count: 0,
+                log_path: dir.join(format!("{id}-json.log")),
+            })
+        })();
+        let rec = result.map_err(undo)?;
+        // The layer's fsyncs, the record's and the making of the bundle all at once (fsyncs are
+        // idle time for the CPU). The record is put in place only once the layer is durable: a
+        // crash of the machine before leaves a layer without a record, which restore removes.
+        let images = Arc::clone(&self.images);
+        let key = id.clone();
+        let layer_synced = (!ephemeral).then(|| tokio::task::spawn_blocking(move || images.snapshots.sync(&key)));
+        let ahead = self.prepare_ahead(&rec);
+        let saved = async {
+            if ephemeral {
+                return rec.save(&dir, crate::record::Durability::Atomic);
+            }
+            let staged = rec.stage(&dir);
+            if let Some(synced) = layer_synced {
+                match synced.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(ApiError::new(Kind::Internal, format!("preparing the container's layer: {e}"))),
+                    Err(e) => return Err(ApiError::new(Kind::Internal, e.to_string())),
+                }
+            }
+            staged?.commit()
+        };
+        if let Err(e) = saved.await {
+            if let Some(a) = ahead {
+                let _ = a.task.await;
+                self.cleanup_bundle_at(&self.bundles_dir.join(&id));
+            }
+            return Err(undo(e));
+        }
+        let ctr = self.new_ctr(rec);
+        if let Some(a) = ahead {
+            *ctr.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
+            self.expire_ahead(&ctr);
+        }
+        self.table_mut().by_id.insert(id.clone(), ctr);
+        Ok(json!({"Id": id, "Warnings": warnings}))
+    }
+
+    /// Pid of a running container, for `container:X` namespace modes.
+    pub(super) fn ns_pid(&self, name: &str) -> Result<i32, ApiError> {
+        let other = self.lookup(name)?;
+        let r = other.rec();
+        if r.state.status.is_live() && r.state.pid > 0 {
+            Ok(r.state.pid)
+        } else {
+            Err(ApiError::new(Kind::Conflict, format!("cannot join namespaces of container {name}: it is not running")))
+        }
+    }
+
+    pub(super) async fn rename_ctr(&self, id: &str, name: &str) -> Result<(), ApiError> {
+        let ctr = self.lookup(id)?;
+        let new = names::validate(name)?;
+        let old = ctr.rec().name.clone();
+        if new == old {
+            return Err(ApiError::new(Kind::InvalidArgument, "Renaming a container with the same name as its current name"));
+        }
+        {
+            let mut t = self.table_mut();
+            if let Some(other) = t.names.get(&new) {
+                return Err(ApiError::new(
+                    Kind::Conflict,
+                    format!(
+                        "Conflict. The container name \"/{new}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                    ),
+                ));
+            }
+            t.names.insert(new.clone(), ctr.id.clone());
+        }
+        match ctr.update(|r| r.name = new.clone()) {
+            Ok(_) => {
+                self.table_mut().names.remove(&old);
+                Ok(())
+            }
+            Err(e) => {
+                self.table_mut().names.remove(&new);
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Exits: the monitor waiting on each running container, what an exit records (and an auto-remove
+//! container's removal), and waits for an exit or a removal.
+
+use super::*;
+
+impl Engine {
+    pub(crate) fn spawn_monitor(&self, ctr: Arc<Ctr>) {
+        let e = self.clone();
+        tokio::spawn(async move {
+            let status = e.tasks.wait(&ctr.bundle).await;
+            e.finish_exit(&ctr, status).await;
+        });
+    }
+
+    /// The container's process is gone: record how it ended and release its bundle.
+    pub(crate) async fn finish_exit(&self, ctr: &Arc<Ctr>, status: Option<ExitStatus>) {
+        let read_status = || self.tasks.recorded_exit(&ctr.bundle);
+        let mut status = status.or_else(read_status);
+        if status.is_none()
+            && let Some(shim) = ctr.rec().shim
+        {
+            // The connection broke but the shim lives: it is finishing; its status follows.
+            for _ in 0..500 {
+                if !self.tasks.alive(&shim) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            status = read_status();
+        }
+        let rec = ctr.rec();
+        if !rec.state.status.is_live() {
+            return;
+        }
+        let error = if status.is_none() {
+            // The shim died without recording an exit: make sure nothing of the container is left.
+            self.destroy_leftovers(ctr).await;
+            "the container's shim exited without recording an exit status".to_string()
+        } else {
+            String::new()
+        };
+        let auto_remove = rec.host_config.auto_remove.unwrap_or(false) && !ctr.restarting.load(Ordering::SeqCst);
+        // A forced removal waiting for this exit takes the bundle away itself, unmounting after
+        // it answers. (An auto-remove container's layer is volatile: unmounting it costs little.)
+        if !ctr.removing.load(Ordering::SeqCst) {
+            self.cleanup_bundle(ctr);
+        }
+        self.drop_execs_of(&ctr.id);
+        let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
+        // A removal (forced, or automatic) follows at once: one write marks the exit and the
+        // removal together, where "exited" then "removing" cost two.
+        let removal_next = auto_remove || ctr.removing.load(Ordering::SeqCst);
+        let exited = move |r: &mut Record| {
+            r.state.status = if removal_next { Status::Removing } else { Status::Exited };
+            r.state.pid = 0;
+            r.state.exit_code = status.exit_code;
+            r.state.finished_at = status.finished_at;
+            r.state.oom_killed = status.oom_killed;
+            r.state.error = error;
+            r.shim = None;
+        };
+        if auto_remove {
+            // Its removal follows at once; were berthd to die first, restore finds the shim gone
+            // and removes it just the same.
+            ctr.update_in_memory(exited);
+        } else {
+            // A file written and renamed: on a blocking thread, not a runtime worker (an `rm -f`
+            // of fifty containers records fifty exits at once).
+            let c = Arc::clone(ctr);
+            match tokio::task::spawn_blocking(move || c.update_status(exited)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("recording the exit of {}: {}", ctr.id, e.message),
+                Err(e) => tracing::error!("recording the exit of {}: {e}", ctr.id),
+            }
+        }
+        if auto_remove {
+            let e = self.clone();
+            let ctr = Arc::clone(ctr);
+            tokio::spawn(async move {
+                let _op = ctr.op.lock().await;
+                if !ctr.rec().state.status.is_live()
+                    && let Err(err) = e.remove_now(&ctr).await
+                {
+                    tracing::warn!("auto-removing {}: {}", ctr.id, err.message);
+                }
+            });
+        }
+    }
+
+    /// What the runtime still holds of a container that is not running (a failed start, a shim
+    /// that died without a word): its processes, cgroup and state go. A stat when there is none.
+    /// (Not after a normal exit: the shim deletes its container's state itself.)
+    pub(crate) async fn destroy_leftovers(&self, ctr: &Arc<Ctr>) {
+        let (e, id) = (self.clone(), ctr.id.clone());
+        let cgroup = spec::cgroup_path(&self.cfg.cgroup_parent, &ctr.rec().host_config, &id);
+        let _ = tokio::task::spawn_blocking(move || e.tasks.destroy(&id, Some(Path::new(&cgroup)), None)).await;
+    }
+
+    /// Wait until the container is not running, up to `timeout` (None: forever).
+    pub(super) async fn wait_stopped(&self, ctr: &Ctr, timeout: Option<Duration>) -> bool {
+        let mut rx = ctr.changed.subscribe();
+        let wait = async {
+            loop {
+                if !ctr.rec().state.status.is_live() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        match timeout {
+            None => {
+                wait.await;
+                true
+            }
+            Some(t) => tokio::time::timeout(t, wait).await.is_ok(),
+        }
+    }
+
+    pub(super) async fn wait_ctr(
+        &self,
+        id: &str,
+        condition: WaitCondition,
+    ) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError> {
+        let ctr = self.lookup(id)?;
+        let mut rx = ctr.changed.subscribe();
+        let first = ctr.rec();
+        Ok(Box::pin(async move {
+            loop {
+                let rec = ctr.rec();
+                let done = match condition {
+                    WaitCondition::NotRunning => !rec.state.status.is_live(),
+                    WaitCondition::NextExit => {
+                        rec.state.finished_at != first.state.finished_at
+                            || (rec.state.error != first.state.error && !rec.state.error.is_empty())
+                    }
+                    WaitCondition::Removed => ctr.removed.load(Ordering::SeqCst),
+                };
+                if done || rx.changed().await.is_err() {
+                    // A removal clears the container's error, as Docker's does: the docker CLI
+                    // prints any error a `removed` wait reports, after the start's own.
+                    let cleared = matches!(condition, WaitCondition::Removed) && done;
+                    let error = if rec.state.error.is_empty() || cleared { Value::Null } else { json!({"Message": rec.state.error}) };
+                    return json!({"StatusCode": rec.state.exit_code, "Error": error});
+                }
+            }
+        }))
+    }
+}

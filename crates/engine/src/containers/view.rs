@@ -1,0 +1,350 @@
+//! The read views: inspect and list built from records (never waiting on a lifecycle operation),
+//! sizes, filters, `top`.
+
+use super::*;
+
+/// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
+pub(super) fn human_duration(secs: f64) -> String {
+    berth_format::human_duration(secs.max(0.0) as u64)
+}
+
+pub(super) fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+pub(super) fn status_text(s: &RunState) -> String {
+    match s.status {
+        Status::Running => format!("Up {}", human_duration(now_secs() - record::unix_seconds(&s.started_at))),
+        Status::Paused => format!("Up {} (Paused)", human_duration(now_secs() - record::unix_seconds(&s.started_at))),
+        Status::Restarting => {
+            format!("Restarting ({}) {} ago", s.exit_code, human_duration(now_secs() - record::unix_seconds(&s.finished_at)))
+        }
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+        Status::Created => "Created".into(),
+        Status::Exited => {
+            if s.finished_at == ZERO_TIME {
+                "Created".into()
+            } else {
+                format!("Exited ({}) {} ago", s.exit_code, human_duration(now_secs() - record::unix_seconds(&s.finished_at)))
+            }
+        }
+    }
+}
+
+/// `ps`'s COMMAND as Docker builds it: arguments holding a space in single quotes.
+pub(super) fn command_line(rec: &Record) -> String {
+    let mut out = rec.path.clone();
+    for a in &rec.args {
+        out.push(' ');
+        if a.contains(' ') {
+            out.push_str(&format!("'{a}'"));
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
+}
+
+/// The keys Docker's container config always carries, in container and image inspect alike,
+/// each with its value when unset (a null stays null).
+pub(crate) fn docker_config_keys(c: &mut serde_json::Map<String, Value>) {
+    for (k, default) in [
+        ("Hostname", json!("")),
+        ("Domainname", json!("")),
+        ("User", json!("")),
+        ("AttachStdin", json!(false)),
+        ("AttachStdout", json!(false)),
+        ("AttachStderr", json!(false)),
+        ("Tty", json!(false)),
+        ("OpenStdin", json!(false)),
+        ("StdinOnce", json!(false)),
+        ("Env", Value::Null),
+        ("Cmd", Value::Null),
+        ("Image", json!("")),
+        ("Volumes", Value::Null),
+        ("WorkingDir", json!("")),
+        ("Entrypoint", Value::Null),
+        ("OnBuild", Value::Null),
+        ("Labels", Value::Null),
+    ] {
+        if c.get(k).is_none_or(Value::is_null) {
+            c.insert(k.into(), default);
+        }
+    }
+}
+
+/// Docker's `label=` / `label!=` filters on a set of labels: `key`, or `key=value`.
+pub(crate) fn labels_match(labels: Option<&BTreeMap<String, String>>, f: &berth_api::params::Filters) -> bool {
+    let has = |l: &String| match l.split_once('=') {
+        Some((k, v)) => labels.and_then(|m| m.get(k)).is_some_and(|x| x == v),
+        None => labels.is_some_and(|m| m.contains_key(l.as_str())),
+    };
+    f.get("label").iter().all(has) && !f.get("label!").iter().any(has)
+}
+
+/// The `until=` filters of a prune, as Unix seconds.
+pub(crate) fn until_filters(f: &berth_api::params::Filters) -> Result<Vec<f64>, ApiError> {
+    let now = now_secs();
+    f.get("until")
+        .iter()
+        .map(|u| berth_format::parse_timestamp(u, now).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string())))
+        .collect()
+}
+
+/// The container list's filters (Docker's names). `names` are the compiled `name=` patterns.
+pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, names: &[Option<regex::Regex>]) -> bool {
+    let any = |k: &str, pred: &dyn Fn(&str) -> bool| {
+        let v = f.get(k);
+        v.is_empty() || v.iter().any(|x| pred(x))
+    };
+    let hc = &rec.host_config;
+    // The network a container is on, by its mode (the default one is Docker's `bridge`).
+    let network = match hc.network_mode.as_deref().unwrap_or("") {
+        "" | "default" => "bridge",
+        n => n,
+    };
+    // Sources and targets of its binds, mounts and tmpfs (looked through only for `volume=`).
+    let mounted = |x: &str| {
+        hc.binds.iter().flatten().flat_map(|b| b.split(':').take(2)).any(|p| p == x)
+            || hc.mounts.iter().flatten().any(|m| m.source.as_deref() == Some(x) || m.target.as_deref() == Some(x))
+            || hc.tmpfs.iter().flatten().any(|(t, _)| t == x)
+    };
+    let exposed = rec.config.extra.get("ExposedPorts").and_then(Value::as_object);
+    any("id", &|x| rec.id.starts_with(x))
+        // Docker's name filter is a regular expression, matched with or without the slash.
+        && (names.is_empty() || names.iter().flatten().any(|r| r.is_match(&rec.name) || r.is_match(&format!("/{}", rec.name))))
+        && any("status", &|x| rec.state.status.as_str() == x)
+        && any("network", &|x| x == network)
+        && any("volume", &mounted)
+        && any("expose", &|x| exposed.is_some_and(|e| e.contains_key(x) || e.contains_key(&format!("{x}/tcp"))))
+        // No healthchecks, published ports or swarm tasks yet; every container is `default`.
+        && any("health", &|x| x == "none")
+        && any("publish", &|_| false)
+        && any("is-task", &|x| x == "false")
+        && any("isolation", &|x| x == "default")
+        && any("exited", &|x| rec.state.status == Status::Exited && x.parse::<i32>().is_ok_and(|c| c == rec.state.exit_code))
+        && any("ancestor", &|x| {
+            rec.image_name == x
+                || rec.image == x
+                || rec.image.strip_prefix("sha256:").is_some_and(|h| h.starts_with(x.strip_prefix("sha256:").unwrap_or(x)))
+                || berth_store::reference::Reference::parse(x).ok().map(|r| r.to_string())
+                    == berth_store::reference::Reference::parse(&rec.image_name).ok().map(|r| r.to_string())
+        })
+        && labels_match(rec.config.labels.as_ref(), f)
+}
+
+/// `docker top`: the host's `ps` output, keeping the container's processes.
+pub(super) fn top(pids: &[i32], args: &str) -> Result<Value, ApiError> {
+    let out = std::process::Command::new("ps")
+        .args(args.split_whitespace())
+        .output()
+        .map_err(|e| ApiError::new(Kind::Internal, format!("running ps: {e}")))?;
+    if !out.status.success() {
+        return Err(ApiError::new(Kind::Internal, format!("ps: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    let titles: Vec<&str> = header.split_whitespace().collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| *t == "PID")
+        .ok_or_else(|| ApiError::new(Kind::InvalidArgument, format!("Couldn't find PID field in ps output for {args:?}")))?;
+    let mut procs = Vec::new();
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        if fields.len() < titles.len() {
+            continue;
+        }
+        if fields[pid_col].parse::<i32>().is_ok_and(|p| pids.contains(&p)) {
+            // The last column (the command) keeps its spaces.
+            let mut row: Vec<String> = fields[..titles.len() - 1].iter().map(|s| s.to_string()).collect();
+            row.push(fields[titles.len() - 1..].join(" "));
+            procs.push(row);
+        }
+    }
+    Ok(json!({"Titles": titles, "Processes": procs}))
+}
+
+impl Engine {
+    pub(crate) fn inspect_json(&self, rec: &Record, size: bool) -> Value {
+        let s = &rec.state;
+        let hc = serde_json::to_value(&rec.host_config).unwrap_or_default();
+        let mut config = serde_json::to_value(&rec.config).unwrap_or_default();
+        if let Some(c) = config.as_object_mut() {
+            let hostname = rec.config.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| rec.short_id().to_string());
+            c.insert("Hostname".into(), json!(hostname));
+            docker_config_keys(c);
+            if c.get("Labels").is_none_or(Value::is_null) {
+                c.insert("Labels".into(), json!({}));
+            }
+            c.insert("Image".into(), json!(rec.image_name));
+            if c.get("Volumes").and_then(Value::as_object).is_some_and(|v| v.is_empty()) {
+                c.insert("Volumes".into(), Value::Null);
+            }
+        }
+        let mut v = json!({
+            "Id": rec.id,
+            "Created": rec.created,
+            "Path": rec.path,
+            "Args": rec.args,
+            "State": {
+                "Status": s.status.as_str(),
+                "Running": s.status.is_live(),
+                "Paused": s.status == Status::Paused,
+                "Restarting": s.status == Status::Restarting,
+                "OOMKilled": s.oom_killed,
+                "Dead": s.status == Status::Dead,
+                "Pid": s.pid,
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": s.started_at,
+                "FinishedAt": s.finished_at,
+            },
+            "Image": rec.image,
+            "ResolvConfPath": self.containers_dir.join(&rec.id).join("resolv.conf"),
+            "HostnamePath": self.containers_dir.join(&rec.id).join("hostname"),
+            "HostsPath": self.containers_dir.join(&rec.id).join("hosts"),
+            "LogPath": if logs_off(rec) { PathBuf::new() } else { rec.log_path.clone() },
+            "Name": format!("/{}", rec.name),
+            "RestartCount": rec.restart_count,
+            "Driver": self.driver_name(),
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": Some(self.exec_ids_of(&rec.id)).filter(|e| !e.is_empty()),
+            "HostConfig": hc,
+            "GraphDriver": {"Name": self.driver_name(), "Data": null},
+            "Mounts": spec::mount_points(&rec.host_config),
+            "Config": config,
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "Ports": {}, "SandboxKey": if s.pid > 0 { format!("/proc/{}/ns/net", s.pid) } else { String::new() },
+                "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null, "EndpointID": "", "Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+                "Networks": {}
+            }
+        });
+        if let Some(hc) = v["HostConfig"].as_object_mut() {
+            for (k, d) in [
+                ("NetworkMode", json!("default")),
+                ("AutoRemove", json!(false)),
+                ("Privileged", json!(false)),
+                ("ReadonlyRootfs", json!(false)),
+                ("LogConfig", json!({"Type": "json-file", "Config": {}})),
+                ("RestartPolicy", json!({"Name": "no", "MaximumRetryCount": 0})),
+            ] {
+                if hc.get(k).is_none_or(Value::is_null) {
+                    hc.insert(k.into(), d);
+                }
+            }
+            let cgroupns =
+                if berth_runtime::cgroups::detect_mode() == Some(berth_runtime::cgroups::Mode::Unified) { "private" } else { "host" };
+            crate::hostconfig::inspect_defaults(hc, rec.host_config.privileged == Some(true), cgroupns);
+        }
+        if size {
+            let (rw, rootfs) = self.sizes(rec);
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(rootfs);
+        }
+        v
+    }
+
+    pub(crate) fn driver_name(&self) -> &'static str {
+        match self.driver {
+            berth_store::images::Driver::Overlay => "overlay2",
+            berth_store::images::Driver::Vfs => "vfs",
+        }
+    }
+
+    /// The writable layer's size and the whole root's (image layers included).
+    pub(crate) fn sizes(&self, rec: &Record) -> (u64, u64) {
+        let rw = self.images.snapshots.usage(&rec.id).map(|u| u.size).unwrap_or(0);
+        let image = rec
+            .image
+            .parse::<berth_store::Digest>()
+            .ok()
+            .and_then(|d| self.images.get(&d).ok())
+            .map(|i| self.images.layer_sizes(&i).iter().sum::<u64>())
+            .unwrap_or(0);
+        (rw, rw + image)
+    }
+
+    pub(crate) fn summary_json(&self, rec: &Record, size: bool) -> Value {
+        let mut v = json!({
+            "Id": rec.id,
+            "Names": [format!("/{}", rec.name)],
+            "Image": rec.image_name,
+            "ImageID": rec.image,
+            "Command": command_line(rec),
+            "Created": record::unix_seconds(&rec.created) as i64,
+            "Ports": [],
+            "Labels": rec.config.labels.clone().unwrap_or_default(),
+            "State": rec.state.status.as_str(),
+            "Status": status_text(&rec.state),
+            "HostConfig": {"NetworkMode": rec.host_config.network_mode.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": spec::mount_points(&rec.host_config),
+        });
+        if size {
+            let (rw, rootfs) = self.sizes(rec);
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(rootfs);
+        }
+        v
+    }
+
+    pub(super) async fn list_ctrs(&self, opts: ListOptions) -> Result<Vec<Value>, ApiError> {
+        opts.filters.only(&[
+            "id",
+            "name",
+            "label",
+            "status",
+            "ancestor",
+            "exited",
+            "before",
+            "since",
+            "network",
+            "volume",
+            "expose",
+            "publish",
+            "health",
+            "is-task",
+            "isolation",
+        ])?;
+        // A pattern that does not compile matches nothing, as in Docker.
+        let names: Vec<Option<regex::Regex>> = opts.filters.get("name").iter().map(|n| regex::Regex::new(n).ok()).collect();
+        for s in opts.filters.get("status") {
+            if !["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&s.as_str()) {
+                return Err(ApiError::new(Kind::InvalidArgument, format!("invalid filter 'status={s}'")));
+            }
+        }
+        let mut recs: Vec<Arc<Record>> = self.all().iter().map(|c| c.rec()).collect();
+        recs.sort_by(|a, b| b.created.cmp(&a.created));
+        let all = opts.all || opts.limit.is_some() || !opts.filters.get("status").is_empty() || !opts.filters.get("exited").is_empty();
+        // before=X / since=X: created before / after container X (RFC 3339 with nanoseconds, so
+        // the strings order as the times do).
+        let created_of = |n: &String| self.lookup(n).map(|c| c.rec().created.clone());
+        let before: Vec<String> = opts.filters.get("before").iter().map(created_of).collect::<Result<_, _>>()?;
+        let since: Vec<String> = opts.filters.get("since").iter().map(created_of).collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for rec in recs {
+            if !all && !rec.state.status.is_live() {
+                continue;
+            }
+            if before.iter().any(|t| rec.created >= *t) || since.iter().any(|t| rec.created <= *t) {
+                continue;
+            }
+            if !matches_filters(&rec, &opts.filters, &names) {
+                continue;
+            }
+            out.push(self.summary_json(&rec, opts.size));
+            if opts.limit.is_some_and(|n| out.len() as i64 >= n) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
