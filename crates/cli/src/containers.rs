@@ -1,0 +1,643 @@
+//! Container commands: run, create, start, stop, restart, kill, rm, ps, logs, attach, exec, top,
+//! rename, pause, unpause, wait.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::http::{Client, query};
+use crate::*;
+
+#[derive(Args, Clone, Default)]
+pub(crate) struct CreateFlags {
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    #[arg(short = 'e', long = "env")]
+    pub(crate) env: Vec<String>,
+    #[arg(long = "env-file")]
+    pub(crate) env_file: Vec<String>,
+    #[arg(short = 'w', long = "workdir")]
+    pub(crate) workdir: Option<String>,
+    #[arg(short = 'u', long = "user")]
+    pub(crate) user: Option<String>,
+    #[arg(long)]
+    pub(crate) entrypoint: Option<String>,
+    #[arg(short = 'l', long = "label")]
+    pub(crate) label: Vec<String>,
+    #[arg(long, short = 'h')]
+    pub(crate) hostname: Option<String>,
+    #[arg(long = "cap-add")]
+    pub(crate) cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    pub(crate) cap_drop: Vec<String>,
+    #[arg(long)]
+    pub(crate) privileged: bool,
+    #[arg(long = "read-only")]
+    pub(crate) read_only: bool,
+    #[arg(long, alias = "net")]
+    pub(crate) network: Option<String>,
+    #[arg(long = "stop-signal")]
+    pub(crate) stop_signal: Option<String>,
+    #[arg(long = "stop-timeout")]
+    pub(crate) stop_timeout: Option<i64>,
+    #[arg(long)]
+    pub(crate) ulimit: Vec<String>,
+    #[arg(long)]
+    pub(crate) sysctl: Vec<String>,
+    #[arg(long = "shm-size")]
+    pub(crate) shm_size: Option<String>,
+    #[arg(long = "security-opt")]
+    pub(crate) security_opt: Vec<String>,
+    #[arg(short = 'a', long = "attach")]
+    pub(crate) attach: Vec<String>,
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
+    #[arg(long)]
+    pub(crate) rm: bool,
+    #[arg(long)]
+    pub(crate) pid: Option<String>,
+    #[arg(long)]
+    pub(crate) ipc: Option<String>,
+    #[arg(long)]
+    pub(crate) uts: Option<String>,
+    #[arg(long = "group-add")]
+    pub(crate) group_add: Vec<String>,
+    #[arg(short = 'v', long = "volume")]
+    pub(crate) volume: Vec<String>,
+    #[arg(long = "log-opt")]
+    pub(crate) log_opt: Vec<String>,
+    #[command(flatten)]
+    pub(crate) host: hostflags::HostFlags,
+    /// Print help (`-h` is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub(crate) help: Option<bool>,
+    pub(crate) image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    #[arg(short = 'd', long)]
+    pub(crate) detach: bool,
+    #[arg(long = "detach-keys")]
+    pub(crate) detach_keys: Option<String>,
+    #[command(flatten)]
+    pub(crate) c: CreateFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct CreateArgs {
+    #[command(flatten)]
+    pub(crate) c: CreateFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct StartArgs {
+    #[arg(short = 'a', long)]
+    pub(crate) attach: bool,
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+    #[arg(long = "detach-keys")]
+    pub(crate) detach_keys: Option<String>,
+    #[arg(required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct StopArgs {
+    #[arg(short = 't', long = "time")]
+    pub(crate) time: Option<i64>,
+    #[arg(short = 's', long)]
+    pub(crate) signal: Option<String>,
+    #[arg(required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct RestartArgs {
+    #[arg(short = 't', long = "time")]
+    pub(crate) time: Option<i64>,
+    #[arg(required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct KillArgs {
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub(crate) signal: String,
+    #[arg(required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct RmArgs {
+    #[arg(short = 'f', long)]
+    pub(crate) force: bool,
+    #[arg(short = 'v', long)]
+    pub(crate) volumes: bool,
+    #[arg(required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct PsArgs {
+    #[arg(short = 'a', long)]
+    pub(crate) all: bool,
+    #[arg(short = 'q', long)]
+    pub(crate) quiet: bool,
+    #[arg(short = 's', long)]
+    pub(crate) size: bool,
+    #[arg(short = 'n', long = "last")]
+    pub(crate) last: Option<i64>,
+    #[arg(short = 'l', long)]
+    pub(crate) latest: bool,
+    #[arg(long = "no-trunc")]
+    pub(crate) no_trunc: bool,
+    #[arg(short = 'f', long = "filter")]
+    pub(crate) filter: Vec<String>,
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct LogsArgs {
+    #[arg(short = 'f', long)]
+    pub(crate) follow: bool,
+    #[arg(short = 'n', long)]
+    pub(crate) tail: Option<String>,
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    #[arg(short = 't', long)]
+    pub(crate) timestamps: bool,
+    #[arg(long)]
+    pub(crate) details: bool,
+    pub(crate) container: String,
+}
+
+#[derive(Args)]
+pub(crate) struct AttachArgs {
+    #[arg(long = "no-stdin")]
+    pub(crate) no_stdin: bool,
+    #[arg(long = "detach-keys")]
+    pub(crate) detach_keys: Option<String>,
+    pub(crate) container: String,
+}
+
+#[derive(Args)]
+pub(crate) struct ExecArgs {
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
+    #[arg(short = 'd', long)]
+    pub(crate) detach: bool,
+    #[arg(short = 'e', long = "env")]
+    pub(crate) env: Vec<String>,
+    #[arg(short = 'w', long = "workdir")]
+    pub(crate) workdir: Option<String>,
+    #[arg(short = 'u', long)]
+    pub(crate) user: Option<String>,
+    #[arg(long)]
+    pub(crate) privileged: bool,
+    pub(crate) container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub(crate) cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct TopArgs {
+    pub(crate) container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) args: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct RenameArgs {
+    pub(crate) container: String,
+    pub(crate) name: String,
+}
+
+#[derive(Args)]
+pub(crate) struct WaitArgs {
+    #[arg(required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+pub(crate) fn kv_list(items: &[String]) -> serde_json::Map<String, Value> {
+    items
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), Value::String(v.to_string()))
+        })
+        .collect()
+}
+
+/// Docker's `--env-file`: `KEY=VALUE` lines, `KEY` alone takes the value from here.
+pub(crate) fn env_file(path: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("open {path}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| if l.contains('=') { Some(l.to_string()) } else { std::env::var(l).ok().map(|v| format!("{l}={v}")) })
+        .collect())
+}
+
+pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<Value> {
+    let mut env = Vec::new();
+    for f in &c.env_file {
+        env.extend(env_file(f)?);
+    }
+    for e in &c.env {
+        if e.contains('=') {
+            env.push(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            env.push(format!("{e}={v}"));
+        }
+    }
+    let mut ulimits = Vec::new();
+    for u in &c.ulimit {
+        let (name, limits) = u.split_once('=').with_context(|| format!("invalid ulimit argument: {u}"))?;
+        let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+        ulimits.push(json!({"Name": name, "Soft": soft.parse::<i64>()?, "Hard": hard.parse::<i64>()?}));
+    }
+    let attach_all = c.attach.is_empty();
+    let has = |s: &str| c.attach.iter().any(|a| a.eq_ignore_ascii_case(s));
+    let log_config = if c.log_opt.is_empty() { Value::Null } else { json!({"Type": "json-file", "Config": kv_list(&c.log_opt)}) };
+    // `-v /path` (no host side) is an anonymous volume, as in Docker's CLI.
+    let (binds, volumes): (Vec<&String>, Vec<&String>) = c.volume.iter().partition(|v| v.contains(':'));
+    let mut body = json!({
+        "Image": c.image,
+        "Cmd": if c.cmd.is_empty() { Value::Null } else { json!(c.cmd) },
+        "Entrypoint": c.entrypoint.as_ref().map(|e| if e.is_empty() { json!([""]) } else { json!([e]) }),
+        "Env": env,
+        "WorkingDir": c.workdir.clone().unwrap_or_default(),
+        "User": c.user.clone().unwrap_or_default(),
+        "Labels": kv_list(&c.label),
+        "Hostname": c.hostname.clone().unwrap_or_default(),
+        "StopSignal": c.stop_signal,
+        "StopTimeout": c.stop_timeout,
+        "Tty": c.tty,
+        "OpenStdin": c.interactive,
+        "StdinOnce": c.interactive,
+        "AttachStdin": c.interactive,
+        "AttachStdout": attach_all || has("stdout"),
+        "AttachStderr": attach_all || has("stderr"),
+        "HostConfig": {
+            "AutoRemove": c.rm,
+            "Privileged": c.privileged,
+            "ReadonlyRootfs": c.read_only,
+            "CapAdd": c.cap_add,
+            "CapDrop": c.cap_drop,
+            "NetworkMode": c.network.clone().unwrap_or_else(|| "default".into()),
+            "PidMode": c.pid.clone().unwrap_or_default(),
+            "IpcMode": c.ipc.clone().unwrap_or_default(),
+            "UTSMode": c.uts.clone().unwrap_or_default(),
+            "Sysctls": kv_list(&c.sysctl),
+            "Ulimits": ulimits,
+            "ShmSize": c.shm_size.as_deref().map(parse_size).transpose()?.unwrap_or(0),
+            "SecurityOpt": c.security_opt,
+            "GroupAdd": c.group_add,
+            "Binds": binds,
+            "LogConfig": log_config,
+        }
+    });
+    if !volumes.is_empty() {
+        body["Volumes"] = volumes.iter().map(|v| (v.to_string(), json!({}))).collect::<serde_json::Map<_, _>>().into();
+    }
+    if let Some(hc) = body["HostConfig"].as_object_mut() {
+        c.host.fill(hc)?;
+    }
+    Ok(body)
+}
+
+/// POST /containers/create; Docker's CLI wording and exit code 125 on failure.
+pub(crate) fn create(client: &Client, c: &CreateFlags) -> anyhow::Result<String> {
+    let body = create_body(c).map_err(|e| Exit(125, format!("berth: {e:#}")))?;
+    let path = match &c.name {
+        Some(n) => format!("/containers/create?{}", query(&[("name", n.clone())])),
+        None => "/containers/create".into(),
+    };
+    match client.post_json(&path, &body) {
+        Ok(v) => {
+            for w in v["Warnings"].as_array().into_iter().flatten() {
+                eprintln!("WARNING: {}", format::show(w));
+            }
+            Ok(v["Id"].as_str().unwrap_or_default().to_string())
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.contains("No such image") {
+                eprintln!("Unable to find image '{}' locally", c.image);
+            }
+            Err(Exit(125, format!("berth: {msg}")).into())
+        }
+    }
+}
+
+/// Docker's exit code for a failed start: 127 not found, 126 cannot run, 125 otherwise.
+pub(crate) fn start_error(e: anyhow::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    let code = if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        127
+    } else if msg.contains("permission denied") || msg.contains("is a directory") {
+        126
+    } else {
+        125
+    };
+    Exit(code, format!("berth: {msg}")).into()
+}
+
+/// `berth run`.
+pub(crate) fn run(client: &Client, a: RunArgs) -> anyhow::Result<i32> {
+    let RunArgs { detach, detach_keys, c } = a;
+    run_container(client, detach, detach_keys, &c)
+}
+
+/// `berth create`.
+pub(crate) fn cmd_create(client: &Client, a: CreateArgs) -> anyhow::Result<i32> {
+    let CreateArgs { c } = a;
+    println!("{}", create(client, &c)?);
+    Ok(0)
+}
+
+/// `berth start`.
+pub(crate) fn start(client: &Client, a: StartArgs) -> anyhow::Result<i32> {
+    let StartArgs { attach, interactive, detach_keys, containers } = a;
+    if attach || interactive {
+        let id = &containers[0];
+        let info = client.get(&format!("/containers/{id}/json"))?;
+        let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+        let stdin = interactive && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+        let conn = stream::attach(client, id, stdin, detach_keys.as_deref())?;
+        let waiter = stream::Waiter::start(client, id, "next-exit")?;
+        client.post(&format!("/containers/{id}/start")).map_err(start_error)?;
+        // Detached: the container runs on, and the docker CLI says nothing.
+        if stream::relay(client, conn, tty, stdin, id, tty)? {
+            return Ok(0);
+        }
+        return waiter.code();
+    }
+    each(&containers, true, |c| client.post(&format!("/containers/{c}/start")).map(|_| ()))
+}
+
+/// `berth stop`.
+pub(crate) fn stop(client: &Client, a: StopArgs) -> anyhow::Result<i32> {
+    let StopArgs { time, signal, containers } = a;
+    let mut q = Vec::new();
+    if let Some(t) = time {
+        q.push(("t", t.to_string()));
+    }
+    if let Some(s) = signal {
+        q.push(("signal", s));
+    }
+    each_parallel(&containers, |c| client.post(&format!("/containers/{c}/stop?{}", query(&q))).map(|_| ()))
+}
+
+/// `berth restart`.
+pub(crate) fn restart(client: &Client, a: RestartArgs) -> anyhow::Result<i32> {
+    let RestartArgs { time, containers } = a;
+    let q = time.map(|t| format!("?t={t}")).unwrap_or_default();
+    each(&containers, true, |c| client.post(&format!("/containers/{c}/restart{q}")).map(|_| ()))
+}
+
+/// `berth kill`.
+pub(crate) fn kill(client: &Client, a: KillArgs) -> anyhow::Result<i32> {
+    let KillArgs { signal, containers } = a;
+    each_parallel(&containers, |c| client.post(&format!("/containers/{c}/kill?{}", query(&[("signal", signal.clone())]))).map(|_| ()))
+}
+
+/// `berth rm`.
+pub(crate) fn rm(client: &Client, a: RmArgs) -> anyhow::Result<i32> {
+    let RmArgs { force, volumes, containers } = a;
+    each_parallel(&containers, |c| client.delete(&format!("/containers/{c}?force={}&v={}", u8::from(force), u8::from(volumes))).map(|_| ()))
+}
+
+/// `berth ps`.
+pub(crate) fn cmd_ps(client: &Client, a: PsArgs) -> anyhow::Result<i32> {
+    let PsArgs { all, quiet, size, last, latest, no_trunc, filter, format } = a;
+    ps(client, all, quiet, size, last, latest, no_trunc, &filter, format.as_deref())
+}
+
+/// `berth logs`.
+pub(crate) fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<i32> {
+    let LogsArgs { follow, tail, since, until, timestamps, details, container } = a;
+    let info = client.get(&format!("/containers/{container}/json"))?;
+    let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+    let mut q = vec![("stdout", "1".to_string()), ("stderr", "1".to_string())];
+    if follow {
+        q.push(("follow", "1".into()));
+    }
+    if timestamps {
+        q.push(("timestamps", "1".into()));
+    }
+    if details {
+        q.push(("details", "1".into()));
+    }
+    if let Some(t) = tail {
+        q.push(("tail", t));
+    }
+    for (k, v) in [("since", since), ("until", until)] {
+        if let Some(v) = v {
+            q.push((k, stream::parse_time(&v)?));
+        }
+    }
+    let resp = client.send("GET", &format!("/containers/{container}/logs?{}", query(&q)), None, false)?.ok()?;
+    stream::copy_output(resp.body, tty)?;
+    Ok(0)
+}
+
+/// `berth attach`.
+pub(crate) fn attach(client: &Client, a: AttachArgs) -> anyhow::Result<i32> {
+    let AttachArgs { no_stdin, detach_keys, container } = a;
+    let info = client.get(&format!("/containers/{container}/json"))?;
+    if !info["State"]["Running"].as_bool().unwrap_or(false) {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+    let stdin = !no_stdin && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+    let waiter = stream::Waiter::start(client, &container, "next-exit")?;
+    let conn = stream::attach(client, &container, stdin, detach_keys.as_deref())?;
+    if stream::relay(client, conn, tty, stdin, &container, tty)? {
+        // What the docker CLI answers to a detach from `attach` (not from `run` or `start`).
+        return Err(Exit(1, "read escape sequence".into()).into());
+    }
+    waiter.code()
+}
+
+/// `berth exec`.
+pub(crate) fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<i32> {
+    let ExecArgs { interactive, tty, detach, env, workdir, user, privileged, container, cmd } = a;
+    let body = json!({
+        "AttachStdin": interactive && !detach, "AttachStdout": !detach, "AttachStderr": !detach,
+        "Tty": tty, "Env": env, "Cmd": cmd, "WorkingDir": workdir.unwrap_or_default(),
+        "User": user.unwrap_or_default(), "Privileged": privileged,
+    });
+    let v = client.post_json(&format!("/containers/{container}/exec"), &body).map_err(|e| Exit(1, e.to_string()))?;
+    let id = v["Id"].as_str().unwrap_or_default().to_string();
+    if detach {
+        client.post_json(&format!("/exec/{id}/start"), &json!({"Detach": true, "Tty": tty}))?;
+        return Ok(0);
+    }
+    let data = serde_json::to_vec(&json!({"Detach": false, "Tty": tty}))?;
+    let resp = client.send_json("POST", &format!("/exec/{id}/start"), &data, true)?.ok()?;
+    stream::relay_exec(client, resp, tty, interactive, &id)?;
+    let info = client.get(&format!("/exec/{id}/json"))?;
+    Ok(info["ExitCode"].as_i64().unwrap_or(0) as i32)
+}
+
+/// `berth top`.
+pub(crate) fn top(client: &Client, a: TopArgs) -> anyhow::Result<i32> {
+    let TopArgs { container, args } = a;
+    let q = if args.is_empty() { String::new() } else { format!("?{}", query(&[("ps_args", args.join(" "))])) };
+    let v = client.get(&format!("/containers/{container}/top{q}"))?;
+    let mut rows = vec![v["Titles"].as_array().into_iter().flatten().map(format::show).collect::<Vec<_>>()];
+    for p in v["Processes"].as_array().into_iter().flatten() {
+        rows.push(p.as_array().into_iter().flatten().map(format::show).collect());
+    }
+    print!("{}", format::table_min(&rows, 20));
+    Ok(0)
+}
+
+/// `berth rename`.
+pub(crate) fn rename(client: &Client, a: RenameArgs) -> anyhow::Result<i32> {
+    let RenameArgs { container, name } = a;
+    client.post(&format!("/containers/{container}/rename?{}", query(&[("name", name)])))?;
+    Ok(0)
+}
+
+/// `berth pause`.
+pub(crate) fn pause(client: &Client, a: WaitArgs) -> anyhow::Result<i32> {
+    let WaitArgs { containers } = a;
+    each(&containers, true, |c| client.post(&format!("/containers/{c}/pause")).map(|_| ()))
+}
+
+/// `berth unpause`.
+pub(crate) fn unpause(client: &Client, a: WaitArgs) -> anyhow::Result<i32> {
+    let WaitArgs { containers } = a;
+    each(&containers, true, |c| client.post(&format!("/containers/{c}/unpause")).map(|_| ()))
+}
+
+/// `berth wait`.
+pub(crate) fn wait(client: &Client, a: WaitArgs) -> anyhow::Result<i32> {
+    let WaitArgs { containers } = a;
+    each(&containers, false, |c| {
+        let v = client.send("POST", &format!("/containers/{c}/wait"), None, false)?.json()?;
+        println!("{}", v["StatusCode"]);
+        Ok(())
+    })
+}
+
+pub(crate) fn run_container(client: &Client, detach: bool, detach_keys: Option<String>, c: &CreateFlags) -> anyhow::Result<i32> {
+    let id = create(client, c)?;
+    if detach {
+        client.post(&format!("/containers/{id}/start")).map_err(start_error)?;
+        println!("{id}");
+        return Ok(0);
+    }
+    let stdin = c.interactive;
+    let conn = stream::attach(client, &id, stdin, detach_keys.as_deref())?;
+    let waiter = stream::Waiter::start(client, &id, if c.rm { "removed" } else { "next-exit" })?;
+    client.post(&format!("/containers/{id}/start")).map_err(start_error)?;
+    if stream::relay(client, conn, c.tty, stdin, &id, c.tty)? {
+        return Ok(0);
+    }
+    waiter.code()
+}
+
+/// The fields of `GET /containers/json` that `ps` shows; the rest of each entry is skipped unparsed.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PsEntry {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) names: Vec<String>,
+    #[serde(default)]
+    pub(crate) image: String,
+    #[serde(default)]
+    pub(crate) command: String,
+    #[serde(default)]
+    pub(crate) created: i64,
+    #[serde(default)]
+    pub(crate) state: String,
+    #[serde(default)]
+    pub(crate) status: String,
+    #[serde(default)]
+    pub(crate) labels: Option<std::collections::BTreeMap<String, String>>,
+    pub(crate) size_rw: Option<u64>,
+    pub(crate) size_root_fs: Option<u64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ps(
+    client: &Client,
+    all: bool,
+    quiet: bool,
+    size: bool,
+    last: Option<i64>,
+    latest: bool,
+    no_trunc: bool,
+    filter: &[String],
+    format: Option<&str>,
+) -> anyhow::Result<i32> {
+    let mut q = vec![("all", u8::from(all).to_string()), ("size", u8::from(size).to_string())];
+    if let Some(n) = last.filter(|n| *n > 0) {
+        q.push(("limit", n.to_string()));
+    }
+    if latest {
+        q.push(("limit", "1".into()));
+    }
+    if !filter.is_empty() {
+        q.push(("filters", filters_json(filter)));
+    }
+    let list: Vec<PsEntry> = client.get_as(&format!("/containers/json?{}", query(&q)))?;
+    if quiet {
+        for c in &list {
+            println!("{}", trunc_id(&c.id, no_trunc));
+        }
+        return Ok(0);
+    }
+    let items: Vec<Value> = list
+        .into_iter()
+        .map(|c| {
+            let mut cmd = c.command;
+            if !no_trunc && cmd.chars().count() > 20 {
+                cmd = cmd.chars().take(19).collect::<String>() + "…";
+            }
+            let names: Vec<&str> = c.names.iter().map(|n| n.trim_start_matches('/')).collect();
+            let size_text = if size {
+                format!("{} (virtual {})", human_size(c.size_rw.unwrap_or(0)), human_size(c.size_root_fs.unwrap_or(0)))
+            } else {
+                String::new()
+            };
+            json!({
+                "ID": trunc_id(&c.id, no_trunc),
+                "Image": c.image,
+                "Command": format!("\"{cmd}\""),
+                "CreatedAt": utc_time(c.created, false),
+                "RunningFor": ago(c.created),
+                "Ports": "",
+                "Status": c.status,
+                "State": c.state,
+                "Size": size_text,
+                "Names": names.join(","),
+                "Labels": c.labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                "Mounts": "",
+                "Networks": "",
+            })
+        })
+        .collect();
+    let template = match format {
+        Some(f) => f.to_string(),
+        None if size => "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}".into(),
+        None => "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}".into(),
+    };
+    print!("{}", format::format_list(&template, &items, "CONTAINER ID")?);
+    Ok(0)
+}
