@@ -62,9 +62,9 @@ pub enum WaitCondition {
 /// What the container endpoints need from the engine.
 #[async_trait::async_trait]
 pub trait Containers: Send + Sync {
-    async fn create(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError>;
+    async fn create(&self, name: Option<String>, body: CreateBody) -> Result<CreateResponse, ApiError>;
     async fn inspect(&self, id: &str, size: bool) -> Result<Value, ApiError>;
-    async fn list(&self, opts: ListOptions) -> Result<Vec<Value>, ApiError>;
+    async fn list(&self, opts: ListOptions) -> Result<Vec<ContainerSummary>, ApiError>;
     /// `Ok(false)`: it was already running (304).
     async fn start(&self, id: &str) -> Result<bool, ApiError>;
     /// `Ok(false)`: it was not running (304).
@@ -79,18 +79,18 @@ pub trait Containers: Send + Sync {
     async fn unpause(&self, id: &str) -> Result<(), ApiError>;
     /// Checks the container now; the returned future resolves when the condition is met
     /// (the response's headers go out at once, as Docker's clients expect).
-    async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError>;
+    async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, WaitResponse>, ApiError>;
     async fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), ApiError>;
     /// `POST /containers/prune`: remove the containers that are not running (filters `until`,
     /// `label`, `label!`); Docker's `ContainerPruneResponse`.
-    async fn prune(&self, filters: Filters) -> Result<Value, ApiError>;
+    async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError>;
     /// Whether the container has a TTY (raw output) and its log as a stream.
     async fn logs(&self, id: &str, opts: LogsOptions) -> Result<(bool, ByteStream), ApiError>;
     /// Checks before the connection is hijacked; returns whether the container has a TTY.
     async fn attach_check(&self, id: &str) -> Result<bool, ApiError>;
     async fn attach(&self, id: String, opts: AttachOptions, io: Io);
     async fn resize(&self, id: &str, height: u16, width: u16) -> Result<(), ApiError>;
-    async fn top(&self, id: &str, ps_args: Option<String>) -> Result<Value, ApiError>;
+    async fn top(&self, id: &str, ps_args: Option<String>) -> Result<TopResponse, ApiError>;
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError>;
     async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError>;
     /// Checks before `exec_start` hijacks; returns whether the exec has a TTY.
@@ -140,7 +140,7 @@ async fn list(State(b): State<Backend>, req: Request<Body>) -> Result<Response, 
         limit = Some(1);
     }
     let opts = ListOptions { all: q.bool("all"), limit, size: q.bool("size"), filters: q.filters()? };
-    Ok(json(Value::Array(b.list(opts).await?)))
+    Ok(axum::Json(b.list(opts).await?).into_response())
 }
 
 async fn inspect(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
@@ -187,7 +187,7 @@ async fn wait(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bod
     };
     let done = b.wait(&id, condition).await?;
     let body = futures_util::stream::once(async move {
-        let mut line = done.await.to_string();
+        let mut line = serde_json::to_string(&done.await).unwrap_or_default();
         line.push('\n');
         Ok::<_, std::io::Error>(bytes::Bytes::from(line))
     });
@@ -246,7 +246,7 @@ async fn unpause(State(b): State<Backend>, Path(id): Path<String>) -> Result<Res
 }
 
 async fn prune(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
-    Ok(json(b.prune(Query::parse(req.uri()).filters()?).await?))
+    Ok(axum::Json(b.prune(Query::parse(req.uri()).filters()?).await?).into_response())
 }
 
 async fn remove(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
@@ -318,7 +318,7 @@ async fn resize(State(b): State<Backend>, Path(id): Path<String>, req: Request<B
 
 async fn top(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri());
-    Ok(json(b.top(&id, q.str("ps_args").filter(|a| !a.is_empty()).map(str::to_string)).await?))
+    Ok(axum::Json(b.top(&id, q.str("ps_args").filter(|a| !a.is_empty()).map(str::to_string)).await?).into_response())
 }
 
 async fn rename(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
@@ -331,7 +331,7 @@ async fn rename(State(b): State<Backend>, Path(id): Path<String>, req: Request<B
 async fn exec_create(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
     let config: ExecConfig = json_body(&body_bytes(req).await?)?;
     let exec_id = b.exec_create(&id, config).await?;
-    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"Id": exec_id}))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(IdResponse { id: exec_id })).into_response())
 }
 
 async fn exec_start(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {

@@ -49,6 +49,6 @@ pub fn status(kind: Kind) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (status(self.kind), axum::Json(serde_json::json!({"message": self.message}))).into_response()
+        (status(self.kind), axum::Json(berth_models::messages::ErrorResponse { message: self.message })).into_response()
     }
 }

@@ -11,18 +11,21 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::error::{ApiError, Kind};
+use berth_models::images::{DeleteItem, ImageSummary, PruneResponse};
+use berth_models::messages::JsonMessage;
+
 use crate::params::{ByteStream, Filters, Query, body_stream};
 use crate::version::{ApiVersion, shape};
 
 /// What the image endpoints need from the engine.
 #[async_trait::async_trait]
 pub trait Images: Send + Sync {
-    async fn list(&self, all: bool, filters: Filters, digests: bool) -> Result<Vec<Value>, ApiError>;
+    async fn list(&self, all: bool, filters: Filters, digests: bool) -> Result<Vec<ImageSummary>, ApiError>;
     async fn inspect(&self, name: &str) -> Result<Value, ApiError>;
     async fn history(&self, name: &str) -> Result<Value, ApiError>;
     async fn tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError>;
     /// Docker's list of `{"Untagged": …}` / `{"Deleted": …}`.
-    async fn remove(&self, name: &str, force: bool, noprune: bool) -> Result<Value, ApiError>;
+    async fn remove(&self, name: &str, force: bool, noprune: bool) -> Result<Vec<DeleteItem>, ApiError>;
     /// A root filesystem tar becomes an image with the config `changes` (Dockerfile
     /// instructions) make; returns its ID.
     async fn import(
@@ -37,24 +40,19 @@ pub trait Images: Send + Sync {
     async fn save(&self, names: Vec<String>) -> Result<ByteStream, ApiError>;
     /// Loads an archive; returns the names (or IDs) loaded.
     async fn load(&self, body: ByteStream) -> Result<Vec<String>, ApiError>;
-    async fn prune(&self, filters: Filters) -> Result<Value, ApiError>;
+    async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError>;
 }
 
 type Backend = Arc<dyn Images>;
 
 /// Progress answers (import, load) are newline-separated JSON messages.
-fn messages(lines: Vec<Value>) -> Response {
+fn messages(lines: Vec<JsonMessage>) -> Response {
     let mut body = String::new();
     for l in lines {
-        body.push_str(&l.to_string());
+        body.push_str(&serde_json::to_string(&l).unwrap_or_default());
         body.push_str("\r\n");
     }
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// A failure inside a progress stream, as Docker's `jsonmessage` writes it.
-pub fn error_message(message: &str) -> Value {
-    serde_json::json!({"errorDetail": {"message": message}, "error": message})
 }
 
 async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
@@ -68,7 +66,8 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
     match (method, name.as_str(), action.as_str()) {
         (Method::GET, "", "json") => {
             let filters = q.filters()?;
-            let mut list = b.list(q.bool("all"), filters, q.bool("digests")).await?;
+            let list = b.list(q.bool("all"), filters, q.bool("digests")).await?;
+            let mut list: Vec<Value> = list.iter().map(|i| serde_json::to_value(i).unwrap_or_default()).collect();
             list.iter_mut().for_each(|i| shape::image_summary(version, i));
             Ok(axum::Json(Value::Array(list)).into_response())
         }
@@ -96,7 +95,7 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
             // Docker's comment for an import without a message (the source is always `-` here).
             let message = q.str("message").filter(|m| !m.is_empty()).unwrap_or("Imported from -").to_string();
             let id = b.import(body_stream(req.into_body()), repo, tag, message, changes).await?;
-            Ok(messages(vec![serde_json::json!({"status": id})]))
+            Ok(messages(vec![JsonMessage::status(id)]))
         }
         (Method::POST, "", "load") => {
             // dockerd answers 200 and reports a failure in the stream (SDKs raise it from there).
@@ -105,10 +104,10 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
                     .into_iter()
                     .map(|n| {
                         let what = if n.starts_with("sha256:") { "Loaded image ID" } else { "Loaded image" };
-                        serde_json::json!({"stream": format!("{what}: {n}\n")})
+                        JsonMessage::stream(format!("{what}: {n}\n"))
                     })
                     .collect(),
-                Err(e) => vec![error_message(&e.message)],
+                Err(e) => vec![JsonMessage::error(e.message)],
             };
             Ok(messages(lines))
         }

@@ -3,7 +3,10 @@
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use crate::containers::{AttachOptions, Containers, CreateBody, ExecConfig, ListOptions, LogsOptions, WaitCondition};
+use crate::containers::{
+    AttachOptions, ContainerSummary, Containers, CreateBody, CreateResponse, ExecConfig, ListOptions, LogsOptions, PruneResponse,
+    TopResponse, WaitCondition, WaitResponse,
+};
 use crate::error::ApiError;
 use crate::images::Images;
 use crate::params::{ByteStream, Filters, Io};
@@ -16,13 +19,13 @@ fn no<T>() -> Result<T, ApiError> {
 
 #[async_trait::async_trait]
 impl Containers for Null {
-    async fn create(&self, _: Option<String>, _: CreateBody) -> Result<Value, ApiError> {
+    async fn create(&self, _: Option<String>, _: CreateBody) -> Result<CreateResponse, ApiError> {
         no()
     }
     async fn inspect(&self, _: &str, _: bool) -> Result<Value, ApiError> {
         no()
     }
-    async fn list(&self, _: ListOptions) -> Result<Vec<Value>, ApiError> {
+    async fn list(&self, _: ListOptions) -> Result<Vec<ContainerSummary>, ApiError> {
         no()
     }
     async fn stats(&self, _: &str) -> Result<Value, ApiError> {
@@ -34,7 +37,7 @@ impl Containers for Null {
     async fn unpause(&self, _: &str) -> Result<(), ApiError> {
         no()
     }
-    async fn prune(&self, _: Filters) -> Result<Value, ApiError> {
+    async fn prune(&self, _: Filters) -> Result<PruneResponse, ApiError> {
         no()
     }
     async fn start(&self, _: &str) -> Result<bool, ApiError> {
@@ -49,7 +52,7 @@ impl Containers for Null {
     async fn kill(&self, _: &str, _: Option<String>) -> Result<(), ApiError> {
         no()
     }
-    async fn wait(&self, _: &str, _: WaitCondition) -> Result<BoxFuture<'static, Value>, ApiError> {
+    async fn wait(&self, _: &str, _: WaitCondition) -> Result<BoxFuture<'static, WaitResponse>, ApiError> {
         no()
     }
     async fn remove(&self, _: &str, _: bool, _: bool) -> Result<(), ApiError> {
@@ -65,7 +68,7 @@ impl Containers for Null {
     async fn resize(&self, _: &str, _: u16, _: u16) -> Result<(), ApiError> {
         no()
     }
-    async fn top(&self, _: &str, _: Option<String>) -> Result<Value, ApiError> {
+    async fn top(&self, _: &str, _: Option<String>) -> Result<TopResponse, ApiError> {
         no()
     }
     async fn rename(&self, _: &str, _: &str) -> Result<(), ApiError> {
@@ -90,7 +93,7 @@ impl Containers for Null {
 
 #[async_trait::async_trait]
 impl Images for Null {
-    async fn list(&self, _: bool, _: Filters, _: bool) -> Result<Vec<Value>, ApiError> {
+    async fn list(&self, _: bool, _: Filters, _: bool) -> Result<Vec<berth_models::images::ImageSummary>, ApiError> {
         no()
     }
     async fn inspect(&self, _: &str) -> Result<Value, ApiError> {
@@ -102,7 +105,7 @@ impl Images for Null {
     async fn tag(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
         no()
     }
-    async fn remove(&self, _: &str, _: bool, _: bool) -> Result<Value, ApiError> {
+    async fn remove(&self, _: &str, _: bool, _: bool) -> Result<Vec<berth_models::images::DeleteItem>, ApiError> {
         no()
     }
     async fn import(&self, _: ByteStream, _: Option<String>, _: Option<String>, _: String, _: Vec<String>) -> Result<String, ApiError> {
@@ -114,7 +117,7 @@ impl Images for Null {
     async fn load(&self, _: ByteStream) -> Result<Vec<String>, ApiError> {
         no()
     }
-    async fn prune(&self, _: Filters) -> Result<Value, ApiError> {
+    async fn prune(&self, _: Filters) -> Result<berth_models::images::PruneResponse, ApiError> {
         no()
     }
 }

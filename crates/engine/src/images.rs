@@ -7,6 +7,7 @@ use std::sync::Arc;
 use berth_api::images::Images;
 use berth_api::params::{ByteStream, Filters};
 use berth_api::{ApiError, Kind};
+use berth_models::images::{DeleteItem, ImageSummary, PruneResponse};
 use berth_store::images::{ImageRecord, ImageStore, ImagesError};
 use berth_store::{Digest, Reference};
 use futures_util::{StreamExt as _, TryStreamExt};
@@ -20,6 +21,10 @@ fn store_err(e: ImagesError) -> ApiError {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+}
+
+fn untagged(r: &Reference) -> DeleteItem {
+    DeleteItem { untagged: Some(r.familiar()), ..Default::default() }
 }
 
 fn unix(t: Option<&str>) -> i64 {
@@ -45,23 +50,23 @@ impl Engine {
         self.all().iter().map(|c| c.rec()).filter(|r| r.image == id).map(|r| (r.id.clone(), r.state.status.is_live())).collect()
     }
 
-    pub(crate) fn image_summary(&self, img: &ImageRecord, refs: &[Reference], digests: bool) -> Value {
+    pub(crate) fn image_summary(&self, img: &ImageRecord, refs: &[Reference], digests: bool) -> ImageSummary {
         let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
-        let size: u64 = self.images.layer_sizes(img).iter().sum();
-        let tags: Vec<String> = refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect();
-        let repo_digests: Vec<String> =
-            if digests { refs.iter().filter(|r| r.digest().is_some()).map(Reference::familiar).collect() } else { Vec::new() };
-        json!({
-            "Id": img.id.to_string(),
-            "ParentId": "",
-            "RepoTags": tags,
-            "RepoDigests": repo_digests,
-            "Created": unix(cfg.created.as_deref()),
-            "Size": size,
-            "SharedSize": -1,
-            "Labels": cfg.config.labels.clone().unwrap_or_default(),
-            "Containers": -1,
-        })
+        ImageSummary {
+            id: img.id.to_string(),
+            parent_id: String::new(),
+            repo_tags: refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect(),
+            repo_digests: if digests {
+                refs.iter().filter(|r| r.digest().is_some()).map(Reference::familiar).collect()
+            } else {
+                Vec::new()
+            },
+            created: unix(cfg.created.as_deref()),
+            size: self.images.layer_sizes(img).iter().sum(),
+            shared_size: -1,
+            labels: cfg.config.labels.clone().unwrap_or_default(),
+            containers: -1,
+        }
     }
 }
 
@@ -128,7 +133,7 @@ fn glob(p: &str, s: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Images for Engine {
-    async fn list(&self, _all: bool, filters: Filters, digests: bool) -> Result<Vec<Value>, ApiError> {
+    async fn list(&self, _all: bool, filters: Filters, digests: bool) -> Result<Vec<ImageSummary>, ApiError> {
         let list = self.images.list().map_err(store_err)?;
         let mut list = filter_images(&self.images, list, &filters)?;
         list.sort_by_key(|(img, _)| std::cmp::Reverse(self.images.config(&img.id).ok().and_then(|(_, c)| c.created).unwrap_or_default()));
@@ -205,7 +210,7 @@ impl Images for Engine {
         self.images.tag(name, &target).map_err(store_err)
     }
 
-    async fn remove(&self, name: &str, force: bool, _noprune: bool) -> Result<Value, ApiError> {
+    async fn remove(&self, name: &str, force: bool, _noprune: bool) -> Result<Vec<DeleteItem>, ApiError> {
         let id = self.image_id(name)?;
         let refs: Vec<Reference> =
             self.images.list().map_err(store_err)?.into_iter().find(|(i, _)| i.id == id).map(|(_, r)| r).unwrap_or_default();
@@ -216,7 +221,7 @@ impl Images for Engine {
             // Removing one of several names only untags.
             if refs.len() > 1 {
                 self.images.untag(&r).map_err(store_err)?;
-                return Ok(json!([{"Untagged": r.familiar()}]));
+                return Ok(vec![untagged(&r)]);
             }
             if let Some((cid, running)) = users.first() {
                 if *running || !force {
@@ -230,7 +235,7 @@ impl Images for Engine {
                     ));
                 }
                 self.images.untag(&r).map_err(store_err)?;
-                return Ok(json!([{"Untagged": r.familiar()}]));
+                return Ok(vec![untagged(&r)]);
             }
         } else {
             if refs.len() > 1 && !force {
@@ -261,15 +266,15 @@ impl Images for Engine {
             ));
         }
         for r in &refs {
-            out.push(json!({"Untagged": r.familiar()}));
+            out.push(untagged(r));
         }
         let images = Arc::clone(&self.images);
         let rid = id.clone();
         blocking(move || images.remove(&rid).map_err(store_err)).await?;
         // What else nothing uses now: blobs a load kept beside the image's own, say.
         self.collect_garbage().await;
-        out.push(json!({"Deleted": id.to_string()}));
-        Ok(Value::Array(out))
+        out.push(DeleteItem { deleted: Some(id.to_string()), ..Default::default() });
+        Ok(out)
     }
 
     async fn import(
@@ -327,7 +332,7 @@ impl Images for Engine {
             .collect())
     }
 
-    async fn prune(&self, filters: Filters) -> Result<Value, ApiError> {
+    async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError> {
         filters.only(&["dangling", "label", "label!", "until"])?;
         let all = filters.get("dangling").iter().any(|v| v == "false" || v == "0");
         let until = crate::containers::until_filters(&filters)?;
@@ -349,12 +354,12 @@ impl Images for Engine {
             blocking(move || images.remove(&id).map_err(store_err)).await?;
             reclaimed += sizes.get(&img.id).map(|s| s.unique).unwrap_or(0);
             for r in refs {
-                deleted.push(json!({"Untagged": r.familiar()}));
+                deleted.push(untagged(&r));
             }
-            deleted.push(json!({"Deleted": img.id.to_string()}));
+            deleted.push(DeleteItem { deleted: Some(img.id.to_string()), ..Default::default() });
         }
         reclaimed += self.collect_garbage().await;
-        Ok(json!({"ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) }, "SpaceReclaimed": reclaimed}))
+        Ok(PruneResponse { images_deleted: (!deleted.is_empty()).then_some(deleted), space_reclaimed: reclaimed })
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use berth_api::containers::HostConfig;
+use berth_api::containers::{HostConfig, MountPoint};
 use berth_api::{ApiError, Kind};
 use berth_runtime::spec::{DEFAULT_CAPABILITIES, DEFAULT_PATH};
 use serde_json::{Value, json};
@@ -447,13 +447,18 @@ impl Bind {
 
 /// Docker's `Mounts` of a container (inspect and list): its binds and its `--mount`s, by
 /// destination. `--tmpfs` mounts are not among them, as in Docker.
-pub fn mount_points(hc: &HostConfig) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
+pub fn mount_points(hc: &HostConfig) -> Vec<MountPoint> {
+    let mut out: Vec<MountPoint> = Vec::new();
     for b in hc.binds.iter().flatten().filter_map(|b| Bind::parse(b).ok()) {
-        out.push(json!({
-            "Type": "bind", "Source": b.source, "Destination": b.target, "Mode": b.mode, "RW": !b.read_only,
-            "Propagation": b.propagation,
-        }));
+        out.push(MountPoint {
+            typ: "bind".into(),
+            source: b.source,
+            destination: b.target,
+            mode: b.mode,
+            rw: !b.read_only,
+            propagation: b.propagation,
+            ..Default::default()
+        });
     }
     for m in hc.mounts.iter().flatten() {
         let typ = m.typ.as_deref().unwrap_or("");
@@ -461,12 +466,16 @@ pub fn mount_points(hc: &HostConfig) -> Vec<Value> {
             "bind" => m.bind_options.as_ref().and_then(|o| o.propagation.clone()).filter(|p| !p.is_empty()).unwrap_or("rprivate".into()),
             _ => String::new(),
         };
-        out.push(json!({
-            "Type": typ, "Source": m.source.clone().unwrap_or_default(), "Destination": m.target.clone().unwrap_or_default(),
-            "Mode": "", "RW": m.read_only != Some(true), "Propagation": propagation,
-        }));
+        out.push(MountPoint {
+            typ: typ.to_string(),
+            source: m.source.clone().unwrap_or_default(),
+            destination: m.target.clone().unwrap_or_default(),
+            rw: m.read_only != Some(true),
+            propagation,
+            ..Default::default()
+        });
     }
-    out.sort_by(|a, b| a["Destination"].as_str().cmp(&b["Destination"].as_str()));
+    out.sort_by(|a, b| a.destination.cmp(&b.destination));
     out
 }
 
@@ -583,13 +592,13 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            mount_points(&hc),
-            vec![
-                json!({"Type": "bind", "Source": "/h2", "Destination": "/a", "Mode": "ro,rshared", "RW": false, "Propagation": "rshared"}),
-                json!({"Type": "bind", "Source": "/h", "Destination": "/b", "Mode": "", "RW": true, "Propagation": "rprivate"}),
-                json!({"Type": "bind", "Source": "/m", "Destination": "/m", "Mode": "", "RW": false, "Propagation": "rprivate"}),
-                json!({"Type": "tmpfs", "Source": "", "Destination": "/t", "Mode": "", "RW": true, "Propagation": ""}),
-            ]
+            serde_json::to_value(mount_points(&hc)).unwrap(),
+            json!([
+                {"Type": "bind", "Source": "/h2", "Destination": "/a", "Mode": "ro,rshared", "RW": false, "Propagation": "rshared"},
+                {"Type": "bind", "Source": "/h", "Destination": "/b", "Mode": "", "RW": true, "Propagation": "rprivate"},
+                {"Type": "bind", "Source": "/m", "Destination": "/m", "Mode": "", "RW": false, "Propagation": "rprivate"},
+                {"Type": "tmpfs", "Source": "", "Destination": "/t", "Mode": "", "RW": true, "Propagation": ""},
+            ])
         );
     }
 

@@ -167,13 +167,13 @@ impl System for Engine {
             }
             let mut v = self.image_summary(&img, &refs, true);
             let id = img.id.to_string();
-            v["Containers"] = serde_json::json!(recs.iter().filter(|r| r.image == id).count());
+            v.containers = recs.iter().filter(|r| r.image == id).count() as i64;
             if let Some(s) = sizes.get(&img.id) {
-                v["SharedSize"] = serde_json::json!(s.shared);
+                v.shared_size = s.shared as i64;
             }
             images.push(v);
         }
-        let containers: Vec<_> = recs.iter().map(|r| self.summary_json(r, true)).collect();
+        let containers: Vec<_> = recs.iter().map(|r| self.summary(r, true)).collect();
         // What the images take on disk: their unpacked layers and the blobs they came as.
         let blobs = self.images.content.usage().map_err(|e| ApiError::new(berth_api::Kind::Internal, e.to_string()))?;
         Ok(serde_json::json!({

@@ -65,7 +65,7 @@ async fn create(e: &Engine, name: &str, body: Value) -> String {
     body["Cmd"] = json!(["/bin/true"]);
     let body: CreateBody = serde_json::from_value(body).unwrap();
     let v = e.create(Some(name.to_string()), body).await.unwrap();
-    v["Id"].as_str().unwrap().to_string()
+    v.id
 }
 
 async fn state(e: &Engine, id: &str) -> Value {
@@ -95,7 +95,7 @@ async fn a_container_runs_exits_and_its_bundle_goes() {
     let s = state(&e, &id).await;
     assert_eq!((s["Status"].clone(), s["Running"].clone()), (json!("running"), json!(true)));
     assert!(!e.start("one").await.unwrap(), "a second start is a 304");
-    assert_eq!(e.top("one", None).await.unwrap()["Processes"].as_array().map(Vec::len), Some(0), "the fake's pids are no host process's");
+    assert_eq!(e.top("one", None).await.unwrap().processes.len(), 0, "the fake's pids are no host process's");
     env.fake.exit(&id, 3);
     until("the exit", async || state(&e, &id).await["Status"] == "exited").await;
     let s = state(&e, &id).await;

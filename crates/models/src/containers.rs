@@ -1,5 +1,7 @@
-//! Container and exec request bodies as clients send them (`POST /containers/create`,
-//! `POST /containers/{id}/exec`, `POST /exec/{id}/start`). Every field may be missing or null.
+//! Containers and execs: the request bodies as clients send them (`POST /containers/create`,
+//! `POST /containers/{id}/exec`, `POST /exec/{id}/start`; every field may be missing or null),
+//! and the replies berth builds typed (the list's summaries, create, wait, top, prune). Replies
+//! write every field dockerd writes, `null` where it writes `null`.
 
 use std::collections::BTreeMap;
 
@@ -195,7 +197,7 @@ pub struct CreateBody {
     #[serde(rename = "HostConfig", default)]
     pub host_config: Option<HostConfig>,
     #[serde(rename = "NetworkingConfig", default)]
-    pub networking_config: Option<Value>,
+    pub networking_config: Option<crate::networks::NetworkingConfig>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -220,4 +222,122 @@ pub struct ExecStartBody {
     pub tty: Option<bool>,
     /// `[height, width]` of the exec's terminal (1.42).
     pub console_size: Option<Vec<u16>>,
+}
+
+/// `POST /containers/create`'s answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateResponse {
+    pub id: String,
+    pub warnings: Vec<String>,
+}
+
+/// `POST /containers/{id}/exec`'s answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct IdResponse {
+    pub id: String,
+}
+
+/// `POST /containers/{id}/wait`'s answer; `Error` only when waiting failed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitResponse {
+    pub status_code: i64,
+    /// `null` unless waiting or the container failed, as dockerd writes it.
+    pub error: Option<WaitError>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitError {
+    pub message: String,
+}
+
+/// `GET /containers/{id}/top`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TopResponse {
+    pub titles: Vec<String>,
+    pub processes: Vec<Vec<String>>,
+}
+
+/// `POST /containers/prune`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PruneResponse {
+    /// `null` when nothing was removed, as dockerd writes it.
+    pub containers_deleted: Option<Vec<String>>,
+    pub space_reclaimed: u64,
+}
+
+/// A mount of a container, as inspect and the list show it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MountPoint {
+    #[serde(rename = "Type")]
+    pub typ: String,
+    #[serde(rename = "Name", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "Source")]
+    pub source: String,
+    #[serde(rename = "Destination")]
+    pub destination: String,
+    #[serde(rename = "Driver", default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(rename = "Mode")]
+    pub mode: String,
+    #[serde(rename = "RW")]
+    pub rw: bool,
+    #[serde(rename = "Propagation")]
+    pub propagation: String,
+}
+
+/// A published port in the list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Port {
+    #[serde(rename = "IP", default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(rename = "PrivatePort")]
+    pub private_port: u16,
+    #[serde(rename = "PublicPort", default, skip_serializing_if = "Option::is_none")]
+    pub public_port: Option<u16>,
+    #[serde(rename = "Type")]
+    pub typ: String,
+}
+
+/// `GET /containers/json` entries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    pub id: String,
+    pub names: Vec<String>,
+    pub image: String,
+    #[serde(rename = "ImageID")]
+    pub image_id: String,
+    pub command: String,
+    pub created: i64,
+    pub ports: Vec<Port>,
+    /// Only when sizes were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_rw: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_root_fs: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    pub state: String,
+    pub status: String,
+    pub host_config: SummaryHostConfig,
+    pub network_settings: SummaryNetworkSettings,
+    pub mounts: Vec<MountPoint>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SummaryHostConfig {
+    pub network_mode: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SummaryNetworkSettings {
+    pub networks: BTreeMap<String, crate::networks::EndpointSettings>,
 }

@@ -4,3 +4,8 @@
 
 pub mod containers;
 pub mod decode;
+pub mod images;
+pub mod messages;
+pub mod networks;
+pub mod system;
+pub mod volumes;

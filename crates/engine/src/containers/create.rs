@@ -63,7 +63,7 @@ pub(super) fn merge(
 }
 
 impl Engine {
-    pub(super) async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError> {
+    pub(super) async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<CreateResponse, ApiError> {
         let warnings = check_create(&body)?;
         let CreateBody { config, host_config, .. } = body;
         let hc = host_config.unwrap_or_default();
@@ -212,7 +212,7 @@ impl Engine {
             self.expire_ahead(&ctr);
         }
         self.table_mut().by_id.insert(id.clone(), ctr);
-        Ok(json!({"Id": id, "Warnings": warnings}))
+        Ok(CreateResponse { id, warnings })
     }
 
     /// Pid of a running container, for `container:X` namespace modes.

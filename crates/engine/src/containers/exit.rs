@@ -2,6 +2,7 @@
 //! container's removal), and waits for an exit or a removal.
 
 use super::*;
+use berth_api::containers::WaitError;
 
 impl Engine {
     pub(crate) fn spawn_monitor(&self, ctr: Arc<Ctr>) {
@@ -122,7 +123,7 @@ impl Engine {
         &self,
         id: &str,
         condition: WaitCondition,
-    ) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError> {
+    ) -> Result<futures_util::future::BoxFuture<'static, WaitResponse>, ApiError> {
         let ctr = self.lookup(id)?;
         let mut rx = ctr.changed.subscribe();
         let first = ctr.rec();
@@ -141,8 +142,8 @@ impl Engine {
                     // A removal clears the container's error, as Docker's does: the docker CLI
                     // prints any error a `removed` wait reports, after the start's own.
                     let cleared = matches!(condition, WaitCondition::Removed) && done;
-                    let error = if rec.state.error.is_empty() || cleared { Value::Null } else { json!({"Message": rec.state.error}) };
-                    return json!({"StatusCode": rec.state.exit_code, "Error": error});
+                    let error = (!rec.state.error.is_empty() && !cleared).then(|| WaitError { message: rec.state.error.clone() });
+                    return WaitResponse { status_code: i64::from(rec.state.exit_code), error };
                 }
             }
         }))

@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use berth_api::containers::{
-    AttachOptions, ContainerConfig, Containers, CreateBody, ExecConfig, ListOptions, LogsOptions, StrSlice, WaitCondition,
+    AttachOptions, ContainerConfig, ContainerSummary, Containers, CreateBody, CreateResponse, ExecConfig, ListOptions, LogsOptions,
+    PruneResponse, StrSlice, TopResponse, WaitCondition, WaitResponse,
 };
 use berth_api::params::{ByteStream, Io};
 use berth_api::{ApiError, Kind};
@@ -60,7 +61,7 @@ pub fn parse_size(s: &str) -> Result<u64, ApiError> {
 
 #[async_trait::async_trait]
 impl Containers for Engine {
-    async fn create(&self, name: Option<String>, body: CreateBody) -> Result<Value, ApiError> {
+    async fn create(&self, name: Option<String>, body: CreateBody) -> Result<CreateResponse, ApiError> {
         self.create_ctr(name, body).await
     }
 
@@ -69,7 +70,7 @@ impl Containers for Engine {
         Ok(self.inspect_json(&ctr.rec(), size))
     }
 
-    async fn list(&self, opts: ListOptions) -> Result<Vec<Value>, ApiError> {
+    async fn list(&self, opts: ListOptions) -> Result<Vec<ContainerSummary>, ApiError> {
         self.list_ctrs(opts).await
     }
 
@@ -105,7 +106,7 @@ impl Containers for Engine {
         }
     }
 
-    async fn prune(&self, filters: berth_api::params::Filters) -> Result<Value, ApiError> {
+    async fn prune(&self, filters: berth_api::params::Filters) -> Result<PruneResponse, ApiError> {
         self.prune_ctrs(filters).await
     }
 
@@ -127,7 +128,7 @@ impl Containers for Engine {
         self.kill_ctr(id, signal).await
     }
 
-    async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, Value>, ApiError> {
+    async fn wait(&self, id: &str, condition: WaitCondition) -> Result<futures_util::future::BoxFuture<'static, WaitResponse>, ApiError> {
         self.wait_ctr(id, condition).await
     }
 
@@ -179,7 +180,7 @@ impl Containers for Engine {
         Ok(())
     }
 
-    async fn top(&self, id: &str, ps_args: Option<String>) -> Result<Value, ApiError> {
+    async fn top(&self, id: &str, ps_args: Option<String>) -> Result<TopResponse, ApiError> {
         let ctr = self.lookup(id)?;
         if !ctr.rec().state.status.is_live() {
             return Err(not_running(&ctr.id));

@@ -72,7 +72,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn prune_ctrs(&self, filters: berth_api::params::Filters) -> Result<Value, ApiError> {
+    pub(super) async fn prune_ctrs(&self, filters: berth_api::params::Filters) -> Result<PruneResponse, ApiError> {
         filters.only(&["until", "label", "label!"])?;
         let until = until_filters(&filters)?;
         let mut deleted = Vec::new();
@@ -99,7 +99,7 @@ impl Engine {
                 Err(e) => tracing::warn!("pruning {}: {}", ctr.id, e.message),
             }
         }
-        Ok(json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": reclaimed}))
+        Ok(PruneResponse { containers_deleted: (!deleted.is_empty()).then_some(deleted), space_reclaimed: reclaimed })
     }
 
     pub(super) async fn remove_ctr(&self, id: &str, force: bool, volumes: bool) -> Result<(), ApiError> {

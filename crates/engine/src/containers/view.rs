@@ -2,6 +2,7 @@
 //! sizes, filters, `top`.
 
 use super::*;
+use berth_api::containers::{SummaryHostConfig, SummaryNetworkSettings};
 
 /// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
 pub(super) fn human_duration(secs: f64) -> String {
@@ -135,7 +136,7 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
 }
 
 /// `docker top`: the host's `ps` output, keeping the container's processes.
-pub(super) fn top(pids: &[i32], args: &str) -> Result<Value, ApiError> {
+pub(super) fn top(pids: &[i32], args: &str) -> Result<TopResponse, ApiError> {
     let out = std::process::Command::new("ps")
         .args(args.split_whitespace())
         .output()
@@ -164,7 +165,7 @@ pub(super) fn top(pids: &[i32], args: &str) -> Result<Value, ApiError> {
             procs.push(row);
         }
     }
-    Ok(json!({"Titles": titles, "Processes": procs}))
+    Ok(TopResponse { titles: titles.iter().map(|t| t.to_string()).collect(), processes: procs })
 }
 
 impl Engine {
@@ -272,31 +273,35 @@ impl Engine {
         (rw, rw + image)
     }
 
-    pub(crate) fn summary_json(&self, rec: &Record, size: bool) -> Value {
-        let mut v = json!({
-            "Id": rec.id,
-            "Names": [format!("/{}", rec.name)],
-            "Image": rec.image_name,
-            "ImageID": rec.image,
-            "Command": command_line(rec),
-            "Created": record::unix_seconds(&rec.created) as i64,
-            "Ports": [],
-            "Labels": rec.config.labels.clone().unwrap_or_default(),
-            "State": rec.state.status.as_str(),
-            "Status": status_text(&rec.state),
-            "HostConfig": {"NetworkMode": rec.host_config.network_mode.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())},
-            "NetworkSettings": {"Networks": {}},
-            "Mounts": spec::mount_points(&rec.host_config),
-        });
-        if size {
+    pub(crate) fn summary(&self, rec: &Record, size: bool) -> ContainerSummary {
+        let (size_rw, size_root_fs) = if size {
             let (rw, rootfs) = self.sizes(rec);
-            v["SizeRw"] = json!(rw);
-            v["SizeRootFs"] = json!(rootfs);
+            (Some(rw), Some(rootfs))
+        } else {
+            (None, None)
+        };
+        ContainerSummary {
+            id: rec.id.clone(),
+            names: vec![format!("/{}", rec.name)],
+            image: rec.image_name.clone(),
+            image_id: rec.image.clone(),
+            command: command_line(rec),
+            created: record::unix_seconds(&rec.created) as i64,
+            ports: Vec::new(),
+            size_rw,
+            size_root_fs,
+            labels: rec.config.labels.clone().unwrap_or_default(),
+            state: rec.state.status.as_str().to_string(),
+            status: status_text(&rec.state),
+            host_config: SummaryHostConfig {
+                network_mode: rec.host_config.network_mode.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
+            },
+            network_settings: SummaryNetworkSettings::default(),
+            mounts: spec::mount_points(&rec.host_config),
         }
-        v
     }
 
-    pub(super) async fn list_ctrs(&self, opts: ListOptions) -> Result<Vec<Value>, ApiError> {
+    pub(super) async fn list_ctrs(&self, opts: ListOptions) -> Result<Vec<ContainerSummary>, ApiError> {
         opts.filters.only(&[
             "id",
             "name",
@@ -340,7 +345,7 @@ impl Engine {
             if !matches_filters(&rec, &opts.filters, &names) {
                 continue;
             }
-            out.push(self.summary_json(&rec, opts.size));
+            out.push(self.summary(&rec, opts.size));
             if opts.limit.is_some_and(|n| out.len() as i64 >= n) {
                 break;
             }
