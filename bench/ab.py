@@ -6,6 +6,8 @@ The machine favours whichever daemon runs second, so run it in both orders (ORDE
 combine the ratios (geometric mean). Needs root and release binaries of both builds:
 
     A=/path/to/old/target/release B=target/release ROUNDS=60 ORDER=ab bench/ab.py
+
+CLIENT=docker times the docker CLI against each berthd instead of each build's own CLI.
 """
 import os
 import statistics
@@ -16,6 +18,7 @@ import time
 from common import busybox_rootfs
 
 ROUNDS = int(os.environ.get("ROUNDS", "60"))
+CLIENT = os.environ.get("CLIENT", "berth")
 
 
 def sh(cmd, env=None):
@@ -46,7 +49,7 @@ class Daemon:
 
     def timed(self, args):
         t = time.perf_counter()
-        out = self.cli(args)
+        out = sh(["docker"] + args, env=self.env) if CLIENT == "docker" else self.cli(args)
         return time.perf_counter() - t, out
 
     def stop(self):
@@ -73,7 +76,7 @@ def main():
         for case, args in cases.items():
             for _ in range(3):  # warm-up
                 for k in order:
-                    out = ds[k].cli(args)
+                    _, out = ds[k].timed(args)
                     if case == "run -d":
                         ds[k].cli(["rm", "-f", out.strip()])
             for _ in range(ROUNDS):
@@ -82,7 +85,7 @@ def main():
                     times[(case, k)].append(t)
                     if case == "run -d":
                         ds[k].cli(["rm", "-f", out.strip()])
-        print(f"order {order}, {ROUNDS} rounds")
+        print(f"order {order}, {ROUNDS} rounds, client {CLIENT}")
         for case in cases:
             a = statistics.median(times[(case, "a")])
             b = statistics.median(times[(case, "b")])

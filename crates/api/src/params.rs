@@ -95,6 +95,8 @@ async fn client_io(up: hyper::upgrade::Upgraded) -> Io {
 
 /// The longest a hijacked stream waits for its client to read the 101 response.
 const HEADERS_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long it yields the CPU to the client before it sleeps in timer ticks.
+const HEADERS_READ_SPIN: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Wait until the client has read everything sent so far (the 101 response's headers), up to
 /// [`HEADERS_READ_WAIT`]. docker-py reads the headers through a buffered reader, then reads the
@@ -109,15 +111,18 @@ async fn headers_read(stream: &tokio::net::UnixStream) {
         let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
         r == 0 && n > 0
     };
-    let deadline = std::time::Instant::now() + HEADERS_READ_WAIT;
-    let mut spins = 0;
-    while unread() && std::time::Instant::now() < deadline {
-        // A client that reads at once (Go's, berth's) is seen within a few yields.
-        if spins < 64 {
-            spins += 1;
-            tokio::task::yield_now().await;
+    let start = std::time::Instant::now();
+    while unread() {
+        let waited = start.elapsed();
+        if waited >= HEADERS_READ_WAIT {
+            break;
+        }
+        if waited < HEADERS_READ_SPIN {
+            // A client that reads at once (Go's, berth's) is being woken right now: give it
+            // the CPU rather than wait a timer tick (tokio's timer counts milliseconds).
+            std::thread::yield_now();
         } else {
-            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 }
