@@ -394,24 +394,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn create_bodies_take_strings_lists_nulls_and_unknown_fields() {
-        let b: CreateBody = serde_json::from_str(
-            r#"{"Image":"busybox","Cmd":"echo hi","Entrypoint":null,"Env":null,"Tty":false,"ExposedPorts":{"80/tcp":{}},
-                "HostConfig":{"AutoRemove":true,"NetworkMode":"none","Ulimits":[{"Name":"nofile","Soft":10,"Hard":20}],"Memory":0,"Isolation":""}}"#,
+    fn create_bodies_take_strings_lists_nulls_any_case_and_ignore_unknown_fields() {
+        let b: CreateBody = json_body(
+            br#"{"Image":"busybox","Cmd":"echo hi","Entrypoint":null,"Env":null,"Tty":false,"ExposedPorts":{"80/tcp":{}},"NoSuchField":1,
+                "hostconfig":{"AutoRemove":true,"networkMode":"none","Ulimits":[{"Name":"nofile","Soft":10,"Hard":20}],"Memory":0,"Isolation":""},
+                "workingDir":"/w"}"#,
         )
         .unwrap();
         assert_eq!(b.config.cmd, Some(StrSlice::One("echo hi".into())));
         assert_eq!(b.config.entrypoint, None);
-        assert!(b.config.extra.contains_key("ExposedPorts"));
+        assert!(b.config.exposed_ports.unwrap().contains_key("80/tcp"));
+        assert_eq!(b.config.working_dir.as_deref(), Some("/w"), "Go's case-insensitive match, in the config's own keys too");
         let hc = b.host_config.unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.ulimits.unwrap()[0].hard, 20);
         assert_eq!(hc.memory, Some(0));
-        assert!(hc.extra.contains_key("Isolation"), "unknown fields are kept");
-        assert!(serde_json::from_str::<CreateBody>(r#"{"Image":"busybox","Tty":"yes"}"#).is_err());
-        assert!(
-            serde_json::from_str::<CreateBody>(r#"{"Image":"busybox","HostConfig":{"Memory":"lots"}}"#).is_err(),
-            "wrong types are refused"
-        );
+        assert_eq!(hc.isolation.as_deref(), Some(""));
+        assert!(json_body::<CreateBody>(br#"{"Image":"busybox","Tty":"yes"}"#).is_err());
+        assert!(json_body::<CreateBody>(br#"{"Image":"busybox","HostConfig":{"Memory":"lots"}}"#).is_err(), "wrong types are refused");
     }
 }

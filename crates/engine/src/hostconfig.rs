@@ -31,15 +31,9 @@ fn set<T: Default + PartialEq>(v: &Option<T>) -> bool {
     v.as_ref().is_some_and(|v| *v != T::default())
 }
 
-fn extra_set(map: &serde_json::Map<String, Value>, key: &str) -> bool {
-    match map.get(key) {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::Bool(true)) => true,
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => o.values().any(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty())),
-        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-    }
+/// A list or map that asks for something (present and not empty).
+fn listed<T>(v: &Option<Vec<T>>) -> bool {
+    v.as_ref().is_some_and(|v| !v.is_empty())
 }
 
 /// Docker's create-time checks of the fields this module owns, and refusals of what berth
@@ -49,7 +43,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     if hc.init == Some(true) {
         return Err(ApiError::not_implemented("--init"));
     }
-    if let Some(p) = hc.extra.get("RestartPolicy").and_then(|p| p.get("Name")).and_then(Value::as_str)
+    if let Some(p) = hc.restart_policy.as_ref().map(|p| p.name.as_str())
         && !matches!(p, "" | "no")
     {
         return Err(ApiError::not_implemented("restart policies"));
@@ -61,22 +55,23 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
             d => return Err(bad(format!("logger: no log driver named '{d}' is registered"))),
         }
     }
-    match hc.extra.get("Runtime").and_then(Value::as_str).unwrap_or("") {
+    match hc.runtime.as_deref().unwrap_or("") {
         "" => {}
         r if RUNTIMES.contains(&r) => {}
         r => return Err(bad(format!("Unknown runtime specified {r}"))),
     }
-    for (key, what) in [
-        ("PortBindings", "publishing ports (they come with bridge networking)"),
-        ("PublishAllPorts", "publishing ports (they come with bridge networking)"),
-        ("Links", "links"),
-        ("VolumesFrom", "--volumes-from"),
-        ("VolumeDriver", "volume drivers"),
-        ("StorageOpt", "--storage-opt"),
-        ("DeviceRequests", "device requests (--gpus)"),
-        ("Cgroup", "--cgroup"),
+    let publishes = hc.port_bindings.as_ref().is_some_and(|p| p.values().any(|b| b.as_ref().is_some_and(|b| !b.is_empty())));
+    for (asked, what) in [
+        (publishes, "publishing ports (they come with bridge networking)"),
+        (hc.publish_all_ports == Some(true), "publishing ports (they come with bridge networking)"),
+        (listed(&hc.links), "links"),
+        (listed(&hc.volumes_from), "--volumes-from"),
+        (hc.volume_driver.as_deref().is_some_and(|d| !d.is_empty()), "volume drivers"),
+        (hc.storage_opt.as_ref().is_some_and(|o| !o.is_empty()), "--storage-opt"),
+        (listed(&hc.device_requests), "device requests (--gpus)"),
+        (hc.cgroup.as_deref().is_some_and(|c| !c.is_empty()), "--cgroup"),
     ] {
-        if extra_set(&hc.extra, key) {
+        if asked {
             return Err(ApiError::not_implemented(what));
         }
     }
@@ -84,8 +79,8 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
         return Err(ApiError::not_implemented("--blkio-weight-device"));
     }
     realtime(hc, berth_runtime::cgroups::realtime_supported())?;
-    if let Some(test) = cfg.extra.get("Healthcheck").and_then(|h| h.get("Test")).and_then(Value::as_array)
-        && test.first().and_then(Value::as_str).is_some_and(|t| t != "NONE")
+    if let Some(test) = cfg.healthcheck.as_ref().and_then(|h| h.test.as_ref())
+        && test.first().is_some_and(|t| t != "NONE")
     {
         return Err(ApiError::not_implemented("healthchecks"));
     }
@@ -97,16 +92,16 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
             || hc.mounts.iter().flatten().filter_map(|m| m.target.as_deref()).any(|t| t.trim_end_matches('/') == path)
             || hc.tmpfs.iter().flatten().any(|(t, _)| t.trim_end_matches('/') == path)
     };
-    if let Some(Value::Object(volumes)) = cfg.extra.get("Volumes")
+    if let Some(volumes) = &cfg.volumes
         && volumes.keys().any(|v| !covered(v))
     {
         return Err(ApiError::not_implemented("anonymous volumes (-v /path)"));
     }
-    match hc.extra.get("UsernsMode").and_then(Value::as_str).unwrap_or("") {
+    match hc.userns_mode.as_deref().unwrap_or("") {
         "" | "host" => {}
         m => return Err(bad(format!("invalid USER mode: {m}"))),
     }
-    match hc.extra.get("Isolation").and_then(Value::as_str).unwrap_or("") {
+    match hc.isolation.as_deref().unwrap_or("") {
         "" | "default" => {}
         i => return Err(bad(format!("invalid isolation: {i} on linux"))),
     }

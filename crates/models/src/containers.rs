@@ -25,7 +25,8 @@ impl StrSlice {
     }
 }
 
-/// The container's `Config` as clients send it. Every field may be missing or null.
+/// The container's `Config` as clients send it (every field of the Engine API's
+/// `ContainerConfig`). Every field may be missing or null.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerConfig {
@@ -35,20 +36,40 @@ pub struct ContainerConfig {
     pub attach_stdin: Option<bool>,
     pub attach_stdout: Option<bool>,
     pub attach_stderr: Option<bool>,
+    /// `"80/tcp": {}`.
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
     pub tty: Option<bool>,
     pub open_stdin: Option<bool>,
     pub stdin_once: Option<bool>,
     pub env: Option<Vec<String>>,
     pub cmd: Option<StrSlice>,
-    pub entrypoint: Option<StrSlice>,
+    pub healthcheck: Option<HealthConfig>,
+    pub args_escaped: Option<bool>,
     pub image: Option<String>,
-    pub labels: Option<BTreeMap<String, String>>,
+    /// `"/data": {}`: anonymous volumes.
+    pub volumes: Option<BTreeMap<String, Value>>,
     pub working_dir: Option<String>,
+    pub entrypoint: Option<StrSlice>,
+    pub network_disabled: Option<bool>,
+    /// Deprecated in 1.44 for the endpoint's own; still accepted.
+    pub mac_address: Option<String>,
+    pub on_build: Option<Vec<String>>,
+    pub labels: Option<BTreeMap<String, String>>,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<i64>,
-    /// Everything else the client sent (ExposedPorts, Volumes, Healthcheck, …), kept as given.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
+    pub shell: Option<Vec<String>>,
+}
+
+/// `Config.Healthcheck`: durations in nanoseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthConfig {
+    pub test: Option<Vec<String>>,
+    pub interval: Option<i64>,
+    pub timeout: Option<i64>,
+    pub retries: Option<i64>,
+    pub start_period: Option<i64>,
+    pub start_interval: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -128,8 +149,59 @@ pub struct HostConfig {
     pub blkio_device_write_iops: Option<Vec<ThrottleDevice>>,
     pub devices: Option<Vec<DeviceMapping>>,
     pub device_cgroup_rules: Option<Vec<String>>,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
+    pub device_requests: Option<Vec<DeviceRequest>>,
+    pub cpu_count: Option<i64>,
+    pub cpu_percent: Option<i64>,
+    #[serde(rename = "IOMaximumIOps")]
+    pub io_maximum_iops: Option<i64>,
+    #[serde(rename = "IOMaximumBandwidth")]
+    pub io_maximum_bandwidth: Option<i64>,
+    // The rest of the API's HostConfig.
+    #[serde(rename = "ContainerIDFile")]
+    pub container_id_file: Option<String>,
+    /// `"80/tcp": [{"HostIp": "", "HostPort": "8080"}]`.
+    pub port_bindings: Option<BTreeMap<String, Option<Vec<PortBinding>>>>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub volume_driver: Option<String>,
+    pub volumes_from: Option<Vec<String>>,
+    /// `[height, width]` of the terminal (1.42).
+    pub console_size: Option<Vec<u32>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub cgroup: Option<String>,
+    pub links: Option<Vec<String>>,
+    pub publish_all_ports: Option<bool>,
+    pub storage_opt: Option<BTreeMap<String, String>>,
+    pub userns_mode: Option<String>,
+    pub runtime: Option<String>,
+    pub isolation: Option<String>,
+}
+
+/// A published port's host side.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+/// `HostConfig.RestartPolicy`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: i64,
+}
+
+/// `--gpus` and other device requests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceRequest {
+    pub driver: Option<String>,
+    pub count: Option<i64>,
+    #[serde(rename = "DeviceIDs")]
+    pub device_ids: Option<Vec<String>>,
+    pub capabilities: Option<Vec<Vec<String>>>,
+    pub options: Option<BTreeMap<String, String>>,
 }
 
 /// `HostConfig.Mounts[]` (`--mount`).
@@ -141,10 +213,33 @@ pub struct Mount {
     #[serde(rename = "Type")]
     pub typ: Option<String>,
     pub read_only: Option<bool>,
+    pub consistency: Option<String>,
     pub bind_options: Option<BindOptions>,
+    pub volume_options: Option<VolumeOptions>,
     pub tmpfs_options: Option<TmpfsOptions>,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
+    pub image_options: Option<ImageOptions>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeOptions {
+    pub no_copy: Option<bool>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub driver_config: Option<DriverConfig>,
+    pub subpath: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DriverConfig {
+    pub name: Option<String>,
+    pub options: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageOptions {
+    pub subpath: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -152,6 +247,9 @@ pub struct Mount {
 pub struct BindOptions {
     pub propagation: Option<String>,
     pub non_recursive: Option<bool>,
+    pub create_mountpoint: Option<bool>,
+    pub read_only_non_recursive: Option<bool>,
+    pub read_only_force_recursive: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -159,6 +257,8 @@ pub struct BindOptions {
 pub struct TmpfsOptions {
     pub size_bytes: Option<i64>,
     pub mode: Option<u32>,
+    /// `[["noexec"], ["uid", "1000"]]` (1.46).
+    pub options: Option<Vec<Vec<String>>>,
 }
 
 /// `--blkio-weight-device`.
@@ -189,8 +289,10 @@ pub struct DeviceMapping {
     pub cgroup_permissions: String,
 }
 
-/// `POST /containers/create`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `POST /containers/create`: the container's config with `HostConfig` and `NetworkingConfig`
+/// beside its fields. Decoded by hand so the config's own keys follow Go's rules too (serde's
+/// `flatten` would match them exactly).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CreateBody {
     #[serde(flatten)]
     pub config: ContainerConfig,
@@ -340,4 +442,24 @@ pub struct SummaryHostConfig {
 #[serde(rename_all = "PascalCase")]
 pub struct SummaryNetworkSettings {
     pub networks: BTreeMap<String, crate::networks::EndpointSettings>,
+}
+
+impl<'de> Deserialize<'de> for CreateBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CreateBody, D::Error> {
+        use serde::de::Error as _;
+        let mut fields = serde_json::Map::<String, Value>::deserialize(d)?;
+        // Go's rules for the two keys beside the config's own: an exact match, else any case.
+        let mut take = |name: &str| {
+            let key = fields.keys().find(|k| *k == name).or_else(|| fields.keys().find(|k| k.eq_ignore_ascii_case(name))).cloned();
+            key.and_then(|k| fields.remove(&k)).filter(|v| !v.is_null())
+        };
+        let host_config =
+            take("HostConfig").map(|v| HostConfig::deserialize(crate::decode::Go(v))).transpose().map_err(D::Error::custom)?;
+        let networking_config = take("NetworkingConfig")
+            .map(|v| crate::networks::NetworkingConfig::deserialize(crate::decode::Go(v)))
+            .transpose()
+            .map_err(D::Error::custom)?;
+        let config = ContainerConfig::deserialize(crate::decode::Go(Value::Object(fields))).map_err(D::Error::custom)?;
+        Ok(CreateBody { config, host_config, networking_config })
+    }
 }

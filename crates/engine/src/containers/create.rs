@@ -56,8 +56,10 @@ pub(super) fn merge(
     if user.stop_signal.as_deref().unwrap_or("").is_empty() && !image.stop_signal.is_empty() {
         user.stop_signal = Some(image.stop_signal.clone());
     }
-    if let Some(ports) = &image.exposed_ports {
-        user.extra.entry("ExposedPorts").or_insert_with(|| json!(ports));
+    if let Some(ports) = &image.exposed_ports
+        && user.exposed_ports.is_none()
+    {
+        user.exposed_ports = Some(ports.clone());
     }
     Ok((user, path, argv))
 }

@@ -111,7 +111,7 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
             || hc.mounts.iter().flatten().any(|m| m.source.as_deref() == Some(x) || m.target.as_deref() == Some(x))
             || hc.tmpfs.iter().flatten().any(|(t, _)| t == x)
     };
-    let exposed = rec.config.extra.get("ExposedPorts").and_then(Value::as_object);
+    let exposed = rec.config.exposed_ports.as_ref();
     any("id", &|x| rec.id.starts_with(x))
         // Docker's name filter is a regular expression, matched with or without the slash.
         && (names.is_empty() || names.iter().flatten().any(|r| r.is_match(&rec.name) || r.is_match(&format!("/{}", rec.name))))
