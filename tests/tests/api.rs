@@ -363,3 +363,47 @@ fn format_templates_print_what_the_docker_cli_prints() {
     }
     d.remove_all();
 }
+
+/// Container inspect beside dockerd's for the same `docker create`: the same keys in `Config`
+/// and `HostConfig`, the same values (both at API 1.41, the peer dockerd 20.10's version).
+#[test]
+fn container_inspect_matches_dockerds() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(peer) = berth_tests::peer_dockerd() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let host = tempfile::Builder::new().prefix("berth-bind-").tempdir().unwrap();
+    let name = format!("cmp-{}", std::process::id());
+    let bind = format!("{}:/h:ro", host.path().display());
+    let create =
+        ["create", "--name", &name, "-e", "A=1", "-v", &bind, "--memory", "64m", "-l", "k=v", "--workdir", "/tmp", "busybox", "true"];
+    let on_peer = |args: &[&str]| {
+        let mut c = std::process::Command::new("docker");
+        c.env("DOCKER_HOST", &peer).env("DOCKER_API_VERSION", "1.41").args(args);
+        berth_tests::run_command(&mut c)
+    };
+    let tar = host.path().join("rootfs.tar");
+    let made =
+        std::process::Command::new("tar").arg("-C").arg(berth_tests::busybox_rootfs()).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(made.success());
+    on_peer(&["import", tar.to_str().unwrap(), "busybox:latest"]).success();
+    on_peer(&create).success();
+    let theirs = json(&on_peer(&["inspect", &name]).success().stdout)[0].clone();
+    on_peer(&["rm", "-f", &name]).success();
+    d.docker(&create).success();
+    let ours = json(&d.request("GET", &format!("/v1.41/containers/{name}/json")).1);
+    for section in ["Config", "HostConfig"] {
+        let (t, o) = (theirs[section].as_object().unwrap(), ours[section].as_object().unwrap());
+        let keys = |m: &serde_json::Map<String, Value>| m.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(keys(o), keys(t), "{section}'s keys");
+        for (k, v) in t {
+            // The host's name is the container's ID; berth masks the paths Docker 25+ masks.
+            if !["Hostname", "MaskedPaths"].contains(&k.as_str()) {
+                assert_eq!(&o[k], v, "{section}.{k}");
+            }
+        }
+    }
+    assert_eq!(ours["Mounts"], theirs["Mounts"]);
+    d.remove_all();
+}

@@ -753,6 +753,72 @@ pub fn inspect_defaults(hc: &mut serde_json::Map<String, Value>, privileged: boo
             hc.insert(k.into(), d);
         }
     }
+    // Docker writes the zero value of what was not set: 0, "", false (lists and maps stay null).
+    for (keys, zero) in [
+        (
+            &[
+                "CpuShares",
+                "Memory",
+                "NanoCpus",
+                "CpuPeriod",
+                "CpuQuota",
+                "CpuRealtimePeriod",
+                "CpuRealtimeRuntime",
+                "BlkioWeight",
+                "MemoryReservation",
+                "MemorySwap",
+                "OomScoreAdj",
+                "CpuCount",
+                "CpuPercent",
+                "IOMaximumIOps",
+                "IOMaximumBandwidth",
+            ][..],
+            json!(0),
+        ),
+        (
+            &[
+                "ContainerIDFile",
+                "CgroupParent",
+                "CpusetCpus",
+                "CpusetMems",
+                "VolumeDriver",
+                "Cgroup",
+                "UsernsMode",
+                "PidMode",
+                "UTSMode",
+                "Isolation",
+            ][..],
+            json!(""),
+        ),
+        (&["Privileged", "PublishAllPorts", "ReadonlyRootfs"][..], json!(false)),
+    ] {
+        for k in keys {
+            if hc.get(*k).is_none_or(Value::is_null) {
+                hc.insert(k.to_string(), zero.clone());
+            }
+        }
+    }
+    // Docker records the swap a memory limit gets: twice the memory, or -1 (no limit) where swap
+    // is not accounted.
+    let memory = hc.get("Memory").and_then(Value::as_i64).unwrap_or(0);
+    if memory > 0 && hc.get("MemorySwap").and_then(Value::as_i64).unwrap_or(0) == 0 {
+        hc.insert("MemorySwap".into(), json!(if swap_accounting() { memory.saturating_mul(2) } else { -1 }));
+    }
+    // What Docker omits when it is not set.
+    for k in ["Annotations", "Init", "Mounts", "StorageOpt", "Sysctls", "Tmpfs"] {
+        let unset = hc
+            .get(k)
+            .is_none_or(|v| v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty()));
+        if unset {
+            hc.remove(k);
+        }
+    }
+    if hc.get("PortBindings").is_none_or(Value::is_null) {
+        hc.insert("PortBindings".into(), json!({}));
+    }
+    if hc.get("ConsoleSize").is_none_or(Value::is_null) {
+        hc.insert("ConsoleSize".into(), json!([0, 0]));
+    }
     // Omitted unless set (API 1.42; berth-api puts them back for older clients).
     for k in ["KernelMemory", "KernelMemoryTCP"] {
         if hc.get(k).is_none_or(|v| v.is_null() || v.as_i64() == Some(0)) {

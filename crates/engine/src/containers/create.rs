@@ -43,7 +43,8 @@ pub(super) fn merge(
     }
     let mut labels: BTreeMap<String, String> = image.labels.clone().unwrap_or_default();
     labels.extend(user.labels.take().unwrap_or_default());
-    user.env = Some(env);
+    // Nothing from either: null, as Docker keeps it.
+    user.env = (!env.is_empty()).then_some(env);
     user.labels = Some(labels);
     user.entrypoint = (!entrypoint.is_empty()).then_some(StrSlice::Many(entrypoint));
     user.cmd = (!cmd.is_empty()).then_some(StrSlice::Many(cmd));

@@ -184,6 +184,15 @@ impl Engine {
             if c.get("Volumes").and_then(Value::as_object).is_some_and(|v| v.is_empty()) {
                 c.insert("Volumes".into(), Value::Null);
             }
+            // Fields Docker's container config omits when empty.
+            for k in ["ExposedPorts", "Healthcheck", "ArgsEscaped", "NetworkDisabled", "MacAddress", "StopSignal", "StopTimeout", "Shell"] {
+                let unset = c.get(k).is_none_or(|v| {
+                    v.is_null() || v.as_str() == Some("") || v.as_bool() == Some(false) || v.as_object().is_some_and(|o| o.is_empty())
+                });
+                if unset {
+                    c.remove(k);
+                }
+            }
         }
         let mut v = json!({
             "Id": rec.id,
