@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::http::{Client, query};
 use crate::*;
+use berth_models::containers::ContainerSummary;
 
 #[derive(Args, Clone, Default)]
 pub(crate) struct CreateFlags {
@@ -551,29 +552,6 @@ pub(crate) fn run_container(client: &Client, detach: bool, detach_keys: Option<S
     waiter.code()
 }
 
-/// The fields of `GET /containers/json` that `ps` shows; the rest of each entry is skipped unparsed.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct PsEntry {
-    pub(crate) id: String,
-    #[serde(default)]
-    pub(crate) names: Vec<String>,
-    #[serde(default)]
-    pub(crate) image: String,
-    #[serde(default)]
-    pub(crate) command: String,
-    #[serde(default)]
-    pub(crate) created: i64,
-    #[serde(default)]
-    pub(crate) state: String,
-    #[serde(default)]
-    pub(crate) status: String,
-    #[serde(default)]
-    pub(crate) labels: Option<std::collections::BTreeMap<String, String>>,
-    pub(crate) size_rw: Option<u64>,
-    pub(crate) size_root_fs: Option<u64>,
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ps(
     client: &Client,
@@ -596,7 +574,7 @@ pub(crate) fn ps(
     if !filter.is_empty() {
         q.push(("filters", filters_json(filter)));
     }
-    let list: Vec<PsEntry> = client.get_as(&format!("/containers/json?{}", query(&q)))?;
+    let list: Vec<ContainerSummary> = client.get_as(&format!("/containers/json?{}", query(&q)))?;
     if quiet {
         for c in &list {
             println!("{}", trunc_id(&c.id, no_trunc));
@@ -627,7 +605,7 @@ pub(crate) fn ps(
                 "State": c.state,
                 "Size": size_text,
                 "Names": names.join(","),
-                "Labels": c.labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
                 "Mounts": "",
                 "Networks": "",
             })

@@ -124,7 +124,13 @@ impl Response {
 
     /// The JSON body of a successful answer, or the daemon's message as the error.
     pub fn json(self) -> anyhow::Result<serde_json::Value> {
-        self.json_as()
+        let status = self.status;
+        let text = self.text()?;
+        if status >= 400 {
+            bail!(ApiError::from_body(&text));
+        }
+        let body = if text.trim().is_empty() { "null" } else { &text };
+        serde_json::from_str(body).with_context(|| format!("the daemon's answer is not JSON: {text}"))
     }
 
     /// The body as `T` (an empty body reads as JSON `null`), or the daemon's message as the error.
@@ -135,7 +141,8 @@ impl Response {
             bail!(ApiError::from_body(&text));
         }
         let body = if text.trim().is_empty() { "null" } else { &text };
-        serde_json::from_str(body).with_context(|| format!("the daemon's answer is not the JSON expected: {text}"))
+        // Go's rules, as the docker CLI reads answers: any daemon's null is an absent field.
+        berth_models::decode::from_slice(body.as_bytes()).with_context(|| format!("the daemon's answer is not the JSON expected: {text}"))
     }
 
     /// Fail with the daemon's message unless the status is a success.

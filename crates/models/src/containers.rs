@@ -328,7 +328,7 @@ pub struct ExecStartBody {
 
 /// `POST /containers/create`'s answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct CreateResponse {
     pub id: String,
     pub warnings: Vec<String>,
@@ -336,14 +336,14 @@ pub struct CreateResponse {
 
 /// `POST /containers/{id}/exec`'s answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct IdResponse {
     pub id: String,
 }
 
 /// `POST /containers/{id}/wait`'s answer; `Error` only when waiting failed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct WaitResponse {
     pub status_code: i64,
     /// `null` unless waiting or the container failed, as dockerd writes it.
@@ -351,14 +351,14 @@ pub struct WaitResponse {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct WaitError {
     pub message: String,
 }
 
 /// `GET /containers/{id}/top`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct TopResponse {
     pub titles: Vec<String>,
     pub processes: Vec<Vec<String>>,
@@ -366,7 +366,7 @@ pub struct TopResponse {
 
 /// `POST /containers/prune`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct PruneResponse {
     /// `null` when nothing was removed, as dockerd writes it.
     pub containers_deleted: Option<Vec<String>>,
@@ -375,6 +375,7 @@ pub struct PruneResponse {
 
 /// A mount of a container, as inspect and the list show it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct MountPoint {
     #[serde(rename = "Type")]
     pub typ: String,
@@ -396,6 +397,7 @@ pub struct MountPoint {
 
 /// A published port in the list.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Port {
     #[serde(rename = "IP", default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -409,7 +411,7 @@ pub struct Port {
 
 /// `GET /containers/json` entries.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct ContainerSummary {
     pub id: String,
     pub names: Vec<String>,
@@ -433,13 +435,13 @@ pub struct ContainerSummary {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct SummaryHostConfig {
     pub network_mode: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct SummaryNetworkSettings {
     pub networks: BTreeMap<String, crate::networks::EndpointSettings>,
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /images/json` entries (API 1.50's shape; older versions get `VirtualSize` added).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct ImageSummary {
     pub id: String,
     pub parent_id: String,
