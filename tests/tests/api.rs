@@ -407,3 +407,40 @@ fn container_inspect_matches_dockerds() {
     assert_eq!(ours["Mounts"], theirs["Mounts"]);
     d.remove_all();
 }
+
+/// `ConsoleSize` (1.42) sizes a container's and an exec's terminal from the start, as the docker
+/// CLI 28 sends it, instead of 0×0 until the first resize.
+#[test]
+fn console_size_sizes_the_terminal_from_the_start() {
+    use std::io::{Read, Write};
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let (_, made) = d.post(
+        "/containers/create",
+        r#"{"Image": "busybox", "Cmd": ["stty", "size"], "Tty": true, "HostConfig": {"ConsoleSize": [30, 100]}}"#,
+    );
+    let id = json(&made)["Id"].as_str().unwrap().to_string();
+    assert_eq!(d.post(&format!("/containers/{id}/start"), "").0, 204);
+    berth_tests::wait_until("the container's exit", || {
+        d.berth(&["inspect", "--format", "{{.State.Status}}", &id]).stdout.trim() == "exited"
+    });
+    assert_eq!(d.berth(&["logs", &id]).success().stdout.trim(), "30 100");
+
+    let ctr = d.berth(&["run", "-d", "busybox", "sleep", "100"]).success().stdout;
+    let (_, exec) = d.post(
+        &format!("/containers/{}/exec", ctr.trim()),
+        r#"{"Cmd": ["stty", "size"], "AttachStdout": true, "Tty": true, "ConsoleSize": [25, 90]}"#,
+    );
+    let exec = json(&exec)["Id"].as_str().unwrap().to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    let body = r#"{"Detach": false, "Tty": true, "ConsoleSize": [25, 90]}"#;
+    write!(
+        s,
+        "POST /exec/{exec}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.ends_with("\r\n\r\n25 90\r\n"), "{out:?}");
+    d.remove_all();
+}

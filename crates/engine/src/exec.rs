@@ -117,6 +117,13 @@ impl Engine {
         if let Some(obj) = process.as_object_mut() {
             obj.remove("consoleSize");
         }
+        // The exec's own terminal size (`ConsoleSize`, 1.42), not the container's.
+        if let (true, (h, w)) = (c.tty.unwrap_or(false), crate::containers::console_size(&c.console_size))
+            && h > 0
+            && w > 0
+        {
+            process["consoleSize"] = json!({"height": h, "width": w});
+        }
         let mut env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap_or_default();
         let key = |s: &String| s.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| s.clone());
         for x in c.env.clone().unwrap_or_default() {

@@ -315,6 +315,8 @@ pub struct ExecConfig {
     pub privileged: Option<bool>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
+    /// `[height, width]` of the exec's terminal (1.42).
+    pub console_size: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

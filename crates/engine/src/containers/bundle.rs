@@ -211,10 +211,19 @@ impl Engine {
             tty: rec.tty(),
             stdin: rec.config.open_stdin.unwrap_or(false),
             stdin_once: rec.config.stdin_once.unwrap_or(false),
-            rows: 0,
-            cols: 0,
+            rows: console_size(&rec.host_config.console_size).0,
+            cols: console_size(&rec.host_config.console_size).1,
         };
         let shim_path = bundle.join(berth_shim::CONFIG);
         std::fs::write(&shim_path, serde_json::to_vec(&shim_cfg).unwrap_or_default()).map_err(internal("writing", &shim_path))
+    }
+}
+
+/// `ConsoleSize` (`[height, width]`, 1.42): the terminal's size from the start, so output is not
+/// laid out for 0×0 until the client's first resize. (0, 0) when not given.
+pub(crate) fn console_size(size: &Option<Vec<u32>>) -> (u16, u16) {
+    match size.as_deref() {
+        Some([h, w]) => (u16::try_from(*h).unwrap_or(u16::MAX), u16::try_from(*w).unwrap_or(u16::MAX)),
+        _ => (0, 0),
     }
 }
