@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::http::{Client, query};
 use crate::*;
-use berth_models::containers::ContainerSummary;
+use berth_models::containers::{ContainerConfig, ContainerSummary, CreateBody, HostConfig, LogConfig, StrSlice, Ulimit};
 
 #[derive(Args, Clone, Default)]
 pub(crate) struct CreateFlags {
@@ -229,12 +229,12 @@ pub(crate) struct WaitArgs {
     pub(crate) containers: Vec<String>,
 }
 
-pub(crate) fn kv_list(items: &[String]) -> serde_json::Map<String, Value> {
+pub(crate) fn kv_list(items: &[String]) -> std::collections::BTreeMap<String, String> {
     items
         .iter()
         .map(|l| {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.to_string(), Value::String(v.to_string()))
+            (k.to_string(), v.to_string())
         })
         .collect()
 }
@@ -250,7 +250,7 @@ pub(crate) fn env_file(path: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<Value> {
+pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<CreateBody> {
     let mut env = Vec::new();
     for f in &c.env_file {
         env.extend(env_file(f)?);
@@ -266,56 +266,54 @@ pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<Value> {
     for u in &c.ulimit {
         let (name, limits) = u.split_once('=').with_context(|| format!("invalid ulimit argument: {u}"))?;
         let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
-        ulimits.push(json!({"Name": name, "Soft": soft.parse::<i64>()?, "Hard": hard.parse::<i64>()?}));
+        ulimits.push(Ulimit { name: name.to_string(), soft: soft.parse()?, hard: hard.parse()? });
     }
     let attach_all = c.attach.is_empty();
     let has = |s: &str| c.attach.iter().any(|a| a.eq_ignore_ascii_case(s));
-    let log_config = if c.log_opt.is_empty() { Value::Null } else { json!({"Type": "json-file", "Config": kv_list(&c.log_opt)}) };
     // `-v /path` (no host side) is an anonymous volume, as in Docker's CLI.
     let (binds, volumes): (Vec<&String>, Vec<&String>) = c.volume.iter().partition(|v| v.contains(':'));
-    let mut body = json!({
-        "Image": c.image,
-        "Cmd": if c.cmd.is_empty() { Value::Null } else { json!(c.cmd) },
-        "Entrypoint": c.entrypoint.as_ref().map(|e| if e.is_empty() { json!([""]) } else { json!([e]) }),
-        "Env": env,
-        "WorkingDir": c.workdir.clone().unwrap_or_default(),
-        "User": c.user.clone().unwrap_or_default(),
-        "Labels": kv_list(&c.label),
-        "Hostname": c.hostname.clone().unwrap_or_default(),
-        "StopSignal": c.stop_signal,
-        "StopTimeout": c.stop_timeout,
-        "Tty": c.tty,
-        "OpenStdin": c.interactive,
-        "StdinOnce": c.interactive,
-        "AttachStdin": c.interactive,
-        "AttachStdout": attach_all || has("stdout"),
-        "AttachStderr": attach_all || has("stderr"),
-        "HostConfig": {
-            "AutoRemove": c.rm,
-            "Privileged": c.privileged,
-            "ReadonlyRootfs": c.read_only,
-            "CapAdd": c.cap_add,
-            "CapDrop": c.cap_drop,
-            "NetworkMode": c.network.clone().unwrap_or_else(|| "default".into()),
-            "PidMode": c.pid.clone().unwrap_or_default(),
-            "IpcMode": c.ipc.clone().unwrap_or_default(),
-            "UTSMode": c.uts.clone().unwrap_or_default(),
-            "Sysctls": kv_list(&c.sysctl),
-            "Ulimits": ulimits,
-            "ShmSize": c.shm_size.as_deref().map(parse_size).transpose()?.unwrap_or(0),
-            "SecurityOpt": c.security_opt,
-            "GroupAdd": c.group_add,
-            "Binds": binds,
-            "LogConfig": log_config,
-        }
-    });
-    if !volumes.is_empty() {
-        body["Volumes"] = volumes.iter().map(|v| (v.to_string(), json!({}))).collect::<serde_json::Map<_, _>>().into();
-    }
-    if let Some(hc) = body["HostConfig"].as_object_mut() {
-        c.host.fill(hc)?;
-    }
-    Ok(body)
+    let config = ContainerConfig {
+        image: Some(c.image.clone()),
+        cmd: (!c.cmd.is_empty()).then(|| StrSlice::Many(c.cmd.clone())),
+        // `--entrypoint ""` is `[""]`: no entrypoint, not the image's.
+        entrypoint: c.entrypoint.as_ref().map(|e| StrSlice::Many(vec![e.clone()])),
+        env: Some(env),
+        working_dir: Some(c.workdir.clone().unwrap_or_default()),
+        user: Some(c.user.clone().unwrap_or_default()),
+        labels: Some(kv_list(&c.label)),
+        hostname: Some(c.hostname.clone().unwrap_or_default()),
+        stop_signal: c.stop_signal.clone(),
+        stop_timeout: c.stop_timeout,
+        tty: Some(c.tty),
+        open_stdin: Some(c.interactive),
+        stdin_once: Some(c.interactive),
+        attach_stdin: Some(c.interactive),
+        attach_stdout: Some(attach_all || has("stdout")),
+        attach_stderr: Some(attach_all || has("stderr")),
+        volumes: (!volumes.is_empty()).then(|| volumes.iter().map(|v| (v.to_string(), json!({}))).collect()),
+        ..Default::default()
+    };
+    let mut hc = HostConfig {
+        auto_remove: Some(c.rm),
+        privileged: Some(c.privileged),
+        readonly_rootfs: Some(c.read_only),
+        cap_add: Some(c.cap_add.clone()),
+        cap_drop: Some(c.cap_drop.clone()),
+        network_mode: Some(c.network.clone().unwrap_or_else(|| "default".into())),
+        pid_mode: Some(c.pid.clone().unwrap_or_default()),
+        ipc_mode: Some(c.ipc.clone().unwrap_or_default()),
+        uts_mode: Some(c.uts.clone().unwrap_or_default()),
+        sysctls: Some(kv_list(&c.sysctl)),
+        ulimits: Some(ulimits),
+        shm_size: Some(c.shm_size.as_deref().map(parse_size).transpose()?.unwrap_or(0)),
+        security_opt: Some(c.security_opt.clone()),
+        group_add: Some(c.group_add.clone()),
+        binds: Some(binds.into_iter().cloned().collect()),
+        log_config: (!c.log_opt.is_empty()).then(|| LogConfig { typ: "json-file".into(), config: Some(kv_list(&c.log_opt)) }),
+        ..Default::default()
+    };
+    c.host.fill(&mut hc)?;
+    Ok(CreateBody { config, host_config: Some(hc), networking_config: None })
 }
 
 /// POST /containers/create; Docker's CLI wording and exit code 125 on failure.
@@ -325,7 +323,7 @@ pub(crate) fn create(client: &Client, c: &CreateFlags) -> anyhow::Result<String>
         Some(n) => format!("/containers/create?{}", query(&[("name", n.clone())])),
         None => "/containers/create".into(),
     };
-    match client.post_json(&path, &body) {
+    match client.post_json(&path, &serde_json::to_value(&body)?) {
         Ok(v) => {
             for w in v["Warnings"].as_array().into_iter().flatten() {
                 eprintln!("WARNING: {}", format::show(w));

@@ -2,9 +2,13 @@
 //! resource limits, devices, DNS and hosts entries, tmpfs and `--mount`s, and the flags whose
 //! features berthd refuses as not implemented yet (sent so its answer says so).
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
+use berth_models::containers::{
+    BindOptions, DeviceMapping, HostConfig, LogConfig, Mount, PortBinding, RestartPolicy, ThrottleDevice, TmpfsOptions, WeightDevice,
+};
 use clap::Args;
-use serde_json::{Map, Value, json};
 
 use crate::parse_size;
 
@@ -88,7 +92,7 @@ pub struct HostFlags {
 }
 
 /// `--device HOST[:CONTAINER][:PERMISSIONS]`, as Docker's CLI splits it.
-fn device(s: &str) -> anyhow::Result<Value> {
+fn device(s: &str) -> anyhow::Result<DeviceMapping> {
     let perms = |p: &str| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
     let parts: Vec<&str> = s.split(':').collect();
     let (host, ctr, mode) = match parts.as_slice() {
@@ -98,22 +102,21 @@ fn device(s: &str) -> anyhow::Result<Value> {
         [h, c, p] if perms(p) => (*h, *c, *p),
         _ => bail!("invalid device specification: {s}"),
     };
-    Ok(json!({"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": mode}))
+    Ok(DeviceMapping { path_on_host: host.into(), path_in_container: ctr.into(), cgroup_permissions: mode.into() })
 }
 
 /// `--device-read-bps /dev/sda:1mb` (a size) or `--device-read-iops /dev/sda:100` (a count).
-fn throttle(s: &str, size: bool) -> anyhow::Result<Value> {
+fn throttle(s: &str, size: bool) -> anyhow::Result<ThrottleDevice> {
     let (path, rate) = s.rsplit_once(':').with_context(|| format!("bad format: {s}"))?;
     let rate: u64 =
         if size { parse_size(rate)?.try_into()? } else { rate.parse().with_context(|| format!("invalid rate for device: {s}"))? };
-    Ok(json!({"Path": path, "Rate": rate}))
+    Ok(ThrottleDevice { path: path.into(), rate })
 }
 
 /// `--mount type=bind,source=/a,target=/b,readonly` and its spellings.
-fn mount(s: &str) -> anyhow::Result<Value> {
-    let mut m = Map::new();
-    let (mut bind, mut tmpfs) = (Map::new(), Map::new());
-    m.insert("Type".into(), json!("volume"));
+fn mount(s: &str) -> anyhow::Result<Mount> {
+    let mut m = Mount { typ: Some("volume".into()), ..Default::default() };
+    let (mut bind, mut tmpfs) = (BindOptions::default(), TmpfsOptions::default());
     for field in s.split(',') {
         let (k, v) = field.split_once('=').map(|(k, v)| (k.trim(), Some(v.trim()))).unwrap_or((field.trim(), None));
         let flag = |v: Option<&str>| -> anyhow::Result<bool> {
@@ -123,35 +126,34 @@ fn mount(s: &str) -> anyhow::Result<Value> {
                 o => bail!("invalid value for {k}: {o}"),
             }
         };
-        let value = || v.with_context(|| format!("invalid field '{field}' must be a key=value pair"));
+        let value = || v.map(str::to_string).with_context(|| format!("invalid field '{field}' must be a key=value pair"));
         match k.to_ascii_lowercase().as_str() {
-            "type" => m.insert("Type".into(), json!(value()?)),
-            "source" | "src" => m.insert("Source".into(), json!(value()?)),
-            "target" | "destination" | "dst" => m.insert("Target".into(), json!(value()?)),
-            "readonly" | "ro" => m.insert("ReadOnly".into(), json!(flag(v)?)),
-            "bind-propagation" => bind.insert("Propagation".into(), json!(value()?)),
-            "bind-nonrecursive" => bind.insert("NonRecursive".into(), json!(flag(v)?)),
-            "tmpfs-size" => tmpfs.insert("SizeBytes".into(), json!(parse_size(value()?)?)),
-            "tmpfs-mode" => tmpfs
-                .insert("Mode".into(), json!(u32::from_str_radix(value()?, 8).with_context(|| format!("invalid tmpfs-mode: {field}"))?)),
-            "consistency" => None,
+            "type" => m.typ = Some(value()?),
+            "source" | "src" => m.source = Some(value()?),
+            "target" | "destination" | "dst" => m.target = Some(value()?),
+            "readonly" | "ro" => m.read_only = Some(flag(v)?),
+            "bind-propagation" => bind.propagation = Some(value()?),
+            "bind-nonrecursive" => bind.non_recursive = Some(flag(v)?),
+            "tmpfs-size" => tmpfs.size_bytes = Some(parse_size(&value()?)?),
+            "tmpfs-mode" => tmpfs.mode = Some(u32::from_str_radix(&value()?, 8).with_context(|| format!("invalid tmpfs-mode: {field}"))?),
+            "consistency" => m.consistency = Some(value()?),
             other if other.starts_with("volume-") => bail!("volume options are not supported yet: {field}"),
             _ => bail!("unexpected key '{k}' in '{field}'"),
-        };
+        }
     }
-    if !bind.is_empty() {
-        m.insert("BindOptions".into(), Value::Object(bind));
+    if bind.propagation.is_some() || bind.non_recursive.is_some() {
+        m.bind_options = Some(bind);
     }
-    if !tmpfs.is_empty() {
-        m.insert("TmpfsOptions".into(), Value::Object(tmpfs));
+    if tmpfs.size_bytes.is_some() || tmpfs.mode.is_some() {
+        m.tmpfs_options = Some(tmpfs);
     }
-    Ok(Value::Object(m))
+    Ok(m)
 }
 
 /// `--publish [IP:][HOST:]CONTAINER[/PROTO]`: enough of Docker's parsing to send the request
 /// (berthd refuses published ports until bridge networking lands).
-fn publish(list: &[String]) -> Map<String, Value> {
-    let mut out = Map::new();
+fn publish(list: &[String]) -> BTreeMap<String, Option<Vec<PortBinding>>> {
+    let mut out: BTreeMap<String, Option<Vec<PortBinding>>> = BTreeMap::new();
     for p in list {
         let (spec, proto) = p.rsplit_once('/').unwrap_or((p, "tcp"));
         let mut parts: Vec<&str> = spec.rsplitn(3, ':').collect();
@@ -162,100 +164,89 @@ fn publish(list: &[String]) -> Map<String, Value> {
             [i, h, c] => (*i, *h, *c),
             _ => ("", "", spec),
         };
-        let entry = out.entry(format!("{ctr}/{proto}")).or_insert_with(|| json!([]));
-        if let Some(a) = entry.as_array_mut() {
-            a.push(json!({"HostIp": ip, "HostPort": host}));
-        }
+        out.entry(format!("{ctr}/{proto}"))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding { host_ip: ip.into(), host_port: host.into() });
     }
     out
 }
 
 impl HostFlags {
     /// Fill this group's fields into the create body's HostConfig.
-    pub fn fill(&self, hc: &mut Map<String, Value>) -> anyhow::Result<()> {
+    pub fn fill(&self, hc: &mut HostConfig) -> anyhow::Result<()> {
         let size = |s: &Option<String>| s.as_deref().map(parse_size).transpose().map(|v| v.unwrap_or(0));
-        hc.insert("Memory".into(), json!(size(&self.memory)?));
-        hc.insert("MemoryReservation".into(), json!(size(&self.memory_reservation)?));
-        let swap = match self.memory_swap.as_deref() {
+        hc.memory = Some(size(&self.memory)?);
+        hc.memory_reservation = Some(size(&self.memory_reservation)?);
+        hc.memory_swap = Some(match self.memory_swap.as_deref() {
             Some("-1") => -1,
             s => size(&s.map(str::to_string))?,
-        };
-        hc.insert("MemorySwap".into(), json!(swap));
-        hc.insert("MemorySwappiness".into(), json!(self.memory_swappiness));
-        hc.insert("KernelMemory".into(), json!(size(&self.kernel_memory)?));
-        hc.insert("OomKillDisable".into(), json!(self.oom_kill_disable));
-        hc.insert("OomScoreAdj".into(), json!(self.oom_score_adj.unwrap_or(0)));
-        let nano = match self.cpus.as_deref() {
+        });
+        hc.memory_swappiness = Some(self.memory_swappiness);
+        hc.kernel_memory = Some(size(&self.kernel_memory)?);
+        hc.oom_kill_disable = Some(self.oom_kill_disable);
+        hc.oom_score_adj = Some(self.oom_score_adj.unwrap_or(0));
+        hc.nano_cpus = Some(match self.cpus.as_deref() {
             Some(c) => {
                 let n: f64 = c.parse().with_context(|| format!("invalid argument {c:?} for \"--cpus\" flag"))?;
                 (n * 1e9).round() as i64
             }
             None => 0,
-        };
-        hc.insert("NanoCpus".into(), json!(nano));
-        hc.insert("CpuShares".into(), json!(self.cpu_shares.unwrap_or(0)));
-        hc.insert("CpuPeriod".into(), json!(self.cpu_period.unwrap_or(0)));
-        hc.insert("CpuQuota".into(), json!(self.cpu_quota.unwrap_or(0)));
-        hc.insert("CpuRealtimePeriod".into(), json!(self.cpu_rt_period.unwrap_or(0)));
-        hc.insert("CpuRealtimeRuntime".into(), json!(self.cpu_rt_runtime.unwrap_or(0)));
-        hc.insert("CpusetCpus".into(), json!(self.cpuset_cpus.clone().unwrap_or_default()));
-        hc.insert("CpusetMems".into(), json!(self.cpuset_mems.clone().unwrap_or_default()));
-        hc.insert("PidsLimit".into(), self.pids_limit.map_or(Value::Null, |l| json!(l)));
-        hc.insert("BlkioWeight".into(), json!(self.blkio_weight.unwrap_or(0)));
-        let weight_devices: Vec<Value> = self
-            .blkio_weight_device
-            .iter()
-            .map(|w| {
-                let (p, v) = w.rsplit_once(':').with_context(|| format!("bad format: {w}"))?;
-                Ok(json!({"Path": p, "Weight": v.parse::<u16>().with_context(|| format!("invalid weight for device: {w}"))?}))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        hc.insert("BlkioWeightDevice".into(), json!(weight_devices));
-        for (key, list, is_size) in [
-            ("BlkioDeviceReadBps", &self.device_read_bps, true),
-            ("BlkioDeviceWriteBps", &self.device_write_bps, true),
-            ("BlkioDeviceReadIOps", &self.device_read_iops, false),
-            ("BlkioDeviceWriteIOps", &self.device_write_iops, false),
-        ] {
-            let v: Vec<Value> = list.iter().map(|t| throttle(t, is_size)).collect::<anyhow::Result<_>>()?;
-            hc.insert(key.into(), json!(v));
-        }
-        let devices: Vec<Value> = self.device.iter().map(|d| device(d)).collect::<anyhow::Result<_>>()?;
-        hc.insert("Devices".into(), json!(devices));
-        hc.insert("DeviceCgroupRules".into(), json!(self.device_cgroup_rule));
-        hc.insert("ExtraHosts".into(), json!(self.add_host));
-        hc.insert("Dns".into(), json!(self.dns));
-        hc.insert("DnsSearch".into(), json!(self.dns_search));
-        hc.insert("DnsOptions".into(), json!(self.dns_option));
-        let tmpfs: Map<String, Value> = self
+        });
+        hc.cpu_shares = Some(self.cpu_shares.unwrap_or(0));
+        hc.cpu_period = Some(self.cpu_period.unwrap_or(0));
+        hc.cpu_quota = Some(self.cpu_quota.unwrap_or(0));
+        hc.cpu_realtime_period = Some(self.cpu_rt_period.unwrap_or(0));
+        hc.cpu_realtime_runtime = Some(self.cpu_rt_runtime.unwrap_or(0));
+        hc.cpuset_cpus = Some(self.cpuset_cpus.clone().unwrap_or_default());
+        hc.cpuset_mems = Some(self.cpuset_mems.clone().unwrap_or_default());
+        hc.pids_limit = self.pids_limit;
+        hc.blkio_weight = Some(self.blkio_weight.unwrap_or(0));
+        hc.blkio_weight_device = Some(
+            self.blkio_weight_device
+                .iter()
+                .map(|w| {
+                    let (p, v) = w.rsplit_once(':').with_context(|| format!("bad format: {w}"))?;
+                    Ok(WeightDevice { path: p.into(), weight: v.parse().with_context(|| format!("invalid weight for device: {w}"))? })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        );
+        let throttles = |list: &[String], is_size: bool| list.iter().map(|t| throttle(t, is_size)).collect::<anyhow::Result<Vec<_>>>();
+        hc.blkio_device_read_bps = Some(throttles(&self.device_read_bps, true)?);
+        hc.blkio_device_write_bps = Some(throttles(&self.device_write_bps, true)?);
+        hc.blkio_device_read_iops = Some(throttles(&self.device_read_iops, false)?);
+        hc.blkio_device_write_iops = Some(throttles(&self.device_write_iops, false)?);
+        hc.devices = Some(self.device.iter().map(|d| device(d)).collect::<anyhow::Result<_>>()?);
+        hc.device_cgroup_rules = Some(self.device_cgroup_rule.clone());
+        hc.extra_hosts = Some(self.add_host.clone());
+        hc.dns = Some(self.dns.clone());
+        hc.dns_search = Some(self.dns_search.clone());
+        hc.dns_options = Some(self.dns_option.clone());
+        let tmpfs: BTreeMap<String, String> = self
             .tmpfs
             .iter()
             .map(|t| {
                 let (path, opts) = t.split_once(':').unwrap_or((t, ""));
-                (path.to_string(), json!(opts))
+                (path.to_string(), opts.to_string())
             })
             .collect();
-        if !tmpfs.is_empty() {
-            hc.insert("Tmpfs".into(), Value::Object(tmpfs));
-        }
-        let mounts: Vec<Value> = self.mount.iter().map(|m| mount(m)).collect::<anyhow::Result<_>>()?;
-        if !mounts.is_empty() {
-            hc.insert("Mounts".into(), json!(mounts));
-        }
-        hc.insert("CgroupParent".into(), json!(self.cgroup_parent.clone().unwrap_or_default()));
-        hc.insert("CgroupnsMode".into(), json!(self.cgroupns.clone().unwrap_or_default()));
-        hc.insert("PortBindings".into(), Value::Object(publish(&self.publish)));
-        hc.insert("PublishAllPorts".into(), json!(self.publish_all));
+        hc.tmpfs = (!tmpfs.is_empty()).then_some(tmpfs);
+        let mounts: Vec<Mount> = self.mount.iter().map(|m| mount(m)).collect::<anyhow::Result<_>>()?;
+        hc.mounts = (!mounts.is_empty()).then_some(mounts);
+        hc.cgroup_parent = Some(self.cgroup_parent.clone().unwrap_or_default());
+        hc.cgroupns_mode = Some(self.cgroupns.clone().unwrap_or_default());
+        hc.port_bindings = Some(publish(&self.publish));
+        hc.publish_all_ports = Some(self.publish_all);
         if let Some(r) = &self.restart {
             let (name, count) = r.split_once(':').unwrap_or((r, "0"));
-            hc.insert("RestartPolicy".into(), json!({"Name": name, "MaximumRetryCount": count.parse::<i64>().unwrap_or(0)}));
+            hc.restart_policy = Some(RestartPolicy { name: name.to_string(), maximum_retry_count: count.parse().unwrap_or(0) });
         }
         if self.init {
-            hc.insert("Init".into(), json!(true));
+            hc.init = Some(true);
         }
         if let Some(d) = &self.log_driver {
-            let config = hc.get("LogConfig").and_then(|l| l.get("Config")).cloned().unwrap_or(json!({}));
-            hc.insert("LogConfig".into(), json!({"Type": d, "Config": config}));
+            let config = hc.log_config.take().and_then(|l| l.config).unwrap_or_default();
+            hc.log_config = Some(LogConfig { typ: d.clone(), config: Some(config) });
         }
         Ok(())
     }
@@ -267,23 +258,25 @@ mod tests {
 
     #[test]
     fn devices_split_as_dockers_cli_splits_them() {
-        assert_eq!(device("/dev/fuse").unwrap()["PathInContainer"], "/dev/fuse");
-        assert_eq!(
-            device("/dev/sda:r").unwrap(),
-            json!({"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda", "CgroupPermissions": "r"})
-        );
-        assert_eq!(device("/dev/sda:/dev/xvda").unwrap()["PathInContainer"], "/dev/xvda");
-        assert_eq!(device("/dev/sda:/dev/xvda:rw").unwrap()["CgroupPermissions"], "rw");
+        assert_eq!(device("/dev/fuse").unwrap().path_in_container, "/dev/fuse");
+        let d = device("/dev/sda:r").unwrap();
+        assert_eq!((d.path_on_host.as_str(), d.path_in_container.as_str(), d.cgroup_permissions.as_str()), ("/dev/sda", "/dev/sda", "r"));
+        assert_eq!(device("/dev/sda:/dev/xvda").unwrap().path_in_container, "/dev/xvda");
+        assert_eq!(device("/dev/sda:/dev/xvda:rw").unwrap().cgroup_permissions, "rw");
         assert!(device("a:b:c:d").is_err());
     }
 
     #[test]
     fn mounts_parse_every_spelling() {
         let m = mount("type=bind,src=/a,dst=/b,readonly,bind-propagation=rslave").unwrap();
-        assert_eq!(m, json!({"Type": "bind", "Source": "/a", "Target": "/b", "ReadOnly": true, "BindOptions": {"Propagation": "rslave"}}));
-        let m = mount("type=tmpfs,destination=/t,tmpfs-size=1m,tmpfs-mode=1770").unwrap();
-        assert_eq!(m["TmpfsOptions"], json!({"SizeBytes": 1 << 20, "Mode": 0o1770}));
-        assert_eq!(mount("target=/v,source=data").unwrap()["Type"], "volume", "Docker's default type");
+        assert_eq!(
+            (m.typ.as_deref(), m.source.as_deref(), m.target.as_deref(), m.read_only),
+            (Some("bind"), Some("/a"), Some("/b"), Some(true))
+        );
+        assert_eq!(m.bind_options.and_then(|b| b.propagation).as_deref(), Some("rslave"));
+        let t = mount("type=tmpfs,destination=/t,tmpfs-size=1m,tmpfs-mode=1770").unwrap().tmpfs_options.unwrap();
+        assert_eq!((t.size_bytes, t.mode), (Some(1 << 20), Some(0o1770)));
+        assert_eq!(mount("target=/v,source=data").unwrap().typ.as_deref(), Some("volume"), "Docker's default type");
         assert!(mount("type=bind,bogus=1").is_err());
         assert!(mount("type=bind,ro=maybe").is_err());
     }
@@ -298,17 +291,19 @@ mod tests {
             publish: vec!["127.0.0.1:8080:80".into(), "53/udp".into()],
             ..Default::default()
         };
-        let mut hc = Map::new();
-        f.fill(&mut hc).unwrap();
+        let mut typed = HostConfig::default();
+        f.fill(&mut typed).unwrap();
+        // As the request carries it.
+        let hc = serde_json::to_value(&typed).unwrap();
         assert_eq!(
             (hc["Memory"].as_i64(), hc["MemorySwap"].as_i64(), hc["NanoCpus"].as_i64()),
             (Some(64 << 20), Some(-1), Some(1_500_000_000))
         );
-        assert_eq!(hc["BlkioDeviceReadBps"], json!([{"Path": "/dev/sda", "Rate": 1 << 20}]));
-        assert_eq!(hc["PortBindings"]["80/tcp"], json!([{"HostIp": "127.0.0.1", "HostPort": "8080"}]));
-        assert_eq!(hc["PortBindings"]["53/udp"], json!([{"HostIp": "", "HostPort": ""}]));
-        assert_eq!(hc["PidsLimit"], Value::Null);
+        assert_eq!(hc["BlkioDeviceReadBps"], serde_json::json!([{"Path": "/dev/sda", "Rate": 1 << 20}]));
+        assert_eq!(hc["PortBindings"]["80/tcp"], serde_json::json!([{"HostIp": "127.0.0.1", "HostPort": "8080"}]));
+        assert_eq!(hc["PortBindings"]["53/udp"], serde_json::json!([{"HostIp": "", "HostPort": ""}]));
+        assert_eq!(hc["PidsLimit"], serde_json::Value::Null);
         let bad = HostFlags { cpus: Some("lots".into()), ..Default::default() };
-        assert!(bad.fill(&mut Map::new()).is_err());
+        assert!(bad.fill(&mut HostConfig::default()).is_err());
     }
 }

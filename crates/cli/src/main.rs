@@ -473,8 +473,8 @@ mod tests {
         assert_eq!(parse_size("64m").unwrap(), 64 << 20);
         let c = CreateFlags { image: "busybox".into(), entrypoint: Some(String::new()), rm: true, ..Default::default() };
         let b = create_body(&c).unwrap();
-        assert_eq!(b["Entrypoint"], json!([""]));
-        assert_eq!(b["HostConfig"]["AutoRemove"], true);
+        assert_eq!(b.config.entrypoint, Some(berth_models::containers::StrSlice::Many(vec![String::new()])));
+        assert_eq!(b.host_config.and_then(|h| h.auto_remove), Some(true));
         assert_eq!(filters_json(&["status=running".into(), "status=exited".into()]), r#"{"status":["running","exited"]}"#);
     }
 }
