@@ -99,7 +99,7 @@ pub trait Containers: Send + Sync {
     /// (the start request's `Tty`, which need not be the exec's: Docker frames a TTY's output
     /// when the start asks for `Tty: false`).
     async fn exec_start(&self, exec_id: String, io: Option<Io>, raw: bool) -> Result<(), ApiError>;
-    async fn exec_inspect(&self, exec_id: &str) -> Result<Value, ApiError>;
+    async fn exec_inspect(&self, exec_id: &str) -> Result<ExecInspect, ApiError>;
     async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError>;
 }
 
@@ -353,7 +353,7 @@ async fn exec_start(State(b): State<Backend>, Path(id): Path<String>, req: Reque
 }
 
 async fn exec_inspect(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(json(b.exec_inspect(&id).await?))
+    Ok(axum::Json(b.exec_inspect(&id).await?).into_response())
 }
 
 async fn exec_resize(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {

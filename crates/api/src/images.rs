@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::error::{ApiError, Kind};
-use berth_models::images::{DeleteItem, ImageSummary, PruneResponse};
+use berth_models::images::{DeleteItem, HistoryItem, ImageInspect, ImageSummary, PruneResponse};
 use berth_models::messages::JsonMessage;
 
 use crate::params::{ByteStream, Filters, Query, body_stream};
@@ -21,8 +21,8 @@ use crate::version::{ApiVersion, shape};
 #[async_trait::async_trait]
 pub trait Images: Send + Sync {
     async fn list(&self, all: bool, filters: Filters, digests: bool) -> Result<Vec<ImageSummary>, ApiError>;
-    async fn inspect(&self, name: &str) -> Result<Value, ApiError>;
-    async fn history(&self, name: &str) -> Result<Value, ApiError>;
+    async fn inspect(&self, name: &str) -> Result<ImageInspect, ApiError>;
+    async fn history(&self, name: &str) -> Result<Vec<HistoryItem>, ApiError>;
     async fn tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError>;
     /// Docker's list of `{"Untagged": …}` / `{"Deleted": …}`.
     async fn remove(&self, name: &str, force: bool, noprune: bool) -> Result<Vec<DeleteItem>, ApiError>;
@@ -75,7 +75,7 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
         (Method::GET, n, "get") if !n.is_empty() => save(b, vec![n.to_string()]).await,
         (Method::GET, "", "search") => Err(ApiError::not_implemented("searching registries")),
         (Method::GET, n, "json") if !n.is_empty() => {
-            let mut img = b.inspect(n).await?;
+            let mut img = serde_json::to_value(b.inspect(n).await?).unwrap_or_default();
             shape::image_inspect(version, &mut img);
             Ok(axum::Json(img).into_response())
         }

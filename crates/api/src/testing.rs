@@ -83,7 +83,7 @@ impl Containers for Null {
     async fn exec_start(&self, _: String, _: Option<Io>, _: bool) -> Result<(), ApiError> {
         no()
     }
-    async fn exec_inspect(&self, _: &str) -> Result<Value, ApiError> {
+    async fn exec_inspect(&self, _: &str) -> Result<crate::containers::ExecInspect, ApiError> {
         no()
     }
     async fn exec_resize(&self, _: &str, _: u16, _: u16) -> Result<(), ApiError> {
@@ -96,10 +96,10 @@ impl Images for Null {
     async fn list(&self, _: bool, _: Filters, _: bool) -> Result<Vec<berth_models::images::ImageSummary>, ApiError> {
         no()
     }
-    async fn inspect(&self, _: &str) -> Result<Value, ApiError> {
+    async fn inspect(&self, _: &str) -> Result<berth_models::images::ImageInspect, ApiError> {
         no()
     }
-    async fn history(&self, _: &str) -> Result<Value, ApiError> {
+    async fn history(&self, _: &str) -> Result<Vec<berth_models::images::HistoryItem>, ApiError> {
         no()
     }
     async fn tag(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_api::containers::ExecConfig;
+use berth_api::containers::{ExecInspect, ExecProcessConfig};
 use berth_api::params::Io;
 use berth_api::{ApiError, Kind};
 use berth_shim::{ErrorKind, Request};
@@ -223,30 +224,30 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn exec_inspect_impl(&self, exec_id: &str) -> Result<Value, ApiError> {
+    pub(crate) fn exec_inspect_impl(&self, exec_id: &str) -> Result<ExecInspect, ApiError> {
         let e = self.exec(exec_id)?;
         let s = e.state();
         let c = &e.config;
         let cmd = c.cmd.clone().unwrap_or_default();
-        Ok(json!({
-            "ID": e.id,
-            "Running": s.running,
-            "ExitCode": s.exit_code,
-            "ProcessConfig": {
-                "tty": c.tty.unwrap_or(false),
-                "entrypoint": cmd.first().cloned().unwrap_or_default(),
-                "arguments": cmd.iter().skip(1).collect::<Vec<_>>(),
-                "privileged": c.privileged.unwrap_or(false),
-                "user": c.user.clone().unwrap_or_default(),
+        Ok(ExecInspect {
+            can_remove: false,
+            container_id: e.container.clone(),
+            detach_keys: c.detach_keys.clone().unwrap_or_default(),
+            exit_code: s.exit_code.map(i64::from),
+            id: e.id.clone(),
+            open_stderr: c.attach_stderr.unwrap_or(false),
+            open_stdin: c.attach_stdin.unwrap_or(false),
+            open_stdout: c.attach_stdout.unwrap_or(false),
+            process_config: ExecProcessConfig {
+                arguments: cmd.iter().skip(1).cloned().collect(),
+                entrypoint: cmd.first().cloned().unwrap_or_default(),
+                privileged: c.privileged.unwrap_or(false),
+                tty: c.tty.unwrap_or(false),
+                user: c.user.clone().unwrap_or_default(),
             },
-            "OpenStdin": c.attach_stdin.unwrap_or(false),
-            "OpenStderr": c.attach_stderr.unwrap_or(false),
-            "OpenStdout": c.attach_stdout.unwrap_or(false),
-            "CanRemove": false,
-            "ContainerID": e.container,
-            "DetachKeys": c.detach_keys.clone().unwrap_or_default(),
-            "Pid": s.pid,
-        }))
+            running: s.running,
+            pid: i64::from(s.pid),
+        })
     }
 
     pub(crate) async fn exec_resize_impl(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError> {

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use berth_api::images::Images;
 use berth_api::params::{ByteStream, Filters};
 use berth_api::{ApiError, Kind};
-use berth_models::images::{DeleteItem, ImageSummary, PruneResponse};
+use berth_models::images::{DeleteItem, GraphDriver, HistoryItem, ImageInspect, ImageMetadata, ImageSummary, PruneResponse, RootFs};
 use berth_store::images::{ImageRecord, ImageStore, ImagesError};
 use berth_store::{Digest, Reference};
 use futures_util::{StreamExt as _, TryStreamExt};
-use serde_json::{Value, json};
 
 use crate::Engine;
 
@@ -140,7 +139,7 @@ impl Images for Engine {
         Ok(list.iter().map(|(img, refs)| self.image_summary(img, refs, digests)).collect())
     }
 
-    async fn inspect(&self, name: &str) -> Result<Value, ApiError> {
+    async fn inspect(&self, name: &str) -> Result<ImageInspect, ApiError> {
         let id = self.image_id(name)?;
         let img = self.images.get(&id).map_err(store_err)?;
         let (_, cfg) = self.images.config(&id).map_err(store_err)?;
@@ -150,27 +149,27 @@ impl Images for Engine {
         // The OCI image config's fields that are set (API 1.50's shape; berth-api fills in the
         // container-config fields older versions show).
         let config = serde_json::to_value(&cfg.config).unwrap_or_default();
-        Ok(json!({
-            "Id": id.to_string(),
-            "RepoTags": refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect::<Vec<_>>(),
-            "RepoDigests": refs.iter().filter(|r| r.digest().is_some()).map(Reference::familiar).collect::<Vec<_>>(),
-            "Parent": "",
-            "Comment": cfg.comment.clone().unwrap_or_default(),
-            "Created": cfg.created.clone().unwrap_or_default(),
-            "DockerVersion": "",
-            "Author": cfg.author.clone().unwrap_or_default(),
-            "Config": config,
-            "Architecture": cfg.architecture,
-            "Variant": cfg.variant,
-            "Os": cfg.os,
-            "Size": size,
-            "GraphDriver": {"Name": self.driver_name(), "Data": null},
-            "RootFS": {"Type": "layers", "Layers": img.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
-            "Metadata": {"LastTagTime": img.stored},
-        }))
+        Ok(ImageInspect {
+            id: id.to_string(),
+            repo_tags: refs.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect(),
+            repo_digests: refs.iter().filter(|r| r.digest().is_some()).map(Reference::familiar).collect(),
+            parent: String::new(),
+            comment: cfg.comment.clone().unwrap_or_default(),
+            created: cfg.created.clone().unwrap_or_default(),
+            docker_version: String::new(),
+            author: cfg.author.clone().unwrap_or_default(),
+            config,
+            architecture: cfg.architecture.clone(),
+            variant: cfg.variant.clone().filter(|v| !v.is_empty()),
+            os: cfg.os.clone(),
+            size,
+            graph_driver: GraphDriver { name: self.driver_name().into(), data: None },
+            root_fs: RootFs { typ: "layers".into(), layers: img.layers.iter().map(|l| l.diff_id.to_string()).collect() },
+            metadata: ImageMetadata { last_tag_time: img.stored.clone() },
+        })
     }
 
-    async fn history(&self, name: &str) -> Result<Value, ApiError> {
+    async fn history(&self, name: &str) -> Result<Vec<HistoryItem>, ApiError> {
         let id = self.image_id(name)?;
         let img = self.images.get(&id).map_err(store_err)?;
         let (_, cfg) = self.images.config(&id).map_err(store_err)?;
@@ -183,25 +182,25 @@ impl Images for Engine {
             .map(|(_, r)| r.iter().filter(|r| r.digest().is_none()).map(Reference::familiar).collect())
             .unwrap_or_default();
         let mut layers = self.images.layer_sizes(&img).into_iter();
-        let mut out: Vec<Value> = Vec::new();
+        let mut out: Vec<HistoryItem> = Vec::new();
         let history = if cfg.history.is_empty() { vec![Default::default(); img.layers.len()] } else { cfg.history.clone() };
         for h in &history {
             let size = if h.empty_layer { 0 } else { layers.next().unwrap_or(0) };
-            out.push(json!({
-                "Id": "<missing>",
-                "Created": unix(h.created.as_deref()),
-                "CreatedBy": h.created_by.clone().unwrap_or_default(),
-                "Tags": null,
-                "Size": size,
-                "Comment": h.comment.clone().unwrap_or_default(),
-            }));
+            out.push(HistoryItem {
+                id: "<missing>".into(),
+                created: unix(h.created.as_deref()),
+                created_by: h.created_by.clone().unwrap_or_default(),
+                tags: None,
+                size,
+                comment: h.comment.clone().unwrap_or_default(),
+            });
         }
         out.reverse();
         if let Some(top) = out.first_mut() {
-            top["Id"] = json!(id.to_string());
-            top["Tags"] = json!(refs);
+            top.id = id.to_string();
+            top.tags = Some(refs);
         }
-        Ok(Value::Array(out))
+        Ok(out)
     }
 
     async fn tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError> {

@@ -210,7 +210,7 @@ impl Containers for Engine {
         self.exec_start_impl(exec_id, io, raw).await
     }
 
-    async fn exec_inspect(&self, exec_id: &str) -> Result<Value, ApiError> {
+    async fn exec_inspect(&self, exec_id: &str) -> Result<berth_api::containers::ExecInspect, ApiError> {
         self.exec_inspect_impl(exec_id)
     }
 
