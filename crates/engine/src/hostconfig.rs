@@ -78,7 +78,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     if hc.blkio_weight_device.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(ApiError::not_implemented("--blkio-weight-device"));
     }
-    realtime(hc, berth_runtime::cgroups::realtime_supported())?;
+    realtime(hc, berth_runtime::cgroups::realtime_supported)?;
     if let Some(test) = cfg.healthcheck.as_ref().and_then(|h| h.test.as_ref())
         && test.first().is_some_and(|t| t != "NONE")
     {
@@ -721,10 +721,11 @@ pub const RUNTIMES: &[&str] = &[DEFAULT_RUNTIME, "berth"];
 const DOCKER_LOG_DRIVERS: &[&str] = &["local", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "gcplogs", "logentries"];
 
 /// dockerd's checks of `--cpu-rt-period` and `--cpu-rt-runtime`; the values go to the cgroup.
-fn realtime(hc: &HostConfig, supported: bool) -> Result<(), ApiError> {
+/// `supported` is asked only when real-time CPU time is (it reads the host's mounts).
+fn realtime(hc: &HostConfig, supported: impl Fn() -> bool) -> Result<(), ApiError> {
     let period = hc.cpu_realtime_period.unwrap_or(0);
     let runtime = hc.cpu_realtime_runtime.unwrap_or(0);
-    if (period > 0 || runtime > 0) && !supported {
+    if (period > 0 || runtime > 0) && !supported() {
         return Err(bad("Your kernel does not support CPU real-time scheduler"));
     }
     if period != 0 && runtime != 0 && runtime > period {
@@ -950,7 +951,7 @@ mod tests {
 
     #[test]
     fn real_time_cpu_is_checked_as_dockerd_checks_it() {
-        let rt = |v: Value, supported| realtime(&hc(v), supported).err().map(|e| e.message);
+        let rt = |v: Value, supported: bool| realtime(&hc(v), || supported).err().map(|e| e.message);
         assert_eq!(rt(json!({"CpuRealtimePeriod": 1000000, "CpuRealtimeRuntime": 950000}), true), None);
         assert_eq!(rt(json!({"CpuRealtimeRuntime": 0}), false), None, "unset is fine anywhere");
         assert_eq!(rt(json!({"CpuRealtimeRuntime": 10}), false).unwrap(), "Your kernel does not support CPU real-time scheduler");

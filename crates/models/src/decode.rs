@@ -30,22 +30,19 @@ impl<'de> IntoDeserializer<'de, serde_json::Error> for Go {
 }
 
 /// `obj`'s keys as `fields` spells them (an exact match first, then a case-insensitive one; the
-/// last of several keys for one field wins, as in Go), and without null values.
-fn canonical(obj: Map<String, Value>, fields: &[&'static str]) -> Vec<(String, Go)> {
-    let mut out: Vec<(String, Go)> = Vec::with_capacity(obj.len());
+/// last of several keys for one field wins, as in Go), without null values and without the keys
+/// no field takes (serde would skip them anyway; kept, a body of many unknown keys would cost
+/// time in their square here).
+fn canonical(obj: Map<String, Value>, fields: &[&'static str]) -> Vec<(&'static str, Go)> {
+    let mut out: Vec<(&'static str, Go)> = Vec::with_capacity(fields.len().min(obj.len()));
     for (k, v) in obj {
         if v.is_null() {
             continue;
         }
-        let name = if fields.contains(&k.as_str()) {
-            k
-        } else {
-            match fields.iter().find(|f| f.eq_ignore_ascii_case(&k)) {
-                Some(f) => f.to_string(),
-                None => k,
-            }
+        let Some(name) = fields.iter().find(|f| **f == k).or_else(|| fields.iter().find(|f| f.eq_ignore_ascii_case(&k))) else {
+            continue;
         };
-        out.retain(|(n, _)| *n != name);
+        out.retain(|(n, _)| n != name);
         out.push((name, Go(v)));
     }
     out

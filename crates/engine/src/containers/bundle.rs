@@ -202,6 +202,7 @@ impl Engine {
             None => (None, None),
         };
         let (max_size, max_file) = (max_size.unwrap_or(self.cfg.log_max_size), max_file.unwrap_or(self.cfg.log_max_file));
+        let (rows, cols) = console_size(&rec.host_config.console_size);
         let shim_cfg = berth_shim::Config {
             id: rec.id.clone(),
             runtime_root: self.runtime_root.clone(),
@@ -211,8 +212,8 @@ impl Engine {
             tty: rec.tty(),
             stdin: rec.config.open_stdin.unwrap_or(false),
             stdin_once: rec.config.stdin_once.unwrap_or(false),
-            rows: console_size(&rec.host_config.console_size).0,
-            cols: console_size(&rec.host_config.console_size).1,
+            rows,
+            cols,
         };
         let shim_path = bundle.join(berth_shim::CONFIG);
         std::fs::write(&shim_path, serde_json::to_vec(&shim_cfg).unwrap_or_default()).map_err(internal("writing", &shim_path))

@@ -71,6 +71,11 @@ pub fn detect_mode() -> Option<Mode> {
 /// Whether containers can be given real-time CPU time: the kernel schedules real-time tasks
 /// by group (CONFIG_RT_GROUP_SCHED), which only cgroup v1's cpu controller offers.
 pub fn realtime_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(find_realtime)
+}
+
+fn find_realtime() -> bool {
     if detect_mode().is_none_or(|m| m == Mode::Unified) {
         return false;
     }
