@@ -405,6 +405,12 @@ fn container_inspect_matches_dockerds() {
         }
     }
     assert_eq!(ours["Mounts"], theirs["Mounts"]);
+    // The same keys everywhere else, down to the state's and the network settings'.
+    let keys = |v: &Value| v.as_object().map(|m| m.keys().cloned().collect::<std::collections::BTreeSet<_>>());
+    for section in ["", "State", "NetworkSettings", "GraphDriver"] {
+        let (t, o) = if section.is_empty() { (&theirs, &ours) } else { (&theirs[section], &ours[section]) };
+        assert_eq!(keys(o), keys(t), "{section}'s keys");
+    }
     d.remove_all();
 }
 

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
+pub use berth_models::stats::ContainerStats;
 
 use crate::error::{ApiError, Kind};
 use crate::params::{ByteStream, Filters, Io, Query, hijack, json_body, stream_type};
@@ -63,7 +63,7 @@ pub enum WaitCondition {
 #[async_trait::async_trait]
 pub trait Containers: Send + Sync {
     async fn create(&self, name: Option<String>, body: CreateBody) -> Result<CreateResponse, ApiError>;
-    async fn inspect(&self, id: &str, size: bool) -> Result<Value, ApiError>;
+    async fn inspect(&self, id: &str, size: bool) -> Result<ContainerInspect, ApiError>;
     async fn list(&self, opts: ListOptions) -> Result<Vec<ContainerSummary>, ApiError>;
     /// `Ok(false)`: it was already running (304).
     async fn start(&self, id: &str) -> Result<bool, ApiError>;
@@ -73,7 +73,7 @@ pub trait Containers: Send + Sync {
     async fn kill(&self, id: &str, signal: Option<String>) -> Result<(), ApiError>;
     /// One sample of the container's resource usage in Docker's stats shape, without
     /// `precpu_stats` (the route fills it from the sample before).
-    async fn stats(&self, id: &str) -> Result<Value, ApiError>;
+    async fn stats(&self, id: &str) -> Result<ContainerStats, ApiError>;
     /// Freeze every process of the container (`docker pause`), and thaw them.
     async fn pause(&self, id: &str) -> Result<(), ApiError>;
     async fn unpause(&self, id: &str) -> Result<(), ApiError>;
@@ -109,7 +109,7 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn json(v: Value) -> Response {
+fn json(v: impl serde::Serialize) -> Response {
     axum::Json(v).into_response()
 }
 
@@ -208,14 +208,14 @@ async fn stats(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bo
         if !q.bool("one-shot") {
             tokio::time::sleep(STATS_INTERVAL).await;
             let next = b.stats(&id).await?;
-            first = with_previous(next, &first);
+            first = next.with_previous(&first);
         }
         return Ok(json(first));
     }
-    let body = futures_util::stream::unfold(Some((b, id, first, None::<Value>)), |state| async move {
+    let body = futures_util::stream::unfold(Some((b, id, first, None::<ContainerStats>)), |state| async move {
         let (b, id, current, previous) = state?;
         let current = match previous {
-            Some(p) => with_previous(current, &p),
+            Some(p) => current.with_previous(&p),
             None => current,
         };
         let mut line = serde_json::to_vec(&current).unwrap_or_default();
@@ -226,13 +226,6 @@ async fn stats(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bo
         Some((Ok::<_, std::io::Error>(bytes::Bytes::from(line)), next))
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
-}
-
-/// `sample` with `previous`'s CPU figures and time as its `precpu_stats` and `preread`.
-fn with_previous(mut sample: Value, previous: &Value) -> Value {
-    sample["precpu_stats"] = previous["cpu_stats"].clone();
-    sample["preread"] = previous["read"].clone();
-    sample
 }
 
 async fn pause(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use crate::error::ApiError;
 use crate::version::{API_VERSION, ApiVersion, MIN_API_VERSION, version_error};
 
-pub use berth_models::system::{Component, Info, Version};
+pub use berth_models::system::{Component, DataUsage, Info, Version};
 
 /// What the system endpoints need from the engine.
 pub trait System: Send + Sync {
@@ -19,7 +19,7 @@ pub trait System: Send + Sync {
     fn info(&self) -> Result<Info, ApiError>;
     /// `GET /system/df`: disk usage of images, containers (and volumes, build cache) in
     /// Docker's shape. It walks writable layers: called off the runtime's workers.
-    fn df(&self) -> Result<serde_json::Value, ApiError>;
+    fn df(&self) -> Result<DataUsage, ApiError>;
 }
 
 /// The `/version` answer for this build, filled in by whatever backend serves it.
@@ -72,10 +72,9 @@ async fn info(State(s): State<Arc<dyn System>>) -> Result<Json<Info>, ApiError> 
 }
 
 async fn df(State(s): State<Arc<dyn System>>, req: axum::extract::Request) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut df =
+    let df =
         tokio::task::spawn_blocking(move || s.df()).await.map_err(|e| ApiError::new(crate::error::Kind::Internal, e.to_string()))??;
-    crate::version::shape::system_df(ApiVersion::of(&req), &mut df);
-    Ok(Json(df))
+    Ok(Json(crate::version::shape::system_df(ApiVersion::of(&req), &df)))
 }
 
 /// Docker endpoints whose features berth does not have yet: a clear 501, not a 404 that reads
@@ -173,8 +172,8 @@ mod tests {
         fn info(&self) -> Result<Info, ApiError> {
             Ok(Info { name: "host".into(), ..Default::default() })
         }
-        fn df(&self) -> Result<serde_json::Value, ApiError> {
-            Ok(serde_json::json!({"LayersSize": 0}))
+        fn df(&self) -> Result<DataUsage, ApiError> {
+            Ok(DataUsage::default())
         }
     }
 

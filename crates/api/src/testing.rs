@@ -1,7 +1,6 @@
 //! A backend that serves nothing, for testing the routes that do not reach it.
 
 use futures_util::future::BoxFuture;
-use serde_json::Value;
 
 use crate::containers::{
     AttachOptions, ContainerSummary, Containers, CreateBody, CreateResponse, ExecConfig, ListOptions, LogsOptions, PruneResponse,
@@ -22,13 +21,13 @@ impl Containers for Null {
     async fn create(&self, _: Option<String>, _: CreateBody) -> Result<CreateResponse, ApiError> {
         no()
     }
-    async fn inspect(&self, _: &str, _: bool) -> Result<Value, ApiError> {
+    async fn inspect(&self, _: &str, _: bool) -> Result<crate::containers::ContainerInspect, ApiError> {
         no()
     }
     async fn list(&self, _: ListOptions) -> Result<Vec<ContainerSummary>, ApiError> {
         no()
     }
-    async fn stats(&self, _: &str) -> Result<Value, ApiError> {
+    async fn stats(&self, _: &str) -> Result<berth_models::stats::ContainerStats, ApiError> {
         no()
     }
     async fn pause(&self, _: &str) -> Result<(), ApiError> {

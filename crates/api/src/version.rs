@@ -152,10 +152,10 @@ pub mod shape {
     }
 
     /// `GET /containers/{id}/json`.
-    pub fn container_inspect(v: ApiVersion, ctr: &mut Value) {
+    pub fn container_inspect(v: ApiVersion, ctr: &mut berth_models::containers::ContainerInspect) {
         // 1.42 omits `KernelMemory` and `KernelMemoryTCP` when they are not set; before, zero.
         if v.before(42)
-            && let Some(Value::Object(hc)) = ctr.get_mut("HostConfig")
+            && let Value::Object(hc) = &mut ctr.host_config
         {
             hc.entry("KernelMemory").or_insert(json!(0));
             hc.entry("KernelMemoryTCP").or_insert(json!(0));
@@ -163,7 +163,8 @@ pub mod shape {
     }
 
     /// `GET /system/df`.
-    pub fn system_df(v: ApiVersion, df: &mut Value) {
+    pub fn system_df(v: ApiVersion, df: &berth_models::system::DataUsage) -> Value {
+        let mut df = serde_json::to_value(df).unwrap_or_default();
         if let Some(Value::Array(images)) = df.get_mut("Images") {
             images.iter_mut().for_each(|i| image_summary(v, i));
         }
@@ -173,6 +174,7 @@ pub mod shape {
         {
             o.entry("BuilderSize").or_insert(json!(0));
         }
+        df
     }
 }
 
@@ -228,13 +230,18 @@ mod tests {
 
     #[test]
     fn older_versions_get_kernel_memory_and_builder_size_back() {
-        let mut c = json!({"HostConfig": {"Memory": 0}});
+        let mut c = berth_models::containers::ContainerInspect { host_config: json!({"Memory": 0}), ..Default::default() };
         shape::container_inspect(ApiVersion(42), &mut c);
-        assert!(c["HostConfig"].get("KernelMemory").is_none());
+        assert!(c.host_config.get("KernelMemory").is_none());
         shape::container_inspect(ApiVersion(41), &mut c);
-        assert_eq!((c["HostConfig"]["KernelMemory"].clone(), c["HostConfig"]["KernelMemoryTCP"].clone()), (json!(0), json!(0)));
-        let mut df = json!({"Images": [{"Size": 3}], "LayersSize": 3});
-        shape::system_df(ApiVersion(41), &mut df);
+        assert_eq!((c.host_config["KernelMemory"].clone(), c.host_config["KernelMemoryTCP"].clone()), (json!(0), json!(0)));
+        let data = berth_models::system::DataUsage {
+            layers_size: 3,
+            images: vec![berth_models::images::ImageSummary { size: 3, ..Default::default() }],
+            ..Default::default()
+        };
+        assert!(shape::system_df(ApiVersion(42), &data).get("BuilderSize").is_none());
+        let df = shape::system_df(ApiVersion(41), &data);
         assert_eq!((df["Images"][0]["VirtualSize"].clone(), df["BuilderSize"].clone()), (json!(3), json!(0)));
     }
 }

@@ -3,7 +3,7 @@
 //! I/O and networks are reported empty for now.
 
 use berth_api::{ApiError, Kind};
-use serde_json::{Value, json};
+use berth_models::stats::{ContainerStats, CpuStats, CpuUsage, MemoryStats, PidsStats, ThrottlingData};
 
 use crate::Engine;
 use crate::record::Record;
@@ -17,60 +17,49 @@ fn system_cpu_ns() -> u64 {
     jiffies.saturating_mul(1_000_000_000 / tick)
 }
 
-fn online_cpus() -> u64 {
-    std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
 }
 
 /// One sample for `rec` (zeros when it is not running), without `precpu_stats`.
-pub fn sample(engine: &Engine, rec: &Record) -> Result<Value, ApiError> {
-    let mut v = json!({
-        "read": crate::record::now(),
-        "preread": crate::record::ZERO_TIME,
-        "pids_stats": {},
-        "blkio_stats": {
-            "io_service_bytes_recursive": null, "io_serviced_recursive": null, "io_queue_recursive": null,
-            "io_service_time_recursive": null, "io_wait_time_recursive": null, "io_merged_recursive": null,
-            "io_time_recursive": null, "sectors_recursive": null,
-        },
-        "num_procs": 0,
-        "storage_stats": {},
-        "cpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
-        "precpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
-        "memory_stats": {},
-        "name": format!("/{}", rec.name),
-        "id": rec.id,
-    });
+pub fn sample(engine: &Engine, rec: &Record) -> Result<ContainerStats, ApiError> {
+    let mut v = ContainerStats {
+        read: crate::record::now(),
+        preread: crate::record::ZERO_TIME.into(),
+        name: format!("/{}", rec.name),
+        id: rec.id.clone(),
+        ..Default::default()
+    };
     if !rec.state.status.is_live() {
         return Ok(v);
     }
     let s = engine.tasks.stats(&rec.id).map_err(|e| ApiError::new(Kind::Internal, format!("reading the container's statistics: {e}")))?;
-    v["cpu_stats"] = json!({
-        "cpu_usage": {
-            "total_usage": s.cpu.usage.total,
-            "percpu_usage": s.cpu.usage.percpu,
-            "usage_in_kernelmode": s.cpu.usage.kernel,
-            "usage_in_usermode": s.cpu.usage.user,
+    v.cpu_stats = CpuStats {
+        cpu_usage: CpuUsage {
+            total_usage: s.cpu.usage.total,
+            percpu_usage: Some(s.cpu.usage.percpu).filter(|p| !p.is_empty()),
+            usage_in_kernelmode: s.cpu.usage.kernel,
+            usage_in_usermode: s.cpu.usage.user,
         },
-        "system_cpu_usage": system_cpu_ns(),
-        "online_cpus": online_cpus(),
-        "throttling_data": {
-            "periods": s.cpu.throttling.periods,
-            "throttled_periods": s.cpu.throttling.throttled_periods,
-            "throttled_time": s.cpu.throttling.throttled_time,
+        system_cpu_usage: Some(system_cpu_ns()),
+        online_cpus: Some(online_cpus()),
+        throttling_data: ThrottlingData {
+            periods: s.cpu.throttling.periods,
+            throttled_periods: s.cpu.throttling.throttled_periods,
+            throttled_time: s.cpu.throttling.throttled_time,
         },
-    });
+    };
     // Unlimited reads as the largest page-aligned number; Docker shows the host's memory then.
     let host = crate::system::mem_total();
     let limit = if s.memory.usage.limit == 0 || s.memory.usage.limit > host { host } else { s.memory.usage.limit };
-    v["memory_stats"] = json!({
-        "usage": s.memory.usage.usage,
-        "max_usage": s.memory.usage.max,
-        "failcnt": s.memory.usage.failcnt,
-        "stats": s.memory.raw,
-        "limit": limit,
-    });
-    v["pids_stats"] =
-        if s.pids.limit > 0 { json!({"current": s.pids.current, "limit": s.pids.limit}) } else { json!({"current": s.pids.current}) };
+    v.memory_stats = MemoryStats {
+        usage: Some(s.memory.usage.usage),
+        max_usage: Some(s.memory.usage.max),
+        failcnt: Some(s.memory.usage.failcnt),
+        stats: Some(s.memory.raw),
+        limit: Some(limit),
+    };
+    v.pids_stats = PidsStats { current: Some(s.pids.current), limit: Some(s.pids.limit).filter(|l| *l > 0) };
     Ok(v)
 }
 

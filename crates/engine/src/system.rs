@@ -155,7 +155,7 @@ impl System for Engine {
         })
     }
 
-    fn df(&self) -> Result<serde_json::Value, ApiError> {
+    fn df(&self) -> Result<berth_api::system::DataUsage, ApiError> {
         let internal = |e: berth_store::images::ImagesError| ApiError::new(berth_api::Kind::Internal, e.to_string());
         let recs: Vec<_> = self.all().iter().map(|c| c.rec()).collect();
         let sizes = self.images.sizes().map_err(internal)?;
@@ -176,13 +176,7 @@ impl System for Engine {
         let containers: Vec<_> = recs.iter().map(|r| self.summary(r, true)).collect();
         // What the images take on disk: their unpacked layers and the blobs they came as.
         let blobs = self.images.content.usage().map_err(|e| ApiError::new(berth_api::Kind::Internal, e.to_string()))?;
-        Ok(serde_json::json!({
-            "LayersSize": layers.values().sum::<u64>() + blobs,
-            "Images": images,
-            "Containers": containers,
-            // Volumes and builds come with their issues.
-            "Volumes": [],
-            "BuildCache": [],
-        }))
+        // Volumes and the build cache come with their issues.
+        Ok(berth_api::system::DataUsage { layers_size: layers.values().sum::<u64>() + blobs, images, containers, ..Default::default() })
     }
 }

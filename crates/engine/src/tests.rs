@@ -69,7 +69,7 @@ async fn create(e: &Engine, name: &str, body: Value) -> String {
 }
 
 async fn state(e: &Engine, id: &str) -> Value {
-    e.inspect(id, false).await.unwrap()["State"].clone()
+    serde_json::to_value(e.inspect(id, false).await.unwrap().state).unwrap()
 }
 
 /// Until `f` holds (the engine records exits from its own tasks).

@@ -497,3 +497,97 @@ pub struct ExecProcessConfig {
     pub tty: bool,
     pub user: String,
 }
+
+/// `GET /containers/{id}/json`. `Config` and `HostConfig` are the create request's own types
+/// as stored, with Docker's inspect defaults filled in by the engine: dockerd writes every
+/// host-config field (zero when unset) but omits a few empty config ones, so they are carried as
+/// the JSON the engine finishes rather than a second, all-required copy of both types.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerInspect {
+    pub id: String,
+    pub created: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub state: ContainerState,
+    pub image: String,
+    pub resolv_conf_path: String,
+    pub hostname_path: String,
+    pub hosts_path: String,
+    pub log_path: String,
+    pub name: String,
+    pub restart_count: i64,
+    pub driver: String,
+    pub platform: String,
+    pub mount_label: String,
+    pub process_label: String,
+    pub app_armor_profile: String,
+    /// `null` when the container has no execs.
+    #[serde(rename = "ExecIDs")]
+    pub exec_ids: Option<Vec<String>>,
+    pub host_config: Value,
+    pub graph_driver: crate::images::GraphDriver,
+    /// Only when sizes were asked for (`?size=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_rw: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_root_fs: Option<u64>,
+    pub mounts: Vec<MountPoint>,
+    pub config: Value,
+    pub network_settings: crate::networks::NetworkSettings,
+}
+
+/// `State` in container inspect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerState {
+    pub status: String,
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub dead: bool,
+    pub pid: i64,
+    pub exit_code: i64,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// Only for a container with a healthcheck.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// `State.Health`: the status and the last probes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    pub failing_streak: i64,
+    pub log: Vec<HealthcheckResult>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthcheckResult {
+    pub start: String,
+    pub end: String,
+    pub exit_code: i64,
+    pub output: String,
+}
+
+/// A path's stat in a container, sent base64-encoded in the `X-Docker-Container-Path-Stat`
+/// header of `HEAD`/`GET /containers/{id}/archive`. Keys are lower-case, as dockerd writes them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PathStat {
+    pub name: String,
+    pub size: i64,
+    /// Go's `os.FileMode` bits (not the kernel's `st_mode`: a directory is bit 31).
+    pub mode: u32,
+    /// RFC 3339 with nanoseconds.
+    pub mtime: String,
+    #[serde(rename = "linkTarget")]
+    pub link_target: String,
+}

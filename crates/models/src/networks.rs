@@ -170,3 +170,47 @@ pub struct NetworkContainer {
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
 }
+
+/// `NetworkSettings` in container inspect. The top-level address fields are the default
+/// bridge's endpoint, as dockerd still writes them (deprecated since 1.44).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkSettings {
+    pub bridge: String,
+    #[serde(rename = "SandboxID")]
+    pub sandbox_id: String,
+    pub hairpin_mode: bool,
+    #[serde(rename = "LinkLocalIPv6Address")]
+    pub link_local_ipv6_address: String,
+    #[serde(rename = "LinkLocalIPv6PrefixLen")]
+    pub link_local_ipv6_prefix_len: u8,
+    /// `"80/tcp": [{"HostIp": …, "HostPort": …}]`, or `null` for an exposed port not published.
+    pub ports: BTreeMap<String, Option<Vec<crate::containers::PortBinding>>>,
+    pub sandbox_key: String,
+    #[serde(rename = "SecondaryIPAddresses")]
+    pub secondary_ip_addresses: Option<Vec<Address>>,
+    #[serde(rename = "SecondaryIPv6Addresses")]
+    pub secondary_ipv6_addresses: Option<Vec<Address>>,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub gateway: String,
+    #[serde(rename = "GlobalIPv6Address")]
+    pub global_ipv6_address: String,
+    #[serde(rename = "GlobalIPv6PrefixLen")]
+    pub global_ipv6_prefix_len: u8,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    #[serde(rename = "IPv6Gateway")]
+    pub ipv6_gateway: String,
+    pub mac_address: String,
+    pub networks: BTreeMap<String, EndpointSettings>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Address {
+    pub addr: String,
+    pub prefix_len: u8,
+}

@@ -160,3 +160,14 @@ pub struct Info {
     pub runc_commit: serde_json::Value,
     pub init_commit: serde_json::Value,
 }
+
+/// `GET /system/df`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DataUsage {
+    pub layers_size: u64,
+    pub images: Vec<crate::images::ImageSummary>,
+    pub containers: Vec<crate::containers::ContainerSummary>,
+    pub volumes: Vec<crate::volumes::Volume>,
+    pub build_cache: Vec<crate::build::BuildCache>,
+}

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use berth_api::containers::{
-    AttachOptions, ContainerConfig, ContainerSummary, Containers, CreateBody, CreateResponse, ExecConfig, ListOptions, LogsOptions,
-    PruneResponse, StrSlice, TopResponse, WaitCondition, WaitResponse,
+    AttachOptions, ContainerConfig, ContainerInspect, ContainerStats, ContainerSummary, Containers, CreateBody, CreateResponse, ExecConfig,
+    ListOptions, LogsOptions, PruneResponse, StrSlice, TopResponse, WaitCondition, WaitResponse,
 };
 use berth_api::params::{ByteStream, Io};
 use berth_api::{ApiError, Kind};
@@ -65,9 +65,9 @@ impl Containers for Engine {
         self.create_ctr(name, body).await
     }
 
-    async fn inspect(&self, id: &str, size: bool) -> Result<Value, ApiError> {
+    async fn inspect(&self, id: &str, size: bool) -> Result<ContainerInspect, ApiError> {
         let ctr = self.lookup(id)?;
-        Ok(self.inspect_json(&ctr.rec(), size))
+        Ok(self.inspect_ctr(&ctr.rec(), size))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<Vec<ContainerSummary>, ApiError> {
@@ -79,7 +79,7 @@ impl Containers for Engine {
         self.start_ctr(&ctr).await
     }
 
-    async fn stats(&self, id: &str) -> Result<Value, ApiError> {
+    async fn stats(&self, id: &str) -> Result<ContainerStats, ApiError> {
         let ctr = self.lookup(id)?;
         let e = self.clone();
         tokio::task::spawn_blocking(move || crate::stats::sample(&e, &ctr.rec()))

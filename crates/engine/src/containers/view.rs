@@ -2,7 +2,9 @@
 //! sizes, filters, `top`.
 
 use super::*;
-use berth_api::containers::{SummaryHostConfig, SummaryNetworkSettings};
+use berth_api::containers::{ContainerState, SummaryHostConfig, SummaryNetworkSettings};
+use berth_models::images::GraphDriver;
+use berth_models::networks::NetworkSettings;
 
 /// Docker's `HumanDuration` of a span in (possibly fractional, possibly negative) seconds.
 pub(super) fn human_duration(secs: f64) -> String {
@@ -169,9 +171,8 @@ pub(super) fn top(pids: &[i32], args: &str) -> Result<TopResponse, ApiError> {
 }
 
 impl Engine {
-    pub(crate) fn inspect_json(&self, rec: &Record, size: bool) -> Value {
+    pub(crate) fn inspect_ctr(&self, rec: &Record, size: bool) -> ContainerInspect {
         let s = &rec.state;
-        let hc = serde_json::to_value(&rec.host_config).unwrap_or_default();
         let mut config = serde_json::to_value(&rec.config).unwrap_or_default();
         if let Some(c) = config.as_object_mut() {
             let hostname = rec.config.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| rec.short_id().to_string());
@@ -194,50 +195,8 @@ impl Engine {
                 }
             }
         }
-        let mut v = json!({
-            "Id": rec.id,
-            "Created": rec.created,
-            "Path": rec.path,
-            "Args": rec.args,
-            "State": {
-                "Status": s.status.as_str(),
-                "Running": s.status.is_live(),
-                "Paused": s.status == Status::Paused,
-                "Restarting": s.status == Status::Restarting,
-                "OOMKilled": s.oom_killed,
-                "Dead": s.status == Status::Dead,
-                "Pid": s.pid,
-                "ExitCode": s.exit_code,
-                "Error": s.error,
-                "StartedAt": s.started_at,
-                "FinishedAt": s.finished_at,
-            },
-            "Image": rec.image,
-            "ResolvConfPath": self.containers_dir.join(&rec.id).join("resolv.conf"),
-            "HostnamePath": self.containers_dir.join(&rec.id).join("hostname"),
-            "HostsPath": self.containers_dir.join(&rec.id).join("hosts"),
-            "LogPath": if logs_off(rec) { PathBuf::new() } else { rec.log_path.clone() },
-            "Name": format!("/{}", rec.name),
-            "RestartCount": rec.restart_count,
-            "Driver": self.driver_name(),
-            "Platform": "linux",
-            "MountLabel": "",
-            "ProcessLabel": "",
-            "AppArmorProfile": "",
-            "ExecIDs": Some(self.exec_ids_of(&rec.id)).filter(|e| !e.is_empty()),
-            "HostConfig": hc,
-            "GraphDriver": {"Name": self.driver_name(), "Data": null},
-            "Mounts": spec::mount_points(&rec.host_config),
-            "Config": config,
-            "NetworkSettings": {
-                "Bridge": "", "SandboxID": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-                "Ports": {}, "SandboxKey": if s.pid > 0 { format!("/proc/{}/ns/net", s.pid) } else { String::new() },
-                "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null, "EndpointID": "", "Gateway": "",
-                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-                "Networks": {}
-            }
-        });
-        if let Some(hc) = v["HostConfig"].as_object_mut() {
+        let mut host_config = serde_json::to_value(&rec.host_config).unwrap_or_default();
+        if let Some(hc) = host_config.as_object_mut() {
             for (k, d) in [
                 ("NetworkMode", json!("default")),
                 ("AutoRemove", json!(false)),
@@ -254,12 +213,57 @@ impl Engine {
                 if berth_runtime::cgroups::detect_mode() == Some(berth_runtime::cgroups::Mode::Unified) { "private" } else { "host" };
             crate::hostconfig::inspect_defaults(hc, rec.host_config.privileged == Some(true), cgroupns);
         }
-        if size {
+        let (size_rw, size_root_fs) = if size {
             let (rw, rootfs) = self.sizes(rec);
-            v["SizeRw"] = json!(rw);
-            v["SizeRootFs"] = json!(rootfs);
+            (Some(rw), Some(rootfs))
+        } else {
+            (None, None)
+        };
+        let dir = self.containers_dir.join(&rec.id);
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        ContainerInspect {
+            id: rec.id.clone(),
+            created: rec.created.clone(),
+            path: rec.path.clone(),
+            args: rec.args.clone(),
+            state: ContainerState {
+                status: s.status.as_str().to_string(),
+                running: s.status.is_live(),
+                paused: s.status == Status::Paused,
+                restarting: s.status == Status::Restarting,
+                oom_killed: s.oom_killed,
+                dead: s.status == Status::Dead,
+                pid: s.pid.into(),
+                exit_code: s.exit_code.into(),
+                error: s.error.clone(),
+                started_at: s.started_at.clone(),
+                finished_at: s.finished_at.clone(),
+                health: None,
+            },
+            image: rec.image.clone(),
+            resolv_conf_path: path("resolv.conf"),
+            hostname_path: path("hostname"),
+            hosts_path: path("hosts"),
+            log_path: if logs_off(rec) { String::new() } else { rec.log_path.to_string_lossy().into_owned() },
+            name: format!("/{}", rec.name),
+            restart_count: rec.restart_count.into(),
+            driver: self.driver_name().to_string(),
+            platform: "linux".into(),
+            mount_label: String::new(),
+            process_label: String::new(),
+            app_armor_profile: String::new(),
+            exec_ids: Some(self.exec_ids_of(&rec.id)).filter(|e| !e.is_empty()),
+            host_config,
+            graph_driver: GraphDriver { name: self.driver_name().to_string(), data: None },
+            size_rw,
+            size_root_fs,
+            mounts: spec::mount_points(&rec.host_config),
+            config,
+            network_settings: NetworkSettings {
+                sandbox_key: if s.pid > 0 { format!("/proc/{}/ns/net", s.pid) } else { String::new() },
+                ..Default::default()
+            },
         }
-        v
     }
 
     pub(crate) fn driver_name(&self) -> &'static str {
