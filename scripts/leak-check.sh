@@ -15,7 +15,7 @@ inventory() {
   nft list tables 2>/dev/null | awk '/berth/ {print "nft " $0}' || true
   # Processes, zombies included: a zombie nobody reaps is a leak too (this machine's pid 1 never
   # reaps). The peer dockerd and podman's helpers count when they run from a test's directory.
-  ps -eo pid=,comm=,args= | awk '$2 != "awk" && ($2 ~ /^(berthd|berth-shim|berth-runc)$/ || $0 ~ /berth-bundle-|berth-runc-root-|berth-peer-|berth-podman-/) {print "process " $1 " " $2}' || true
+  ps -eo pid=,comm=,args= | awk '$2 != "awk" && ($2 ~ /^(berthd|berth-shim|berth-runc)$/ || $0 ~ /berth-bundle-|berth-runc-root-|berth-peer-|berth-podman-|berth-registry-/) {print "process " $1 " " $2}' || true
   find "$tmp" -maxdepth 1 \( -name 'berth-*' -o -name '.tmp*' \) 2>/dev/null | sed 's/^/tempdir /' || true
 }
 

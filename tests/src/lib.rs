@@ -588,3 +588,265 @@ impl Drop for TestDaemon {
         }
     }
 }
+
+/// A real registry (Debian's `docker-registry`) on 127.0.0.1 and a free port, with its storage
+/// in a temp dir; plain HTTP, or with basic auth (htpasswd) and/or TLS from a CA made for the
+/// test. Drop stops it and removes everything.
+pub struct TestRegistry {
+    pub dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub creds: Option<(String, String)>,
+    /// `<dir>/certs.d`, laid out as `/etc/docker/certs.d` (`<addr>/ca.crt`), when TLS is on.
+    pub certs_dir: Option<PathBuf>,
+}
+
+#[derive(Default, Clone, Copy)]
+pub struct RegistryOptions {
+    pub auth: bool,
+    pub tls: bool,
+}
+
+impl TestRegistry {
+    /// None (the test skips) without docker-registry outside CI.
+    pub fn start(opts: RegistryOptions) -> Option<TestRegistry> {
+        if !have("docker-registry") || opts.auth && !have("htpasswd") || opts.tls && !have("openssl") {
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        let mut certs_dir = None;
+        if opts.tls {
+            let d = dir.path();
+            let sh = |script: &str| run_command(Command::new("sh").arg("-ec").arg(script).current_dir(d)).success();
+            sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=berth-test-ca 2>/dev/null
+                openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+                printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext
+                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext 2>/dev/null");
+            let certs = d.join("certs.d");
+            fs::create_dir_all(certs.join(&addr)).unwrap();
+            fs::copy(d.join("ca.crt"), certs.join(&addr).join("ca.crt")).unwrap();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                d.join("server.crt").display(),
+                d.join("server.key").display()
+            ));
+            certs_dir = Some(certs);
+        }
+        let mut creds = None;
+        if opts.auth {
+            let (user, pass) = ("tester".to_string(), "s3cret-pass".to_string());
+            let out = run_command(Command::new("htpasswd").args(["-Bbn", &user, &pass])).success();
+            fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n", dir.path().join("htpasswd").display()));
+            creds = Some((user, pass));
+        }
+        fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        OWN.lock().unwrap_or_else(|p| p.into_inner()).push(child.id() as i32);
+        let mut r = TestRegistry { dir, child: Some(child), addr, creds, certs_dir };
+        wait_until("the registry to listen", || std::net::TcpStream::connect(&r.addr).is_ok());
+        let _ = &mut r;
+        Some(r)
+    }
+
+    /// skopeo's flags to write to this registry.
+    fn dest_flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        match &self.certs_dir {
+            Some(c) => f.push(format!("--dest-cert-dir={}", c.join(&self.addr).display())),
+            None => f.push("--dest-tls-verify=false".into()),
+        }
+        if let Some((u, p)) = &self.creds {
+            f.push(format!("--dest-creds={u}:{p}"));
+        }
+        f
+    }
+
+    /// skopeo's flags to read from this registry (`copy`).
+    pub fn src_flags(&self) -> Vec<String> {
+        self.dest_flags().into_iter().map(|f| f.replacen("--dest-", "--src-", 1)).collect()
+    }
+
+    /// What skopeo says of `name` (`repo:tag`) in this registry (`skopeo inspect`).
+    pub fn inspect(&self, name: &str) -> Value {
+        let flags: Vec<String> = self.dest_flags().into_iter().map(|f| f.replacen("--dest-", "--", 1)).collect();
+        let mut c = Command::new("skopeo");
+        c.arg("inspect").args(flags).arg(format!("docker://{}/{name}", self.addr));
+        json(&run_command(&mut c).success().stdout)
+    }
+
+    /// Copy an OCI layout (all of its platforms) into the registry as `name` (`repo:tag`).
+    pub fn push_layout(&self, layout: &Path, name: &str) {
+        let mut c = Command::new("skopeo");
+        c.args(["copy", "--quiet", "--all", "--preserve-digests"]).args(self.dest_flags());
+        c.arg(format!("oci:{}", layout.display())).arg(format!("docker://{}/{name}", self.addr));
+        run_command(&mut c).success();
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Stop it now (a registry going away in the middle of a transfer).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            OWN.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != c.id() as i32);
+        }
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An OCI image layout written by hand (blobs, manifests, an index), to push with skopeo:
+/// images of any number of layers, compressions and platforms.
+pub struct OciLayout {
+    pub dir: tempfile::TempDir,
+    manifests: Vec<Value>,
+}
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+impl Default for OciLayout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OciLayout {
+    pub fn new() -> OciLayout {
+        let dir = tempfile::Builder::new().prefix("berth-layout-").tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        OciLayout { dir, manifests: Vec::new() }
+    }
+
+    /// Store a blob; returns its descriptor.
+    pub fn blob(&self, media_type: &str, data: &[u8]) -> Value {
+        let hex = sha256_hex(data);
+        fs::write(self.dir.path().join("blobs/sha256").join(&hex), data).unwrap();
+        serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": data.len()})
+    }
+
+    /// An image of `layers` (uncompressed tars) for `arch`, compressed as asked; returns the
+    /// manifest's descriptor (also listed in the layout's index unless `platforms` is used).
+    pub fn image(&mut self, layers: &[Vec<u8>], compression: Compression, arch: &str, cmd: &[&str]) -> Value {
+        let mut descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for l in layers {
+            diff_ids.push(format!("sha256:{}", sha256_hex(l)));
+            let (media, data) = match compression {
+                Compression::None => ("application/vnd.oci.image.layer.v1.tar", l.clone()),
+                Compression::Gzip => {
+                    use std::io::Write;
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    gz.write_all(l).unwrap();
+                    ("application/vnd.oci.image.layer.v1.tar+gzip", gz.finish().unwrap())
+                }
+                Compression::Zstd => ("application/vnd.oci.image.layer.v1.tar+zstd", zstd::encode_all(&l[..], 3).unwrap()),
+            };
+            descs.push(self.blob(media, &data));
+        }
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Cmd": cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": layers.iter().map(|_| serde_json::json!({"created_by": "test layer"})).collect::<Vec<_>>(),
+        });
+        let config = self.blob("application/vnd.oci.image.config.v1+json", &serde_json::to_vec(&config).unwrap());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": config, "layers": descs,
+        });
+        let mut desc = self.blob("application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest).unwrap());
+        desc["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+        self.manifests.push(desc.clone());
+        desc
+    }
+
+    /// Write `index.json`: every image made so far as one tag `tag` (a multi-platform index
+    /// when there are several), as skopeo's `oci:DIR:tag` reads it.
+    pub fn finish(&self, tag: &str) {
+        let mut entries = self.manifests.clone();
+        if entries.len() > 1 {
+            let nested =
+                serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+            let mut desc = self.blob("application/vnd.oci.image.index.v1+json", &serde_json::to_vec(&nested).unwrap());
+            desc.as_object_mut().unwrap().remove("platform");
+            entries = vec![desc];
+        }
+        for e in &mut entries {
+            e["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+        }
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": entries});
+        fs::write(self.dir.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+}
+
+/// A tar of `files` (path, contents), written entry by entry so the same files give the same
+/// bytes; directories in the paths are made as entries before them.
+pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, data) in files {
+        let p = Path::new(path);
+        for a in p.ancestors().skip(1) {
+            if !a.as_os_str().is_empty() && dirs.insert(a.to_path_buf()) {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_mtime(1_600_000_000);
+                b.append_data(&mut h, a, &[][..]).unwrap();
+            }
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_600_000_000);
+        b.append_data(&mut h, p, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// The busybox rootfs as one layer tar.
+pub fn busybox_layer() -> Vec<u8> {
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(busybox_rootfs())
+        .args(["--sort=name", "--mtime=@1600000000", "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::error::{ApiError, Kind};
 use berth_models::images::{DeleteItem, HistoryItem, ImageInspect, ImageSummary, PruneResponse};
 use berth_models::messages::JsonMessage;
+use berth_models::system::AuthConfig;
 
 use crate::params::{ByteStream, Filters, Query, body_stream};
 use crate::version::{ApiVersion, shape};
@@ -40,10 +41,54 @@ pub trait Images: Send + Sync {
     async fn save(&self, names: Vec<String>) -> Result<ByteStream, ApiError>;
     /// Loads an archive; returns the names (or IDs) loaded.
     async fn load(&self, body: ByteStream) -> Result<Vec<String>, ApiError>;
+    /// Pull `image` (with `tag`: a tag, or a digest) for `platform` (`os/arch[/variant]`).
+    /// Failures to resolve the image come back here, before any progress (dockerd answers
+    /// them with a status); later ones end the stream with an error message.
+    async fn pull(
+        &self,
+        image: &str,
+        tag: Option<&str>,
+        platform: Option<&str>,
+        auth: Option<AuthConfig>,
+    ) -> Result<MessageStream, ApiError>;
     async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError>;
 }
 
 type Backend = Arc<dyn Images>;
+
+/// Progress messages as they happen (pull, push).
+pub type MessageStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = JsonMessage> + Send>>;
+
+/// A streamed progress answer: one JSON message per line, sent as each comes.
+fn message_stream(stream: MessageStream) -> Response {
+    use futures_util::StreamExt;
+    let body = stream.map(|m| {
+        let mut line = serde_json::to_vec(&m).unwrap_or_default();
+        line.extend_from_slice(b"\r\n");
+        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response()
+}
+
+/// `X-Registry-Auth`: base64url (padded or not) JSON credentials, as the docker CLI and SDKs
+/// send them. Missing or empty is anonymous; garbage is refused as dockerd refuses it.
+pub fn registry_auth<B>(req: &Request<B>) -> Result<Option<AuthConfig>, ApiError> {
+    use base64::Engine as _;
+    let Some(raw) = req.headers().get("X-Registry-Auth").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let trimmed = raw.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|_| ApiError::new(Kind::InvalidArgument, "invalid X-Registry-Auth header: not base64"))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) || bytes == b"{}" || bytes == b"null" {
+        return Ok(None);
+    }
+    berth_models::decode::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::new(Kind::InvalidArgument, format!("invalid X-Registry-Auth header: {e}")))
+}
 
 /// Progress answers (import, load) are newline-separated JSON messages.
 fn messages(lines: Vec<JsonMessage>) -> Response {
@@ -81,8 +126,11 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
         }
         (Method::GET, n, "history") if !n.is_empty() => Ok(axum::Json(b.history(n).await?).into_response()),
         (Method::POST, "", "create") => {
-            if q.str("fromImage").is_some_and(|i| !i.is_empty()) {
-                return Err(ApiError::not_implemented("pulling images"));
+            if let Some(image) = q.str("fromImage").filter(|i| !i.is_empty()) {
+                let auth = registry_auth(&req)?;
+                let tag = q.str("tag").filter(|t| !t.is_empty());
+                let platform = q.str("platform").filter(|p| !p.is_empty());
+                return Ok(message_stream(b.pull(image, tag, platform, auth).await?));
             }
             match q.str("fromSrc") {
                 Some("-") => {}

@@ -116,6 +116,15 @@ impl Images for Null {
     async fn load(&self, _: ByteStream) -> Result<Vec<String>, ApiError> {
         no()
     }
+    async fn pull(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: Option<berth_models::system::AuthConfig>,
+    ) -> Result<crate::images::MessageStream, ApiError> {
+        no()
+    }
     async fn prune(&self, _: Filters) -> Result<berth_models::images::PruneResponse, ApiError> {
         no()
     }

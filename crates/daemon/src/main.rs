@@ -35,6 +35,23 @@ struct Cli {
     /// before it is closed.
     #[arg(long)]
     api_header_timeout: Option<u64>,
+    /// A registry (`host[:port]`) or network (CIDR) that may be plain HTTP or have an
+    /// unverified certificate (repeatable). Loopback always may.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// A Docker Hub mirror (`https://host`), tried before Docker Hub (repeatable).
+    #[arg(long = "registry-mirror")]
+    registry_mirrors: Vec<String>,
+    /// Layers downloaded at once per pull (default 3).
+    #[arg(long)]
+    max_concurrent_downloads: Option<usize>,
+    /// Layers uploaded at once per push (default 5).
+    #[arg(long)]
+    max_concurrent_uploads: Option<usize>,
+    /// Per-registry certificates: `<dir>/<host[:port]>/{*.crt,*.cert,*.key}`, as Docker's
+    /// `/etc/docker/certs.d` (the default).
+    #[arg(long)]
+    certs_dir: Option<PathBuf>,
     #[arg(long, default_value = "/etc/berth/daemon.json")]
     config_file: PathBuf,
 }
@@ -55,6 +72,13 @@ struct FileConfig {
     /// Defaults for containers' json-file logs, as dockerd's `log-opts`.
     #[serde(default)]
     log_opts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+    #[serde(default)]
+    registry_mirrors: Vec<String>,
+    max_concurrent_downloads: Option<usize>,
+    max_concurrent_uploads: Option<usize>,
+    certs_dir: Option<PathBuf>,
 }
 
 struct Config {
@@ -67,6 +91,7 @@ struct Config {
     log_max_file: u32,
     cgroup_parent: String,
     limits: berth_api::server::Limits,
+    registry: berth_registry::Options,
 }
 
 /// Threads for blocking work at most (tokio's default is 512); see `main`.
@@ -131,6 +156,22 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         log_max_size: match file.log_opts.get("max-size") {
             Some(s) => berth_engine::parse_size(s).map_err(|e| anyhow::anyhow!("log-opts max-size: {}", e.message))?,
             None => DEFAULT_LOG_MAX_SIZE,
+        },
+        registry: {
+            let d = berth_registry::Options::default();
+            let downloads = cli.max_concurrent_downloads.or(file.max_concurrent_downloads).unwrap_or(d.max_concurrent_downloads);
+            let uploads = cli.max_concurrent_uploads.or(file.max_concurrent_uploads).unwrap_or(d.max_concurrent_uploads);
+            if downloads == 0 || uploads == 0 {
+                bail!("max-concurrent-downloads and max-concurrent-uploads must be at least 1");
+            }
+            berth_registry::Options {
+                insecure: if cli.insecure_registries.is_empty() { file.insecure_registries } else { cli.insecure_registries },
+                mirrors: if cli.registry_mirrors.is_empty() { file.registry_mirrors } else { cli.registry_mirrors },
+                certs_dir: cli.certs_dir.or(file.certs_dir).unwrap_or(d.certs_dir),
+                max_concurrent_downloads: downloads,
+                max_concurrent_uploads: uploads,
+                ..d
+            }
         },
         log_max_file: match file.log_opts.get("max-file") {
             Some(s) => s.parse().with_context(|| format!("log-opts max-file {s:?}"))?,
@@ -213,6 +254,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         log_max_size: cfg.log_max_size,
         log_max_file: cfg.log_max_file,
         cgroup_parent: cfg.cgroup_parent.clone(),
+        registry: cfg.registry.clone(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the engine: {}", e.message))?;

@@ -23,6 +23,8 @@ pub enum Error {
     Runtime { kind: ErrorKind, message: String },
     #[error(transparent)]
     Images(#[from] ImagesError),
+    #[error(transparent)]
+    Registry(#[from] berth_registry::RegistryError),
     #[error("{0}")]
     Internal(String),
     /// Raised where the API's own kinds are already known (checks shared with berth-api).
@@ -54,6 +56,15 @@ impl Error {
                 | ImagesError::Image(_) => Kind::InvalidArgument,
                 _ => Kind::Internal,
             },
+            Error::Registry(e) => {
+                use berth_registry::RegistryError as R;
+                match e {
+                    // dockerd answers both with 404, so `docker run` says what failed.
+                    R::ManifestUnknown(_) | R::Denied { .. } | R::NoPlatform { .. } => Kind::NotFound,
+                    R::Unauthorized(_) => Kind::Unauthorized,
+                    _ => Kind::Internal,
+                }
+            }
             Error::Internal(_) => Kind::Internal,
             Error::Api(e) => e.kind,
         }

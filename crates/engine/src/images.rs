@@ -322,6 +322,19 @@ impl Images for Engine {
         Ok(Box::pin(tokio_util::io::ReaderStream::new(r).map_err(std::io::Error::other)))
     }
 
+    async fn pull(
+        &self,
+        image: &str,
+        tag: Option<&str>,
+        platform: Option<&str>,
+        auth: Option<berth_models::system::AuthConfig>,
+    ) -> Result<berth_api::images::MessageStream, ApiError> {
+        let reference = crate::pull::pull_reference(image, tag)?;
+        let platform = platform.map(crate::pull::parse_platform).transpose()?;
+        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
+        self.pull_image(reference, platform, creds).await
+    }
+
     async fn load(&self, body: ByteStream) -> Result<Vec<String>, ApiError> {
         let images = Arc::clone(&self.images);
         let loaded = blocking(move || berth_store::export::load(&images, reader(body)).map_err(store_err)).await?;

@@ -13,6 +13,7 @@ mod hostconfig;
 mod images;
 mod logs;
 mod names;
+mod pull;
 mod record;
 mod restore;
 mod shim;
@@ -48,6 +49,8 @@ pub struct Config {
     pub log_max_file: u32,
     /// Where containers' cgroups go unless they name their own (dockerd's `--cgroup-parent`).
     pub cgroup_parent: String,
+    /// Registries: insecure ones, mirrors, certificates, transfers at once.
+    pub registry: berth_registry::Options,
 }
 
 /// One container: its current record (swapped whole on each change) and a lock serialising
@@ -128,6 +131,7 @@ struct Table {
 pub struct Inner {
     cfg: Config,
     images: Arc<ImageStore>,
+    registry: berth_registry::Registry,
     table: RwLock<Table>,
     execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
     runtime_root: PathBuf,
@@ -232,6 +236,7 @@ impl Engine {
             .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
             .map_err(|e| ApiError::new(Kind::Internal, format!("opening the image store: {e}")))?;
         let engine = Engine(Arc::new(Inner {
+            registry: berth_registry::Registry::new(cfg.registry.clone()),
             cfg,
             images: Arc::new(images),
             table: RwLock::new(Table::default()),

@@ -33,6 +33,7 @@ impl Env {
             log_max_size: 0,
             log_max_file: 1,
             cgroup_parent: "berth-unit-test".into(),
+            registry: Default::default(),
         }
     }
 

@@ -98,13 +98,56 @@ const EXTRACT: &str = "extract-";
 const IMPORT: &str = "import-";
 const LOAD: &str = "load-";
 
+/// Image writes in flight and whether a collection runs (see [`ImageStore::write_guard`]).
+#[derive(Default)]
+struct Writes {
+    state: std::sync::Mutex<WriteState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct WriteState {
+    writers: usize,
+    gc: bool,
+}
+
+/// A write in flight: [`ImageStore::gc`] waits until every one is dropped.
+pub struct WriteHold(std::sync::Arc<Writes>);
+
+impl Drop for WriteHold {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.writers -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+/// A collection alone: no writes in flight, none starting.
+struct GcHold<'a>(&'a Writes);
+
+impl GcHold<'_> {
+    fn take(w: &Writes) -> GcHold<'_> {
+        let st = w.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = w.changed.wait_while(st, |st| st.gc || st.writers > 0).unwrap_or_else(|p| p.into_inner());
+        st.gc = true;
+        GcHold(w)
+    }
+}
+
+impl Drop for GcHold<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).gc = false;
+        self.0.changed.notify_all();
+    }
+}
+
 pub struct ImageStore {
     /// images.json, read once at open; changed through [`ImageStore::update`] only.
     index: crate::index::JsonIndex<Db>,
     /// Writes of images (import, load, and what else brings blobs and layers in before it
     /// records the image) hold this shared; [`ImageStore::gc`] holds it alone, so it never
     /// takes what a write in flight has stored and not yet recorded.
-    writes: std::sync::RwLock<()>,
+    writes: std::sync::Arc<Writes>,
     pub content: ContentStore,
     pub snapshots: Box<dyn Snapshotter>,
     whiteouts: WhiteoutMode,
@@ -132,7 +175,7 @@ impl ImageStore {
         };
         let db = root.join("images.json");
         let index = crate::index::JsonIndex::open(db.clone()).map_err(io_err("reading", &db))?;
-        let store = ImageStore { index, writes: std::sync::RwLock::new(()), content, snapshots, whiteouts };
+        let store = ImageStore { index, writes: Default::default(), content, snapshots, whiteouts };
         store.remove_abandoned()?;
         Ok(store)
     }
@@ -166,8 +209,12 @@ impl ImageStore {
 
     /// Shared hold on image writes (see `writes`): hold it while bringing in what an image
     /// record will name.
-    pub fn write_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.writes.read().unwrap_or_else(|p| p.into_inner())
+    /// The hold is owned and `Send`, so an async pull keeps it across its awaits.
+    pub fn write_guard(&self) -> WriteHold {
+        let (lock, cv) = (&self.writes.state, &self.writes.changed);
+        let mut st = cv.wait_while(lock.lock().unwrap_or_else(|p| p.into_inner()), |st| st.gc).unwrap_or_else(|p| p.into_inner());
+        st.writers += 1;
+        WriteHold(std::sync::Arc::clone(&self.writes))
     }
 
     /// Remove what nothing uses: committed layers no image uses (leaves first; a layer under a
@@ -175,7 +222,7 @@ impl ImageStore {
     /// and blobs no image references. Containers' writable layers are the engine's, never
     /// touched here. Waits for image writes in flight in this process, and holds off new ones.
     pub fn gc(&self) -> Result<GcReport> {
-        let _alone = self.writes.write().unwrap_or_else(|p| p.into_inner());
+        let _alone = GcHold::take(&self.writes);
         self.remove_abandoned()?;
         let db = self.load()?;
         let used_chains: BTreeSet<String> = db.images.values().flat_map(|i| i.layers.iter().map(|l| l.chain_id.to_string())).collect();
@@ -220,7 +267,7 @@ impl ImageStore {
 
     /// Blobs no image references, among `candidates` (what one write brought in): deleted,
     /// unless another write in flight holds them too.
-    pub(crate) fn drop_unreferenced(&self, candidates: &[crate::content::Held]) -> Result<()> {
+    pub fn drop_unreferenced(&self, candidates: &[crate::content::Held]) -> Result<()> {
         let db = self.load()?;
         let used: BTreeSet<&Digest> =
             db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.blob).chain([&i.id, &i.manifest])).collect();
@@ -286,13 +333,7 @@ impl ImageStore {
     /// Make sure the layer `chain_id` (on `parent`) is unpacked from `blob` and committed.
     /// With `diff_id`, the uncompressed stream must hash to it (a loaded archive's layers are
     /// checked against their config); returns the uncompressed size when it unpacked.
-    pub(crate) fn unpack(
-        &self,
-        parent: Option<&Digest>,
-        chain_id: &Digest,
-        blob: &Digest,
-        diff_id: Option<&Digest>,
-    ) -> Result<Option<u64>> {
+    pub fn unpack(&self, parent: Option<&Digest>, chain_id: &Digest, blob: &Digest, diff_id: Option<&Digest>) -> Result<Option<u64>> {
         if self.snapshots.stat(&chain_id.to_string()).is_ok() {
             return Ok(None); // shared with an image we already have
         }
@@ -420,6 +461,32 @@ impl ImageStore {
             Ok(())
         })?;
         Ok(id)
+    }
+
+    /// Is the layer `chain_id` unpacked already (from any image)?
+    pub fn has_layer(&self, chain_id: &Digest) -> bool {
+        self.snapshots.stat(&chain_id.to_string()).is_ok()
+    }
+
+    /// Record an image pulled from a registry: its `manifest` and `config` as the registry
+    /// served them (the manifest's digest is the repository digest), `layers` already unpacked
+    /// and their blobs stored, and the references that now name it. Returns the image ID.
+    pub fn record_pulled(&self, manifest: &[u8], config: &[u8], layers: Vec<LayerRecord>, refs: &[Reference]) -> Result<Digest> {
+        let id = self.content.write_blob(config, None)?;
+        let manifest = self.content.write_blob(manifest, None)?;
+        self.update(|db| {
+            db.images.insert(id.to_string(), ImageRecord { id: id.clone(), manifest, layers, stored: now() });
+            for r in refs {
+                db.refs.insert(r.to_string(), id.clone());
+            }
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// The image a reference names, if any (no ID prefixes).
+    pub fn lookup(&self, reference: &Reference) -> Option<Digest> {
+        self.index.read(|db| db.refs.get(&reference.to_string()).cloned())
     }
 
     /// An image by full ID (`sha256:…` or 64 hex), reference (`busybox`, `busybox:1`) or unique
@@ -684,7 +751,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!gc.is_finished(), "gc ran during a write");
         assert!(s.content.info(&blob).is_ok());
-        drop(writing);
+        // The hold is owned: an async pull ends it on whichever thread it ends on.
+        std::thread::spawn(move || drop(writing)).join().unwrap();
         assert_eq!(gc.join().unwrap().blobs_removed, 1, "the write ended without recording it");
     }
 

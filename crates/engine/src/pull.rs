@@ -1,0 +1,90 @@
+//! Pulls: the API's `fromImage`/`tag`/`platform` made into a reference and a platform, and
+//! the registry's fetch run as a task of its own whose progress is the API's stream.
+
+use std::sync::Arc;
+
+use berth_api::{ApiError, Kind};
+use berth_store::Reference;
+
+use crate::Engine;
+
+/// A pull's reference from the API's `fromImage` and `tag` (a tag, or a digest as the docker
+/// CLI sends `image@sha256:…`).
+pub(crate) fn pull_reference(image: &str, tag: Option<&str>) -> Result<Reference, ApiError> {
+    let full = match tag {
+        Some(t) if t.contains(':') => format!("{image}@{t}"),
+        Some(t) => format!("{image}:{t}"),
+        None => image.to_string(),
+    };
+    Reference::parse(&full).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))
+}
+
+/// `os/arch[/variant]`, as `--platform` gives it (`linux/arm64/v8`, `linux/amd64`).
+pub(crate) fn parse_platform(p: &str) -> Result<berth_store::image::Platform, ApiError> {
+    let parts: Vec<&str> = p.split('/').map(str::trim).collect();
+    let bad = || ApiError::new(Kind::InvalidArgument, format!("invalid platform {p:?}: expected os/arch[/variant]"));
+    let (os, arch, variant) = match parts.as_slice() {
+        [os, arch] => (*os, *arch, None),
+        [os, arch, v] => (*os, *arch, Some(v.to_string())),
+        _ => return Err(bad()),
+    };
+    if os.is_empty() || arch.is_empty() {
+        return Err(bad());
+    }
+    // Go's names, as registries use them.
+    let arch = match arch.to_ascii_lowercase().as_str() {
+        "x86_64" | "x86-64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        a => a.to_string(),
+    };
+    let variant = variant.or_else(|| (arch == "arm64").then(|| "v8".to_string()));
+    Ok(berth_store::image::Platform { architecture: arch, os: os.to_ascii_lowercase(), variant, os_version: None })
+}
+
+impl Engine {
+    /// Resolve, then fetch in a task of its own; its progress is the stream returned.
+    pub(crate) async fn pull_image(
+        &self,
+        reference: Reference,
+        platform: Option<berth_store::image::Platform>,
+        creds: berth_registry::Credentials,
+    ) -> Result<berth_api::images::MessageStream, ApiError> {
+        let resolved =
+            self.registry.resolve(&reference, platform.as_ref(), creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let progress = berth_registry::Progress::new(tx.clone());
+        let store = Arc::clone(&self.images);
+        tokio::spawn(async move {
+            if let Err(e) = resolved.fetch(store, progress).await {
+                tracing::warn!(%reference, "pull failed: {e}");
+                let _ = tx.send(berth_models::messages::JsonMessage::error(e.to_string()));
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_from_the_apis_from_image_and_tag() {
+        assert_eq!(pull_reference("busybox", Some("1.36")).unwrap().to_string(), "docker.io/library/busybox:1.36");
+        assert_eq!(pull_reference("127.0.0.1:5000/a/b", None).unwrap().to_string(), "127.0.0.1:5000/a/b:latest");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(pull_reference("busybox", Some(&d)).unwrap().digest().map(|x| x.to_string()), Some(d));
+        assert!(pull_reference("Busybox", None).is_err());
+    }
+
+    #[test]
+    fn platforms_in_gos_names() {
+        let p = parse_platform("linux/arm64").unwrap();
+        assert_eq!((p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()), ("linux", "arm64", Some("v8")));
+        assert_eq!(parse_platform("linux/x86_64").unwrap().architecture, "amd64");
+        assert_eq!(parse_platform("linux/arm/v7").unwrap().variant.as_deref(), Some("v7"));
+        for bad in ["linux", "", "linux/", "a/b/c/d"] {
+            assert!(parse_platform(bad).is_err(), "{bad}");
+        }
+    }
+}
