@@ -628,14 +628,22 @@ impl TestRegistry {
             sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=berth-test-ca 2>/dev/null
                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
                 printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext
-                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext 2>/dev/null");
+                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext 2>/dev/null
+                openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout client.key -out client.csr -subj /CN=berth-test-client 2>/dev/null
+                printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > cext
+                openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.cert -days 2 -extfile cext 2>/dev/null");
+            // Laid out as /etc/docker/certs.d: the CA, and the client certificate the registry
+            // demands (a client that does not read the directory cannot connect at all).
             let certs = d.join("certs.d");
             fs::create_dir_all(certs.join(&addr)).unwrap();
-            fs::copy(d.join("ca.crt"), certs.join(&addr).join("ca.crt")).unwrap();
+            for f in ["ca.crt", "client.cert", "client.key"] {
+                fs::copy(d.join(f), certs.join(&addr).join(f)).unwrap();
+            }
             config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
+                "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
                 d.join("server.crt").display(),
-                d.join("server.key").display()
+                d.join("server.key").display(),
+                d.join("ca.crt").display()
             ));
             certs_dir = Some(certs);
         }

@@ -48,3 +48,103 @@ fn docker_pull_from_a_plain_registry_then_run_it() {
     d.docker(&["pull", &by_digest]).success();
     assert_eq!(d.docker(&["run", "--rm", &by_digest]).success().stdout, "second\n");
 }
+
+/// The docker CLI with its own config directory (where `login` stores credentials).
+fn docker_in(d: &TestDaemon, config: &std::path::Path, args: &[&str]) -> berth_tests::Run {
+    let mut c = std::process::Command::new("docker");
+    c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).env("DOCKER_CONFIG", config).args(args);
+    berth_tests::run_command(&mut c)
+}
+
+#[test]
+fn login_then_pull_from_a_registry_with_basic_auth_over_tls() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryOptions { auth: true, tls: true }) else { return };
+    reg.push_layout(three_layer_image(Compression::Gzip).dir.path(), "private/three:1");
+    let certs = reg.certs_dir.clone().unwrap();
+    // Without the registry's certs.d, its demand for a client certificate is not met.
+    let no_certs = TestDaemon::start();
+    let refused = no_certs.docker(&["pull", &format!("{}/private/three:1", reg.addr)]).failure();
+    assert!(refused.stderr.to_lowercase().contains("certificate"), "{}", refused.stderr);
+    drop(no_certs);
+    let d = TestDaemon::start_with_config(&format!(r#"{{"certs-dir": "{}"}}"#, certs.display()));
+    let config = tempfile::Builder::new().prefix("berth-docker-config-").tempdir().unwrap();
+    let name = format!("{}/private/three:1", reg.addr);
+    // Anonymous: refused, as Docker words it.
+    let anon = docker_in(&d, config.path(), &["pull", &name]).failure();
+    assert!(anon.stderr.contains("pull access denied for") && anon.stderr.contains("may require 'docker login'"), "{}", anon.stderr);
+    let (user, pass) = reg.creds.clone().unwrap();
+    let wrong = docker_in(&d, config.path(), &["login", "-u", &user, "-p", "wrong", &reg.addr]).failure();
+    assert!(wrong.stderr.contains("401 Unauthorized"), "{}", wrong.stderr);
+    let mut login = std::process::Command::new("docker");
+    login
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .env("DOCKER_CONFIG", config.path())
+        .args(["login", "-u", &user, "-p", &pass, &reg.addr]);
+    let out = berth_tests::run_command(&mut login).success();
+    assert!(out.stdout.contains("Login Succeeded"), "{}", out.stdout);
+    // Stored as Docker stores it: base64 of user:password under the registry's address.
+    let stored = json(&std::fs::read_to_string(config.path().join("config.json")).unwrap());
+    let auth = stored["auths"][&reg.addr]["auth"].as_str().unwrap().to_string();
+    let decoded =
+        berth_tests::run_command(std::process::Command::new("sh").arg("-c").arg(format!("printf %s {auth} | base64 -d"))).success();
+    assert_eq!(decoded.stdout, format!("{user}:{pass}"));
+    docker_in(&d, config.path(), &["pull", &name]).success();
+    assert_eq!(docker_in(&d, config.path(), &["run", "--rm", &name]).success().stdout, "second\n");
+}
+
+#[test]
+fn an_index_gives_the_hosts_platform_or_the_one_asked_for_with_zstd_layers() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryOptions::default()) else { return };
+    let mut layout = OciLayout::new();
+    let host_arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let other = if host_arch == "amd64" { "arm64" } else { "amd64" };
+    layout.image(&[busybox_layer(), tar_of(&[("which", b"host\n")])], Compression::Zstd, host_arch, &["cat", "/which"]);
+    layout.image(&[busybox_layer(), tar_of(&[("which", b"other\n")])], Compression::Gzip, other, &["cat", "/which"]);
+    layout.finish("multi");
+    reg.push_layout(layout.dir.path(), "test/multi:multi");
+    let d = TestDaemon::start();
+    let name = format!("{}/test/multi:multi", reg.addr);
+    d.docker(&["pull", &name]).success();
+    assert_eq!(d.docker(&["run", "--rm", &name]).success().stdout, "host\n", "the host's platform, its layers zstd");
+    let index_digest = reg.inspect("test/multi:multi")["Digest"].as_str().unwrap().to_string();
+    let inspect = json(&d.docker(&["image", "inspect", &name]).success().stdout)[0].clone();
+    assert_eq!(inspect["RepoDigests"][0], format!("{}/test/multi@{index_digest}", reg.addr), "the index's digest names it");
+    d.docker(&["pull", "--platform", &format!("linux/{other}"), &name]).success();
+    let inspect = json(&d.docker(&["image", "inspect", &name]).success().stdout)[0].clone();
+    assert_eq!(inspect["Architecture"], other);
+    let none = d.docker(&["pull", "--platform", "linux/s390x", &name]).failure();
+    assert!(none.stderr.contains("no matching manifest for linux/s390x in the manifest list entries"), "{}", none.stderr);
+}
+
+#[test]
+fn missing_tags_and_repositories_fail_as_docker_says() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryOptions::default()) else { return };
+    reg.push_layout(three_layer_image(Compression::None).dir.path(), "test/three:1");
+    let d = TestDaemon::start();
+    let missing = d.docker(&["pull", &format!("{}/test/three:nosuch", reg.addr)]).failure();
+    assert!(
+        missing.stderr.contains(&format!("manifest for {}/test/three:nosuch not found: manifest unknown", reg.addr)),
+        "{}",
+        missing.stderr
+    );
+    let repo = d.docker(&["pull", &format!("{}/test/nothing:1", reg.addr)]).failure();
+    assert!(repo.stderr.contains("not found") || repo.stderr.contains("does not exist"), "{}", repo.stderr);
+    // `docker run` of an image only the registry has: the CLI pulls it, then runs it.
+    let run = d.docker(&["run", "--rm", &format!("{}/test/three:1", reg.addr)]).success();
+    assert_eq!(run.stdout, "second\n");
+    assert!(run.stderr.contains("Unable to find image"), "{}", run.stderr);
+    // Nothing half-stored by the failures: only the one image.
+    assert_eq!(d.docker(&["images", "-q"]).success().stdout.lines().count(), 1);
+}

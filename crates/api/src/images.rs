@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::error::{ApiError, Kind};
 use berth_models::images::{DeleteItem, HistoryItem, ImageInspect, ImageSummary, PruneResponse};
 use berth_models::messages::JsonMessage;
-use berth_models::system::AuthConfig;
+use berth_models::system::{AuthConfig, AuthResponse};
 
 use crate::params::{ByteStream, Filters, Query, body_stream};
 use crate::version::{ApiVersion, shape};
@@ -51,6 +51,8 @@ pub trait Images: Send + Sync {
         platform: Option<&str>,
         auth: Option<AuthConfig>,
     ) -> Result<MessageStream, ApiError>;
+    /// `POST /auth`: check credentials with the registry they name (`docker login`).
+    async fn login(&self, auth: AuthConfig) -> Result<AuthResponse, ApiError>;
     async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError>;
 }
 
@@ -182,6 +184,14 @@ async fn save(b: Backend, names: Vec<String>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
 }
 
+async fn login(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .map_err(|e| ApiError::new(Kind::InvalidArgument, format!("reading request body: {e}")))?;
+    let auth: AuthConfig = crate::params::json_body(&body)?;
+    Ok(axum::Json(b.login(auth).await?).into_response())
+}
+
 pub fn routes(backend: Backend) -> Router {
-    Router::new().route("/images/{*rest}", axum::routing::any(dispatch)).with_state(backend)
+    Router::new().route("/images/{*rest}", axum::routing::any(dispatch)).route("/auth", axum::routing::post(login)).with_state(backend)
 }

@@ -88,7 +88,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/build/{*rest}", "builds"),
     ("/events", "events"),
     ("/commit", "commit"),
-    ("/auth", "registry logins"),
     ("/distribution/{*rest}", "registry lookups"),
     ("/containers/{id}/changes", "diff"),
     ("/containers/{id}/export", "export"),

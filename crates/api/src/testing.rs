@@ -116,6 +116,9 @@ impl Images for Null {
     async fn load(&self, _: ByteStream) -> Result<Vec<String>, ApiError> {
         no()
     }
+    async fn login(&self, _: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
+        no()
+    }
     async fn pull(
         &self,
         _: &str,

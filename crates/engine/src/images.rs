@@ -322,6 +322,10 @@ impl Images for Engine {
         Ok(Box::pin(tokio_util::io::ReaderStream::new(r).map_err(std::io::Error::other)))
     }
 
+    async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
+        Engine::login(self, auth).await
+    }
+
     async fn pull(
         &self,
         image: &str,

@@ -41,7 +41,26 @@ pub(crate) fn parse_platform(p: &str) -> Result<berth_store::image::Platform, Ap
     Ok(berth_store::image::Platform { architecture: arch, os: os.to_ascii_lowercase(), variant, os_version: None })
 }
 
+/// The registry a login names (`https://index.docker.io/v1/`, `localhost:5000`,
+/// `https://reg.example/v2/`), as a reference's domain.
+pub(crate) fn login_domain(server: &str) -> String {
+    let s = server.trim();
+    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    let host = s.split('/').next().unwrap_or("");
+    match host {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => berth_store::reference::DEFAULT_DOMAIN.to_string(),
+        h => h.to_string(),
+    }
+}
+
 impl Engine {
+    pub(crate) async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
+        let domain = login_domain(&auth.serveraddress);
+        let creds = berth_registry::Credentials::from_auth_config(&auth);
+        self.registry.login(&domain, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
+        Ok(berth_models::system::AuthResponse { status: "Login Succeeded".into(), identity_token: String::new() })
+    }
+
     /// Resolve, then fetch in a task of its own; its progress is the stream returned.
     pub(crate) async fn pull_image(
         &self,
@@ -75,6 +94,19 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(pull_reference("busybox", Some(&d)).unwrap().digest().map(|x| x.to_string()), Some(d));
         assert!(pull_reference("Busybox", None).is_err());
+    }
+
+    #[test]
+    fn login_addresses_name_a_registry() {
+        for (server, domain) in [
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("", "docker.io"),
+            ("localhost:5000", "localhost:5000"),
+            ("http://127.0.0.1:5000/v2/", "127.0.0.1:5000"),
+            ("reg.example", "reg.example"),
+        ] {
+            assert_eq!(login_domain(server), domain, "{server}");
+        }
     }
 
     #[test]

@@ -144,8 +144,16 @@ impl Registry {
             match https.http.get(format!("{}/v2/", https.base)).send().await {
                 Ok(_) => https,
                 Err(e) => {
-                    tracing::debug!(host, "no TLS ({e}); plain HTTP, as the registry is insecure");
-                    Endpoint { base: format!("http://{host}"), http: self.client(host, true)? }
+                    let http = Endpoint { base: format!("http://{host}"), http: self.client(host, true)? };
+                    // A TLS server answers plain HTTP with 400: TLS is what failed (a client
+                    // certificate it wants, say), and its error is the one to report.
+                    match http.http.get(format!("{}/v2/", http.base)).send().await {
+                        Ok(r) if r.status() != StatusCode::BAD_REQUEST => {
+                            tracing::debug!(host, "no TLS ({e}); plain HTTP, as the registry is insecure");
+                            http
+                        }
+                        _ => https,
+                    }
                 }
             }
         } else {
@@ -190,15 +198,16 @@ impl Registry {
     }
 
     /// Check `creds` against the registry at `domain` (`docker login`): the `/v2/` ping,
-    /// answering its challenge. Returns a token for the client to keep when the realm gives one
-    /// that lasts (an identity token).
+    /// answering its challenge.
     pub async fn login(&self, domain: &str, creds: Credentials) -> Result<()> {
         let s = self.session(domain, "", "", creds).await?;
         let url = format!("{}/v2/", s.endpoint.base);
         let res = s.send(|c| c.get(&url)).await?;
         match res.status() {
             s if s.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RegistryError::Unauthorized(error_message(res).await)),
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                Err(RegistryError::Unauthorized(format!("login attempt to {url} failed with status: {status}")))
+            }
             status => Err(RegistryError::Status { url, status: status.as_u16(), message: error_message(res).await }),
         }
     }
@@ -414,7 +423,8 @@ impl Session {
         let status = res.status();
         let body = read_limited(res, MAX_SMALL_BODY, "token", realm).await?;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(RegistryError::Unauthorized(message_of(&body).unwrap_or_else(|| "incorrect username or password".into())));
+            let why = message_of(&body).unwrap_or_else(|| "incorrect username or password".into());
+            return Err(RegistryError::Unauthorized(format!("Get {:?}: unauthorized: {why}", format!("{}/v2/", self.endpoint.base))));
         }
         if !status.is_success() {
             return Err(RegistryError::Status {

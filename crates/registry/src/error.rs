@@ -12,7 +12,7 @@ pub enum RegistryError {
     /// tell the two apart to anonymous clients).
     #[error("{action} access denied for {repo}, repository does not exist or may require 'docker login': {message}")]
     Denied { action: &'static str, repo: String, message: String },
-    #[error("unauthorized: {0}")]
+    #[error("{0}")]
     Unauthorized(String),
     /// Any other error the registry answered with.
     #[error("{url}: {message}")]
@@ -27,7 +27,7 @@ pub enum RegistryError {
     DigestMismatch { what: &'static str, digest: Digest, actual: Digest },
     #[error("no matching manifest for {wanted} in the manifest list entries")]
     NoPlatform { wanted: String },
-    #[error("{context} {url}: {source}")]
+    #[error("{context} {url}: {}", chain(source))]
     Http { context: &'static str, url: String, source: reqwest::Error },
     #[error("{0}")]
     Tls(String),
@@ -49,6 +49,21 @@ impl RegistryError {
             _ => false,
         }
     }
+}
+
+/// An error with its causes (reqwest's own message leaves out why a request failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
