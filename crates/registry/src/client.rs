@@ -141,7 +141,8 @@ impl Registry {
         let https = Endpoint { base: format!("https://{host}"), http: tls };
         let chosen = if insecure {
             // A registry that speaks no TLS fails the handshake at once; one that does gets used.
-            match https.http.get(format!("{}/v2/", https.base)).send().await {
+            // A plain server that never answers a TLS hello costs this timeout, once per host.
+            match https.http.get(format!("{}/v2/", https.base)).timeout(Duration::from_secs(3)).send().await {
                 Ok(_) => https,
                 Err(e) => {
                     let http = Endpoint { base: format!("http://{host}"), http: self.client(host, true)? };

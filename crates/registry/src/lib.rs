@@ -14,3 +14,5 @@ pub use client::{Options, Registry, Session};
 pub use error::{RegistryError, Result};
 pub use progress::Progress;
 pub use pull::{Pulled, Resolved};
+#[cfg(test)]
+mod tests;
