@@ -148,3 +148,48 @@ fn missing_tags_and_repositories_fail_as_docker_says() {
     // Nothing half-stored by the failures: only the one image.
     assert_eq!(d.docker(&["images", "-q"]).success().stdout.lines().count(), 1);
 }
+
+#[test]
+fn push_then_pull_elsewhere_gives_the_same_image() {
+    if !berth_tests::is_root() || !docker_cli() || !berth_tests::have("skopeo") {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryOptions::default()) else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let name = format!("{}/test/bb:1", reg.addr);
+    d.docker(&["tag", "busybox", &name]).success();
+    let out = d.docker(&["push", &name]).success().stdout;
+    assert!(out.contains(&format!("The push refers to repository [{}/test/bb]", reg.addr)), "{out}");
+    assert!(out.contains(": Pushed"), "{out}");
+    let digest = reg.inspect("test/bb:1")["Digest"].as_str().unwrap().to_string();
+    assert!(out.contains(&format!("1: digest: {digest} size: ")), "{out}");
+    // Again: nothing to send.
+    let again = d.docker(&["push", &name]).success().stdout;
+    assert!(again.contains("Layer already exists") && !again.contains(": Pushed"), "{again}");
+    // Into another repository of the same registry: mounted, not sent.
+    let other = format!("{}/test/other:1", reg.addr);
+    d.docker(&["tag", "busybox", &other]).success();
+    let mounted = d.docker(&["push", &other]).success().stdout;
+    assert!(mounted.contains("Mounted from test/bb"), "{mounted}");
+    // skopeo reads it.
+    let copy = tempfile::Builder::new().prefix("berth-skopeo-").tempdir().unwrap();
+    let mut c = std::process::Command::new("skopeo");
+    c.arg("copy").arg("--quiet").args(reg.src_flags()).arg(format!("docker://{name}")).arg(format!("oci:{}:x", copy.path().display()));
+    berth_tests::run_command(&mut c).success();
+    // Another daemon pulls the same image: the same ID, the same digest, and it runs.
+    let id = d.docker(&["image", "inspect", "-f", "{{.Id}}", "busybox"]).success().stdout;
+    let e = TestDaemon::start();
+    e.docker(&["pull", &name]).success();
+    assert_eq!(e.docker(&["image", "inspect", "-f", "{{.Id}}", &name]).success().stdout, id);
+    let inspect = json(&e.docker(&["image", "inspect", &name]).success().stdout)[0].clone();
+    assert_eq!(inspect["RepoDigests"][0], format!("{}/test/bb@{digest}", reg.addr));
+    assert_eq!(e.docker(&["run", "--rm", &name, "echo", "pushed"]).success().stdout, "pushed\n");
+    // A pulled image pushed again keeps its digest.
+    let copy_name = format!("{}/test/copy:1", reg.addr);
+    e.docker(&["tag", &name, &copy_name]).success();
+    let out = e.docker(&["push", &copy_name]).success().stdout;
+    assert!(out.contains(&format!("1: digest: {digest} ")), "{out}");
+    // No such local image.
+    let none = d.docker(&["push", &format!("{}/test/none:1", reg.addr)]).failure();
+    assert!(none.stderr.contains("An image does not exist locally with the tag"), "{}", none.stderr);
+}

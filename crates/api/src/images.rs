@@ -51,6 +51,9 @@ pub trait Images: Send + Sync {
         platform: Option<&str>,
         auth: Option<AuthConfig>,
     ) -> Result<MessageStream, ApiError>;
+    /// Push the local image `name:tag` (every tag of `name` when `tag` is None) to its
+    /// registry. A missing local image comes back here; later failures inside the stream.
+    async fn push(&self, name: &str, tag: Option<&str>, auth: Option<AuthConfig>) -> Result<MessageStream, ApiError>;
     /// `POST /auth`: check credentials with the registry they name (`docker login`).
     async fn login(&self, auth: AuthConfig) -> Result<AuthResponse, ApiError>;
     async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError>;
@@ -170,7 +173,11 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
             b.tag(n, repo, q.str("tag").filter(|t| !t.is_empty()).unwrap_or("latest")).await?;
             Ok(StatusCode::CREATED.into_response())
         }
-        (Method::POST, n, "push") if !n.is_empty() => Err(ApiError::not_implemented("pushing images")),
+        (Method::POST, n, "push") if !n.is_empty() => {
+            let auth = registry_auth(&req)?;
+            let tag = q.str("tag").filter(|t| !t.is_empty());
+            Ok(message_stream(b.push(n, tag, auth).await?))
+        }
         (Method::DELETE, _, _) => Ok(axum::Json(b.remove(&rest, q.bool("force"), q.bool("noprune")).await?).into_response()),
         _ => Err(ApiError::new(Kind::NotFound, "page not found")),
     }

@@ -116,6 +116,14 @@ impl Images for Null {
     async fn load(&self, _: ByteStream) -> Result<Vec<String>, ApiError> {
         no()
     }
+    async fn push(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: Option<berth_models::system::AuthConfig>,
+    ) -> Result<crate::images::MessageStream, ApiError> {
+        no()
+    }
     async fn login(&self, _: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         no()
     }

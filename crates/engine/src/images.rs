@@ -322,6 +322,16 @@ impl Images for Engine {
         Ok(Box::pin(tokio_util::io::ReaderStream::new(r).map_err(std::io::Error::other)))
     }
 
+    async fn push(
+        &self,
+        name: &str,
+        tag: Option<&str>,
+        auth: Option<berth_models::system::AuthConfig>,
+    ) -> Result<berth_api::images::MessageStream, ApiError> {
+        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
+        self.push_image(name, tag, creds).await
+    }
+
     async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         Engine::login(self, auth).await
     }

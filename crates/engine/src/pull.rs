@@ -54,6 +54,53 @@ pub(crate) fn login_domain(server: &str) -> String {
 }
 
 impl Engine {
+    /// The local images to push for `name` and `tag` (every tag of the repository without one),
+    /// checked before anything is sent; then the push runs as a task whose progress is the
+    /// stream returned.
+    pub(crate) async fn push_image(
+        &self,
+        name: &str,
+        tag: Option<&str>,
+        creds: berth_registry::Credentials,
+    ) -> Result<berth_api::images::MessageStream, ApiError> {
+        let bad = |e: berth_store::ReferenceError| ApiError::new(Kind::InvalidArgument, e.to_string());
+        let repo = Reference::parse(name).map_err(bad)?;
+        let list = self.images.list().map_err(|e| ApiError::from(crate::Error::from(e)))?;
+        let mut targets: Vec<(Reference, berth_store::Digest, Vec<String>)> = Vec::new();
+        for (img, refs) in &list {
+            // Other repositories of the same registry holding the image: its layers may be mounted.
+            let mount_from = |target: &Reference| -> Vec<String> {
+                refs.iter().filter(|r| r.domain() == target.domain() && r.path() != target.path()).map(|r| r.path().to_string()).collect()
+            };
+            for r in refs.iter().filter(|r| r.name() == repo.name() && r.tag().is_some() && r.digest().is_none()) {
+                if tag.is_none_or(|t| Some(t) == r.tag()) {
+                    targets.push((r.clone(), img.id.clone(), mount_from(r)));
+                }
+            }
+        }
+        if targets.is_empty() {
+            let shown = match tag {
+                Some(t) => format!("{}:{t}", repo.familiar_name()),
+                None => repo.familiar_name(),
+            };
+            return Err(ApiError::new(Kind::NotFound, format!("An image does not exist locally with the tag: {shown}")));
+        }
+        targets.sort_by_key(|t| t.0.to_string());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let progress = berth_registry::Progress::new(tx.clone());
+        let (registry, store) = (self.registry.clone(), Arc::clone(&self.images));
+        tokio::spawn(async move {
+            for (target, id, mount_from) in targets {
+                if let Err(e) = registry.push(Arc::clone(&store), &id, &target, mount_from, creds.clone(), progress.clone()).await {
+                    tracing::warn!(%target, "push failed: {e}");
+                    let _ = tx.send(berth_models::messages::JsonMessage::error(e.to_string()));
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })))
+    }
+
     pub(crate) async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         let domain = login_domain(&auth.serveraddress);
         let creds = berth_registry::Credentials::from_auth_config(&auth);

@@ -369,6 +369,27 @@ impl Session {
         attempt(Some(value)).send().await.map_err(http_err("requesting", &self.endpoint.base))
     }
 
+    /// Send a request that cannot be built twice (a streamed body) with the authorization the
+    /// session already has: make a repeatable request through [`Session::send`] first.
+    pub(crate) async fn send_once(&self, rb: RequestBuilder) -> Result<Response> {
+        let auth = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let rb = match auth {
+            Some(a) => rb.header(AUTHORIZATION, a),
+            None => rb,
+        };
+        rb.send().await.map_err(http_err("requesting", &self.endpoint.base))
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.endpoint.http
+    }
+
+    /// A `Location` the registry answered with, made absolute.
+    pub(crate) fn absolute(&self, location: &str) -> Result<reqwest::Url> {
+        let base = reqwest::Url::parse(&self.endpoint.base).map_err(|e| RegistryError::Internal(e.to_string()))?;
+        base.join(location).map_err(|e| RegistryError::Invalid(format!("the registry's upload location {location:?}: {e}")))
+    }
+
     /// A bearer token for this repository and actions from the challenge's realm; cached.
     async fn token(&self, params: &std::collections::BTreeMap<String, String>) -> Result<String> {
         if !self.creds.registry_token.is_empty() {

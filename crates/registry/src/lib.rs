@@ -8,11 +8,13 @@ pub mod client;
 pub mod error;
 pub mod progress;
 pub mod pull;
+pub mod push;
 
 pub use auth::Credentials;
 pub use client::{Options, Registry, Session};
 pub use error::{RegistryError, Result};
 pub use progress::Progress;
 pub use pull::{Pulled, Resolved};
+pub use push::Pushed;
 #[cfg(test)]
 mod tests;

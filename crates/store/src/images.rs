@@ -75,6 +75,29 @@ struct Db {
     images: BTreeMap<String, ImageRecord>,
     /// Normalised reference → image ID.
     refs: BTreeMap<String, Digest>,
+    /// diffID → the gzip blob made of it for a push (of a layer stored uncompressed), so the
+    /// next push sends the same bytes without compressing again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    compressed: BTreeMap<Digest, Digest>,
+}
+
+impl Db {
+    /// Every blob an image needs: configs, manifests, layer blobs, and the compressed copies
+    /// of layers images still use.
+    fn used_blobs(&self) -> BTreeSet<Digest> {
+        let mut used = BTreeSet::new();
+        for i in self.images.values() {
+            used.insert(i.id.clone());
+            used.insert(i.manifest.clone());
+            for l in &i.layers {
+                used.insert(l.blob.clone());
+                if let Some(c) = self.compressed.get(&l.diff_id) {
+                    used.insert(c.clone());
+                }
+            }
+        }
+        used
+    }
 }
 
 const DB_VERSION: u32 = 1;
@@ -97,6 +120,7 @@ pub struct ImageSize {
 const EXTRACT: &str = "extract-";
 const IMPORT: &str = "import-";
 const LOAD: &str = "load-";
+const COMPRESS: &str = "compress-";
 
 /// Image writes in flight and whether a collection runs (see [`ImageStore::write_guard`]).
 #[derive(Default)]
@@ -193,7 +217,7 @@ impl ImageStore {
             }
         }
         for (reference, _) in self.content.ingests()? {
-            let alive = crate::owner::alive(&reference, IMPORT).or_else(|| crate::owner::alive(&reference, LOAD));
+            let alive = [IMPORT, LOAD, COMPRESS].iter().find_map(|p| crate::owner::alive(&reference, p));
             // A blob write's ingest is removed only when no writer holds its lock.
             if (alive == Some(false) || reference.starts_with(crate::content::BLOB_INGEST))
                 && let Err(e) = self.content.remove_ingest(&reference)
@@ -249,8 +273,7 @@ impl ImageStore {
                 break;
             }
         }
-        let used_blobs: BTreeSet<&Digest> =
-            db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.blob).chain([&i.id, &i.manifest])).collect();
+        let used_blobs = db.used_blobs();
         for (d, size) in self.content.list()? {
             if !used_blobs.contains(&d) {
                 match self.content.delete(&d) {
@@ -268,9 +291,7 @@ impl ImageStore {
     /// Blobs no image references, among `candidates` (what one write brought in): deleted,
     /// unless another write in flight holds them too.
     pub fn drop_unreferenced(&self, candidates: &[crate::content::Held]) -> Result<()> {
-        let db = self.load()?;
-        let used: BTreeSet<&Digest> =
-            db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.blob).chain([&i.id, &i.manifest])).collect();
+        let used = self.load()?.used_blobs();
         for h in candidates {
             if !used.contains(h.digest()) && !h.shared() {
                 match self.content.delete(h.digest()) {
@@ -463,6 +484,76 @@ impl ImageStore {
         Ok(id)
     }
 
+    /// A stored blob whose content is the layer `diff_id` as a registry takes it (compressed),
+    /// with its media type: the image's own blob when it is compressed and here, else the gzip
+    /// copy an earlier push made, else any image's compressed blob of the same layer. None when
+    /// only an uncompressed blob (or none) is here: see [`ImageStore::compress_layer`].
+    pub fn push_blob(&self, layer: &LayerRecord) -> Option<(Digest, String)> {
+        let here = |d: &Digest| self.content.info(d).is_ok();
+        let compressed = |t: &str| t != image::MEDIA_DOCKER_LAYER && t != image::MEDIA_OCI_LAYER;
+        if compressed(&layer.media_type) && here(&layer.blob) {
+            return Some((layer.blob.clone(), layer.media_type.clone()));
+        }
+        self.index.read(|db| {
+            if let Some(c) = db.compressed.get(&layer.diff_id).filter(|c| here(c)) {
+                return Some((c.clone(), image::MEDIA_DOCKER_LAYER_GZIP.to_string()));
+            }
+            db.images
+                .values()
+                .flat_map(|i| i.layers.iter())
+                .find(|l| l.diff_id == layer.diff_id && compressed(&l.media_type) && here(&l.blob))
+                .map(|l| (l.blob.clone(), l.media_type.clone()))
+        })
+    }
+
+    /// Gzip the layer `diff_id` from any stored blob of it (checking it is that layer), store
+    /// the result and remember it, so later pushes reuse it. Returns the gzip blob's digest.
+    pub fn compress_layer(&self, diff_id: &Digest) -> Result<Digest> {
+        let source = self.index.read(|db| {
+            db.images
+                .values()
+                .flat_map(|i| i.layers.iter())
+                .find(|l| l.diff_id == *diff_id && self.content.info(&l.blob).is_ok())
+                .map(|l| l.blob.clone())
+        });
+        let source = source.ok_or_else(|| ImagesError::NotFound(format!("a stored blob of layer {diff_id}")))?;
+        let file = self.content.open_blob(&source)?;
+        let read = |e: io::Error| ImagesError::Archive(ArchiveError::Read(e));
+        let mut layer = archive::decompress(io::BufReader::with_capacity(1 << 20, file)).map_err(read)?;
+        let ingest = format!("{COMPRESS}{}-{}", crate::owner::me(), diff_id.hex());
+        let mut w = self.content.writer(&ingest, None)?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        {
+            let mut gz = flate2::write::GzEncoder::new(&mut w, flate2::Compression::fast());
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = layer.read(&mut buf).map_err(read)?;
+                if n == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut hasher, &buf[..n]);
+                io::Write::write_all(&mut gz, &buf[..n]).map_err(read)?;
+            }
+            gz.finish().map_err(read)?;
+        }
+        let actual = Digest::from_sha256(&sha2::Digest::finalize(hasher).into());
+        if actual != *diff_id {
+            w.abort()?;
+            return Err(ImagesError::Content(ContentError::DigestMismatch { expected: diff_id.clone(), actual }));
+        }
+        let blob = w.commit()?;
+        self.update(|db| {
+            db.compressed.insert(diff_id.clone(), blob.clone());
+            Ok(())
+        })?;
+        Ok(blob)
+    }
+
+    /// The image's manifest as stored (a pulled image's as the registry served it).
+    pub fn manifest(&self, img: &ImageRecord) -> Result<Vec<u8>> {
+        Ok(self.content.read(&img.manifest, MAX_METADATA_BLOB)?)
+    }
+
     /// Is the layer `chain_id` unpacked already (from any image)?
     pub fn has_layer(&self, chain_id: &Digest) -> bool {
         self.snapshots.stat(&chain_id.to_string()).is_ok()
@@ -565,12 +656,7 @@ impl ImageStore {
         })?;
         let db = self.load()?;
         let used_chains: BTreeSet<&Digest> = db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.chain_id)).collect();
-        let mut used_blobs: BTreeSet<&Digest> = db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.blob)).collect();
-        let others: Vec<(Digest, Digest)> = db.images.values().map(|i| (i.id.clone(), i.manifest.clone())).collect();
-        for (c, m) in &others {
-            used_blobs.insert(c);
-            used_blobs.insert(m);
-        }
+        let used_blobs = db.used_blobs();
         // Leaf layers first: a snapshot with children cannot go before them.
         for l in img.layers.iter().rev() {
             if !used_chains.contains(&l.chain_id) {
@@ -580,7 +666,8 @@ impl ImageStore {
                 }
             }
         }
-        for b in img.layers.iter().map(|l| &l.blob).chain([&img.id, &img.manifest]) {
+        let compressed: Vec<Digest> = img.layers.iter().filter_map(|l| db.compressed.get(&l.diff_id).cloned()).collect();
+        for b in img.layers.iter().map(|l| &l.blob).chain([&img.id, &img.manifest]).chain(compressed.iter()) {
             if !used_blobs.contains(b) {
                 match self.content.delete(b) {
                     Ok(()) | Err(ContentError::NotFound(_)) => {}
@@ -732,6 +819,26 @@ mod tests {
         assert!(matches!(s.content.info(&orphan_blob), Err(ContentError::NotFound(_))));
         assert_eq!(s.resolve("kept").unwrap(), id);
         assert_eq!(s.content.list().unwrap().len(), 3, "config, manifest and layer of the image");
+    }
+
+    #[test]
+    fn a_layer_stored_uncompressed_is_gzipped_once_for_pushes_and_kept_while_used() {
+        if !root_or_skip() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
+        let id = s.import(&rootfs_tar("one")[..], None, "", Default::default()).unwrap();
+        let layer = s.get(&id).unwrap().layers[0].clone();
+        assert_eq!(s.push_blob(&layer), None, "only the uncompressed tar is here");
+        let gz = s.compress_layer(&layer.diff_id).unwrap();
+        assert_eq!(s.push_blob(&layer), Some((gz.clone(), image::MEDIA_DOCKER_LAYER_GZIP.to_string())), "remembered: not made again");
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&s.content.read(&gz, 1 << 30).unwrap()[..]).read_to_end(&mut raw).unwrap();
+        assert_eq!(Digest::of(&raw), layer.diff_id);
+        assert_eq!(s.gc().unwrap().blobs_removed, 0, "in use while the image is");
+        s.remove(&id).unwrap();
+        assert!(s.content.info(&gz).is_err(), "removed with the last image of its layer");
     }
 
     #[test]
