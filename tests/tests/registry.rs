@@ -193,3 +193,62 @@ fn push_then_pull_elsewhere_gives_the_same_image() {
     let none = d.docker(&["push", &format!("{}/test/none:1", reg.addr)]).failure();
     assert!(none.stderr.contains("An image does not exist locally with the tag"), "{}", none.stderr);
 }
+
+/// berth's own CLI: login (stored as Docker stores it), push, pull, logout, and run's pull.
+#[test]
+fn berths_cli_logs_in_pushes_pulls_and_runs_what_it_pulled() {
+    if !berth_tests::is_root() {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryOptions { auth: true, tls: false }) else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let config = tempfile::Builder::new().prefix("berth-docker-config-").tempdir().unwrap();
+    let berth = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut c = std::process::Command::new(berth_tests::bin("berth"));
+        c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).env("DOCKER_CONFIG", config.path()).args(args);
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let name = format!("{}/cli/bb:2", reg.addr);
+    d.berth(&["tag", "busybox", &name]).success();
+    let (code, _, err) = berth(&["push", &name], None);
+    assert_eq!(code, Some(1), "anonymous push to an authenticated registry: {err}");
+    let (user, pass) = reg.creds.clone().unwrap();
+    let (code, out, err) = berth(&["login", "-u", &user, "--password-stdin", &reg.addr], Some(&format!("{pass}\n")));
+    assert_eq!((code, out.as_str()), (Some(0), "Login Succeeded\n"), "{err}");
+    let stored = json(&std::fs::read_to_string(config.path().join("config.json")).unwrap());
+    assert!(stored["auths"][&reg.addr]["auth"].is_string(), "{stored}");
+    let (code, out, err) = berth(&["push", &name], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Pushed") && out.contains("2: digest: sha256:"), "{out}");
+    // A second daemon: run pulls what is missing, with the stored credentials.
+    let e = TestDaemon::start();
+    let berth_e = |args: &[&str]| {
+        let mut c = std::process::Command::new(berth_tests::bin("berth"));
+        c.env("DOCKER_HOST", format!("unix://{}", e.socket().display())).env("DOCKER_CONFIG", config.path()).args(args);
+        berth_tests::run_command(&mut c)
+    };
+    let never = berth_e(&["run", "--rm", "--pull", "never", &name, "true"]).failure();
+    assert!(never.stderr.contains("No such image") && !never.stderr.contains("Unable to find image"), "{}", never.stderr);
+    let run = berth_e(&["run", "--rm", &name, "echo", "from the registry"]).success();
+    assert_eq!(run.stdout, "from the registry\n");
+    assert!(run.stderr.contains("Unable to find image") && run.stderr.contains("Pull complete"), "{}", run.stderr);
+    let pulled = berth_e(&["pull", &name]).success();
+    assert!(
+        pulled.stdout.contains(&format!("Status: Image is up to date for {name}")) && pulled.stdout.ends_with(&format!("{name}\n")),
+        "{}",
+        pulled.stdout
+    );
+    let quiet = berth_e(&["pull", "-q", &name]).success();
+    assert_eq!(quiet.stdout, format!("{name}\n"));
+    let (code, out, _) = berth(&["logout", &reg.addr], None);
+    assert_eq!((code, out), (Some(0), format!("Removing login credentials for {}\n", reg.addr)));
+    let stored = json(&std::fs::read_to_string(config.path().join("config.json")).unwrap());
+    assert!(stored["auths"].get(&reg.addr).is_none(), "{stored}");
+    let again = berth_e(&["pull", &format!("{}/cli/bb:nope", reg.addr)]).failure();
+    assert!(again.stderr.contains("access denied") || again.stderr.contains("unauthorized"), "{}", again.stderr);
+}

@@ -13,6 +13,12 @@ use berth_models::containers::{ContainerConfig, ContainerSummary, CreateBody, Ho
 pub(crate) struct CreateFlags {
     #[arg(long)]
     pub(crate) name: Option<String>,
+    /// Pull the image: `missing` (when it is not here), `always`, `never`.
+    #[arg(long, default_value = "missing")]
+    pub(crate) pull: String,
+    /// The platform to pull for a multi-platform image (`os/arch[/variant]`).
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
     #[arg(short = 'e', long = "env")]
     pub(crate) env: Vec<String>,
     #[arg(long = "env-file")]
@@ -316,26 +322,49 @@ pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<CreateBody> {
     Ok(CreateBody { config, host_config: Some(hc), networking_config: None })
 }
 
-/// POST /containers/create; Docker's CLI wording and exit code 125 on failure.
+/// POST /containers/create; Docker's CLI wording and exit code 125 on failure. The image is
+/// pulled first with `--pull always`, and when it is missing with `--pull missing` (progress
+/// on stderr, as the docker CLI shows it).
 pub(crate) fn create(client: &Client, c: &CreateFlags) -> anyhow::Result<String> {
+    if !["missing", "always", "never"].contains(&c.pull.as_str()) {
+        return Err(
+            Exit(125, format!("berth: invalid pull option: '{}': must be one of \"always\", \"missing\" or \"never\"", c.pull)).into()
+        );
+    }
     let body = create_body(c).map_err(|e| Exit(125, format!("berth: {e:#}")))?;
     let path = match &c.name {
         Some(n) => format!("/containers/create?{}", query(&[("name", n.clone())])),
         None => "/containers/create".into(),
     };
-    match client.post_json(&path, &serde_json::to_value(&body)?) {
-        Ok(v) => {
-            for w in v["Warnings"].as_array().into_iter().flatten() {
-                eprintln!("WARNING: {}", format::show(w));
+    let pull = |client: &Client| -> anyhow::Result<()> {
+        let mut err = std::io::stderr().lock();
+        crate::registry::pull_image(client, &c.image, c.platform.as_deref(), &mut err, crate::stream::is_tty(2), false)
+            .map(|_| ())
+            .map_err(|e| Exit(125, format!("berth: {e:#}")).into())
+    };
+    if c.pull == "always" {
+        pull(client)?;
+    }
+    let body = serde_json::to_value(&body)?;
+    let mut pulled = false;
+    loop {
+        match client.post_json(&path, &body) {
+            Ok(v) => {
+                for w in v["Warnings"].as_array().into_iter().flatten() {
+                    eprintln!("WARNING: {}", format::show(w));
+                }
+                return Ok(v["Id"].as_str().unwrap_or_default().to_string());
             }
-            Ok(v["Id"].as_str().unwrap_or_default().to_string())
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            if msg.contains("No such image") {
-                eprintln!("Unable to find image '{}' locally", c.image);
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("No such image") && !pulled && c.pull == "missing" {
+                    eprintln!("Unable to find image '{}' locally", c.image);
+                    pull(client)?;
+                    pulled = true;
+                    continue;
+                }
+                return Err(Exit(125, format!("berth: {msg}")).into());
             }
-            Err(Exit(125, format!("berth: {msg}")).into())
         }
     }
 }

@@ -247,6 +247,18 @@ impl Client {
         Self::answer(conn)
     }
 
+    /// A `POST` without a body and with `headers` (`X-Registry-Auth`).
+    pub fn post_with(&self, path: &str, headers: &[(&str, String)]) -> anyhow::Result<Response> {
+        let mut conn = self.connect()?;
+        let mut head = self.head("POST", path, false);
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("Content-Length: 0\r\n\r\n");
+        conn.write_all(head.as_bytes())?;
+        Self::answer(conn)
+    }
+
     /// Send a request with a JSON body, in one write with its length (no chunks for the daemon
     /// to wait for and decode).
     pub fn send_json(&self, method: &str, path: &str, json: &[u8], upgrade: bool) -> anyhow::Result<Response> {

@@ -7,6 +7,7 @@ mod format;
 mod hostflags;
 mod http;
 mod images;
+mod registry;
 mod stats;
 mod stream;
 mod system;
@@ -86,6 +87,14 @@ enum Cmd {
     Import(Lazy<ImportArgs>),
     Save(Lazy<SaveArgs>),
     Load(Lazy<LoadArgs>),
+    /// Download an image from a registry.
+    Pull(Lazy<registry::PullArgs>),
+    /// Upload an image to a registry.
+    Push(Lazy<registry::PushArgs>),
+    /// Log in to a registry.
+    Login(Lazy<registry::LoginArgs>),
+    /// Log out from a registry.
+    Logout(Lazy<registry::LogoutArgs>),
     Info(Lazy<InfoArgs>),
     Version(Lazy<VersionArgs>),
     // What `container prune`, `image prune` and `system df` run: groups' commands that have no
@@ -146,6 +155,8 @@ enum ImageCmd {
     Import(Lazy<ImportArgs>),
     Save(Lazy<SaveArgs>),
     Load(Lazy<LoadArgs>),
+    Pull(Lazy<registry::PullArgs>),
+    Push(Lazy<registry::PushArgs>),
     Inspect(Lazy<InspectArgs>),
     /// Remove unused images.
     Prune(Lazy<disk::ImagePruneArgs>),
@@ -195,6 +206,8 @@ impl Cmd {
                 ImageCmd::Import(a) => Cmd::Import(a),
                 ImageCmd::Save(a) => Cmd::Save(a),
                 ImageCmd::Load(a) => Cmd::Load(a),
+                ImageCmd::Pull(a) => Cmd::Pull(a),
+                ImageCmd::Push(a) => Cmd::Push(a),
                 ImageCmd::Inspect(a) => only("image", a),
                 ImageCmd::Prune(a) => Cmd::ImagePrune(a),
             },
@@ -255,7 +268,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
     "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "diff", "events", "export",
-    "login", "logout", "manifest", "network", "node", "plugin", "port", "pull", "push", "search", "secret", "service",
+    "manifest", "network", "node", "plugin", "port", "search", "secret", "service",
     "stack", "swarm", "trust", "update", "volume",
 ];
 
@@ -299,6 +312,10 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Import(Lazy(a)) => images::import(client, a),
         Cmd::Save(Lazy(a)) => images::save(client, a),
         Cmd::Load(Lazy(a)) => images::load(client, a),
+        Cmd::Pull(Lazy(a)) => registry::pull(client, a),
+        Cmd::Push(Lazy(a)) => registry::push(client, a),
+        Cmd::Login(Lazy(a)) => registry::login(client, a),
+        Cmd::Logout(Lazy(a)) => registry::logout(a),
         Cmd::Info(Lazy(a)) => system::info(client, a),
         Cmd::Version(Lazy(a)) => system::version(client, a),
     }
