@@ -252,3 +252,24 @@ fn berths_cli_logs_in_pushes_pulls_and_runs_what_it_pulled() {
     let again = berth_e(&["pull", &format!("{}/cli/bb:nope", reg.addr)]).failure();
     assert!(again.stderr.contains("access denied") || again.stderr.contains("unauthorized"), "{}", again.stderr);
 }
+
+/// Docker Hub's references go to the configured mirror (here the test registry, so nothing
+/// leaves the host); `info` lists it; a search of a registry without the v1 search API fails
+/// with the registry's answer.
+#[test]
+fn hub_pulls_go_to_a_mirror_and_search_fails_cleanly() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryOptions::default()) else { return };
+    reg.push_layout(three_layer_image(Compression::Gzip).dir.path(), "library/mirrored:latest");
+    let mirror = format!("http://{}", reg.addr);
+    let d = TestDaemon::start_with_config(&format!(r#"{{"registry-mirrors": ["{mirror}"]}}"#));
+    let out = d.docker(&["pull", "mirrored"]).success().stdout;
+    assert!(out.contains("Status: Downloaded newer image for mirrored:latest"), "{out}");
+    assert_eq!(d.docker(&["run", "--rm", "mirrored"]).success().stdout, "second\n");
+    let info = d.docker(&["info"]).success().stdout;
+    assert!(info.contains("Registry Mirrors:") && info.contains(&format!("{mirror}/")), "{info}");
+    let search = d.docker(&["search", &format!("{}/mirrored", reg.addr)]).failure();
+    assert!(search.stderr.contains("/v1/search") && search.stderr.contains("404"), "{}", search.stderr);
+}

@@ -54,6 +54,8 @@ pub trait Images: Send + Sync {
     /// Push the local image `name:tag` (every tag of `name` when `tag` is None) to its
     /// registry. A missing local image comes back here; later failures inside the stream.
     async fn push(&self, name: &str, tag: Option<&str>, auth: Option<AuthConfig>) -> Result<MessageStream, ApiError>;
+    /// `GET /images/search` on Docker Hub's index or the registry the term names.
+    async fn search(&self, term: &str, limit: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError>;
     /// `POST /auth`: check credentials with the registry they name (`docker login`).
     async fn login(&self, auth: AuthConfig) -> Result<AuthResponse, ApiError>;
     async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError>;
@@ -123,7 +125,15 @@ async fn dispatch(State(b): State<Backend>, Path(rest): Path<String>, req: Reque
         }
         (Method::GET, "", "get") => save(b, q.all("names")).await,
         (Method::GET, n, "get") if !n.is_empty() => save(b, vec![n.to_string()]).await,
-        (Method::GET, "", "search") => Err(ApiError::not_implemented("searching registries")),
+        (Method::GET, "", "search") => {
+            let term =
+                q.str("term").filter(|t| !t.is_empty()).ok_or_else(|| ApiError::new(Kind::InvalidArgument, "a search term is required"))?;
+            let limit = q.int("limit")?.unwrap_or(25);
+            if !(1..=100).contains(&limit) {
+                return Err(ApiError::new(Kind::InvalidArgument, format!("limit {limit} is outside the range of [1, 100]")));
+            }
+            Ok(axum::Json(b.search(term, limit as u32).await?).into_response())
+        }
         (Method::GET, n, "json") if !n.is_empty() => {
             let mut img = serde_json::to_value(b.inspect(n).await?).unwrap_or_default();
             shape::image_inspect(version, &mut img);

@@ -124,6 +124,9 @@ impl Images for Null {
     ) -> Result<crate::images::MessageStream, ApiError> {
         no()
     }
+    async fn search(&self, _: &str, _: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError> {
+        no()
+    }
     async fn login(&self, _: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         no()
     }

@@ -332,6 +332,10 @@ impl Images for Engine {
         self.push_image(name, tag, creds).await
     }
 
+    async fn search(&self, term: &str, limit: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError> {
+        self.registry.search(term, limit).await.map_err(|e| ApiError::from(crate::Error::from(e)))
+    }
+
     async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         Engine::login(self, auth).await
     }

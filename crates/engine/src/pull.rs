@@ -54,6 +54,27 @@ pub(crate) fn login_domain(server: &str) -> String {
 }
 
 impl Engine {
+    /// `RegistryConfig` in `/info`: loopback and the configured insecure registries, the mirrors
+    /// (written with a trailing slash, as dockerd normalises them).
+    pub(crate) fn registry_config(&self) -> serde_json::Value {
+        let opts = &self.cfg.registry;
+        let mirrors: Vec<String> = opts.mirrors.iter().map(|m| format!("{}/", m.trim_end_matches('/'))).collect();
+        let mut cidrs = vec!["127.0.0.0/8".to_string()];
+        let mut index = serde_json::Map::new();
+        index.insert("docker.io".into(), serde_json::json!({"Name": "docker.io", "Mirrors": mirrors, "Secure": true, "Official": true}));
+        for i in &opts.insecure {
+            if i.contains('/') {
+                cidrs.push(i.clone());
+            } else {
+                index.insert(i.clone(), serde_json::json!({"Name": i, "Mirrors": [], "Secure": false, "Official": false}));
+            }
+        }
+        serde_json::json!({
+            "AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
+            "InsecureRegistryCIDRs": cidrs, "Mirrors": mirrors, "IndexConfigs": index,
+        })
+    }
+
     /// The local images to push for `name` and `tag` (every tag of the repository without one),
     /// checked before anything is sent; then the push runs as a task whose progress is the
     /// stream returned.

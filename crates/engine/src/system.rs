@@ -133,11 +133,7 @@ impl System for Engine {
             n_events_listener: 0,
             os_version: os_release("VERSION_ID").unwrap_or_default(),
             index_server_address: "https://index.docker.io/v1/".into(),
-            registry_config: serde_json::json!({
-                "AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
-                "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": [],
-                "IndexConfigs": {"docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": true, "Official": true}},
-            }),
+            registry_config: self.registry_config(),
             generic_resources: serde_json::Value::Null,
             http_proxy: std::env::var("HTTP_PROXY").or_else(|_| std::env::var("http_proxy")).unwrap_or_default(),
             https_proxy: std::env::var("HTTPS_PROXY").or_else(|_| std::env::var("https_proxy")).unwrap_or_default(),

@@ -99,3 +99,15 @@ pub struct HistoryItem {
     pub size: u64,
     pub comment: String,
 }
+
+/// One entry of `GET /images/search`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SearchResult {
+    pub description: String,
+    pub is_official: bool,
+    /// Always false since Docker Hub dropped automated builds; still written.
+    pub is_automated: bool,
+    pub name: String,
+    pub star_count: i64,
+}

@@ -198,6 +198,36 @@ impl Registry {
         })
     }
 
+    /// A session for `repo` on a Docker Hub mirror (`https://mirror.example`, or `http://` for a
+    /// plain one), for pulls.
+    pub async fn mirror_session(&self, mirror: &str, repo: &str, creds: Credentials) -> Result<Session> {
+        let url = reqwest::Url::parse(mirror).map_err(|e| RegistryError::Invalid(format!("registry mirror {mirror:?}: {e}")))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => return Err(RegistryError::Invalid(format!("registry mirror {mirror:?} has no host"))),
+        };
+        let key = mirror.trim_end_matches('/').to_string();
+        let cached = self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let endpoint = match cached {
+            Some(e) => e,
+            None => {
+                let e = Arc::new(Endpoint { base: key.clone(), http: self.client(&host, self.is_insecure(&host))? });
+                self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::clone(&e));
+                e
+            }
+        };
+        Ok(Session {
+            registry: self.clone(),
+            endpoint,
+            host,
+            repo: repo.to_string(),
+            actions: "pull".into(),
+            creds,
+            auth: Mutex::new(None),
+        })
+    }
+
     /// Check `creds` against the registry at `domain` (`docker login`): the `/v2/` ping,
     /// answering its challenge.
     pub async fn login(&self, domain: &str, creds: Credentials) -> Result<()> {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod search;
 
 pub use auth::Credentials;
 pub use client::{Options, Registry, Session};

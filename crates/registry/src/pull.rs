@@ -106,53 +106,70 @@ impl Registry {
     /// Resolve `reference` on its registry to the image manifest for `platform` (the host's
     /// when `None`) and fetch its config. Errors here come before any progress is reported.
     pub async fn resolve(&self, reference: &Reference, platform: Option<&Platform>, creds: Credentials) -> Result<Resolved> {
-        let session = Arc::new(self.session(reference.domain(), reference.path(), "pull", creds).await?);
-        let wanted = platform.cloned().unwrap_or_else(Platform::host);
-        let tag_or_digest = match (reference.digest(), reference.tag()) {
-            (Some(d), _) => d.to_string(),
-            (None, Some(t)) => t.to_string(),
-            (None, None) => "latest".to_string(),
-        };
-        let (mut bytes, mut fetched) = fetch_manifest(&session, reference, &tag_or_digest, reference.digest()).await?;
-        let digest = Digest::of(&bytes);
-        if let Fetched::Index(index) = &fetched {
-            let chosen = index.select(&wanted).map_err(|_| RegistryError::NoPlatform { wanted: wanted.to_string() })?.clone();
-            let (b, f) = fetch_manifest(&session, reference, &chosen.digest.to_string(), Some(&chosen.digest)).await?;
-            if matches!(f, Fetched::Index(_)) {
-                return Err(RegistryError::Invalid(format!("the index entry {} is itself an index", chosen.digest)));
+        // Docker Hub's mirrors first, each in turn; Docker Hub itself when none has the image.
+        if reference.domain() == crate::client::HUB_DOMAIN {
+            for m in &self.opts.mirrors {
+                let tried = async {
+                    let session = Arc::new(self.mirror_session(m, reference.path(), creds.clone()).await?);
+                    resolve_on(session, reference, platform).await
+                };
+                match tried.await {
+                    Ok(r) => return Ok(r),
+                    Err(e) => tracing::info!(mirror = %m, %reference, "the mirror failed, trying the next: {e}"),
+                }
             }
-            (bytes, fetched) = (b, f);
         }
-        let Fetched::Manifest(manifest) = fetched else { unreachable!("an index was replaced by its manifest above") };
-        if manifest.layers.len() > berth_store::snapshot::MAX_LAYER_DEPTH {
-            return Err(RegistryError::Invalid(format!(
-                "the image has {} layers, more than {}",
-                manifest.layers.len(),
-                berth_store::snapshot::MAX_LAYER_DEPTH
-            )));
-        }
-        let config_bytes = fetch_small_blob(&session, &manifest.config, MAX_CONFIG, "config").await?;
-        let config = ImageConfig::parse(&config_bytes).map_err(|e| RegistryError::Invalid(format!("the image config: {e}")))?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(RegistryError::Invalid(format!(
-                "the image config lists {} layers but the manifest has {}",
-                config.rootfs.diff_ids.len(),
-                manifest.layers.len()
-            )));
-        }
-        if let Some(p) = platform
-            && (config.os != p.os || config.architecture != p.architecture)
-            && !config.os.is_empty()
-        {
-            return Err(RegistryError::Invalid(format!(
-                "image with reference {} was found but does not match the specified platform: wanted {p}, actual: {}/{}",
-                reference.familiar(),
-                config.os,
-                config.architecture
-            )));
-        }
-        Ok(Resolved { session, reference: reference.clone(), digest, manifest_bytes: bytes, manifest: *manifest, config_bytes, config })
+        let session = Arc::new(self.session(reference.domain(), reference.path(), "pull", creds).await?);
+        resolve_on(session, reference, platform).await
     }
+}
+
+async fn resolve_on(session: Arc<Session>, reference: &Reference, platform: Option<&Platform>) -> Result<Resolved> {
+    let wanted = platform.cloned().unwrap_or_else(Platform::host);
+    let tag_or_digest = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let (mut bytes, mut fetched) = fetch_manifest(&session, reference, &tag_or_digest, reference.digest()).await?;
+    let digest = Digest::of(&bytes);
+    if let Fetched::Index(index) = &fetched {
+        let chosen = index.select(&wanted).map_err(|_| RegistryError::NoPlatform { wanted: wanted.to_string() })?.clone();
+        let (b, f) = fetch_manifest(&session, reference, &chosen.digest.to_string(), Some(&chosen.digest)).await?;
+        if matches!(f, Fetched::Index(_)) {
+            return Err(RegistryError::Invalid(format!("the index entry {} is itself an index", chosen.digest)));
+        }
+        (bytes, fetched) = (b, f);
+    }
+    let Fetched::Manifest(manifest) = fetched else { unreachable!("an index was replaced by its manifest above") };
+    if manifest.layers.len() > berth_store::snapshot::MAX_LAYER_DEPTH {
+        return Err(RegistryError::Invalid(format!(
+            "the image has {} layers, more than {}",
+            manifest.layers.len(),
+            berth_store::snapshot::MAX_LAYER_DEPTH
+        )));
+    }
+    let config_bytes = fetch_small_blob(&session, &manifest.config, MAX_CONFIG, "config").await?;
+    let config = ImageConfig::parse(&config_bytes).map_err(|e| RegistryError::Invalid(format!("the image config: {e}")))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(RegistryError::Invalid(format!(
+            "the image config lists {} layers but the manifest has {}",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        )));
+    }
+    if let Some(p) = platform
+        && (config.os != p.os || config.architecture != p.architecture)
+        && !config.os.is_empty()
+    {
+        return Err(RegistryError::Invalid(format!(
+            "image with reference {} was found but does not match the specified platform: wanted {p}, actual: {}/{}",
+            reference.familiar(),
+            config.os,
+            config.architecture
+        )));
+    }
+    Ok(Resolved { session, reference: reference.clone(), digest, manifest_bytes: bytes, manifest: *manifest, config_bytes, config })
 }
 
 async fn fetch_manifest(s: &Session, reference: &Reference, what: &str, expected: Option<&Digest>) -> Result<(Vec<u8>, Fetched)> {
