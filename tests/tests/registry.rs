@@ -118,6 +118,15 @@ fn an_index_gives_the_hosts_platform_or_the_one_asked_for_with_zstd_layers() {
     let index_digest = reg.inspect("test/multi:multi")["Digest"].as_str().unwrap().to_string();
     let inspect = json(&d.docker(&["image", "inspect", &name]).success().stdout)[0].clone();
     assert_eq!(inspect["RepoDigests"][0], format!("{}/test/multi@{index_digest}", reg.addr), "the index's digest names it");
+    // What the registry has, without pulling: the index and both platforms.
+    let (status, body) = d.request("GET", &format!("/distribution/{name}/json"));
+    assert_eq!(status, 200, "{body}");
+    let dist = json(&body);
+    assert_eq!(dist["Descriptor"]["digest"], index_digest.as_str());
+    assert_eq!(dist["Descriptor"]["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let mut archs: Vec<&str> = dist["Platforms"].as_array().unwrap().iter().map(|p| p["architecture"].as_str().unwrap()).collect();
+    archs.sort();
+    assert_eq!(archs, ["amd64", "arm64"]);
     d.docker(&["pull", "--platform", &format!("linux/{other}"), &name]).success();
     let inspect = json(&d.docker(&["image", "inspect", &name]).success().stdout)[0].clone();
     assert_eq!(inspect["Architecture"], other);

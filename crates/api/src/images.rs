@@ -54,6 +54,9 @@ pub trait Images: Send + Sync {
     /// Push the local image `name:tag` (every tag of `name` when `tag` is None) to its
     /// registry. A missing local image comes back here; later failures inside the stream.
     async fn push(&self, name: &str, tag: Option<&str>, auth: Option<AuthConfig>) -> Result<MessageStream, ApiError>;
+    /// `GET /distribution/{name}/json`: the registry's descriptor and platforms for `name`.
+    async fn distribution(&self, name: &str, auth: Option<AuthConfig>)
+    -> Result<berth_models::distribution::DistributionInspect, ApiError>;
     /// `GET /images/search` on Docker Hub's index or the registry the term names.
     async fn search(&self, term: &str, limit: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError>;
     /// `POST /auth`: check credentials with the registry they name (`docker login`).
@@ -209,6 +212,18 @@ async fn login(State(b): State<Backend>, req: Request<Body>) -> Result<Response,
     Ok(axum::Json(b.login(auth).await?).into_response())
 }
 
+async fn distribution(State(b): State<Backend>, Path(rest): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let Some(name) = rest.strip_suffix("/json").filter(|n| !n.is_empty()) else {
+        return Err(ApiError::new(Kind::NotFound, "page not found"));
+    };
+    let auth = registry_auth(&req)?;
+    Ok(axum::Json(b.distribution(name, auth).await?).into_response())
+}
+
 pub fn routes(backend: Backend) -> Router {
-    Router::new().route("/images/{*rest}", axum::routing::any(dispatch)).route("/auth", axum::routing::post(login)).with_state(backend)
+    Router::new()
+        .route("/distribution/{*rest}", axum::routing::get(distribution))
+        .route("/images/{*rest}", axum::routing::any(dispatch))
+        .route("/auth", axum::routing::post(login))
+        .with_state(backend)
 }

@@ -88,7 +88,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/build/{*rest}", "builds"),
     ("/events", "events"),
     ("/commit", "commit"),
-    ("/distribution/{*rest}", "registry lookups"),
     ("/containers/{id}/changes", "diff"),
     ("/containers/{id}/export", "export"),
     ("/containers/{id}/archive", "copying files (cp)"),

@@ -127,6 +127,13 @@ impl Images for Null {
     async fn search(&self, _: &str, _: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError> {
         no()
     }
+    async fn distribution(
+        &self,
+        _: &str,
+        _: Option<berth_models::system::AuthConfig>,
+    ) -> Result<berth_models::distribution::DistributionInspect, ApiError> {
+        no()
+    }
     async fn login(&self, _: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         no()
     }

@@ -336,6 +336,16 @@ impl Images for Engine {
         self.registry.search(term, limit).await.map_err(|e| ApiError::from(crate::Error::from(e)))
     }
 
+    async fn distribution(
+        &self,
+        name: &str,
+        auth: Option<berth_models::system::AuthConfig>,
+    ) -> Result<berth_models::distribution::DistributionInspect, ApiError> {
+        let reference = crate::pull::pull_reference(name, None)?;
+        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
+        self.registry.distribution(&reference, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))
+    }
+
     async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         Engine::login(self, auth).await
     }

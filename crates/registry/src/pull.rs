@@ -124,6 +124,43 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// `GET /distribution/{name}/json`: what the registry has for `reference` (the top-level
+    /// manifest or index) and the platforms it serves, without fetching any layer.
+    pub async fn distribution(&self, reference: &Reference, creds: Credentials) -> Result<berth_models::distribution::DistributionInspect> {
+        use berth_models::distribution::{Descriptor as Desc, DistributionInspect, Platform as Plat};
+        let session = self.session(reference.domain(), reference.path(), "pull", creds).await?;
+        let what = match (reference.digest(), reference.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, t) => t.unwrap_or("latest").to_string(),
+        };
+        let (bytes, fetched) = fetch_manifest(&session, reference, &what, reference.digest()).await?;
+        let plat = |p: &Platform| Plat {
+            architecture: p.architecture.clone(),
+            os: p.os.clone(),
+            os_version: p.os_version.clone(),
+            os_features: None,
+            variant: p.variant.clone(),
+        };
+        let (media_type, platforms) = match fetched {
+            Fetched::Index(i) => (
+                i.media_type.clone().unwrap_or_else(|| MEDIA_OCI_INDEX.into()),
+                i.manifests.iter().filter_map(|m| m.platform.as_ref().map(plat)).collect(),
+            ),
+            Fetched::Manifest(m) => {
+                let config = fetch_small_blob(&session, &m.config, MAX_CONFIG, "config").await?;
+                let c = ImageConfig::parse(&config).map_err(|e| RegistryError::Invalid(format!("the image config: {e}")))?;
+                let p = Platform { architecture: c.architecture, os: c.os, variant: c.variant, os_version: None };
+                (m.media_type.clone().unwrap_or_else(|| MEDIA_OCI_MANIFEST.into()), vec![plat(&p)])
+            }
+        };
+        Ok(DistributionInspect {
+            descriptor: Desc { media_type, digest: Digest::of(&bytes).to_string(), size: bytes.len() as i64, ..Default::default() },
+            platforms,
+        })
+    }
+}
+
 async fn resolve_on(session: Arc<Session>, reference: &Reference, platform: Option<&Platform>) -> Result<Resolved> {
     let wanted = platform.cloned().unwrap_or_else(Platform::host);
     let tag_or_digest = match (reference.digest(), reference.tag()) {
