@@ -656,20 +656,26 @@ impl TestRegistry {
             creds = Some((user, pass));
         }
         fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+        let mut r = TestRegistry { dir, child: None, addr, creds, certs_dir };
+        r.restart();
+        Some(r)
+    }
+
+    /// Start it (again, after [`TestRegistry::kill`]) on the same address and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(dir.path().join("config.yml"))
+            .arg(self.dir.path().join("config.yml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
         OWN.lock().unwrap_or_else(|p| p.into_inner()).push(child.id() as i32);
-        let mut r = TestRegistry { dir, child: Some(child), addr, creds, certs_dir };
-        wait_until("the registry to listen", || std::net::TcpStream::connect(&r.addr).is_ok());
-        let _ = &mut r;
-        Some(r)
+        self.child = Some(child);
+        wait_until("the registry to listen", || std::net::TcpStream::connect(&self.addr).is_ok());
     }
 
     /// skopeo's flags to write to this registry.

@@ -282,3 +282,61 @@ fn hub_pulls_go_to_a_mirror_and_search_fails_cleanly() {
     let search = d.docker(&["search", &format!("{}/mirrored", reg.addr)]).failure();
     assert!(search.stderr.contains("/v1/search") && search.stderr.contains("404"), "{}", search.stderr);
 }
+
+/// The registry dies in the middle of a layer and comes back: the same pull resumes the
+/// layer where it stopped and completes; nothing half-written is left.
+#[test]
+fn a_registry_killed_mid_pull_and_back_lets_the_pull_complete() {
+    if !berth_tests::is_root() || !docker_cli() {
+        return;
+    }
+    let Some(mut reg) = TestRegistry::start(RegistryOptions::default()) else { return };
+    // A big layer of random data (it does not compress), so the kill lands inside it.
+    let mut random = vec![0u8; 160 << 20];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random)).unwrap();
+    let mut layout = OciLayout::new();
+    layout.image(&[busybox_layer(), tar_of(&[("random", &random)])], Compression::None, "amd64", &["true"]);
+    layout.finish("big");
+    drop(random);
+    reg.push_layout(layout.dir.path(), "test/big:big");
+    drop(layout);
+    let d = TestDaemon::start();
+    let name = format!("{}/test/big:big", reg.addr);
+    let pull = {
+        let (sock, name) = (d.socket(), name.clone());
+        std::thread::spawn(move || {
+            let mut c = std::process::Command::new("docker");
+            c.env("DOCKER_HOST", format!("unix://{}", sock.display())).args(["pull", &name]);
+            berth_tests::run_command(&mut c)
+        })
+    };
+    // Some of the big layer is in an ingest: kill the registry there.
+    let ingests = d.dir.path().join("data/image/content/ingest");
+    let ingest_bytes = || -> u64 {
+        walk(&ingests).iter().filter(|p| p.ends_with("data")).filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    };
+    berth_tests::wait_until("part of the big layer", || ingest_bytes() > 1 << 20 || pull.is_finished());
+    assert!(!pull.is_finished(), "the pull ended before the registry could be killed");
+    reg.kill();
+    let partial = ingest_bytes();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    reg.restart();
+    let out = pull.join().unwrap().success();
+    assert!(out.stdout.contains("Retrying in"), "{}", out.stdout);
+    assert!(partial < 160 << 20, "the kill landed after the layer was in ({partial} bytes)");
+    assert!(walk(&ingests).iter().all(|p| !p.ends_with("data")), "an ingest was left");
+    d.docker(&["run", "--rm", &name]).success();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
