@@ -343,10 +343,11 @@ impl Resolved {
                     let mut map = registry.unpacking.lock().unwrap_or_else(|p| p.into_inner());
                     Arc::clone(map.entry(chain[i].clone()).or_default())
                 };
-                let _unpacking = lock.lock().await;
-                let size = if store.has_layer(&chain[i]) {
-                    None
-                } else {
+                let unpacked = async {
+                    let _unpacking = lock.lock().await;
+                    if store.has_layer(&chain[i]) {
+                        return Ok(None);
+                    }
                     progress.status(Some(&id), "Extracting");
                     let (store, parent, c, blob, diff) = (
                         Arc::clone(&store),
@@ -359,8 +360,13 @@ impl Resolved {
                         .await
                         .map_err(blocking_err)??;
                     progress.status(Some(&id), "Pull complete");
-                    size
-                };
+                    Ok::<_, RegistryError>(size)
+                }
+                .await;
+                // The lock's entry goes with its last user.
+                drop(lock);
+                registry.unpacking.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, l| Arc::strong_count(l) > 1);
+                let size = unpacked?;
                 let size = size.unwrap_or_else(|| store.snapshots.usage(&chain[i].to_string()).map(|u| u.size).unwrap_or(0));
                 layers.push(LayerRecord {
                     diff_id: diff_ids[i].clone(),

@@ -250,6 +250,7 @@ async fn bearer_tokens_are_fetched_once_and_sent() {
     assert_eq!(pulled.digest, Digest::of(&img.manifest));
     assert_eq!(*token_calls.lock().unwrap(), 1, "one token for the pull's scope, then cached");
     assert!(e.store.resolve(&format!("{}/test/img:1", server.addr)).is_ok());
+    assert!(e.registry.unpacking.lock().unwrap().is_empty(), "no lock is kept for a layer once it is unpacked");
 }
 
 #[tokio::test]
