@@ -47,6 +47,10 @@ fn docker_pull_from_a_plain_registry_then_run_it() {
     let by_digest = format!("{}/test/three@{digest}", reg.addr);
     d.docker(&["pull", &by_digest]).success();
     assert_eq!(d.docker(&["run", "--rm", &by_digest]).success().stdout, "second\n");
+    // Its last tag gone, the repository's digest reference goes too, and so does the image.
+    let rmi = d.docker(&["rmi", &name]).success().stdout;
+    assert!(rmi.contains(&format!("Untagged: {by_digest}")) && rmi.contains("Deleted: sha256:"), "{rmi}");
+    assert!(d.docker(&["images", "-q"]).success().stdout.trim().is_empty());
 }
 
 /// The docker CLI with its own config directory (where `login` stores credentials).

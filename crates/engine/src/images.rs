@@ -217,10 +217,18 @@ impl Images for Engine {
         let mut out = Vec::new();
         let users = self.users_of(&id);
         if let Some(r) = by_ref {
-            // Removing one of several names only untags.
-            if refs.len() > 1 {
-                self.images.untag(&r).map_err(store_err)?;
-                return Ok(vec![untagged(&r)]);
+            // A repository's last tag takes its digest references with it (`repo@sha256:…`, a
+            // pull's), as Docker removes them.
+            let mut gone = vec![r.clone()];
+            if r.digest().is_none() && !refs.iter().any(|x| *x != r && x.digest().is_none() && x.name() == r.name()) {
+                gone.extend(refs.iter().filter(|x| x.digest().is_some() && x.name() == r.name()).cloned());
+            }
+            // Removing some of several names only untags.
+            if refs.len() > gone.len() {
+                for g in &gone {
+                    self.images.untag(g).map_err(store_err)?;
+                }
+                return Ok(gone.iter().map(untagged).collect());
             }
             if let Some((cid, running)) = users.first() {
                 if *running || !force {
@@ -233,8 +241,10 @@ impl Images for Engine {
                         ),
                     ));
                 }
-                self.images.untag(&r).map_err(store_err)?;
-                return Ok(vec![untagged(&r)]);
+                for g in &gone {
+                    self.images.untag(g).map_err(store_err)?;
+                }
+                return Ok(gone.iter().map(untagged).collect());
             }
         } else {
             if refs.len() > 1 && !force {
