@@ -447,6 +447,7 @@ impl ImageStore {
 
     /// Store config and manifest blobs for `layers` (already unpacked) and record the image.
     pub(crate) fn record(&self, config_bytes: Vec<u8>, layers: Vec<LayerRecord>, reference: Option<&Reference>) -> Result<Digest> {
+        self.sync_layers()?;
         let id = self.content.write_blob(&config_bytes, None)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -554,6 +555,16 @@ impl ImageStore {
         Ok(self.content.read(&img.manifest, MAX_METADATA_BLOB)?)
     }
 
+    /// Make every unpacked layer's files durable before an image that names them is recorded:
+    /// one `syncfs` of the store's filesystem (layers are written without an fsync per file).
+    /// A layer committed but not yet synced when the machine crashes belongs to no image, and
+    /// the collection at the next start removes it.
+    pub fn sync_layers(&self) -> Result<()> {
+        let root = self.index.path().parent().unwrap_or(Path::new("/")).to_path_buf();
+        let dir = fs::File::open(&root).map_err(io_err("opening", &root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| ImagesError::Io { context: "syncing the filesystem of", path: root, source: e.into() })
+    }
+
     /// Is the layer `chain_id` unpacked already (from any image)?
     pub fn has_layer(&self, chain_id: &Digest) -> bool {
         self.snapshots.stat(&chain_id.to_string()).is_ok()
@@ -563,6 +574,7 @@ impl ImageStore {
     /// served them (the manifest's digest is the repository digest), `layers` already unpacked
     /// and their blobs stored, and the references that now name it. Returns the image ID.
     pub fn record_pulled(&self, manifest: &[u8], config: &[u8], layers: Vec<LayerRecord>, refs: &[Reference]) -> Result<Digest> {
+        self.sync_layers()?;
         let id = self.content.write_blob(config, None)?;
         let manifest = self.content.write_blob(manifest, None)?;
         self.update(|db| {
