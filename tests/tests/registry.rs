@@ -344,3 +344,56 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// With `credsStore` in config.json, login stores through the helper (`docker-credential-X
+/// store`), pulls read through it (`get`), logout erases; config.json keeps no password.
+#[test]
+fn credential_helpers_are_used_as_docker_uses_them() {
+    if !berth_tests::is_root() {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryOptions { auth: true, tls: false }) else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let config = tempfile::Builder::new().prefix("berth-docker-config-").tempdir().unwrap();
+    let helper_dir = config.path().join("bin");
+    std::fs::create_dir(&helper_dir).unwrap();
+    let store = config.path().join("helper-store.json");
+    // A helper as Docker's protocol has it: the action as argument, the server (or a JSON
+    // record) on stdin, the record on stdout; every call logged.
+    let script = format!(
+        "#!/bin/sh\nin=$(cat)\necho \"$1 $in\" >> {log}\ncase $1 in\n  store) printf %s \"$in\" > {store} ;;\n  get) if [ -f {store} ]; then cat {store}; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  erase) rm -f {store} ;;\nesac\n",
+        log = config.path().join("helper.log").display(),
+        store = store.display()
+    );
+    let helper = helper_dir.join("docker-credential-berthtest");
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(config.path().join("config.json"), r#"{"credsStore": "berthtest"}"#).unwrap();
+    let path = format!("{}:{}", helper_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let berth = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new(berth_tests::bin("berth"));
+        c.env("DOCKER_HOST", format!("unix://{}", d.socket().display())).env("DOCKER_CONFIG", config.path()).env("PATH", &path).args(args);
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (user, pass) = reg.creds.clone().unwrap();
+    let (code, out, err) = berth(&["login", "-u", &user, "--password-stdin", &reg.addr], &pass);
+    assert_eq!((code, out.as_str()), (Some(0), "Login Succeeded\n"), "{err}");
+    let kept = json(&std::fs::read_to_string(&store).unwrap());
+    assert_eq!((kept["ServerURL"].as_str(), kept["Username"].as_str(), kept["Secret"].as_str()), (Some(reg.addr.as_str()), Some(user.as_str()), Some(pass.as_str())));
+    let config_json = std::fs::read_to_string(config.path().join("config.json")).unwrap();
+    assert!(!config_json.contains(&pass), "the password went into config.json: {config_json}");
+    let name = format!("{}/helper/bb:1", reg.addr);
+    d.berth(&["tag", "busybox", &name]).success();
+    let (code, _, err) = berth(&["push", &name], "");
+    assert_eq!(code, Some(0), "{err}");
+    let log = std::fs::read_to_string(config.path().join("helper.log")).unwrap();
+    assert!(log.contains(&format!("get {}", reg.addr)), "{log}");
+    let (code, out, _) = berth(&["logout", &reg.addr], "");
+    assert_eq!((code, out), (Some(0), format!("Removing login credentials for {}\n", reg.addr)));
+    assert!(!store.exists(), "the helper erased nothing");
+}
