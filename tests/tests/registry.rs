@@ -384,7 +384,10 @@ fn credential_helpers_are_used_as_docker_uses_them() {
     let (code, out, err) = berth(&["login", "-u", &user, "--password-stdin", &reg.addr], &pass);
     assert_eq!((code, out.as_str()), (Some(0), "Login Succeeded\n"), "{err}");
     let kept = json(&std::fs::read_to_string(&store).unwrap());
-    assert_eq!((kept["ServerURL"].as_str(), kept["Username"].as_str(), kept["Secret"].as_str()), (Some(reg.addr.as_str()), Some(user.as_str()), Some(pass.as_str())));
+    assert_eq!(
+        (kept["ServerURL"].as_str(), kept["Username"].as_str(), kept["Secret"].as_str()),
+        (Some(reg.addr.as_str()), Some(user.as_str()), Some(pass.as_str()))
+    );
     let config_json = std::fs::read_to_string(config.path().join("config.json")).unwrap();
     assert!(!config_json.contains(&pass), "the password went into config.json: {config_json}");
     let name = format!("{}/helper/bb:1", reg.addr);

@@ -5,6 +5,7 @@
 //! and unpacked; a failure leaves no image and no unreferenced blob.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_store::content::{BLOB_INGEST, ContentError, Writer};
@@ -303,32 +304,58 @@ impl Resolved {
         }
         // Downloads run as tasks of their own, so they go on while earlier layers unpack.
         let permits = Arc::new(tokio::sync::Semaphore::new(registry.opts.max_concurrent_downloads.max(1)));
+        let cancel = Arc::new(AtomicBool::new(false));
         let mut downloads = Vec::new();
         for (i, l) in manifest.layers.iter().enumerate() {
             if present[i] {
                 downloads.push(None);
                 continue;
             }
-            let (session, store, progress, permits, l) =
-                (Arc::clone(&session), Arc::clone(&store), progress.clone(), Arc::clone(&permits), l.clone());
+            let (session, store, progress, permits, cancel, l) =
+                (Arc::clone(&session), Arc::clone(&store), progress.clone(), Arc::clone(&permits), Arc::clone(&cancel), l.clone());
+            let (chain_id, diff_id) = (chain[i].clone(), diff_ids[i].clone());
             downloads.push(Some(tokio::spawn(async move {
                 let id = short_id(&l.digest);
-                let queued = permits.available_permits() == 0;
-                if queued {
+                if permits.available_permits() == 0 {
                     progress.status(Some(&id), "Waiting");
                 }
                 let _permit = permits.acquire_owned().await.map_err(|e| RegistryError::Internal(e.to_string()))?;
-                download(&session, &store, &l, &progress).await?;
+                // One pass where the store allows it: the bytes go to the ingest and, as they
+                // come, through decompression into the layer's own snapshot.
+                let (feed, extraction) = if store.unpacks_out_of_order() && store.content.info(&l.digest).is_err() {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(32);
+                    let store = Arc::clone(&store);
+                    let h = tokio::task::spawn_blocking(move || store.unpack_alone(&chain_id, ChannelReader::new(rx), &diff_id));
+                    (Some(tx), Some(h))
+                } else {
+                    (None, None)
+                };
+                let downloaded = download(&session, &store, &l, &progress, feed, &cancel).await;
+                let unstacked = match extraction {
+                    Some(h) => Some(h.await.map_err(blocking_err)?),
+                    None => None,
+                };
+                let unstacked = match (downloaded, unstacked) {
+                    (Err(e), Some(Ok(u))) => {
+                        store.drop_unstacked(u);
+                        return Err(e);
+                    }
+                    (Err(e), _) => return Err(e),
+                    // The whole blob went through: the extraction's verdict stands.
+                    (Ok(true), Some(Ok(u))) => Some(u),
+                    (Ok(true), Some(Err(e))) => return Err(e.into()),
+                    // The feed was given up (a restart from the first byte): unpack from the blob.
+                    (Ok(_), Some(Ok(u))) => {
+                        store.drop_unstacked(u);
+                        None
+                    }
+                    (Ok(_), _) => None,
+                };
                 let held = store.content.hold(&l.digest);
                 progress.status(Some(&id), "Download complete");
-                Ok::<_, RegistryError>(held)
+                Ok::<_, RegistryError>((held, unstacked))
             })));
         }
-        let abort_all = |downloads: &mut Vec<Option<tokio::task::JoinHandle<Result<berth_store::content::Held>>>>| {
-            for d in downloads.iter().flatten() {
-                d.abort();
-            }
-        };
         let mut held = Vec::new();
         let mut layers = Vec::new();
         let mut result: Result<()> = Ok(());
@@ -336,8 +363,11 @@ impl Resolved {
             let l = &manifest.layers[i];
             let id = short_id(&l.digest);
             let step = async {
+                let mut unstacked = None;
                 if let Some(task) = downloads[i].take() {
-                    held.push(task.await.map_err(blocking_err)??);
+                    let (h, u) = task.await.map_err(blocking_err)??;
+                    held.push(h);
+                    unstacked = u;
                 }
                 let lock = {
                     let mut map = registry.unpacking.lock().unwrap_or_else(|p| p.into_inner());
@@ -345,17 +375,20 @@ impl Resolved {
                 };
                 let unpacked = async {
                     let _unpacking = lock.lock().await;
+                    let parent = i.checked_sub(1).map(|p| chain[p].clone());
+                    let (store, c) = (Arc::clone(&store), chain[i].clone());
+                    if let Some(u) = unstacked {
+                        let size = tokio::task::spawn_blocking(move || store.stack_layer(u, &c, parent.as_ref()))
+                            .await
+                            .map_err(blocking_err)??;
+                        progress.status(Some(&id), "Pull complete");
+                        return Ok(Some(size));
+                    }
                     if store.has_layer(&chain[i]) {
                         return Ok(None);
                     }
                     progress.status(Some(&id), "Extracting");
-                    let (store, parent, c, blob, diff) = (
-                        Arc::clone(&store),
-                        i.checked_sub(1).map(|p| chain[p].clone()),
-                        chain[i].clone(),
-                        l.digest.clone(),
-                        diff_ids[i].clone(),
-                    );
+                    let (blob, diff) = (l.digest.clone(), diff_ids[i].clone());
                     let size = tokio::task::spawn_blocking(move || store.unpack(parent.as_ref(), &c, &blob, Some(&diff)))
                         .await
                         .map_err(blocking_err)??;
@@ -383,7 +416,17 @@ impl Resolved {
             }
         }
         if let Err(e) = result {
-            abort_all(&mut downloads);
+            // Stop the other downloads and wait for them, so no layer they unpacked is left.
+            cancel.store(true, Ordering::Relaxed);
+            for task in downloads.into_iter().flatten() {
+                if let Ok(Ok((h, u))) = task.await {
+                    held.push(h);
+                    if let Some(u) = u {
+                        let store = Arc::clone(&store);
+                        let _ = tokio::task::spawn_blocking(move || store.drop_unstacked(u)).await;
+                    }
+                }
+            }
             let store = Arc::clone(&store);
             let _ = tokio::task::spawn_blocking(move || store.drop_unreferenced(&held)).await;
             return Err(e);
@@ -416,17 +459,30 @@ impl Resolved {
 }
 
 /// Fetch one layer blob into the content store, resuming and retrying a broken transfer.
-async fn download(s: &Session, store: &ImageStore, d: &Descriptor, progress: &Progress) -> Result<()> {
+/// With `feed`, every byte also goes there in order, once; returns whether the whole blob went
+/// through it (false when the feed had to be given up: a transfer started again from the first
+/// byte, or a resume of what an earlier pull left). `cancel` stops it between chunks.
+async fn download(
+    s: &Session,
+    store: &ImageStore,
+    d: &Descriptor,
+    progress: &Progress,
+    mut feed: Option<Feed>,
+    cancel: &AtomicBool,
+) -> Result<bool> {
     let id = short_id(&d.digest);
     let opts = s.opts();
     let mut pause = opts.retry_pause;
     let mut attempt = 1;
+    let mut fed = 0u64;
     loop {
         if store.content.info(&d.digest).is_ok_and(|n| n == d.size) {
-            return Ok(()); // here already (a pull that stopped before unpacking, or another pull)
+            // Here already (a pull that stopped before unpacking, or another pull).
+            give_up(&mut feed).await;
+            return Ok(false);
         }
-        match download_once(s, store, d, progress).await {
-            Ok(()) => return Ok(()),
+        match download_once(s, store, d, progress, &mut feed, &mut fed, cancel).await {
+            Ok(()) => return Ok(feed.is_some()),
             Err(RegistryError::Content(ContentError::Locked(_))) => {
                 // Another pull is fetching the same blob: wait for it.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -443,7 +499,15 @@ async fn download(s: &Session, store: &ImageStore, d: &Descriptor, progress: &Pr
     }
 }
 
-async fn download_once(s: &Session, store: &ImageStore, d: &Descriptor, progress: &Progress) -> Result<()> {
+async fn download_once(
+    s: &Session,
+    store: &ImageStore,
+    d: &Descriptor,
+    progress: &Progress,
+    feed: &mut Option<Feed>,
+    fed: &mut u64,
+    cancel: &AtomicBool,
+) -> Result<()> {
     let id = short_id(&d.digest);
     let open = |content: berth_store::ContentStore, digest: Digest, size: u64| async move {
         tokio::task::spawn_blocking(move || content.writer(&format!("{BLOB_INGEST}{digest}"), Some((digest.clone(), size))))
@@ -453,6 +517,9 @@ async fn download_once(s: &Session, store: &ImageStore, d: &Descriptor, progress
     };
     let mut w = open(store.content.clone(), d.digest.clone(), d.size).await?;
     let mut offset = w.offset();
+    if offset != *fed {
+        give_up(feed).await; // the feed cannot take bytes from the middle
+    }
     let url = s.url(&format!("blobs/{}", d.digest));
     let res = s
         .send(|c| {
@@ -466,6 +533,9 @@ async fn download_once(s: &Session, store: &ImageStore, d: &Descriptor, progress
         tokio::task::spawn_blocking(move || w.abort()).await.map_err(blocking_err)??;
         w = open(store.content.clone(), d.digest.clone(), d.size).await?;
         offset = 0;
+        if *fed > 0 {
+            give_up(feed).await;
+        }
     } else if !status.is_success() {
         let body = read_limited(res, 1 << 20, "error", &url).await.unwrap_or_default();
         return Err(RegistryError::Status {
@@ -487,12 +557,24 @@ async fn download_once(s: &Session, store: &ImageStore, d: &Descriptor, progress
     let mut stream = res.bytes_stream();
     let mut failed = None;
     while let Some(chunk) = stream.next().await {
+        if cancel.load(Ordering::Relaxed) {
+            failed = Some(RegistryError::Internal("the pull was given up".into()));
+            break;
+        }
         match chunk {
             Ok(c) => {
                 current += c.len() as u64;
                 if current > d.size {
                     failed = Some(RegistryError::TooLarge { what: "layer", url: url.clone(), limit: d.size });
                     break;
+                }
+                if let Some(f) = feed.as_ref() {
+                    if f.send(Ok(c.clone())).await.is_err() {
+                        // The unpacking stopped (bad content); its error is what counts.
+                        *feed = None;
+                    } else {
+                        *fed += c.len() as u64;
+                    }
                 }
                 if tx.send(c).await.is_err() {
                     break; // the writer failed; its error is below
@@ -513,6 +595,9 @@ async fn download_once(s: &Session, store: &ImageStore, d: &Descriptor, progress
         RegistryError::Content(ContentError::Io { context: "writing the layer", path: d.digest.to_string().into(), source: e })
     })?;
     if let Some(e) = failed {
+        if matches!(e, RegistryError::TooLarge { .. }) || !e.is_transient() {
+            give_up(feed).await;
+        }
         // A body longer than the descriptor says is bad content, not worth resuming.
         if matches!(e, RegistryError::TooLarge { .. }) {
             let _ = tokio::task::spawn_blocking(move || w.abort()).await;
@@ -520,11 +605,53 @@ async fn download_once(s: &Session, store: &ImageStore, d: &Descriptor, progress
         return Err(e);
     }
     progress.status(Some(&id), "Verifying Checksum");
-    tokio::task::spawn_blocking(move || w.commit()).await.map_err(blocking_err)?.map_err(|e| match e {
+    let committed = tokio::task::spawn_blocking(move || w.commit()).await.map_err(blocking_err)?;
+    if committed.is_err() {
+        give_up(feed).await;
+    }
+    committed.map_err(|e| match e {
         ContentError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch { what: "layer", digest: expected, actual },
         e => RegistryError::Content(e),
     })?;
     Ok(())
+}
+
+/// Where a download sends its bytes for unpacking as they come.
+type Feed = tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>;
+
+/// Tell the unpacking reading the feed that no more (valid) bytes come.
+async fn give_up(feed: &mut Option<Feed>) {
+    if let Some(f) = feed.take() {
+        let _ = f.send(Err(std::io::Error::other("the download started again; unpacked from the stored blob instead"))).await;
+    }
+}
+
+/// The feed as a blocking reader, for the store's unpack (on a blocking thread).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> ChannelReader {
+        ChannelReader { rx, current: bytes::Bytes::new() }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -190,21 +190,39 @@ struct Env {
 }
 
 fn env() -> Option<Env> {
+    env_on(Driver::Vfs)
+}
+
+/// Overlay unpacks layers as they download (one pass); vfs from the stored blob after.
+fn env_on(driver: Driver) -> Option<Env> {
     if !is_root() {
         eprintln!("SKIP: unpacking layers needs root");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(dir.path(), Driver::Vfs).unwrap());
+    let store = Arc::new(ImageStore::open(dir.path(), driver).unwrap());
     let registry = Registry::new(Options { retry_pause: std::time::Duration::from_millis(10), ..Default::default() });
     Some(Env { _dir: dir, store, registry })
 }
 
 impl Env {
     async fn pull(&self, addr: &str, creds: Credentials) -> Result<crate::Pulled, RegistryError> {
+        self.pull_seeing(addr, creds).await.0
+    }
+
+    /// The pull and its progress messages as `id: status`.
+    async fn pull_seeing(&self, addr: &str, creds: Credentials) -> (Result<crate::Pulled, RegistryError>, Vec<String>) {
         let reference = Reference::parse(&format!("{addr}/test/img:1")).unwrap();
-        let resolved = self.registry.resolve(&reference, None, creds).await?;
-        resolved.fetch(Arc::clone(&self.store), Progress::none()).await
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let result = match self.registry.resolve(&reference, None, creds).await {
+            Ok(resolved) => resolved.fetch(Arc::clone(&self.store), Progress::new(tx)).await,
+            Err(e) => Err(e),
+        };
+        let mut seen = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            seen.push(format!("{}: {}", m.id.unwrap_or_default(), m.status.unwrap_or_default()));
+        }
+        (result, seen)
     }
 
     /// Nothing half-stored: no image, no blob but what `keep` names, no ingest.
@@ -213,12 +231,13 @@ impl Env {
         let blobs: Vec<Digest> = self.store.content.list().unwrap().into_iter().map(|(d, _)| d).filter(|d| !keep.contains(d)).collect();
         assert!(blobs.is_empty(), "blobs left: {blobs:?}");
         assert!(self.store.content.ingests().unwrap().is_empty(), "ingests left: {:?}", self.store.content.ingests());
+        assert!(self.store.snapshots.walk().unwrap().is_empty(), "layers left: {:?}", self.store.snapshots.walk());
     }
 }
 
 #[tokio::test]
 async fn bearer_tokens_are_fetched_once_and_sent() {
-    let Some(e) = env() else { return };
+    let Some(e) = env_on(Driver::Overlay) else { return };
     let img = Arc::new(image());
     let token_calls = Arc::new(Mutex::new(0));
     let calls = Arc::clone(&token_calls);
@@ -255,7 +274,13 @@ async fn bearer_tokens_are_fetched_once_and_sent() {
 
 #[tokio::test]
 async fn a_tampered_layer_is_refused_and_nothing_is_stored() {
-    let Some(e) = env() else { return };
+    for driver in [Driver::Vfs, Driver::Overlay] {
+        tampered(driver).await;
+    }
+}
+
+async fn tampered(driver: Driver) {
+    let Some(e) = env_on(driver) else { return };
     let img = Arc::new(image());
     let mut evil = img.layer.clone();
     let last = evil.len() - 20;
@@ -270,7 +295,13 @@ async fn a_tampered_layer_is_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_broken_transfer_resumes_where_it_stopped() {
-    let Some(e) = env() else { return };
+    for driver in [Driver::Vfs, Driver::Overlay] {
+        broken(driver).await;
+    }
+}
+
+async fn broken(driver: Driver) {
+    let Some(e) = env_on(driver) else { return };
     let img = Arc::new(image());
     let layer = img.layer.clone();
     let half = layer.len() / 2;
@@ -287,6 +318,80 @@ async fn a_broken_transfer_resumes_where_it_stopped() {
     let tries = server.seen(&Digest::of(&img.layer).to_string());
     assert_eq!(tries.len(), 2, "one retry");
     assert_eq!(tries[1].headers.get("range").map(String::as_str), Some(format!("bytes={half}-").as_str()), "resumed, not restarted");
+    assert!(e.store.content.ingests().unwrap().is_empty());
+    let id = e.store.resolve(&format!("{}/test/img:1", server.addr)).unwrap();
+    let layer = e.store.get(&id).unwrap().layers[0].clone();
+    assert_eq!(std::fs::read(e.store.snapshots.dir(&layer.chain_id.to_string()).unwrap().join("file")).unwrap().len(), 300_000);
+    assert_eq!(e.store.snapshots.walk().unwrap().len(), 1, "one layer, nothing else");
+}
+
+/// Where layers unpack as they download, they are stacked in order whatever order they
+/// arrive in, and a restart of a transfer from its first byte unpacks from the blob instead.
+#[tokio::test]
+async fn layers_unpacked_as_they_arrive_are_stacked_in_order() {
+    let Some(e) = env_on(Driver::Overlay) else { return };
+    // Two layers; the first is slow to come, so the second is unpacked before it.
+    let mk = |name: &str, data: &[u8]| {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1);
+        tar.append_data(&mut h, name, data).unwrap();
+        tar.into_inner().unwrap()
+    };
+    let (raw1, raw2) = (mk("one", &vec![b'1'; 200_000]), mk("two", b"2"));
+    let gz = |raw: &[u8]| {
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        g.write_all(raw).unwrap();
+        g.finish().unwrap()
+    };
+    let (l1, l2) = (gz(&raw1), gz(&raw2));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": berth_store::image::Platform::host().architecture, "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&raw1).to_string(), Digest::of(&raw2).to_string()]},
+    }))
+    .unwrap();
+    let desc = |b: &[u8]| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": Digest::of(b).to_string(), "size": b.len()});
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of(&config).to_string(), "size": config.len()},
+        "layers": [desc(&l1), desc(&l2)],
+    }))
+    .unwrap();
+    let (d1, d2, dc) = (Digest::of(&l1).to_string(), Digest::of(&l2).to_string(), Digest::of(&config).to_string());
+    let (s1, s2) = (crate::progress::short_id(&Digest::of(&l1)), crate::progress::short_id(&Digest::of(&l2)));
+    let server = Server::start(move |r, n| {
+        if r.path == "/v2/" {
+            ok(b"{}", "application/json")
+        } else if r.path.contains("/manifests/") {
+            ok(&manifest, "application/vnd.oci.image.manifest.v1+json")
+        } else if r.path.ends_with(&dc) {
+            ok(&config, "application/octet-stream")
+        } else if r.path.ends_with(&d1) {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            // The first attempt breaks; the registry then ignores the range (a fresh 200).
+            if n == 1 { Reply::Cut { length: l1.len(), body: l1[..l1.len() / 3].to_vec() } } else { ok(&l1, "application/octet-stream") }
+        } else if r.path.ends_with(&d2) {
+            ok(&l2, "application/octet-stream")
+        } else {
+            Reply::Send { status: 404, headers: vec![], body: vec![] }
+        }
+    });
+    let (pulled, seen) = e.pull_seeing(&server.addr, Credentials::default()).await;
+    pulled.unwrap();
+    assert!(seen.contains(&format!("{s1}: Extracting")), "the restarted layer unpacks from its blob: {seen:?}");
+    assert!(
+        !seen.contains(&format!("{s2}: Extracting")) && seen.contains(&format!("{s2}: Pull complete")),
+        "the other unpacked as it came: {seen:?}"
+    );
+    let id = e.store.resolve(&format!("{}/test/img:1", server.addr)).unwrap();
+    let layers = e.store.get(&id).unwrap().layers;
+    let top = e.store.snapshots.stat(&layers[1].chain_id.to_string()).unwrap();
+    assert_eq!(top.parent, Some(layers[0].chain_id.to_string()), "stacked on the first layer");
+    assert_eq!(e.store.snapshots.walk().unwrap().len(), 2, "two layers, no leftover");
+    let first = e.store.snapshots.dir(&layers[0].chain_id.to_string()).unwrap();
+    assert_eq!(std::fs::read(first.join("one")).unwrap().len(), 200_000, "the restarted layer is whole");
     assert!(e.store.content.ingests().unwrap().is_empty());
 }
 

@@ -116,6 +116,15 @@ pub struct ImageSize {
     pub unique: u64,
 }
 
+/// A layer unpacked on its own, not yet stacked on the layers under it (see
+/// [`ImageStore::unpack_alone`]).
+#[derive(Debug)]
+pub struct Unstacked {
+    key: String,
+    /// Bytes of the uncompressed layer tar.
+    pub size: u64,
+}
+
 /// Names of work in flight, each followed by its owner (see [`crate::owner`]).
 const EXTRACT: &str = "extract-";
 const IMPORT: &str = "import-";
@@ -362,33 +371,8 @@ impl ImageStore {
         let parent_key = parent.map(|p| p.to_string());
         self.snapshots.prepare(&key, parent_key.as_deref())?;
         let result = (|| -> Result<u64> {
-            let dir = self.snapshots.dir(&key)?;
             let file = self.content.open_blob(blob)?;
-            // Decompress and hash on one core while the other unpacks.
-            let mut stream = archive::Pipeline::start(move |w| {
-                let mut layer = archive::decompress(io::BufReader::with_capacity(1 << 20, file))?;
-                let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-                let mut count = 0u64;
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = layer.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    sha2::Digest::update(&mut hasher, &buf[..n]);
-                    count += n as u64;
-                    w.write_all(&buf[..n])?;
-                }
-                Ok((Digest::from_sha256(&sha2::Digest::finalize(hasher).into()), count))
-            });
-            archive::apply(&dir, &mut stream, self.whiteouts)?;
-            // The diffID covers every byte, the tar's trailing padding included.
-            let (actual, count) = stream.finish().map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
-            if let Some(expected) = diff_id
-                && *expected != actual
-            {
-                return Err(ImagesError::Content(ContentError::DigestMismatch { expected: expected.clone(), actual }));
-            }
+            let count = self.apply_layer(&key, io::BufReader::with_capacity(1 << 20, file), diff_id)?;
             self.snapshots.commit(&chain_id.to_string(), &key)?;
             Ok(count)
         })();
@@ -396,6 +380,84 @@ impl ImageStore {
             let _ = self.snapshots.remove(&key);
         }
         result.map(Some)
+    }
+
+    /// Decompress (gzip, zstd or none, by magic) and apply `layer` to the active snapshot `key`,
+    /// hashing the uncompressed stream as it goes (checked against `diff_id`); returns its size.
+    fn apply_layer(&self, key: &str, layer: impl Read + Send + 'static, diff_id: Option<&Digest>) -> Result<u64> {
+        let dir = self.snapshots.dir(key)?;
+        // Decompress and hash on one core while the other unpacks.
+        let mut stream = archive::Pipeline::start(move |w| {
+            let mut layer = archive::decompress(layer)?;
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            let mut count = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = layer.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut hasher, &buf[..n]);
+                count += n as u64;
+                w.write_all(&buf[..n])?;
+            }
+            Ok((Digest::from_sha256(&sha2::Digest::finalize(hasher).into()), count))
+        });
+        archive::apply(&dir, &mut stream, self.whiteouts)?;
+        // The diffID covers every byte, the tar's trailing padding included.
+        let (actual, count) = stream.finish().map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))?;
+        if let Some(expected) = diff_id
+            && *expected != actual
+        {
+            return Err(ImagesError::Content(ContentError::DigestMismatch { expected: expected.clone(), actual }));
+        }
+        Ok(count)
+    }
+
+    /// Can a layer be unpacked before the one under it is here ([`ImageStore::unpack_alone`])?
+    pub fn unpacks_out_of_order(&self) -> bool {
+        self.snapshots.layers_stand_alone()
+    }
+
+    /// Unpack a layer from `layer` (its compressed bytes as they arrive) into a snapshot of its
+    /// own, before the layers under it are there; checked against `diff_id`. Stack it with
+    /// [`ImageStore::stack_layer`], or drop it with [`ImageStore::drop_unstacked`]. Only where
+    /// [`ImageStore::unpacks_out_of_order`].
+    pub fn unpack_alone(&self, chain_id: &Digest, layer: impl Read + Send + 'static, diff_id: &Digest) -> Result<Unstacked> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!("{EXTRACT}{}-{}-{n}", crate::owner::me(), chain_id.hex());
+        self.snapshots.prepare(&key, None)?;
+        match self.apply_layer(&key, layer, Some(diff_id)) {
+            Ok(size) => Ok(Unstacked { key, size }),
+            Err(e) => {
+                let _ = self.snapshots.remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Commit a layer from [`ImageStore::unpack_alone`] as `chain_id` on `parent` (committed
+    /// first). When another pull committed the same layer meanwhile, this copy is dropped.
+    pub fn stack_layer(&self, layer: Unstacked, chain_id: &Digest, parent: Option<&Digest>) -> Result<u64> {
+        if self.has_layer(chain_id) {
+            self.drop_unstacked(layer);
+            return Ok(self.snapshots.usage(&chain_id.to_string()).map(|u| u.size).unwrap_or(0));
+        }
+        let parent = parent.map(|p| p.to_string());
+        match self.snapshots.commit_onto(&chain_id.to_string(), &layer.key, parent.as_deref()) {
+            Ok(()) => Ok(layer.size),
+            Err(e) => {
+                self.drop_unstacked(layer);
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn drop_unstacked(&self, layer: Unstacked) {
+        if let Err(e) = self.snapshots.remove(&layer.key) {
+            tracing::warn!(key = %layer.key, "removing an unpacked layer: {e}");
+        }
     }
 
     /// `docker import`: a root filesystem tar (plain or gzip) becomes a one-layer image.

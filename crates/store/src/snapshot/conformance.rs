@@ -325,10 +325,53 @@ fn concurrent_changes_in_one_process_are_all_kept() {
     );
 }
 
+/// Layers written before their parents are there, then stacked in order (a pull's unpack), where
+/// the layout's layers stand alone; refused where they do not.
+pub fn standalone_layers<S: Snapshotter>(open: impl Fn(&Path) -> S) {
+    let t = tempfile::tempdir().unwrap();
+    let s = open(t.path());
+    s.prepare("top-active", None).unwrap();
+    fs::write(s.dir("top-active").unwrap().join("top"), "t").unwrap();
+    if !s.layers_stand_alone() {
+        assert!(matches!(s.commit_onto("top", "top-active", Some("base")), Err(SnapshotError::NotStandalone(_))));
+        return;
+    }
+    // The parent is not there yet: refused, and the layer stays as it was.
+    assert!(s.commit_onto("top", "top-active", Some("base")).is_err());
+    assert_eq!(s.stat("top-active").unwrap().kind, Kind::Active);
+    s.prepare("base-active", None).unwrap();
+    fs::write(s.dir("base-active").unwrap().join("base"), "b").unwrap();
+    s.commit_onto("base", "base-active", None).unwrap();
+    s.commit_onto("top", "top-active", Some("base")).unwrap();
+    assert_eq!(s.stat("top").unwrap().parent.as_deref(), Some("base"));
+    assert_eq!(s.stat("top").unwrap().usage.map(|u| u.size), Some(1));
+    let m = s.view("look", Some("top")).unwrap();
+    with_mounted(&m, |p| {
+        assert_eq!(fs::read_to_string(p.join("base")).unwrap(), "b");
+        assert_eq!(fs::read_to_string(p.join("top")).unwrap(), "t");
+    });
+    s.remove("look").unwrap();
+    assert!(matches!(s.remove("base"), Err(SnapshotError::HasChildren(_))), "stacked: the parent has a child");
+    // A snapshot prepared on a parent cannot be moved onto another.
+    s.prepare("on-base", Some("base")).unwrap();
+    assert!(s.commit_onto("x", "on-base", Some("top")).is_err());
+    drop(s);
+    let s = open(t.path());
+    assert_eq!(s.stat("top").unwrap().parent.as_deref(), Some("base"), "recorded durably");
+}
+
 #[test]
 fn overlay_passes_the_suite() {
     if root_or_skip() {
         suite(|p| Overlay::open(p).unwrap());
+    }
+}
+
+#[test]
+fn overlay_stacks_standalone_layers_and_vfs_refuses_to() {
+    if root_or_skip() {
+        standalone_layers(|p| Overlay::open(p).unwrap());
+        standalone_layers(|p| Vfs::open(p).unwrap());
     }
 }
 

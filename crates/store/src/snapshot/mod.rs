@@ -60,6 +60,8 @@ pub enum SnapshotError {
     InvalidKey(String),
     #[error("snapshot {0:?} is ephemeral and cannot be committed")]
     Ephemeral(String),
+    #[error("this snapshotter's layers hold their parents' files: {0:?} cannot be committed onto a parent")]
+    NotStandalone(String),
     #[error("{context} {path}: {source}")]
     Io { context: &'static str, path: PathBuf, source: io::Error },
 }
@@ -141,6 +143,12 @@ pub trait Snapshotter: Send + Sync {
     fn mounts(&self, key: &str) -> Result<Vec<Mount>>;
     /// Turn the active snapshot `key` into the committed snapshot `name`.
     fn commit(&self, name: &str, key: &str) -> Result<()>;
+    /// Do a layer's files stand alone, without its parent's (overlay: yes; vfs: no)? Then a
+    /// layer can be written before its parent is there and [`Snapshotter::commit_onto`] it.
+    fn layers_stand_alone(&self) -> bool;
+    /// Commit `key`, prepared without a parent, as `name` on top of the committed `parent`
+    /// (a pull unpacks layers as they arrive, in any order, and stacks them in order).
+    fn commit_onto(&self, name: &str, key: &str, parent: Option<&str>) -> Result<()>;
     /// Remove a snapshot that has no children.
     fn remove(&self, key: &str) -> Result<()>;
     /// [`Snapshotter::remove`] without the delete: the snapshot is gone from the store at once and
@@ -176,6 +184,10 @@ fn bind(source: &Path, ro: bool) -> Mount {
 /// How a back end lays snapshots out: what a new snapshot's directory starts with, and how a
 /// snapshot is mounted. Everything else (ids, records, crash safety, removal) is [`Snapshots`]'s.
 pub trait Layout: Send + Sync {
+    /// Does a layer hold only its own changes (see [`Snapshotter::layers_stand_alone`])?
+    fn standalone(&self) -> bool {
+        false
+    }
     /// Fill `tmp` (a new snapshot's directory, renamed into place after) from its parent chain
     /// (nearest first; empty for a base layer).
     fn fill(&self, snapshots: &Path, tmp: &Path, chain: &[Info]) -> Result<()>;
@@ -247,7 +259,18 @@ impl<L: Layout> Snapshotter for Snapshots<L> {
     }
 
     fn commit(&self, name: &str, key: &str) -> Result<()> {
-        self.store.commit(name, key)
+        self.store.commit(name, key, None)
+    }
+
+    fn layers_stand_alone(&self) -> bool {
+        self.layout.standalone()
+    }
+
+    fn commit_onto(&self, name: &str, key: &str, parent: Option<&str>) -> Result<()> {
+        if !self.layout.standalone() {
+            return Err(SnapshotError::NotStandalone(key.to_string()));
+        }
+        self.store.commit(name, key, Some(parent))
     }
 
     fn remove(&self, key: &str) -> Result<()> {

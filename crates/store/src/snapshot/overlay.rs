@@ -6,6 +6,10 @@ use super::*;
 pub struct OverlayLayout;
 
 impl Layout for OverlayLayout {
+    fn standalone(&self) -> bool {
+        true
+    }
+
     fn fill(&self, _snapshots: &Path, _tmp: &Path, _chain: &[Info]) -> Result<()> {
         Ok(())
     }

@@ -269,7 +269,9 @@ impl Store {
         self.index.read(|m| m.find(key).cloned()).ok_or_else(|| SnapshotError::NotFound(key.to_string()))
     }
 
-    pub(super) fn commit(&self, name: &str, key: &str) -> Result<()> {
+    /// Commit `key` as `name`; with `onto`, a snapshot prepared without a parent gets that
+    /// parent (which must be committed) as it is committed.
+    pub(super) fn commit(&self, name: &str, key: &str, onto: Option<Option<&str>>) -> Result<()> {
         validate_key(name)?;
         let info = self.get(key)?;
         if info.kind != Kind::Active {
@@ -278,6 +280,34 @@ impl Store {
         if info.ephemeral {
             return Err(SnapshotError::Ephemeral(key.to_string()));
         }
+        let new_parent = match onto {
+            Some(parent) => {
+                if info.parent.is_some() {
+                    return Err(SnapshotError::WrongKind {
+                        key: key.to_string(),
+                        kind: info.kind,
+                        action: "commit onto a parent",
+                        wanted: "a snapshot prepared without one",
+                    });
+                }
+                if let Some(p) = parent {
+                    let chain = self.index.read(|m| self.chain(m, Some(p)))?;
+                    if chain.first().is_some_and(|p| p.kind != Kind::Committed) {
+                        return Err(SnapshotError::WrongKind {
+                            key: p.to_string(),
+                            kind: chain[0].kind,
+                            action: "a parent",
+                            wanted: "a committed snapshot",
+                        });
+                    }
+                    if chain.len() + 1 > MAX_LAYER_DEPTH {
+                        return Err(SnapshotError::TooDeep(chain.len() + 1));
+                    }
+                }
+                parent.map(str::to_string)
+            }
+            None => info.parent.clone(),
+        };
         if self.index.read(|m| m.find(name).is_some()) {
             return Err(SnapshotError::Exists(name.to_string()));
         }
@@ -290,8 +320,16 @@ impl Store {
             if m.find(name).is_some() {
                 return Err(SnapshotError::Exists(name.to_string()));
             }
+            if let Some(p) = &new_parent
+                && m.snapshots.get(p).is_none_or(|p| p.kind != Kind::Committed)
+            {
+                return Err(SnapshotError::NotFound(p.clone()));
+            }
             let info = m.local.remove(key).or_else(|| m.snapshots.remove(key)).ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
-            m.snapshots.insert(name.to_string(), Info { key: name.to_string(), kind: Kind::Committed, usage: Some(usage), ..info });
+            m.snapshots.insert(
+                name.to_string(),
+                Info { key: name.to_string(), kind: Kind::Committed, usage: Some(usage), parent: new_parent, ..info },
+            );
             Ok(())
         })?;
         // The index names the directory now; the record left in it would be ignored anyway.
