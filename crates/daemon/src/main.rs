@@ -204,9 +204,14 @@ fn main() -> anyhow::Result<()> {
     // an arena per worker and blocking thread, freed memory scattered over ~16 arenas kept
     // berthd's RSS climbing for the first tens of thousands of containers (bench/soak.py: 9.9 ->
     // 14.4 MiB; 9.4 -> 9.8 MiB with two).
+    // A fixed mmap threshold: glibc raises it to the size of every large block freed, after
+    // which a pull's 256 KiB buffers came from the heap and stayed there (peak RSS over a pull
+    // of 81 MB: 55 MiB; see docs/benchmarks.md). Blocks of 128 KiB and more are mapped and
+    // returned as they are freed.
     // SAFETY: mallopt only sets the allocator's parameters; no other thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
