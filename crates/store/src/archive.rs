@@ -416,6 +416,9 @@ pub fn apply(root: &Path, layer: impl Read, mode: WhiteoutMode) -> Result<Applie
 /// from [`Pipeline::finish`] once the consumer has read everything.
 pub struct Pipeline<T> {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Chunks read go back to the producer to be filled again: a layer reuses a few buffers
+    /// instead of allocating (and faulting in) a fresh 256 KiB for every chunk.
+    spent: std::sync::mpsc::SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
     producer: Option<std::thread::JoinHandle<io::Result<T>>>,
@@ -424,6 +427,7 @@ pub struct Pipeline<T> {
 
 struct ChunkWriter {
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
 }
 
@@ -440,7 +444,14 @@ impl io::Write for ChunkWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            let next = match self.spare.try_recv() {
+                Ok(mut v) => {
+                    v.clear();
+                    v
+                }
+                Err(_) => Vec::with_capacity(CHUNK),
+            };
+            let full = std::mem::replace(&mut self.buf, next);
             // The consumer hung up (it failed): stop producing.
             self.tx.send(full).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer consumer stopped"))?;
         }
@@ -452,13 +463,14 @@ impl<T: Send + 'static> Pipeline<T> {
     pub fn start(produce: impl FnOnce(&mut dyn io::Write) -> io::Result<T> + Send + 'static) -> Pipeline<T> {
         // A few chunks in flight: enough to keep both sides busy, bounded in memory.
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let (spent, spare) = std::sync::mpsc::sync_channel(8);
         let producer = std::thread::spawn(move || {
-            let mut w = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK) };
+            let mut w = ChunkWriter { tx, spare, buf: Vec::with_capacity(CHUNK) };
             let out = produce(&mut w)?;
             io::Write::flush(&mut w)?;
             Ok(out)
         });
-        Pipeline { rx, chunk: Vec::new(), pos: 0, producer: Some(producer), result: None }
+        Pipeline { rx, spent, chunk: Vec::new(), pos: 0, producer: Some(producer), result: None }
     }
 
     /// Read what is left (a tar's trailing padding), then the producer's result.
@@ -481,7 +493,10 @@ impl<T: Send + 'static> Read for Pipeline<T> {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(c) => {
-                    self.chunk = c;
+                    let spent = std::mem::replace(&mut self.chunk, c);
+                    if spent.capacity() >= CHUNK {
+                        let _ = self.spent.try_send(spent);
+                    }
                     self.pos = 0;
                 }
                 // The stream ended: cleanly, or with the producer's error.
