@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::http::{Client, query};
-use crate::{filters_json, human_size, human_size_digits};
+use crate::{filters_json, human_size};
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -94,7 +94,7 @@ pub fn image_prune(client: &Client, a: &ImagePruneArgs) -> anyhow::Result<i32> {
 
 /// `system df` shows sizes with four significant digits.
 fn size(n: u64) -> String {
-    human_size_digits(n, 4)
+    berth_format::human_size(n, 4)
 }
 
 /// `500MB (40%)`: what could go, and its share of the total.

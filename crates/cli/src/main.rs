@@ -414,22 +414,7 @@ fn utc_time(t: i64, rfc3339: bool) -> String {
 
 /// Docker's sizes: decimal units, three significant digits (`1.98MB`).
 fn human_size(n: u64) -> String {
-    human_size_digits(n, 3)
-}
-
-/// Go's `%.*g` of a size in decimal units: `digits` significant digits, no trailing zeros.
-fn human_size_digits(n: u64, digits: usize) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let int_digits = if v < 1.0 { 1 } else { v.log10().floor() as usize + 1 };
-    let s = format!("{v:.*}", digits.saturating_sub(int_digits));
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
-    format!("{s}{}", units[i])
+    berth_format::human_size(n, 3)
 }
 
 fn filters_json(filter: &[String]) -> String {
@@ -481,7 +466,7 @@ mod tests {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(123_456_789), "123MB");
         assert_eq!(human_size(1_984_230), "1.98MB");
-        assert_eq!(human_size_digits(1_984_230, 4), "1.984MB", "system df's precision");
+        assert_eq!(berth_format::human_size(1_984_230, 4), "1.984MB", "system df's precision");
         assert_eq!(human_size(0), "0B");
         assert_eq!(utc_time(1_767_323_045, false), "2026-01-02 03:04:05 +0000 UTC");
         assert_eq!(utc_time(1_767_323_045, true), "2026-01-02T03:04:05Z");

@@ -171,9 +171,35 @@ pub fn detach_keys(spec: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// A size in decimal units as Go's `%.*g` writes it (Docker's `units.HumanSizeWithPrecision`):
+/// `digits` significant digits, no trailing zeros (`1.235MB` with 4, `45.6kB`).
+pub fn human_size(n: u64, digits: usize) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let int_digits = if v < 1.0 { 1 } else { v.log10().floor() as usize + 1 };
+    let s = format!("{v:.*}", digits.saturating_sub(int_digits));
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    format!("{s}{}", units[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes_as_go_writes_them() {
+        assert_eq!(human_size(0, 4), "0B");
+        assert_eq!(human_size(999, 4), "999B");
+        assert_eq!(human_size(1_234_567, 4), "1.235MB");
+        assert_eq!(human_size(1_234_567, 3), "1.23MB");
+        assert_eq!(human_size(2_000_000, 4), "2MB");
+        assert_eq!(human_size(45_600, 4), "45.6kB");
+    }
 
     #[test]
     fn durations_read_as_dockers() {

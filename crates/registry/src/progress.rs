@@ -49,25 +49,9 @@ pub fn short_id(d: &Digest) -> String {
     d.hex().chars().take(12).collect()
 }
 
-/// Sizes as Docker's `units.HumanSize` writes them: decimal units, 3 significant digits.
+/// Sizes as Docker's progress writes them (`units.HumanSize`: 4 significant digits).
 pub fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    // Go's %.4g: four significant digits, trailing zeros dropped.
-    let digits = if v >= 100.0 {
-        1
-    } else if v >= 10.0 {
-        2
-    } else {
-        3
-    };
-    let s = format!("{:.*}", digits, v).trim_end_matches('0').trim_end_matches('.').to_string();
-    format!("{s}{}", units[i])
+    berth_format::human_size(n, 4)
 }
 
 /// `[=====>        ]  1.23MB/4.56MB`, a 50-wide bar as Docker draws it.
