@@ -160,6 +160,17 @@ fn missing_tags_and_repositories_fail_as_docker_says() {
     assert!(run.stderr.contains("Unable to find image"), "{}", run.stderr);
     // Nothing half-stored by the failures: only the one image.
     assert_eq!(d.docker(&["images", "-q"]).success().stdout.lines().count(), 1);
+    // Every tag of the repository: the docker CLI's and berth's --all-tags.
+    reg.push_layout(three_layer_image(Compression::Gzip).dir.path(), "test/three:2");
+    let all = d.docker(&["pull", "--all-tags", &format!("{}/test/three", reg.addr)]).success().stdout;
+    assert!(all.contains("2: Pulling from test/three"), "{all}");
+    let tags = d.docker(&["images", "--format", "{{.Tag}}", &format!("{}/test/three", reg.addr)]).success().stdout;
+    assert_eq!(tags.lines().collect::<std::collections::BTreeSet<_>>(), ["1", "2"].into_iter().collect());
+    let e = TestDaemon::start();
+    let all = e.berth(&["pull", "-a", &format!("{}/test/three", reg.addr)]).success().stdout;
+    assert!(all.contains("Status: Downloaded newer image for") && all.ends_with(&format!("{}/test/three\n", reg.addr)), "{all}");
+    let tags = e.berth(&["images", "--format", "{{.Tag}}", &format!("{}/test/three", reg.addr)]).success().stdout;
+    assert_eq!(tags.lines().collect::<std::collections::BTreeSet<_>>(), ["1", "2"].into_iter().collect());
 }
 
 #[test]

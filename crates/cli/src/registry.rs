@@ -321,11 +321,22 @@ pub(crate) fn pull_image(
 
 /// `berth pull`.
 pub(crate) fn pull(client: &Client, a: PullArgs) -> anyhow::Result<i32> {
-    if a.all_tags {
-        bail!("berth: pull --all-tags is not implemented yet");
-    }
     let tty = stream::is_tty(1);
     let mut stdout = std::io::stdout().lock();
+    if a.all_tags {
+        let n = Name::parse(&a.name)?;
+        if n.tag.is_some() || n.digest.is_some() {
+            bail!("berth: tag can't be used with --all-tags/-a");
+        }
+        let mut q = vec![("fromImage", n.repository())];
+        if let Some(p) = &a.platform {
+            q.push(("platform", p.clone()));
+        }
+        let resp = client.post_with(&format!("/images/create?{}", query(&q)), &auth_header(&n.auth_key())?)?.ok()?;
+        show_progress(resp.body, &mut stdout, tty, a.quiet)?;
+        writeln!(stdout, "{}", n.repository())?;
+        return Ok(0);
+    }
     let n = pull_image(client, &a.name, a.platform.as_deref(), &mut stdout, tty, a.quiet)?;
     writeln!(stdout, "{}", n.full())?;
     Ok(0)

@@ -370,6 +370,10 @@ impl Images for Engine {
         let reference = crate::pull::pull_reference(image, tag)?;
         let platform = platform.map(crate::pull::parse_platform).transpose()?;
         let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
+        // No tag, in the request or the name: every tag (`docker pull --all-tags`).
+        if tag.is_none() && !crate::pull::names_tag_or_digest(image) {
+            return self.pull_all_tags(reference, platform, creds).await;
+        }
         self.pull_image(reference, platform, creds).await
     }
 

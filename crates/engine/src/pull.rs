@@ -19,6 +19,12 @@ pub(crate) fn pull_reference(image: &str, tag: Option<&str>) -> Result<Reference
     Reference::parse(&full).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))
 }
 
+/// Does the image name carry a tag or a digest (`busybox:1`, `reg:5000/a@sha256:…`)? A port
+/// is not a tag.
+pub(crate) fn names_tag_or_digest(image: &str) -> bool {
+    image.contains('@') || image.rsplit('/').next().is_some_and(|last| last.contains(':'))
+}
+
 /// `os/arch[/variant]`, as `--platform` gives it (`linux/arm64/v8`, `linux/amd64`).
 pub(crate) fn parse_platform(p: &str) -> Result<berth_store::image::Platform, ApiError> {
     let parts: Vec<&str> = p.split('/').map(str::trim).collect();
@@ -130,6 +136,45 @@ impl Engine {
     }
 
     /// Resolve, then fetch in a task of its own; its progress is the stream returned.
+    /// Every tag of the repository, one after the other in one stream (`pull --all-tags`: the
+    /// API's `fromImage` without a tag).
+    pub(crate) async fn pull_all_tags(
+        &self,
+        repository: Reference,
+        platform: Option<berth_store::image::Platform>,
+        creds: berth_registry::Credentials,
+    ) -> Result<berth_api::images::MessageStream, ApiError> {
+        let err = |e: berth_registry::RegistryError| ApiError::from(crate::Error::from(e));
+        let tags = self.registry.tags(&repository, creds.clone()).await.map_err(err)?;
+        if tags.is_empty() {
+            return Err(ApiError::new(Kind::NotFound, format!("no tags in {}", repository.familiar_name())));
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let progress = berth_registry::Progress::new(tx.clone());
+        let (registry, store) = (self.registry.clone(), Arc::clone(&self.images));
+        tokio::spawn(async move {
+            let mut updated = false;
+            for t in tags {
+                let Ok(r) = repository.with_tag(&t) else { continue };
+                let pulled = match registry.resolve(&r, platform.as_ref(), creds.clone()).await {
+                    Ok(resolved) => resolved.fetch(Arc::clone(&store), progress.clone()).await,
+                    Err(e) => Err(e),
+                };
+                match pulled {
+                    Ok(p) => updated |= p.updated,
+                    Err(e) => {
+                        tracing::warn!(reference = %r, "pull failed: {e}");
+                        let _ = tx.send(berth_models::messages::JsonMessage::error(e.to_string()));
+                        return;
+                    }
+                }
+            }
+            let what = if updated { "Downloaded newer image for" } else { "Image is up to date for" };
+            progress.status(None, &format!("Status: {what} {}", repository.familiar_name()));
+        });
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })))
+    }
+
     pub(crate) async fn pull_image(
         &self,
         reference: Reference,
@@ -162,6 +207,15 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(pull_reference("busybox", Some(&d)).unwrap().digest().map(|x| x.to_string()), Some(d));
         assert!(pull_reference("Busybox", None).is_err());
+    }
+
+    #[test]
+    fn a_port_is_not_a_tag() {
+        assert!(names_tag_or_digest("busybox:1"));
+        assert!(names_tag_or_digest("127.0.0.1:5000/a/b:2"));
+        assert!(names_tag_or_digest("a@sha256:00"));
+        assert!(!names_tag_or_digest("127.0.0.1:5000/a/b"));
+        assert!(!names_tag_or_digest("busybox"));
     }
 
     #[test]

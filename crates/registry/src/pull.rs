@@ -125,7 +125,31 @@ impl Registry {
     }
 }
 
+/// `GET /v2/<repo>/tags/list`'s answer.
+#[derive(serde::Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
 impl Registry {
+    /// Every tag of `reference`'s repository (`pull --all-tags`), as the registry lists them.
+    pub async fn tags(&self, reference: &Reference, creds: Credentials) -> Result<Vec<String>> {
+        let session = self.session(reference.domain(), reference.path(), "pull", creds).await?;
+        let res = session.request(reqwest::Method::GET, "tags/list?n=10000", None).await?;
+        let url = res.url().to_string();
+        let status = res.status();
+        let body = read_limited(res, MAX_MANIFEST, "tag list", &url).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &body, &url, reference, "pull"));
+        }
+        let list: TagList =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid(format!("the tag list of {}: {e}", reference.name())))?;
+        let mut tags = list.tags.unwrap_or_default();
+        tags.sort();
+        Ok(tags)
+    }
+
     /// `GET /distribution/{name}/json`: what the registry has for `reference` (the top-level
     /// manifest or index) and the platforms it serves, without fetching any layer.
     pub async fn distribution(&self, reference: &Reference, creds: Credentials) -> Result<berth_models::distribution::DistributionInspect> {
