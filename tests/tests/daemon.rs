@@ -55,7 +55,8 @@ fn the_docker_cli_talks_to_berthd() {
     let r = d.docker(&["info", "--format", "{{.OSType}} {{.CgroupDriver}}"]).success();
     assert_eq!(r.stdout.trim(), "linux cgroupfs");
     // Not built yet: a clear error, not a wrong answer.
-    assert!(d.docker(&["network", "create", "n1"]).failure().stderr.contains("not implemented yet"));
+    let r = d.docker(&["network", "create", "n1"]).failure();
+    assert!(r.stderr.contains("not implemented yet"), "{r:?}");
 }
 
 #[test]

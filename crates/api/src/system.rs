@@ -122,22 +122,52 @@ const SWARM: &[(&str, &str)] = &[
 /// 404 (the docker CLI's `inspect` probes every kind of object and says "No such object" only
 /// when each answered 404); everything else under the prefix is not implemented.
 fn absent(what: &'static str, suffix: &'static str, message: fn(&str) -> String) -> axum::routing::MethodRouter {
-    axum::routing::any(move |method: axum::http::Method, axum::extract::Path(rest): axum::extract::Path<String>| async move {
-        match rest.strip_suffix(suffix) {
-            Some(name) if method == axum::http::Method::GET && !name.is_empty() && !name.contains('/') => {
-                ApiError::new(crate::error::Kind::NotFound, message(name))
+    axum::routing::any(
+        move |method: axum::http::Method, axum::extract::Path(rest): axum::extract::Path<String>, body: axum::body::Body| async move {
+            drain(body).await;
+            match rest.strip_suffix(suffix) {
+                Some(name) if method == axum::http::Method::GET && !name.is_empty() && !name.contains('/') => {
+                    ApiError::new(crate::error::Kind::NotFound, message(name))
+                }
+                _ => ApiError::not_implemented(what),
             }
-            _ => ApiError::not_implemented(what),
+        },
+    )
+}
+
+/// Read and drop what a request sends before answering it without looking (up to 16 MiB): an
+/// answer sent while the client still writes its body, then the connection closed, reached the
+/// docker CLI as "broken pipe" instead of the answer (`docker network create` did, at random).
+async fn drain(body: axum::body::Body) {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let mut read = 0usize;
+    while read < 16 << 20 {
+        match data.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            _ => break,
         }
-    })
+    }
 }
 
 pub fn not_yet_routes() -> axum::Router {
-    let r = NOT_YET
-        .iter()
-        .fold(Router::new(), |r, (path, what)| r.route(path, axum::routing::any(move || async move { ApiError::not_implemented(what) })));
+    let r = NOT_YET.iter().fold(Router::new(), |r, (path, what)| {
+        r.route(
+            path,
+            axum::routing::any(move |body: axum::body::Body| async move {
+                drain(body).await;
+                ApiError::not_implemented(what)
+            }),
+        )
+    });
     let r = SWARM.iter().fold(r, |r, (path, message)| {
-        r.route(path, axum::routing::any(move || async move { ApiError::new(crate::error::Kind::Unavailable, *message) }))
+        r.route(
+            path,
+            axum::routing::any(move |body: axum::body::Body| async move {
+                drain(body).await;
+                ApiError::new(crate::error::Kind::Unavailable, *message)
+            }),
+        )
     });
     r.route("/networks/{*rest}", absent("networks", "", |n| format!("network {n} not found")))
         .route("/volumes/{*rest}", absent("volumes", "", |n| format!("get {n}: no such volume")))
