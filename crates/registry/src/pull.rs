@@ -310,7 +310,8 @@ impl Resolved {
             Some(t) if reference.digest().is_none() => t.to_string(),
             _ => digest.to_string(),
         };
-        progress.status(Some(&tag), &format!("Pulling from {}", reference.familiar_name()));
+        // Docker names the repository by its path, without the registry (`library/busybox`).
+        progress.status(Some(&tag), &format!("Pulling from {}", reference.path()));
         let _writing = {
             let store = Arc::clone(&store);
             tokio::task::spawn_blocking(move || store.write_guard()).await.map_err(blocking_err)?
