@@ -7,7 +7,7 @@ set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in libseccomp-dev pkg-config busybox-static iproute2 procps util-linux runc crun skopeo umoci podman docker.io containerd docker-registry apache2-utils openssl; do
+for pkg in libseccomp-dev pkg-config busybox-static iproute2 procps util-linux runc crun skopeo umoci podman docker.io containerd docker-registry apache2-utils openssl nftables; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
