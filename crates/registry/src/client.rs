@@ -402,12 +402,17 @@ impl Session {
     /// Send a request that cannot be built twice (a streamed body) with the authorization the
     /// session already has: make a repeatable request through [`Session::send`] first.
     pub(crate) async fn send_once(&self, rb: RequestBuilder) -> Result<Response> {
+        let (client, req) = rb.build_split();
+        let mut req = req.map_err(http_err("building a request to", &self.endpoint.base))?;
+        // An upload location may be another host (a storage service): it gets no credentials,
+        // as redirects get none.
         let auth = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let rb = match auth {
-            Some(a) => rb.header(AUTHORIZATION, a),
-            None => rb,
-        };
-        rb.send().await.map_err(http_err("requesting", &self.endpoint.base))
+        if let Some(a) = auth
+            && reqwest::Url::parse(&self.endpoint.base).is_ok_and(|base| same_origin(&base, req.url()))
+        {
+            req.headers_mut().insert(AUTHORIZATION, a);
+        }
+        client.execute(req).await.map_err(http_err("requesting", &self.endpoint.base))
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -508,6 +513,11 @@ impl Session {
     }
 }
 
+/// Scheme, host and port all the same.
+pub(crate) fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+}
+
 pub(crate) fn http_err<'a>(context: &'static str, url: &'a str) -> impl FnOnce(reqwest::Error) -> RegistryError + 'a {
     move |source| RegistryError::Http { context, url: url.to_string(), source }
 }
@@ -584,6 +594,16 @@ mod tests {
         for h in ["docker.io", "reg.lan:5001", "10.2.0.1", "localhost.example.com"] {
             assert!(!r.is_insecure(h), "{h}");
         }
+    }
+
+    #[test]
+    fn only_the_registrys_own_origin_is_the_same() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(same_origin(&u("http://127.0.0.1:5000/v2/"), &u("http://127.0.0.1:5000/v2/a/blobs/uploads/x")));
+        assert!(same_origin(&u("https://reg.example/"), &u("https://reg.example:443/x")));
+        assert!(!same_origin(&u("http://127.0.0.1:5000/"), &u("http://127.0.0.1:5001/x")));
+        assert!(!same_origin(&u("https://reg.example/"), &u("http://reg.example/x")));
+        assert!(!same_origin(&u("https://reg.example/"), &u("https://storage.example/x")));
     }
 
     #[test]

@@ -66,4 +66,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A blocking task that panicked or was cancelled.
+pub(crate) fn blocking_err(e: tokio::task::JoinError) -> RegistryError {
+    RegistryError::Internal(format!("a blocking task failed: {e}"))
+}
+
 pub type Result<T> = std::result::Result<T, RegistryError>;

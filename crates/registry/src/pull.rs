@@ -20,7 +20,7 @@ use reqwest::header::{CONTENT_TYPE, RANGE};
 
 use crate::auth::Credentials;
 use crate::client::{Registry, Session, code_of, http_err, message_of, read_limited};
-use crate::error::{RegistryError, Result};
+use crate::error::{RegistryError, Result, blocking_err};
 use crate::progress::{Progress, short_id};
 
 /// Manifests, indexes and configs are small; more is refused.
@@ -294,10 +294,6 @@ pub(crate) async fn fetch_small_blob(s: &Session, d: &Descriptor, limit: u64, wh
         return Err(RegistryError::DigestMismatch { what, digest: d.digest.clone(), actual });
     }
     Ok(body)
-}
-
-fn blocking_err(e: tokio::task::JoinError) -> RegistryError {
-    RegistryError::Internal(format!("a blocking task failed: {e}"))
 }
 
 impl Resolved {

@@ -20,7 +20,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 
 use crate::auth::Credentials;
 use crate::client::{Registry, Session, error_message};
-use crate::error::{RegistryError, Result};
+use crate::error::{RegistryError, Result, blocking_err};
 use crate::progress::{Progress, short_id};
 use crate::pull::status_error;
 
@@ -29,10 +29,6 @@ use crate::pull::status_error;
 pub struct Pushed {
     pub digest: Digest,
     pub size: u64,
-}
-
-fn blocking_err(e: tokio::task::JoinError) -> RegistryError {
-    RegistryError::Internal(format!("a blocking task failed: {e}"))
 }
 
 /// How a blob got to the registry.

@@ -441,3 +441,34 @@ async fn a_blob_redirect_to_another_host_gets_no_credentials() {
     assert_eq!(hops[0].method, "GET");
     assert!(!hops[0].headers.contains_key("authorization"), "credentials went to another host: {hops:?}");
 }
+
+/// An upload location on another host (a storage service) gets the blob but not the
+/// credentials, which the registry's own requests carry.
+#[tokio::test]
+async fn an_upload_elsewhere_gets_no_credentials() {
+    let Some(e) = env() else { return };
+    let layer = image();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&layer.layer[..]), &mut raw).unwrap();
+    let id = e.store.import(&raw[..], None, "", Default::default()).unwrap();
+    let storage = Server::start(|r, _| {
+        assert_eq!(r.method, "PUT");
+        Reply::Send { status: 201, headers: vec![], body: vec![] }
+    });
+    let upload = format!("http://{}/upload/1", storage.addr);
+    let server = Server::start(move |r, _| match r.headers.get("authorization") {
+        Some(a) if a == "Basic dTpw" => match r.method.as_str() {
+            "HEAD" => Reply::Send { status: 404, headers: vec![], body: vec![] },
+            "POST" => Reply::Send { status: 202, headers: vec![("Location".into(), upload.clone())], body: vec![] },
+            _ => Reply::Send { status: 201, headers: vec![], body: vec![] },
+        },
+        _ => Reply::Send { status: 401, headers: vec![("WWW-Authenticate".into(), "Basic realm=\"mock\"".into())], body: vec![] },
+    });
+    let target = Reference::parse(&format!("{}/test/pushed:1", server.addr)).unwrap();
+    let creds = Credentials { username: "u".into(), password: "p".into(), ..Default::default() };
+    e.registry.push(Arc::clone(&e.store), &id, &target, Vec::new(), creds, Progress::none()).await.unwrap();
+    let puts = storage.seen("/upload/1");
+    assert_eq!(puts.len(), 2, "the layer and the config");
+    assert!(puts.iter().all(|p| !p.headers.contains_key("authorization")), "credentials went to another host: {puts:?}");
+    assert!(server.seen("/manifests/1").iter().all(|m| m.headers.contains_key("authorization")));
+}
