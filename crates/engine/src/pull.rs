@@ -113,19 +113,13 @@ impl Engine {
             return Err(ApiError::new(Kind::NotFound, format!("An image does not exist locally with the tag: {shown}")));
         }
         targets.sort_by_key(|t| t.0.to_string());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let progress = berth_registry::Progress::new(tx.clone());
         let (registry, store) = (self.registry.clone(), Arc::clone(&self.images));
-        tokio::spawn(async move {
+        Ok(progress_stream(format!("push of {name}"), move |progress| async move {
             for (target, id, mount_from) in targets {
-                if let Err(e) = registry.push(Arc::clone(&store), &id, &target, mount_from, creds.clone(), progress.clone()).await {
-                    tracing::warn!(%target, "push failed: {e}");
-                    let _ = tx.send(berth_models::messages::JsonMessage::error(e.to_string()));
-                    return;
-                }
+                registry.push(Arc::clone(&store), &id, &target, mount_from, creds.clone(), progress.clone()).await?;
             }
-        });
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })))
+            Ok(())
+        }))
     }
 
     pub(crate) async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
@@ -135,7 +129,6 @@ impl Engine {
         Ok(berth_models::system::AuthResponse { status: "Login Succeeded".into(), identity_token: String::new() })
     }
 
-    /// Resolve, then fetch in a task of its own; its progress is the stream returned.
     /// Every tag of the repository, one after the other in one stream (`pull --all-tags`: the
     /// API's `fromImage` without a tag).
     pub(crate) async fn pull_all_tags(
@@ -149,32 +142,21 @@ impl Engine {
         if tags.is_empty() {
             return Err(ApiError::new(Kind::NotFound, format!("no tags in {}", repository.familiar_name())));
         }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let progress = berth_registry::Progress::new(tx.clone());
         let (registry, store) = (self.registry.clone(), Arc::clone(&self.images));
-        tokio::spawn(async move {
+        Ok(progress_stream(format!("pull of {repository}"), move |progress| async move {
             let mut updated = false;
             for t in tags {
                 let Ok(r) = repository.with_tag(&t) else { continue };
-                let pulled = match registry.resolve(&r, platform.as_ref(), creds.clone()).await {
-                    Ok(resolved) => resolved.fetch(Arc::clone(&store), progress.clone()).await,
-                    Err(e) => Err(e),
-                };
-                match pulled {
-                    Ok(p) => updated |= p.updated,
-                    Err(e) => {
-                        tracing::warn!(reference = %r, "pull failed: {e}");
-                        let _ = tx.send(berth_models::messages::JsonMessage::error(e.to_string()));
-                        return;
-                    }
-                }
+                let resolved = registry.resolve(&r, platform.as_ref(), creds.clone()).await?;
+                updated |= resolved.fetch(Arc::clone(&store), progress.clone()).await?.updated;
             }
             let what = if updated { "Downloaded newer image for" } else { "Image is up to date for" };
             progress.status(None, &format!("Status: {what} {}", repository.familiar_name()));
-        });
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })))
+            Ok(())
+        }))
     }
 
+    /// Resolve (a failure is the request's), then fetch in a task of its own.
     pub(crate) async fn pull_image(
         &self,
         reference: Reference,
@@ -183,17 +165,29 @@ impl Engine {
     ) -> Result<berth_api::images::MessageStream, ApiError> {
         let resolved =
             self.registry.resolve(&reference, platform.as_ref(), creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let progress = berth_registry::Progress::new(tx.clone());
         let store = Arc::clone(&self.images);
-        tokio::spawn(async move {
-            if let Err(e) = resolved.fetch(store, progress).await {
-                tracing::warn!(%reference, "pull failed: {e}");
-                let _ = tx.send(berth_models::messages::JsonMessage::error(e.to_string()));
-            }
-        });
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })))
+        Ok(progress_stream(
+            format!("pull of {reference}"),
+            move |progress| async move { resolved.fetch(store, progress).await.map(|_| ()) },
+        ))
     }
+}
+
+/// Run `work` as a task of its own (it runs on if the client goes); its progress, then its
+/// failure as Docker's error message, are the stream returned.
+fn progress_stream<F>(what: String, work: impl FnOnce(berth_registry::Progress) -> F) -> berth_api::images::MessageStream
+where
+    F: std::future::Future<Output = Result<(), berth_registry::RegistryError>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = work(berth_registry::Progress::new(tx.clone()));
+    tokio::spawn(async move {
+        if let Err(e) = job.await {
+            tracing::warn!("{what} failed: {e}");
+            let _ = tx.send(berth_models::messages::JsonMessage::error(e.to_string()));
+        }
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }))
 }
 
 #[cfg(test)]
