@@ -2,12 +2,13 @@
 # Install what berth needs to build and test, with apt, only where something is missing: the
 # build's C libraries, busybox for the test fixtures, and the peers the tests compare berth
 # with (runc, crun, skopeo, umoci, podman, a dockerd for scripts/peer-dockerd.sh, docker-py), and
-# a registry for pull and push (docker-registry, with htpasswd and openssl for its auth and TLS).
+# a registry for pull and push (docker-registry, with htpasswd and openssl for its auth and TLS),
+# nftables for published ports, docker-compose (1.29) for the compose test.
 set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in libseccomp-dev pkg-config busybox-static iproute2 procps util-linux runc crun skopeo umoci podman docker.io containerd docker-registry apache2-utils openssl nftables; do
+for pkg in libseccomp-dev pkg-config busybox-static iproute2 procps util-linux runc crun skopeo umoci podman docker.io containerd docker-registry apache2-utils openssl nftables docker-compose; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -435,6 +435,8 @@ impl TestDaemon {
             .arg(dir.path().join("daemon.json"))
             .arg("--cgroup-parent")
             .arg(self.cgroup_parent())
+            .arg("--bridge")
+            .arg(self.bridge())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -456,6 +458,13 @@ impl TestDaemon {
     pub fn cgroup_parent(&self) -> String {
         let name = self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         format!("berth-test-{}", name.trim_start_matches("berth-daemon-"))
+    }
+
+    /// This daemon's own default bridge (and nftables table): `berth-t` and the dir's suffix.
+    pub fn bridge(&self) -> String {
+        let name = self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let suffix: String = name.trim_start_matches("berth-daemon-").chars().filter(char::is_ascii_alphanumeric).take(6).collect();
+        format!("berth-t{suffix}")
     }
 
     /// The directories of this daemon's cgroup parent that exist, one per hierarchy.

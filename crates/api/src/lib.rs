@@ -5,6 +5,7 @@
 pub mod containers;
 pub mod error;
 pub mod images;
+pub mod networks;
 pub mod params;
 pub mod server;
 pub mod system;
@@ -27,6 +28,7 @@ pub struct Backends {
     pub system: Arc<dyn System>,
     pub containers: Arc<dyn containers::Containers>,
     pub images: Arc<dyn images::Images>,
+    pub networks: Arc<dyn networks::Networks>,
 }
 
 /// The whole API as one service: `/v1.NN` prefixes are checked and stripped before routing
@@ -40,6 +42,7 @@ pub fn app(
         .merge(system::routes(backends.system))
         .merge(containers::routes(backends.containers))
         .merge(images::routes(backends.images))
+        .merge(networks::routes(backends.networks))
         .merge(system::not_yet_routes())
         .fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
     router.map_request(version::strip_prefix).map_request(log_request).map_response(version::add_headers)

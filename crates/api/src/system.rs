@@ -80,7 +80,6 @@ async fn df(State(s): State<Arc<dyn System>>, req: axum::extract::Request) -> Re
 /// Docker endpoints whose features berth does not have yet: a clear 501, not a 404 that reads
 /// like a wrong URL. (Paths berth serves are routed before these.)
 const NOT_YET: &[(&str, &str)] = &[
-    ("/networks", "networks"),
     ("/volumes", "volumes"),
     ("/swarm/init", "swarm mode"),
     ("/swarm/join", "swarm mode"),
@@ -169,8 +168,7 @@ pub fn not_yet_routes() -> axum::Router {
             }),
         )
     });
-    r.route("/networks/{*rest}", absent("networks", "", |n| format!("network {n} not found")))
-        .route("/volumes/{*rest}", absent("volumes", "", |n| format!("get {n}: no such volume")))
+    r.route("/volumes/{*rest}", absent("volumes", "", |n| format!("get {n}: no such volume")))
         .route("/plugins/{*rest}", absent("plugins", "/json", |n| format!("plugin \"{n}\" not found")))
 }
 
@@ -206,8 +204,12 @@ mod tests {
     }
 
     async fn call(method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-        let svc =
-            app(Backends { system: Arc::new(Fake), containers: Arc::new(crate::testing::Null), images: Arc::new(crate::testing::Null) });
+        let svc = app(Backends {
+            system: Arc::new(Fake),
+            containers: Arc::new(crate::testing::Null),
+            images: Arc::new(crate::testing::Null),
+            networks: Arc::new(crate::testing::Null),
+        });
         let res = svc.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
@@ -242,12 +244,8 @@ mod tests {
         let (s, _, body) = call("POST", "/swarm/leave?force=1").await;
         assert_eq!((s, body), (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"message": "This node is not part of a swarm"})));
         assert_eq!(call("POST", "/swarm/init").await.0, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(call("GET", "/networks/n1").await.2, serde_json::json!({"message": "network n1 not found"}));
         assert_eq!(call("GET", "/volumes/v1").await.2, serde_json::json!({"message": "get v1: no such volume"}));
         assert_eq!(call("GET", "/plugins/p/json").await.0, StatusCode::NOT_FOUND);
-        assert_eq!(call("DELETE", "/networks/n1").await.0, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(call("GET", "/networks").await.0, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(call("POST", "/networks/create").await.0, StatusCode::NOT_IMPLEMENTED);
         assert_eq!(call("POST", "/plugins/pull").await.0, StatusCode::NOT_IMPLEMENTED);
         let (s, _, body) = call("GET", "/v1.99/version").await;
         assert_eq!(s, StatusCode::BAD_REQUEST);

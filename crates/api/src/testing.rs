@@ -150,3 +150,31 @@ impl Images for Null {
         no()
     }
 }
+
+#[async_trait::async_trait]
+impl crate::networks::Networks for Null {
+    async fn list(&self, _: Filters) -> Result<Vec<berth_models::networks::Network>, ApiError> {
+        no()
+    }
+    async fn inspect(&self, _: &str) -> Result<berth_models::networks::Network, ApiError> {
+        no()
+    }
+    async fn create(
+        &self,
+        _: berth_models::networks::NetworkCreateRequest,
+    ) -> Result<berth_models::networks::NetworkCreateResponse, ApiError> {
+        no()
+    }
+    async fn remove(&self, _: &str) -> Result<(), ApiError> {
+        no()
+    }
+    async fn connect(&self, _: &str, _: berth_models::networks::NetworkConnectRequest) -> Result<(), ApiError> {
+        no()
+    }
+    async fn disconnect(&self, _: &str, _: berth_models::networks::NetworkDisconnectRequest) -> Result<(), ApiError> {
+        no()
+    }
+    async fn prune(&self, _: Filters) -> Result<berth_models::networks::NetworkPruneResponse, ApiError> {
+        no()
+    }
+}

@@ -43,6 +43,11 @@ pub(crate) struct CreateFlags {
     pub(crate) read_only: bool,
     #[arg(long, alias = "net")]
     pub(crate) network: Option<String>,
+    /// The container's IPv4 address on its (user) network.
+    #[arg(long)]
+    pub(crate) ip: Option<String>,
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub(crate) network_alias: Vec<String>,
     #[arg(long = "stop-signal")]
     pub(crate) stop_signal: Option<String>,
     #[arg(long = "stop-timeout")]
@@ -319,7 +324,17 @@ pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<CreateBody> {
         ..Default::default()
     };
     c.host.fill(&mut hc)?;
-    Ok(CreateBody { config, host_config: Some(hc), networking_config: None })
+    // An address or aliases go with the network they are on, as the docker CLI sends them.
+    let networking_config = (c.ip.is_some() || !c.network_alias.is_empty()).then(|| {
+        let net = c.network.clone().unwrap_or_else(|| "default".into());
+        let ep = berth_models::networks::EndpointSettings {
+            ipam_config: c.ip.clone().map(|ip| berth_models::networks::EndpointIpamConfig { ipv4_address: Some(ip), ..Default::default() }),
+            aliases: (!c.network_alias.is_empty()).then(|| c.network_alias.clone()),
+            ..Default::default()
+        };
+        berth_models::networks::NetworkingConfig { endpoints_config: Some([(net, ep)].into_iter().collect()) }
+    });
+    Ok(CreateBody { config, host_config: Some(hc), networking_config })
 }
 
 /// POST /containers/create; Docker's CLI wording and exit code 125 on failure. The image is
@@ -627,14 +642,14 @@ pub(crate) fn ps(
                 "Command": format!("\"{cmd}\""),
                 "CreatedAt": utc_time(c.created, false),
                 "RunningFor": ago(c.created),
-                "Ports": "",
+                "Ports": ports_text(&c.ports),
                 "Status": c.status,
                 "State": c.state,
                 "Size": size_text,
                 "Names": names.join(","),
                 "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
                 "Mounts": "",
-                "Networks": "",
+                "Networks": c.network_settings.networks.keys().cloned().collect::<Vec<_>>().join(","),
             })
         })
         .collect();
@@ -645,4 +660,16 @@ pub(crate) fn ps(
     };
     print!("{}", format::format_list(&template, &items, "CONTAINER ID")?);
     Ok(0)
+}
+
+/// `ps`'s PORTS: `0.0.0.0:8080->80/tcp, 90/tcp`, as Docker's.
+fn ports_text(ports: &[berth_models::containers::Port]) -> String {
+    ports
+        .iter()
+        .map(|p| match (p.ip.as_deref(), p.public_port) {
+            (Some(ip), Some(public)) => format!("{ip}:{public}->{}/{}", p.private_port, p.typ),
+            _ => format!("{}/{}", p.private_port, p.typ),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -150,9 +150,8 @@ fn mount(s: &str) -> anyhow::Result<Mount> {
     Ok(m)
 }
 
-/// `--publish [IP:][HOST:]CONTAINER[/PROTO]`: enough of Docker's parsing to send the request
-/// (berthd refuses published ports until bridge networking lands).
-fn publish(list: &[String]) -> BTreeMap<String, Option<Vec<PortBinding>>> {
+/// `--publish [IP:][HOST:]CONTAINER[/PROTO]`, with Docker's port ranges.
+fn publish(list: &[String]) -> anyhow::Result<BTreeMap<String, Option<Vec<PortBinding>>>> {
     let mut out: BTreeMap<String, Option<Vec<PortBinding>>> = BTreeMap::new();
     for p in list {
         let (spec, proto) = p.rsplit_once('/').unwrap_or((p, "tcp"));
@@ -164,12 +163,38 @@ fn publish(list: &[String]) -> BTreeMap<String, Option<Vec<PortBinding>>> {
             [i, h, c] => (*i, *h, *c),
             _ => ("", "", spec),
         };
-        out.entry(format!("{ctr}/{proto}"))
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(PortBinding { host_ip: ip.into(), host_port: host.into() });
+        let range = |s: &str| -> anyhow::Result<(u16, u16)> {
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            let bad = || anyhow::anyhow!("invalid port specification: {p:?}");
+            let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            if b < a {
+                return Err(bad());
+            }
+            Ok((a, b))
+        };
+        // Docker's ranges: `8000-8001:80-81` pairs them; `8000-8010:80` takes one of the range.
+        let (c0, c1) = range(ctr)?;
+        let hosts: Vec<String> = match host {
+            "" => vec![String::new(); usize::from(c1 - c0) + 1],
+            h => {
+                let (h0, h1) = range(h)?;
+                if c0 == c1 {
+                    vec![h.to_string()]
+                } else if h1 - h0 == c1 - c0 {
+                    (h0..=h1).map(|x| x.to_string()).collect()
+                } else {
+                    anyhow::bail!("invalid ranges specified for container and host Ports: {ctr} and {h}");
+                }
+            }
+        };
+        for (cport, hport) in (c0..=c1).zip(hosts) {
+            out.entry(format!("{cport}/{proto}"))
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding { host_ip: ip.trim_start_matches('[').trim_end_matches(']').into(), host_port: hport });
+        }
     }
-    out
+    Ok(out)
 }
 
 impl HostFlags {
@@ -235,7 +260,7 @@ impl HostFlags {
         hc.mounts = (!mounts.is_empty()).then_some(mounts);
         hc.cgroup_parent = Some(self.cgroup_parent.clone().unwrap_or_default());
         hc.cgroupns_mode = Some(self.cgroupns.clone().unwrap_or_default());
-        hc.port_bindings = Some(publish(&self.publish));
+        hc.port_bindings = Some(publish(&self.publish)?);
         hc.publish_all_ports = Some(self.publish_all);
         if let Some(r) = &self.restart {
             let (name, count) = r.split_once(':').unwrap_or((r, "0"));

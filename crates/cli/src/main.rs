@@ -7,6 +7,7 @@ mod format;
 mod hostflags;
 mod http;
 mod images;
+mod networks;
 mod registry;
 mod stats;
 mod stream;
@@ -114,6 +115,11 @@ enum Cmd {
     /// Manage berth.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCmd),
+    /// List a container's published ports.
+    Port(networks::PortArgs),
 }
 
 #[derive(Subcommand)]
@@ -268,7 +274,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
     "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "diff", "events", "export",
-    "manifest", "network", "node", "plugin", "port", "search", "secret", "service",
+    "manifest", "node", "plugin", "search", "secret", "service",
     "stack", "swarm", "trust", "update", "volume",
 ];
 
@@ -287,6 +293,8 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::ContainerPrune(Lazy(a)) => disk::container_prune(client, &a),
         Cmd::ImagePrune(Lazy(a)) => disk::image_prune(client, &a),
         Cmd::SystemDf(Lazy(_)) => disk::df(client),
+        Cmd::Network(c) => networks::run(client, c),
+        Cmd::Port(a) => networks::port(client, a),
         Cmd::Run(Lazy(a)) => containers::run(client, a),
         Cmd::Create(Lazy(a)) => containers::cmd_create(client, a),
         Cmd::Start(Lazy(a)) => containers::start(client, a),

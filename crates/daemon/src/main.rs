@@ -52,6 +52,16 @@ struct Cli {
     /// `/etc/docker/certs.d` (the default).
     #[arg(long)]
     certs_dir: Option<PathBuf>,
+    /// The default bridge's device (dockerd's `--bridge`; `berth0`).
+    #[arg(short = 'b', long)]
+    bridge: Option<String>,
+    /// The default bridge's address and subnet, `192.168.200.1/24` (chosen from Docker's
+    /// pools when not given).
+    #[arg(long)]
+    bip: Option<String>,
+    /// The default bridge's MTU (1500).
+    #[arg(long)]
+    mtu: Option<u32>,
     #[arg(long, default_value = "/etc/berth/daemon.json")]
     config_file: PathBuf,
 }
@@ -79,6 +89,9 @@ struct FileConfig {
     max_concurrent_downloads: Option<usize>,
     max_concurrent_uploads: Option<usize>,
     certs_dir: Option<PathBuf>,
+    bridge: Option<String>,
+    bip: Option<String>,
+    mtu: Option<u32>,
 }
 
 struct Config {
@@ -92,6 +105,7 @@ struct Config {
     cgroup_parent: String,
     limits: berth_api::server::Limits,
     registry: berth_registry::Options,
+    network: berth_engine::NetConfig,
 }
 
 /// Threads for blocking work at most (tokio's default is 512); see `main`.
@@ -172,6 +186,11 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
                 max_concurrent_uploads: uploads,
                 ..d
             }
+        },
+        network: berth_engine::NetConfig {
+            bridge: cli.bridge.or(file.bridge).unwrap_or_default(),
+            bip: cli.bip.or(file.bip),
+            mtu: cli.mtu.or(file.mtu),
         },
         log_max_file: match file.log_opts.get("max-file") {
             Some(s) => s.parse().with_context(|| format!("log-opts max-file {s:?}"))?,
@@ -260,11 +279,17 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         log_max_file: cfg.log_max_file,
         cgroup_parent: cfg.cgroup_parent.clone(),
         registry: cfg.registry.clone(),
+        network: cfg.network.clone(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the engine: {}", e.message))?;
     let engine = Arc::new(engine);
-    let app = berth_api::app(berth_api::Backends { system: engine.clone(), containers: engine.clone(), images: engine.clone() });
+    let app = berth_api::app(berth_api::Backends {
+        system: engine.clone(),
+        containers: engine.clone(),
+        images: engine.clone(),
+        networks: engine.clone(),
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut sockets = Vec::new();

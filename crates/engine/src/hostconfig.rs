@@ -60,10 +60,20 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
         r if RUNTIMES.contains(&r) => {}
         r => return Err(bad(format!("Unknown runtime specified {r}"))),
     }
-    let publishes = hc.port_bindings.as_ref().is_some_and(|p| p.values().any(|b| b.as_ref().is_some_and(|b| !b.is_empty())));
+    for (key, bindings) in hc.port_bindings.iter().flatten() {
+        crate::networks::endpoints::parse_port_key(key)?;
+        for b in bindings.iter().flatten() {
+            if !b.host_port.is_empty() && b.host_port.split('-').any(|p| p.parse::<u16>().is_err()) {
+                return Err(bad(format!("invalid port specification: \"{}\"", b.host_port)));
+            }
+        }
+    }
+    if hc.network_mode.as_deref() == Some("host")
+        && (hc.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) || hc.publish_all_ports == Some(true))
+    {
+        warnings.push("Published ports are discarded when using host network mode".into());
+    }
     for (asked, what) in [
-        (publishes, "publishing ports (they come with bridge networking)"),
-        (hc.publish_all_ports == Some(true), "publishing ports (they come with bridge networking)"),
         (listed(&hc.links), "links"),
         (listed(&hc.volumes_from), "--volumes-from"),
         (hc.volume_driver.as_deref().is_some_and(|d| !d.is_empty()), "volume drivers"),
@@ -962,10 +972,20 @@ mod tests {
     }
 
     #[test]
+    fn published_ports_are_checked() {
+        assert!(check(&ContainerConfig::default(), &hc(json!({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}))).is_ok());
+        assert!(check(&ContainerConfig::default(), &hc(json!({"PortBindings": {"80/tcp": [{"HostPort": "8000-8010"}]}}))).is_ok());
+        for bad in [json!({"x/tcp": []}), json!({"80/icmp": []}), json!({"80/tcp": [{"HostPort": "http"}]})] {
+            let e = check(&ContainerConfig::default(), &hc(json!({"PortBindings": bad}))).unwrap_err();
+            assert_eq!(e.kind, Kind::InvalidArgument, "{}", e.message);
+        }
+        let w = check(&ContainerConfig::default(), &hc(json!({"NetworkMode": "host", "PublishAllPorts": true}))).unwrap();
+        assert_eq!(w, vec!["Published ports are discarded when using host network mode".to_string()]);
+    }
+
+    #[test]
     fn what_berth_cannot_do_yet_is_refused_not_ignored() {
         for v in [
-            json!({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}),
-            json!({"PublishAllPorts": true}),
             json!({"Links": ["a:b"]}),
             json!({"DeviceRequests": [{"Count": -1}]}),
             json!({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}),

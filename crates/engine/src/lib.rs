@@ -13,6 +13,7 @@ mod hostconfig;
 mod images;
 mod logs;
 mod names;
+mod networks;
 mod pull;
 mod record;
 mod restore;
@@ -36,6 +37,7 @@ pub use berth_runtime::DEFAULT_CGROUP_PARENT;
 pub use containers::{check_create, parse_size};
 pub use error::Error;
 
+pub use networks::NetConfig;
 pub use record::{Record, Status};
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct Config {
     pub cgroup_parent: String,
     /// Registries: insecure ones, mirrors, certificates, transfers at once.
     pub registry: berth_registry::Options,
+    /// The default bridge (dockerd's `--bridge`, `--bip`, `--mtu`).
+    pub network: NetConfig,
 }
 
 /// One container: its current record (swapped whole on each change) and a lock serialising
@@ -145,6 +149,8 @@ pub struct Inner {
     deleting: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
     /// The lowest layer of every container's overlay (see [`mountpoints`]); None without overlay.
     mountpoints: Option<PathBuf>,
+    /// Networks, their bridges and rules, and containers' endpoints.
+    nets: Arc<networks::Networks>,
 }
 
 /// Mount points of Docker's default spec that images often lack. They make up the lowest layer
@@ -203,11 +209,16 @@ impl Engine {
             standby: Mutex::new(None),
         });
         let driver = if overlay_works() { Driver::Overlay } else { Driver::Vfs };
-        Engine::open_with(cfg, tasks, driver).await
+        Engine::open_with(cfg, tasks, driver, Arc::new(berth_network::plumbing::Kernel::new())).await
     }
 
-    /// [`Engine::open`] with these tasks and this snapshotter.
-    pub(crate) async fn open_with(cfg: Config, tasks: Arc<dyn task::Tasks>, driver: Driver) -> Result<Engine, ApiError> {
+    /// [`Engine::open`] with these tasks, this snapshotter and this way to the kernel's networking.
+    pub(crate) async fn open_with(
+        cfg: Config,
+        tasks: Arc<dyn task::Tasks>,
+        driver: Driver,
+        plumbing: Arc<dyn berth_network::plumbing::Plumbing>,
+    ) -> Result<Engine, ApiError> {
         let internal = |what: &str, p: &Path| {
             let what = what.to_string();
             let p = p.to_path_buf();
@@ -235,7 +246,9 @@ impl Engine {
             .await
             .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
             .map_err(|e| ApiError::new(Kind::Internal, format!("opening the image store: {e}")))?;
+        let nets = networks::Networks::open(&cfg.data_root.join("network"), cfg.network.clone(), plumbing)?;
         let engine = Engine(Arc::new(Inner {
+            nets: Arc::new(nets),
             registry: berth_registry::Registry::new(cfg.registry.clone()),
             cfg,
             images: Arc::new(images),
@@ -301,6 +314,10 @@ impl Engine {
     fn release_shims(&self) {
         let live = self.all().iter().any(|c| c.rec().state.status.is_live());
         self.tasks.release(live);
+        // With nothing running, nothing of berthd's networking stays on the host.
+        if !live {
+            self.nets.teardown();
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use berth_api::containers::{ContainerConfig, HostConfig};
 use berth_api::{ApiError, Kind};
+use berth_models::containers::PortBinding;
+use berth_models::networks::EndpointSettings;
 use berth_runtime::state::ProcessId;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +94,13 @@ pub struct Record {
     pub shim: Option<ProcessId>,
     pub restart_count: u32,
     pub log_path: PathBuf,
+    /// Its networks by name: what it asked for (aliases, an address) and, while it runs, what
+    /// it got. The primary one (its `NetworkMode`) is listed in [`Record::network_order`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, EndpointSettings>,
+    /// Its published ports while it runs (`NetworkSettings.Ports`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, Option<Vec<PortBinding>>>,
 }
 
 /// How far a record write must get before it counts as done.
@@ -107,6 +118,25 @@ pub enum Durability {
 impl Record {
     pub fn tty(&self) -> bool {
         self.config.tty.unwrap_or(false)
+    }
+
+    /// The network its `NetworkMode` names (`bridge` for the default), None for `none`, `host`
+    /// and `container:X`.
+    pub fn primary_network(&self) -> Option<String> {
+        match self.host_config.network_mode.as_deref().unwrap_or("") {
+            "" | "default" | "bridge" => Some("bridge".into()),
+            "none" | "host" => None,
+            m if m.starts_with("container:") => None,
+            m => Some(m.to_string()),
+        }
+    }
+
+    /// Its networks, the primary one first.
+    pub fn network_order(&self) -> Vec<(String, EndpointSettings)> {
+        let primary = self.primary_network();
+        let mut out: Vec<_> = self.networks.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by_key(|(k, _)| Some(k) != primary.as_ref());
+        out
     }
 
     pub fn short_id(&self) -> &str {

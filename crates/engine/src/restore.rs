@@ -12,7 +12,7 @@ use berth_runtime::state::ProcessId;
 
 use crate::Engine;
 use crate::containers::{TRASH, delete_tree};
-use crate::record::{self, Status};
+use crate::record::{self, Record, Status};
 
 impl Engine {
     pub(crate) async fn restore(&self) -> Result<(), ApiError> {
@@ -114,6 +114,7 @@ impl Engine {
         // Runtime state of a container that is not running (its record gone, or its shim dead
         // without a word): its processes and cgroup go.
         let running: HashSet<String> = self.all().iter().filter(|c| c.rec().state.status.is_live()).map(|c| c.id.clone()).collect();
+        self.restore_networks(&running).await;
         for e in std::fs::read_dir(&self.runtime_root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && !running.contains(&name) {
@@ -135,5 +136,42 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Running containers keep their links and addresses across a restart of berthd: their
+    /// bridges are known again, their ports held again and the table written once. Addresses
+    /// of containers that are not running (the machine restarted, or they exited meanwhile)
+    /// are given back.
+    async fn restore_networks(&self, running: &HashSet<String>) {
+        let live: Vec<Arc<Record>> = self.all().iter().map(|c| c.rec()).filter(|r| running.contains(&r.id)).collect();
+        let nets = Arc::clone(&self.nets);
+        let running = running.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut any = false;
+            for rec in &live {
+                let upstreams: Vec<std::net::Ipv4Addr> = rec.host_config.dns.iter().flatten().filter_map(|d| d.parse().ok()).collect();
+                for (name, ep) in rec.network_order() {
+                    let Ok(net) = nets.find(&name) else { continue };
+                    if let Err(e) = nets.ensure_up(&net) {
+                        tracing::warn!("network {name} of container {}: {}", rec.short_id(), e.message);
+                    }
+                    if let Ok(addr) = ep.ip_address.parse() {
+                        nets.dns_add(&net, &rec.id, addr, ep.dns_names.as_deref().unwrap_or(&[]), &upstreams);
+                    }
+                    any = true;
+                }
+                let addr = rec.network_order().first().and_then(|(_, ep)| ep.ip_address.parse().ok());
+                nets.readopt(&rec.id, &rec.ports, addr);
+            }
+            for owner in nets.ipam.networks().values().flat_map(|p| p.allocated.values().cloned()).collect::<HashSet<_>>() {
+                if !running.contains(&owner) {
+                    let _ = nets.ipam.release_owner(&owner);
+                }
+            }
+            if any && let Err(e) = nets.apply_rules() {
+                tracing::warn!("restoring berth's nftables rules: {}", e.message);
+            }
+        })
+        .await;
     }
 }

@@ -518,7 +518,8 @@ pub fn check(hc: &berth_api::containers::HostConfig) -> Result<(), ApiError> {
         "" | "default" | "bridge" | "none" | "host" => {}
         n if n.strip_prefix("container:").is_some_and(|c| !c.is_empty()) => {}
         n if n.starts_with("container:") => return Err(bad(format!("invalid network mode: {n}"))),
-        n => return Err(ApiError::not_implemented(&format!("network {n:?} (user networks)"))),
+        // A user network: the create looks it up.
+        _ => {}
     }
     for (what, mode, modes) in [
         ("IPC", hc.ipc_mode.as_deref(), &["", "none", "private", "shareable", "host"][..]),
@@ -664,7 +665,7 @@ mod tests {
             let e = check(&hc(v.clone())).err().unwrap_or_else(|| panic!("{v} accepted"));
             assert!(e.message.contains(message), "{v}: {}", e.message);
         }
-        assert_eq!(check(&hc(json!({"NetworkMode": "mynet"}))).err().map(|e| e.kind), Some(Kind::NotImplemented));
+        assert!(check(&hc(json!({"NetworkMode": "mynet"}))).is_ok());
         let ok = json!({"Binds": ["/tmp:/data:ro"], "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}], "ShmSize": 0,
             "NetworkMode": "container:abc", "IpcMode": "shareable", "PidMode": "host", "SecurityOpt": ["no-new-privileges"]});
         assert!(check(&hc(ok)).is_ok());

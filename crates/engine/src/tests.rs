@@ -18,11 +18,12 @@ use crate::{Config, Engine};
 struct Env {
     dir: tempfile::TempDir,
     fake: Arc<Fake>,
+    links: Arc<crate::networks::fake::Links>,
 }
 
 impl Env {
     fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap(), fake: Arc::new(Fake::default()) }
+        Env { dir: tempfile::tempdir().unwrap(), fake: Arc::new(Fake::default()), links: Default::default() }
     }
 
     fn config(&self) -> Config {
@@ -34,12 +35,20 @@ impl Env {
             log_max_file: 1,
             cgroup_parent: "berth-unit-test".into(),
             registry: Default::default(),
+            network: Default::default(),
         }
     }
 
     /// An engine over this environment's roots (a second one plays berthd started again).
     async fn engine(&self) -> Engine {
-        Engine::open_with(self.config(), Arc::clone(&self.fake) as Arc<dyn crate::task::Tasks>, Driver::Vfs).await.unwrap()
+        Engine::open_with(
+            self.config(),
+            Arc::clone(&self.fake) as Arc<dyn crate::task::Tasks>,
+            Driver::Vfs,
+            Arc::clone(&self.links) as Arc<dyn berth_network::plumbing::Plumbing>,
+        )
+        .await
+        .unwrap()
     }
 }
 

@@ -214,3 +214,10 @@ pub struct Address {
     pub addr: String,
     pub prefix_len: u8,
 }
+
+/// `POST /networks/prune`'s answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkPruneResponse {
+    pub networks_deleted: Vec<String>,
+}

@@ -40,15 +40,49 @@ pub fn container_resolv_conf(host: &str) -> String {
     out
 }
 
-pub(super) fn write_init_files(dir: &Path, hostname: &str, hc: &berth_api::containers::HostConfig) -> Result<(), ApiError> {
-    let host_net = hc.network_mode.as_deref() == Some("host");
-    let mut hosts = if host_net { std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.into()) } else { HOSTS.into() };
-    for h in hc.extra_hosts.iter().flatten() {
+/// Docker's /etc/hosts for a container of its own network namespace, with `--add-host` lines.
+pub(super) fn hosts_base(extra: &[String]) -> Result<String, ApiError> {
+    let mut hosts = HOSTS.to_string();
+    for h in extra {
         hosts.push_str(&crate::hostconfig::extra_host(h)?);
         hosts.push('\n');
     }
+    Ok(hosts)
+}
+
+/// The init files: hostname, hosts, resolv.conf. `resolver`: the container's primary network's
+/// resolver (a user network's), its only name server; its `--dns` servers are the resolver's
+/// upstreams then, as with Docker's embedded DNS.
+pub(super) fn write_init_files(
+    dir: &Path,
+    hostname: &str,
+    hc: &berth_api::containers::HostConfig,
+    resolver: Option<std::net::Ipv4Addr>,
+) -> Result<(), ApiError> {
+    let host_net = hc.network_mode.as_deref() == Some("host");
+    let extra = hc.extra_hosts.as_deref().unwrap_or(&[]);
+    let hosts = if host_net {
+        let mut h = std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.into());
+        for e in extra {
+            h.push_str(&crate::hostconfig::extra_host(e)?);
+            h.push('\n');
+        }
+        h
+    } else {
+        hosts_base(extra)?
+    };
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = crate::hostconfig::resolv_conf(&if host_net { host_resolv } else { container_resolv_conf(&host_resolv) }, hc);
+    let resolv = match resolver {
+        Some(gw) => {
+            let mut base: String =
+                host_resolv.lines().filter(|l| l.split_whitespace().next() != Some("nameserver")).map(|l| format!("{l}\n")).collect();
+            base.push_str(&format!("nameserver {gw}\n"));
+            let mut own = hc.clone();
+            own.dns = None;
+            crate::hostconfig::resolv_conf(&base, &own)
+        }
+        None => crate::hostconfig::resolv_conf(&if host_net { host_resolv } else { container_resolv_conf(&host_resolv) }, hc),
+    };
     for (name, data) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
         let p = dir.join(name);
         std::fs::write(&p, data).map_err(internal("writing", &p))?;
@@ -193,7 +227,8 @@ impl Engine {
         self.tasks.mount_rootfs(&mounts, &rootfs, rec.host_config.auto_remove.unwrap_or(false))?;
         let built = spec::build(rec, &rootfs, dir, ns_of, &self.cfg.cgroup_parent)?;
         // Made at each start, as Docker does: the host's resolv.conf may have changed since.
-        write_init_files(dir, &built.hostname, &rec.host_config)?;
+        let resolver = rec.primary_network().and_then(|n| self.nets.resolver_for(&n));
+        write_init_files(dir, &built.hostname, &rec.host_config, resolver)?;
         let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;

@@ -68,11 +68,9 @@ pub(super) fn merge(
 impl Engine {
     pub(super) async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<CreateResponse, ApiError> {
         let warnings = check_create(&body)?;
-        let CreateBody { config, host_config, .. } = body;
-        let hc = host_config.unwrap_or_default();
-        // Until bridge networks land (the network issue), `default`/`bridge` containers get a
-        // private network namespace with loopback only (docs/api.md says so); the docker CLI sends
-        // `bridge` by default, so a warning here would be printed for every run.
+        let CreateBody { config, host_config, networking_config } = body;
+        let mut hc = host_config.unwrap_or_default();
+        let networks = self.create_networks(&mut hc, networking_config)?;
         let image_name = config
             .image
             .clone()
@@ -178,6 +176,8 @@ impl Engine {
                 shim: None,
                 restart_count: 0,
                 log_path: dir.join(format!("{id}-json.log")),
+                networks,
+                ports: BTreeMap::new(),
             })
         })();
         let rec = result.map_err(undo)?;
@@ -216,6 +216,89 @@ impl Engine {
         }
         self.table_mut().by_id.insert(id.clone(), ctr);
         Ok(CreateResponse { id, warnings })
+    }
+
+    /// The networks a create asks for, checked: its `NetworkMode`'s (named by name, ID or ID
+    /// prefix; recorded by name) and any other in `EndpointsConfig`, with their aliases and
+    /// addresses. Docker's errors for an unknown network, an address on the default bridge,
+    /// ports published with no network of the container's own.
+    fn create_networks(
+        &self,
+        hc: &mut berth_api::containers::HostConfig,
+        nc: Option<berth_models::networks::NetworkingConfig>,
+    ) -> Result<BTreeMap<String, berth_models::networks::EndpointSettings>, ApiError> {
+        let mut asked = nc.and_then(|n| n.endpoints_config).unwrap_or_default();
+        let mode = hc.network_mode.clone().unwrap_or_default();
+        let mut out = BTreeMap::new();
+        let primary = match mode.as_str() {
+            "" | "default" | "bridge" => Some(crate::networks::DEFAULT.to_string()),
+            "none" | "host" => None,
+            m if m.starts_with("container:") => None,
+            m => {
+                // A 400: the docker CLI takes a 404 from create for a missing image, and pulls.
+                let net = self.nets.find(m).map_err(|e| ApiError::new(Kind::InvalidArgument, e.message))?;
+                if net.name == "host" || net.name == "none" {
+                    hc.network_mode = Some(net.name.clone());
+                    None
+                } else {
+                    hc.network_mode = Some(net.name.clone());
+                    Some(net.name)
+                }
+            }
+        };
+        let publishes = hc.port_bindings.as_ref().is_some_and(|p| p.values().any(|b| b.as_ref().is_some_and(|b| !b.is_empty())))
+            || hc.publish_all_ports == Some(true);
+        if primary.is_none() {
+            if mode.starts_with("container:") && publishes {
+                return Err(ApiError::new(
+                    Kind::InvalidArgument,
+                    "conflicting options: port publishing and the container type network mode",
+                ));
+            }
+            if !asked.is_empty() && !asked.keys().all(|k| *k == mode) {
+                return Err(ApiError::new(
+                    Kind::InvalidArgument,
+                    "container sharing network namespace with another container or host cannot be connected to any other network",
+                ));
+            }
+            return Ok(out);
+        }
+        let primary = primary.unwrap_or_default();
+        // The primary network's settings may be keyed by the name, the ID, or the mode as given.
+        let own = asked.remove(&primary).or_else(|| asked.remove(&mode)).unwrap_or_default();
+        let mut wanted = vec![(primary.clone(), own)];
+        for (k, v) in asked {
+            let net = self.nets.find(&k).map_err(|e| ApiError::new(Kind::InvalidArgument, e.message))?;
+            if net.name == primary {
+                continue;
+            }
+            if !net.is_bridge() {
+                return Err(ApiError::new(Kind::InvalidArgument, format!("container cannot be connected to network {}", net.name)));
+            }
+            wanted.push((net.name, v));
+        }
+        for (name, mut ep) in wanted {
+            let net = self.nets.find(&name)?;
+            let ip = ep.ipam_config.as_ref().and_then(|c| c.ipv4_address.clone()).filter(|a| !a.is_empty());
+            if let Some(ip) = &ip {
+                if net.name == crate::networks::DEFAULT {
+                    return Err(ApiError::new(
+                        Kind::InvalidArgument,
+                        "user specified IP address is supported on user defined networks only",
+                    ));
+                }
+                crate::networks::parse_ipv4(ip)?;
+            }
+            if net.name == crate::networks::DEFAULT && ep.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+                return Err(ApiError::new(
+                    Kind::InvalidArgument,
+                    "network-scoped alias is supported only for containers in user defined networks",
+                ));
+            }
+            ep.network_id = net.id.clone();
+            out.insert(name, ep);
+        }
+        Ok(out)
     }
 
     /// Pid of a running container, for `container:X` namespace modes.

@@ -47,6 +47,7 @@ impl Engine {
             self.cleanup_bundle(ctr);
         }
         self.drop_execs_of(&ctr.id);
+        self.release_networks(&rec).await;
         let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
         // A removal (forced, or automatic) follows at once: one write marks the exit and the
         // removal together, where "exited" then "removing" cost two.
@@ -59,6 +60,7 @@ impl Engine {
             r.state.oom_killed = status.oom_killed;
             r.state.error = error;
             r.shim = None;
+            crate::networks::endpoints::clear_live(r);
         };
         if auto_remove {
             // Its removal follows at once; were berthd to die first, restore finds the shim gone

@@ -24,8 +24,12 @@ impl Engine {
         }
         let result = self.launch(ctr, &rec, ready).await;
         match result {
-            Ok(started) => {
+            Ok((started, attached)) => {
                 ctr.update_status(|r| {
+                    for (name, ep) in attached.endpoints {
+                        r.networks.insert(name, ep);
+                    }
+                    r.ports = attached.ports;
                     r.state = RunState {
                         status: Status::Running,
                         pid: started.pid,
@@ -64,14 +68,27 @@ impl Engine {
         }
     }
 
-    /// Start the shim on the bundle (made now unless `prepared`), connect waiting attaches, start.
-    pub(super) async fn launch(&self, ctr: &Arc<Ctr>, rec: &Record, prepared: bool) -> crate::error::Result<crate::task::Created> {
+    /// Start the shim on the bundle (made now unless `prepared`), give it its networks, connect
+    /// waiting attaches, start.
+    pub(super) async fn launch(
+        &self,
+        ctr: &Arc<Ctr>,
+        rec: &Record,
+        prepared: bool,
+    ) -> crate::error::Result<(crate::task::Created, crate::networks::endpoints::Attached)> {
         let bundle = &ctr.bundle;
         if !prepared {
             let ns_of = |n: &str| self.ns_pid(n);
             self.prepare_bundle(rec, bundle, &ctr.dir, &ns_of)?;
         }
         let started = self.tasks.create(bundle).await.map_err(|e| e.prefixed("failed to create task for container: "))?;
+        let attached = match self.attach_networks(ctr, rec, started.pid).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.tasks.kill(bundle, libc::SIGKILL, true).await;
+                return Err(e.into());
+            }
+        };
         let pending: Vec<_> = std::mem::take(&mut *ctr.pending_attach.lock().unwrap_or_else(|p| p.into_inner()));
         for (req, tx) in pending {
             if let Ok(conn) = self.tasks.connect(bundle, &req).await {
@@ -85,8 +102,58 @@ impl Engine {
         tokio::task::spawn_blocking(move || e.tasks.prepare_next());
         if let Err(e) = start {
             let _ = self.tasks.kill(bundle, libc::SIGKILL, true).await;
+            self.release_networks(rec).await;
             return Err(e);
         }
-        Ok(started)
+        Ok((started, attached))
+    }
+
+    /// Give the created container (init `pid`) its endpoints and ports, and write its address
+    /// into its /etc/hosts (in place: the file is mounted into the container already).
+    async fn attach_networks(&self, ctr: &Arc<Ctr>, rec: &Record, pid: i32) -> Result<crate::networks::endpoints::Attached, ApiError> {
+        if rec.networks.is_empty() {
+            return Ok(Default::default());
+        }
+        let hostname = rec.config.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| rec.short_id().to_string());
+        let want = crate::networks::endpoints::Want {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            hostname,
+            pid,
+            networks: rec.network_order(),
+            port_bindings: rec.host_config.port_bindings.clone().unwrap_or_default(),
+            publish_all: rec.host_config.publish_all_ports.unwrap_or(false),
+            exposed: rec.config.exposed_ports.as_ref().map(|e| e.keys().cloned().collect()).unwrap_or_default(),
+            dns: rec.host_config.dns.iter().flatten().filter_map(|d| d.parse().ok()).collect(),
+        };
+        let nets = Arc::clone(&self.nets);
+        let dir = ctr.dir.clone();
+        let extra = rec.host_config.extra_hosts.clone();
+        tokio::task::spawn_blocking(move || {
+            let attached = nets.attach_all(&want)?;
+            let addr = attached.endpoints.first().map(|(_, ep)| ep.ip_address.clone());
+            let base = hosts_base(extra.as_deref().unwrap_or(&[]))?;
+            let hosts = crate::networks::endpoints::hosts_with(&base, addr.as_deref(), &want.hostname);
+            let path = dir.join("hosts");
+            if let Err(e) = std::fs::write(&path, hosts) {
+                let ids: Vec<String> = attached.endpoints.iter().map(|(_, ep)| ep.network_id.clone()).collect();
+                nets.release(&want.id, &ids);
+                return Err(ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())));
+            }
+            Ok(attached)
+        })
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+    }
+
+    /// Give back a container's endpoints, addresses and ports (its exit, a failed start).
+    pub(crate) async fn release_networks(&self, rec: &Record) {
+        if rec.networks.is_empty() {
+            return;
+        }
+        let nets = Arc::clone(&self.nets);
+        let id = rec.id.clone();
+        let ids: Vec<String> = rec.networks.values().map(|ep| ep.network_id.clone()).collect();
+        let _ = tokio::task::spawn_blocking(move || nets.release(&id, &ids)).await;
     }
 }

@@ -102,10 +102,19 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
         v.is_empty() || v.iter().any(|x| pred(x))
     };
     let hc = &rec.host_config;
-    // The network a container is on, by its mode (the default one is Docker's `bridge`).
-    let network = match hc.network_mode.as_deref().unwrap_or("") {
-        "" | "default" => "bridge",
-        n => n,
+    // The networks a container is on, by name or ID (or its mode: `host`, `none`).
+    let on_network = |x: &str| {
+        rec.networks.iter().any(|(name, ep)| name == x || (!x.is_empty() && ep.network_id.starts_with(x)))
+            || hc.network_mode.as_deref() == Some(x)
+    };
+    let published = |x: &str| {
+        let (port, proto) = x.split_once('/').unwrap_or((x, "tcp"));
+        rec.ports.iter().any(|(k, b)| {
+            let (cport, cproto) = k.split_once('/').unwrap_or((k, "tcp"));
+            b.as_ref().is_some_and(|b| !b.is_empty())
+                && cproto == proto
+                && (cport == port || b.iter().flatten().any(|pb| pb.host_port == port))
+        })
     };
     // Sources and targets of its binds, mounts and tmpfs (looked through only for `volume=`).
     let mounted = |x: &str| {
@@ -118,12 +127,12 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
         // Docker's name filter is a regular expression, matched with or without the slash.
         && (names.is_empty() || names.iter().flatten().any(|r| r.is_match(&rec.name) || r.is_match(&format!("/{}", rec.name))))
         && any("status", &|x| rec.state.status.as_str() == x)
-        && any("network", &|x| x == network)
+        && any("network", &on_network)
         && any("volume", &mounted)
         && any("expose", &|x| exposed.is_some_and(|e| e.contains_key(x) || e.contains_key(&format!("{x}/tcp"))))
-        // No healthchecks, published ports or swarm tasks yet; every container is `default`.
+        // No healthchecks or swarm tasks yet; every container is `default`.
         && any("health", &|x| x == "none")
-        && any("publish", &|_| false)
+        && any("publish", &published)
         && any("is-task", &|x| x == "false")
         && any("isolation", &|x| x == "default")
         && any("exited", &|x| rec.state.status == Status::Exited && x.parse::<i32>().is_ok_and(|c| c == rec.state.exit_code))
@@ -135,6 +144,60 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
                     == berth_store::reference::Reference::parse(&rec.image_name).ok().map(|r| r.to_string())
         })
         && labels_match(rec.config.labels.as_ref(), f)
+}
+
+/// `NetworkSettings` in inspect: each network's endpoint, the default bridge's also at the top
+/// level (as dockerd still writes it), the published ports, and the namespace while it runs.
+fn network_settings(rec: &Record) -> NetworkSettings {
+    let mut ns = NetworkSettings {
+        sandbox_key: if rec.state.pid > 0 && rec.state.status.is_live() {
+            format!("/proc/{}/ns/net", rec.state.pid)
+        } else {
+            String::new()
+        },
+        sandbox_id: if rec.state.status.is_live() { rec.id.clone() } else { String::new() },
+        networks: rec.networks.clone(),
+        ..Default::default()
+    };
+    // Exposed ports are listed (null when not published) while it runs, as Docker's.
+    if rec.state.status.is_live() {
+        for k in rec.config.exposed_ports.iter().flat_map(|e| e.keys()) {
+            let key = if k.contains('/') { k.clone() } else { format!("{k}/tcp") };
+            ns.ports.insert(key, None);
+        }
+        ns.ports.extend(rec.ports.clone());
+    }
+    if let Some(ep) = rec.networks.get(crate::networks::DEFAULT) {
+        ns.endpoint_id = ep.endpoint_id.clone();
+        ns.gateway = ep.gateway.clone();
+        ns.ip_address = ep.ip_address.clone();
+        ns.ip_prefix_len = ep.ip_prefix_len;
+        ns.mac_address = ep.mac_address.clone().unwrap_or_default();
+    }
+    ns
+}
+
+/// The `Ports` of a container in the list: each published binding, and exposed ports unpublished.
+fn summary_ports(rec: &Record) -> Vec<berth_models::containers::Port> {
+    let mut out = Vec::new();
+    for (key, bindings) in &rec.ports {
+        let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+        let Ok(private_port) = port.parse::<u16>() else { continue };
+        match bindings.as_deref() {
+            Some(list) if !list.is_empty() => {
+                for b in list {
+                    out.push(berth_models::containers::Port {
+                        ip: Some(b.host_ip.clone()),
+                        private_port,
+                        public_port: b.host_port.parse().ok(),
+                        typ: proto.to_string(),
+                    });
+                }
+            }
+            _ => out.push(berth_models::containers::Port { ip: None, private_port, public_port: None, typ: proto.to_string() }),
+        }
+    }
+    out
 }
 
 /// `docker top`: the host's `ps` output, keeping the container's processes.
@@ -259,10 +322,7 @@ impl Engine {
             size_root_fs,
             mounts: spec::mount_points(&rec.host_config),
             config,
-            network_settings: NetworkSettings {
-                sandbox_key: if s.pid > 0 { format!("/proc/{}/ns/net", s.pid) } else { String::new() },
-                ..Default::default()
-            },
+            network_settings: network_settings(rec),
         }
     }
 
@@ -300,7 +360,7 @@ impl Engine {
             image_id: rec.image.clone(),
             command: command_line(rec),
             created: record::unix_seconds(&rec.created) as i64,
-            ports: Vec::new(),
+            ports: summary_ports(rec),
             size_rw,
             size_root_fs,
             labels: rec.config.labels.clone().unwrap_or_default(),
@@ -309,7 +369,7 @@ impl Engine {
             host_config: SummaryHostConfig {
                 network_mode: rec.host_config.network_mode.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
             },
-            network_settings: SummaryNetworkSettings::default(),
+            network_settings: SummaryNetworkSettings { networks: rec.networks.clone() },
             mounts: spec::mount_points(&rec.host_config),
         }
     }

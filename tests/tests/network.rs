@@ -1,0 +1,340 @@
+//! Networking through berthd: the default bridge (addresses, routes, container to container,
+//! container to gateway), published ports from the host on 127.0.0.1 (tcp with busybox httpd,
+//! udp with nc), their release, restore after berthd is killed, and that nothing of it stays.
+//! All traffic stays inside the machine: no test sends anything past the host.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use berth_tests::{TestDaemon, json, wait_until};
+use serde_json::Value;
+
+fn inspect(d: &TestDaemon, id: &str) -> Value {
+    let (s, b) = d.request("GET", &format!("/containers/{}/json", id.trim()));
+    assert_eq!(s, 200, "{b}");
+    json(&b)
+}
+
+/// The links and nftables tables of ours on the host.
+fn links() -> String {
+    let out = std::process::Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The links on a bridge.
+fn ports_of(bridge: &str) -> String {
+    let out = std::process::Command::new("ip").args(["-o", "link", "show", "master", bridge]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tables() -> String {
+    let out = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `GET /` on 127.0.0.1:port, None while nothing answers.
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out).filter(|o| o.starts_with("HTTP/"))
+}
+
+fn host_port(c: &Value, key: &str, n: usize) -> u16 {
+    c["NetworkSettings"]["Ports"][key][n]["HostPort"].as_str().unwrap().parse().unwrap()
+}
+
+/// A port nothing uses now (bound and let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn the_default_bridge_connects_containers_to_each_other_and_the_gateway() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let a = d.docker(&["run", "-d", "--name", "ca", "busybox", "sleep", "60"]).success().stdout;
+    let b = d.docker(&["run", "-d", "--name", "cb", "busybox", "sleep", "60"]).success().stdout;
+    let (ca, cb) = (inspect(&d, &a), inspect(&d, &b));
+    let ns = &ca["NetworkSettings"];
+    let ip_a = ns["IPAddress"].as_str().unwrap().to_string();
+    let gw = ns["Gateway"].as_str().unwrap().to_string();
+    let ip_b = cb["NetworkSettings"]["Networks"]["bridge"]["IPAddress"].as_str().unwrap().to_string();
+    assert!(!ip_a.is_empty() && ip_a != ip_b, "{ns}");
+    assert_eq!(ns["Networks"]["bridge"]["Gateway"], gw);
+    assert_eq!(ns["MacAddress"], ns["Networks"]["bridge"]["MacAddress"]);
+    // The bridge holds the gateway on this daemon's own device.
+    assert!(links().contains(&format!(": {}:", d.bridge())), "{}", links());
+
+    // Inside: eth0 with the address, the default route via the gateway, its name in /etc/hosts.
+    let out = d.docker(&["exec", "ca", "sh", "-c", "ip -o -4 addr show eth0; ip route; cat /etc/hosts"]).success().stdout;
+    assert!(out.contains(&format!("inet {ip_a}/{}", ns["IPPrefixLen"])), "{out}");
+    assert!(out.contains(&format!("default via {gw} dev eth0")), "{out}");
+    assert!(out.contains(&format!("{ip_a}\t{}", &a.trim()[..12])), "{out}");
+    // To the gateway and to the other container, over the bridge.
+    d.docker(&["exec", "ca", "ping", "-c", "1", "-W", "2", &gw]).success();
+    d.docker(&["exec", "ca", "ping", "-c", "1", "-W", "2", &ip_b]).success();
+    d.docker(&["run", "-d", "--name", "srv", "busybox", "sh", "-c", "echo over-tcp | nc -l -p 7000"]).success();
+    let ip_srv = inspect(&d, "srv")["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    let mut got = String::new();
+    wait_until("a TCP answer from another container", || {
+        got = d.docker(&["exec", "cb", "sh", "-c", &format!("nc -w 2 {ip_srv} 7000 </dev/null")]).stdout;
+        got.contains("over-tcp")
+    });
+
+    // `none` has loopback only; stopped containers give their links and addresses back.
+    let none = d.docker(&["run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"]).success().stdout;
+    assert_eq!(none.lines().count(), 1, "{none}");
+    d.docker(&["rm", "-f", "ca", "cb", "srv"]).success();
+    wait_until("the containers' links to go", || ports_of(&d.bridge()).is_empty());
+    let state: Value = json(&std::fs::read_to_string(d.dir.path().join("data/network/ipam.json")).unwrap());
+    assert_eq!(state["networks"]["bridge"]["allocated"], serde_json::json!({}), "{state}");
+}
+
+#[test]
+fn published_ports_reach_containers_from_the_host_and_are_released() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let fixed = free_port();
+    let spec = format!("127.0.0.1:{fixed}:80");
+    let web = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            &spec,
+            "-p",
+            "80",
+            "-p",
+            "5353/udp",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello-from-web > /tmp/index.html; httpd -f -p 80 -h /tmp",
+        ])
+        .success()
+        .stdout;
+    let c = inspect(&d, &web);
+    assert_eq!(c["NetworkSettings"]["Ports"]["80/tcp"][0], serde_json::json!({"HostIp": "127.0.0.1", "HostPort": fixed.to_string()}));
+    let random = host_port(&c, "80/tcp", 1);
+    let udp = host_port(&c, "5353/udp", 0);
+    // tcp, on the fixed port and on the one the daemon chose.
+    for port in [fixed, random] {
+        let mut body = None;
+        wait_until("httpd behind a published port", || {
+            body = http_get(port);
+            body.is_some()
+        });
+        assert!(body.unwrap().contains("hello-from-web"));
+    }
+    // udp: datagrams to the published port land in the container. (Debian's busybox nc has no
+    // udp mode: the container's own kernel counts them, as datagrams to a port nobody listens on.)
+    let no_ports = || -> u64 {
+        let snmp = d.docker(&["exec", "web", "cat", "/proc/net/snmp"]).success().stdout;
+        let rows: Vec<Vec<&str>> = snmp.lines().filter(|l| l.starts_with("Udp:")).map(|l| l.split_whitespace().collect()).collect();
+        let col = rows[0].iter().position(|h| *h == "NoPorts").unwrap();
+        rows[1][col].parse().unwrap()
+    };
+    let before = no_ports();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    wait_until("a datagram through the published udp port", || {
+        let _ = sock.send_to(b"over-udp\n", (Ipv4Addr::LOCALHOST, udp));
+        no_ports() > before
+    });
+    // `port` and `ps` show them.
+    let port = d.docker(&["port", "web", "80"]).success().stdout;
+    assert!(port.contains(&format!("127.0.0.1:{fixed}")) && port.contains(&format!("0.0.0.0:{random}")), "{port}");
+    let ps = d.docker(&["ps", "--format", "{{.Ports}}"]).success().stdout;
+    assert!(ps.contains(&format!("127.0.0.1:{fixed}->80/tcp")), "{ps}");
+
+    // The port is taken: Docker's error, and nothing of the second container half made.
+    let r = d.docker(&["run", "-d", "--name", "clash", "-p", &spec, "busybox", "sleep", "60"]).failure();
+    assert!(r.stderr.contains("port is already allocated"), "{r:?}");
+    assert_eq!(inspect(&d, "clash")["State"]["Status"], "created");
+    assert!(inspect(&d, "clash")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == "");
+
+    // Stopped: the rule and the port go.
+    d.docker(&["stop", "-t", "0", "web"]).success();
+    assert!(http_get(fixed).is_none());
+    assert!(std::net::TcpListener::bind(("127.0.0.1", fixed)).is_ok(), "the host port is free again");
+    let table = d.bridge();
+    let rules = std::process::Command::new("nft").args(["list", "chain", "ip", &table, "ports"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains("dnat"), "{}", String::from_utf8_lossy(&rules.stdout));
+    // And -P publishes every exposed port.
+    let all = d.docker(&["run", "-d", "--expose", "8080", "--expose", "9090/udp", "-P", "busybox", "sleep", "60"]).success().stdout;
+    let ports = &inspect(&d, &all)["NetworkSettings"]["Ports"];
+    assert!(ports["8080/tcp"][0]["HostPort"].as_str().is_some_and(|p| !p.is_empty()), "{ports}");
+    assert!(ports["9090/udp"][0]["HostPort"].as_str().is_some_and(|p| !p.is_empty()), "{ports}");
+}
+
+#[test]
+fn published_ports_come_back_after_berthd_is_killed_and_all_goes_when_it_stops() {
+    let Some(mut d) = TestDaemon::with_busybox() else { return };
+    let port = free_port();
+    let spec = format!("127.0.0.1:{port}:80");
+    d.docker(&["run", "-d", "--name", "web", "-p", &spec, "busybox", "sh", "-c", "echo up > /tmp/index.html; httpd -f -p 80 -h /tmp"])
+        .success();
+    wait_until("httpd", || http_get(port).is_some());
+    d.kill9();
+    // The kernel's rules outlive berthd; the port is held again once it is back.
+    d.launch();
+    wait_until("httpd after the restart", || http_get(port).is_some());
+    let r = d.docker(&["run", "-d", "-p", &spec, "busybox", "sleep", "60"]).failure();
+    assert!(r.stderr.contains("port is already allocated"), "{r:?}");
+    d.remove_all();
+    d.stop();
+    // With no container left, berthd's bridge and table go with it.
+    assert!(!links().contains(&format!(": {}:", d.bridge())), "{}", links());
+    assert!(!tables().contains(&d.bridge()), "{}", tables());
+    d.launch();
+}
+
+/// A /24 of 10.x.y.0 for this test's own networks (free of host routes and other tests' by the
+/// daemon's own checks: a clash is refused, and the next one is tried).
+fn create_net(d: &TestDaemon, name: &str, extra: &[&str]) -> String {
+    for i in 0..50u32 {
+        let pid = std::process::id();
+        let subnet = format!("10.{}.{}.0/24", 200 + (pid + i) % 50, (pid / 50 + i * 7) % 250);
+        let mut args = vec!["network", "create", "--subnet", &subnet];
+        args.extend_from_slice(extra);
+        args.push(name);
+        let r = d.docker(&args);
+        if r.code == 0 {
+            return subnet;
+        }
+        assert!(r.stderr.contains("overlaps"), "{r:?}");
+    }
+    panic!("no free subnet");
+}
+
+#[test]
+fn user_networks_resolve_names_and_aliases_and_connect_and_disconnect() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let subnet = create_net(&d, "appnet", &["--label", "team=a"]);
+    let ls = d.docker(&["network", "ls", "--filter", "label=team=a", "--format", "{{.Name}} {{.Driver}}"]).success().stdout;
+    assert_eq!(ls, "appnet bridge\n");
+    d.docker(&["run", "-d", "--name", "db", "--network", "appnet", "--network-alias", "database", "busybox", "sleep", "60"]).success();
+    let ip_db = inspect(&d, "db")["NetworkSettings"]["Networks"]["appnet"]["IPAddress"].as_str().unwrap().to_string();
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(ip_db.starts_with(prefix), "{ip_db} in {subnet}");
+    // By name and by alias, through the network's resolver (its gateway).
+    let out = d
+        .docker(&["run", "--rm", "--network", "appnet", "busybox", "sh", "-c", "cat /etc/resolv.conf; nslookup db; nslookup database"])
+        .success()
+        .stdout;
+    assert!(out.contains(&format!("nameserver {prefix}1")), "{out}");
+    assert_eq!(out.matches(&format!("Address: {ip_db}")).count(), 2, "{out}");
+    // `network inspect` lists it.
+    let n = json(&d.docker(&["network", "inspect", "appnet"]).success().stdout);
+    assert_eq!(n[0]["Containers"].as_object().unwrap().len(), 1, "{n}");
+    assert_eq!(n[0]["IPAM"]["Config"][0]["Subnet"], subnet);
+
+    // On the default bridge there is no resolver: resolv.conf does not name one (the name
+    // server given here is one nothing answers on, so no query leaves the machine).
+    let r = d.docker(&["run", "--rm", "--dns", "127.0.0.1", "busybox", "sh", "-c", "cat /etc/resolv.conf; nslookup -timeout=1 db"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("nameserver 127.0.0.1") && !r.stdout.contains(&format!("nameserver {prefix}1")), "{r:?}");
+
+    // connect (with an alias and an address) and disconnect a running container.
+    d.docker(&["run", "-d", "--name", "late", "busybox", "sleep", "60"]).success();
+    let ip = format!("{prefix}99");
+    d.docker(&["network", "connect", "--alias", "latecomer", "--ip", &ip, "appnet", "late"]).success();
+    let addrs = d.docker(&["exec", "late", "ip", "-o", "-4", "addr"]).success().stdout;
+    assert!(addrs.contains(&format!("eth1    inet {ip}/24")), "{addrs}");
+    let found = d.docker(&["exec", "db", "nslookup", "latecomer"]).success().stdout;
+    assert!(found.contains(&format!("Address: {ip}")), "{found}");
+    d.docker(&["exec", "late", "ping", "-c", "1", "-W", "2", &ip_db]).success();
+    let twice = d.docker(&["network", "connect", "appnet", "late"]).failure();
+    assert!(twice.stderr.contains("already exists"), "{twice:?}");
+    d.docker(&["network", "disconnect", "appnet", "late"]).success();
+    assert!(!d.docker(&["exec", "late", "ip", "-o", "link"]).success().stdout.contains("eth1"));
+    assert_ne!(d.docker(&["exec", "db", "nslookup", "latecomer"]).code, 0);
+
+    // In use: not removed; then removed, with its bridge and nothing else left.
+    let r = d.docker(&["network", "rm", "appnet"]).failure();
+    assert!(r.stderr.contains("active endpoints"), "{r:?}");
+    d.docker(&["rm", "-f", "db", "late"]).success();
+    let bridge = n[0]["Options"]["com.docker.network.bridge.name"].as_str().map(str::to_string);
+    d.docker(&["network", "rm", "appnet"]).success();
+    let dev = bridge.unwrap_or_else(|| format!("berth-{}", &n[0]["Id"].as_str().unwrap()[..9]));
+    assert!(!links().contains(&format!(": {dev}:")), "{}", links());
+}
+
+#[test]
+fn internal_networks_and_bad_input() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let subnet = create_net(&d, "inner", &["--internal"]);
+    let prefix = subnet.trim_end_matches("0/24").to_string();
+    // No default route out of an --internal network; its members still reach each other.
+    d.docker(&["run", "-d", "--name", "in1", "--network", "inner", "busybox", "sleep", "60"]).success();
+    let routes = d.docker(&["exec", "in1", "ip", "route"]).success().stdout;
+    assert!(!routes.contains("default"), "{routes}");
+    let ip1 = inspect(&d, "in1")["NetworkSettings"]["Networks"]["inner"]["IPAddress"].as_str().unwrap().to_string();
+    d.docker(&["run", "--rm", "--network", "inner", "busybox", "ping", "-c", "1", "-W", "2", &ip1]).success();
+
+    // Docker's errors, and nothing made.
+    let before = links();
+    let overlap = d.docker(&["network", "create", "--subnet", &subnet, "again"]).failure();
+    assert!(overlap.stderr.contains("overlaps"), "{overlap:?}");
+    let gw = d.docker(&["network", "create", "--subnet", "10.254.253.0/24", "--gateway", "10.9.9.9", "gw"]).failure();
+    assert!(gw.stderr.contains("10.9.9.9"), "{gw:?}");
+    let unknown = d.docker(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"]).failure();
+    assert!(unknown.stderr.contains("network nosuchnet not found"), "{unknown:?}");
+    let dup = d.docker(&["network", "create", "inner"]).failure();
+    assert!(dup.stderr.contains("already exists"), "{dup:?}");
+    let predefined = d.docker(&["network", "rm", "bridge"]).failure();
+    assert!(predefined.stderr.contains("pre-defined"), "{predefined:?}");
+    let ip = d.docker(&["run", "--rm", "--ip", &format!("{prefix}5"), "busybox", "true"]).failure();
+    assert!(ip.stderr.contains("user defined networks only"), "{ip:?}");
+    let taken = d.docker(&["run", "--rm", "--network", "inner", "--ip", &ip1, "busybox", "true"]).failure();
+    assert!(taken.stderr.contains("already in use"), "{taken:?}");
+    // Of the refused runs, no link is left on the network's bridge (in1's only).
+    let id = json(&d.docker(&["network", "inspect", "inner"]).success().stdout)[0]["Id"].as_str().unwrap().to_string();
+    assert_eq!(ports_of(&format!("berth-{}", &id[..9])).lines().count(), 1);
+    assert!(!links().contains(": gw:") && !before.is_empty());
+    // prune keeps what is in use.
+    d.docker(&["network", "create", "--subnet", "10.254.252.0/24", "unused"]).success();
+    let pruned = d.docker(&["network", "prune", "-f"]).success().stdout;
+    assert!(pruned.contains("unused") && !pruned.contains("inner"), "{pruned}");
+    d.docker(&["rm", "-f", "in1"]).success();
+}
+
+/// Debian's docker-compose (1.29, docker-py underneath) runs a two-service project on a user
+/// network against berthd: up, ps, exec (by the other service's name), logs, stop/start, down.
+#[test]
+fn docker_compose_runs_a_project_on_a_user_network() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    if !berth_tests::have("docker-compose") {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("berth-compose-").tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        "version: \"3\"\nservices:\n  web:\n    image: busybox\n    command: sh -c \"echo hello-compose > /tmp/index.html; httpd -f -v -p 80 -h /tmp\"\n    networks: [back]\n  client:\n    image: busybox\n    command: sleep 300\n    networks: [back]\nnetworks:\n  back: {}\n",
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let mut c = std::process::Command::new("docker-compose");
+        c.current_dir(dir.path()).env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args(["-p", "proj"]).args(args);
+        berth_tests::run_command(&mut c)
+    };
+    compose(&["up", "-d"]).success();
+    let ps = compose(&["ps"]).success().stdout;
+    assert!(ps.contains("proj_web_1") && ps.contains("proj_client_1") && ps.matches(" Up ").count() == 2, "{ps}");
+    let fetch = || compose(&["exec", "-T", "client", "wget", "-qO-", "http://web/"]);
+    let mut got = String::new();
+    wait_until("the web service by name", || {
+        got = fetch().stdout;
+        got.contains("hello-compose")
+    });
+    assert!(compose(&["logs", "web"]).success().stdout.contains("response:200"));
+    compose(&["stop", "-t", "1"]).success();
+    compose(&["start"]).success();
+    wait_until("the web service after a restart", || fetch().stdout.contains("hello-compose"));
+    compose(&["down", "-t", "1"]).success();
+    assert_eq!(d.docker(&["ps", "-aq"]).success().stdout, "");
+    assert!(!d.docker(&["network", "ls"]).success().stdout.contains("proj_back"));
+}
