@@ -212,7 +212,7 @@ def main():
             print(f"docker CLI → berthd / docker CLI → dockerd: {med(times['docker CLI → berthd']) / med(times['docker CLI → dockerd']):.3f}")
 
         # exec
-        sh([berth, "run", "-d", "--name", "ex", "busybox", "sleep", "3600"], env=benv)
+        sh([berth, "run", "-d", "--name", "ex", "--network", "none", "busybox", "sleep", "3600"], env=benv)
         ex = {"berth exec": ([berth, "exec", "ex", "true"], benv)}
         if docker:
             ex["docker CLI exec → berthd"] = ([docker, "exec", "ex", "true"], benv)

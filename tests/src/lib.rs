@@ -387,6 +387,9 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// Started in a network namespace of its own (its bridges, rules and firewall policy are
+    /// its own, so a test may change them without touching the host's).
+    own_netns: bool,
 }
 
 impl TestDaemon {
@@ -409,9 +412,29 @@ impl TestDaemon {
     pub fn start_with_config(daemon_json: &str) -> TestDaemon {
         let dir = tempfile::Builder::new().prefix("berth-daemon-").tempdir().unwrap();
         fs::write(dir.path().join("daemon.json"), daemon_json).unwrap();
-        let mut d = TestDaemon { dir, child: None };
+        let mut d = TestDaemon { dir, child: None, own_netns: false };
         d.launch();
         d
+    }
+
+    /// A daemon in a network namespace of its own (`unshare -n`), with busybox imported; None
+    /// (the test skips) without root.
+    pub fn with_busybox_in_own_netns() -> Option<TestDaemon> {
+        if !is_root() {
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("berth-daemon-").tempdir().unwrap();
+        fs::write(dir.path().join("daemon.json"), "{}").unwrap();
+        let mut d = TestDaemon { dir, child: None, own_netns: true };
+        d.launch();
+        d.import_busybox();
+        Some(d)
+    }
+
+    /// A command run in berthd's network namespace (`nsenter -n`).
+    pub fn in_netns(&self, args: &[&str]) -> Run {
+        let pid = self.pid().to_string();
+        run_command(Command::new("nsenter").args(["-t", &pid, "-n"]).args(args))
     }
 
     /// Start berthd (again) on this daemon's roots.
@@ -426,7 +449,15 @@ impl TestDaemon {
         become_subreaper();
         let dir = &self.dir;
         let log = fs::OpenOptions::new().create(true).append(true).open(dir.path().join("berthd.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(bin("berthd"))
+        let mut cmd = if self.own_netns {
+            // unshare execs berthd: the child's pid is berthd's.
+            let mut c = Command::new("unshare");
+            c.arg("-n").arg(bin("berthd"));
+            c
+        } else {
+            Command::new(bin("berthd"))
+        };
+        let child = cmd
             .arg("--data-root")
             .arg(dir.path().join("data"))
             .arg("--exec-root")

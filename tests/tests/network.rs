@@ -338,3 +338,56 @@ fn docker_compose_runs_a_project_on_a_user_network() {
     assert_eq!(d.docker(&["ps", "-aq"]).success().stdout, "");
     assert!(!d.docker(&["network", "ls"]).success().stdout.contains("proj_back"));
 }
+
+/// Networks are isolated from each other, as Docker's; and where another engine's FORWARD
+/// policy drops (as dockerd sets it), berth's bridges are accepted there — and not after. The
+/// daemon runs in a network namespace of its own, so the firewall policy changed here is its
+/// alone (with br_netfilter, traffic between two containers of one bridge goes through it).
+#[test]
+fn networks_are_isolated_and_another_engines_dropping_forward_policy_is_handled() {
+    let Some(mut d) = TestDaemon::with_busybox_in_own_netns() else { return };
+    if !berth_tests::have("iptables") || !berth_tests::have("nsenter") {
+        return;
+    }
+    let tag = format!("berth:{}", d.bridge());
+    let rules = |d: &TestDaemon| d.in_netns(&["iptables", "-w", "-S", "FORWARD"]).success().stdout;
+    d.docker(&["run", "-d", "--name", "one", "busybox", "sleep", "60"]).success();
+    d.docker(&["run", "-d", "--name", "two", "busybox", "sleep", "60"]).success();
+    let ip_two = inspect(&d, "two")["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    // Another network's container is out of reach, both ways; its own bridge's are not.
+    create_net(&d, "elsewhere", &[]);
+    d.docker(&["run", "-d", "--name", "far", "--network", "elsewhere", "busybox", "sleep", "60"]).success();
+    let ip_far = inspect(&d, "far")["NetworkSettings"]["Networks"]["elsewhere"]["IPAddress"].as_str().unwrap().to_string();
+    d.docker(&["exec", "one", "ping", "-c", "1", "-W", "2", &ip_two]).success();
+    assert_ne!(d.docker(&["exec", "one", "ping", "-c", "1", "-W", "1", &ip_far]).code, 0, "isolated networks");
+    let ip_one = inspect(&d, "one")["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    assert_ne!(d.docker(&["exec", "far", "ping", "-c", "1", "-W", "1", &ip_one]).code, 0, "isolated networks");
+    assert!(!rules(&d).contains(&tag), "no rules where the policy accepts");
+
+    // The policy turns to drop: berth's accepts come within its next look (every 5 s).
+    d.in_netns(&["iptables", "-w", "-P", "FORWARD", "DROP"]).success();
+    wait_until("berth's accepts in the FORWARD chain", || rules(&d).matches(&tag).count() == 4);
+    d.docker(&["exec", "one", "ping", "-c", "1", "-W", "2", &ip_two]).success();
+    // And back to accept: they go.
+    d.in_netns(&["iptables", "-w", "-P", "FORWARD", "ACCEPT"]).success();
+    wait_until("berth's accepts to go", || !rules(&d).contains(&tag));
+    // Dropping again, then berthd stops with nothing running: it takes them out.
+    d.in_netns(&["iptables", "-w", "-P", "FORWARD", "DROP"]).success();
+    wait_until("berth's accepts in the FORWARD chain", || rules(&d).contains(&tag));
+    d.remove_all();
+    d.docker(&["network", "rm", "elsewhere"]).success();
+    let pid = d.pid();
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    d.stop();
+    let left = run_in(&netns, &["iptables", "-w", "-S", "FORWARD"]);
+    assert!(!left.contains(&tag), "{left}");
+    d.launch();
+}
+
+/// `args` run in the network namespace `ns` (kept open by the caller).
+fn run_in(ns: &std::fs::File, args: &[&str]) -> String {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd());
+    let out = std::process::Command::new("nsenter").arg(format!("--net={path}")).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -263,6 +263,16 @@ impl Engine {
             mountpoints,
         }));
         engine.restore().await?;
+        // Another engine may set its FORWARD policy to drop at any time (dockerd does when it
+        // starts): look every few seconds while berthd has bridges up.
+        let nets = Arc::clone(&engine.nets);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let n = Arc::clone(&nets);
+                let _ = tokio::task::spawn_blocking(move || n.sync_foreign()).await;
+            }
+        });
         // What a crash left in the image store (a load's blobs, a layer no image records).
         engine.collect_garbage().await;
         let e = engine.clone();

@@ -97,6 +97,13 @@ pub fn ruleset(table: &str, bridges: &[Bridge], ports: &[Published]) -> Result<S
     let _ = writeln!(r, "\t}}");
     let _ = writeln!(r, "\tchain forward {{");
     let _ = writeln!(r, "\t\ttype filter hook forward priority filter; policy accept;");
+    // Networks are isolated from each other, as Docker's: nothing from one bridge to another.
+    for b in bridges {
+        let others: Vec<String> = bridges.iter().filter(|o| o.device != b.device).map(|o| format!("\"{}\"", o.device)).collect();
+        if !others.is_empty() {
+            let _ = writeln!(r, "\t\tiifname \"{}\" oifname {{ {} }} drop", b.device, others.join(", "));
+        }
+    }
     for b in bridges {
         if b.internal {
             let _ = writeln!(r, "\t\tiifname \"{0}\" oifname != \"{0}\" drop", b.device);
@@ -119,6 +126,42 @@ pub fn teardown(table: &str) -> Result<String, String> {
         return Err(format!("invalid nftables table name {table:?}"));
     }
     Ok(format!("table ip {table} {{}}\ndelete table ip {table}\n"))
+}
+
+/// Where another engine's `FORWARD` chain drops by policy (dockerd's, through iptables),
+/// berth's bridges' traffic must be accepted there too: every table's base chain on a hook sees
+/// a packet and any one's drop ends it (with `br_netfilter`, traffic between two containers of
+/// one bridge goes through it as well). The rules go in with the same `iptables` the other
+/// engine uses, so its own tool keeps reading its chain. From `iptables -S FORWARD`, the
+/// `iptables` argument lists that leave exactly berth's accepts for `devices` there (tagged
+/// `berth:<table>`), none when the policy accepts; empty when nothing is to change.
+pub fn foreign_forward(listing: &str, table: &str, devices: &[String]) -> Vec<Vec<String>> {
+    let tag = format!("berth:{table}");
+    let drops = listing.lines().any(|l| l.trim() == "-P FORWARD DROP");
+    let ours: Vec<Vec<String>> = listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A FORWARD "))
+        // iptables quotes comments in its listing ("berth:berth").
+        .map(|rest| rest.split_whitespace().map(|w| w.trim_matches('"').to_string()).collect::<Vec<_>>())
+        .filter(|w| w.windows(2).any(|p| p[0] == "--comment" && p[1] == tag))
+        .collect();
+    let rule = |dir: &str, dev: &str| -> Vec<String> {
+        [dir, dev, "-m", "comment", "--comment", &tag, "-j", "ACCEPT"].iter().map(|s| s.to_string()).collect()
+    };
+    let wanted: Vec<Vec<String>> =
+        if drops { devices.iter().filter(|d| valid_device(d)).flat_map(|d| [rule("-i", d), rule("-o", d)]).collect() } else { Vec::new() };
+    let mut out = Vec::new();
+    for r in &ours {
+        if !wanted.contains(r) {
+            out.push(["-D", "FORWARD"].iter().map(|s| s.to_string()).chain(r.iter().cloned()).collect());
+        }
+    }
+    for w in &wanted {
+        if !ours.contains(w) {
+            out.push(["-I", "FORWARD"].iter().map(|s| s.to_string()).chain(w.iter().cloned()).collect());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -159,7 +202,36 @@ mod tests {
         assert!(r.contains("ip saddr 172.19.0.0/16 oifname != \"berth0\" masquerade"), "{r}");
         assert!(!r.contains("ip saddr 172.20.0.0/16"), "an internal network is not masqueraded: {r}");
         assert!(r.contains("iifname \"berth-1a2b\" oifname != \"berth-1a2b\" drop"), "{r}");
+        assert!(r.contains("iifname \"berth0\" oifname { \"berth-1a2b\" } drop"), "networks are isolated from each other: {r}");
         assert_eq!(teardown("berth-test").unwrap(), "table ip berth-test {}\ndelete table ip berth-test\n");
+    }
+
+    #[test]
+    fn another_engines_dropping_forward_chain_gets_our_accepts_and_loses_them() {
+        let drop = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n";
+        let devs = vec!["berth0".to_string()];
+        let cmds: Vec<String> = foreign_forward(drop, "berth", &devs).iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            cmds,
+            [
+                "-I FORWARD -i berth0 -m comment --comment berth:berth -j ACCEPT",
+                "-I FORWARD -o berth0 -m comment --comment berth:berth -j ACCEPT"
+            ]
+        );
+        let with_ours = "-P FORWARD DROP\n-A FORWARD -i berth0 -m comment --comment \"berth:berth\" -j ACCEPT\n-A FORWARD -o berth0 -m comment --comment berth:berth -j ACCEPT\n-A FORWARD -o other0 -m comment --comment berth:other0 -j ACCEPT\n-A FORWARD -j DOCKER-USER\n";
+        assert!(foreign_forward(with_ours, "berth", &devs).is_empty(), "already there");
+        let cmds: Vec<String> = foreign_forward(with_ours, "berth", &[]).iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            cmds,
+            [
+                "-D FORWARD -i berth0 -m comment --comment berth:berth -j ACCEPT",
+                "-D FORWARD -o berth0 -m comment --comment berth:berth -j ACCEPT"
+            ],
+            "another berthd's rules (another tag) are left alone"
+        );
+        let accepting = with_ours.replace("-P FORWARD DROP", "-P FORWARD ACCEPT");
+        assert_eq!(foreign_forward(&accepting, "berth", &devs).len(), 2, "taken out where the policy accepts");
+        assert!(foreign_forward("", "berth", &devs).is_empty(), "no such chain");
     }
 
     #[test]

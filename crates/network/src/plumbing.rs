@@ -86,6 +86,10 @@ pub trait Plumbing: Send + Sync {
     fn detach(&self, host_if: &str) -> Result<()>;
     /// Apply an nftables batch (one transaction).
     fn apply_rules(&self, batch: &str) -> Result<()>;
+    /// Keep accept rules for `devices` (and none other of `table`'s) in another engine's
+    /// `FORWARD` chain where its policy drops (see [`crate::nat::foreign_forward`]), through
+    /// `iptables`, as that engine writes its chain.
+    fn foreign_forward(&self, table: &str, devices: &[String]) -> Result<()>;
 }
 
 /// [`Plumbing`] in the kernel: rtnetlink for links, `nft -f -` for rules.
@@ -189,6 +193,28 @@ impl Plumbing for Kernel {
         let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
         if !out.status.success() {
             return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        Ok(())
+    }
+
+    fn foreign_forward(&self, table: &str, devices: &[String]) -> Result<()> {
+        // No iptables, or no filter table (no other engine here): nothing to do.
+        let listing = match std::process::Command::new("iptables").args(["-w", "-S", "FORWARD"]).output() {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            _ => return Ok(()),
+        };
+        for args in crate::nat::foreign_forward(&listing, table, devices) {
+            let out = std::process::Command::new("iptables").arg("-w").args(&args).output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    return Err(PlumbingError::Other {
+                        context: format!("iptables {}", args.join(" ")),
+                        message: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    });
+                }
+                Err(e) => return Err(PlumbingError::Other { context: "running iptables".into(), message: e.to_string() }),
+            }
         }
         Ok(())
     }

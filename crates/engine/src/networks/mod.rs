@@ -353,7 +353,26 @@ impl Networks {
         let text = nat::ruleset(&self.table, &bridges, &ports).map_err(|e| ApiError::new(Kind::Internal, e))?;
         self.plumbing.apply_rules(&text).map_err(plumbing_err)?;
         self.up.lock().unwrap_or_else(|p| p.into_inner()).table_applied = true;
+        let devices: Vec<String> = bridges.iter().map(|b| b.device.clone()).collect();
+        if let Err(e) = self.plumbing.foreign_forward(&self.table, &devices) {
+            tracing::warn!("accepting berth's bridges in another engine's FORWARD chain: {e}");
+        }
         Ok(())
+    }
+
+    /// Keep berth's accepts in another engine's `FORWARD` chain in step with its policy (which
+    /// may turn to drop after berthd's start: dockerd sets it when it starts). Blocking.
+    pub fn sync_foreign(&self) {
+        let devices: Vec<String> = {
+            let up = self.up.lock().unwrap_or_else(|p| p.into_inner());
+            if !up.table_applied {
+                return;
+            }
+            up.bridges.iter().cloned().collect()
+        };
+        if let Err(e) = self.plumbing.foreign_forward(&self.table, &devices) {
+            tracing::warn!("accepting berth's bridges in another engine's FORWARD chain: {e}");
+        }
     }
 
     /// berthd stops with no container running: its bridges and table go (made again when
@@ -369,6 +388,9 @@ impl Networks {
             }
         }
         if up.table_applied {
+            if let Err(e) = self.plumbing.foreign_forward(&self.table, &[]) {
+                tracing::warn!("removing berth's rules from another engine's FORWARD chain: {e}");
+            }
             match nat::teardown(&self.table) {
                 Ok(t) => {
                     if let Err(e) = self.plumbing.apply_rules(&t) {
@@ -451,6 +473,9 @@ pub(crate) mod fake {
         }
         fn apply_rules(&self, batch: &str) -> Result<(), PlumbingError> {
             self.rules.lock().unwrap().push(batch.to_string());
+            Ok(())
+        }
+        fn foreign_forward(&self, _table: &str, _devices: &[String]) -> Result<(), PlumbingError> {
             Ok(())
         }
     }
