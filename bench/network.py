@@ -9,6 +9,7 @@
 All traffic stays on the machine. Needs root and release binaries (scripts/build-release.sh).
 """
 import os
+import platform
 import shutil
 import socket
 import statistics
@@ -56,16 +57,17 @@ def free_port():
 def transfer(docker, env):
     """Seconds to push SIZE_MIB through a port published on 127.0.0.1 into `nc -l`."""
     port = free_port()
-    cid = sh([docker, "run", "-d", "-p", f"127.0.0.1:{port}:5000", "busybox", "sh", "-c", "nc -l -p 5000 > /dev/null"],
+    cid = sh([docker, "run", "-d", "-p", f"127.0.0.1:{port}:5000", "busybox", "sh", "-c", "sleep 3600 | nc -l -p 5000 > /dev/null"],
              env=env).stdout.strip()
     chunk = b"\0" * (1 << 20)
     try:
         deadline = time.time() + 10
         while True:
-            s = socket.create_connection(("127.0.0.1", port))
             # A connection accepted by a proxy (Docker's) or refused until nc listens: probe with
             # a byte and see that the other side keeps the connection.
+            s = socket.socket()
             try:
+                s.connect(("127.0.0.1", port))
                 s.sendall(b"\0")
                 s.settimeout(0.2)
                 if s.recv(1) == b"":
@@ -140,6 +142,7 @@ def main():
             for name, cli, env in engines:
                 for m, flags in modes.items():
                     times[(name, m)].append(timed([cli, "run", "--rm"] + flags + ["busybox", "true"], env=env))
+        print(f"network, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}\n")
         print(f"## run --rm busybox true, {ROUNDS} interleaved rounds (medians)\n")
         print("| engine | --network none | default bridge | bridge − none |")
         print("|---|---|---|---|")

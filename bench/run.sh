@@ -14,3 +14,5 @@ echo
 python3 bench/layer_diff.py
 echo
 python3 bench/engine.py
+echo
+python3 bench/network.py

@@ -212,7 +212,7 @@ fn create_net(d: &TestDaemon, name: &str, extra: &[&str]) -> String {
 
 #[test]
 fn user_networks_resolve_names_and_aliases_and_connect_and_disconnect() {
-    let Some(d) = TestDaemon::with_busybox() else { return };
+    let Some(mut d) = TestDaemon::with_busybox() else { return };
     let subnet = create_net(&d, "appnet", &["--label", "team=a"]);
     let ls = d.docker(&["network", "ls", "--filter", "label=team=a", "--format", "{{.Name}} {{.Driver}}"]).success().stdout;
     assert_eq!(ls, "appnet bridge\n");
@@ -252,6 +252,12 @@ fn user_networks_resolve_names_and_aliases_and_connect_and_disconnect() {
     d.docker(&["network", "disconnect", "appnet", "late"]).success();
     assert!(!d.docker(&["exec", "late", "ip", "-o", "link"]).success().stdout.contains("eth1"));
     assert_ne!(d.docker(&["exec", "db", "nslookup", "latecomer"]).code, 0);
+
+    // berthd killed and back: the names are served again.
+    d.kill9();
+    d.launch();
+    let again = d.docker(&["run", "--rm", "--network", "appnet", "busybox", "nslookup", "database"]).success().stdout;
+    assert!(again.contains(&format!("Address: {ip_db}")), "{again}");
 
     // In use: not removed; then removed, with its bridge and nothing else left.
     let r = d.docker(&["network", "rm", "appnet"]).failure();

@@ -324,6 +324,7 @@ impl Engine {
     fn release_shims(&self) {
         let live = self.all().iter().any(|c| c.rec().state.status.is_live());
         self.tasks.release(live);
+        self.nets.unlinked();
         // With nothing running, nothing of berthd's networking stays on the host.
         if !live {
             self.nets.teardown();

@@ -1,14 +1,14 @@
 //! Just enough rtnetlink for bridges and veths, spoken over a blocking socket: make a bridge,
 //! a veth pair whose other end is made straight inside a container's network namespace (no
 //! move, no rename), addresses, a default route, delete a link. A netlink socket acts in the
-//! network namespace it was made in, so [`Netlink::open_in`] makes one on a short-lived thread
-//! that enters the namespace (never a thread of the caller's, which may be an async worker).
+//! network namespace it was made in: for a container's, it is made on a short-lived thread that
+//! enters the namespace (never a thread of the caller's, which may be an async worker).
 //! Each request waits for the kernel's acknowledgement: an error comes back with the request
 //! it answers.
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -119,19 +119,6 @@ impl Netlink {
         // SAFETY: fd is a new, valid descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Netlink { fd, seq: 0 })
-    }
-
-    /// A socket acting inside the network namespace `netns` (made on a thread of its own that
-    /// enters the namespace and ends, so no thread of the caller's changes namespace).
-    pub fn open_in(netns: BorrowedFd<'_>) -> Result<Netlink> {
-        let ns = netns.try_clone_to_owned().map_err(kernel("duplicating a network namespace descriptor"))?;
-        std::thread::spawn(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| kernel("entering the container's network namespace")(io::Error::from(e)))?;
-            Netlink::open()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(NetlinkError::Malformed("netlink thread".into())))
     }
 
     /// Send one request and wait for its acknowledgement (or, with `dump_reply`, its answer).

@@ -61,17 +61,12 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// The host end's name for container `container` on network `network`: `berth` and ten hex
-/// digits of a hash of both (15 characters, the kernel's limit), so it is recognisably ours and
-/// a container's links on two networks differ.
-pub fn host_if_name(container: &str, network: &str) -> String {
-    // FNV-1a: stable across versions and builds, unlike std's hasher.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in container.bytes().chain([b'/']).chain(network.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("berth{:010x}", h & 0xff_ffff_ffff)
+/// The host end's name for an endpoint: `berth` and the first ten hex digits of its ID (15
+/// characters, the kernel's limit), so it is recognisably ours, found from `inspect`'s
+/// `EndpointID`, and new at each start (a link of the last run still being deleted never clashes).
+pub fn host_if_name(endpoint_id: &str) -> String {
+    let hex: String = endpoint_id.chars().filter(char::is_ascii_hexdigit).take(10).collect();
+    format!("berth{hex:0>10}")
 }
 
 pub trait Plumbing: Send + Sync {
@@ -156,18 +151,31 @@ impl Plumbing for Kernel {
             })
             .map_err(Into::into)
         })?;
+        // Inside the namespace, on a thread of its own that enters it (and ends): no thread of
+        // the caller's changes namespace. The link is IPv4 only, as its network: without IPv6 on
+        // it the kernel sets up no link-local address, multicast groups or DAD when it comes up.
         let inside = || -> Result<()> {
-            let mut nl = Netlink::open_in(ns.as_fd())?;
-            let index = nl.index(&ep.ifname)?.ok_or_else(|| PlumbingError::Other {
-                context: format!("the container's {}", ep.ifname),
-                message: "not found after its creation".into(),
-            })?;
-            nl.set_up(index)?;
-            nl.add_address(index, ep.addr, ep.prefix)?;
-            if let Some(gw) = ep.gateway {
-                nl.add_default_route(gw, index)?;
-            }
-            Ok(())
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| -> Result<()> {
+                        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(|e| PlumbingError::Namespace { pid, source: e.into() })?;
+                        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", ep.ifname), "1");
+                        let mut nl = Netlink::open()?;
+                        let index = nl.index(&ep.ifname)?.ok_or_else(|| PlumbingError::Other {
+                            context: format!("the container's {}", ep.ifname),
+                            message: "not found after its creation".into(),
+                        })?;
+                        nl.set_up(index)?;
+                        nl.add_address(index, ep.addr, ep.prefix)?;
+                        if let Some(gw) = ep.gateway {
+                            nl.add_default_route(gw, index)?;
+                        }
+                        Ok(())
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(PlumbingError::Other { context: "network set-up".into(), message: "thread panicked".into() }))
+            })
         };
         inside().inspect_err(|_| {
             let _ = self.detach(&ep.host_if);
@@ -226,11 +234,10 @@ mod tests {
 
     #[test]
     fn host_ends_are_ours_short_and_distinct() {
-        let a = host_if_name("0123456789abcdef", "bridge");
-        assert!(a.starts_with("berth") && a.len() == 15, "{a}");
-        assert_eq!(a, host_if_name("0123456789abcdef", "bridge"));
-        assert_ne!(a, host_if_name("0123456789abcdef", "other"));
-        assert_ne!(a, host_if_name("0123456789abcdee", "bridge"));
+        let a = host_if_name("0123456789abcdef");
+        assert_eq!(a, "berth0123456789");
+        assert_ne!(a, host_if_name("1123456789abcdef"));
+        assert_eq!(host_if_name("ab").len(), 15);
     }
 
     #[test]

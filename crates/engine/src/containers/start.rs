@@ -136,8 +136,8 @@ impl Engine {
             let hosts = crate::networks::endpoints::hosts_with(&base, addr.as_deref(), &want.hostname);
             let path = dir.join("hosts");
             if let Err(e) = std::fs::write(&path, hosts) {
-                let ids: Vec<String> = attached.endpoints.iter().map(|(_, ep)| ep.network_id.clone()).collect();
-                nets.release(&want.id, &ids);
+                let eps: Vec<String> = attached.endpoints.iter().map(|(_, ep)| ep.endpoint_id.clone()).collect();
+                nets.release(&want.id, &eps);
                 return Err(ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())));
             }
             Ok(attached)
@@ -153,7 +153,7 @@ impl Engine {
         }
         let nets = Arc::clone(&self.nets);
         let id = rec.id.clone();
-        let ids: Vec<String> = rec.networks.values().map(|ep| ep.network_id.clone()).collect();
-        let _ = tokio::task::spawn_blocking(move || nets.release(&id, &ids)).await;
+        let eps: Vec<String> = rec.networks.values().map(|ep| ep.endpoint_id.clone()).collect();
+        let _ = tokio::task::spawn_blocking(move || nets.release(&id, &eps)).await;
     }
 }

@@ -310,8 +310,9 @@ impl Engine {
                 match nets.attach_endpoint(&want, &net, &cfg, i, false, &mut out) {
                     Ok(ep) => return Ok(ep),
                     Err(e) => {
-                        let addr = out.endpoints.first().and_then(|(_, ep)| ep.ip_address.parse().ok());
-                        nets.release_one(&want.id, &net, addr);
+                        if let Some((_, ep)) = out.endpoints.first() {
+                            nets.release_one(&want.id, &net, &ep.endpoint_id, ep.ip_address.parse().ok());
+                        }
                         if !e.message.contains("File exists") {
                             return Err(e);
                         }
@@ -328,8 +329,8 @@ impl Engine {
         });
         if let Err(e) = saved {
             let nets = Arc::clone(&self.nets);
-            let (id, addr) = (rec.id.clone(), ep.ip_address.parse().ok());
-            let _ = tokio::task::spawn_blocking(move || nets.release_one(&id, &n, addr)).await;
+            let (id, eid, addr) = (rec.id.clone(), ep.endpoint_id.clone(), ep.ip_address.parse().ok());
+            let _ = tokio::task::spawn_blocking(move || nets.release_one(&id, &n, &eid, addr)).await;
             return Err(e);
         }
         Ok(())
@@ -345,8 +346,8 @@ impl Engine {
         };
         if rec.state.status.is_live() {
             let nets = Arc::clone(&self.nets);
-            let (id, net, addr) = (rec.id.clone(), n.clone(), ep.ip_address.parse().ok());
-            tokio::task::spawn_blocking(move || nets.release_one(&id, &net, addr)).await.map_err(blocking_err)?;
+            let (id, net, eid, addr) = (rec.id.clone(), n.clone(), ep.endpoint_id.clone(), ep.ip_address.parse().ok());
+            tokio::task::spawn_blocking(move || nets.release_one(&id, &net, &eid, addr)).await.map_err(blocking_err)?;
         }
         ctr.update(|r| {
             r.networks.remove(&n.name);

@@ -85,8 +85,8 @@ impl Networks {
         let mut out = Attached::default();
         let made = self.attach_inner(w, &mut out);
         if let Err(e) = made {
-            let nets: Vec<String> = out.endpoints.iter().map(|(_, ep)| ep.network_id.clone()).collect();
-            self.release(&w.id, &nets);
+            let eps: Vec<String> = out.endpoints.iter().map(|(_, ep)| ep.endpoint_id.clone()).collect();
+            self.release(&w.id, &eps);
             return Err(e);
         }
         Ok(out)
@@ -145,7 +145,7 @@ impl Networks {
         }
         out.endpoints.push((net.name.clone(), ep.clone()));
         let link = Endpoint {
-            host_if: host_if_name(&w.id, &net.id),
+            host_if: host_if_name(&ep.endpoint_id),
             bridge: net.device.clone(),
             ifname: format!("eth{index}"),
             addr,
@@ -225,14 +225,12 @@ impl Networks {
         self.apply_rules()
     }
 
-    /// Give back what container `id` holds: its links on `networks` (IDs), its addresses, its
-    /// ports. Idempotent; blocking.
-    pub fn release(&self, id: &str, networks: &[String]) {
-        for net in networks {
-            if let Err(e) = self.plumbing.detach(&host_if_name(id, net)) {
-                tracing::warn!("removing the link of {id}: {e}");
-            }
-        }
+    /// Give back what container `id` holds: its addresses, names and ports at once, and its
+    /// links (by endpoint ID) off the caller's path: deleting a network device waits for the
+    /// kernel's RCU grace periods (10–50 ms measured here), which an exit must not wait for.
+    /// (A link's name is new at each start, so one still being deleted never clashes.)
+    /// Idempotent; blocking.
+    pub fn release(&self, id: &str, endpoints: &[String]) {
         if let Err(e) = self.ipam.release_owner(id) {
             tracing::warn!("releasing the addresses of {id}: {e}");
         }
@@ -241,11 +239,15 @@ impl Networks {
         if had_ports && let Err(e) = self.apply_rules() {
             tracing::warn!("removing the published ports of {id}: {}", e.message);
         }
+        let links: Vec<String> = endpoints.iter().filter(|e| !e.is_empty()).map(|e| host_if_name(e)).collect();
+        if !links.is_empty() {
+            self.unlink_later(links);
+        }
     }
 
     /// Take container `id` off one network it runs on (disconnect). Blocking.
-    pub fn release_one(&self, id: &str, net: &NetRecord, addr: Option<Ipv4Addr>) {
-        if let Err(e) = self.plumbing.detach(&host_if_name(id, &net.id)) {
+    pub fn release_one(&self, id: &str, net: &NetRecord, endpoint_id: &str, addr: Option<Ipv4Addr>) {
+        if let Err(e) = self.plumbing.detach(&host_if_name(endpoint_id)) {
             tracing::warn!("removing the link of {id}: {e}");
         }
         if let Some(a) = addr

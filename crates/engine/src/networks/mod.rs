@@ -107,6 +107,8 @@ pub(crate) struct Networks {
     names: Arc<berth_network::dns::Names>,
     resolvers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     runtime: Option<tokio::runtime::Handle>,
+    /// Links being deleted off the exits' path (see [`Networks::release`]).
+    unlinking: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -169,6 +171,7 @@ impl Networks {
             names: Default::default(),
             resolvers: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            unlinking: Mutex::new(Vec::new()),
         };
         // The three every daemon has; the default bridge follows the configured device.
         for (name, driver) in [(DEFAULT, "bridge"), ("host", "host"), ("none", "null")] {
@@ -360,6 +363,32 @@ impl Networks {
         Ok(())
     }
 
+    /// Delete these links on a thread of their own.
+    pub(crate) fn unlink_later(&self, links: Vec<String>) {
+        let plumbing = Arc::clone(&self.plumbing);
+        let mut pending = self.unlinking.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|t| !t.is_finished());
+        let spawned = std::thread::Builder::new().name("berth-unlink".into()).spawn(move || {
+            for l in links {
+                if let Err(e) = plumbing.detach(&l) {
+                    tracing::warn!("removing link {l}: {e}");
+                }
+            }
+        });
+        match spawned {
+            Ok(t) => pending.push(t),
+            Err(e) => tracing::warn!("deleting links: {e}"),
+        }
+    }
+
+    /// Wait for the links being deleted (berthd stopping). Blocking.
+    pub fn unlinked(&self) {
+        let pending: Vec<_> = self.unlinking.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        for t in pending {
+            let _ = t.join();
+        }
+    }
+
     /// Keep berth's accepts in another engine's `FORWARD` chain in step with its policy (which
     /// may turn to drop after berthd's start: dockerd sets it when it starts). Blocking.
     pub fn sync_foreign(&self) {
@@ -378,6 +407,7 @@ impl Networks {
     /// berthd stops with no container running: its bridges and table go (made again when
     /// needed). Blocking.
     pub fn teardown(&self) {
+        self.unlinked();
         for (_, t) in self.resolvers.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             t.abort();
         }
