@@ -397,3 +397,61 @@ fn run_in(ns: &std::fs::File, args: &[&str]) -> String {
     let out = std::process::Command::new("nsenter").arg(format!("--net={path}")).args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// What a user network's resolver does not know it asks the container's `--dns` servers (here
+/// a stand-in on the host's loopback: nothing leaves the machine), relaying the answer; the
+/// network's options (bridge name, MTU) reach the bridge and the container's link.
+#[test]
+fn the_resolver_forwards_other_names_and_network_options_apply() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    // A stand-in upstream on 127.0.0.153:53 answering every question with 10.9.8.7.
+    let Ok(upstream) = UdpSocket::bind("127.0.0.153:53") else {
+        assert!(std::env::var("CI").is_err(), "127.0.0.153:53 is taken");
+        eprintln!("SKIP: 127.0.0.153:53 is taken");
+        return;
+    };
+    upstream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let mut answered = 0;
+        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
+            // The question back, flagged an answer, with one A record pointing at it.
+            let mut r = buf[..n].to_vec();
+            r[2] |= 0x80;
+            r[3] = 0x80;
+            r[6..8].copy_from_slice(&1u16.to_be_bytes());
+            r[8..12].fill(0);
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 9, 8, 7]);
+            let _ = upstream.send_to(&r, from);
+            answered += 1;
+            // After the first, whatever else comes at once (busybox asks for AAAA too).
+            upstream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        }
+        answered
+    });
+    create_net(&d, "optnet", &["-o", "com.docker.network.bridge.name=berth-topt", "-o", "com.docker.network.driver.mtu=1400"]);
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "optnet",
+            "--dns",
+            "127.0.0.153",
+            "--dns-search",
+            "corp.test",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /etc/resolv.conf; ip -o link show eth0; nslookup outside.test",
+        ])
+        .success()
+        .stdout;
+    assert!(out.contains("search corp.test") && !out.contains("nameserver 127.0.0.153"), "the resolver is the only name server: {out}");
+    assert!(out.contains("mtu 1400"), "{out}");
+    assert!(out.contains("Address: 10.9.8.7"), "{out}");
+    assert!(server.join().unwrap() >= 1);
+    assert!(links().contains(": berth-topt:"), "{}", links());
+    d.docker(&["network", "rm", "optnet"]).success();
+    assert!(!links().contains(": berth-topt:"));
+}

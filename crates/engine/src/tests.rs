@@ -218,3 +218,54 @@ fn restore_adopts_running_containers_and_records_what_happened_meanwhile() {
         until("the adopted container's exit", async || state(&e, &adopted).await["Status"] == "exited").await;
     });
 }
+
+/// A start plumbs the container's endpoints through the seam (its address, its link, its ports)
+/// and its exit gives all of it back; a start that fails on its ports leaves no link, address or
+/// port behind, and one asking for a network that does not exist is refused at create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_made_at_start_and_given_back() {
+    let env = Env::new();
+    let e = env.engine().await;
+    import_image(&e);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let binding = json!({"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]}});
+    let id = create(&e, "web", json!({"HostConfig": binding})).await;
+    e.start("web").await.unwrap();
+    let ns = e.inspect("web", false).await.unwrap().network_settings;
+    let ep = &ns.networks["bridge"];
+    assert!(!ep.ip_address.is_empty() && ep.ip_address == ns.ip_address, "{ns:?}");
+    assert_eq!(ns.ports["80/tcp"].as_ref().unwrap()[0].host_port, port.to_string());
+    {
+        let links = env.links.links.lock().unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!((links[0].ifname.as_str(), links[0].addr.to_string()), ("eth0", ep.ip_address.clone()));
+        assert_eq!(links[0].host_if, berth_network::plumbing::host_if_name(&ep.endpoint_id));
+        assert!(links[0].gateway.is_some(), "the default route");
+    }
+    assert!(env.links.rules.lock().unwrap().last().unwrap().contains(&format!("dport {port} dnat to {}:80", ep.ip_address)));
+
+    // A second container publishing the same port: refused, nothing of it left.
+    let clash = create(&e, "clash", json!({"HostConfig": binding})).await;
+    let err = e.start("clash").await.unwrap_err();
+    assert!(err.message.contains("port is already allocated"), "{}", err.message);
+    assert_eq!(state(&e, &clash).await["Status"], "created");
+    until("the failed start's link to go", async || env.links.links.lock().unwrap().len() == 1).await;
+    let held = e.nets.ipam.network("bridge").unwrap().allocated;
+    assert_eq!(held.values().collect::<Vec<_>>(), vec![&id], "only the first container holds an address");
+
+    // The exit gives back the address, the rule and (off the exit's path) the link.
+    env.fake.exit(&id, 0);
+    until("the exit", async || state(&e, &id).await["Status"] == "exited").await;
+    assert!(e.nets.ipam.network("bridge").unwrap().allocated.is_empty());
+    let rules = env.links.rules.lock().unwrap().clone();
+    assert!(!rules.last().unwrap().contains("dnat to"), "{rules:#?}");
+    until("the link to go", async || env.links.links.lock().unwrap().is_empty()).await;
+    let ns = e.inspect("web", false).await.unwrap().network_settings;
+    assert!(ns.networks["bridge"].ip_address.is_empty() && ns.ports.is_empty(), "{ns:?}");
+
+    // An unknown network: a 400 at create (a 404 would make the docker CLI pull the image).
+    let body: CreateBody =
+        serde_json::from_value(json!({"Image": "img", "Cmd": ["/bin/true"], "HostConfig": {"NetworkMode": "nope"}})).unwrap();
+    let err = e.create(None, body).await.unwrap_err();
+    assert_eq!((err.kind, err.message.as_str()), (Kind::InvalidArgument, "network nope not found"));
+}

@@ -8,10 +8,15 @@ use ipnet::Ipv4Net;
 /// Parse `/proc/net/route`'s text: destination and mask are little-endian hex. The default
 /// route (mask 0) is left out: every subnet is inside it.
 pub fn parse(text: &str) -> Vec<Ipv4Net> {
+    parse_except(text, "")
+}
+
+/// [`parse`], leaving out the routes through `device`.
+fn parse_except(text: &str, device: &str) -> Vec<Ipv4Net> {
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 {
+        if f.len() < 8 || (!device.is_empty() && f[0] == device) {
             continue;
         }
         let (Ok(dest), Ok(mask)) = (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16)) else { continue };
@@ -33,6 +38,11 @@ pub fn host() -> Vec<Ipv4Net> {
     std::fs::read_to_string("/proc/net/route").map(|t| parse(&t)).unwrap_or_default()
 }
 
+/// The host's routes now but those through `device` (a bridge of ours).
+pub fn host_except(device: &str) -> Vec<Ipv4Net> {
+    std::fs::read_to_string("/proc/net/route").map(|t| parse_except(&t, device)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +56,6 @@ mod tests {
         let routes = parse(text);
         assert_eq!(routes, vec!["192.168.2.0/24".parse::<Ipv4Net>().unwrap(), "172.17.0.0/16".parse().unwrap()]);
         assert!(parse("garbage").is_empty());
+        assert_eq!(parse_except(text, "docker0"), vec!["192.168.2.0/24".parse::<Ipv4Net>().unwrap()]);
     }
 }

@@ -273,6 +273,19 @@ impl Networks {
         }
         let _host = host_lock();
         let pool = match self.ipam.network(&rec.name) {
+            // The default bridge's subnet, chosen from the pools at an earlier start, may have
+            // been taken meanwhile (its bridge goes when berthd stops idle): chosen again then.
+            Some(p)
+                if rec.name == DEFAULT
+                    && self.cfg.bip.is_none()
+                    && p.allocated.is_empty()
+                    && berth_network::routes::host_except(&rec.device)
+                        .iter()
+                        .any(|r| r.contains(&p.subnet.network()) || p.subnet.contains(&r.network())) =>
+            {
+                self.ipam.remove_network(DEFAULT).map_err(ipam_err)?;
+                self.ipam.add_network(DEFAULT, None, None, None, &berth_network::routes::host()).map_err(ipam_err)?
+            }
             Some(p) => p,
             None if rec.name == DEFAULT => {
                 let (subnet, gateway) = match &self.cfg.bip {
