@@ -2,6 +2,7 @@
 busybox root filesystem every one of them runs (from the host's busybox-static)."""
 import os
 import shutil
+import socket
 import subprocess
 
 
@@ -42,3 +43,19 @@ def busybox_rootfs(dir):
         f.write("root:x:0:0:root:/root:/bin/sh\n")
     with open(os.path.join(dir, "etc/group"), "w") as f:
         f.write("root:x:0:\n")
+
+
+def env_for(host):
+    """The environment with DOCKER_HOST set to `host`."""
+    e = dict(os.environ)
+    e["DOCKER_HOST"] = host
+    return e
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nothing uses now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

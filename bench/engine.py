@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from common import busybox_rootfs, rss_kib
+from common import busybox_rootfs, env_for, rss_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))  # scripts/build-release.sh
@@ -68,12 +68,6 @@ def timed(cmd, env=None):
     t = time.perf_counter()
     sh(cmd, env=env)
     return time.perf_counter() - t
-
-
-def env_for(host):
-    e = dict(os.environ)
-    e["DOCKER_HOST"] = host
-    return e
 
 
 def pss_kib(pids):

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 
-from common import busybox_rootfs
+from common import busybox_rootfs, env_for, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))
@@ -38,20 +38,6 @@ def timed(cmd, env=None):
     t = time.perf_counter()
     sh(cmd, env=env)
     return time.perf_counter() - t
-
-
-def env_for(host):
-    e = dict(os.environ)
-    e["DOCKER_HOST"] = host
-    return e
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def transfer(docker, env):

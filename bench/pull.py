@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import time
 
-from common import status_kib
+from common import free_port, status_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))
@@ -51,14 +51,6 @@ def timed(cmd, env=None):
     t = time.perf_counter()
     sh(cmd, env=env)
     return time.perf_counter() - t
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def tar_tree(src, prefix):

@@ -79,6 +79,15 @@ fn hold(proto: Proto, ip: Ipv4Addr, port: u16) -> nix::Result<(u16, OwnedFd)> {
     Ok((port, fd))
 }
 
+impl Held {
+    /// `ip:port` (any address when unspecified) held by `socket`, forwarded to `to:to_port`.
+    fn new(proto: Proto, ip: Ipv4Addr, port: u16, to: Ipv4Addr, to_port: u16, socket: OwnedFd) -> Held {
+        let rule =
+            Published { proto, host_ip: (!ip.is_unspecified()).then_some(ip), host_port: port, container_ip: to, container_port: to_port };
+        Held { rule, _socket: socket }
+    }
+}
+
 impl Networks {
     /// Give the created container `w.pid` its endpoints and ports. Blocking.
     pub fn attach_all(&self, w: &Want) -> Result<Attached, ApiError> {
@@ -204,16 +213,7 @@ impl Networks {
                         .find_map(|p| hold(proto, ip, p).ok())
                         .ok_or_else(|| failed(if a == z { a.to_string() } else { format!("{a}-{z}") }))?,
                 };
-                held.push(Held {
-                    rule: Published {
-                        proto,
-                        host_ip: (!ip.is_unspecified()).then_some(ip),
-                        host_port: port,
-                        container_ip: addr,
-                        container_port,
-                    },
-                    _socket: socket,
-                });
+                held.push(Held::new(proto, ip, port, addr, container_port, socket));
                 shown.push(PortBinding { host_ip: ip.to_string(), host_port: port.to_string() });
             }
             out.ports.insert(canonical_key(&key)?, Some(shown));
@@ -269,16 +269,7 @@ impl Networks {
                 let ip: Ipv4Addr = b.host_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
                 let Ok(port) = b.host_port.parse::<u16>() else { continue };
                 match hold(proto, ip, port) {
-                    Ok((_, socket)) => held.push(Held {
-                        rule: Published {
-                            proto,
-                            host_ip: (!ip.is_unspecified()).then_some(ip),
-                            host_port: port,
-                            container_ip: addr,
-                            container_port,
-                        },
-                        _socket: socket,
-                    }),
+                    Ok((_, socket)) => held.push(Held::new(proto, ip, port, addr, container_port, socket)),
                     Err(e) => tracing::warn!("holding port {ip}:{port} of {id} again: {e}"),
                 }
             }

@@ -88,7 +88,7 @@ struct Saved {
 /// being taken (and a second container from publishing it); the rule sends it on.
 pub(crate) struct Held {
     pub rule: nat::Published,
-    _socket: std::os::fd::OwnedFd,
+    pub(super) _socket: std::os::fd::OwnedFd,
 }
 
 pub(crate) struct Networks {
