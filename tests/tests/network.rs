@@ -455,3 +455,97 @@ fn the_resolver_forwards_other_names_and_network_options_apply() {
     d.docker(&["network", "rm", "optnet"]).success();
     assert!(!links().contains(": berth-topt:"));
 }
+
+/// Another host, played by a network namespace of the test's own joined to the host by a veth
+/// pair on a /30 of its own: removed when the test ends, passed or not.
+struct OtherHost {
+    ns: String,
+    link: String,
+}
+
+impl OtherHost {
+    fn new() -> Option<OtherHost> {
+        let id = std::process::id();
+        let h = OtherHost { ns: format!("berth-remote-{id}"), link: format!("berth-rm{}", id % 100_000) };
+        let ip = |args: &[&str]| std::process::Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        let (x, y) = ((id / 64) % 250, (id % 64) * 4);
+        let host_ip = format!("10.253.{x}.{}/30", y + 1);
+        let remote_ip = format!("10.253.{x}.{}/30", y + 2);
+        let made = ip(&["netns", "add", &h.ns])
+            && ip(&["link", "add", &h.link, "type", "veth", "peer", "name", "eth0", "netns", &h.ns])
+            && ip(&["addr", "add", &host_ip, "dev", &h.link])
+            && ip(&["link", "set", &h.link, "up"])
+            && ip(&["-n", &h.ns, "addr", "add", &remote_ip, "dev", "eth0"])
+            && ip(&["-n", &h.ns, "link", "set", "eth0", "up"])
+            && ip(&["-n", &h.ns, "link", "set", "lo", "up"]);
+        made.then_some(h)
+    }
+
+    /// The host's address as the other host sees it.
+    fn host_addr(&self) -> String {
+        let out = std::process::Command::new("ip").args(["-o", "-4", "addr", "show", "dev", &self.link]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().skip_while(|w| *w != "inet").nth(1).unwrap().split('/').next().unwrap().to_string()
+    }
+
+    /// `GET /` on `addr:port` from the other host (a thread that enters its namespace), None
+    /// while nothing answers.
+    fn http_get(&self, addr: &str, port: u16) -> Option<String> {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.ns)).ok()?;
+        let addr: Ipv4Addr = addr.parse().ok()?;
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+            let mut s = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out).filter(|o| o.starts_with("HTTP/"))
+        })
+        .join()
+        .ok()
+        .flatten()
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.link]).status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// A published port is reached from other hosts too (through prerouting and forwarding), on
+/// any of the host's addresses, or only on the one it is published on.
+#[test]
+fn published_ports_reach_containers_from_other_hosts() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let Some(other) = OtherHost::new() else { panic!("making the other host's namespace and link failed") };
+    let host = other.host_addr();
+    let (any, only_local) = (free_port(), free_port());
+    let web = d
+        .docker(&[
+            "run",
+            "-d",
+            "-p",
+            &format!("{any}:80"),
+            "-p",
+            &format!("127.0.0.1:{only_local}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo from-afar > /tmp/index.html; httpd -f -p 80 -h /tmp",
+        ])
+        .success()
+        .stdout;
+    wait_until("httpd", || http_get(any).is_some());
+    let mut got = None;
+    wait_until("the page from the other host", || {
+        got = other.http_get(&host, any);
+        got.is_some()
+    });
+    assert!(got.unwrap().contains("from-afar"));
+    // Published on 127.0.0.1 only: not reachable on the host's other addresses.
+    assert!(other.http_get(&host, only_local).is_none());
+    d.docker(&["rm", "-f", web.trim()]).success();
+}

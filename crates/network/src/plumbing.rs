@@ -129,7 +129,15 @@ impl Plumbing for Kernel {
         })?;
         // Published ports reached on 127.0.0.1 leave through the bridge with that source (then
         // masqueraded): the kernel drops such packets unless the device allows it.
-        sysctl(&format!("/proc/sys/net/ipv4/conf/{}/route_localnet", b.name), "1")
+        sysctl(&format!("/proc/sys/net/ipv4/conf/{}/route_localnet", b.name), "1")?;
+        // Containers' traffic out, and other hosts' to published ports, is forwarded: as
+        // dockerd, turn forwarding on where it is off.
+        const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+        if std::fs::read_to_string(FORWARD).is_ok_and(|v| v.trim() == "0") {
+            tracing::info!("turning on IPv4 forwarding ({FORWARD}), as containers' networks need it");
+            sysctl(FORWARD, "1")?;
+        }
+        Ok(())
     }
 
     fn remove_bridge(&self, name: &str) -> Result<()> {
