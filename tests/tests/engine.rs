@@ -419,10 +419,8 @@ fn resource_limits_devices_dns_and_mounts_reach_the_container() {
         let r = cli(&d, tool, &["run", "--rm", "--cpus", "4096", "busybox", "true"]);
         assert!(r.stderr.contains("Range of CPUs is from 0.01"), "{}", r.stderr);
         // What berth does not do yet says so, instead of running without it.
-        for flags in [&["-v", "/data"][..], &["--init"]] {
-            let r = cli(&d, tool, &[&["run", "--rm"][..], flags, &["busybox", "true"]].concat());
-            assert!(r.code == 125 && r.stderr.contains("not implemented yet"), "{tool} {flags:?}: {}", r.stderr);
-        }
+        let r = cli(&d, tool, &["run", "--rm", "--init", "busybox", "true"]);
+        assert!(r.code == 125 && r.stderr.contains("not implemented yet"), "{tool} --init: {}", r.stderr);
         assert_eq!(cli(&d, tool, &["ps", "-aq"]).success().stdout, "", "no container was made");
     }
     // The memory limit holds: a container that needs more is killed by the OOM killer.
@@ -529,10 +527,8 @@ fn prune_df_and_what_is_not_there_yet() {
         assert_eq!((row("Images"), row("Containers")), (vec!["1", "1"], vec!["2", "1"]), "{tool}: {df}");
         docker(&["rm", "-f", "up", "kept"]).success();
         assert!(docker(&["image", "prune", "-f"]).success().stdout.contains("Total reclaimed space: 0B"), "no dangling image");
-        for args in [&["volume", "ls"][..], &["events", "--until", "1s"]] {
-            let r = docker(args);
-            assert!(r.code != 0 && r.stderr.contains("not implemented yet"), "{tool} {args:?}: {}", r.stderr);
-        }
+        let r = docker(&["events", "--until", "1s"]);
+        assert!(r.code != 0 && r.stderr.contains("not implemented yet"), "{tool} events: {}", r.stderr);
     }
 }
 

@@ -84,6 +84,11 @@ fn the_default_bridge_connects_containers_to_each_other_and_the_gateway() {
         got.contains("over-tcp")
     });
 
+    // `host-gateway` is the default bridge's gateway, as Docker's.
+    let hosts =
+        d.docker(&["run", "--rm", "--add-host", "gw.test:host-gateway", "busybox", "sh", "-c", "cat /etc/hosts; ping -c 1 -W 2 gw.test"]);
+    assert!(hosts.code == 0 && hosts.stdout.contains(&format!("{gw}\tgw.test")), "{hosts:?}");
+
     // `none` has loopback only; stopped containers give their links and addresses back.
     let none = d.docker(&["run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"]).success().stdout;
     assert_eq!(none.lines().count(), 1, "{none}");
@@ -319,7 +324,7 @@ fn docker_compose_runs_a_project_on_a_user_network() {
     let dir = tempfile::Builder::new().prefix("berth-compose-").tempdir().unwrap();
     std::fs::write(
         dir.path().join("docker-compose.yml"),
-        "version: \"3\"\nservices:\n  web:\n    image: busybox\n    command: sh -c \"echo hello-compose > /tmp/index.html; httpd -f -v -p 80 -h /tmp\"\n    networks: [back]\n  client:\n    image: busybox\n    command: sleep 300\n    networks: [back]\nnetworks:\n  back: {}\n",
+        "version: \"3\"\nservices:\n  web:\n    image: busybox\n    command: sh -c \"cat /site/index.html || echo hello-compose > /site/index.html; httpd -f -v -p 80 -h /site\"\n    networks: [back]\n    volumes: [\"site:/site\"]\n  client:\n    image: busybox\n    command: sleep 300\n    networks: [back]\nnetworks:\n  back: {}\nvolumes:\n  site: {}\n",
     )
     .unwrap();
     let compose = |args: &[&str]| {
@@ -340,9 +345,15 @@ fn docker_compose_runs_a_project_on_a_user_network() {
     compose(&["stop", "-t", "1"]).success();
     compose(&["start"]).success();
     wait_until("the web service after a restart", || fetch().stdout.contains("hello-compose"));
+    // The named volume outlives `down`, and goes with `down -v`.
     compose(&["down", "-t", "1"]).success();
     assert_eq!(d.docker(&["ps", "-aq"]).success().stdout, "");
     assert!(!d.docker(&["network", "ls"]).success().stdout.contains("proj_back"));
+    assert!(d.docker(&["volume", "ls", "-q"]).success().stdout.contains("proj_site"));
+    compose(&["up", "-d"]).success();
+    wait_until("the web service with its volume's page", || fetch().stdout.contains("hello-compose"));
+    compose(&["down", "-v", "-t", "1"]).success();
+    assert_eq!(d.docker(&["volume", "ls", "-q"]).success().stdout, "");
 }
 
 /// Networks are isolated from each other, as Docker's; and where another engine's FORWARD

@@ -12,6 +12,7 @@ pub mod system;
 #[cfg(test)]
 mod testing;
 pub mod version;
+pub mod volumes;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub struct Backends {
     pub containers: Arc<dyn containers::Containers>,
     pub images: Arc<dyn images::Images>,
     pub networks: Arc<dyn networks::Networks>,
+    pub volumes: Arc<dyn volumes::Volumes>,
 }
 
 /// The whole API as one service: `/v1.NN` prefixes are checked and stripped before routing
@@ -43,6 +45,7 @@ pub fn app(
         .merge(containers::routes(backends.containers))
         .merge(images::routes(backends.images))
         .merge(networks::routes(backends.networks))
+        .merge(volumes::routes(backends.volumes))
         .merge(system::not_yet_routes())
         .fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
     router.map_request(version::strip_prefix).map_request(log_request).map_response(version::add_headers)

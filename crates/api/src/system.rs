@@ -80,7 +80,6 @@ async fn df(State(s): State<Arc<dyn System>>, req: axum::extract::Request) -> Re
 /// Docker endpoints whose features berth does not have yet: a clear 501, not a 404 that reads
 /// like a wrong URL. (Paths berth serves are routed before these.)
 const NOT_YET: &[(&str, &str)] = &[
-    ("/volumes", "volumes"),
     ("/swarm/init", "swarm mode"),
     ("/swarm/join", "swarm mode"),
     ("/build", "builds"),
@@ -168,8 +167,7 @@ pub fn not_yet_routes() -> axum::Router {
             }),
         )
     });
-    r.route("/volumes/{*rest}", absent("volumes", "", |n| format!("get {n}: no such volume")))
-        .route("/plugins/{*rest}", absent("plugins", "/json", |n| format!("plugin \"{n}\" not found")))
+    r.route("/plugins/{*rest}", absent("plugins", "/json", |n| format!("plugin \"{n}\" not found")))
 }
 
 pub fn routes(system: Arc<dyn System>) -> axum::Router {
@@ -209,6 +207,7 @@ mod tests {
             containers: Arc::new(crate::testing::Null),
             images: Arc::new(crate::testing::Null),
             networks: Arc::new(crate::testing::Null),
+            volumes: Arc::new(crate::testing::Null),
         });
         let res = svc.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
         let status = res.status();
@@ -244,7 +243,6 @@ mod tests {
         let (s, _, body) = call("POST", "/swarm/leave?force=1").await;
         assert_eq!((s, body), (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"message": "This node is not part of a swarm"})));
         assert_eq!(call("POST", "/swarm/init").await.0, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(call("GET", "/volumes/v1").await.2, serde_json::json!({"message": "get v1: no such volume"}));
         assert_eq!(call("GET", "/plugins/p/json").await.0, StatusCode::NOT_FOUND);
         assert_eq!(call("POST", "/plugins/pull").await.0, StatusCode::NOT_IMPLEMENTED);
         let (s, _, body) = call("GET", "/v1.99/version").await;

@@ -178,3 +178,22 @@ impl crate::networks::Networks for Null {
         no()
     }
 }
+
+#[async_trait::async_trait]
+impl crate::volumes::Volumes for Null {
+    async fn list(&self, _: Filters) -> Result<berth_models::volumes::VolumeListResponse, ApiError> {
+        no()
+    }
+    async fn inspect(&self, _: &str) -> Result<berth_models::volumes::Volume, ApiError> {
+        no()
+    }
+    async fn create(&self, _: berth_models::volumes::VolumeCreateRequest) -> Result<berth_models::volumes::Volume, ApiError> {
+        no()
+    }
+    async fn remove(&self, _: &str, _: bool) -> Result<(), ApiError> {
+        no()
+    }
+    async fn prune(&self, _: Filters) -> Result<berth_models::volumes::VolumePruneResponse, ApiError> {
+        no()
+    }
+}

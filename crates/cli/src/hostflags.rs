@@ -117,6 +117,7 @@ fn throttle(s: &str, size: bool) -> anyhow::Result<ThrottleDevice> {
 fn mount(s: &str) -> anyhow::Result<Mount> {
     let mut m = Mount { typ: Some("volume".into()), ..Default::default() };
     let (mut bind, mut tmpfs) = (BindOptions::default(), TmpfsOptions::default());
+    let mut volume = berth_models::containers::VolumeOptions::default();
     for field in s.split(',') {
         let (k, v) = field.split_once('=').map(|(k, v)| (k.trim(), Some(v.trim()))).unwrap_or((field.trim(), None));
         let flag = |v: Option<&str>| -> anyhow::Result<bool> {
@@ -137,7 +138,17 @@ fn mount(s: &str) -> anyhow::Result<Mount> {
             "tmpfs-size" => tmpfs.size_bytes = Some(parse_size(&value()?)?),
             "tmpfs-mode" => tmpfs.mode = Some(u32::from_str_radix(&value()?, 8).with_context(|| format!("invalid tmpfs-mode: {field}"))?),
             "consistency" => m.consistency = Some(value()?),
-            other if other.starts_with("volume-") => bail!("volume options are not supported yet: {field}"),
+            "volume-nocopy" | "volume-no-copy" => volume.no_copy = Some(flag(v)?),
+            "volume-label" => {
+                let (lk, lv) = value()?.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((value()?, String::new()));
+                volume.labels.get_or_insert_with(Default::default).insert(lk, lv);
+            }
+            "volume-driver" => volume.driver_config.get_or_insert_with(Default::default).name = Some(value()?),
+            "volume-opt" => {
+                let (ok, ov) = value()?.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((value()?, String::new()));
+                volume.driver_config.get_or_insert_with(Default::default).options.get_or_insert_with(Default::default).insert(ok, ov);
+            }
+            "volume-subpath" => volume.subpath = Some(value()?),
             _ => bail!("unexpected key '{k}' in '{field}'"),
         }
     }
@@ -146,6 +157,9 @@ fn mount(s: &str) -> anyhow::Result<Mount> {
     }
     if tmpfs.size_bytes.is_some() || tmpfs.mode.is_some() {
         m.tmpfs_options = Some(tmpfs);
+    }
+    if volume.no_copy.is_some() || volume.labels.is_some() || volume.driver_config.is_some() || volume.subpath.is_some() {
+        m.volume_options = Some(volume);
     }
     Ok(m)
 }

@@ -13,6 +13,7 @@ mod stats;
 mod stream;
 mod system;
 mod template;
+mod volumes;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -120,6 +121,9 @@ enum Cmd {
     Network(networks::NetworkCmd),
     /// List a container's published ports.
     Port(networks::PortArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCmd),
 }
 
 #[derive(Subcommand)]
@@ -275,7 +279,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 const NOT_YET: &[&str] = &[
     "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "diff", "events", "export",
     "manifest", "node", "plugin", "search", "secret", "service",
-    "stack", "swarm", "trust", "update", "volume",
+    "stack", "swarm", "trust", "update",
 ];
 
 fn docker_command_not_here(e: &clap::Error) -> bool {
@@ -295,6 +299,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::SystemDf(Lazy(_)) => disk::df(client),
         Cmd::Network(c) => networks::run(client, c),
         Cmd::Port(a) => networks::port(client, a),
+        Cmd::Volume(c) => volumes::run(client, c),
         Cmd::Run(Lazy(a)) => containers::run(client, a),
         Cmd::Create(Lazy(a)) => containers::cmd_create(client, a),
         Cmd::Start(Lazy(a)) => containers::start(client, a),

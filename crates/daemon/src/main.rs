@@ -289,6 +289,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         containers: engine.clone(),
         images: engine.clone(),
         networks: engine.clone(),
+        volumes: engine.clone(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

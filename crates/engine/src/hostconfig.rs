@@ -94,19 +94,6 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     {
         return Err(ApiError::not_implemented("healthchecks"));
     }
-    // A `Volumes` path that a bind, mount or tmpfs covers is that mount's mount point (docker-py
-    // lists every bind's target there); only one nothing covers is an anonymous volume.
-    let covered = |path: &str| {
-        let path = path.trim_end_matches('/');
-        hc.binds.iter().flatten().filter_map(|b| b.split(':').nth(1)).any(|t| t.trim_end_matches('/') == path)
-            || hc.mounts.iter().flatten().filter_map(|m| m.target.as_deref()).any(|t| t.trim_end_matches('/') == path)
-            || hc.tmpfs.iter().flatten().any(|(t, _)| t.trim_end_matches('/') == path)
-    };
-    if let Some(volumes) = &cfg.volumes
-        && volumes.keys().any(|v| !covered(v))
-    {
-        return Err(ApiError::not_implemented("anonymous volumes (-v /path)"));
-    }
     match hc.userns_mode.as_deref().unwrap_or("") {
         "" | "host" => {}
         m => return Err(bad(format!("invalid USER mode: {m}"))),
@@ -208,7 +195,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
         device_cgroup_rule(r)?;
     }
     for h in hc.extra_hosts.iter().flatten() {
-        extra_host(h)?;
+        extra_host(h, Some(std::net::Ipv4Addr::UNSPECIFIED))?;
     }
     for d in hc.dns.iter().flatten() {
         d.parse::<std::net::IpAddr>().map_err(|_| bad(format!("{d} is not an ip address")))?;
@@ -227,7 +214,8 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
             return Err(bad(format!("Duplicate mount point: {t}")));
         }
     }
-    for m in hc.mounts.iter().flatten() {
+    crate::volumes::mounts::wanted(cfg, hc)?;
+    for m in hc.mounts.iter().flatten().filter(|m| m.typ.as_deref() != Some("volume")) {
         mount(m)?;
     }
     for d in hc.devices.iter().flatten() {
@@ -319,12 +307,17 @@ fn device_cgroup_rule(rule: &str) -> Result<Value, ApiError> {
     Ok(json!({"allow": true, "type": typ, "major": num(major)?, "minor": num(minor)?, "access": access}))
 }
 
-/// `--add-host name:ip` (or `name=ip`): the /etc/hosts line.
-pub fn extra_host(h: &str) -> Result<String, ApiError> {
+/// `--add-host name:ip` (or `name=ip`): the /etc/hosts line. `host-gateway` is the default
+/// bridge's gateway (`host_gateway`), as Docker's.
+pub fn extra_host(h: &str, host_gateway: Option<std::net::Ipv4Addr>) -> Result<String, ApiError> {
     let (name, ip) = h.split_once('=').or_else(|| h.split_once(':')).ok_or_else(|| bad(format!("invalid extra host: {h}")))?;
-    if ip == "host-gateway" {
-        return Err(ApiError::not_implemented("--add-host NAME:host-gateway (it comes with bridge networking)"));
-    }
+    let gateway;
+    let ip = if ip == "host-gateway" {
+        gateway = host_gateway.ok_or_else(|| bad("unable to derive the IP value for host-gateway"))?.to_string();
+        gateway.as_str()
+    } else {
+        ip
+    };
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     if ip.parse::<std::net::IpAddr>().is_err() {
         return Err(bad(format!("invalid IP address in add-host: {ip:?}")));
@@ -387,7 +380,6 @@ fn mount(m: &Mount) -> Result<Value, ApiError> {
             }
             Ok(json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options}))
         }
-        "volume" => Err(ApiError::not_implemented("volume mounts")),
         t => Err(bad(format!("invalid mount config: mount type unknown: {t:?}"))),
     }
 }
@@ -674,7 +666,7 @@ pub fn apply(spec: &mut Value, hc: &HostConfig) -> Result<(), ApiError> {
         .iter()
         .flatten()
         .map(|(target, opts)| Ok(json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": tmpfs_options(opts)})))
-        .chain(hc.mounts.iter().flatten().map(mount))
+        .chain(hc.mounts.iter().flatten().filter(|m| m.typ.as_deref() != Some("volume")).map(mount))
         .collect::<Result<_, ApiError>>()?;
     if let Some(list) = spec["mounts"].as_array_mut() {
         // A user's mount on one of Docker's (e.g. `--tmpfs /dev/shm`) replaces it.
@@ -988,7 +980,6 @@ mod tests {
         for v in [
             json!({"Links": ["a:b"]}),
             json!({"DeviceRequests": [{"Count": -1}]}),
-            json!({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}),
             json!({"RestartPolicy": {"Name": "always"}}),
             json!({"Init": true}),
         ] {
@@ -997,14 +988,10 @@ mod tests {
         }
         let cfg: ContainerConfig = serde_json::from_value(json!({"Healthcheck": {"Test": ["CMD", "true"]}})).unwrap();
         assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::NotImplemented));
-        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"/data": {}}})).unwrap();
-        assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::NotImplemented));
-        // docker-py names each bind's target in Volumes too: those are the binds' mount points.
-        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"/v": {}, "/m/": {}, "/t": {}}})).unwrap();
-        let binds = hc(json!({"Binds": ["/tmp:/v:ro"], "Mounts": [{"Type": "tmpfs", "Target": "/m"}], "Tmpfs": {"/t": ""}}));
-        assert!(check(&cfg, &binds).is_ok());
-        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"/v": {}, "/other": {}}})).unwrap();
-        assert_eq!(check(&cfg, &binds).err().map(|e| e.kind), Some(Kind::NotImplemented), "/other is an anonymous volume");
+        // Volumes are checked as Docker checks them.
+        let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"relative": {}}})).unwrap();
+        assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::InvalidArgument));
+        assert!(check(&ContainerConfig::default(), &hc(json!({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}))).is_ok());
         let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {}, "Healthcheck": {"Test": ["NONE"]}})).unwrap();
         assert!(check(&cfg, &HostConfig::default()).is_ok());
     }
@@ -1072,9 +1059,10 @@ mod tests {
         assert_eq!(resolv_conf(base, &h), "search example.com\nnameserver 1.1.1.1\noptions ndots:2\n");
         let h = hc(json!({"DnsSearch": ["."]}));
         assert_eq!(resolv_conf(base, &h), "nameserver 10.0.0.1\noptions ndots:2\n");
-        assert_eq!(extra_host("db:10.1.2.3").unwrap(), "10.1.2.3\tdb");
-        assert_eq!(extra_host("v6=::1").unwrap(), "::1\tv6");
-        assert_eq!(extra_host("gw:host-gateway").err().map(|e| e.kind), Some(Kind::NotImplemented));
+        assert_eq!(extra_host("db:10.1.2.3", None).unwrap(), "10.1.2.3\tdb");
+        assert_eq!(extra_host("v6=::1", None).unwrap(), "::1\tv6");
+        assert_eq!(extra_host("gw:host-gateway", Some("172.17.0.1".parse().unwrap())).unwrap(), "172.17.0.1\tgw");
+        assert!(extra_host("gw:host-gateway", None).is_err());
     }
 
     #[test]

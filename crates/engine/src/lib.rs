@@ -25,6 +25,7 @@ mod system;
 pub(crate) mod task;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -151,6 +152,8 @@ pub struct Inner {
     mountpoints: Option<PathBuf>,
     /// Networks, their bridges and rules, and containers' endpoints.
     nets: Arc<networks::Networks>,
+    /// Volumes (`<data-root>/volumes`).
+    vols: Arc<volumes::Volumes>,
 }
 
 /// Mount points of Docker's default spec that images often lack. They make up the lowest layer
@@ -247,8 +250,10 @@ impl Engine {
             .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
             .map_err(|e| ApiError::new(Kind::Internal, format!("opening the image store: {e}")))?;
         let nets = networks::Networks::open(&cfg.data_root.join("network"), cfg.network.clone(), plumbing)?;
+        let vols = volumes::Volumes::open(&cfg.data_root.join("volumes"))?;
         let engine = Engine(Arc::new(Inner {
             nets: Arc::new(nets),
+            vols: Arc::new(vols),
             registry: berth_registry::Registry::new(cfg.registry.clone()),
             cfg,
             images: Arc::new(images),

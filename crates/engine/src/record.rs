@@ -101,6 +101,9 @@ pub struct Record {
     /// Its published ports while it runs (`NetworkSettings.Ports`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, Option<Vec<PortBinding>>>,
+    /// The volumes it mounts (anonymous ones by the name they were given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::mounts::VolumeMount>,
 }
 
 /// How far a record write must get before it counts as done.

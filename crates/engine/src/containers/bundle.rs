@@ -40,11 +40,12 @@ pub fn container_resolv_conf(host: &str) -> String {
     out
 }
 
-/// Docker's /etc/hosts for a container of its own network namespace, with `--add-host` lines.
-pub(super) fn hosts_base(extra: &[String]) -> Result<String, ApiError> {
+/// Docker's /etc/hosts for a container of its own network namespace, with `--add-host` lines
+/// (`host-gateway`: `gw`).
+pub(super) fn hosts_base(extra: &[String], gw: Option<std::net::Ipv4Addr>) -> Result<String, ApiError> {
     let mut hosts = HOSTS.to_string();
     for h in extra {
-        hosts.push_str(&crate::hostconfig::extra_host(h)?);
+        hosts.push_str(&crate::hostconfig::extra_host(h, gw)?);
         hosts.push('\n');
     }
     Ok(hosts)
@@ -58,18 +59,19 @@ pub(super) fn write_init_files(
     hostname: &str,
     hc: &berth_api::containers::HostConfig,
     resolver: Option<std::net::Ipv4Addr>,
+    gw: Option<std::net::Ipv4Addr>,
 ) -> Result<(), ApiError> {
     let host_net = hc.network_mode.as_deref() == Some("host");
     let extra = hc.extra_hosts.as_deref().unwrap_or(&[]);
     let hosts = if host_net {
         let mut h = std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.into());
         for e in extra {
-            h.push_str(&crate::hostconfig::extra_host(e)?);
+            h.push_str(&crate::hostconfig::extra_host(e, gw)?);
             h.push('\n');
         }
         h
     } else {
-        hosts_base(extra)?
+        hosts_base(extra, gw)?
     };
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv = match resolver {
@@ -215,6 +217,30 @@ impl Engine {
         }
     }
 
+    /// The default bridge's gateway, for `--add-host NAME:host-gateway` (the bridge made for
+    /// it when it is not there yet); None when the container asks for none. Blocking.
+    pub(super) fn host_gateway(&self, rec: &Record) -> Result<Option<std::net::Ipv4Addr>, ApiError> {
+        if !rec.host_config.extra_hosts.iter().flatten().any(|h| h.ends_with("host-gateway")) {
+            return Ok(None);
+        }
+        self.nets.host_gateway().map(Some)
+    }
+
+    /// A new, empty volume mounted for the first time is filled from the image's content at its
+    /// path (resolved inside the root: a symlink there cannot lead out of it), unless `nocopy`.
+    fn fill_volumes(&self, rec: &Record, rootfs: &Path) -> Result<(), ApiError> {
+        for m in rec.volumes.iter().filter(|m| !m.nocopy) {
+            let Ok(from) = berth_runtime::rootfs::secure_join(&berth_runtime::sys::LinuxSys, rootfs, Path::new(&m.destination)) else {
+                continue;
+            };
+            let data = self.vols.path(&m.name);
+            let _one = self.vols.filling.lock().unwrap_or_else(|p| p.into_inner());
+            crate::volumes::mounts::populate(&from, &data)
+                .map_err(|e| ApiError::new(Kind::Internal, format!("copying the image's {} into volume {}: {e}", m.destination, m.name)))?;
+        }
+        Ok(())
+    }
+
     /// Mount the rootfs and write the bundle: the spec, the init files, the shim's config.
     pub(super) fn prepare_bundle(&self, rec: &Record, bundle: &Path, dir: &Path, ns_of: spec::NsLookup) -> Result<(), ApiError> {
         let rootfs = bundle.join("rootfs");
@@ -225,10 +251,17 @@ impl Engine {
         // A layer discarded when the container exits needs no syncs (Podman does the same for
         // `--rm`); unmounting a normal overlay syncs the whole file system under it.
         self.tasks.mount_rootfs(&mounts, &rootfs, rec.host_config.auto_remove.unwrap_or(false))?;
-        let built = spec::build(rec, &rootfs, dir, ns_of, &self.cfg.cgroup_parent)?;
+        self.fill_volumes(rec, &rootfs)?;
+        let mut built = spec::build(rec, &rootfs, dir, ns_of, &self.cfg.cgroup_parent)?;
+        if let Some(list) = built.spec["mounts"].as_array_mut() {
+            for m in &rec.volumes {
+                list.push(crate::volumes::mounts::spec(m, &self.vols.path(&m.name)));
+            }
+        }
         // Made at each start, as Docker does: the host's resolv.conf may have changed since.
         let resolver = rec.primary_network().and_then(|n| self.nets.resolver_for(&n));
-        write_init_files(dir, &built.hostname, &rec.host_config, resolver)?;
+        let gw = self.host_gateway(rec)?;
+        write_init_files(dir, &built.hostname, &rec.host_config, resolver, gw)?;
         let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;

@@ -2,6 +2,7 @@
 //! writable layer prepared and the record written; renames.
 
 use super::*;
+use crate::volumes::mounts::VolumeMount;
 
 /// The checks of a create request that need nothing but the request (Docker's rules for the
 /// HostConfig, binds, ulimits, sysctls, capabilities …): a request they refuse makes nothing.
@@ -61,6 +62,13 @@ pub(super) fn merge(
         && user.exposed_ports.is_none()
     {
         user.exposed_ports = Some(ports.clone());
+    }
+    // The image's `VOLUME`s join the container's (anonymous volumes unless something covers them).
+    if let Some(vols) = image.volumes.as_ref().filter(|v| !v.is_empty()) {
+        let mine = user.volumes.get_or_insert_with(Default::default);
+        for k in vols.keys() {
+            mine.entry(k.clone()).or_insert_with(|| serde_json::json!({}));
+        }
     }
     Ok((user, path, argv))
 }
@@ -147,6 +155,7 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             e
         };
+        let volumes = self.make_volumes(&merged, &hc).map_err(undo)?;
         // A `run --rm` container is thrown away when it exits, and after a crash of the machine:
         // its layer and record are written without fsyncs (docs/engine.md).
         let ephemeral = hc.auto_remove.unwrap_or(false);
@@ -178,9 +187,13 @@ impl Engine {
                 log_path: dir.join(format!("{id}-json.log")),
                 networks,
                 ports: BTreeMap::new(),
+                volumes: volumes.clone(),
             })
         })();
-        let rec = result.map_err(undo)?;
+        let rec = result.map_err(|e| {
+            self.drop_anonymous_volumes(&volumes);
+            undo(e)
+        })?;
         // The layer's fsyncs, the record's and the making of the bundle all at once (fsyncs are
         // idle time for the CPU). The record is put in place only once the layer is durable: a
         // crash of the machine before leaves a layer without a record, which restore removes.
@@ -207,6 +220,7 @@ impl Engine {
                 let _ = a.task.await;
                 self.cleanup_bundle_at(&self.bundles_dir.join(&id));
             }
+            self.drop_anonymous_volumes(&rec.volumes);
             return Err(undo(e));
         }
         let ctr = self.new_ctr(rec);
@@ -299,6 +313,43 @@ impl Engine {
             out.insert(name, ep);
         }
         Ok(out)
+    }
+
+    /// The volumes a create asks for, made: named ones that do not exist yet, and anonymous
+    /// ones (labelled as Docker labels them). Blocking (a few directory operations).
+    fn make_volumes(&self, cfg: &ContainerConfig, hc: &berth_api::containers::HostConfig) -> Result<Vec<VolumeMount>, ApiError> {
+        let mut out = Vec::new();
+        for w in crate::volumes::mounts::wanted(cfg, hc)? {
+            if !w.options.is_empty() {
+                self.drop_anonymous_volumes(&out);
+                return Err(ApiError::not_implemented("the local driver's options (type, device, o)"));
+            }
+            let mut labels = w.labels.clone();
+            if w.name.is_none() {
+                labels.insert(crate::volumes::ANONYMOUS.into(), String::new());
+            }
+            match self.vols.create(w.name.as_deref(), labels, w.options.clone()) {
+                Ok((v, _)) => out.push(VolumeMount { name: v.name, destination: w.destination, rw: w.rw, nocopy: w.nocopy, mode: w.mode }),
+                Err(e) => {
+                    self.drop_anonymous_volumes(&out);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove the anonymous volumes among `mounts` that no container uses (a create that
+    /// failed, `rm -v`, a `--rm` container's removal). Blocking.
+    pub(crate) fn drop_anonymous_volumes(&self, mounts: &[VolumeMount]) {
+        for m in mounts {
+            if self.vols.get(&m.name).is_some_and(|v| v.anonymous())
+                && self.volume_users(&m.name).is_empty()
+                && let Err(e) = self.vols.remove(&m.name)
+            {
+                tracing::warn!("removing volume {}: {}", m.name, e.message);
+            }
+        }
     }
 
     /// Pid of a running container, for `container:X` namespace modes.

@@ -67,6 +67,12 @@ impl Engine {
         }
         self.drop_execs_of(&ctr.id);
         ctr.release_attaches();
+        // A `--rm` container's anonymous volumes go with it, as Docker's.
+        let rec = ctr.rec();
+        if rec.host_config.auto_remove.unwrap_or(false) && !rec.volumes.is_empty() {
+            let e = self.clone();
+            let _ = tokio::task::spawn_blocking(move || e.drop_anonymous_volumes(&rec.volumes)).await;
+        }
         ctr.removed.store(true, Ordering::SeqCst);
         ctr.changed.send_modify(|n| *n += 1);
         Ok(())
@@ -103,7 +109,6 @@ impl Engine {
     }
 
     pub(super) async fn remove_ctr(&self, id: &str, force: bool, volumes: bool) -> Result<(), ApiError> {
-        let _ = volumes;
         let ctr = self.lookup(id)?;
         let _op = ctr.op.lock().await;
         let rec = ctr.rec();
@@ -124,6 +129,12 @@ impl Engine {
                 return Err(ApiError::new(Kind::Internal, format!("container {} did not exit after SIGKILL", rec.id)));
             }
         }
-        self.remove_now(&ctr).await
+        self.remove_now(&ctr).await?;
+        // `rm -v`: its anonymous volumes too (named ones stay).
+        if volumes && !rec.volumes.is_empty() {
+            let e = self.clone();
+            let _ = tokio::task::spawn_blocking(move || e.drop_anonymous_volumes(&rec.volumes)).await;
+        }
+        Ok(())
     }
 }

@@ -129,10 +129,13 @@ impl Engine {
         let nets = Arc::clone(&self.nets);
         let dir = ctr.dir.clone();
         let extra = rec.host_config.extra_hosts.clone();
+        let e = self.clone();
+        let r = rec.clone();
         tokio::task::spawn_blocking(move || {
+            let gw = e.host_gateway(&r)?;
             let attached = nets.attach_all(&want)?;
             let addr = attached.endpoints.first().map(|(_, ep)| ep.ip_address.clone());
-            let base = hosts_base(extra.as_deref().unwrap_or(&[]))?;
+            let base = hosts_base(extra.as_deref().unwrap_or(&[]), gw)?;
             let hosts = crate::networks::endpoints::hosts_with(&base, addr.as_deref(), &want.hostname);
             let path = dir.join("hosts");
             if let Err(e) = std::fs::write(&path, hosts) {

@@ -116,9 +116,10 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
                 && (cport == port || b.iter().flatten().any(|pb| pb.host_port == port))
         })
     };
-    // Sources and targets of its binds, mounts and tmpfs (looked through only for `volume=`).
+    // Sources and targets of its binds, mounts, volumes and tmpfs (looked through only for `volume=`).
     let mounted = |x: &str| {
-        hc.binds.iter().flatten().flat_map(|b| b.split(':').take(2)).any(|p| p == x)
+        rec.volumes.iter().any(|v| v.name == x || v.destination == x)
+            || hc.binds.iter().flatten().flat_map(|b| b.split(':').take(2)).any(|p| p == x)
             || hc.mounts.iter().flatten().any(|m| m.source.as_deref() == Some(x) || m.target.as_deref() == Some(x))
             || hc.tmpfs.iter().flatten().any(|(t, _)| t == x)
     };
@@ -144,6 +145,26 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
                     == berth_store::reference::Reference::parse(&rec.image_name).ok().map(|r| r.to_string())
         })
         && labels_match(rec.config.labels.as_ref(), f)
+}
+
+impl Engine {
+    /// Docker's `Mounts`: binds and `--mount`s, and the volumes, by destination.
+    pub(crate) fn mount_points(&self, rec: &Record) -> Vec<berth_models::containers::MountPoint> {
+        let mut out = spec::mount_points(&rec.host_config);
+        for v in &rec.volumes {
+            out.push(berth_models::containers::MountPoint {
+                typ: "volume".into(),
+                name: Some(v.name.clone()),
+                source: self.vols.path(&v.name).to_string_lossy().into_owned(),
+                destination: v.destination.clone(),
+                driver: Some("local".into()),
+                mode: if v.mode.is_empty() { "z".into() } else { v.mode.clone() },
+                rw: v.rw,
+                propagation: String::new(),
+            });
+        }
+        out
+    }
 }
 
 /// `NetworkSettings` in inspect: each network's endpoint, the default bridge's also at the top
@@ -320,7 +341,7 @@ impl Engine {
             graph_driver: GraphDriver { name: self.driver_name().to_string(), data: None },
             size_rw,
             size_root_fs,
-            mounts: spec::mount_points(&rec.host_config),
+            mounts: self.mount_points(rec),
             config,
             network_settings: network_settings(rec),
         }
@@ -370,7 +391,7 @@ impl Engine {
                 network_mode: rec.host_config.network_mode.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
             },
             network_settings: SummaryNetworkSettings { networks: rec.networks.clone() },
-            mounts: spec::mount_points(&rec.host_config),
+            mounts: self.mount_points(rec),
         }
     }
 

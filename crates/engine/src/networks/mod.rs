@@ -345,6 +345,14 @@ impl Networks {
         self.names.remove(owner, network);
     }
 
+    /// The default bridge's gateway (`host-gateway`), the bridge made if it is not there yet.
+    /// Blocking.
+    pub fn host_gateway(&self) -> Result<Ipv4Addr, ApiError> {
+        let default = self.find(DEFAULT)?;
+        self.ensure_up(&default)?;
+        self.ipam.network(DEFAULT).map(|p| p.gateway).ok_or_else(|| ApiError::new(Kind::Internal, "the default bridge has no pool"))
+    }
+
     /// The resolver's address for a container whose primary network is `network` (None for the
     /// default bridge, which has none, as Docker's).
     pub fn resolver_for(&self, network: &str) -> Option<Ipv4Addr> {

@@ -1,0 +1,147 @@
+//! Volumes through berthd, with the docker CLI: named and anonymous volumes, their lifetime
+//! across containers, filling from the image on first use (owners and modes kept) and not
+//! after, `nocopy`, `rm -v`, `--rm`, `volume create/ls/inspect/rm/prune`, and bad input.
+
+use berth_tests::{TestDaemon, json, run_command};
+use serde_json::Value;
+
+fn inspect(d: &TestDaemon, id: &str) -> Value {
+    let (s, b) = d.request("GET", &format!("/containers/{}/json", id.trim()));
+    assert_eq!(s, 200, "{b}");
+    json(&b)
+}
+
+fn volumes(d: &TestDaemon) -> Vec<String> {
+    let out = d.docker(&["volume", "ls", "-q"]).success().stdout;
+    out.lines().map(str::to_string).collect()
+}
+
+/// An image whose `/data` (a `VOLUME`) holds a file owned by 1234:5678, mode 0640, in a
+/// directory of mode 0750, and busybox to look with.
+fn import_owned_image(d: &TestDaemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    run_command(std::process::Command::new("cp").arg("-a").arg(berth_tests::busybox_rootfs()).arg(&root)).success();
+    std::fs::create_dir_all(root.join("data/sub")).unwrap();
+    std::fs::write(root.join("data/sub/file"), "from-the-image\n").unwrap();
+    std::os::unix::fs::chown(root.join("data/sub/file"), Some(1234), Some(5678)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("data/sub/file"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(root.join("data"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let tar = dir.path().join("img.tar");
+    run_command(std::process::Command::new("tar").arg("-C").arg(&root).arg("--numeric-owner").arg("-cf").arg(&tar).arg(".")).success();
+    d.docker(&["import", "--change", "VOLUME /data", tar.to_str().unwrap(), "owned:latest"]).success();
+}
+
+#[test]
+fn named_and_anonymous_volumes_live_apart_from_containers() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    import_owned_image(&d);
+
+    // A named volume made on first use, filled from the image, its owners and modes kept.
+    let out = d
+        .docker(&[
+            "run",
+            "--name",
+            "w1",
+            "-v",
+            "store:/data",
+            "owned",
+            "sh",
+            "-c",
+            "ls -ln /data/sub/file; stat -c %a /data; echo kept > /data/new",
+        ])
+        .success()
+        .stdout;
+    assert!(out.contains("1234") && out.contains("5678") && out.contains("-rw-r-----"), "{out}");
+    assert!(out.contains("750"), "{out}");
+    let v = json(&d.docker(&["volume", "inspect", "store"]).success().stdout);
+    let mountpoint = v[0]["Mountpoint"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(format!("{mountpoint}/new")).unwrap(), "kept\n");
+    let mounts = &inspect(&d, "w1")["Mounts"];
+    assert_eq!(mounts[0]["Type"], "volume");
+    assert_eq!(mounts[0]["Name"], "store");
+    assert_eq!(mounts[0]["Destination"], "/data");
+    assert_eq!(mounts[0]["Source"], mountpoint.as_str());
+    // In use: not removed.
+    let r = d.docker(&["volume", "rm", "store"]).failure();
+    assert!(r.stderr.contains("volume is in use"), "{r:?}");
+    // The container goes, the volume stays with what was written; not filled again.
+    d.docker(&["rm", "w1"]).success();
+    std::fs::remove_file(format!("{mountpoint}/sub/file")).unwrap();
+    let out = d.docker(&["run", "--rm", "-v", "store:/data", "owned", "ls", "/data", "/data/sub"]).success().stdout;
+    assert!(out.contains("new") && !out.contains("file"), "not filled again: {out}");
+    // `nocopy`: a new volume stays empty.
+    let out = d.docker(&["run", "--rm", "-v", "empty:/data:nocopy", "owned", "ls", "-A", "/data"]).success().stdout;
+    assert_eq!(out, "");
+    let out = d
+        .docker(&["run", "--rm", "--mount", "type=volume,source=empty2,target=/data,volume-nocopy", "owned", "ls", "-A", "/data"])
+        .success()
+        .stdout;
+    assert_eq!(out, "");
+    // Read-only.
+    let r = d.docker(&["run", "--rm", "-v", "store:/data:ro", "owned", "touch", "/data/x"]);
+    assert_ne!(r.code, 0, "{r:?}");
+
+    // The image's VOLUME: an anonymous volume, filled; `rm -v` removes it, plain `rm` keeps it.
+    let before = volumes(&d);
+    d.docker(&["create", "--name", "a1", "owned", "cat", "/data/sub/file"]).success();
+    d.docker(&["create", "--name", "a2", "owned", "true"]).success();
+    let anon: Vec<String> = volumes(&d).into_iter().filter(|v| !before.contains(v)).collect();
+    assert_eq!(anon.len(), 2, "{anon:?}");
+    assert_eq!(d.docker(&["start", "-a", "a1"]).success().stdout, "from-the-image\n");
+    let a2_vol = inspect(&d, "a2")["Mounts"][0]["Name"].as_str().unwrap().to_string();
+    d.docker(&["rm", "-v", "a2"]).success();
+    assert!(!volumes(&d).contains(&a2_vol), "rm -v removes its anonymous volume");
+    d.docker(&["rm", "a1"]).success();
+    assert_eq!(volumes(&d).len(), before.len() + 1, "plain rm keeps it");
+    // `--rm`: its anonymous volumes go with it.
+    d.docker(&["run", "--rm", "-v", "/scratch", "busybox", "true"]).success();
+    assert_eq!(volumes(&d).len(), before.len() + 1);
+
+    // prune: anonymous unused ones only, unless -a; named in use never.
+    d.docker(&["run", "-d", "--name", "user", "-v", "busy:/b", "busybox", "sleep", "60"]).success();
+    let pruned = d.docker(&["volume", "prune", "-f"]).success().stdout;
+    assert!(pruned.contains("Deleted Volumes:") && !pruned.contains("store"), "{pruned}");
+    let pruned = d.docker(&["volume", "prune", "-af"]).success().stdout;
+    assert!(pruned.contains("store") && pruned.contains("empty") && !pruned.contains("busy"), "{pruned}");
+    assert_eq!(volumes(&d), vec!["busy".to_string()]);
+    d.docker(&["rm", "-f", "user"]).success();
+}
+
+#[test]
+fn volume_commands_and_bad_input() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    assert_eq!(d.docker(&["volume", "create", "--label", "team=a", "v1"]).success().stdout, "v1\n");
+    assert_eq!(d.docker(&["volume", "create", "v1"]).success().stdout, "v1\n", "a second create answers the volume");
+    let anon = d.docker(&["volume", "create"]).success().stdout;
+    assert_eq!(anon.trim().len(), 64);
+    let ls = d.docker(&["volume", "ls", "--filter", "label=team=a", "--format", "{{.Driver}} {{.Name}}"]).success().stdout;
+    assert_eq!(ls, "local v1\n");
+    let dangling = d.docker(&["volume", "ls", "-q", "--filter", "dangling=true"]).success().stdout;
+    assert_eq!(dangling.lines().count(), 2);
+    let v = json(&d.docker(&["volume", "inspect", "v1"]).success().stdout);
+    assert_eq!(
+        (v[0]["Driver"].as_str(), v[0]["Scope"].as_str(), v[0]["Labels"]["team"].as_str()),
+        (Some("local"), Some("local"), Some("a"))
+    );
+    assert!(v[0]["Mountpoint"].as_str().unwrap().ends_with("/volumes/v1/_data"));
+
+    // Docker's errors, nothing made.
+    for bad in ["a/b", "..", "../escape"] {
+        let r = d.docker(&["volume", "create", bad]).failure();
+        assert!(r.stderr.contains("includes invalid characters"), "{bad}: {r:?}");
+    }
+    // Over the API (the docker CLI makes `../x` an absolute host path): a name, refused.
+    let (status, body) = d.post("/containers/create", r#"{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": ["../up:/x"]}}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("includes invalid characters"), "{body}");
+    let r = d.docker(&["volume", "inspect", "nope"]).failure();
+    assert!(r.stderr.contains("no such volume"), "{r:?}");
+    let r = d.docker(&["volume", "rm", "nope"]).failure();
+    assert!(r.stderr.contains("no such volume"), "{r:?}");
+    d.docker(&["volume", "rm", "-f", "nope"]).success();
+    assert!(!d.dir.path().join("data/volumes/escape").exists() && !d.dir.path().join("data/escape").exists());
+    d.docker(&["volume", "rm", "v1", anon.trim()]).success();
+    assert_eq!(d.docker(&["volume", "ls", "-q"]).success().stdout, "");
+}
