@@ -145,3 +145,101 @@ fn volume_commands_and_bad_input() {
     d.docker(&["volume", "rm", "v1", anon.trim()]).success();
     assert_eq!(d.docker(&["volume", "ls", "-q"]).success().stdout, "");
 }
+
+#[test]
+fn volumes_from_another_container_and_disk_usage() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("h"), "host-file\n").unwrap();
+    let bind = format!("{}:/hostdir", host.path().display());
+    d.docker(&["create", "--name", "src", "-v", "shared:/shared", "-v", "/anon", "-v", &bind, "busybox", "true"]).success();
+    d.docker(&["run", "--rm", "-v", "shared:/shared", "busybox", "sh", "-c", "head -c 300000 /dev/zero > /shared/blob"]).success();
+    // The same volumes and binds at the same paths; read-only with `:ro`.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "src",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /shared /anon; cat /hostdir/h; touch /shared/w && echo writable",
+        ])
+        .success()
+        .stdout;
+    assert!(out.contains("blob") && out.contains("host-file") && out.contains("writable"), "{out}");
+    let r = d.docker(&["run", "--rm", "--volumes-from", "src:ro", "busybox", "touch", "/shared/x"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    let r = d.docker(&["run", "--rm", "--volumes-from", "nosuch", "busybox", "true"]).failure();
+    assert!(r.stderr.contains("nosuch"), "{r:?}");
+    // `system df` counts the volumes, what they hold (against du) and which are used.
+    let (s, body) = d.request("GET", "/system/df");
+    assert_eq!(s, 200);
+    let df = json(&body);
+    let shared = df["Volumes"].as_array().unwrap().iter().find(|v| v["Name"] == "shared").unwrap().clone();
+    let du = run_command(std::process::Command::new("du").args(["-s", "-B1"]).arg(shared["Mountpoint"].as_str().unwrap())).success().stdout;
+    let du: i64 = du.split_whitespace().next().unwrap().parse().unwrap();
+    let size = shared["UsageData"]["Size"].as_i64().unwrap();
+    // du counts the directory itself too.
+    assert!(size >= 300_000 && size <= du, "{size} vs du {du}");
+    assert_eq!(shared["UsageData"]["RefCount"], 1);
+    let table = d.docker(&["system", "df"]).success().stdout;
+    assert!(table.lines().any(|l| l.starts_with("Local Volumes") && l.contains(" 2 ")), "{table}");
+    d.docker(&["rm", "-v", "src"]).success();
+    d.docker(&["volume", "rm", "shared"]).success();
+}
+
+/// `diff`: added, changed and deleted paths of the writable layer, the init files left out.
+#[test]
+fn diff_lists_what_the_container_changed() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    for tool in ["docker", "berth"] {
+        let name = format!("ch-{tool}");
+        d.docker(&[
+            "run",
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /new; mkdir -p /tmp/d; echo y >> /etc/passwd; rm /etc/group; echo h > /etc/hostname",
+        ])
+        .success();
+        let out = if tool == "docker" { d.docker(&["diff", &name]) } else { d.berth(&["diff", &name]) }.success().stdout;
+        let lines: Vec<&str> = out.lines().collect();
+        for want in ["A /new", "C /etc", "C /etc/passwd", "D /etc/group", "C /tmp", "A /tmp/d"] {
+            assert!(lines.contains(&want), "{tool}: {want} in {out}");
+        }
+        assert!(!out.contains("hostname") && !out.contains("/etc/hosts") && !out.contains("resolv.conf"), "{tool}: {out}");
+        d.docker(&["rm", &name]).success();
+    }
+    let r = d.docker(&["diff", "nosuch"]).failure();
+    assert!(r.stderr.contains("No such container"), "{r:?}");
+}
+
+/// `export`: the merged filesystem as a tar, of a stopped and of a running container, which
+/// `import` makes an image again.
+#[test]
+fn export_and_import_round_trip() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    d.docker(&["run", "--name", "ex1", "busybox", "sh", "-c", "echo exported > /new; rm /etc/group"]).success();
+    d.docker(&["run", "-d", "--name", "ex2", "busybox", "sh", "-c", "echo live > /live; sleep 60"]).success();
+    for (name, file, content) in [("ex1", "new", "exported\n"), ("ex2", "live", "live\n")] {
+        let tar = dir.path().join(format!("{name}.tar"));
+        berth_tests::wait_until("the file to be written", || d.docker(&["exec", "ex2", "test", "-f", "/live"]).code == 0);
+        d.docker(&["export", "-o", tar.to_str().unwrap(), name]).success();
+        let list = run_command(std::process::Command::new("tar").arg("-tf").arg(&tar)).success().stdout;
+        assert!(list.lines().any(|l| l.trim_start_matches("./") == file), "{name}: {list}");
+        assert!(list.lines().any(|l| l.trim_start_matches("./") == "bin/busybox"), "{name}");
+        assert!(!list.lines().any(|l| l.trim_start_matches("./") == "etc/group") || name == "ex2", "{name}: deleted files are not in it");
+        let image = format!("round-{name}");
+        d.docker(&["import", tar.to_str().unwrap(), &image]).success();
+        let out = d.docker(&["run", "--rm", &image, "/bin/cat", &format!("/{file}")]).success().stdout;
+        assert_eq!(out, content);
+    }
+    // Nothing of the export of a stopped container stays mounted.
+    berth_tests::wait_until("the export's mount to go", || !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains("export-"));
+    d.docker(&["rm", "-f", "ex1", "ex2"]).success();
+}

@@ -91,6 +91,10 @@ pub trait Containers: Send + Sync {
     async fn attach(&self, id: String, opts: AttachOptions, io: Io);
     async fn resize(&self, id: &str, height: u16, width: u16) -> Result<(), ApiError>;
     async fn top(&self, id: &str, ps_args: Option<String>) -> Result<TopResponse, ApiError>;
+    /// `diff`: what the container's writable layer changed.
+    async fn changes(&self, id: &str) -> Result<Vec<ChangeItem>, ApiError>;
+    /// `export`: the container's merged filesystem as a tar (volumes and binds not in it).
+    async fn export(&self, id: &str) -> Result<ByteStream, ApiError>;
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError>;
     async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError>;
     /// Checks before `exec_start` hijacks; returns whether the exec has a TTY.
@@ -309,6 +313,15 @@ async fn resize(State(b): State<Backend>, Path(id): Path<String>, req: Request<B
     Ok(StatusCode::OK.into_response())
 }
 
+async fn export(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let stream = b.export(&id).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
+}
+
+async fn changes(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(axum::Json(b.changes(&id).await?).into_response())
+}
+
 async fn top(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri());
     Ok(axum::Json(b.top(&id, q.str("ps_args").filter(|a| !a.is_empty()).map(str::to_string)).await?).into_response())
@@ -374,6 +387,8 @@ pub fn routes(backend: Backend) -> Router {
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}/resize", post(resize))
         .route("/containers/{id}/top", get(top))
+        .route("/containers/{id}/changes", get(changes))
+        .route("/containers/{id}/export", get(export))
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/exec", post(exec_create))
         .route("/exec/{id}/start", post(exec_start))

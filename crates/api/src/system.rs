@@ -86,8 +86,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/build/{*rest}", "builds"),
     ("/events", "events"),
     ("/commit", "commit"),
-    ("/containers/{id}/changes", "diff"),
-    ("/containers/{id}/export", "export"),
     ("/containers/{id}/archive", "copying files (cp)"),
     ("/containers/{id}/update", "update"),
     ("/plugins", "plugins"),

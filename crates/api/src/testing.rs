@@ -18,6 +18,12 @@ fn no<T>() -> Result<T, ApiError> {
 
 #[async_trait::async_trait]
 impl Containers for Null {
+    async fn changes(&self, _: &str) -> Result<Vec<berth_models::containers::ChangeItem>, ApiError> {
+        no()
+    }
+    async fn export(&self, _: &str) -> Result<ByteStream, ApiError> {
+        no()
+    }
     async fn create(&self, _: Option<String>, _: CreateBody) -> Result<CreateResponse, ApiError> {
         no()
     }

@@ -48,6 +48,8 @@ pub(crate) struct CreateFlags {
     pub(crate) ip: Option<String>,
     #[arg(long = "network-alias", alias = "net-alias")]
     pub(crate) network_alias: Vec<String>,
+    #[arg(long = "volumes-from")]
+    pub(crate) volumes_from: Vec<String>,
     #[arg(long = "stop-signal")]
     pub(crate) stop_signal: Option<String>,
     #[arg(long = "stop-timeout")]
@@ -320,6 +322,7 @@ pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<CreateBody> {
         security_opt: Some(c.security_opt.clone()),
         group_add: Some(c.group_add.clone()),
         binds: Some(binds.into_iter().cloned().collect()),
+        volumes_from: (!c.volumes_from.is_empty()).then(|| c.volumes_from.clone()),
         log_config: (!c.log_opt.is_empty()).then(|| LogConfig { typ: "json-file".into(), config: Some(kv_list(&c.log_opt)) }),
         ..Default::default()
     };
@@ -672,4 +675,23 @@ fn ports_text(ports: &[berth_models::containers::Port]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[derive(Args)]
+pub(crate) struct DiffArgs {
+    pub(crate) container: String,
+}
+
+/// `berth diff`: `A /path`, `C /path`, `D /path`, as Docker prints them.
+pub(crate) fn diff(client: &Client, a: DiffArgs) -> anyhow::Result<i32> {
+    let v = client.get(&format!("/containers/{}/changes", a.container))?;
+    for c in v.as_array().into_iter().flatten() {
+        let kind = match c["Kind"].as_u64() {
+            Some(1) => "A",
+            Some(2) => "D",
+            _ => "C",
+        };
+        println!("{kind} {}", c["Path"].as_str().unwrap_or_default());
+    }
+    Ok(0)
 }

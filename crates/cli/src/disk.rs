@@ -121,6 +121,11 @@ pub fn df(client: &Client) -> anyhow::Result<i32> {
     let running = |c: &Value| c["State"] == "running";
     let ctr_size: u64 = containers.iter().map(rw).sum();
     let ctr_free: u64 = containers.iter().filter(|c| !running(c)).map(rw).sum();
+    let volumes = v["Volumes"].as_array().cloned().unwrap_or_default();
+    let vol_size = |x: &Value| x["UsageData"]["Size"].as_i64().unwrap_or(0).max(0) as u64;
+    let vol_used = |x: &Value| x["UsageData"]["RefCount"].as_i64().unwrap_or(0) > 0;
+    let vols_size: u64 = volumes.iter().map(vol_size).sum();
+    let vols_free: u64 = volumes.iter().filter(|x| !vol_used(x)).map(vol_size).sum();
     let rows = vec![
         vec!["TYPE".into(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()],
         vec![
@@ -137,7 +142,13 @@ pub fn df(client: &Client) -> anyhow::Result<i32> {
             size(ctr_size),
             reclaimable(ctr_free, ctr_size),
         ],
-        vec!["Local Volumes".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+        vec![
+            "Local Volumes".into(),
+            volumes.len().to_string(),
+            volumes.iter().filter(|x| vol_used(x)).count().to_string(),
+            size(vols_size),
+            reclaimable(vols_free, vols_size),
+        ],
         vec!["Build Cache".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
     ];
     print!("{}", crate::format::table(&rows));

@@ -124,6 +124,8 @@ enum Cmd {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCmd),
+    /// What a container changed in its filesystem.
+    Diff(containers::DiffArgs),
 }
 
 #[derive(Subcommand)]
@@ -277,7 +279,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 /// Docker's commands berth's CLI does not have yet: say so plainly rather than "unrecognized".
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "diff", "events", "export",
+    "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "events", "export",
     "manifest", "node", "plugin", "search", "secret", "service",
     "stack", "swarm", "trust", "update",
 ];
@@ -300,6 +302,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Network(c) => networks::run(client, c),
         Cmd::Port(a) => networks::port(client, a),
         Cmd::Volume(c) => volumes::run(client, c),
+        Cmd::Diff(a) => containers::diff(client, a),
         Cmd::Run(Lazy(a)) => containers::run(client, a),
         Cmd::Create(Lazy(a)) => containers::cmd_create(client, a),
         Cmd::Start(Lazy(a)) => containers::start(client, a),

@@ -75,7 +75,6 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     }
     for (asked, what) in [
         (listed(&hc.links), "links"),
-        (listed(&hc.volumes_from), "--volumes-from"),
         (hc.volume_driver.as_deref().is_some_and(|d| !d.is_empty()), "volume drivers"),
         (hc.storage_opt.as_ref().is_some_and(|o| !o.is_empty()), "--storage-opt"),
         (listed(&hc.device_requests), "device requests (--gpus)"),

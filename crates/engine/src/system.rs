@@ -172,7 +172,25 @@ impl System for Engine {
         let containers: Vec<_> = recs.iter().map(|r| self.summary(r, true)).collect();
         // What the images take on disk: their unpacked layers and the blobs they came as.
         let blobs = self.images.content.usage().map_err(|e| ApiError::new(berth_api::Kind::Internal, e.to_string()))?;
-        // Volumes and the build cache come with their issues.
-        Ok(berth_api::system::DataUsage { layers_size: layers.values().sum::<u64>() + blobs, images, containers, ..Default::default() })
+        // Each volume with what it holds on disk and how many containers mount it.
+        let volumes = self
+            .vols
+            .all()
+            .iter()
+            .map(|v| {
+                let mut view = self.volume_view(v);
+                let refs = recs.iter().filter(|r| r.volumes.iter().any(|m| m.name == v.name)).count();
+                view.usage_data = Some(berth_models::volumes::VolumeUsage { size: self.vols.size(&v.name) as i64, ref_count: refs as i64 });
+                view
+            })
+            .collect();
+        // The build cache comes with its issue.
+        Ok(berth_api::system::DataUsage {
+            layers_size: layers.values().sum::<u64>() + blobs,
+            images,
+            containers,
+            volumes,
+            ..Default::default()
+        })
     }
 }

@@ -358,6 +358,14 @@ pub struct WaitError {
     pub message: String,
 }
 
+/// One entry of `GET /containers/{id}/changes`: `Kind` 0 changed, 1 added, 2 deleted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ChangeItem {
+    pub path: String,
+    pub kind: u8,
+}
+
 /// `GET /containers/{id}/top`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

@@ -155,7 +155,11 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             e
         };
-        let volumes = self.make_volumes(&merged, &hc).map_err(undo)?;
+        let mut volumes = self.make_volumes(&merged, &hc).map_err(undo)?;
+        if let Err(e) = self.volumes_from(&mut hc, &mut volumes) {
+            self.drop_anonymous_volumes(&volumes);
+            return Err(undo(e));
+        }
         // A `run --rm` container is thrown away when it exits, and after a crash of the machine:
         // its layer and record are written without fsyncs (docs/engine.md).
         let ephemeral = hc.auto_remove.unwrap_or(false);
@@ -337,6 +341,44 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// `--volumes-from NAME[:ro|rw]`: the volumes and host binds of another container, at the
+    /// same paths (read-only when it has them so, or when `ro` is asked), where the container's
+    /// own mounts leave room.
+    fn volumes_from(&self, hc: &mut berth_api::containers::HostConfig, volumes: &mut Vec<VolumeMount>) -> Result<(), ApiError> {
+        let taken = |dst: &str, volumes: &[VolumeMount], hc: &berth_api::containers::HostConfig| {
+            let dst = dst.trim_end_matches('/');
+            volumes.iter().any(|v| v.destination.trim_end_matches('/') == dst)
+                || hc.binds.iter().flatten().filter_map(|b| b.split(':').nth(1)).any(|t| t.trim_end_matches('/') == dst)
+                || hc.mounts.iter().flatten().filter_map(|m| m.target.as_deref()).any(|t| t.trim_end_matches('/') == dst)
+        };
+        for from in hc.volumes_from.clone().unwrap_or_default() {
+            let (name, mode) = match from.rsplit_once(':') {
+                Some((n, m @ ("ro" | "rw"))) => (n, m),
+                Some((_, m)) => return Err(ApiError::new(Kind::InvalidArgument, format!("invalid mode for volumes-from: {m}"))),
+                None => (from.as_str(), ""),
+            };
+            let other = self.lookup(name).map_err(|e| ApiError::new(Kind::InvalidArgument, e.message))?.rec();
+            for v in &other.volumes {
+                if !taken(&v.destination, volumes, hc) {
+                    volumes.push(VolumeMount { rw: v.rw && mode != "ro", nocopy: true, ..v.clone() });
+                }
+            }
+            for b in other.host_config.binds.iter().flatten().filter(|b| !crate::volumes::mounts::is_volume_bind(b)) {
+                let parsed = crate::spec::Bind::parse(b)?;
+                if !taken(&parsed.target, volumes, hc) {
+                    let ro = parsed.read_only || mode == "ro";
+                    hc.binds.get_or_insert_with(Vec::new).push(format!(
+                        "{}:{}:{}",
+                        parsed.source,
+                        parsed.target,
+                        if ro { "ro" } else { "rw" }
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Remove the anonymous volumes among `mounts` that no container uses (a create that

@@ -23,6 +23,7 @@ use crate::{Ctr, Engine, names, spec};
 
 mod bundle;
 mod create;
+mod diff;
 mod exit;
 mod remove;
 mod start;
@@ -178,6 +179,14 @@ impl Containers for Engine {
         }
         self.tasks.resize(&ctr.bundle, None, height, width).await?;
         Ok(())
+    }
+
+    async fn changes(&self, id: &str) -> Result<Vec<berth_api::containers::ChangeItem>, ApiError> {
+        self.changes_ctr(id).await
+    }
+
+    async fn export(&self, id: &str) -> Result<ByteStream, ApiError> {
+        self.export_ctr(id).await
     }
 
     async fn top(&self, id: &str, ps_args: Option<String>) -> Result<TopResponse, ApiError> {

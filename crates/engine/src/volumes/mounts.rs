@@ -77,7 +77,7 @@ fn parse_bind(b: &str) -> Result<Wanted, ApiError> {
         [n, d, m] => (Some(*n), *d, *m),
         _ => return Err(invalid()),
     };
-    check_destination(b, dst)?;
+    // The mode first, as Docker's parser checks it.
     let words: Vec<&str> = mode.split(',').filter(|w| !w.is_empty()).collect();
     for w in &words {
         if !["ro", "rw", "nocopy", "z", "Z", "private", "rprivate", "shared", "rshared", "slave", "rslave"].contains(w) {
@@ -87,6 +87,7 @@ fn parse_bind(b: &str) -> Result<Wanted, ApiError> {
     if words.contains(&"ro") && words.contains(&"rw") {
         return Err(bad(format!("invalid mode: {mode}")));
     }
+    check_destination(b, dst)?;
     Ok(Wanted {
         name: name.map(str::to_string),
         destination: dst.to_string(),
