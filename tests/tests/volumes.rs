@@ -243,3 +243,63 @@ fn export_and_import_round_trip() {
     berth_tests::wait_until("the export's mount to go", || !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains("export-"));
     d.docker(&["rm", "-f", "ex1", "ex2"]).success();
 }
+
+/// `commit`: the writable layer (additions, changes, deletions) becomes an image layer, with
+/// the container's config, `--change`s, author and message; a running container is paused
+/// meanwhile and runs on after.
+#[test]
+fn commit_makes_an_image_of_a_containers_changes() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    d.docker(&[
+        "run",
+        "--name",
+        "c1",
+        "-e",
+        "FROM_RUN=1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo made > /made; rm /etc/group; mkdir /dir; echo x > /dir/f",
+    ])
+    .success();
+    let id = d
+        .docker(&[
+            "commit",
+            "-a",
+            "someone",
+            "-m",
+            "a message",
+            "-c",
+            "CMD [\"cat\", \"/made\"]",
+            "-c",
+            "ENV ADDED=2",
+            "c1",
+            "committed:v1",
+        ])
+        .success()
+        .stdout;
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(d.docker(&["run", "--rm", "committed:v1"]).success().stdout, "made\n", "the CMD change");
+    let out = d
+        .docker(&["run", "--rm", "committed:v1", "sh", "-c", "cat /dir/f; test -e /etc/group || echo no-group; echo $FROM_RUN $ADDED"])
+        .success()
+        .stdout;
+    assert_eq!(out, "x\nno-group\n1 2\n");
+    let img = json(&d.docker(&["image", "inspect", "committed:v1"]).success().stdout);
+    assert_eq!(img[0]["Author"], "someone");
+    assert_eq!(img[0]["Comment"], "a message");
+    assert_eq!(img[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2, "{img}");
+    let history = d.docker(&["history", "--no-trunc", "committed:v1"]).success().stdout;
+    assert!(history.contains("a message"), "{history}");
+    // A running container: paused while committed, running after.
+    d.docker(&["run", "-d", "--name", "c2", "busybox", "sh", "-c", "echo live > /live; sleep 60"]).success();
+    berth_tests::wait_until("the file", || d.docker(&["exec", "c2", "test", "-f", "/live"]).code == 0);
+    d.docker(&["commit", "c2", "committed:v2"]).success();
+    assert_eq!(inspect(&d, "c2")["State"]["Status"], "running");
+    assert_eq!(d.docker(&["run", "--rm", "committed:v2", "cat", "/live"]).success().stdout, "live\n");
+    // A bad change: nothing made.
+    let r = d.docker(&["commit", "-c", "BOGUS x", "c1", "committed:bad"]).failure();
+    assert!(r.stderr.contains("not a valid change command"), "{r:?}");
+    assert_ne!(d.docker(&["image", "inspect", "committed:bad"]).code, 0);
+    d.docker(&["rm", "-f", "c1", "c2"]).success();
+}

@@ -95,6 +95,8 @@ pub trait Containers: Send + Sync {
     async fn changes(&self, id: &str) -> Result<Vec<ChangeItem>, ApiError>;
     /// `export`: the container's merged filesystem as a tar (volumes and binds not in it).
     async fn export(&self, id: &str) -> Result<ByteStream, ApiError>;
+    /// `commit`: the container's writable layer as a new image; returns its ID.
+    async fn commit(&self, opts: CommitOptions) -> Result<String, ApiError>;
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError>;
     async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError>;
     /// Checks before `exec_start` hijacks; returns whether the exec has a TTY.
@@ -105,6 +107,21 @@ pub trait Containers: Send + Sync {
     async fn exec_start(&self, exec_id: String, io: Option<Io>, raw: bool) -> Result<(), ApiError>;
     async fn exec_inspect(&self, exec_id: &str) -> Result<ExecInspect, ApiError>;
     async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError>;
+}
+
+/// `POST /commit`'s parameters.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    pub container: String,
+    pub repo: Option<String>,
+    pub tag: Option<String>,
+    pub comment: String,
+    pub author: String,
+    pub pause: bool,
+    /// Dockerfile instructions applied to the config (`--change`).
+    pub changes: Vec<String>,
+    /// The request's body: a container config whose set fields override the container's.
+    pub config: Option<serde_json::Value>,
 }
 
 type Backend = Arc<dyn Containers>;
@@ -313,6 +330,30 @@ async fn resize(State(b): State<Backend>, Path(id): Path<String>, req: Request<B
     Ok(StatusCode::OK.into_response())
 }
 
+async fn commit(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri());
+    let nonempty = |k: &str| q.str(k).filter(|v| !v.is_empty()).map(str::to_string);
+    let mut opts = CommitOptions {
+        container: q.str("container").unwrap_or("").to_string(),
+        repo: nonempty("repo"),
+        tag: nonempty("tag"),
+        comment: q.str("comment").unwrap_or("").to_string(),
+        author: q.str("author").unwrap_or("").to_string(),
+        // Docker pauses while it commits unless told not to.
+        pause: q.str("pause").is_none_or(|p| !matches!(p, "0" | "false" | "False")),
+        changes: q.all("changes").into_iter().filter(|c| !c.is_empty()).collect(),
+        config: None,
+    };
+    let body = body_bytes(req).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::new(Kind::InvalidArgument, format!("invalid JSON: {e}")))?;
+        opts.config = Some(v).filter(|v| !v.is_null());
+    }
+    let id = b.commit(opts).await?;
+    Ok((StatusCode::CREATED, axum::Json(IdResponse { id })).into_response())
+}
+
 async fn export(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let stream = b.export(&id).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
@@ -389,6 +430,7 @@ pub fn routes(backend: Backend) -> Router {
         .route("/containers/{id}/top", get(top))
         .route("/containers/{id}/changes", get(changes))
         .route("/containers/{id}/export", get(export))
+        .route("/commit", axum::routing::post(commit))
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/exec", post(exec_create))
         .route("/exec/{id}/start", post(exec_start))

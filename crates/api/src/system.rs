@@ -85,7 +85,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/build", "builds"),
     ("/build/{*rest}", "builds"),
     ("/events", "events"),
-    ("/commit", "commit"),
     ("/containers/{id}/archive", "copying files (cp)"),
     ("/containers/{id}/update", "update"),
     ("/plugins", "plugins"),

@@ -24,6 +24,9 @@ impl Containers for Null {
     async fn export(&self, _: &str) -> Result<ByteStream, ApiError> {
         no()
     }
+    async fn commit(&self, _: crate::containers::CommitOptions) -> Result<String, ApiError> {
+        no()
+    }
     async fn create(&self, _: Option<String>, _: CreateBody) -> Result<CreateResponse, ApiError> {
         no()
     }

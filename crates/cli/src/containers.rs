@@ -695,3 +695,43 @@ pub(crate) fn diff(client: &Client, a: DiffArgs) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+#[derive(Args)]
+pub(crate) struct CommitArgs {
+    #[arg(short = 'a', long)]
+    author: Option<String>,
+    #[arg(short = 'm', long)]
+    message: Option<String>,
+    #[arg(short = 'c', long = "change")]
+    change: Vec<String>,
+    /// Pause the container while committing (Docker's default).
+    #[arg(short = 'p', long, default_value = "true", action = clap::ArgAction::Set)]
+    pause: bool,
+    container: String,
+    reference: Option<String>,
+}
+
+/// `berth commit CONTAINER [REPOSITORY[:TAG]]`.
+pub(crate) fn commit(client: &Client, a: CommitArgs) -> anyhow::Result<i32> {
+    let mut q = vec![
+        ("container", a.container.clone()),
+        ("comment", a.message.unwrap_or_default()),
+        ("author", a.author.unwrap_or_default()),
+        ("pause", a.pause.to_string()),
+    ];
+    if let Some(r) = &a.reference {
+        // The last colon after the last slash separates the tag (a registry's port is not one).
+        let (repo, tag) = match r.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
+            _ => (r.clone(), String::new()),
+        };
+        q.push(("repo", repo));
+        q.push(("tag", tag));
+    }
+    for c in a.change {
+        q.push(("changes", c));
+    }
+    let v = client.post_json(&format!("/commit?{}", query(&q)), &json!({}))?;
+    println!("{}", v["Id"].as_str().unwrap_or_default());
+    Ok(0)
+}

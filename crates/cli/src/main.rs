@@ -126,6 +126,8 @@ enum Cmd {
     Volume(volumes::VolumeCmd),
     /// What a container changed in its filesystem.
     Diff(containers::DiffArgs),
+    /// A new image from a container's changes.
+    Commit(containers::CommitArgs),
 }
 
 #[derive(Subcommand)]
@@ -279,7 +281,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 /// Docker's commands berth's CLI does not have yet: say so plainly rather than "unrecognized".
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "build", "builder", "buildx", "checkpoint", "commit", "compose", "config", "context", "cp", "events", "export",
+    "build", "builder", "buildx", "checkpoint", "compose", "config", "context", "cp", "events", "export",
     "manifest", "node", "plugin", "search", "secret", "service",
     "stack", "swarm", "trust", "update",
 ];
@@ -303,6 +305,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Port(a) => networks::port(client, a),
         Cmd::Volume(c) => volumes::run(client, c),
         Cmd::Diff(a) => containers::diff(client, a),
+        Cmd::Commit(a) => containers::commit(client, a),
         Cmd::Run(Lazy(a)) => containers::run(client, a),
         Cmd::Create(Lazy(a)) => containers::cmd_create(client, a),
         Cmd::Start(Lazy(a)) => containers::start(client, a),

@@ -507,6 +507,62 @@ impl ImageStore {
         self.record(config_bytes, layers, reference)
     }
 
+    /// `commit`: the writable snapshot `key`, made on image `parent`, becomes a new layer on top
+    /// of the parent's, and the image is recorded with the parent's config, `config` as its
+    /// container defaults and a history entry (`author`, `comment`, `created_by`). The layer's
+    /// tar goes straight from the snapshot into a verified blob, then is unpacked as a layer of
+    /// its own (shared with any image that has the same chain). The caller keeps the snapshot
+    /// from changing meanwhile (a paused or stopped container).
+    pub fn commit(
+        &self,
+        key: &str,
+        parent: &Digest,
+        config: crate::image::ContainerConfig,
+        history: History,
+        reference: Option<&Reference>,
+    ) -> Result<Digest> {
+        let base = self.get(parent)?;
+        let (_, mut image_config) = self.config(parent)?;
+        let _writing = self.write_guard();
+        let upper = self.snapshots.dir(key)?;
+        let parent_chain = base.layers.last().map(|l| l.chain_id.clone());
+        // Overlay layers stand alone (the upper directory is the change); a plain copy is
+        // compared with its parent's tree.
+        let lower = match &parent_chain {
+            Some(c) if !self.snapshots.layers_stand_alone() => Some(self.snapshots.dir(&c.to_string())?),
+            _ => None,
+        };
+        let source = match (&lower, self.snapshots.layers_stand_alone()) {
+            (_, true) => crate::diff::Source::Overlay(&upper),
+            (Some(l), false) => crate::diff::Source::Compare { lower: l, upper: &upper },
+            (None, false) => crate::diff::Source::Compare { lower: Path::new("/nonexistent"), upper: &upper },
+        };
+        let ingest = format!("{IMPORT}{}-{}", crate::owner::me(), now());
+        let w = self.content.writer(&ingest, None)?;
+        let w = crate::diff::diff(source, w).map_err(ImagesError::Archive)?;
+        let size = w.offset();
+        let diff_id = w.commit()?;
+        let held = self.content.hold(&diff_id);
+        let mut diff_ids: Vec<Digest> = base.layers.iter().map(|l| l.diff_id.clone()).collect();
+        diff_ids.push(diff_id.clone());
+        let chain_id = image::chain_ids(&diff_ids).pop().unwrap_or_else(|| diff_id.clone());
+        if let Err(e) = self.unpack(parent_chain.as_ref(), &chain_id, &diff_id, None) {
+            let _ = self.drop_unreferenced(&[held]);
+            return Err(e);
+        }
+        let created = now();
+        image_config.created = Some(created.clone());
+        image_config.author = history.author.clone().filter(|a| !a.is_empty());
+        image_config.comment = history.comment.clone().filter(|c| !c.is_empty());
+        image_config.config = config;
+        image_config.rootfs.diff_ids = diff_ids;
+        image_config.history.push(History { created: Some(created), ..history });
+        let config_bytes = serde_json::to_vec(&image_config).map_err(|e| ImagesError::Image(image::ImageError::BadConfig(e)))?;
+        let mut layers = base.layers.clone();
+        layers.push(LayerRecord { diff_id: diff_id.clone(), chain_id, blob: diff_id, media_type: image::MEDIA_DOCKER_LAYER.into(), size });
+        self.record(config_bytes, layers, reference)
+    }
+
     /// Store config and manifest blobs for `layers` (already unpacked) and record the image.
     pub(crate) fn record(&self, config_bytes: Vec<u8>, layers: Vec<LayerRecord>, reference: Option<&Reference>) -> Result<Digest> {
         self.sync_layers()?;

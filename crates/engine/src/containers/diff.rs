@@ -105,6 +105,65 @@ pub(crate) fn compare_changes(lower: &Path, upper: &Path) -> Vec<(String, u8)> {
 }
 
 impl Engine {
+    /// `commit`: the writable layer becomes a new image layer on the container's image; the
+    /// image's config is the container's (its command, environment, ports, volumes, labels …)
+    /// with the request's fields and `--change` instructions on top. A running container is
+    /// paused meanwhile unless `pause=false`, as Docker does.
+    pub(super) async fn commit_ctr(&self, opts: berth_api::containers::CommitOptions) -> Result<String, ApiError> {
+        let ctr = self.lookup(&opts.container)?;
+        let _op = ctr.op.lock().await;
+        let rec = ctr.rec();
+        let reference = match &opts.repo {
+            Some(repo) => {
+                let name = match &opts.tag {
+                    Some(t) => format!("{repo}:{t}"),
+                    None => repo.clone(),
+                };
+                Some(berth_store::Reference::parse(&name).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))?)
+            }
+            None => None,
+        };
+        // The container's config as an image's, the request's set fields over it, then changes.
+        let mut merged = serde_json::to_value(&rec.config).unwrap_or_default();
+        if let (Some(m), Some(serde_json::Value::Object(over))) = (merged.as_object_mut(), opts.config.as_ref()) {
+            for (k, v) in over {
+                let empty = v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty());
+                if !empty {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        // Unset fields are absent from an image's config.
+        if let Some(m) = merged.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        let mut config: berth_store::image::ContainerConfig =
+            serde_json::from_value(merged).map_err(|e| ApiError::new(Kind::InvalidArgument, format!("invalid config: {e}")))?;
+        crate::changes::apply(&mut config, &opts.changes)?;
+        let parent: berth_store::Digest =
+            rec.image.parse().map_err(|_| ApiError::new(Kind::Internal, format!("bad image ID {}", rec.image)))?;
+        let history = berth_store::image::History {
+            created_by: Some(crate::containers::view::command_line(&rec)),
+            author: Some(opts.author.clone()).filter(|a| !a.is_empty()),
+            comment: Some(opts.comment.clone()).filter(|c| !c.is_empty()),
+            ..Default::default()
+        };
+        let freeze = opts.pause && rec.state.status == Status::Running;
+        if freeze {
+            self.set_frozen(&ctr, true).await?;
+        }
+        let images = Arc::clone(&self.images);
+        let key = rec.id.clone();
+        let made = tokio::task::spawn_blocking(move || images.commit(&key, &parent, config, history, reference.as_ref())).await;
+        if freeze {
+            let _ = self.set_frozen(&ctr, false).await;
+        }
+        let id = made
+            .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+            .map_err(|e| ApiError::new(Kind::Internal, format!("committing {}: {e}", rec.id)))?;
+        Ok(id.to_string())
+    }
+
     /// `export`: a tar of the container's merged filesystem, symlinks as links, streamed as it
     /// is written. A running container's root is read where it is mounted; a stopped one's
     /// layers are mounted read-only for the export and unmounted after.

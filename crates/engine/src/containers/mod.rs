@@ -189,6 +189,10 @@ impl Containers for Engine {
         self.export_ctr(id).await
     }
 
+    async fn commit(&self, opts: berth_api::containers::CommitOptions) -> Result<String, ApiError> {
+        self.commit_ctr(opts).await
+    }
+
     async fn top(&self, id: &str, ps_args: Option<String>) -> Result<TopResponse, ApiError> {
         let ctr = self.lookup(id)?;
         if !ctr.rec().state.status.is_live() {

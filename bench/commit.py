@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""`commit` of a container that wrote 150 MiB (a 50 MiB file and 50 files of 2 MiB, random data),
+side by side: berth (berthd, driven by the docker CLI) and Docker (the peer dockerd at
+DOCKER_PEER, when it is there), interleaved rounds, medians. Each round makes a fresh container
+in each engine (not timed), then times `docker commit` of it, then removes the image and the
+container. Needs root and release binaries (scripts/build-release.sh).
+"""
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+from common import busybox_rootfs, env_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))
+ROUNDS = int(os.environ.get("ROUNDS", "7"))
+PEER = os.environ.get("DOCKER_PEER", "unix:///run/peer-docker/docker.sock")
+WRITE = ("head -c 52428800 /dev/urandom > /big; mkdir /files; "
+         "for i in $(seq 1 50); do head -c 2097152 /dev/urandom > /files/f$i; done")
+
+
+def sh(cmd, env=None, check=True):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def main():
+    work = os.environ.get("BENCH_DATA", "/var/lib/berth-bench-commit")
+    run_dir = os.environ.get("BENCH_RUN", "/run/berth-bench-commit")
+    inputs = tempfile.mkdtemp(prefix="berth-bench-inputs-")
+    os.makedirs(work, exist_ok=True)
+    os.makedirs(run_dir, exist_ok=True)
+    sock = f"unix://{run_dir}/berth.sock"
+    if os.path.exists(f"{run_dir}/berth.sock"):
+        os.unlink(f"{run_dir}/berth.sock")
+    daemon = subprocess.Popen(
+        [os.path.join(BIN, "berthd"), "--data-root", f"{work}/data", "--exec-root", f"{run_dir}/exec", "-H", sock,
+         "--config-file", f"{work}/none.json", "--bridge", "berth-bench"],
+        stderr=open(f"{work}/berthd.log", "w"))
+    docker = shutil.which("docker")
+    try:
+        for _ in range(100):
+            if os.path.exists(f"{run_dir}/berth.sock"):
+                break
+            time.sleep(0.05)
+        fs = os.path.join(inputs, "rootfs")
+        busybox_rootfs(fs)
+        tar = os.path.join(inputs, "busybox.tar")
+        sh(["tar", "-C", fs, "-cf", tar, "."])
+        engines = [("berth", env_for(sock))]
+        if PEER.startswith("unix://") and os.path.exists(PEER[len("unix://"):]):
+            engines.append(("Docker", env_for(PEER)))
+        for _, env in engines:
+            if sh([docker, "image", "inspect", "busybox"], env=env, check=False).returncode != 0:
+                sh([docker, "import", tar, "busybox:latest"], env=env)
+        times = {name: [] for name, _ in engines}
+        for i in range(ROUNDS):
+            order = engines if i % 2 == 0 else list(reversed(engines))
+            for name, env in order:
+                c = f"bench-commit-{i}"
+                sh([docker, "run", "--name", c, "--network", "none", "busybox", "sh", "-c", WRITE], env=env)
+                os.sync()
+                t = time.perf_counter()
+                sh([docker, "commit", c, f"bench-committed:{i}"], env=env)
+                times[name].append(time.perf_counter() - t)
+                sh([docker, "rm", "-f", c], env=env)
+                sh([docker, "rmi", f"bench-committed:{i}"], env=env)
+        print(f"commit, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}\n")
+        print(f"## commit of a container that wrote 150 MiB (50 MiB + 50 × 2 MiB), {ROUNDS} interleaved rounds\n")
+        print("| engine | median | min | max |")
+        print("|---|---|---|---|")
+        for name, xs in times.items():
+            print(f"| {name} (docker CLI) | {statistics.median(xs):.3f} s | {min(xs):.3f} s | {max(xs):.3f} s |")
+        if len(times) == 2:
+            print(f"\nberth / Docker: {statistics.median(times['berth']) / statistics.median(times['Docker']):.2f}")
+    finally:
+        daemon.terminate()
+        daemon.wait()
+        shutil.rmtree(inputs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
