@@ -16,3 +16,5 @@ echo
 python3 bench/engine.py
 echo
 python3 bench/network.py
+echo
+python3 bench/commit.py
