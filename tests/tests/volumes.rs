@@ -303,3 +303,25 @@ fn commit_makes_an_image_of_a_containers_changes() {
     assert_ne!(d.docker(&["image", "inspect", "committed:bad"]).code, 0);
     d.docker(&["rm", "-f", "c1", "c2"]).success();
 }
+
+/// `system prune` (berth's CLI: the docker CLI's also prunes the build cache, which comes with
+/// the builds issue): stopped containers, unused networks, dangling or unused images, and with
+/// `--volumes` unused anonymous volumes; what is in use stays.
+#[test]
+fn system_prune_removes_what_nothing_uses() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    d.docker(&["run", "-d", "--name", "keep", "-v", "busy:/b", "busybox", "sleep", "60"]).success();
+    d.docker(&["run", "--name", "old", "-v", "/anon", "busybox", "true"]).success();
+    d.docker(&["network", "create", "--subnet", "10.254.251.0/24", "unused"]).success();
+    d.docker(&["tag", "busybox", "extra:1"]).success();
+    let out = d.berth(&["system", "prune", "-f", "--volumes"]).success().stdout;
+    assert!(out.contains("Deleted Containers:") && out.contains("Deleted Networks:") && out.contains("unused"), "{out}");
+    assert!(out.contains("Deleted Volumes:") && out.contains("Total reclaimed space:"), "{out}");
+    assert_eq!(d.docker(&["ps", "-aq"]).success().stdout.lines().count(), 1, "the running one stays");
+    assert_eq!(d.docker(&["volume", "ls", "-q"]).success().stdout, "busy\n");
+    assert!(d.docker(&["image", "inspect", "extra:1"]).code == 0, "not dangling: kept without -a");
+    d.docker(&["rm", "-f", "keep"]).success();
+    d.berth(&["system", "prune", "-af"]).success();
+    assert_ne!(d.docker(&["image", "inspect", "extra:1"]).code, 0, "-a: unused images go");
+    assert_eq!(d.docker(&["volume", "ls", "-q"]).success().stdout, "busy\n", "named volumes stay");
+}

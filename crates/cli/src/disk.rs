@@ -30,6 +30,76 @@ pub struct ImagePruneArgs {
 #[derive(Args)]
 pub struct DfArgs {}
 
+#[derive(Args)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Prune anonymous volumes too.
+    #[arg(long)]
+    volumes: bool,
+    #[command(flatten)]
+    prune: PruneArgs,
+}
+
+/// `system prune`: stopped containers, unused networks, dangling (or, with `-a`, unused) images,
+/// and with `--volumes` unused anonymous volumes, as Docker's client does it.
+pub fn system_prune(client: &Client, a: &SystemPruneArgs) -> anyhow::Result<i32> {
+    let mut warning =
+        String::from("WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n");
+    if a.volumes {
+        warning.push_str("  - all anonymous volumes not used by at least one container\n");
+    }
+    warning.push_str(if a.all {
+        "  - all images without at least one container associated to them\n"
+    } else {
+        "  - all dangling images\n"
+    });
+    warning.push_str("  - unused build cache\n");
+    if !a.prune.force && !confirm(warning.trim_end()) {
+        return Ok(0);
+    }
+    let q = |extra| filters_query(&a.prune.filter, extra);
+    let mut reclaimed = 0u64;
+    let list = |v: &Value, key: &str| -> Vec<String> {
+        v[key].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+    };
+    let section = |title: &str, items: &[String]| {
+        if !items.is_empty() {
+            println!("{title}:");
+            for i in items {
+                println!("{i}");
+            }
+            println!();
+        }
+    };
+    let v = client.post_json(&format!("/containers/prune{}", q(None)), &Value::Null)?;
+    reclaimed += v["SpaceReclaimed"].as_u64().unwrap_or(0);
+    section("Deleted Containers", &list(&v, "ContainersDeleted"));
+    let v = client.post_json(&format!("/networks/prune{}", q(None)), &Value::Null)?;
+    section("Deleted Networks", &list(&v, "NetworksDeleted"));
+    if a.volumes {
+        let v = client.post_json(&format!("/volumes/prune{}", q(None)), &Value::Null)?;
+        reclaimed += v["SpaceReclaimed"].as_u64().unwrap_or(0);
+        section("Deleted Volumes", &list(&v, "VolumesDeleted"));
+    }
+    let dangling = if a.all { ("dangling", "false") } else { ("dangling", "true") };
+    let v = client.post_json(&format!("/images/prune{}", q(Some(dangling))), &Value::Null)?;
+    reclaimed += v["SpaceReclaimed"].as_u64().unwrap_or(0);
+    let mut images = Vec::new();
+    for d in v["ImagesDeleted"].as_array().into_iter().flatten() {
+        if let Some(u) = d["Untagged"].as_str() {
+            images.push(format!("untagged: {u}"));
+        }
+        if let Some(i) = d["Deleted"].as_str() {
+            images.push(format!("deleted: {i}"));
+        }
+    }
+    section("Deleted Images", &images);
+    println!("Total reclaimed space: {}", human_size(reclaimed));
+    Ok(0)
+}
+
 /// Docker's `[y/N]` question; anything but y or yes is no.
 fn confirm(warning: &str) -> bool {
     print!("{warning}\nAre you sure you want to continue? [y/N] ");

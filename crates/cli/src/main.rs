@@ -107,6 +107,8 @@ enum Cmd {
     ImagePrune(Lazy<disk::ImagePruneArgs>),
     #[command(hide = true)]
     SystemDf(Lazy<disk::DfArgs>),
+    #[command(hide = true)]
+    SystemPrune(disk::SystemPruneArgs),
     /// Manage containers (`berth container ls`, …: the same commands by Docker's other names).
     #[command(subcommand)]
     Container(ContainerCmd),
@@ -181,6 +183,8 @@ enum SystemCmd {
     Info(Lazy<InfoArgs>),
     /// Show disk usage.
     Df(Lazy<disk::DfArgs>),
+    /// Remove unused data.
+    Prune(disk::SystemPruneArgs),
 }
 
 impl Cmd {
@@ -227,6 +231,7 @@ impl Cmd {
             },
             Cmd::System(SystemCmd::Info(a)) => Cmd::Info(a),
             Cmd::System(SystemCmd::Df(a)) => Cmd::SystemDf(a),
+            Cmd::System(SystemCmd::Prune(a)) => Cmd::SystemPrune(a),
             other => other,
         }
     }
@@ -301,6 +306,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::ContainerPrune(Lazy(a)) => disk::container_prune(client, &a),
         Cmd::ImagePrune(Lazy(a)) => disk::image_prune(client, &a),
         Cmd::SystemDf(Lazy(_)) => disk::df(client),
+        Cmd::SystemPrune(a) => disk::system_prune(client, &a),
         Cmd::Network(c) => networks::run(client, c),
         Cmd::Port(a) => networks::port(client, a),
         Cmd::Volume(c) => volumes::run(client, c),

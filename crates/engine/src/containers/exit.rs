@@ -33,6 +33,7 @@ impl Engine {
         if !rec.state.status.is_live() {
             return;
         }
+        let status_was_recorded = status.is_some();
         let error = if status.is_none() {
             // The shim died without recording an exit: make sure nothing of the container is left.
             self.destroy_leftovers(ctr).await;
@@ -75,6 +76,28 @@ impl Engine {
                 Ok(Err(e)) => tracing::error!("recording the exit of {}: {}", ctr.id, e.message),
                 Err(e) => tracing::error!("recording the exit of {}: {e}", ctr.id),
             }
+        }
+        // A shim killed after it recorded the exit but before it removed the runtime's state
+        // leaves that state behind (nothing else would): once the shim is gone, whatever is left
+        // of a container that is still not running is taken down (normally nothing).
+        if let Some(shim) = rec.shim
+            && status_was_recorded
+        {
+            let e = self.clone();
+            let ctr = Arc::clone(ctr);
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    if !e.tasks.alive(&shim) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let _op = ctr.op.lock().await;
+                if !ctr.rec().state.status.is_live() && e.runtime_root.join(&ctr.id).exists() {
+                    tracing::info!("removing what the shim of {} left of it", ctr.id);
+                    e.destroy_leftovers(&ctr).await;
+                }
+            });
         }
         if auto_remove {
             let e = self.clone();
