@@ -450,3 +450,40 @@ fn console_size_sizes_the_terminal_from_the_start() {
     assert!(out.ends_with("\r\n\r\n25 90\r\n"), "{out:?}");
     d.remove_all();
 }
+
+/// docker-py's networks and volumes against berthd: a user network with a container reached by
+/// its alias, a published port, a named volume filled by one container and read by another,
+/// `diff`, `commit` and the prunes.
+#[test]
+fn docker_py_networks_volumes_and_commit() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let script = r#"
+import docker, sys
+c = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
+net = c.networks.create("pynet", driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.254.250.0/24")]), labels={"via": "py"})
+vol = c.volumes.create("pyvol", labels={"via": "py"})
+srv = c.containers.run("busybox", ["sh", "-c", "echo py > /data/f; sleep 60"], detach=True, name="pysrv",
+                       network="pynet", volumes={"pyvol": {"bind": "/data", "mode": "rw"}}, ports={"80/tcp": None})
+srv.reload()
+assert srv.attrs["NetworkSettings"]["Networks"]["pynet"]["IPAddress"].startswith("10.254.250."), srv.attrs["NetworkSettings"]
+assert srv.ports["80/tcp"][0]["HostPort"], srv.ports
+net.reload()
+assert srv.id in net.attrs["Containers"], net.attrs
+net.connect(c.containers.create("busybox", ["true"], name="pylate"), aliases=["late"])
+out = c.containers.run("busybox", ["sh", "-c", "cat /data/f; nslookup pysrv >/dev/null && echo resolved"], remove=True,
+                       network="pynet", volumes=["pyvol:/data:ro"])
+assert out == b"py\nresolved\n", out
+assert [v.name for v in c.volumes.list(filters={"label": "via=py"})] == ["pyvol"]
+assert [n.name for n in c.networks.list(names=["pynet"])] == ["pynet"]
+changes = srv.diff()
+img = srv.commit("pycommitted", "v1", message="from py")
+assert img.attrs["Comment"] == "from py", img.attrs
+srv.remove(force=True)
+c.containers.get("pylate").remove()
+assert c.volumes.prune(filters={"all": "true"})["VolumesDeleted"] == ["pyvol"]
+assert c.networks.prune()["NetworksDeleted"] == ["pynet"]
+print("ok", len(changes))
+"#;
+    let Some(r) = docker_py(&d, script, &[]) else { return };
+    assert!(r.code == 0 && r.stdout.starts_with("ok"), "{r:?}");
+}
