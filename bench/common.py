@@ -59,3 +59,23 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def start_berthd(bin_dir, work, run_dir, bridge="berth-bench"):
+    """A berthd of the benchmark's own (data in `work`, state and socket in `run_dir`, its own
+    bridge), waited for; returns (process, DOCKER_HOST)."""
+    import time
+    os.makedirs(work, exist_ok=True)
+    os.makedirs(run_dir, exist_ok=True)
+    sock_path = f"{run_dir}/berth.sock"
+    if os.path.exists(sock_path):
+        os.unlink(sock_path)  # the last run's berthd is gone: we wait for a new one
+    daemon = subprocess.Popen(
+        [os.path.join(bin_dir, "berthd"), "--data-root", f"{work}/data", "--exec-root", f"{run_dir}/exec",
+         "-H", f"unix://{sock_path}", "--config-file", f"{work}/none.json", "--bridge", bridge],
+        stderr=open(f"{work}/berthd.log", "w"))
+    for _ in range(100):
+        if os.path.exists(sock_path):
+            break
+        time.sleep(0.05)
+    return daemon, f"unix://{sock_path}"

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 
-from common import busybox_rootfs, env_for, free_port
+from common import busybox_rootfs, env_for, free_port, start_berthd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))
@@ -86,23 +86,11 @@ def main():
     work = os.environ.get("BENCH_DATA", "/var/lib/berth-bench-net")
     run_dir = os.environ.get("BENCH_RUN", "/run/berth-bench-net")
     inputs = tempfile.mkdtemp(prefix="berth-bench-inputs-")
-    os.makedirs(work, exist_ok=True)
-    os.makedirs(run_dir, exist_ok=True)
-    sock = f"unix://{run_dir}/berth.sock"
-    if os.path.exists(f"{run_dir}/berth.sock"):
-        os.unlink(f"{run_dir}/berth.sock")
-    daemon = subprocess.Popen(
-        [os.path.join(BIN, "berthd"), "--data-root", f"{work}/data", "--exec-root", f"{run_dir}/exec", "-H", sock,
-         "--config-file", f"{work}/none.json", "--bridge", "berth-bench"],
-        stderr=open(f"{work}/berthd.log", "w"))
+    daemon, sock = start_berthd(BIN, work, run_dir)
     benv = env_for(sock)
     berth = os.path.join(BIN, "berth")
     docker = shutil.which("docker")
     try:
-        for _ in range(100):
-            if os.path.exists(f"{run_dir}/berth.sock"):
-                break
-            time.sleep(0.05)
         fs = os.path.join(inputs, "rootfs")
         busybox_rootfs(fs)
         tar = os.path.join(inputs, "busybox.tar")

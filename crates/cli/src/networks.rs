@@ -190,28 +190,7 @@ pub(crate) fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             print!("{}", format::format_list(&template, &rows, "NETWORK ID")?);
             Ok(0)
         }
-        NetworkCmd::Inspect(a) => {
-            let mut found = Vec::new();
-            let mut failed = false;
-            for n in &a.networks {
-                match client.get(&format!("/networks/{n}")) {
-                    Ok(v) => found.push(v),
-                    Err(e) => {
-                        eprintln!("{e:#}");
-                        failed = true;
-                    }
-                }
-            }
-            match a.format {
-                Some(f) => {
-                    for v in &found {
-                        println!("{}", format::render(&f, v)?);
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&Value::Array(found))?),
-            }
-            Ok(i32::from(failed))
-        }
+        NetworkCmd::Inspect(a) => crate::system::inspect_each(&a.networks, a.format.as_deref(), |n| client.get(&format!("/networks/{n}"))),
         NetworkCmd::Rm(a) => crate::each(&a.networks, true, |n| match client.delete(&format!("/networks/{n}")) {
             Err(e) if a.force && e.to_string().contains("not found") => Ok(()),
             r => r.map(|_| ()),

@@ -95,21 +95,28 @@ pub(crate) fn version(client: &Client, a: VersionArgs) -> anyhow::Result<i32> {
 }
 
 pub(crate) fn inspect(client: &Client, format: Option<&str>, size: bool, typ: Option<&str>, names: &[String]) -> anyhow::Result<i32> {
-    let mut found = Vec::new();
-    let mut failed = false;
-    for n in names {
+    inspect_each(names, format, |n| {
         let container = || client.get(&format!("/containers/{n}/json?size={}", u8::from(size)));
         let image = || client.get(&format!("/images/{n}/json"));
         // One kind asked for: the daemon's own error; either kind: Docker's "No such object".
-        let v = match typ {
+        match typ {
             Some("container") => container(),
             Some("image") => image(),
             _ => container().or_else(|_| image()).map_err(|_| anyhow::anyhow!("Error: No such object: {n}")),
-        };
-        match v {
+        }
+    })
+}
+
+/// `inspect` of each name as `get` finds it: a JSON array, or each through `format`; exit 1
+/// when any was not found (its error printed), as Docker's.
+pub(crate) fn inspect_each(names: &[String], format: Option<&str>, get: impl Fn(&str) -> anyhow::Result<Value>) -> anyhow::Result<i32> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for n in names {
+        match get(n) {
             Ok(v) => found.push(v),
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("{e:#}");
                 failed = true;
             }
         }

@@ -113,28 +113,7 @@ pub(crate) fn run(client: &Client, cmd: VolumeCmd) -> anyhow::Result<i32> {
             print!("{}", format::format_list(&template, &rows, "DRIVER")?);
             Ok(0)
         }
-        VolumeCmd::Inspect(a) => {
-            let mut found = Vec::new();
-            let mut failed = false;
-            for n in &a.volumes {
-                match client.get(&format!("/volumes/{n}")) {
-                    Ok(v) => found.push(v),
-                    Err(e) => {
-                        eprintln!("{e:#}");
-                        failed = true;
-                    }
-                }
-            }
-            match a.format {
-                Some(f) => {
-                    for v in &found {
-                        println!("{}", format::render(&f, v)?);
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&Value::Array(found))?),
-            }
-            Ok(i32::from(failed))
-        }
+        VolumeCmd::Inspect(a) => crate::system::inspect_each(&a.volumes, a.format.as_deref(), |n| client.get(&format!("/volumes/{n}"))),
         VolumeCmd::Rm(a) => crate::each(&a.volumes, true, |n| {
             client.delete(&format!("/volumes/{n}?{}", query(&[("force", a.force.to_string())]))).map(|_| ())
         }),
