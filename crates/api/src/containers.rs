@@ -95,6 +95,12 @@ pub trait Containers: Send + Sync {
     async fn changes(&self, id: &str) -> Result<Vec<ChangeItem>, ApiError>;
     /// `export`: the container's merged filesystem as a tar (volumes and binds not in it).
     async fn export(&self, id: &str) -> Result<ByteStream, ApiError>;
+    /// `HEAD /containers/{id}/archive`: what is at `path` in the container.
+    async fn archive_stat(&self, id: &str, path: &str) -> Result<PathStat, ApiError>;
+    /// `GET /containers/{id}/archive`: what is at `path`, and its tar.
+    async fn archive_get(&self, id: &str, path: &str) -> Result<(PathStat, ByteStream), ApiError>;
+    /// `PUT /containers/{id}/archive`: unpack the tar `body` into the directory at `opts.path`.
+    async fn archive_put(&self, id: &str, opts: ArchivePut, body: ByteStream) -> Result<(), ApiError>;
     /// `commit`: the container's writable layer as a new image; returns its ID.
     async fn commit(&self, opts: CommitOptions) -> Result<String, ApiError>;
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError>;
@@ -107,6 +113,16 @@ pub trait Containers: Send + Sync {
     async fn exec_start(&self, exec_id: String, io: Option<Io>, raw: bool) -> Result<(), ApiError>;
     async fn exec_inspect(&self, exec_id: &str) -> Result<ExecInspect, ApiError>;
     async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ApiError>;
+}
+
+/// `PUT /containers/{id}/archive`'s parameters.
+#[derive(Debug, Clone, Default)]
+pub struct ArchivePut {
+    pub path: String,
+    /// Refuse to replace a directory by a non-directory or the other way round.
+    pub no_overwrite_dir_non_dir: bool,
+    /// Everything owned by the container's user (`docker cp -a`).
+    pub copy_uid_gid: bool,
 }
 
 /// `POST /commit`'s parameters.
@@ -359,6 +375,44 @@ async fn export(State(b): State<Backend>, Path(id): Path<String>) -> Result<Resp
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
 }
 
+/// The header every archive answer carries: base64 of the path's stat JSON.
+const PATH_STAT: &str = "X-Docker-Container-Path-Stat";
+
+fn archive_path(req: &Request<Body>) -> Result<String, ApiError> {
+    let q = Query::parse(req.uri());
+    q.str("path")
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::new(Kind::InvalidArgument, "path parameter is required"))
+}
+
+fn stat_header(stat: &PathStat) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(stat).unwrap_or_default())
+}
+
+async fn archive_head(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let stat = b.archive_stat(&id, &archive_path(&req)?).await?;
+    Ok(([(PATH_STAT, stat_header(&stat))], StatusCode::OK).into_response())
+}
+
+async fn archive_get(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let (stat, stream) = b.archive_get(&id, &archive_path(&req)?).await?;
+    let headers = [(axum::http::header::CONTENT_TYPE.as_str(), "application/x-tar".to_string()), (PATH_STAT, stat_header(&stat))];
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+async fn archive_put(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    use futures_util::TryStreamExt;
+    let q = Query::parse(req.uri());
+    let yes = |k: &str| q.str(k).is_some_and(|v| matches!(v, "1" | "true" | "True"));
+    let opts =
+        ArchivePut { path: archive_path(&req)?, no_overwrite_dir_non_dir: yes("noOverwriteDirNonDir"), copy_uid_gid: yes("copyUIDGID") };
+    let body: ByteStream = Box::pin(req.into_body().into_data_stream().map_err(std::io::Error::other));
+    b.archive_put(&id, opts, body).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
 async fn changes(State(b): State<Backend>, Path(id): Path<String>) -> Result<Response, ApiError> {
     Ok(axum::Json(b.changes(&id).await?).into_response())
 }
@@ -430,6 +484,7 @@ pub fn routes(backend: Backend) -> Router {
         .route("/containers/{id}/top", get(top))
         .route("/containers/{id}/changes", get(changes))
         .route("/containers/{id}/export", get(export))
+        .route("/containers/{id}/archive", get(archive_get).head(archive_head).put(archive_put))
         .route("/commit", axum::routing::post(commit))
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/exec", post(exec_create))

@@ -24,6 +24,15 @@ impl Containers for Null {
     async fn export(&self, _: &str) -> Result<ByteStream, ApiError> {
         no()
     }
+    async fn archive_stat(&self, _: &str, _: &str) -> Result<berth_models::containers::PathStat, ApiError> {
+        no()
+    }
+    async fn archive_get(&self, _: &str, _: &str) -> Result<(berth_models::containers::PathStat, ByteStream), ApiError> {
+        no()
+    }
+    async fn archive_put(&self, _: &str, _: crate::containers::ArchivePut, _: ByteStream) -> Result<(), ApiError> {
+        no()
+    }
     async fn commit(&self, _: crate::containers::CommitOptions) -> Result<String, ApiError> {
         no()
     }

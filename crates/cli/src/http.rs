@@ -59,6 +59,7 @@ pub struct Client {
 
 pub struct Response {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Body,
 }
 
@@ -116,6 +117,11 @@ impl Read for Body {
 }
 
 impl Response {
+    /// A header's value (names compare without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     pub fn text(mut self) -> anyhow::Result<String> {
         let mut s = String::new();
         self.body.read_to_string(&mut s)?;
@@ -231,6 +237,7 @@ impl Client {
             Some((ctype, _)) => head.push_str(&format!("Content-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n")),
         }
         conn.write_all(head.as_bytes())?;
+        let head_only = method == "HEAD";
         if let Some((_, r)) = body {
             let mut buf = vec![0u8; 256 << 10];
             loop {
@@ -244,7 +251,13 @@ impl Client {
             }
             conn.write_all(b"0\r\n\r\n")?;
         }
-        Self::answer(conn)
+        let mut answer = Self::answer(conn)?;
+        if head_only {
+            // An answer to HEAD has headers only, whatever its Content-Length says.
+            answer.body.remaining = Some(0);
+            answer.body.chunked = false;
+        }
+        Ok(answer)
     }
 
     /// A `POST` without a body and with `headers` (`X-Registry-Auth`).
@@ -302,7 +315,7 @@ impl Client {
         let remaining =
             if status == 101 || status == 204 || status == 304 { Some(0) } else { find("content-length").and_then(|v| v.parse().ok()) };
         let remaining = if status == 101 { None } else { remaining };
-        Ok(Response { status, body: Body { reader, chunked: chunked && status != 101, remaining, chunk_left: 0, done: false } })
+        Ok(Response { status, headers, body: Body { reader, chunked: chunked && status != 101, remaining, chunk_left: 0, done: false } })
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {

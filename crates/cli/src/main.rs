@@ -2,6 +2,7 @@
 //! `DOCKER_HOST` / `-H`. Output columns and exit codes follow the docker CLI.
 
 mod containers;
+mod cp;
 mod disk;
 mod format;
 mod hostflags;
@@ -128,6 +129,10 @@ enum Cmd {
     Volume(volumes::VolumeCmd),
     /// What a container changed in its filesystem.
     Diff(containers::DiffArgs),
+    /// Copy files and folders between a container and the local filesystem.
+    Cp(cp::CpArgs),
+    /// A container's filesystem as a tar archive.
+    Export(cp::ExportArgs),
     /// A new image from a container's changes.
     Commit(containers::CommitArgs),
 }
@@ -158,6 +163,10 @@ enum ContainerCmd {
     Stats(Lazy<stats::StatsArgs>),
     /// Remove all stopped containers.
     Prune(Lazy<disk::PruneArgs>),
+    Cp(cp::CpArgs),
+    Export(cp::ExportArgs),
+    Diff(containers::DiffArgs),
+    Commit(containers::CommitArgs),
 }
 
 #[derive(Subcommand)]
@@ -215,6 +224,10 @@ impl Cmd {
                 ContainerCmd::Unpause(a) => Cmd::Unpause(a),
                 ContainerCmd::Stats(a) => Cmd::Stats(a),
                 ContainerCmd::Prune(a) => Cmd::ContainerPrune(a),
+                ContainerCmd::Cp(a) => Cmd::Cp(a),
+                ContainerCmd::Export(a) => Cmd::Export(a),
+                ContainerCmd::Diff(a) => Cmd::Diff(a),
+                ContainerCmd::Commit(a) => Cmd::Commit(a),
             },
             Cmd::Image(i) => match i {
                 ImageCmd::Ls(a) => Cmd::Images(a),
@@ -286,7 +299,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 /// Docker's commands berth's CLI does not have yet: say so plainly rather than "unrecognized".
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "build", "builder", "buildx", "checkpoint", "compose", "config", "context", "cp", "events", "export",
+    "build", "builder", "buildx", "checkpoint", "compose", "config", "context", "events",
     "manifest", "node", "plugin", "search", "secret", "service",
     "stack", "swarm", "trust", "update",
 ];
@@ -311,6 +324,8 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Port(a) => networks::port(client, a),
         Cmd::Volume(c) => volumes::run(client, c),
         Cmd::Diff(a) => containers::diff(client, a),
+        Cmd::Cp(a) => cp::cp(client, a),
+        Cmd::Export(a) => cp::export(client, a),
         Cmd::Commit(a) => containers::commit(client, a),
         Cmd::Run(Lazy(a)) => containers::run(client, a),
         Cmd::Create(Lazy(a)) => containers::cmd_create(client, a),

@@ -138,6 +138,11 @@ pub struct User {
 pub fn resolve_user(rootfs: &Path, spec: &str, group_add: &[String]) -> Result<User, ApiError> {
     let passwd = read_in_root(rootfs, "/etc/passwd").unwrap_or_default();
     let group = read_in_root(rootfs, "/etc/group").unwrap_or_default();
+    user_from(&passwd, &group, spec, group_add)
+}
+
+/// [`resolve_user`] from the contents of /etc/passwd and /etc/group.
+pub fn user_from(passwd: &str, group: &str, spec: &str, group_add: &[String]) -> Result<User, ApiError> {
     let users: Vec<Vec<&str>> = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 7).collect();
     let groups: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 4).collect();
     let (u, g) = match spec.split_once(':') {

@@ -366,6 +366,39 @@ pub struct ChangeItem {
     pub kind: u8,
 }
 
+/// Go's `os.FileMode` type bits, as the archive endpoints' `mode` carries them.
+pub mod go_mode {
+    pub const DIR: u32 = 1 << 31;
+    pub const SYMLINK: u32 = 1 << 27;
+    pub const DEVICE: u32 = 1 << 26;
+    pub const NAMED_PIPE: u32 = 1 << 25;
+    pub const SOCKET: u32 = 1 << 24;
+    pub const SETUID: u32 = 1 << 23;
+    pub const SETGID: u32 = 1 << 22;
+    pub const CHAR_DEVICE: u32 = 1 << 21;
+    pub const STICKY: u32 = 1 << 20;
+
+    /// A Unix `st_mode` as Go's `FileMode`.
+    pub fn from_unix(m: u32) -> u32 {
+        let mut out = m & 0o777;
+        out |= match m & 0o170000 {
+            0o040000 => DIR,
+            0o120000 => SYMLINK,
+            0o010000 => NAMED_PIPE,
+            0o140000 => SOCKET,
+            0o020000 => DEVICE | CHAR_DEVICE,
+            0o060000 => DEVICE,
+            _ => 0,
+        };
+        for (bit, go) in [(0o4000, SETUID), (0o2000, SETGID), (0o1000, STICKY)] {
+            if m & bit != 0 {
+                out |= go;
+            }
+        }
+        out
+    }
+}
+
 /// `GET /containers/{id}/top`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

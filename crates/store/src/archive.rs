@@ -29,18 +29,58 @@ pub enum WhiteoutMode {
     Overlay,
     /// Delete what the whiteout names (for snapshots that are plain copies of their parent).
     Delete,
+    /// `.wh.` names are ordinary files (a copy into a container's filesystem, not a layer).
+    Keep,
+}
+
+/// Who owns what an unpack writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The entry's uid and gid.
+    FromArchive,
+    /// Everything to this uid:gid (`docker cp -a` into a container run as a user).
+    Fixed(u32, u32),
+    /// No chown: the unpacking user's (the client side of `cp`, as Docker's CLI).
+    Unchanged,
+}
+
+/// How [`unpack`] treats an archive: a layer's rules, or a copy's (`cp`, `PUT archive`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub whiteouts: WhiteoutMode,
+    pub owner: Owner,
+    /// A copy's archive: a leading `/` is dropped (the names are under the target either
+    /// way) and relative symlinks may point above the target (they resolve inside it). A
+    /// layer refuses both.
+    pub copy: bool,
+    /// Refuse to replace a directory by a non-directory and the other way round, naming both.
+    pub no_overwrite_dir_non_dir: bool,
+    /// Rename entries under `from` to `to` (both raw names), as Docker's rebase of a copy.
+    pub rebase: Option<(String, String)>,
+}
+
+impl Options {
+    pub fn layer(whiteouts: WhiteoutMode) -> Options {
+        Options { whiteouts, owner: Owner::FromArchive, copy: false, no_overwrite_dir_non_dir: false, rebase: None }
+    }
+
+    pub fn copy(owner: Owner) -> Options {
+        Options { whiteouts: WhiteoutMode::Keep, owner, copy: true, no_overwrite_dir_non_dir: true, rebase: None }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("layer entry {path:?} refused: {reason}")]
+    #[error("tar entry {path:?} refused: {reason}")]
     Unsafe { path: String, reason: &'static str },
-    #[error("reading the layer archive: {0}")]
+    #[error("reading the tar archive: {0}")]
     Read(io::Error),
     #[error("writing {path:?}: {source}")]
     Write { path: String, source: io::Error },
-    #[error("layer entry {path:?}: unsupported entry type {kind:?}")]
+    #[error("tar entry {path:?}: unsupported entry type {kind:?}")]
     Unsupported { path: String, kind: tar::EntryType },
+    #[error("cannot overwrite {existing} {path:?} with {new}")]
+    Overwrite { path: String, existing: &'static str, new: &'static str },
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
@@ -112,11 +152,11 @@ fn escapes(dir: &Path, target: &Path) -> bool {
 
 struct Applier {
     root: OwnedFd,
+    opts: Options,
     invalidated: bool,
     /// The last parent directory opened (entries come grouped by directory). Dropped whenever
     /// an entry removes or replaces anything, since the fd could then be a detached directory.
     last_parent: Option<(PathBuf, OwnedFd)>,
-    mode: WhiteoutMode,
     written: HashSet<PathBuf>,
     dirs: Vec<(PathBuf, TimeSpec)>,
 }
@@ -130,6 +170,20 @@ fn dir_names(dir: OwnedFd, shown: &Path) -> Result<Vec<OsString>> {
         .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
         .filter(|n| n != "." && n != "..")
         .collect())
+}
+
+/// An entry's (or hard link target's) name as written in the root: rebased, and for a copy
+/// without its leading `/`.
+fn entry_name(opts: &Options, raw: &[u8]) -> Result<PathBuf> {
+    let mut raw = raw.to_vec();
+    if let Some((from, to)) = &opts.rebase {
+        raw = rebase(&raw, from.as_bytes(), to.as_bytes());
+    }
+    let mut start = 0;
+    while opts.copy && raw.get(start) == Some(&b'/') {
+        start += 1;
+    }
+    clean_path(&raw[start..])
 }
 
 fn in_root() -> ResolveFlag {
@@ -188,8 +242,12 @@ impl Applier {
         }
     }
 
+    fn name(&self, raw: &[u8]) -> Result<PathBuf> {
+        entry_name(&self.opts, raw)
+    }
+
     fn entry<R: Read>(&mut self, mut e: tar::Entry<R>, applied: &mut Applied) -> Result<()> {
-        let path = clean_path(&e.path_bytes())?;
+        let path = self.name(&e.path_bytes())?;
         let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
             return Ok(()); // the root itself ("./")
         };
@@ -222,16 +280,17 @@ impl Applier {
         let kind = h.entry_type();
 
         let name_str = name.to_string_lossy();
-        if name_str == OPAQUE_MARKER {
+        let keep = self.opts.whiteouts == WhiteoutMode::Keep;
+        if name_str == OPAQUE_MARKER && !keep {
             self.invalidated = true;
             return self.opaque(&parent_rel);
         }
-        if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX).filter(|_| !keep) {
             let hidden = OsString::from(hidden);
             let shown = parent_rel.join(&hidden);
             self.invalidated = true;
             Self::remove(parent.as_fd(), &hidden, &shown)?;
-            if self.mode == WhiteoutMode::Overlay {
+            if self.opts.whiteouts == WhiteoutMode::Overlay {
                 nix::sys::stat::mknodat(parent.as_fd(), hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), nix::sys::stat::makedev(0, 0))
                     .map_err(write_err(&shown))?;
             }
@@ -246,6 +305,10 @@ impl Applier {
         let existing = nix::sys::stat::fstatat(parent.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok();
         let existing_is_dir = existing.is_some_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
         if existing.is_some() && !(kind.is_dir() && existing_is_dir) {
+            if self.opts.no_overwrite_dir_non_dir && (existing_is_dir || kind.is_dir()) {
+                let (existing, new) = if existing_is_dir { ("directory", "non-directory") } else { ("non-directory", "directory") };
+                return Err(ArchiveError::Overwrite { path: path.display().to_string(), existing, new });
+            }
             self.invalidated = true;
             Self::remove(parent.as_fd(), &name, &path)?;
         }
@@ -278,7 +341,7 @@ impl Applier {
                 if target.as_os_str().is_empty() {
                     return Err(refuse(&path, "symlink without a target"));
                 }
-                if escapes(&parent_rel, &target) {
+                if !self.opts.copy && escapes(&parent_rel, &target) {
                     return Err(refuse(&path, "symlink target climbs out of the root"));
                 }
                 // A new symlink can change what a cached path resolves to.
@@ -289,7 +352,7 @@ impl Applier {
             }
             tar::EntryType::Link => {
                 let raw = e.link_name_bytes().unwrap_or_default();
-                let target = clean_path(&raw).map_err(|_| refuse(&path, "hard link target is absolute or climbs out of the root"))?;
+                let target = self.name(&raw).map_err(|_| refuse(&path, "hard link target is absolute or climbs out of the root"))?;
                 let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(in_root());
                 let src = openat2(self.root.as_fd(), &target, how)
                     .map_err(|_| refuse(&path, "hard link to an entry that is not in the layer stack"))?;
@@ -320,8 +383,15 @@ impl Applier {
     }
 
     fn owner_and_mode(&self, parent: &OwnedFd, name: &OsStr, path: &Path, uid: u32, gid: u32, mode: Option<Mode>) -> Result<()> {
-        nix::unistd::fchownat(parent.as_fd(), name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(write_err(path))?;
+        let owner = match self.opts.owner {
+            Owner::FromArchive => Some((uid, gid)),
+            Owner::Fixed(u, g) => Some((u, g)),
+            Owner::Unchanged => None,
+        };
+        if let Some((uid, gid)) = owner {
+            nix::unistd::fchownat(parent.as_fd(), name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(write_err(path))?;
+        }
         // After chown, which clears setuid/setgid bits.
         if let Some(m) = mode {
             nix::sys::stat::fchmodat(parent.as_fd(), name, m, nix::sys::stat::FchmodatFlags::NoFollowSymlink)
@@ -363,7 +433,8 @@ impl Applier {
 
     /// `.wh..wh..opq`: the directory hides everything below it from lower layers.
     fn opaque(&mut self, dir_rel: &Path) -> Result<()> {
-        match self.mode {
+        match self.opts.whiteouts {
+            WhiteoutMode::Keep => Ok(()),
             WhiteoutMode::Overlay => {
                 let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(in_root());
                 let rel = if dir_rel.as_os_str().is_empty() { Path::new(".") } else { dir_rel };
@@ -390,11 +461,34 @@ impl Applier {
     }
 }
 
+/// `name` with a leading `from` replaced by `to`, as Docker rebases a copy's entries (`from`
+/// as a whole path component; `/` as `from` means every name).
+fn rebase(name: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let from = if from == b"/" { &b""[..] } else { from };
+    match name.strip_prefix(from) {
+        Some(rest) if from.is_empty() || rest.is_empty() || rest[0] == b'/' || from.ends_with(b"/") => {
+            let mut out = to.to_vec();
+            if from.is_empty() && !rest.starts_with(b"/") && !rest.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(rest);
+            out
+        }
+        _ => name.to_vec(),
+    }
+}
+
 /// Apply the (uncompressed) layer tar `layer` to the directory `root`.
 pub fn apply(root: &Path, layer: impl Read, mode: WhiteoutMode) -> Result<Applied> {
     let root_fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(write_err(root))?;
-    let mut a = Applier { root: root_fd, invalidated: false, last_parent: None, mode, written: HashSet::new(), dirs: Vec::new() };
-    let mut archive = tar::Archive::new(layer);
+    unpack(root_fd, layer, Options::layer(mode))
+}
+
+/// Unpack the (uncompressed) tar `input` into the directory `root` by `opts`' rules. Nothing
+/// is ever written outside `root`, whatever the names, links or symlinks already there.
+pub fn unpack(root: OwnedFd, input: impl Read, opts: Options) -> Result<Applied> {
+    let mut a = Applier { root, opts, invalidated: false, last_parent: None, written: HashSet::new(), dirs: Vec::new() };
+    let mut archive = tar::Archive::new(input);
     let mut applied = Applied::default();
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let entry = entry.map_err(ArchiveError::Read)?;
@@ -408,6 +502,53 @@ pub fn apply(root: &Path, layer: impl Read, mode: WhiteoutMode) -> Result<Applie
         }
     }
     Ok(applied)
+}
+
+/// Read a whole archive as [`unpack`] would, writing nothing: its names, link targets and
+/// entry types are checked and its data read to the end (a truncated archive fails here). A
+/// copy into a container runs this on the spooled upload first, so a bad one changes nothing.
+pub fn check(input: impl Read, opts: &Options) -> Result<u64> {
+    let mut archive = tar::Archive::new(input);
+    let mut count = 0;
+    for entry in archive.entries().map_err(ArchiveError::Read)? {
+        let mut e = entry.map_err(ArchiveError::Read)?;
+        let path = entry_name(opts, &e.path_bytes())?;
+        let parent = path.parent().unwrap_or(Path::new(""));
+        match e.header().entry_type() {
+            tar::EntryType::Symlink => {
+                let target = e.link_name_bytes().map(|t| PathBuf::from(OsStr::from_bytes(&t))).unwrap_or_default();
+                if target.as_os_str().is_empty() {
+                    return Err(refuse(&path, "symlink without a target"));
+                }
+                if !opts.copy && escapes(parent, &target) {
+                    return Err(refuse(&path, "symlink target climbs out of the root"));
+                }
+            }
+            tar::EntryType::Link => {
+                entry_name(opts, &e.link_name_bytes().unwrap_or_default())
+                    .map_err(|_| refuse(&path, "hard link target is absolute or climbs out of the root"))?;
+            }
+            tar::EntryType::Directory
+            | tar::EntryType::Regular
+            | tar::EntryType::Continuous
+            | tar::EntryType::Char
+            | tar::EntryType::Block
+            | tar::EntryType::Fifo
+            | tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
+            other => return Err(ArchiveError::Unsupported { path: path.display().to_string(), kind: other }),
+        }
+        let h = e.header();
+        numeric(h.uid(), &h.as_old().uid)?;
+        numeric(h.gid(), &h.as_old().gid)?;
+        numeric(h.mtime(), &h.as_old().mtime)?;
+        h.mode().map_err(ArchiveError::Read)?;
+        io::copy(&mut e, &mut io::sink()).map_err(ArchiveError::Read)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// A reader fed by a producer thread, so decompression and hashing (in `produce`) overlap
@@ -777,6 +918,55 @@ mod tests {
         apply(t.path(), &upper[..], WhiteoutMode::Delete).unwrap();
         assert_eq!(listing(&t.path().join("a")), ["keep"]);
         assert_eq!(listing(&t.path().join("d")), ["new"]);
+    }
+
+    fn open_dir(p: &Path) -> OwnedFd {
+        nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).unwrap()
+    }
+
+    #[test]
+    fn a_copy_rebases_keeps_wh_names_and_strips_a_leading_slash() {
+        if !root_or_skip() {
+            return;
+        }
+        let s = Sandbox::new();
+        let tar = tar_of(|b| {
+            raw(b, "/", tar::EntryType::Directory, "", b"", 0o755);
+            raw(b, "/.wh.x", tar::EntryType::Regular, "", b"plain", 0o644);
+            raw(b, "/d/f", tar::EntryType::Regular, "", b"data", 0o600);
+            raw(b, "/d/h", tar::EntryType::Link, "/d/f", b"", 0o600);
+            raw(b, "/d/up", tar::EntryType::Symlink, "../../../outside", b"", 0o777);
+        });
+        let mut opts = Options::copy(Owner::Unchanged);
+        opts.rebase = Some(("/".into(), "new".into()));
+        check(&tar[..], &opts).unwrap();
+        unpack(open_dir(&s.root()), &tar[..], opts).unwrap();
+        assert_eq!(fs::read_to_string(s.root().join("new/.wh.x")).unwrap(), "plain");
+        assert_eq!(fs::read_to_string(s.root().join("new/d/h")).unwrap(), "data");
+        assert_eq!(fs::read_link(s.root().join("new/d/up")).unwrap(), Path::new("../../../outside"));
+        // A later entry through the climbing symlink stays inside the root.
+        let through = tar_of(|b| raw(b, "new/d/up/secret", tar::EntryType::Regular, "", b"changed", 0o644));
+        let _ = unpack(open_dir(&s.root()), &through[..], Options::copy(Owner::FromArchive));
+        s.assert_outside_untouched();
+    }
+
+    #[test]
+    fn a_copy_refuses_to_swap_a_directory_for_a_file_and_check_reads_everything() {
+        if !root_or_skip() {
+            return;
+        }
+        let s = Sandbox::new();
+        fs::create_dir_all(s.root().join("d/sub")).unwrap();
+        let tar = tar_of(|b| raw(b, "d", tar::EntryType::Regular, "", b"x", 0o644));
+        let e = unpack(open_dir(&s.root()), &tar[..], Options::copy(Owner::FromArchive)).unwrap_err();
+        assert_eq!(e.to_string(), "cannot overwrite directory \"d\" with non-directory");
+        assert!(s.root().join("d/sub").is_dir());
+        // A truncated upload fails the check, before anything is written.
+        let mut cut = tar_of(|b| raw(b, "f", tar::EntryType::Regular, "", &[1u8; 4000], 0o644));
+        cut.truncate(2048);
+        assert!(check(&cut[..], &Options::copy(Owner::FromArchive)).is_err());
+        let evil = tar_of(|b| raw(b, "../x", tar::EntryType::Regular, "", b"x", 0o644));
+        assert!(check(&evil[..], &Options::copy(Owner::FromArchive)).is_err());
     }
 
     #[test]

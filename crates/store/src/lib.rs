@@ -16,6 +16,7 @@ pub mod image;
 pub mod images;
 mod index;
 mod owner;
+pub mod pack;
 pub mod reference;
 pub mod snapshot;
 pub mod spread;

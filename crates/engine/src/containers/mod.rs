@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::record::{self, Record, RunState, Status, ZERO_TIME};
 use crate::{Ctr, Engine, names, spec};
 
+mod archive;
 mod bundle;
 mod create;
 mod diff;
@@ -187,6 +188,18 @@ impl Containers for Engine {
 
     async fn export(&self, id: &str) -> Result<ByteStream, ApiError> {
         self.export_ctr(id).await
+    }
+
+    async fn archive_stat(&self, id: &str, path: &str) -> Result<berth_api::containers::PathStat, ApiError> {
+        self.archive_stat_ctr(id, path).await
+    }
+
+    async fn archive_get(&self, id: &str, path: &str) -> Result<(berth_api::containers::PathStat, ByteStream), ApiError> {
+        self.archive_get_ctr(id, path).await
+    }
+
+    async fn archive_put(&self, id: &str, opts: berth_api::containers::ArchivePut, body: ByteStream) -> Result<(), ApiError> {
+        self.archive_put_ctr(id, opts, body).await
     }
 
     async fn commit(&self, opts: berth_api::containers::CommitOptions) -> Result<String, ApiError> {

@@ -29,6 +29,28 @@ impl Mount {
         (m.options.join(",").len() < PAGE_SIZE).then_some(m)
     }
 
+    /// This mount read-only, leaving the layer's upper and work directories alone: an
+    /// overlay's upper joins its lowers, a bind is made `ro`. For reading a layer that may be
+    /// mounted for writing elsewhere (a copy out of a stopped container). None when the
+    /// options would no longer fit in a page.
+    pub fn read_only(&self) -> Option<Mount> {
+        let mut m = self.clone();
+        if self.typ != "overlay" {
+            m.options.push("ro".into());
+            return Some(m);
+        }
+        let upper = self.options.iter().find_map(|o| o.strip_prefix("upperdir="));
+        let lower = self.options.iter().find_map(|o| o.strip_prefix("lowerdir="));
+        let lowers = match (upper, lower) {
+            (Some(u), Some(l)) => format!("{u}:{l}"),
+            (Some(u), None) => u.to_string(),
+            (None, Some(l)) => l.to_string(),
+            (None, None) => return None,
+        };
+        m.options = vec![format!("lowerdir={lowers}"), "ro".into()];
+        (m.options.join(",").len() < PAGE_SIZE).then_some(m)
+    }
+
     /// Perform this mount on `target`. Relative option paths are resolved from `cwd` by a
     /// thread with its own working directory (unshare(CLONE_FS)), so the process's is untouched.
     pub fn mount(&self, target: &Path) -> io::Result<()> {
