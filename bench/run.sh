@@ -18,3 +18,6 @@ echo
 python3 bench/network.py
 echo
 python3 bench/commit.py
+
+echo
+python3 bench/cp.py

@@ -487,3 +487,38 @@ print("ok", len(changes))
     let Some(r) = docker_py(&d, script, &[]) else { return };
     assert!(r.code == 0 && r.stdout.starts_with("ok"), "{r:?}");
 }
+
+/// docker-py's archive calls against berthd: `put_archive` of a tar, `get_archive` with its
+/// stat, and the errors a missing path gives.
+#[test]
+fn docker_py_put_and_get_archive() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let script = r#"
+import docker, io, sys, tarfile
+c = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
+ctr = c.containers.run("busybox", ["sleep", "60"], detach=True, name="pyarc")
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    data = b"from python\n"
+    info = tarfile.TarInfo("dir/hello.txt"); info.size = len(data); info.uid = 7; info.gid = 8
+    t.addfile(info, io.BytesIO(data))
+assert ctr.put_archive("/tmp", buf.getvalue())
+assert ctr.exec_run(["stat", "-c", "%u:%g", "/tmp/dir/hello.txt"]).output == b"7:8\n"
+bits, stat = ctr.get_archive("/tmp/dir")
+assert stat["name"] == "dir" and stat["mode"] & (1 << 31), stat
+raw = b"".join(bits)
+with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+    names = sorted(m.name for m in t.getmembers())
+    assert names == ["dir", "dir/hello.txt"], names
+    assert t.extractfile("dir/hello.txt").read() == b"from python\n"
+try:
+    ctr.get_archive("/nope")
+    raise SystemExit("no error for a missing path")
+except docker.errors.NotFound as e:
+    assert "Could not find the file /nope" in str(e), e
+ctr.remove(force=True)
+print("ok")
+"#;
+    let Some(r) = docker_py(&d, script, &[]) else { return };
+    assert!(r.code == 0 && r.stdout.starts_with("ok"), "{r:?}");
+}

@@ -325,3 +325,71 @@ fn system_prune_removes_what_nothing_uses() {
     assert_ne!(d.docker(&["image", "inspect", "extra:1"]).code, 0, "-a: unused images go");
     assert_eq!(d.docker(&["volume", "ls", "-q"]).success().stdout, "busy\n", "named volumes stay");
 }
+
+/// The local driver's options (`type`, `device`, `o`): a tmpfs volume with a size limit, a bind
+/// of a host directory, both mounted while a container uses them and taken off after (nothing
+/// left in the host's mount table), `size` refused as Docker refuses it without quotas; and
+/// `--tmpfs` / `--mount type=tmpfs` size limits that hold.
+#[test]
+fn local_driver_options_and_tmpfs_limits() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let mounted = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains("/volumes/")).count();
+    d.docker(&["volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=1m,uid=1000", "small"]).success();
+    let v = json(&d.docker(&["volume", "inspect", "small"]).success().stdout);
+    assert_eq!(v[0]["Options"]["type"], "tmpfs");
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-v",
+            "small:/t",
+            "busybox",
+            "sh",
+            "-c",
+            "stat -c %u /t; head -c 2000000 /dev/zero > /t/big; echo $?; du -k /t/big",
+        ])
+        .success()
+        .stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000", "{out}");
+    assert_ne!(lines[1], "0", "a 2 MB write into a 1 MiB tmpfs volume succeeded: {out}");
+    assert_eq!(mounted(), 0, "the tmpfs stays mounted with no container using it");
+
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("from-host"), "h").unwrap();
+    let dev = format!("device={}", host.path().display());
+    d.docker(&["volume", "create", "-o", "type=none", "-o", "o=bind", "-o", &dev, "hostdir"]).success();
+    let out =
+        d.docker(&["run", "--rm", "-v", "hostdir:/h", "busybox", "sh", "-c", "cat /h/from-host; echo c > /h/from-ctr"]).success().stdout;
+    assert_eq!(out, "h");
+    assert_eq!(std::fs::read_to_string(host.path().join("from-ctr")).unwrap(), "c\n");
+    // Removing the volume takes the mount off first: the host directory keeps its files.
+    d.docker(&["volume", "rm", "hostdir", "small"]).success();
+    assert!(host.path().join("from-host").exists() && host.path().join("from-ctr").exists());
+    assert_eq!(mounted(), 0);
+
+    let e = d.docker(&["volume", "create", "-o", "size=10m", "quota"]).failure();
+    assert!(e.stderr.contains("quota size requested but no quota support"), "{e:?}");
+    let e = d.docker(&["volume", "create", "-o", "bogus=1", "bogus"]).failure();
+    assert!(e.stderr.contains("invalid option"), "{e:?}");
+
+    // --tmpfs and --mount type=tmpfs: their sizes hold.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--tmpfs",
+            "/a:size=1m",
+            "--mount",
+            "type=tmpfs,target=/b,tmpfs-size=1048576,tmpfs-mode=0700",
+            "busybox",
+            "sh",
+            "-c",
+            "head -c 2000000 /dev/zero > /a/x; echo $?; head -c 2000000 /dev/zero > /b/x; echo $?; stat -c %a /b",
+        ])
+        .success()
+        .stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0] != "0" && lines[1] != "0", "{out}");
+    assert_eq!(lines[2], "700", "{out}");
+}

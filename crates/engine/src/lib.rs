@@ -330,9 +330,10 @@ impl Engine {
         let live = self.all().iter().any(|c| c.rec().state.status.is_live());
         self.tasks.release(live);
         self.nets.unlinked();
-        // With nothing running, nothing of berthd's networking stays on the host.
+        // With nothing running, nothing of berthd's networking or volume mounts stays on the host.
         if !live {
             self.nets.teardown();
+            self.release_volumes("");
         }
     }
 

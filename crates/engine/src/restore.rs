@@ -115,6 +115,9 @@ impl Engine {
         // without a word): its processes and cgroup go.
         let running: HashSet<String> = self.all().iter().filter(|c| c.rec().state.status.is_live()).map(|c| c.id.clone()).collect();
         self.restore_networks(&running).await;
+        // Volume mounts a crash left behind with no running container to use them.
+        let e = self.clone();
+        let _ = tokio::task::spawn_blocking(move || e.release_volumes("")).await;
         for e in std::fs::read_dir(&self.runtime_root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && !running.contains(&name) {

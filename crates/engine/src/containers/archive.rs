@@ -80,15 +80,6 @@ fn internal(what: impl std::fmt::Display) -> ApiError {
     ApiError::new(Kind::Internal, what.to_string())
 }
 
-/// Is `p` the root of a mount (in this namespace)?
-fn is_mount_root(p: &Path) -> bool {
-    use rustix::fs::{AtFlags as RAt, StatxAttributes, StatxFlags};
-    match rustix::fs::statx(rustix::fs::CWD, p, RAt::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
-        Ok(st) => st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT),
-        Err(_) => false,
-    }
-}
-
 /// Build the view on `dir` in a new mount namespace, on a thread of its own (the namespace is
 /// the thread's; the descriptors it returns keep it after the thread ends). Blocking.
 fn build(base: Base, overs: &[Over], dir: &Path, tasks: Arc<dyn crate::task::Tasks>) -> io::Result<(OwnedFd, OwnedFd)> {
@@ -330,7 +321,7 @@ impl Engine {
         // Parents before what is mounted inside them.
         overs.sort_by_key(|o| o.destination.trim_end_matches('/').matches('/').count());
         let rootfs = ctr.bundle.join("rootfs");
-        let base = if is_mount_root(&rootfs) {
+        let base = if crate::volumes::is_mount_root(&rootfs) {
             Base::Mounted(rootfs)
         } else {
             let mounts = self.images.snapshots.mounts(&rec.id).map_err(|e| internal(format!("container layer: {e}")))?;

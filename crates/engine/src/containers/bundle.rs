@@ -229,6 +229,10 @@ impl Engine {
     /// A new, empty volume mounted for the first time is filled from the image's content at its
     /// path (resolved inside the root: a symlink there cannot lead out of it), unless `nocopy`.
     fn fill_volumes(&self, rec: &Record, rootfs: &Path) -> Result<(), ApiError> {
+        // The local driver's mounts first (a tmpfs volume is filled like any other).
+        for m in &rec.volumes {
+            self.vols.mount(&m.name)?;
+        }
         for m in rec.volumes.iter().filter(|m| !m.nocopy) {
             let Ok(from) = berth_runtime::rootfs::secure_join(&berth_runtime::sys::LinuxSys, rootfs, Path::new(&m.destination)) else {
                 continue;

@@ -34,6 +34,35 @@ impl VolRecord {
     pub fn anonymous(&self) -> bool {
         self.labels.contains_key(ANONYMOUS)
     }
+
+    /// The local driver mounts something on the data directory (`type` or `device` given):
+    /// while a running container uses the volume, as Docker's local driver does.
+    pub fn mounts(&self) -> bool {
+        ["type", "device"].iter().any(|k| self.options.get(*k).is_some_and(|v| !v.is_empty()))
+    }
+}
+
+/// Is `p` the root of a mount (in this mount namespace)?
+pub(crate) fn is_mount_root(p: &Path) -> bool {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
+    match rustix::fs::statx(rustix::fs::CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
+        Ok(st) => st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT),
+        Err(_) => false,
+    }
+}
+
+/// Take whatever is mounted on `data` off it (stacked mounts too). False when something stays.
+fn unmount_data(data: &Path) -> bool {
+    for _ in 0..8 {
+        if !is_mount_root(data) {
+            return true;
+        }
+        if let Err(e) = nix::mount::umount2(data, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!("unmounting {}: {e}", data.display());
+            return false;
+        }
+    }
+    !is_mount_root(data)
 }
 
 pub(crate) struct Volumes {
@@ -62,7 +91,10 @@ impl Volumes {
         for e in std::fs::read_dir(dir).map_err(internal("listing", dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(TMP) || name.starts_with(TRASH) {
-                let _ = std::fs::remove_dir_all(e.path());
+                // A removal cut short may have left a mount there: never delete through it.
+                if unmount_data(&e.path().join("_data")) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
                 continue;
             }
             match std::fs::read(e.path().join(RECORD)).ok().and_then(|b| serde_json::from_slice::<VolRecord>(&b).ok()) {
@@ -115,6 +147,10 @@ impl Volumes {
                 return Err(ApiError::new(Kind::InvalidArgument, format!("create {name}: invalid option: {k:?}")));
             }
         }
+        // Docker's answer where the file system has no project quotas (ext4, here).
+        if options.get("size").is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::new(Kind::InvalidArgument, format!("create {name}: quota size requested but no quota support")));
+        }
         let mut vols = self.vols.write().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = vols.get(&name) {
             return Ok((v.clone(), false));
@@ -138,11 +174,51 @@ impl Volumes {
         Ok((rec, true))
     }
 
+    /// Mount what the local driver's options say on volume `name`'s data directory, unless it
+    /// is mounted already. Blocking.
+    pub fn mount(&self, name: &str) -> Result<(), ApiError> {
+        let Some(rec) = self.get(name).filter(VolRecord::mounts) else { return Ok(()) };
+        let data = self.path(name);
+        let _one = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+        if is_mount_root(&data) {
+            return Ok(());
+        }
+        let o = rec.options.get("o").cloned().unwrap_or_default();
+        let words: Vec<String> = o.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect();
+        let parsed = berth_runtime::rootfs::MountOptions::parse(&words);
+        let typ = rec.options.get("type").map(String::as_str).filter(|t| !t.is_empty() && *t != "none");
+        let device = rec.options.get("device").cloned().unwrap_or_default();
+        let extra = parsed.data.join(",");
+        nix::mount::mount(Some(device.as_str()), &data, typ, parsed.flags, Some(extra.as_str()).filter(|d| !d.is_empty())).map_err(|e| {
+            ApiError::new(
+                Kind::Internal,
+                format!(
+                    "error while mounting volume '{}': failed to mount local volume: mount {device}:{}, data: {o}: {}",
+                    data.display(),
+                    data.display(),
+                    e.desc().to_lowercase()
+                ),
+            )
+        })
+    }
+
+    /// Take the local driver's mount off volume `name` (no running container uses it). Blocking.
+    pub fn unmount(&self, name: &str) {
+        if self.get(name).is_some_and(|r| r.mounts()) {
+            let _one = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+            unmount_data(&self.path(name));
+        }
+    }
+
     /// Remove volume `name` (the caller checked it is not in use). Blocking.
     pub fn remove(&self, name: &str) -> Result<(), ApiError> {
         let mut vols = self.vols.write().unwrap_or_else(|p| p.into_inner());
         if !vols.contains_key(name) {
             return Err(ApiError::new(Kind::NotFound, format!("get {name}: no such volume")));
+        }
+        // Deleting through a mount would empty a bound host directory.
+        if !unmount_data(&self.path(name)) {
+            return Err(ApiError::new(Kind::Internal, format!("remove {name}: its mount cannot be taken off")));
         }
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let doomed = self.dir.join(format!("{TRASH}{name}-{nanos:x}"));
