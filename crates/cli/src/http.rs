@@ -292,7 +292,8 @@ impl Client {
 
     /// Read the answer's status line and headers; the body is read from the returned response.
     fn answer(conn: Conn) -> anyhow::Result<Response> {
-        let mut reader = BufReader::new(conn);
+        // Large enough that a body streamed in big chunks (cp, save) takes few reads.
+        let mut reader = BufReader::with_capacity(256 << 10, conn);
         let mut status_line = String::new();
         reader.read_line(&mut status_line)?;
         let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad HTTP answer from the daemon")?;

@@ -10,7 +10,7 @@ use berth_api::{ApiError, Kind};
 use berth_models::images::{DeleteItem, GraphDriver, HistoryItem, ImageInspect, ImageMetadata, ImageSummary, PruneResponse, RootFs};
 use berth_store::images::{ImageRecord, ImageStore, ImagesError};
 use berth_store::{Digest, Reference};
-use futures_util::{StreamExt as _, TryStreamExt};
+use futures_util::StreamExt as _;
 
 use crate::Engine;
 
@@ -321,15 +321,14 @@ impl Images for Engine {
         for n in &names {
             self.image_id(n)?;
         }
-        let (w, r) = tokio::io::duplex(256 << 10);
+        let (out, stream) = crate::chunks::channel();
         let images = Arc::clone(&self.images);
         tokio::task::spawn_blocking(move || {
-            let out = tokio_util::io::SyncIoBridge::new(w);
             if let Err(e) = berth_store::export::save(&images, &names, out) {
                 tracing::warn!("image save: {e}");
             }
         });
-        Ok(Box::pin(tokio_util::io::ReaderStream::new(r).map_err(std::io::Error::other)))
+        Ok(stream)
     }
 
     async fn push(

@@ -6,6 +6,7 @@
 //! container runs (config.json, the mounted rootfs, the shim's socket and exit status).
 
 mod changes;
+pub(crate) mod chunks;
 mod containers;
 mod error;
 mod exec;

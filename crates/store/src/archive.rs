@@ -159,6 +159,8 @@ struct Applier {
     last_parent: Option<(PathBuf, OwnedFd)>,
     written: HashSet<PathBuf>,
     dirs: Vec<(PathBuf, TimeSpec)>,
+    /// For file contents: big copies make few syscalls (io::copy's 8 KiB makes a write each).
+    buf: Vec<u8>,
 }
 
 /// The names in an open directory, without `.` and `..`.
@@ -331,7 +333,7 @@ impl Applier {
                 )
                 .map_err(write_err(&path))?;
                 let mut f = std::fs::File::from(fd);
-                applied.bytes += io::copy(e, &mut f).map_err(ArchiveError::Read)?;
+                applied.bytes += self.copy(e, &mut f, &path)?;
                 self.owner_and_mode(parent, &name, &path, uid, gid, Some(mode))?;
                 self.xattrs(e, &path)?;
                 self.times(parent, &name, &path, mtime)?;
@@ -380,6 +382,32 @@ impl Applier {
         self.written.insert(path);
         applied.entries += 1;
         Ok(())
+    }
+
+    /// An entry's content into `f`, in large writes.
+    fn copy<R: Read>(&mut self, e: &mut tar::Entry<R>, f: &mut std::fs::File, path: &Path) -> Result<u64> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; 1 << 20];
+        }
+        let mut total = 0;
+        loop {
+            let mut filled = 0;
+            // Fill the buffer (or reach the entry's end) before writing.
+            while filled < self.buf.len() {
+                match e.read(&mut self.buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(ArchiveError::Read(err)),
+                }
+            }
+            if filled == 0 {
+                return Ok(total);
+            }
+            io::Write::write_all(f, &self.buf[..filled])
+                .map_err(|source| ArchiveError::Write { path: path.display().to_string(), source })?;
+            total += filled as u64;
+        }
     }
 
     fn owner_and_mode(&self, parent: &OwnedFd, name: &OsStr, path: &Path, uid: u32, gid: u32, mode: Option<Mode>) -> Result<()> {
@@ -487,7 +515,7 @@ pub fn apply(root: &Path, layer: impl Read, mode: WhiteoutMode) -> Result<Applie
 /// Unpack the (uncompressed) tar `input` into the directory `root` by `opts`' rules. Nothing
 /// is ever written outside `root`, whatever the names, links or symlinks already there.
 pub fn unpack(root: OwnedFd, input: impl Read, opts: Options) -> Result<Applied> {
-    let mut a = Applier { root, opts, invalidated: false, last_parent: None, written: HashSet::new(), dirs: Vec::new() };
+    let mut a = Applier { root, opts, invalidated: false, last_parent: None, written: HashSet::new(), dirs: Vec::new(), buf: Vec::new() };
     let mut archive = tar::Archive::new(input);
     let mut applied = Applied::default();
     for entry in archive.entries().map_err(ArchiveError::Read)? {

@@ -369,7 +369,6 @@ impl Engine {
     }
 
     pub(super) async fn archive_get_ctr(&self, id: &str, path: &str) -> Result<(PathStat, ByteStream), ApiError> {
-        use futures_util::TryStreamExt;
         let ctr = self.lookup(id)?;
         let view = self.view(&ctr, false).await?;
         let (p, name) = (path.to_string(), id.to_string());
@@ -382,9 +381,8 @@ impl Engine {
         let found = found?;
         let stat = found.stat.clone();
         let as_name = stat.name.clone();
-        let (w, r) = tokio::io::duplex(1 << 20);
+        let (out, stream) = crate::chunks::channel();
         tokio::task::spawn_blocking(move || {
-            let out = std::io::BufWriter::with_capacity(1 << 20, tokio_util::io::SyncIoBridge::new(w));
             let name = found.name.as_deref().map(OsStr::from_bytes);
             match berth_store::pack::pack(found.dir.as_fd(), name, &as_name, out) {
                 Ok(mut out) => {
@@ -394,7 +392,7 @@ impl Engine {
             }
             drop(view);
         });
-        Ok((stat, Box::pin(tokio_util::io::ReaderStream::with_capacity(r, 1 << 20).map_err(io::Error::other))))
+        Ok((stat, stream))
     }
 
     pub(super) async fn archive_put_ctr(&self, id: &str, opts: ArchivePut, body: ByteStream) -> Result<(), ApiError> {

@@ -168,7 +168,6 @@ impl Engine {
     /// is written. A running container's root is read where it is mounted; a stopped one's
     /// layers are mounted read-only for the export and unmounted after.
     pub(super) async fn export_ctr(&self, id: &str) -> Result<ByteStream, ApiError> {
-        use futures_util::TryStreamExt;
         let ctr = self.lookup(id)?;
         let rec = ctr.rec();
         let running_root = ctr.bundle.join("rootfs");
@@ -188,10 +187,9 @@ impl Engine {
             }
             (root, true)
         };
-        let (w, r) = tokio::io::duplex(256 << 10);
+        let (out, stream) = crate::chunks::channel();
         let tasks = Arc::clone(&self.tasks);
         tokio::task::spawn_blocking(move || {
-            let out = tokio_util::io::SyncIoBridge::new(w);
             let mut tar = tar::Builder::new(out);
             tar.follow_symlinks(false);
             if let Err(e) = tar.append_dir_all(".", &root).and_then(|()| tar.finish()) {
@@ -202,7 +200,7 @@ impl Engine {
                 crate::containers::delete_tree(dir, &*tasks);
             }
         });
-        Ok(Box::pin(tokio_util::io::ReaderStream::new(r).map_err(std::io::Error::other)))
+        Ok(stream)
     }
 
     pub(super) async fn changes_ctr(&self, id: &str) -> Result<Vec<ChangeItem>, ApiError> {
