@@ -489,7 +489,7 @@ print("ok", len(changes))
 }
 
 /// docker-py's archive calls against berthd: `put_archive` of a tar, `get_archive` with its
-/// stat, and the errors a missing path gives.
+/// stat, the errors a missing path gives, and `export`.
 #[test]
 fn docker_py_put_and_get_archive() {
     let Some(d) = TestDaemon::with_busybox() else { return };
@@ -516,6 +516,8 @@ try:
     raise SystemExit("no error for a missing path")
 except docker.errors.NotFound as e:
     assert "Could not find the file /nope" in str(e), e
+with tarfile.open(fileobj=io.BytesIO(b"".join(ctr.export()))) as t:
+    assert "tmp/dir/hello.txt" in [m.name.lstrip("./") for m in t.getmembers()]
 ctr.remove(force=True)
 print("ok")
 "#;

@@ -213,6 +213,14 @@ fn push_then_pull_elsewhere_gives_the_same_image() {
     e.docker(&["tag", &name, &copy_name]).success();
     let out = e.docker(&["push", &copy_name]).success().stdout;
     assert!(out.contains(&format!("1: digest: {digest} ")), "{out}");
+    // A committed image: its layer has no blob until the push gzips it from the layer itself.
+    d.docker(&["run", "--name", "tocommit", "busybox", "sh", "-c", "echo committed > /c"]).success();
+    let committed = format!("{}/test/committed:1", reg.addr);
+    d.docker(&["commit", "tocommit", &committed]).success();
+    d.docker(&["push", &committed]).success();
+    e.docker(&["pull", &committed]).success();
+    assert_eq!(e.docker(&["run", "--rm", &committed, "cat", "/c"]).success().stdout, "committed\n");
+    d.docker(&["rm", "tocommit"]).success();
     // No such local image.
     let none = d.docker(&["push", &format!("{}/test/none:1", reg.addr)]).failure();
     assert!(none.stderr.contains("An image does not exist locally with the tag"), "{}", none.stderr);

@@ -291,6 +291,17 @@ fn commit_makes_an_image_of_a_containers_changes() {
     assert_eq!(img[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2, "{img}");
     let history = d.docker(&["history", "--no-trunc", "committed:v1"]).success().stdout;
     assert!(history.contains("a message"), "{history}");
+    // The committed layer's blob is written when a save needs it, with the diffID the commit
+    // recorded: a load of the save into a fresh daemon gives the same image.
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("committed.tar");
+    d.docker(&["save", "-o", saved.to_str().unwrap(), "committed:v1"]).success();
+    d.docker(&["rmi", "committed:v1"]).success();
+    let loaded = d.docker(&["load", "-i", saved.to_str().unwrap()]).success().stdout;
+    assert!(loaded.contains("committed:v1"), "{loaded}");
+    let again = json(&d.docker(&["image", "inspect", "committed:v1"]).success().stdout);
+    assert_eq!(again[0]["Id"], img[0]["Id"], "the same image after a save and a load");
+    assert_eq!(d.docker(&["run", "--rm", "committed:v1"]).success().stdout, "made\n");
     // A running container: paused while committed, running after.
     d.docker(&["run", "-d", "--name", "c2", "busybox", "sh", "-c", "echo live > /live; sleep 60"]).success();
     berth_tests::wait_until("the file", || d.docker(&["exec", "c2", "test", "-f", "/live"]).code == 0);

@@ -79,6 +79,7 @@ pub fn save<W: Write>(store: &ImageStore, names: &[String], out: W) -> Result<W>
         blob(&id, &mut tar)?;
         let mut layers = Vec::new();
         for l in &img.layers {
+            store.ensure_layer_blob(l)?;
             blob(&l.blob, &mut tar)?;
             layers.push(Descriptor {
                 media_type: oci_layer_type(&l.media_type).into(),

@@ -118,6 +118,40 @@ pub struct ImageSize {
 
 /// A layer unpacked on its own, not yet stacked on the layers under it (see
 /// [`ImageStore::unpack_alone`]).
+/// The chain ID of a layer `diff_id` on `base`'s layers.
+fn chain_of(base: &ImageRecord, diff_id: &Digest) -> Digest {
+    let mut ids: Vec<Digest> = base.layers.iter().map(|l| l.diff_id.clone()).collect();
+    ids.push(diff_id.clone());
+    image::chain_ids(&ids).pop().unwrap_or_else(|| diff_id.clone())
+}
+
+/// A writer that hashes and counts what goes through it.
+struct Hashing<'a> {
+    inner: &'a mut dyn io::Write,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl io::Write for Hashing<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        sha2::Digest::update(&mut self.hasher, &data[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A layer unpacked from a stream: its diffID and size, and its snapshot to stack.
+struct Streamed {
+    diff_id: Digest,
+    size: u64,
+    unstacked: Unstacked,
+}
+
 #[derive(Debug)]
 pub struct Unstacked {
     key: String,
@@ -537,19 +571,34 @@ impl ImageStore {
             (Some(l), false) => crate::diff::Source::Compare { lower: l, upper: &upper },
             (None, false) => crate::diff::Source::Compare { lower: Path::new("/nonexistent"), upper: &upper },
         };
-        let ingest = format!("{IMPORT}{}-{}", crate::owner::me(), now());
-        let w = self.content.writer(&ingest, None)?;
-        let w = crate::diff::diff(source, w).map_err(ImagesError::Archive)?;
-        let size = w.offset();
-        let diff_id = w.commit()?;
-        let held = self.content.hold(&diff_id);
+        let (diff_id, size, chain_id) = if self.snapshots.layers_stand_alone() {
+            // One pass: the layer's tar is made from the upper directory, hashed, and unpacked
+            // as it is made, into a layer of its own stacked on the image's. Its blob is written
+            // only when a push or save needs it (`ensure_layer_blob`), from that layer.
+            let upper = upper.clone();
+            let layer = self.unpack_stream(move |w| {
+                crate::diff::diff(crate::diff::Source::Overlay(&upper), w).map(|_| ()).map_err(|e| io::Error::other(e.to_string()))
+            })?;
+            let (diff_id, size) = (layer.diff_id.clone(), layer.size);
+            let chain_id = chain_of(&base, &diff_id);
+            self.stack_layer(layer.unstacked, &chain_id, parent_chain.as_ref())?;
+            (diff_id, size, chain_id)
+        } else {
+            let ingest = format!("{IMPORT}{}-{}", crate::owner::me(), now());
+            let w = self.content.writer(&ingest, None)?;
+            let w = crate::diff::diff(source, w).map_err(ImagesError::Archive)?;
+            let size = w.offset();
+            let diff_id = w.commit()?;
+            let held = self.content.hold(&diff_id);
+            let chain_id = chain_of(&base, &diff_id);
+            if let Err(e) = self.unpack(parent_chain.as_ref(), &chain_id, &diff_id, None) {
+                let _ = self.drop_unreferenced(&[held]);
+                return Err(e);
+            }
+            (diff_id, size, chain_id)
+        };
         let mut diff_ids: Vec<Digest> = base.layers.iter().map(|l| l.diff_id.clone()).collect();
         diff_ids.push(diff_id.clone());
-        let chain_id = image::chain_ids(&diff_ids).pop().unwrap_or_else(|| diff_id.clone());
-        if let Err(e) = self.unpack(parent_chain.as_ref(), &chain_id, &diff_id, None) {
-            let _ = self.drop_unreferenced(&[held]);
-            return Err(e);
-        }
         let created = now();
         image_config.created = Some(created.clone());
         image_config.author = history.author.clone().filter(|a| !a.is_empty());
@@ -561,6 +610,50 @@ impl ImageStore {
         let mut layers = base.layers.clone();
         layers.push(LayerRecord { diff_id: diff_id.clone(), chain_id, blob: diff_id, media_type: image::MEDIA_DOCKER_LAYER.into(), size });
         self.record(config_bytes, layers, reference)
+    }
+
+    /// Unpack the uncompressed layer tar that `produce` writes into a snapshot of its own,
+    /// hashing it as it goes (for [`ImageStore::stack_layer`]).
+    fn unpack_stream(&self, produce: impl FnOnce(&mut dyn io::Write) -> io::Result<()> + Send + 'static) -> Result<Streamed> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!("{EXTRACT}{}-stream-{}-{n}", crate::owner::me(), now());
+        self.snapshots.prepare(&key, None)?;
+        let applied = (|| -> Result<(Digest, u64)> {
+            let dir = self.snapshots.dir(&key)?;
+            let mut stream = archive::Pipeline::start(move |w| {
+                let mut hashed = Hashing { inner: w, hasher: <sha2::Sha256 as sha2::Digest>::new(), count: 0 };
+                produce(&mut hashed)?;
+                Ok((Digest::from_sha256(&sha2::Digest::finalize(hashed.hasher).into()), hashed.count))
+            });
+            archive::apply(&dir, &mut stream, self.whiteouts)?;
+            stream.finish().map_err(|e| ImagesError::Archive(ArchiveError::Read(e)))
+        })();
+        match applied {
+            Ok((diff_id, size)) => Ok(Streamed { diff_id, size, unstacked: Unstacked { key, size } }),
+            Err(e) => {
+                let _ = self.snapshots.remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Make sure layer `layer`'s own (uncompressed) blob is stored. A committed layer's is
+    /// written from its unpacked snapshot when first needed: the layer tar is made the same way
+    /// from the same files, so it has the same bytes, and it is checked against the diffID.
+    pub fn ensure_layer_blob(&self, layer: &LayerRecord) -> Result<()> {
+        if self.content.info(&layer.blob).is_ok() {
+            return Ok(());
+        }
+        if layer.blob != layer.diff_id || !self.snapshots.layers_stand_alone() || !self.has_layer(&layer.chain_id) {
+            return Err(ImagesError::NotFound(format!("the blob of layer {}", layer.diff_id)));
+        }
+        let dir = self.snapshots.dir(&layer.chain_id.to_string())?;
+        let ingest = format!("{IMPORT}{}-layer-{}", crate::owner::me(), layer.diff_id.hex());
+        let w = self.content.writer(&ingest, Some((layer.diff_id.clone(), layer.size)))?;
+        let w = crate::diff::diff(crate::diff::Source::Overlay(&dir), w).map_err(ImagesError::Archive)?;
+        w.commit()?;
+        Ok(())
     }
 
     /// Store config and manifest blobs for `layers` (already unpacked) and record the image.
@@ -628,17 +721,28 @@ impl ImageStore {
     /// Gzip the layer `diff_id` from any stored blob of it (checking it is that layer), store
     /// the result and remember it, so later pushes reuse it. Returns the gzip blob's digest.
     pub fn compress_layer(&self, diff_id: &Digest) -> Result<Digest> {
-        let source = self.index.read(|db| {
-            db.images
-                .values()
-                .flat_map(|i| i.layers.iter())
-                .find(|l| l.diff_id == *diff_id && self.content.info(&l.blob).is_ok())
-                .map(|l| l.blob.clone())
-        });
-        let source = source.ok_or_else(|| ImagesError::NotFound(format!("a stored blob of layer {diff_id}")))?;
-        let file = self.content.open_blob(&source)?;
+        let layers: Vec<LayerRecord> =
+            self.index.read(|db| db.images.values().flat_map(|i| i.layers.iter()).filter(|l| l.diff_id == *diff_id).cloned().collect());
+        let source = layers.iter().find(|l| self.content.info(&l.blob).is_ok()).map(|l| l.blob.clone());
         let read = |e: io::Error| ImagesError::Archive(ArchiveError::Read(e));
-        let mut layer = archive::decompress(io::BufReader::with_capacity(1 << 20, file)).map_err(read)?;
+        let mut layer: Box<dyn Read> = match source {
+            Some(source) => {
+                let file = self.content.open_blob(&source)?;
+                archive::decompress(io::BufReader::with_capacity(1 << 20, file)).map_err(read)?
+            }
+            // A committed layer without its blob: its tar is made from its snapshot, as
+            // `ensure_layer_blob` makes it, and checked below like any other.
+            None => {
+                let committed = layers
+                    .iter()
+                    .find(|l| l.blob == l.diff_id && self.snapshots.layers_stand_alone() && self.has_layer(&l.chain_id))
+                    .ok_or_else(|| ImagesError::NotFound(format!("a stored blob of layer {diff_id}")))?;
+                let dir = self.snapshots.dir(&committed.chain_id.to_string())?;
+                Box::new(archive::Pipeline::start(move |w| {
+                    crate::diff::diff(crate::diff::Source::Overlay(&dir), w).map(|_| ()).map_err(|e| io::Error::other(e.to_string()))
+                }))
+            }
+        };
         let ingest = format!("{COMPRESS}{}-{}", crate::owner::me(), diff_id.hex());
         let mut w = self.content.writer(&ingest, None)?;
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
@@ -969,6 +1073,59 @@ mod tests {
         assert_eq!(s.gc().unwrap().blobs_removed, 0, "in use while the image is");
         s.remove(&id).unwrap();
         assert!(s.content.info(&gz).is_err(), "removed with the last image of its layer");
+    }
+
+    #[test]
+    fn a_commit_unpacks_in_one_pass_and_writes_its_blob_the_same_when_needed() {
+        if !root_or_skip() {
+            return;
+        }
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let t = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(t.path(), Driver::Overlay).unwrap();
+        let base = s.import(&rootfs_tar("base")[..], None, "", Default::default()).unwrap();
+        let chain = s.get(&base).unwrap().layers[0].chain_id.to_string();
+        let changes = |key: &str| {
+            s.snapshots.prepare(key, Some(&chain)).unwrap();
+            let up = s.snapshots.dir(key).unwrap();
+            fs::create_dir_all(up.join("data/deep")).unwrap();
+            fs::write(up.join("data/deep/file"), vec![3u8; 300_000]).unwrap();
+            fs::hard_link(up.join("data/deep/file"), up.join("data/link")).unwrap();
+            symlink("/etc/passwd", up.join("data/sym")).unwrap();
+            fs::write(up.join("data/suid"), "x").unwrap();
+            fs::set_permissions(up.join("data/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+            std::os::unix::fs::lchown(up.join("data/suid"), Some(123), Some(456)).unwrap();
+            // A deletion (a whiteout) and a directory made opaque.
+            fs::create_dir_all(up.join("etc")).unwrap();
+            nix::sys::stat::mknod(&up.join("etc/marker"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0).unwrap();
+            fs::create_dir_all(up.join("opaque")).unwrap();
+            rustix::fs::setxattr(up.join("opaque"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        };
+        changes("ctr");
+        let id = s.commit("ctr", &base, Default::default(), History::default(), None).unwrap();
+        let layer = s.get(&id).unwrap().layers.last().unwrap().clone();
+        assert!(s.content.info(&layer.blob).is_err(), "no blob written at the commit");
+        let dir = s.snapshots.dir(&layer.chain_id.to_string()).unwrap();
+        assert_eq!(fs::read(dir.join("data/link")).unwrap(), vec![3u8; 300_000]);
+        // The blob, made when needed, is checked against the diffID the commit hashed.
+        s.ensure_layer_blob(&layer).unwrap();
+        assert_eq!(Digest::of(&s.content.read(&layer.blob, 1 << 30).unwrap()), layer.diff_id);
+        assert_eq!(s.content.info(&layer.blob).unwrap(), layer.size);
+        // A second commit of the same changes: the layer is shared; a push gzips it from the
+        // snapshot with no blob stored.
+        s.remove(&id).unwrap();
+        changes("ctr2");
+        let id2 = s.commit("ctr2", &base, Default::default(), History::default(), None).unwrap();
+        let layer2 = s.get(&id2).unwrap().layers.last().unwrap().clone();
+        assert_eq!(layer2.diff_id, layer.diff_id, "the same changes make the same layer");
+        assert!(s.content.info(&layer2.blob).is_err());
+        let gz = s.compress_layer(&layer2.diff_id).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&s.content.read(&gz, 1 << 30).unwrap()[..]).read_to_end(&mut raw).unwrap();
+        assert_eq!(Digest::of(&raw), layer2.diff_id);
+        for key in ["ctr", "ctr2"] {
+            s.snapshots.remove(key).unwrap();
+        }
     }
 
     #[test]
