@@ -315,9 +315,10 @@ fn commit_makes_an_image_of_a_containers_changes() {
     d.docker(&["rm", "-f", "c1", "c2"]).success();
 }
 
-/// `system prune` (berth's CLI: the docker CLI's also prunes the build cache, which comes with
-/// the builds issue): stopped containers, unused networks, dangling or unused images, and with
-/// `--volumes` unused anonymous volumes; what is in use stays.
+/// `system prune` with berth's CLI and the docker CLI (which also prunes the build cache: berth
+/// has none before builds, so nothing is deleted there): stopped containers, unused networks,
+/// dangling or unused images, and with `--volumes` unused anonymous volumes; what is in use
+/// stays.
 #[test]
 fn system_prune_removes_what_nothing_uses() {
     let Some(d) = TestDaemon::with_busybox() else { return };
@@ -335,6 +336,15 @@ fn system_prune_removes_what_nothing_uses() {
     d.berth(&["system", "prune", "-af"]).success();
     assert_ne!(d.docker(&["image", "inspect", "extra:1"]).code, 0, "-a: unused images go");
     assert_eq!(d.docker(&["volume", "ls", "-q"]).success().stdout, "busy\n", "named volumes stay");
+    // The docker CLI's, with a filter (busybox went with -a).
+    d.import_busybox();
+    d.docker(&["run", "--name", "labelled", "--label", "drop=yes", "busybox", "true"]).success();
+    d.docker(&["run", "--name", "unlabelled", "busybox", "true"]).success();
+    let out = d.docker(&["system", "prune", "-f", "--filter", "label=drop=yes"]).success().stdout;
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    let left = d.docker(&["ps", "-a", "--format", "{{.Names}}"]).success().stdout;
+    assert_eq!(left, "unlabelled\n", "only the labelled container went");
+    d.docker(&["rm", "unlabelled"]).success();
 }
 
 /// The local driver's options (`type`, `device`, `o`): a tmpfs volume with a size limit, a bind

@@ -85,7 +85,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/build", "builds"),
     ("/build/{*rest}", "builds"),
     ("/events", "events"),
-    ("/containers/{id}/archive", "copying files (cp)"),
     ("/containers/{id}/update", "update"),
     ("/plugins", "plugins"),
     ("/session", "BuildKit sessions"),
@@ -145,6 +144,13 @@ async fn drain(body: axum::body::Body) {
     }
 }
 
+/// `POST /build/prune`: berth keeps no build cache before builds land, so there is never
+/// anything to delete; answering so lets `docker system prune` (which always asks) finish.
+async fn build_prune(body: axum::body::Body) -> axum::response::Response {
+    drain(body).await;
+    axum::Json(berth_models::build::BuildPruneResponse::default()).into_response()
+}
+
 pub fn not_yet_routes() -> axum::Router {
     let r = NOT_YET.iter().fold(Router::new(), |r, (path, what)| {
         r.route(
@@ -173,6 +179,7 @@ pub fn routes(system: Arc<dyn System>) -> axum::Router {
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/system/df", get(df))
+        .route("/build/prune", axum::routing::post(build_prune))
         .route("/__berth_version_error", axum::routing::any(version_error))
         .with_state(system)
 }
