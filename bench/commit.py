@@ -9,11 +9,10 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 
-from common import busybox_rootfs, env_for, start_berthd
+from common import docker_engines, sh, start_berthd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))
@@ -23,13 +22,6 @@ WRITE = ("head -c 52428800 /dev/urandom > /big; mkdir /files; "
          "for i in $(seq 1 50); do head -c 2097152 /dev/urandom > /files/f$i; done")
 
 
-def sh(cmd, env=None, check=True):
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")
-    return r
-
-
 def main():
     work = os.environ.get("BENCH_DATA", "/var/lib/berth-bench-commit")
     run_dir = os.environ.get("BENCH_RUN", "/run/berth-bench-commit")
@@ -37,16 +29,7 @@ def main():
     daemon, sock = start_berthd(BIN, work, run_dir)
     docker = shutil.which("docker")
     try:
-        fs = os.path.join(inputs, "rootfs")
-        busybox_rootfs(fs)
-        tar = os.path.join(inputs, "busybox.tar")
-        sh(["tar", "-C", fs, "-cf", tar, "."])
-        engines = [("berth", env_for(sock))]
-        if PEER.startswith("unix://") and os.path.exists(PEER[len("unix://"):]):
-            engines.append(("Docker", env_for(PEER)))
-        for _, env in engines:
-            if sh([docker, "image", "inspect", "busybox"], env=env, check=False).returncode != 0:
-                sh([docker, "import", tar, "busybox:latest"], env=env)
+        engines = docker_engines(docker, sock, PEER, inputs)
         times = {name: [] for name, _ in engines}
         for i in range(ROUNDS):
             order = engines if i % 2 == 0 else list(reversed(engines))

@@ -79,3 +79,28 @@ def start_berthd(bin_dir, work, run_dir, bridge="berth-bench"):
             break
         time.sleep(0.05)
     return daemon, f"unix://{sock_path}"
+
+
+def sh(cmd, env=None, check=True):
+    """Run `cmd`, its output captured; a failure ends the benchmark with its message."""
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def docker_engines(docker, sock, peer, inputs):
+    """The engines the docker CLI drives side by side: berthd at `sock`, and Docker's peer
+    dockerd at `peer` when it is there; each gets a busybox image made from the host's busybox
+    (in `inputs`) if it has none. Returns [(name, env)]."""
+    fs = os.path.join(inputs, "rootfs")
+    busybox_rootfs(fs)
+    tar = os.path.join(inputs, "busybox.tar")
+    sh(["tar", "-C", fs, "-cf", tar, "."])
+    engines = [("berth", env_for(sock))]
+    if peer.startswith("unix://") and os.path.exists(peer[len("unix://"):]):
+        engines.append(("Docker", env_for(peer)))
+    for _, env in engines:
+        if sh([docker, "image", "inspect", "busybox"], env=env, check=False).returncode != 0:
+            sh([docker, "import", tar, "busybox:latest"], env=env)
+    return engines

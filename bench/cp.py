@@ -10,24 +10,16 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 
-from common import busybox_rootfs, env_for, start_berthd
+from common import docker_engines, sh, start_berthd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "dist"))
 ROUNDS = int(os.environ.get("ROUNDS", "9"))
 PEER = os.environ.get("DOCKER_PEER", "unix:///run/peer-docker/docker.sock")
 WRITE = "mkdir /data; for i in $(seq 1 50); do head -c 2097152 /dev/urandom > /data/f$i; done; sleep 3600"
-
-
-def sh(cmd, env=None, check=True):
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")
-    return r
 
 
 def timed(cmd, env):
@@ -43,17 +35,10 @@ def main():
     daemon, sock = start_berthd(BIN, work, run_dir)
     docker = shutil.which("docker")
     berth = os.path.join(BIN, "berth")
+    engines = []
     try:
-        fs = os.path.join(inputs, "rootfs")
-        busybox_rootfs(fs)
-        tar = os.path.join(inputs, "busybox.tar")
-        sh(["tar", "-C", fs, "-cf", tar, "."])
-        engines = [("berth", env_for(sock))]
-        if PEER.startswith("unix://") and os.path.exists(PEER[len("unix://"):]):
-            engines.append(("Docker", env_for(PEER)))
+        engines = docker_engines(docker, sock, PEER, inputs)
         for _, env in engines:
-            if sh([docker, "image", "inspect", "busybox"], env=env, check=False).returncode != 0:
-                sh([docker, "import", tar, "busybox:latest"], env=env)
             sh([docker, "rm", "-f", "bench-cp"], env=env, check=False)
             sh([docker, "run", "-d", "--name", "bench-cp", "--network", "none", "busybox", "sh", "-c", WRITE], env=env)
             while sh([docker, "exec", "bench-cp", "test", "-e", "/data/f50"], env=env, check=False).returncode != 0:
