@@ -398,7 +398,9 @@ impl Engine {
     pub(super) async fn archive_put_ctr(&self, id: &str, opts: ArchivePut, body: ByteStream) -> Result<(), ApiError> {
         // The upload is spooled and read through first: a bad archive changes nothing, and a
         // client still sending hears the answer rather than a broken pipe.
-        let spool = tempfile::tempfile_in(&self.bundles_dir).map_err(|e| internal(format!("spooling the archive: {e}")))?;
+        // On the data root's disk (the exec root is often a tmpfs: memory), unnamed, so
+        // nothing of it outlives the request.
+        let spool = tempfile::tempfile_in(&self.cfg.data_root).map_err(|e| internal(format!("spooling the archive: {e}")))?;
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
         let mut copy_opts = archive::Options::copy(Owner::FromArchive);
         copy_opts.no_overwrite_dir_non_dir = opts.no_overwrite_dir_non_dir;
