@@ -384,6 +384,15 @@ fn local_driver_options_and_tmpfs_limits() {
         d.docker(&["run", "--rm", "-v", "hostdir:/h", "busybox", "sh", "-c", "cat /h/from-host; echo c > /h/from-ctr"]).success().stdout;
     assert_eq!(out, "h");
     assert_eq!(std::fs::read_to_string(host.path().join("from-ctr")).unwrap(), "c\n");
+    // A copy into a stopped container goes through the volume's own mount, not its empty
+    // data directory, as Docker mounts a stopped container's volumes for a copy.
+    d.docker(&["run", "--name", "stopped", "-v", "hostdir:/h", "busybox", "true"]).success();
+    let upload = tempfile::tempdir().unwrap();
+    std::fs::write(upload.path().join("via-cp"), "cp").unwrap();
+    d.docker(&["cp", upload.path().join("via-cp").to_str().unwrap(), "stopped:/h/"]).success();
+    assert_eq!(std::fs::read_to_string(host.path().join("via-cp")).unwrap(), "cp");
+    d.docker(&["rm", "stopped"]).success();
+    assert_eq!(mounted(), 0, "the copy's mount stayed in its own namespace");
     // Removing the volume takes the mount off first: the host directory keeps its files.
     d.docker(&["volume", "rm", "hostdir", "small"]).success();
     assert!(host.path().join("from-host").exists() && host.path().join("from-ctr").exists());

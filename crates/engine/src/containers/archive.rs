@@ -38,6 +38,10 @@ struct Over {
     source: PathBuf,
     destination: String,
     rw: bool,
+    /// A volume whose local-driver mount is not up (no running container uses it): mounted in
+    /// the view from its options instead of binding its empty data directory, as Docker mounts
+    /// a stopped container's volumes for a copy.
+    device: Option<crate::volumes::VolRecord>,
 }
 
 enum Base {
@@ -103,8 +107,11 @@ fn build(base: Base, overs: &[Over], dir: &Path, tasks: Arc<dyn crate::task::Tas
                 Err(e) => return Err(e.into()),
             };
             let at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target));
-            if let Err(e) = nix::mount::mount(Some(&o.source), at.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            {
+            let mounted = match &o.device {
+                Some(vol) => vol.mount_on(Path::new(&at)),
+                None => nix::mount::mount(Some(&o.source), at.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>),
+            };
+            if let Err(e) = mounted {
                 tracing::warn!("cp view: mounting {} on {}: {e}", o.source.display(), o.destination);
                 continue;
             }
@@ -307,15 +314,17 @@ impl Engine {
         let rec = ctr.rec();
         let mut overs: Vec<Over> = Vec::new();
         for m in &rec.volumes {
-            overs.push(Over { source: self.vols.path(&m.name), destination: m.destination.clone(), rw: m.rw });
+            let source = self.vols.path(&m.name);
+            let device = self.vols.get(&m.name).filter(|v| v.mounts() && !crate::volumes::is_mount_root(&source));
+            overs.push(Over { source, destination: m.destination.clone(), rw: m.rw, device });
         }
         for m in crate::spec::mount_points(&rec.host_config).into_iter().filter(|m| m.typ == "bind") {
-            overs.push(Over { source: PathBuf::from(m.source), destination: m.destination, rw: m.rw });
+            overs.push(Over { source: PathBuf::from(m.source), destination: m.destination, rw: m.rw, device: None });
         }
         for f in ["hostname", "hosts", "resolv.conf"] {
             let source = ctr.dir.join(f);
             if source.is_file() {
-                overs.push(Over { source, destination: format!("/etc/{f}"), rw: true });
+                overs.push(Over { source, destination: format!("/etc/{f}"), rw: true, device: None });
             }
         }
         // Parents before what is mounted inside them.

@@ -40,6 +40,17 @@ impl VolRecord {
     pub fn mounts(&self) -> bool {
         ["type", "device"].iter().any(|k| self.options.get(*k).is_some_and(|v| !v.is_empty()))
     }
+
+    /// Mount what the local driver's options name on `target` (`o` read as `mount -o`).
+    pub fn mount_on(&self, target: &Path) -> nix::Result<()> {
+        let o = self.options.get("o").map(String::as_str).unwrap_or("");
+        let words: Vec<String> = o.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect();
+        let parsed = berth_runtime::rootfs::MountOptions::parse(&words);
+        let typ = self.options.get("type").map(String::as_str).filter(|t| !t.is_empty() && *t != "none");
+        let device = self.options.get("device").map(String::as_str).unwrap_or("");
+        let data = parsed.data.join(",");
+        nix::mount::mount(Some(device), target, typ, parsed.flags, Some(data.as_str()).filter(|d| !d.is_empty()))
+    }
 }
 
 /// Is `p` the root of a mount (in this mount namespace)?
@@ -184,12 +195,8 @@ impl Volumes {
             return Ok(());
         }
         let o = rec.options.get("o").cloned().unwrap_or_default();
-        let words: Vec<String> = o.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect();
-        let parsed = berth_runtime::rootfs::MountOptions::parse(&words);
-        let typ = rec.options.get("type").map(String::as_str).filter(|t| !t.is_empty() && *t != "none");
         let device = rec.options.get("device").cloned().unwrap_or_default();
-        let extra = parsed.data.join(",");
-        nix::mount::mount(Some(device.as_str()), &data, typ, parsed.flags, Some(extra.as_str()).filter(|d| !d.is_empty())).map_err(|e| {
+        rec.mount_on(&data).map_err(|e| {
             ApiError::new(
                 Kind::Internal,
                 format!(
