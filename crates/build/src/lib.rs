@@ -1,8 +1,9 @@
 //! berth-build: Dockerfile builds. Today the parser (`parser`: directives, continuations,
 //! heredocs, exec and shell forms, flags), each instruction's arguments checked and typed
 //! (`instructions`), the expansion of variables in arguments (`shell`) and `.dockerignore`
-//! (`ignore`), all by BuildKit's and Docker's rules; the stage planner, the executor trait the engine implements and the build cache come
-//! next (issue 19). It depends on nothing of the engine's.
+//! (`ignore`), all by BuildKit's and Docker's rules; the stage planner, the executor trait
+//! the engine implements and the build cache come next (issue 19). It depends on nothing of
+//! the engine's.
 
 pub mod ignore;
 pub mod instructions;
