@@ -8,6 +8,7 @@
 pub mod ignore;
 pub mod instructions;
 pub mod parser;
+pub mod plan;
 pub mod shell;
 
 pub use instructions::{Command, command};
