@@ -1,8 +1,8 @@
 //! berth-build: Dockerfile builds. Today the parser (`parser`: directives, continuations,
 //! heredocs, exec and shell forms, flags), each instruction's arguments checked and typed
 //! (`instructions`), the expansion of variables in arguments (`shell`) and `.dockerignore`
-//! (`ignore`), all by BuildKit's and Docker's rules; the stage planner, the executor trait
-//! the engine implements and the build cache come next (issue 19). It depends on nothing of
+//! (`ignore`), and the stage planner (`plan`), all by BuildKit's and Docker's rules; the
+//! executor trait the engine implements, the build cache and `/build` come next (issue 19). It depends on nothing of
 //! the engine's.
 
 pub mod ignore;
@@ -13,4 +13,5 @@ pub mod shell;
 
 pub use instructions::{Command, command};
 pub use parser::{Dockerfile, Form, Heredoc, Instruction, ParseError, parse};
+pub use plan::{Base, Plan, PlanError, Stage, plan};
 pub use shell::{ExpandError, Lex, Vars};
