@@ -15,6 +15,7 @@ pub mod export;
 pub mod image;
 pub mod images;
 mod index;
+pub mod inroot;
 mod owner;
 pub mod pack;
 pub mod reference;

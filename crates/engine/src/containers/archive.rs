@@ -12,7 +12,6 @@
 //! through descriptors without following anything: a symlink swapped in during the copy
 //! leads nowhere outside (CVE-2018-15664).
 
-use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{self, Read, Seek};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -25,13 +24,12 @@ use berth_api::error::{ApiError, Kind};
 use berth_api::params::ByteStream;
 use berth_store::archive::{self, Owner};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag, OpenHow};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
-use crate::{Ctr, Engine};
+use berth_store::inroot::{in_root, open_dir, resolve};
 
-/// Symlinks followed in one resolution, as Linux's limit.
-const MAX_LINKS: u32 = 40;
+use crate::{Ctr, Engine};
 
 /// Something mounted over the root in the view.
 struct Over {
@@ -127,74 +125,6 @@ fn build(base: Base, overs: &[Over], dir: &Path, tasks: Arc<dyn crate::task::Tas
         Ok((root, ns))
     };
     std::thread::scope(|s| s.spawn(in_view).join()).map_err(|_| io::Error::other("the copy's mount thread panicked"))?
-}
-
-fn in_root() -> ResolveFlag {
-    ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS
-}
-
-/// Open the directory at the (resolved) `path` inside `root`.
-fn open_dir(root: BorrowedFd, path: &str) -> nix::Result<OwnedFd> {
-    let rel = path.trim_start_matches('/');
-    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(in_root());
-    nix::fcntl::openat2(root, if rel.is_empty() { "." } else { rel }, how)
-}
-
-/// `path` with every symlink on the way followed inside `root` (the last one too when
-/// `follow_last`), `..` stopping at the root: the absolute path it names in the container.
-/// Components that do not exist are kept as given.
-fn resolve(root: BorrowedFd, path: &str, follow_last: bool) -> io::Result<String> {
-    let mut done: Vec<Vec<u8>> = Vec::new();
-    let mut todo: VecDeque<Vec<u8>> = path.as_bytes().split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
-    let (mut links, mut missing) = (0, false);
-    while let Some(c) = todo.pop_front() {
-        match c.as_slice() {
-            b"" | b"." => continue,
-            b".." => {
-                done.pop();
-                continue;
-            }
-            _ => {}
-        }
-        if missing {
-            done.push(c);
-            continue;
-        }
-        let here = String::from_utf8_lossy(&done.join(&b'/')).into_owned();
-        let parent = match open_dir(root, &here) {
-            Ok(p) => p,
-            Err(Errno::ENOENT) => {
-                missing = true;
-                done.push(c);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let last = todo.iter().all(|t| t.is_empty() || t == b".");
-        match nix::sys::stat::fstatat(parent.as_fd(), OsStr::from_bytes(&c), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if kind(&st) == SFlag::S_IFLNK && (follow_last || !last) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(Errno::ELOOP.into());
-                }
-                let target = nix::fcntl::readlinkat(parent.as_fd(), OsStr::from_bytes(&c))?;
-                let target = target.as_bytes();
-                if target.starts_with(b"/") {
-                    done.clear();
-                }
-                for part in target.split(|b| *b == b'/').rev() {
-                    todo.push_front(part.to_vec());
-                }
-            }
-            Ok(_) => done.push(c),
-            Err(Errno::ENOENT) => {
-                missing = true;
-                done.push(c);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(format!("/{}", String::from_utf8_lossy(&done.join(&b'/'))))
 }
 
 fn kind(st: &FileStat) -> SFlag {
@@ -499,23 +429,5 @@ mod tests {
         assert_eq!(go_mode::from_unix(0o100644), 420);
         assert_eq!(go_time(1_700_000_000, 863_125_000), "2023-11-14T22:13:20.863125Z");
         assert_eq!(go_time(1_700_000_000, 0), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn symlinks_resolve_inside_the_root_and_never_out() {
-        let t = tempfile::tempdir().unwrap();
-        let r = t.path();
-        std::fs::create_dir_all(r.join("d/sub")).unwrap();
-        std::os::unix::fs::symlink("/etc", r.join("d/abs")).unwrap();
-        std::os::unix::fs::symlink("../../../../d/sub", r.join("d/up")).unwrap();
-        std::os::unix::fs::symlink("loop", r.join("d/loop")).unwrap();
-        let root = nix::fcntl::open(r, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
-        assert_eq!(resolve(root.as_fd(), "/d/abs/passwd", true).unwrap(), "/etc/passwd");
-        assert_eq!(resolve(root.as_fd(), "/d/up", true).unwrap(), "/d/sub");
-        assert_eq!(resolve(root.as_fd(), "/d/up", false).unwrap(), "/d/up");
-        assert_eq!(resolve(root.as_fd(), "/../../d/missing/x", true).unwrap(), "/d/missing/x");
-        assert_eq!(resolve(root.as_fd(), "/d/loop", true).unwrap_err().raw_os_error(), Some(libc::ELOOP));
-        // /etc does not exist in this root: the host's is never looked at.
-        assert!(open_dir(root.as_fd(), &resolve(root.as_fd(), "/d/abs", true).unwrap()).is_err());
     }
 }
