@@ -39,7 +39,7 @@ fn clean(p: &str) -> Vec<String> {
 }
 
 /// Does the glob `p` match all of the component `s`?
-fn component(p: &[char], s: &[char]) -> Result<bool, &'static str> {
+pub(crate) fn component(p: &[char], s: &[char]) -> Result<bool, &'static str> {
     let Some((&first, rest)) = p.split_first() else { return Ok(s.is_empty()) };
     match first {
         '*' => {

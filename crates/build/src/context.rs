@@ -1,0 +1,284 @@
+//! The build context on disk: what COPY and ADD sources name in it, by Docker's rules, and the
+//! digest of their content for the build cache. Sources are paths from the context's root (a
+//! leading `/` too); `*`, `?` and `[...]` match within a component; one that climbs out with
+//! `..` is refused; symlinks on the way resolve inside the context (berth-store's `inroot`),
+//! never outside; what `.dockerignore` excludes is not there. The digest covers names, types,
+//! modes, owners, sizes, contents and link targets, not times: touching a file keeps a cache
+//! hit, changing a byte misses.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use berth_store::inroot::{open_dir, resolve};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use sha2::Digest as _;
+
+use crate::ignore::Ignore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("forbidden path outside the build context: {0}")]
+    Outside(String),
+    #[error("file not found in build context or excluded by .dockerignore: stat {0}: file does not exist")]
+    NotFound(String),
+    #[error("no source files were specified")]
+    NoSources,
+    #[error("bad pattern {pattern:?}: {reason}")]
+    Pattern { pattern: String, reason: &'static str },
+    #[error("reading the build context at {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+type Result<T> = std::result::Result<T, ContextError>;
+
+fn io_err(path: &str) -> impl FnOnce(nix::errno::Errno) -> ContextError + '_ {
+    move |e| ContextError::Io { path: path.to_string(), source: e.into() }
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+pub struct Context {
+    root: OwnedFd,
+    ignore: Ignore,
+}
+
+impl Context {
+    /// The context unpacked in `dir`, with its `.dockerignore` patterns.
+    pub fn open(dir: &Path, ignore: Ignore) -> io::Result<Context> {
+        let root = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(Context { root, ignore })
+    }
+
+    fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// The entries of a directory (resolved path), sorted, without those `.dockerignore`
+    /// excludes.
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let fd = open_dir(self.root(), dir).map_err(io_err(dir))?;
+        let fd = nix::fcntl::openat(fd.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io_err(dir))?;
+        let mut names: Vec<String> = nix::dir::Dir::from_fd(fd)
+            .map_err(io_err(dir))?
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|e| String::from_utf8_lossy(e.file_name().to_bytes()).into_owned())
+            .filter(|n| n != "." && n != "..")
+            .filter(|n| !self.ignore.excluded(&join(dir, n)))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn lstat(&self, path: &str) -> Option<FileStat> {
+        let (parent, name) = split(path);
+        let dir = open_dir(self.root(), parent).ok()?;
+        if name.is_empty() {
+            return nix::sys::stat::fstat(&dir).ok();
+        }
+        nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+    }
+
+    /// The context paths (absolute from its root, symlinks resolved inside it) that the
+    /// (expanded) sources name.
+    pub fn sources(&self, sources: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for src in sources {
+            let mut parts: Vec<&str> = Vec::new();
+            for c in src.split('/') {
+                match c {
+                    "" | "." => {}
+                    ".." if parts.pop().is_none() => return Err(ContextError::Outside(src.clone())),
+                    ".." => {}
+                    c => parts.push(c),
+                }
+            }
+            // Expand wildcards component by component.
+            let mut found: Vec<String> = vec!["/".to_string()];
+            for part in &parts {
+                let mut next = Vec::new();
+                for base in &found {
+                    let dir = resolve(self.root(), base, true).map_err(|e| ContextError::Io { path: base.clone(), source: e })?;
+                    if has_glob(part) {
+                        let pattern: Vec<char> = part.chars().collect();
+                        let Ok(names) = self.list(&dir) else { continue };
+                        for n in names {
+                            let name: Vec<char> = n.chars().collect();
+                            let hit = crate::ignore::component(&pattern, &name)
+                                .map_err(|reason| ContextError::Pattern { pattern: src.clone(), reason })?;
+                            if hit {
+                                next.push(join(base, &n));
+                            }
+                        }
+                    } else {
+                        next.push(join(base, part));
+                    }
+                }
+                found = next;
+            }
+            let mut any = false;
+            for f in found {
+                let real = resolve(self.root(), &f, true).map_err(|e| ContextError::Io { path: f.clone(), source: e })?;
+                if real != "/" && self.ignore.excluded(&real) {
+                    continue;
+                }
+                if self.lstat(&real).is_some() {
+                    out.push(real);
+                    any = true;
+                }
+            }
+            if !any {
+                return Err(if parts.iter().any(|p| has_glob(p)) { ContextError::NoSources } else { ContextError::NotFound(src.clone()) });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The content digest of `paths` (from [`Context::sources`]), for the cache:
+    /// `sha256:<hex>` over each path's tree.
+    pub fn digest(&self, paths: &[String]) -> Result<String> {
+        let mut h = sha2::Sha256::new();
+        for p in paths {
+            h.update(p.as_bytes());
+            h.update([0]);
+            self.hash_tree(p, "", &mut h)?;
+        }
+        Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    }
+
+    fn hash_tree(&self, path: &str, rel: &str, h: &mut sha2::Sha256) -> Result<()> {
+        let Some(st) = self.lstat(path) else { return Err(ContextError::NotFound(path.to_string())) };
+        let k = kind(&st);
+        h.update(
+            format!(
+                "{rel}\0{:o}\0{}\0{}\0{}\0{}\0",
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                if k == SFlag::S_IFREG { st.st_size } else { 0 },
+                st.st_rdev
+            )
+            .as_bytes(),
+        );
+        match k {
+            SFlag::S_IFDIR => {
+                for n in self.list(path)? {
+                    self.hash_tree(&join(path, &n), &join(rel, &n), h)?;
+                }
+            }
+            SFlag::S_IFREG => {
+                let (parent, name) = split(path);
+                let dir = open_dir(self.root(), parent).map_err(io_err(path))?;
+                let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+                let fd = nix::fcntl::openat(dir.as_fd(), name, flags, Mode::empty()).map_err(io_err(path))?;
+                let mut f = std::fs::File::from(fd);
+                let mut buf = vec![0u8; 256 << 10];
+                loop {
+                    let n = f.read(&mut buf).map_err(|source| ContextError::Io { path: path.to_string(), source })?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            SFlag::S_IFLNK => {
+                let (parent, name) = split(path);
+                let dir = open_dir(self.root(), parent).map_err(io_err(path))?;
+                let target = nix::fcntl::readlinkat(dir.as_fd(), OsStr::new(name)).map_err(io_err(path))?;
+                h.update(target.as_bytes());
+            }
+            _ => {}
+        }
+        h.update([0xff]);
+        Ok(())
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        return name.to_string();
+    }
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+/// (`/a/b`, `c`) from `/a/b/c`; the root is (`/`, ``).
+fn split(path: &str) -> (&str, &str) {
+    let t = path.trim_end_matches('/');
+    match t.rfind('/') {
+        Some(0) => ("/", &t[1..]),
+        Some(i) => (&t[..i], &t[i + 1..]),
+        None => ("/", t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn context() -> (tempfile::TempDir, Context) {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("ctx");
+        fs::create_dir_all(r.join("src/sub")).unwrap();
+        fs::write(r.join("src/a.txt"), "a").unwrap();
+        fs::write(r.join("src/b.txt"), "b").unwrap();
+        fs::write(r.join("src/sub/c.md"), "c").unwrap();
+        fs::write(r.join("secret.key"), "s").unwrap();
+        fs::write(t.path().join("outside"), "never").unwrap();
+        std::os::unix::fs::symlink("../../outside", r.join("src/escape")).unwrap();
+        std::os::unix::fs::symlink("/src/a.txt", r.join("abs-link")).unwrap();
+        let c = Context::open(&r, Ignore::parse("*.key\n").unwrap()).unwrap();
+        (t, c)
+    }
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn sources_by_dockers_rules() {
+        let (_t, c) = context();
+        assert_eq!(c.sources(&v(&["src/*.txt"])).unwrap(), ["/src/a.txt", "/src/b.txt"]);
+        assert_eq!(c.sources(&v(&["/src/sub", "./src/?.txt"])).unwrap(), ["/src/sub", "/src/a.txt", "/src/b.txt"]);
+        assert_eq!(c.sources(&v(&["abs-link"])).unwrap(), ["/src/a.txt"], "a symlink resolves inside the context");
+        assert_eq!(c.sources(&v(&["."])).unwrap(), ["/"]);
+        assert!(matches!(c.sources(&v(&["../outside"])), Err(ContextError::Outside(_))));
+        assert!(matches!(c.sources(&v(&["src/../../x"])), Err(ContextError::Outside(_))));
+        // The symlink that climbs out lands inside the context, where there is nothing.
+        assert!(matches!(c.sources(&v(&["src/escape"])), Err(ContextError::NotFound(_))));
+        assert!(matches!(c.sources(&v(&["secret.key"])), Err(ContextError::NotFound(_))), "excluded by .dockerignore");
+        assert!(matches!(c.sources(&v(&["nothing*"])), Err(ContextError::NoSources)));
+        assert_eq!(
+            c.sources(&v(&["missing"])).unwrap_err().to_string(),
+            "file not found in build context or excluded by .dockerignore: stat missing: file does not exist"
+        );
+    }
+
+    #[test]
+    fn the_digest_follows_content_not_times() {
+        let (t, c) = context();
+        let src = c.sources(&v(&["src"])).unwrap();
+        let first = c.digest(&src).unwrap();
+        let f = t.path().join("ctx/src/a.txt");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options().write(true).open(&f).unwrap().set_modified(old).unwrap();
+        assert_eq!(c.digest(&src).unwrap(), first, "a touched file still hits");
+        fs::write(&f, "A").unwrap();
+        assert_ne!(c.digest(&src).unwrap(), first, "a changed byte misses");
+        fs::write(&f, "a").unwrap();
+        assert_eq!(c.digest(&src).unwrap(), first);
+        fs::write(t.path().join("ctx/src/new"), "").unwrap();
+        assert_ne!(c.digest(&src).unwrap(), first, "a new file misses");
+    }
+}
