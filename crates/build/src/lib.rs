@@ -1,10 +1,10 @@
 //! berth-build: Dockerfile builds. Today the parser (`parser`: directives, continuations,
 //! heredocs, exec and shell forms, flags), each instruction's arguments checked and typed
-//! (`instructions`), the expansion of variables in arguments (`shell`) and `.dockerignore`
-//! (`ignore`), the stage planner (`plan`) and the context's sources and their digest
-//! (`context`), all by BuildKit's and Docker's rules; the
-//! executor trait the engine implements, the build cache and `/build` come next (issue 19). It depends on nothing of
-//! the engine's.
+//! (`instructions`), the expansion of variables in arguments (`shell`), `.dockerignore`
+//! (`ignore`), the stage planner (`plan`), and the context's sources and their digest
+//! (`context`), all by BuildKit's and Docker's rules. The executor trait the engine
+//! implements, the build cache and `/build` come next (issue 19). It depends on the store,
+//! never on the engine.
 
 pub mod context;
 pub mod ignore;
