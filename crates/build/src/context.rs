@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use berth_store::archive::{self, Limits};
 use berth_store::inroot::{open_dir, resolve};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
@@ -31,6 +32,8 @@ pub enum ContextError {
     Pattern { pattern: String, reason: &'static str },
     #[error("reading the build context at {path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error("the build context: {0}")]
+    Archive(archive::ArchiveError),
 }
 
 type Result<T> = std::result::Result<T, ContextError>;
@@ -45,6 +48,21 @@ fn kind(st: &FileStat) -> SFlag {
 
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
+}
+
+/// What a build context may hold: more is a context bomb, refused as it streams in.
+pub const CONTEXT_LIMITS: Limits = Limits { entries: 1_000_000, bytes: 64 << 30, depth: 256 };
+
+/// Unpack a context tar from a client into the empty directory `dir`: every name, link and
+/// symlink kept inside it, owners from the archive, within `limits`. Returns the entries
+/// written; when it fails, the caller deletes `dir` (nothing was written outside it).
+pub fn unpack_context(tar: impl Read, dir: &Path, limits: Limits) -> Result<u64> {
+    let root = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(io_err(&dir.display().to_string()))?;
+    let mut opts = archive::Options::copy(archive::Owner::FromArchive);
+    opts.no_overwrite_dir_non_dir = false;
+    opts.limits = Some(limits);
+    archive::unpack(root, tar, opts).map(|a| a.entries).map_err(ContextError::Archive)
 }
 
 pub struct Context {
@@ -263,6 +281,38 @@ mod tests {
             c.sources(&v(&["missing"])).unwrap_err().to_string(),
             "file not found in build context or excluded by .dockerignore: stat missing: file does not exist"
         );
+    }
+
+    #[test]
+    fn a_context_unpacks_inside_its_directory_within_bounds() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = |entries: &[(&str, &[u8])]| {
+            let mut b = tar::Builder::new(Vec::new());
+            for (name, data) in entries {
+                let mut h = tar::Header::new_old();
+                h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append(&h, *data).unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let dir = t.path().join("ok");
+        fs::create_dir(&dir).unwrap();
+        let n = unpack_context(&tar(&[("Dockerfile", b"FROM x\n"), ("src/a", b"a")])[..], &dir, CONTEXT_LIMITS).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(fs::read_to_string(dir.join("src/a")).unwrap(), "a");
+        let bad = t.path().join("bad");
+        fs::create_dir(&bad).unwrap();
+        assert!(unpack_context(&tar(&[("../escaped", b"x")])[..], &bad, CONTEXT_LIMITS).is_err());
+        assert!(!t.path().join("escaped").exists());
+        let small = Limits { entries: 10, bytes: 100, depth: 3 };
+        let deep = "a/".repeat(5) + "f";
+        let e = unpack_context(&tar(&[(deep.as_str(), b"x")])[..], &bad, small).unwrap_err();
+        assert_eq!(e.to_string(), "the build context: the archive is too large: more than 3 directory levels");
+        let e = unpack_context(&tar(&[("big", &[0u8; 101])])[..], &bad, small).unwrap_err();
+        assert!(e.to_string().contains("more than 100 bytes of content"), "{e}");
     }
 
     #[test]

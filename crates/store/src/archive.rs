@@ -57,15 +57,27 @@ pub struct Options {
     pub no_overwrite_dir_non_dir: bool,
     /// Rename entries under `from` to `to` (both raw names), as Docker's rebase of a copy.
     pub rebase: Option<(String, String)>,
+    /// Bounds for an archive from a client (a build context): [`check`] refuses one beyond them.
+    pub limits: Option<Limits>,
+}
+
+/// How much an archive may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub entries: u64,
+    /// Bytes of file content, all entries together.
+    pub bytes: u64,
+    /// Path components of an entry's name.
+    pub depth: usize,
 }
 
 impl Options {
     pub fn layer(whiteouts: WhiteoutMode) -> Options {
-        Options { whiteouts, owner: Owner::FromArchive, copy: false, no_overwrite_dir_non_dir: false, rebase: None }
+        Options { whiteouts, owner: Owner::FromArchive, copy: false, no_overwrite_dir_non_dir: false, rebase: None, limits: None }
     }
 
     pub fn copy(owner: Owner) -> Options {
-        Options { whiteouts: WhiteoutMode::Keep, owner, copy: true, no_overwrite_dir_non_dir: true, rebase: None }
+        Options { whiteouts: WhiteoutMode::Keep, owner, copy: true, no_overwrite_dir_non_dir: true, rebase: None, limits: None }
     }
 }
 
@@ -81,6 +93,8 @@ pub enum ArchiveError {
     Unsupported { path: String, kind: tar::EntryType },
     #[error("cannot overwrite {existing} {path:?} with {new}")]
     Overwrite { path: String, existing: &'static str, new: &'static str },
+    #[error("the archive is too large: more than {limit} {what}")]
+    TooLarge { what: &'static str, limit: u64 },
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
@@ -518,8 +532,12 @@ pub fn unpack(root: OwnedFd, input: impl Read, opts: Options) -> Result<Applied>
     let mut a = Applier { root, opts, invalidated: false, last_parent: None, written: HashSet::new(), dirs: Vec::new(), buf: Vec::new() };
     let mut archive = tar::Archive::new(input);
     let mut applied = Applied::default();
+    let mut budget = Budget { limits: a.opts.limits, entries: 0, bytes: 0 };
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let entry = entry.map_err(ArchiveError::Read)?;
+        if budget.limits.is_some() {
+            budget.charge(&entry_name(&a.opts, &entry.path_bytes())?, entry.header().size().unwrap_or(0))?;
+        }
         a.entry(entry, &mut applied)?;
     }
     // Directory times last: writing into a directory changes its mtime.
@@ -532,15 +550,42 @@ pub fn unpack(root: OwnedFd, input: impl Read, opts: Options) -> Result<Applied>
     Ok(applied)
 }
 
+/// What an archive has used of its [`Limits`].
+struct Budget {
+    limits: Option<Limits>,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Budget {
+    fn charge(&mut self, path: &Path, size: u64) -> Result<()> {
+        let Some(l) = self.limits else { return Ok(()) };
+        self.entries += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        if self.entries > l.entries {
+            return Err(ArchiveError::TooLarge { what: "entries", limit: l.entries });
+        }
+        if self.bytes > l.bytes {
+            return Err(ArchiveError::TooLarge { what: "bytes of content", limit: l.bytes });
+        }
+        if path.components().count() > l.depth {
+            return Err(ArchiveError::TooLarge { what: "directory levels", limit: l.depth as u64 });
+        }
+        Ok(())
+    }
+}
+
 /// Read a whole archive as [`unpack`] would, writing nothing: its names, link targets and
 /// entry types are checked and its data read to the end (a truncated archive fails here). A
 /// copy into a container runs this on the spooled upload first, so a bad one changes nothing.
 pub fn check(input: impl Read, opts: &Options) -> Result<u64> {
     let mut archive = tar::Archive::new(input);
     let mut count = 0;
+    let mut budget = Budget { limits: opts.limits, entries: 0, bytes: 0 };
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let mut e = entry.map_err(ArchiveError::Read)?;
         let path = entry_name(opts, &e.path_bytes())?;
+        budget.charge(&path, e.header().size().unwrap_or(0))?;
         let parent = path.parent().unwrap_or(Path::new(""));
         match e.header().entry_type() {
             tar::EntryType::Symlink => {
@@ -995,6 +1040,17 @@ mod tests {
         assert!(check(&cut[..], &Options::copy(Owner::FromArchive)).is_err());
         let evil = tar_of(|b| raw(b, "../x", tar::EntryType::Regular, "", b"x", 0o644));
         assert!(check(&evil[..], &Options::copy(Owner::FromArchive)).is_err());
+        // Limits: too many entries, too much content, too deep.
+        let mut bounded = Options::copy(Owner::FromArchive);
+        bounded.limits = Some(Limits { entries: 2, bytes: 10, depth: 3 });
+        let three = tar_of(|b| (0..3).for_each(|i| raw(b, &format!("f{i}"), tar::EntryType::Regular, "", b"x", 0o644)));
+        assert_eq!(check(&three[..], &bounded).unwrap_err().to_string(), "the archive is too large: more than 2 entries");
+        let big = tar_of(|b| raw(b, "big", tar::EntryType::Regular, "", &[0u8; 11], 0o644));
+        assert!(matches!(check(&big[..], &bounded), Err(ArchiveError::TooLarge { what: "bytes of content", .. })));
+        let deep = tar_of(|b| raw(b, "a/b/c/d", tar::EntryType::Regular, "", b"", 0o644));
+        assert!(matches!(check(&deep[..], &bounded), Err(ArchiveError::TooLarge { what: "directory levels", .. })));
+        let fits = tar_of(|b| raw(b, "a/b/c", tar::EntryType::Regular, "", &[0u8; 10], 0o644));
+        assert_eq!(check(&fits[..], &bounded).unwrap(), 1);
     }
 
     #[test]
