@@ -35,8 +35,12 @@ pub fn apply(config: &mut ContainerConfig, changes: &[String]) -> Result<(), Api
             "env" => {
                 let env = config.env.get_or_insert_with(Vec::new);
                 for (k, v) in pairs(rest, "ENV")? {
-                    env.retain(|e| e.split('=').next() != Some(k.as_str()));
-                    env.push(format!("{k}={v}"));
+                    // Replaced where it is, as Docker's dispatcher does; new ones go last.
+                    let entry = format!("{k}={v}");
+                    match env.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
+                        Some(e) => *e = entry,
+                        None => env.push(entry),
+                    }
                 }
             }
             "label" => {
@@ -214,7 +218,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.cmd.unwrap(), ["/bin/sh", "-c", "echo hi"]);
         assert_eq!(c.entrypoint.unwrap(), ["/bin/sh", "-c", "/entry --flag"]);
-        assert_eq!(c.env.unwrap(), ["B=two words", "C=x y", "OLD=value with spaces", "A=3"]);
+        // Replaced in place, as dockerd does (`import --change "ENV A=1" … "ENV A=3"` on the peer: ["A=3","B=2"]).
+        assert_eq!(c.env.unwrap(), ["A=3", "B=two words", "C=x y", "OLD=value with spaces"]);
         assert_eq!(c.labels.unwrap(), BTreeMap::from([("maintainer".into(), "me".into()), ("version".into(), "1".into())]));
         assert_eq!(c.exposed_ports.unwrap().keys().collect::<Vec<_>>(), ["53/udp", "80/tcp", "8000-8001/tcp"]);
         assert_eq!(c.volumes.unwrap().keys().collect::<Vec<_>>(), ["/cache", "/data", "/logs"]);
