@@ -2,10 +2,12 @@
 //! heredocs, exec and shell forms, flags), each instruction's arguments checked and typed
 //! (`instructions`), the expansion of variables in arguments (`shell`), `.dockerignore`
 //! (`ignore`), the stage planner (`plan`), the context's sources and their digest
-//! (`context`), and what metadata instructions do to a stage's config (`dispatch`), all by
-//! BuildKit's and Docker's rules. The executor trait the engine implements, the build cache
-//! and `/build` come next (issue 19). It depends on the store, never on the engine.
+//! (`context`), what metadata instructions do to a stage's config (`dispatch`), and the build
+//! loop with its cache keys over an `Executor` and a `Cache` (`builder`), all by BuildKit's and
+//! Docker's rules. The engine's executor and cache, and `/build`, come next (issue 19). It
+//! depends on the store, never on the engine.
 
+pub mod builder;
 pub mod context;
 pub mod dispatch;
 pub mod ignore;
