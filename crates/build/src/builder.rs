@@ -262,9 +262,9 @@ fn step(
             };
             let mut sources = Vec::new();
             for s in &c.sources {
-                if !c.heredocs.iter().any(|h| {
-                    s == &format!("<<{}", h.name) || s.trim_start_matches("<<").trim_start_matches('-').trim_matches(['"', '\'']) == h.name
-                }) {
+                // `<<EOF`, `<<-EOF`, `<<"EOF"`: the heredoc, not a file of the context.
+                let heredoc = s.strip_prefix("<<").map(|n| n.trim_start_matches('-').trim_matches(['"', '\'']));
+                if !c.heredocs.iter().any(|h| heredoc == Some(h.name.as_str())) {
                     sources.push(words(state, s)?);
                 }
             }
