@@ -66,6 +66,11 @@ impl View {
     }
 }
 
+/// A view kept open while something reads it by path; dropping it takes the view down.
+pub(super) struct ViewGuard {
+    _view: View,
+}
+
 impl Drop for View {
     fn drop(&mut self) {
         // Closing the last descriptors takes the namespace, and its mounts, down.
@@ -241,17 +246,30 @@ impl Engine {
     /// The view of `ctr` for a copy. `write`: a stopped container's layer is mounted writable
     /// (the caller holds its op lock); otherwise read-only, beside whatever else mounts it.
     async fn view(&self, ctr: &Arc<Ctr>, write: bool) -> Result<View, ApiError> {
+        self.view_of(ctr, write, true).await
+    }
+
+    /// A read-only view of the container's own filesystem, without its volumes, binds or
+    /// network files (what `export` writes), and the path its root is reached by from this
+    /// process (a magic link through its descriptor).
+    pub(super) async fn fs_view(&self, ctr: &Arc<Ctr>) -> Result<(ViewGuard, PathBuf), ApiError> {
+        let v = self.view_of(ctr, false, false).await?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&v.root())));
+        Ok((ViewGuard { _view: v }, path))
+    }
+
+    async fn view_of(&self, ctr: &Arc<Ctr>, write: bool, mounts: bool) -> Result<View, ApiError> {
         let rec = ctr.rec();
         let mut overs: Vec<Over> = Vec::new();
-        for m in &rec.volumes {
+        for m in rec.volumes.iter().filter(|_| mounts) {
             let source = self.vols.path(&m.name);
             let device = self.vols.get(&m.name).filter(|v| v.mounts() && !crate::volumes::is_mount_root(&source));
             overs.push(Over { source, destination: m.destination.clone(), rw: m.rw, device });
         }
-        for m in crate::spec::mount_points(&rec.host_config).into_iter().filter(|m| m.typ == "bind") {
+        for m in crate::spec::mount_points(&rec.host_config).into_iter().filter(|m| mounts && m.typ == "bind") {
             overs.push(Over { source: PathBuf::from(m.source), destination: m.destination, rw: m.rw, device: None });
         }
-        for f in ["hostname", "hosts", "resolv.conf"] {
+        for f in ["hostname", "hosts", "resolv.conf"].into_iter().filter(|_| mounts) {
             let source = ctr.dir.join(f);
             if source.is_file() {
                 overs.push(Over { source, destination: format!("/etc/{f}"), rw: true, device: None });

@@ -165,30 +165,13 @@ impl Engine {
     }
 
     /// `export`: a tar of the container's merged filesystem, symlinks as links, streamed as it
-    /// is written. A running container's root is read where it is mounted; a stopped one's
-    /// layers are mounted read-only for the export and unmounted after.
+    /// is written; volumes and binds are not in it (as Docker's). It is read through a private,
+    /// read-only view (see `archive.rs`): a stopped container's layer is never mounted for
+    /// writing beside a start, and nothing of it reaches the host's mount table.
     pub(super) async fn export_ctr(&self, id: &str) -> Result<ByteStream, ApiError> {
         let ctr = self.lookup(id)?;
-        let rec = ctr.rec();
-        let running_root = ctr.bundle.join("rootfs");
-        let (root, temporary) = if rec.state.status.is_live() && running_root.is_dir() {
-            (running_root, false)
-        } else {
-            let mounts = self.images.snapshots.mounts(&rec.id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-            // Laid out as a bundle (`<dir>/rootfs`), so `delete_tree` unmounts it before it
-            // deletes anything: deleting through the mount would empty the container's layer.
-            let dir = self.bundles_dir.join(format!("{}export-{}-{nanos:x}", crate::containers::TRASH, rec.short_id()));
-            let root = dir.join("rootfs");
-            std::fs::create_dir_all(&root).map_err(|e| ApiError::new(Kind::Internal, format!("creating {}: {e}", root.display())))?;
-            if let Err(e) = self.tasks.mount_rootfs(&mounts, &root, false) {
-                crate::containers::delete_tree(&dir, &*self.tasks);
-                return Err(e.into());
-            }
-            (root, true)
-        };
+        let (view, root) = self.fs_view(&ctr).await?;
         let (out, stream) = crate::chunks::channel();
-        let tasks = Arc::clone(&self.tasks);
         tokio::task::spawn_blocking(move || {
             let mut tar = tar::Builder::new(out);
             tar.follow_symlinks(false);
@@ -196,9 +179,7 @@ impl Engine {
                 tracing::warn!("export of {}: {e}", root.display());
             }
             drop(tar);
-            if temporary && let Some(dir) = root.parent() {
-                crate::containers::delete_tree(dir, &*tasks);
-            }
+            drop(view);
         });
         Ok(stream)
     }
