@@ -101,7 +101,10 @@ impl StageState {
             Form::Exec(v) => v.clone(),
             Form::Shell(s) => {
                 let mut v = self.shell();
-                v.push(s.clone());
+                // An empty command is the shell alone (`CMD` with nothing, as dockerd keeps it).
+                if !s.is_empty() {
+                    v.push(s.clone());
+                }
                 v
             }
         }

@@ -13,7 +13,7 @@ pub enum ExpandError {
     Required { name: String, message: String },
     #[error("missing '}}' in {0:?}")]
     Unclosed(String),
-    #[error("unexpected end of statement while looking for matching {quote} in {word:?}")]
+    #[error("failed to process {word:?}: unexpected end of statement while looking for matching {}", if *quote == '"' { "double-quote" } else { "single-quote" })]
     UnclosedQuote { quote: char, word: String },
     #[error("bad substitution in {0:?}")]
     BadSubstitution(String),
@@ -440,5 +440,10 @@ mod tests {
         assert!(matches!(l.word("${V:=x}", &v), Err(ExpandError::Modifier { modifier: '=', .. })));
         assert!(matches!(l.word("'open", &v), Err(ExpandError::UnclosedQuote { quote: '\'', .. })));
         assert!(matches!(l.word("\"open", &v), Err(ExpandError::UnclosedQuote { quote: '"', .. })));
+        // Docker's words (`import --change 'ENV A="unterminated'` on the peer dockerd).
+        assert_eq!(
+            l.word("\"unterminated", &v).unwrap_err().to_string(),
+            "failed to process \"\\\"unterminated\": unexpected end of statement while looking for matching double-quote"
+        );
     }
 }

@@ -1,14 +1,16 @@
-//! `--change`: the Dockerfile instructions `import` (and later `commit`) apply to an image's
-//! config. One instruction per change, as dockerd takes them; JSON (exec) form tried first, then
-//! shell form.
+//! `--change`: the Dockerfile instructions `import` and `commit` apply to an image's config,
+//! one per change, as dockerd takes them. Each is read and applied by the builder's own code
+//! (berth-build's parser, instruction checks and dispatcher), so a change does exactly what the
+//! same line does in a Dockerfile.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use berth_api::{ApiError, Kind};
-use berth_store::image::ContainerConfig;
+use berth_store::image::{ContainerConfig, ImageConfig};
 
-/// The instructions a change may be (dockerd's list; HEALTHCHECK comes with healthchecks).
-const VALID: &[&str] = &["cmd", "entrypoint", "env", "expose", "label", "onbuild", "stopsignal", "user", "volume", "workdir"];
+/// The instructions a change may be (dockerd's list).
+const VALID: &[&str] =
+    &["cmd", "entrypoint", "env", "expose", "healthcheck", "label", "onbuild", "stopsignal", "user", "volume", "workdir"];
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(Kind::InvalidArgument, message)
@@ -16,180 +18,27 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 /// Apply `changes` to `config` in order.
 pub fn apply(config: &mut ContainerConfig, changes: &[String]) -> Result<(), ApiError> {
+    let mut state = berth_build::dispatch::StageState::new(ImageConfig { config: config.clone(), ..Default::default() });
+    let lex = berth_build::Lex::default();
     for change in changes.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
-        let (word, rest) = change.split_once(char::is_whitespace).unwrap_or((change, ""));
+        let word = change.split_once(char::is_whitespace).map_or(change, |(w, _)| w);
         let instruction = word.to_ascii_lowercase();
-        let rest = rest.trim();
-        if instruction == "healthcheck" {
-            return Err(ApiError::not_implemented("HEALTHCHECK in --change"));
-        }
         if !VALID.contains(&instruction.as_str()) {
             return Err(bad(format!("{instruction} is not a valid change command")));
         }
-        if rest.is_empty() {
-            return Err(bad(format!("{} requires at least one argument", word.to_ascii_uppercase())));
-        }
-        match instruction.as_str() {
-            "cmd" => config.cmd = Some(command(rest, &config.shell)),
-            "entrypoint" => config.entrypoint = Some(command(rest, &config.shell)),
-            "env" => {
-                let env = config.env.get_or_insert_with(Vec::new);
-                for (k, v) in pairs(rest, "ENV")? {
-                    // Replaced where it is, as Docker's dispatcher does; new ones go last.
-                    let entry = format!("{k}={v}");
-                    match env.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
-                        Some(e) => *e = entry,
-                        None => env.push(entry),
-                    }
-                }
-            }
-            "label" => {
-                let labels = config.labels.get_or_insert_with(BTreeMap::new);
-                labels.extend(pairs(rest, "LABEL")?);
-            }
-            "expose" => {
-                let ports = config.exposed_ports.get_or_insert_with(BTreeMap::new);
-                for p in words(rest)? {
-                    ports.insert(port(&p)?, serde_json::json!({}));
-                }
-            }
-            "volume" => {
-                let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
-                let paths = json_array(rest).map_or_else(|| words(rest), Ok)?;
-                for v in paths.into_iter().filter(|v| !v.is_empty()) {
-                    volumes.insert(v, serde_json::json!({}));
-                }
-            }
-            "onbuild" => config.on_build.get_or_insert_with(Vec::new).push(rest.to_string()),
-            "stopsignal" => config.stop_signal = one(rest, "STOPSIGNAL")?,
-            "user" => config.user = one(rest, "USER")?,
-            "workdir" => {
-                let dir = one(rest, "WORKDIR")?;
-                // Relative to the one before, as in a Dockerfile.
-                config.working_dir = if dir.starts_with('/') || config.working_dir.is_empty() {
-                    if dir.starts_with('/') { dir } else { format!("/{dir}") }
-                } else {
-                    format!("{}/{dir}", config.working_dir.trim_end_matches('/'))
-                };
-            }
-            _ => unreachable!("VALID lists every instruction handled"),
-        }
+        let parsed = berth_build::parse("--change", change).map_err(|e| bad(e.message))?;
+        let Some(inst) = parsed.instructions.first() else { continue };
+        let cmd = berth_build::command("--change", inst, parsed.directives.escape).map_err(|e| bad(e.message))?;
+        state.apply(&cmd, inst, &lex, &HashMap::new(), &[]).map_err(|e| bad(e.to_string()))?;
     }
+    *config = state.image.config;
     Ok(())
-}
-
-/// `["a", "b"]` as a list; anything else is not the JSON form.
-fn json_array(s: &str) -> Option<Vec<String>> {
-    s.starts_with('[').then(|| serde_json::from_str::<Vec<String>>(s).ok()).flatten()
-}
-
-/// Exec form as given; shell form through the image's shell (`/bin/sh -c` by default).
-fn command(rest: &str, shell: &Option<Vec<String>>) -> Vec<String> {
-    json_array(rest).unwrap_or_else(|| {
-        let mut cmd = shell.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-        cmd.push(rest.to_string());
-        cmd
-    })
-}
-
-fn one(rest: &str, what: &str) -> Result<String, ApiError> {
-    let w = words(rest)?;
-    match <[String; 1]>::try_from(w) {
-        Ok([v]) => Ok(v),
-        Err(_) => Err(bad(format!("{what} requires exactly one argument"))),
-    }
-}
-
-/// `80`, `80/udp`, `8000-8002/tcp` → Docker's `port/proto` keys.
-fn port(p: &str) -> Result<String, ApiError> {
-    let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-    let proto = proto.to_ascii_lowercase();
-    let ok = |n: &str| n.parse::<u16>().is_ok_and(|n| n > 0);
-    let valid = match num.split_once('-') {
-        Some((a, b)) => ok(a) && ok(b),
-        None => ok(num),
-    };
-    if !valid || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(bad(format!("invalid containerPort: {p}")));
-    }
-    Ok(format!("{num}/{proto}"))
-}
-
-/// `k=v k2="v 2"`, or the old `k value with spaces` for one pair.
-fn pairs(rest: &str, what: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let w = words(rest)?;
-    if w.first().is_some_and(|f| !f.contains('=')) {
-        let (k, v) = rest.split_once(char::is_whitespace).ok_or_else(|| bad(format!("{what} must have two arguments")))?;
-        return Ok(vec![(k.to_string(), unquote(v.trim())?)]);
-    }
-    w.into_iter()
-        .map(|p| match p.split_once('=') {
-            Some(("", _)) => Err(bad(format!("{what} names can not be blank"))),
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => Err(bad(format!("Syntax error - can't find = in {p:?}. Must be of the form: name=value"))),
-        })
-        .collect()
-}
-
-fn unquote(s: &str) -> Result<String, ApiError> {
-    Ok(words(s)?.join(" "))
-}
-
-/// Words split on unquoted blanks; quotes removed, a backslash escapes the next character
-/// (inside single quotes, nothing is escaped).
-fn words(s: &str) -> Result<Vec<String>, ApiError> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err(bad(format!("unexpected end of statement while looking for matching single-quote: {s}"))),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => cur.extend(chars.next()),
-                        Some(c) => cur.push(c),
-                        None => return Err(bad(format!("unexpected end of statement while looking for matching double-quote: {s}"))),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.extend(chars.next());
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn changed(changes: &[&str]) -> Result<ContainerConfig, String> {
         let mut c = ContainerConfig::default();
@@ -234,8 +83,13 @@ mod tests {
         assert_eq!(changed(&["NOSUCH x"]).unwrap_err(), "nosuch is not a valid change command");
         assert!(changed(&["EXPOSE http"]).unwrap_err().contains("invalid containerPort"));
         assert!(changed(&["ENV A=\"unterminated"]).unwrap_err().contains("double-quote"));
-        assert!(changed(&["USER a b"]).unwrap_err().contains("exactly one"));
-        assert!(changed(&["CMD"]).unwrap_err().contains("requires at least one argument"));
+        assert!(changed(&["HEALTHCHECK RUN x"]).unwrap_err().contains("try CMD"));
+        // What dockerd takes as it is (measured on the peer): a user or directory with a blank,
+        // a CMD of nothing, a healthcheck.
+        let c = changed(&["USER a b", "WORKDIR /my dir", "CMD", "HEALTHCHECK CMD true"]).unwrap();
+        assert_eq!((c.user.as_str(), c.working_dir.as_str()), ("a b", "/my dir"));
+        assert_eq!(c.cmd.unwrap(), ["/bin/sh", "-c"]);
+        assert_eq!(c.healthcheck.unwrap().test, ["CMD-SHELL", "true"]);
         assert_eq!(changed(&["", "  "]).unwrap(), ContainerConfig::default(), "empty changes change nothing");
     }
 }
