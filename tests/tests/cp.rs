@@ -201,3 +201,125 @@ fn hostile_copies_never_reach_the_host() {
     assert_eq!(status, 400);
     d.remove_all();
 }
+
+/// One HTTP/1.0 request to a daemon's unix socket: (status, the path-stat header, body bytes).
+fn raw(socket: &std::path::Path, method: &str, path: &str, body: &[u8]) -> (u16, Option<String>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let stat = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-docker-container-path-stat").then(|| v.trim().to_string())
+    });
+    (status, stat, resp[split..].to_vec())
+}
+
+/// A tar's entries as (name, type, link target, mode, uid, gid).
+fn entries(tar: &[u8]) -> Vec<(String, char, String, u32, u64, u64)> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            (name, h.entry_type().as_byte() as char, link, h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap())
+        })
+        .collect()
+}
+
+/// The archive endpoints beside dockerd's (the peer) for the same container: the same statuses,
+/// stats (but times) and tar entries (names, types, link targets, modes, owners) for each form
+/// of path, and the same answers to uploads.
+#[test]
+fn archive_answers_match_dockerds() {
+    if !berth_tests::is_root() || !berth_tests::have("docker") {
+        assert!(!berth_tests::in_ci(), "CI runs this test as root with the docker CLI");
+        return;
+    }
+    let Some(peer) = berth_tests::peer_dockerd() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let peer_socket = std::path::PathBuf::from(peer.trim_start_matches("unix://"));
+    let on_peer = |args: &[&str]| {
+        let mut c = std::process::Command::new("docker");
+        c.env("DOCKER_HOST", &peer).args(args);
+        berth_tests::run_command(&mut c)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs.tar");
+    let made =
+        std::process::Command::new("tar").arg("-C").arg(berth_tests::busybox_rootfs()).arg("-cf").arg(&rootfs).arg(".").status().unwrap();
+    assert!(made.success());
+    on_peer(&["import", rootfs.to_str().unwrap(), "berth-cp-cmp:latest"]).success();
+    let name = format!("cpcmp-{}", std::process::id());
+    let setup = "mkdir -p /d/sub && echo hi > /d/a && chown 1000:1000 /d/a && chmod 4755 /d/sub && ln -s /etc /d/lnk && ln -s a /d/rel \
+                 && ln /d/a /d/hard && touch /ready; sleep 600";
+    on_peer(&["run", "-d", "--name", &name, "--network", "none", "berth-cp-cmp", "sh", "-c", setup]).success();
+    d.docker(&["run", "-d", "--name", &name, "--network", "none", "busybox", "sh", "-c", setup]).success();
+    berth_tests::wait_until("the files", || {
+        on_peer(&["exec", &name, "test", "-e", "/ready"]).code == 0 && d.docker(&["exec", &name, "test", "-e", "/ready"]).code == 0
+    });
+    let decode = |h: Option<String>| -> Option<serde_json::Value> {
+        use base64::Engine as _;
+        let mut v = json(&String::from_utf8(base64::engine::general_purpose::STANDARD.decode(h?).ok()?).ok()?);
+        let is_dir = v["mode"].as_u64().is_some_and(|m| m & (1 << 31) != 0);
+        let obj = v.as_object_mut()?;
+        obj.remove("mtime");
+        if is_dir {
+            obj.remove("size"); // a directory's size is its file system's business
+        }
+        Some(v)
+    };
+    for path in ["/d", "/d/", "/d/.", "/d/a", "/d/lnk", "/d/rel", "/d/hard", "/d/sub", "/nope", "/d/a/", "/../d/./a"] {
+        let url = format!("/v1.41/containers/{name}/archive?path={path}");
+        let (ts, th, tb) = raw(&peer_socket, "GET", &url, b"");
+        let (os, oh, ob) = raw(&d.socket(), "GET", &url, b"");
+        assert_eq!(os, ts, "GET {path}: status");
+        assert_eq!(decode(oh), decode(th), "GET {path}: stat");
+        if ts == 200 {
+            assert_eq!(entries(&ob), entries(&tb), "GET {path}: entries");
+        } else if ts == 404 {
+            assert_eq!(String::from_utf8_lossy(&ob).trim(), String::from_utf8_lossy(&tb).trim(), "GET {path}: message");
+        }
+        let (hs, _, _) = raw(&peer_socket, "HEAD", &url, b"");
+        assert_eq!(raw(&d.socket(), "HEAD", &url, b"").0, hs, "HEAD {path}: status");
+    }
+    // Uploads: the same answers, the same result.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o640);
+    h.set_uid(7);
+    h.set_gid(8);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "up/f", &b"new"[..]).unwrap();
+    let up = b.into_inner().unwrap();
+    for path in ["/tmp", "/d/lnk/..", "/d/a", "/nope", "/d/lnk"] {
+        let url = format!("/v1.41/containers/{name}/archive?path={path}&noOverwriteDirNonDir=true");
+        let (ts, _, tb) = raw(&peer_socket, "PUT", &url, &up);
+        let (os, _, ob) = raw(&d.socket(), "PUT", &url, &up);
+        assert_eq!(os, ts, "PUT {path}: status ({})", String::from_utf8_lossy(&ob));
+        if ts != 200 {
+            assert_eq!(String::from_utf8_lossy(&ob).trim(), String::from_utf8_lossy(&tb).trim(), "PUT {path}: message");
+        }
+    }
+    for f in ["/tmp/up", "/up/f", "/etc/up/f"] {
+        let url = format!("/v1.41/containers/{name}/archive?path={f}");
+        let (t, o) = (raw(&peer_socket, "GET", &url, b""), raw(&d.socket(), "GET", &url, b""));
+        assert_eq!((o.0, entries_or_empty(&o.2, o.0)), (t.0, entries_or_empty(&t.2, t.0)), "after the uploads: {f}");
+    }
+    on_peer(&["rm", "-f", &name]).success();
+    on_peer(&["rmi", "berth-cp-cmp"]).success();
+    d.remove_all();
+}
+
+fn entries_or_empty(body: &[u8], status: u16) -> Vec<(String, char, String, u32, u64, u64)> {
+    if status == 200 { entries(body) } else { Vec::new() }
+}

@@ -62,7 +62,8 @@ impl<W: Write> Packer<W> {
     fn header(st: &FileStat, typ: tar::EntryType) -> tar::Header {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(typ);
-        h.set_mode(st.st_mode & 0o7777);
+        // With the file type's bits, as Docker's archives (Go's `FileInfoHeader`) write it.
+        h.set_mode(st.st_mode);
         h.set_uid(u64::from(st.st_uid));
         h.set_gid(u64::from(st.st_gid));
         h.set_mtime(st.st_mtime.max(0) as u64);
