@@ -375,6 +375,15 @@ fn local_driver_options_and_tmpfs_limits() {
     assert_eq!(lines[0], "1000", "{out}");
     assert_ne!(lines[1], "0", "a 2 MB write into a 1 MiB tmpfs volume succeeded: {out}");
     assert_eq!(mounted(), 0, "the tmpfs stays mounted with no container using it");
+    // Two users: the mount stays while either runs, and goes with the last.
+    d.docker(&["run", "-d", "--name", "first", "-v", "small:/t", "busybox", "sh", "-c", "echo shared > /t/f; sleep 60"]).success();
+    berth_tests::wait_until("the first's write", || d.docker(&["exec", "first", "test", "-f", "/t/f"]).code == 0);
+    d.docker(&["run", "-d", "--name", "second", "-v", "small:/t", "busybox", "sleep", "60"]).success();
+    d.docker(&["rm", "-f", "first"]).success();
+    assert_eq!(d.docker(&["exec", "second", "cat", "/t/f"]).success().stdout, "shared\n", "the first's exit kept the mount");
+    assert_eq!(mounted(), 1);
+    d.docker(&["rm", "-f", "second"]).success();
+    assert_eq!(mounted(), 0, "the last user's exit took it off");
 
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("from-host"), "h").unwrap();

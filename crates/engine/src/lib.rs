@@ -334,7 +334,7 @@ impl Engine {
         // With nothing running, nothing of berthd's networking or volume mounts stays on the host.
         if !live {
             self.nets.teardown();
-            self.release_volumes("");
+            self.vols.release_unused();
         }
     }
 

@@ -115,9 +115,18 @@ impl Engine {
         // without a word): its processes and cgroup go.
         let running: HashSet<String> = self.all().iter().filter(|c| c.rec().state.status.is_live()).map(|c| c.id.clone()).collect();
         self.restore_networks(&running).await;
-        // Volume mounts a crash left behind with no running container to use them.
+        // Running containers keep their volumes' mounts; those a crash left with no running
+        // container go.
         let e = self.clone();
-        let _ = tokio::task::spawn_blocking(move || e.release_volumes("")).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            for c in e.all().iter().map(|c| c.rec()).filter(|r| r.state.status.is_live()) {
+                for m in &c.volumes {
+                    e.vols.adopt(&m.name, &c.id);
+                }
+            }
+            e.vols.release_unused();
+        })
+        .await;
         for e in std::fs::read_dir(&self.runtime_root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && !running.contains(&name) {

@@ -135,6 +135,10 @@ impl Engine {
 
     pub(super) fn cleanup_bundle_at(&self, bundle: &Path) {
         self.tasks.unmount_rootfs(&bundle.join("rootfs"));
+        // The bundle is named by its container: the volume mounts its start took go with it.
+        if let Some(id) = bundle.file_name().and_then(|n| n.to_str()) {
+            self.vols.release(id);
+        }
         match trash(bundle) {
             Ok(Some(doomed)) => self.delete_later(vec![doomed], false),
             Ok(None) => {}
@@ -231,7 +235,7 @@ impl Engine {
     fn fill_volumes(&self, rec: &Record, rootfs: &Path) -> Result<(), ApiError> {
         // The local driver's mounts first (a tmpfs volume is filled like any other).
         for m in &rec.volumes {
-            self.vols.mount(&m.name)?;
+            self.vols.mount(&m.name, &rec.id)?;
         }
         for m in rec.volumes.iter().filter(|m| !m.nocopy) {
             let Ok(from) = berth_runtime::rootfs::secure_join(&berth_runtime::sys::LinuxSys, rootfs, Path::new(&m.destination)) else {

@@ -49,10 +49,6 @@ impl Engine {
         }
         self.drop_execs_of(&ctr.id);
         self.release_networks(&rec).await;
-        if !rec.volumes.is_empty() {
-            let (e, id) = (self.clone(), rec.id.clone());
-            let _ = tokio::task::spawn_blocking(move || e.release_volumes(&id)).await;
-        }
         let status = status.unwrap_or(ExitStatus { exit_code: 255, finished_at: record::now(), oom_killed: false });
         // A removal (forced, or automatic) follows at once: one write marks the exit and the
         // removal together, where "exited" then "removing" cost two.

@@ -21,6 +21,7 @@ impl Engine {
         // directories' locks, and fifty removals at once would otherwise hold both runtime workers.
         let c = Arc::clone(ctr);
         let images = Arc::clone(&self.images);
+        let vols = Arc::clone(&self.vols);
         // A durable layer's removal is made durable after the answer, before the delete.
         let ephemeral = ctr.rec().host_config.auto_remove.unwrap_or(false);
         let (doomed, detached_layer, taken) = tokio::task::spawn_blocking(move || {
@@ -30,6 +31,7 @@ impl Engine {
                 return (Vec::new(), false, Err(e));
             }
             let (bundle, dir, key) = (&c.bundle, &c.dir, &c.id);
+            vols.release(key);
             let mut doomed = Vec::new();
             match trash(bundle) {
                 Ok(b) => doomed.extend(b),

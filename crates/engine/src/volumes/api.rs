@@ -39,17 +39,6 @@ impl Engine {
     }
 
     /// The containers (IDs) that mount volume `name`, running or not.
-    /// Take the local driver's mounts off volumes no running container uses, but `except` (a
-    /// container exiting). Blocking.
-    pub(crate) fn release_volumes(&self, except: &str) {
-        let live: Vec<_> = self.all().iter().map(|c| c.rec()).filter(|r| r.id != except && r.state.status.is_live()).collect();
-        for v in self.vols.all().into_iter().filter(|v| v.mounts()) {
-            if !live.iter().any(|r| r.volumes.iter().any(|m| m.name == v.name)) {
-                self.vols.unmount(&v.name);
-            }
-        }
-    }
-
     pub(crate) fn volume_users(&self, name: &str) -> Vec<String> {
         self.all().iter().map(|c| c.rec()).filter(|r| r.volumes.iter().any(|m| m.name == name)).map(|r| r.id.clone()).collect()
     }

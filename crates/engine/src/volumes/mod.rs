@@ -81,6 +81,9 @@ pub(crate) struct Volumes {
     vols: RwLock<BTreeMap<String, VolRecord>>,
     /// Held while a volume is filled from an image, so two starts never fill one at once.
     pub filling: std::sync::Mutex<()>,
+    /// The containers each local-driver mount is up for: the mount goes when the last one lets
+    /// go (a count, as Docker's local driver keeps, so a start and an exit never race).
+    users: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
 fn internal(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> ApiError {
@@ -115,7 +118,7 @@ impl Volumes {
                 _ => tracing::warn!("skipping {}: no volume record", e.path().display()),
             }
         }
-        Ok(Volumes { dir: dir.to_path_buf(), vols: RwLock::new(vols), filling: std::sync::Mutex::new(()) })
+        Ok(Volumes { dir: dir.to_path_buf(), vols: RwLock::new(vols), filling: std::sync::Mutex::new(()), users: Default::default() })
     }
 
     /// Where volume `name`'s data is.
@@ -185,35 +188,58 @@ impl Volumes {
         Ok((rec, true))
     }
 
-    /// Mount what the local driver's options say on volume `name`'s data directory, unless it
-    /// is mounted already. Blocking.
-    pub fn mount(&self, name: &str) -> Result<(), ApiError> {
+    /// Mount what the local driver's options say on volume `name`'s data directory for
+    /// container `user`, unless it is mounted already. Blocking.
+    pub fn mount(&self, name: &str, user: &str) -> Result<(), ApiError> {
         let Some(rec) = self.get(name).filter(VolRecord::mounts) else { return Ok(()) };
         let data = self.path(name);
-        let _one = self.filling.lock().unwrap_or_else(|p| p.into_inner());
-        if is_mount_root(&data) {
-            return Ok(());
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if !is_mount_root(&data) {
+            let o = rec.options.get("o").cloned().unwrap_or_default();
+            let device = rec.options.get("device").cloned().unwrap_or_default();
+            rec.mount_on(&data).map_err(|e| {
+                ApiError::new(
+                    Kind::Internal,
+                    format!(
+                        "error while mounting volume '{}': failed to mount local volume: mount {device}:{}, data: {o}: {}",
+                        data.display(),
+                        data.display(),
+                        e.desc().to_lowercase()
+                    ),
+                )
+            })?;
         }
-        let o = rec.options.get("o").cloned().unwrap_or_default();
-        let device = rec.options.get("device").cloned().unwrap_or_default();
-        rec.mount_on(&data).map_err(|e| {
-            ApiError::new(
-                Kind::Internal,
-                format!(
-                    "error while mounting volume '{}': failed to mount local volume: mount {device}:{}, data: {o}: {}",
-                    data.display(),
-                    data.display(),
-                    e.desc().to_lowercase()
-                ),
-            )
-        })
+        users.entry(name.to_string()).or_default().insert(user.to_string());
+        Ok(())
     }
 
-    /// Take the local driver's mount off volume `name` (no running container uses it). Blocking.
-    pub fn unmount(&self, name: &str) {
-        if self.get(name).is_some_and(|r| r.mounts()) {
-            let _one = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+    /// Count container `user` as using volume `name`'s mount, which is up (restore). Blocking.
+    pub fn adopt(&self, name: &str, user: &str) {
+        if self.get(name).is_some_and(|r| r.mounts()) && is_mount_root(&self.path(name)) {
+            self.users.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().insert(user.to_string());
+        }
+    }
+
+    /// Container `user` no longer needs its volumes' mounts: each goes with its last user.
+    /// Idempotent. Blocking.
+    pub fn release(&self, user: &str) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users.retain(|name, set| {
+            set.remove(user);
+            if !set.is_empty() {
+                return true;
+            }
             unmount_data(&self.path(name));
+            false
+        });
+    }
+
+    /// Take off local-driver mounts no container uses (after a crash, or with nothing
+    /// running). Blocking.
+    pub fn release_unused(&self) {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        for v in self.all().into_iter().filter(|v| v.mounts() && !users.contains_key(&v.name)) {
+            unmount_data(&self.path(&v.name));
         }
     }
 
