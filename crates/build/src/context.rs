@@ -50,8 +50,9 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// What a build context may hold: more is a context bomb, refused as it streams in.
-pub const CONTEXT_LIMITS: Limits = Limits { entries: 1_000_000, bytes: 64 << 30, depth: 256 };
+/// What a build context may hold: more is a context bomb, refused as it streams in; device
+/// nodes are refused.
+pub const CONTEXT_LIMITS: Limits = Limits { entries: 1_000_000, bytes: 64 << 30, depth: 256, devices: false };
 
 /// Unpack a context tar from a client into the empty directory `dir`: every name, link and
 /// symlink kept inside it, owners from the archive, within `limits`. Returns the entries
@@ -307,7 +308,7 @@ mod tests {
         fs::create_dir(&bad).unwrap();
         assert!(unpack_context(&tar(&[("../escaped", b"x")])[..], &bad, CONTEXT_LIMITS).is_err());
         assert!(!t.path().join("escaped").exists());
-        let small = Limits { entries: 10, bytes: 100, depth: 3 };
+        let small = Limits { entries: 10, bytes: 100, depth: 3, devices: false };
         let deep = "a/".repeat(5) + "f";
         let e = unpack_context(&tar(&[(deep.as_str(), b"x")])[..], &bad, small).unwrap_err();
         assert_eq!(e.to_string(), "the build context: the archive is too large: more than 3 directory levels");

@@ -69,6 +69,9 @@ pub struct Limits {
     pub bytes: u64,
     /// Path components of an entry's name.
     pub depth: usize,
+    /// Character and block devices may be made (a build context has no use for them: made
+    /// from a client's archive on the host, one could reach a host disk).
+    pub devices: bool,
 }
 
 impl Options {
@@ -536,7 +539,7 @@ pub fn unpack(root: OwnedFd, input: impl Read, opts: Options) -> Result<Applied>
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let entry = entry.map_err(ArchiveError::Read)?;
         if budget.limits.is_some() {
-            budget.charge(&entry_name(&a.opts, &entry.path_bytes())?, entry.header().size().unwrap_or(0))?;
+            budget.charge(&entry_name(&a.opts, &entry.path_bytes())?, entry.header().size().unwrap_or(0), entry.header().entry_type())?;
         }
         a.entry(entry, &mut applied)?;
     }
@@ -558,8 +561,11 @@ struct Budget {
 }
 
 impl Budget {
-    fn charge(&mut self, path: &Path, size: u64) -> Result<()> {
+    fn charge(&mut self, path: &Path, size: u64, kind: tar::EntryType) -> Result<()> {
         let Some(l) = self.limits else { return Ok(()) };
+        if !l.devices && matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+            return Err(refuse(path, "device nodes are not allowed here"));
+        }
         self.entries += 1;
         self.bytes = self.bytes.saturating_add(size);
         if self.entries > l.entries {
@@ -585,7 +591,7 @@ pub fn check(input: impl Read, opts: &Options) -> Result<u64> {
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let mut e = entry.map_err(ArchiveError::Read)?;
         let path = entry_name(opts, &e.path_bytes())?;
-        budget.charge(&path, e.header().size().unwrap_or(0))?;
+        budget.charge(&path, e.header().size().unwrap_or(0), e.header().entry_type())?;
         let parent = path.parent().unwrap_or(Path::new(""));
         match e.header().entry_type() {
             tar::EntryType::Symlink => {
@@ -1042,7 +1048,7 @@ mod tests {
         assert!(check(&evil[..], &Options::copy(Owner::FromArchive)).is_err());
         // Limits: too many entries, too much content, too deep.
         let mut bounded = Options::copy(Owner::FromArchive);
-        bounded.limits = Some(Limits { entries: 2, bytes: 10, depth: 3 });
+        bounded.limits = Some(Limits { entries: 2, bytes: 10, depth: 3, devices: false });
         let three = tar_of(|b| (0..3).for_each(|i| raw(b, &format!("f{i}"), tar::EntryType::Regular, "", b"x", 0o644)));
         assert_eq!(check(&three[..], &bounded).unwrap_err().to_string(), "the archive is too large: more than 2 entries");
         let big = tar_of(|b| raw(b, "big", tar::EntryType::Regular, "", &[0u8; 11], 0o644));
@@ -1051,6 +1057,8 @@ mod tests {
         assert!(matches!(check(&deep[..], &bounded), Err(ArchiveError::TooLarge { what: "directory levels", .. })));
         let fits = tar_of(|b| raw(b, "a/b/c", tar::EntryType::Regular, "", &[0u8; 10], 0o644));
         assert_eq!(check(&fits[..], &bounded).unwrap(), 1);
+        let dev = tar_of(|b| raw(b, "sda", tar::EntryType::Block, "", b"", 0o600));
+        assert!(check(&dev[..], &bounded).unwrap_err().to_string().contains("device nodes are not allowed"));
     }
 
     #[test]
