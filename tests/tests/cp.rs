@@ -207,9 +207,11 @@ fn raw(socket: &std::path::Path, method: &str, path: &str, body: &[u8]) -> (u16,
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
     write!(s, "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
-    s.write_all(body).unwrap();
+    // A daemon may answer an upload it refuses without reading it, and close: the write can
+    // then fail and the read end in a reset after the answer, which is what counts.
+    let _ = s.write_all(body);
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
+    let _ = s.read_to_end(&mut resp);
     let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
     let head = String::from_utf8_lossy(&resp[..split]).into_owned();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
