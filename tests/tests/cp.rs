@@ -196,7 +196,12 @@ fn hostile_copies_never_reach_the_host() {
     let (status, body) = d.request_body("PUT", "/containers/swap/archive?path=/tmp", "application/x-tar", &evil);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("'..'"), "{body}");
-    assert_ne!(d.docker(&["exec", "swap", "test", "-e", "/tmp/ok-first.tx"]).code, 0, "a refused archive wrote its first entry");
+    let seen = d.docker(&["exec", "swap", "ls", "-la", "--full-time", "/tmp", "/"]);
+    assert_ne!(
+        d.docker(&["exec", "swap", "test", "-e", "/tmp/ok-first.tx"]).code,
+        0,
+        "a refused archive wrote its first entry ({status}: {body}); /tmp and / now: {seen:?}"
+    );
     let (status, _) = d.request_body("PUT", "/containers/swap/archive?path=/tmp", "application/x-tar", b"not a tar at all, really not");
     assert_eq!(status, 400);
     d.remove_all();
