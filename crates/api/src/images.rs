@@ -70,7 +70,7 @@ type Backend = Arc<dyn Images>;
 pub type MessageStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = JsonMessage> + Send>>;
 
 /// A streamed progress answer: one JSON message per line, sent as each comes.
-fn message_stream(stream: MessageStream) -> Response {
+pub(crate) fn message_stream(stream: MessageStream) -> Response {
     use futures_util::StreamExt;
     let body = stream.map(|m| {
         let mut line = serde_json::to_vec(&m).unwrap_or_default();

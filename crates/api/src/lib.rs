@@ -2,6 +2,7 @@
 //! backend trait per API area, and turn results and error kinds into Docker's responses; this
 //! crate knows nothing of how the engine stores things.
 
+pub mod build;
 pub mod containers;
 pub mod error;
 pub mod images;
@@ -31,6 +32,7 @@ pub struct Backends {
     pub images: Arc<dyn images::Images>,
     pub networks: Arc<dyn networks::Networks>,
     pub volumes: Arc<dyn volumes::Volumes>,
+    pub builds: Arc<dyn build::Builds>,
 }
 
 /// The whole API as one service: `/v1.NN` prefixes are checked and stripped before routing
@@ -46,6 +48,7 @@ pub fn app(
         .merge(images::routes(backends.images))
         .merge(networks::routes(backends.networks))
         .merge(volumes::routes(backends.volumes))
+        .merge(build::routes(backends.builds))
         .merge(system::not_yet_routes())
         .fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
     router.map_request(version::strip_prefix).map_request(log_request).map_response(version::add_headers)

@@ -82,8 +82,6 @@ async fn df(State(s): State<Arc<dyn System>>, req: axum::extract::Request) -> Re
 const NOT_YET: &[(&str, &str)] = &[
     ("/swarm/init", "swarm mode"),
     ("/swarm/join", "swarm mode"),
-    ("/build", "builds"),
-    ("/build/{*rest}", "builds"),
     ("/events", "events"),
     ("/containers/{id}/update", "update"),
     ("/plugins", "plugins"),
@@ -144,13 +142,6 @@ async fn drain(body: axum::body::Body) {
     }
 }
 
-/// `POST /build/prune`: berth keeps no build cache before builds land, so there is never
-/// anything to delete; answering so lets `docker system prune` (which always asks) finish.
-async fn build_prune(body: axum::body::Body) -> axum::response::Response {
-    drain(body).await;
-    axum::Json(berth_models::build::BuildPruneResponse::default()).into_response()
-}
-
 pub fn not_yet_routes() -> axum::Router {
     let r = NOT_YET.iter().fold(Router::new(), |r, (path, what)| {
         r.route(
@@ -179,7 +170,6 @@ pub fn routes(system: Arc<dyn System>) -> axum::Router {
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/system/df", get(df))
-        .route("/build/prune", axum::routing::post(build_prune))
         .route("/__berth_version_error", axum::routing::any(version_error))
         .with_state(system)
 }
@@ -212,6 +202,7 @@ mod tests {
             images: Arc::new(crate::testing::Null),
             networks: Arc::new(crate::testing::Null),
             volumes: Arc::new(crate::testing::Null),
+            builds: Arc::new(crate::testing::Null),
         });
         let res = svc.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
         let status = res.status();

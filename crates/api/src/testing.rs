@@ -215,3 +215,13 @@ impl crate::volumes::Volumes for Null {
         no()
     }
 }
+
+#[async_trait::async_trait]
+impl crate::build::Builds for Null {
+    async fn build(&self, _: crate::build::BuildOptions, _: crate::params::ByteStream) -> Result<crate::images::MessageStream, ApiError> {
+        no()
+    }
+    async fn prune(&self, _: bool, _: Filters) -> Result<berth_models::build::BuildPruneResponse, ApiError> {
+        no()
+    }
+}

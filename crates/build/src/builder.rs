@@ -82,7 +82,9 @@ pub trait Executor {
 /// Where step results are kept between builds (the engine's, on disk).
 pub trait Cache {
     fn get(&self, key: &str) -> Option<ImageConfig>;
-    fn put(&self, key: &str, image: &ImageConfig);
+    /// Keep `image`, the result of the step `key` (`description`) after the step `parent`;
+    /// `made_layer`: its last layer is the step's own.
+    fn put(&self, key: &str, parent: &str, description: &str, image: &ImageConfig, made_layer: bool);
 }
 
 /// What a build reports as it goes (the API turns these into Docker's stream).
@@ -103,6 +105,8 @@ pub enum Event {
 pub struct Options {
     pub build_args: HashMap<String, String>,
     pub no_cache: bool,
+    /// `--label`s: a LABEL step at the end of the target stage, as the legacy builder adds.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The built image's config and the key of its last step.
@@ -159,7 +163,8 @@ pub struct Build<'a> {
 pub fn build(b: &Build, events: &mut dyn FnMut(Event), out: &mut dyn std::io::Write) -> Result<Built, BuildError> {
     let (plan, exec) = (b.plan, b.exec);
     let lex = Lex::new(b.escape);
-    let total: usize = plan.order.iter().map(|i| plan.stages[*i].steps.len() + 1).sum();
+    let labels = label_step(&b.opts.labels)?;
+    let total: usize = plan.order.iter().map(|i| plan.stages[*i].steps.len() + 1).sum::<usize>() + usize::from(labels.is_some());
     let mut n = 0;
     let mut done: HashMap<usize, Built> = HashMap::new();
     for &index in &plan.order {
@@ -184,10 +189,22 @@ pub fn build(b: &Build, events: &mut dyn FnMut(Event), out: &mut dyn std::io::Wr
             Base::Stage(s) => plan.stages[*s].name.clone().unwrap_or_else(|| s.to_string()),
         };
         events(Event::Step { n, total, text: format!("FROM {from_text}") });
+        let mut base_image = base_image;
+        // The base's ONBUILD triggers run first, and are not passed on.
+        let triggers = base_image.config.on_build.take().unwrap_or_default();
         let mut state = StageState::new(base_image);
         let mut key = base_key;
         events(Event::Result(short(&key)));
-        for s in &stage.steps {
+        if !triggers.is_empty() {
+            let _ = writeln!(out, "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
+            key = chain(&key, "ONBUILD");
+        }
+        for t in &triggers {
+            let parsed = crate::dispatch::trigger(t).map_err(|e| BuildError::Executor(format!("ONBUILD trigger {t:?}: {e}")))?;
+            key = step(b, &mut state, &key, &parsed, &lex, &done, Io { events, out })?;
+        }
+        let extra = if index == plan.target { labels.as_ref() } else { None };
+        for s in stage.steps.iter().chain(extra) {
             n += 1;
             events(Event::Step { n, total, text: s.0.original.clone() });
             key = step(b, &mut state, &key, s, &lex, &done, Io { events, out })?;
@@ -196,6 +213,23 @@ pub fn build(b: &Build, events: &mut dyn FnMut(Event), out: &mut dyn std::io::Wr
         done.insert(index, Built { image: state.image, key });
     }
     done.remove(&plan.target).ok_or_else(|| BuildError::Executor("the target stage was not built".into()))
+}
+
+/// `--label a=b` as the instruction `LABEL "a"="b"`.
+fn label_step(labels: &std::collections::BTreeMap<String, String>) -> Result<Option<(Instruction, Command)>, BuildError> {
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    // Quoted only where a word needs it, as the legacy builder's line reads (`LABEL l=v`).
+    let quote = |s: &str| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c)) {
+            s.to_string()
+        } else {
+            serde_json::to_string(s).unwrap_or_default()
+        }
+    };
+    let text = format!("LABEL {}", labels.iter().map(|(k, v)| format!("{}={}", quote(k), quote(v))).collect::<Vec<_>>().join(" "));
+    crate::dispatch::trigger(&text).map(Some).map_err(|e| BuildError::Executor(format!("--label: {e}")))
 }
 
 fn short(key: &str) -> String {
@@ -251,8 +285,9 @@ fn step(
             } else {
                 format!("|{} {} {shown}", args.len(), args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
             };
+            let made = layer.is_some();
             record(state, layer, by);
-            cache.put(&key, &state.image);
+            cache.put(&key, parent, &inst.original, &state.image, made);
             Ok(key)
         }
         Command::Copy(c) | Command::Add(c) => {
@@ -311,15 +346,43 @@ fn step(
             };
             let layer = exec.copy(&state.image, &spec)?;
             let what = if add { "ADD" } else { "COPY" };
+            let made = layer.is_some();
             record(state, layer, format!("/bin/sh -c #(nop) {what} {} in {dest} ", digest.replace("sha256:", "dir:")));
-            cache.put(&key, &state.image);
+            cache.put(&key, parent, &inst.original, &state.image, made);
             Ok(key)
         }
         cmd => {
             let h = state.apply(cmd, inst, lex, &opts.build_args, &plan.global)?;
             let key = chain(parent, h.created_by.as_deref().unwrap_or(""));
-            // Metadata costs nothing to redo; its history line is dated like Docker's.
-            state.image.history.push(History { created: Some(now()), ..h });
+            // Cached too, with its date: a rebuild then makes the same image (the same ID).
+            if let Some(hit) = cached(cache, exec, &key, opts) {
+                events(Event::UsingCache);
+                state.image = hit;
+                return Ok(key);
+            }
+            let mut h = History { created: Some(now()), ..h };
+            let mut made = false;
+            // WORKDIR makes its directory, in a layer of its own when it was not there.
+            if let Command::Workdir(_) = cmd {
+                let dir = state.image.config.working_dir.clone();
+                let mkdir = CopyStep {
+                    from: CopyFrom::Context,
+                    sources: Vec::new(),
+                    dest: format!("{dir}/"),
+                    workdir: dir,
+                    chown: None,
+                    chmod: None,
+                    add: false,
+                    heredocs: Vec::new(),
+                };
+                if let Some(layer) = exec.copy(&state.image, &mkdir)? {
+                    state.image.rootfs.diff_ids.push(layer);
+                    h.empty_layer = false;
+                    made = true;
+                }
+            }
+            state.image.history.push(h);
+            cache.put(&key, parent, &inst.original, &state.image, made);
             Ok(key)
         }
     }
@@ -374,6 +437,10 @@ mod tests {
             Ok(Some(digest_of(&format!("run {:?}", step.argv))))
         }
         fn copy(&self, _: &ImageConfig, step: &CopyStep) -> Result<Option<Digest>, BuildError> {
+            if step.sources.is_empty() && step.heredocs.is_empty() {
+                // WORKDIR's directory, there already.
+                return Ok(None);
+            }
             self.copies.borrow_mut().push(step.clone());
             Ok(Some(digest_of(&format!("copy {:?}", step.sources))))
         }
@@ -389,7 +456,7 @@ mod tests {
         fn get(&self, key: &str) -> Option<ImageConfig> {
             self.0.borrow().get(key).cloned()
         }
-        fn put(&self, key: &str, image: &ImageConfig) {
+        fn put(&self, key: &str, _: &str, _: &str, image: &ImageConfig, _: bool) {
             self.0.borrow_mut().insert(key.to_string(), image.clone());
         }
     }
@@ -440,9 +507,9 @@ mod tests {
         // Again: nothing runs, nothing is copied.
         let (again, events, out) = go(&s, DF, &exec, &cache, &Options::default()).unwrap();
         assert_eq!((exec.runs.borrow().len(), exec.copies.borrow().len(), out.as_str()), (1, 1, ""));
-        assert_eq!(events.iter().filter(|e| **e == Event::UsingCache).count(), 2);
+        assert_eq!(events.iter().filter(|e| **e == Event::UsingCache).count(), 6, "every step after FROM");
         assert_eq!(again.key, built.key);
-        assert_eq!(again.image.rootfs, built.image.rootfs);
+        assert_eq!(again.image, built.image, "the same config, history dates included: the same image ID");
         // A touched file still hits; a changed one misses from its COPY on.
         let f = s.ctx_dir.join("src/app.txt");
         std::fs::File::options().write(true).open(&f).unwrap().set_modified(std::time::UNIX_EPOCH).unwrap();
@@ -452,13 +519,13 @@ mod tests {
         go(&s, DF, &exec, &cache, &Options::default()).unwrap();
         assert_eq!((exec.copies.borrow().len(), exec.runs.borrow().len()), (2, 2));
         // A different build argument changes the ENV that uses it: everything after misses.
-        let opts = Options { build_args: [("V".to_string(), "2".to_string())].into(), no_cache: false };
+        let opts = Options { build_args: [("V".to_string(), "2".to_string())].into(), ..Default::default() };
         go(&s, DF, &exec, &cache, &opts).unwrap();
         assert_eq!((exec.copies.borrow().len(), exec.runs.borrow().len()), (3, 3));
         // One only a RUN sees misses at that RUN.
         let only_run = "FROM busybox\nARG R=1\nRUN echo $R\n";
         go(&s, only_run, &exec, &cache, &Options::default()).unwrap();
-        let opts = Options { build_args: [("R".to_string(), "2".to_string())].into(), no_cache: false };
+        let opts = Options { build_args: [("R".to_string(), "2".to_string())].into(), ..Default::default() };
         go(&s, only_run, &exec, &cache, &opts).unwrap();
         assert_eq!(exec.runs.borrow().len(), 5);
         assert_eq!(exec.runs.borrow()[4].env.last().map(String::as_str), Some("R=2"));

@@ -96,7 +96,41 @@ pub fn system_prune(client: &Client, a: &SystemPruneArgs) -> anyhow::Result<i32>
         }
     }
     section("Deleted Images", &images);
+    let v = client.post_json(&format!("/build/prune{}", q(None)), &Value::Null)?;
+    reclaimed += v["SpaceReclaimed"].as_u64().unwrap_or(0);
+    section("Deleted build cache objects", &list(&v, "CachesDeleted"));
     println!("Total reclaimed space: {}", human_size(reclaimed));
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct BuilderPruneArgs {
+    /// Remove all the build cache (berth keeps no other kind).
+    #[arg(short = 'a', long)]
+    all: bool,
+    #[command(flatten)]
+    prune: PruneArgs,
+}
+
+/// `builder prune`: the build cache, as Docker's client asks for it.
+pub fn builder_prune(client: &Client, a: &BuilderPruneArgs) -> anyhow::Result<i32> {
+    let warning = if a.all { "WARNING! This will remove all build cache." } else { "WARNING! This will remove all dangling build cache." };
+    if !a.prune.force && !confirm(warning) {
+        return Ok(0);
+    }
+    let mut q = filters_query(&a.prune.filter, None);
+    if a.all {
+        q = if q.is_empty() { "?all=1".into() } else { format!("{q}&all=1") };
+    }
+    let v = client.post_json(&format!("/build/prune{q}"), &Value::Null)?;
+    let deleted: Vec<String> = v["CachesDeleted"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+    if !deleted.is_empty() {
+        println!("ID");
+        for d in deleted {
+            println!("{d}");
+        }
+    }
+    println!("Total:\t{}", human_size(v["SpaceReclaimed"].as_u64().unwrap_or(0)));
     Ok(0)
 }
 
@@ -219,7 +253,14 @@ pub fn df(client: &Client) -> anyhow::Result<i32> {
             size(vols_size),
             reclaimable(vols_free, vols_size),
         ],
-        vec!["Build Cache".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+        {
+            let cache = v["BuildCache"].as_array().cloned().unwrap_or_default();
+            let total: u64 = cache.iter().map(|c| c["Size"].as_u64().unwrap_or(0)).sum();
+            let free: u64 =
+                cache.iter().filter(|c| c["InUse"] != true && c["Shared"] != true).map(|c| c["Size"].as_u64().unwrap_or(0)).sum();
+            let active = cache.iter().filter(|c| c["InUse"] == true).count();
+            vec!["Build Cache".into(), cache.len().to_string(), active.to_string(), size(total), size(free)]
+        },
     ];
     print!("{}", crate::format::table(&rows));
     Ok(0)

@@ -1,6 +1,7 @@
 //! berth: Docker's commands and flags against berthd (or any Docker Engine API) over
 //! `DOCKER_HOST` / `-H`. Output columns and exit codes follow the docker CLI.
 
+mod build;
 mod containers;
 mod cp;
 mod disk;
@@ -88,6 +89,8 @@ enum Cmd {
     Tag(Lazy<TagArgs>),
     History(Lazy<HistoryArgs>),
     Import(Lazy<ImportArgs>),
+    /// Build an image from a Dockerfile.
+    Build(Lazy<build::BuildArgs>),
     Save(Lazy<SaveArgs>),
     Load(Lazy<LoadArgs>),
     /// Download an image from a registry.
@@ -127,6 +130,9 @@ enum Cmd {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCmd),
+    /// Manage builds.
+    #[command(subcommand)]
+    Builder(BuilderCmd),
     /// What a container changed in its filesystem.
     Diff(containers::DiffArgs),
     /// Copy files and folders between a container and the local filesystem.
@@ -170,7 +176,15 @@ enum ContainerCmd {
 }
 
 #[derive(Subcommand)]
+enum BuilderCmd {
+    /// Remove the build cache.
+    Prune(disk::BuilderPruneArgs),
+}
+
+#[derive(Subcommand)]
 enum ImageCmd {
+    /// Build an image from a Dockerfile.
+    Build(Lazy<build::BuildArgs>),
     #[command(aliases = ["list"])]
     Ls(Lazy<ImagesArgs>),
     #[command(aliases = ["remove", "rmi"])]
@@ -235,6 +249,7 @@ impl Cmd {
                 ImageCmd::Tag(a) => Cmd::Tag(a),
                 ImageCmd::History(a) => Cmd::History(a),
                 ImageCmd::Import(a) => Cmd::Import(a),
+                ImageCmd::Build(a) => Cmd::Build(a),
                 ImageCmd::Save(a) => Cmd::Save(a),
                 ImageCmd::Load(a) => Cmd::Load(a),
                 ImageCmd::Pull(a) => Cmd::Pull(a),
@@ -350,6 +365,8 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Tag(Lazy(a)) => images::tag(client, a),
         Cmd::History(Lazy(a)) => images::history(client, a),
         Cmd::Import(Lazy(a)) => images::import(client, a),
+        Cmd::Build(Lazy(a)) => build::build(client, a),
+        Cmd::Builder(BuilderCmd::Prune(a)) => disk::builder_prune(client, &a),
         Cmd::Save(Lazy(a)) => images::save(client, a),
         Cmd::Load(Lazy(a)) => images::load(client, a),
         Cmd::Pull(Lazy(a)) => registry::pull(client, a),

@@ -290,6 +290,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         images: engine.clone(),
         networks: engine.clone(),
         volumes: engine.clone(),
+        builds: engine.clone(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

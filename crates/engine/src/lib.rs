@@ -5,6 +5,7 @@
 //! files (hostname, hosts, resolv.conf); `<exec-root>/containers/<id>/` is the OCI bundle while the
 //! container runs (config.json, the mounted rootfs, the shim's socket and exit status).
 
+mod build;
 mod changes;
 pub(crate) mod chunks;
 mod containers;

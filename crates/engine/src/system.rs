@@ -184,13 +184,12 @@ impl System for Engine {
                 view
             })
             .collect();
-        // The build cache comes with its issue.
         Ok(berth_api::system::DataUsage {
             layers_size: layers.values().sum::<u64>() + blobs,
             images,
             containers,
             volumes,
-            ..Default::default()
+            build_cache: crate::build::cache_entries(self),
         })
     }
 }

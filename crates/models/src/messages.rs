@@ -41,6 +41,9 @@ pub struct ProgressDetail {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ErrorDetail {
+    /// A failed build step's exit code, as dockerd reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
     pub message: String,
 }
 
@@ -58,6 +61,6 @@ impl JsonMessage {
     /// A failure inside the stream, as SDKs look for it (`errorDetail` and `error`).
     pub fn error(message: impl Into<String>) -> JsonMessage {
         let message = message.into();
-        JsonMessage { error_detail: Some(ErrorDetail { message: message.clone() }), error: Some(message), ..Default::default() }
+        JsonMessage { error_detail: Some(ErrorDetail { code: None, message: message.clone() }), error: Some(message), ..Default::default() }
     }
 }

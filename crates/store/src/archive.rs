@@ -59,6 +59,9 @@ pub struct Options {
     pub rebase: Option<(String, String)>,
     /// Bounds for an archive from a client (a build context): [`check`] refuses one beyond them.
     pub limits: Option<Limits>,
+    /// Permission bits for every file and directory written, whatever the archive says (a
+    /// build's `COPY --chmod`).
+    pub mode: Option<u32>,
 }
 
 /// How much an archive may hold.
@@ -76,11 +79,19 @@ pub struct Limits {
 
 impl Options {
     pub fn layer(whiteouts: WhiteoutMode) -> Options {
-        Options { whiteouts, owner: Owner::FromArchive, copy: false, no_overwrite_dir_non_dir: false, rebase: None, limits: None }
+        Options {
+            whiteouts,
+            owner: Owner::FromArchive,
+            copy: false,
+            no_overwrite_dir_non_dir: false,
+            rebase: None,
+            limits: None,
+            mode: None,
+        }
     }
 
     pub fn copy(owner: Owner) -> Options {
-        Options { whiteouts: WhiteoutMode::Keep, owner, copy: true, no_overwrite_dir_non_dir: true, rebase: None, limits: None }
+        Options { whiteouts: WhiteoutMode::Keep, owner, copy: true, no_overwrite_dir_non_dir: true, rebase: None, limits: None, mode: None }
     }
 }
 
@@ -437,6 +448,10 @@ impl Applier {
             nix::unistd::fchownat(parent.as_fd(), name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map_err(write_err(path))?;
         }
+        let mode = match (mode, self.opts.mode) {
+            (Some(_), Some(forced)) => Some(Mode::from_bits_truncate(forced & 0o7777)),
+            (m, _) => m,
+        };
         // After chown, which clears setuid/setgid bits.
         if let Some(m) = mode {
             nix::sys::stat::fchmodat(parent.as_fd(), name, m, nix::sys::stat::FchmodatFlags::NoFollowSymlink)

@@ -79,6 +79,24 @@ struct Db {
     /// next push sends the same bytes without compressing again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     compressed: BTreeMap<Digest, Digest>,
+    /// The build cache: a step's key → what the step made.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    cache: BTreeMap<String, CacheRecord>,
+}
+
+/// What a build step made, kept for the next build: the image config after it (a blob) and
+/// its layers. Its layers and blobs are kept by [`ImageStore::gc`] like an image's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    pub config: Digest,
+    pub layers: Vec<LayerRecord>,
+    /// The key of the step before (None after a stage's base).
+    pub parent: Option<String>,
+    /// The instruction, as `docker system df -v` shows it.
+    pub description: String,
+    pub created: String,
+    /// Did the step make a layer of its own (the last of `layers`)?
+    pub made_layer: bool,
 }
 
 impl Db {
@@ -96,7 +114,17 @@ impl Db {
                 }
             }
         }
+        for c in self.cache.values() {
+            used.insert(c.config.clone());
+            used.extend(c.layers.iter().map(|l| l.blob.clone()));
+        }
         used
+    }
+
+    /// Every layer an image or the build cache uses.
+    fn used_chains(&self) -> BTreeSet<String> {
+        let images = self.images.values().flat_map(|i| i.layers.iter());
+        images.chain(self.cache.values().flat_map(|c| c.layers.iter())).map(|l| l.chain_id.to_string()).collect()
     }
 }
 
@@ -114,15 +142,6 @@ pub struct ImageSize {
     pub size: u64,
     pub shared: u64,
     pub unique: u64,
-}
-
-/// A layer unpacked on its own, not yet stacked on the layers under it (see
-/// [`ImageStore::unpack_alone`]).
-/// The chain ID of a layer `diff_id` on `base`'s layers.
-fn chain_of(base: &ImageRecord, diff_id: &Digest) -> Digest {
-    let mut ids: Vec<Digest> = base.layers.iter().map(|l| l.diff_id.clone()).collect();
-    ids.push(diff_id.clone());
-    image::chain_ids(&ids).pop().unwrap_or_else(|| diff_id.clone())
 }
 
 /// A writer that hashes and counts what goes through it.
@@ -152,6 +171,8 @@ struct Streamed {
     unstacked: Unstacked,
 }
 
+/// A layer unpacked on its own, not yet stacked on the layers under it (see
+/// [`ImageStore::unpack_alone`]).
 #[derive(Debug)]
 pub struct Unstacked {
     key: String,
@@ -292,7 +313,7 @@ impl ImageStore {
         let _alone = GcHold::take(&self.writes);
         self.remove_abandoned()?;
         let db = self.load()?;
-        let used_chains: BTreeSet<String> = db.images.values().flat_map(|i| i.layers.iter().map(|l| l.chain_id.to_string())).collect();
+        let used_chains = db.used_chains();
         let mut report = GcReport::default();
         // Leaves first: repeat while removals free up parents.
         loop {
@@ -558,18 +579,33 @@ impl ImageStore {
         let base = self.get(parent)?;
         let (_, mut image_config) = self.config(parent)?;
         let _writing = self.write_guard();
+        let layer = self.layer_from_snapshot(key, &base.layers)?;
+        let mut diff_ids: Vec<Digest> = base.layers.iter().map(|l| l.diff_id.clone()).collect();
+        diff_ids.push(layer.diff_id.clone());
+        let created = now();
+        image_config.created = Some(created.clone());
+        image_config.author = history.author.clone().filter(|a| !a.is_empty());
+        image_config.comment = history.comment.clone().filter(|c| !c.is_empty());
+        image_config.config = config;
+        image_config.rootfs.diff_ids = diff_ids;
+        image_config.history.push(History { created: Some(created), ..history });
+        let config_bytes = serde_json::to_vec(&image_config).map_err(|e| ImagesError::Image(image::ImageError::BadConfig(e)))?;
+        let mut layers = base.layers.clone();
+        layers.push(layer);
+        self.record(config_bytes, layers, reference)
+    }
+
+    /// The writable snapshot `key`, made on the layers `under`, becomes a layer of its own
+    /// stacked on them (shared with any image that has the same chain); the snapshot stays.
+    /// The caller keeps the snapshot from changing meanwhile, and holds a
+    /// [`ImageStore::write_guard`] until something records the layer.
+    pub fn layer_from_snapshot(&self, key: &str, under: &[LayerRecord]) -> Result<LayerRecord> {
         let upper = self.snapshots.dir(key)?;
-        let parent_chain = base.layers.last().map(|l| l.chain_id.clone());
-        // Overlay layers stand alone (the upper directory is the change); a plain copy is
-        // compared with its parent's tree.
-        let lower = match &parent_chain {
-            Some(c) if !self.snapshots.layers_stand_alone() => Some(self.snapshots.dir(&c.to_string())?),
-            _ => None,
-        };
-        let source = match (&lower, self.snapshots.layers_stand_alone()) {
-            (_, true) => crate::diff::Source::Overlay(&upper),
-            (Some(l), false) => crate::diff::Source::Compare { lower: l, upper: &upper },
-            (None, false) => crate::diff::Source::Compare { lower: Path::new("/nonexistent"), upper: &upper },
+        let parent_chain = under.last().map(|l| l.chain_id.clone());
+        let chain_of = |diff_id: &Digest| {
+            let mut ids: Vec<Digest> = under.iter().map(|l| l.diff_id.clone()).collect();
+            ids.push(diff_id.clone());
+            image::chain_ids(&ids).pop().unwrap_or_else(|| diff_id.clone())
         };
         let (diff_id, size, chain_id) = if self.snapshots.layers_stand_alone() {
             // One pass: the layer's tar is made from the upper directory, hashed, and unpacked
@@ -580,36 +616,110 @@ impl ImageStore {
                 crate::diff::diff(crate::diff::Source::Overlay(&upper), w).map(|_| ()).map_err(|e| io::Error::other(e.to_string()))
             })?;
             let (diff_id, size) = (layer.diff_id.clone(), layer.size);
-            let chain_id = chain_of(&base, &diff_id);
+            let chain_id = chain_of(&diff_id);
             self.stack_layer(layer.unstacked, &chain_id, parent_chain.as_ref())?;
             (diff_id, size, chain_id)
         } else {
+            // A plain copy is compared with its parent's tree.
+            let lower = match &parent_chain {
+                Some(c) => self.snapshots.dir(&c.to_string())?,
+                None => PathBuf::from("/nonexistent"),
+            };
+            let source = crate::diff::Source::Compare { lower: &lower, upper: &upper };
             let ingest = format!("{IMPORT}{}-{}", crate::owner::me(), now());
             let w = self.content.writer(&ingest, None)?;
             let w = crate::diff::diff(source, w).map_err(ImagesError::Archive)?;
             let size = w.offset();
             let diff_id = w.commit()?;
             let held = self.content.hold(&diff_id);
-            let chain_id = chain_of(&base, &diff_id);
+            let chain_id = chain_of(&diff_id);
             if let Err(e) = self.unpack(parent_chain.as_ref(), &chain_id, &diff_id, None) {
                 let _ = self.drop_unreferenced(&[held]);
                 return Err(e);
             }
             (diff_id, size, chain_id)
         };
-        let mut diff_ids: Vec<Digest> = base.layers.iter().map(|l| l.diff_id.clone()).collect();
-        diff_ids.push(diff_id.clone());
-        let created = now();
-        image_config.created = Some(created.clone());
-        image_config.author = history.author.clone().filter(|a| !a.is_empty());
-        image_config.comment = history.comment.clone().filter(|c| !c.is_empty());
-        image_config.config = config;
-        image_config.rootfs.diff_ids = diff_ids;
-        image_config.history.push(History { created: Some(created), ..history });
-        let config_bytes = serde_json::to_vec(&image_config).map_err(|e| ImagesError::Image(image::ImageError::BadConfig(e)))?;
-        let mut layers = base.layers.clone();
-        layers.push(LayerRecord { diff_id: diff_id.clone(), chain_id, blob: diff_id, media_type: image::MEDIA_DOCKER_LAYER.into(), size });
-        self.record(config_bytes, layers, reference)
+        Ok(LayerRecord { diff_id: diff_id.clone(), chain_id, blob: diff_id, media_type: image::MEDIA_DOCKER_LAYER.into(), size })
+    }
+
+    /// Record an image of `config_bytes` on `layers` (unpacked already), named by each of
+    /// `refs`: a build's result.
+    pub fn record_image(&self, config_bytes: Vec<u8>, layers: Vec<LayerRecord>, refs: &[Reference]) -> Result<Digest> {
+        let id = self.record(config_bytes, layers, refs.first())?;
+        if refs.len() > 1 {
+            self.update(|db| {
+                for r in &refs[1..] {
+                    db.refs.insert(r.to_string(), id.clone());
+                }
+                Ok(())
+            })?;
+        }
+        Ok(id)
+    }
+
+    /// A build step's result from the cache: the config after it and its layers, when every
+    /// layer is still here.
+    pub fn cache_get(&self, key: &str) -> Option<(ImageConfig, Vec<LayerRecord>)> {
+        let rec = self.index.read(|db| db.cache.get(key).cloned())?;
+        if !rec.layers.last().is_none_or(|l| self.has_layer(&l.chain_id)) {
+            return None;
+        }
+        let bytes = self.content.read(&rec.config, MAX_METADATA_BLOB).ok()?;
+        let config = ImageConfig::parse(&bytes).ok()?;
+        Some((config, rec.layers))
+    }
+
+    /// Keep a build step's result (under the caller's [`ImageStore::write_guard`], held since
+    /// its layer was made). A step that made a layer has it synced first, so a cache record
+    /// never names a layer a crash of the machine could have cut short.
+    pub fn cache_put(
+        &self,
+        key: &str,
+        config_bytes: &[u8],
+        layers: Vec<LayerRecord>,
+        parent: Option<String>,
+        description: String,
+        made_layer: bool,
+    ) -> Result<()> {
+        if made_layer {
+            self.sync_layers()?;
+        }
+        let config = self.content.write_blob(config_bytes, None)?;
+        let rec = CacheRecord { config, layers, parent, description, created: now(), made_layer };
+        self.update(|db| {
+            db.cache.insert(key.to_string(), rec);
+            Ok(())
+        })
+    }
+
+    /// The build cache's records, each with the size of the layer it made (0 for none).
+    pub fn cache_list(&self) -> Result<Vec<(String, CacheRecord, u64)>> {
+        let db = self.load()?;
+        Ok(db
+            .cache
+            .into_iter()
+            .map(|(k, c)| {
+                let size = match (c.made_layer, c.layers.last()) {
+                    (true, Some(l)) => self.snapshots.usage(&l.chain_id.to_string()).map(|u| u.size).unwrap_or(0),
+                    _ => 0,
+                };
+                (k, c, size)
+            })
+            .collect())
+    }
+
+    /// Forget the build cache's records (those `keep` does not keep), then remove what
+    /// nothing uses any more; returns the keys forgotten and the bytes freed.
+    pub fn cache_prune(&self, keep: impl Fn(&CacheRecord) -> bool) -> Result<(Vec<String>, u64)> {
+        let removed = self.update(|db| {
+            let gone: Vec<String> = db.cache.iter().filter(|(_, c)| !keep(c)).map(|(k, _)| k.clone()).collect();
+            for k in &gone {
+                db.cache.remove(k);
+            }
+            Ok(gone)
+        })?;
+        let freed = if removed.is_empty() { 0 } else { self.gc()?.bytes_freed };
+        Ok((removed, freed))
     }
 
     /// Unpack the uncompressed layer tar that `produce` writes into a snapshot of its own,
@@ -889,11 +999,11 @@ impl ImageStore {
             Ok(img)
         })?;
         let db = self.load()?;
-        let used_chains: BTreeSet<&Digest> = db.images.values().flat_map(|i| i.layers.iter().map(|l| &l.chain_id)).collect();
+        let used_chains = db.used_chains();
         let used_blobs = db.used_blobs();
         // Leaf layers first: a snapshot with children cannot go before them.
         for l in img.layers.iter().rev() {
-            if !used_chains.contains(&l.chain_id) {
+            if !used_chains.contains(&l.chain_id.to_string()) {
                 match self.snapshots.remove(&l.chain_id.to_string()) {
                     Ok(()) | Err(SnapshotError::NotFound(_)) => {}
                     Err(e) => return Err(e.into()),
@@ -1073,6 +1183,50 @@ mod tests {
         assert_eq!(s.gc().unwrap().blobs_removed, 0, "in use while the image is");
         s.remove(&id).unwrap();
         assert!(s.content.info(&gz).is_err(), "removed with the last image of its layer");
+    }
+
+    #[test]
+    fn the_build_cache_keeps_its_layers_from_collection_until_pruned() {
+        if !root_or_skip() {
+            return;
+        }
+        for driver in [Driver::Overlay, Driver::Vfs] {
+            let t = tempfile::tempdir().unwrap();
+            let s = ImageStore::open(t.path(), driver).unwrap();
+            let base = s.import(&rootfs_tar("base")[..], None, "", Default::default()).unwrap();
+            let under = s.get(&base).unwrap().layers;
+            let chain = under[0].chain_id.to_string();
+            s.snapshots.prepare("step", Some(&chain)).unwrap();
+            fs::write(s.snapshots.dir("step").unwrap().join("made"), "by a step").unwrap();
+            let hold = s.write_guard();
+            let layer = s.layer_from_snapshot("step", &under).unwrap();
+            s.snapshots.remove("step").unwrap();
+            let mut layers = under.clone();
+            layers.push(layer.clone());
+            let (_, mut config) = s.config(&base).unwrap();
+            config.rootfs.diff_ids.push(layer.diff_id.clone());
+            let bytes = serde_json::to_vec(&config).unwrap();
+            s.cache_put("sha256:k1", &bytes, layers.clone(), Some("sha256:k0".into()), "RUN x".into(), true).unwrap();
+            drop(hold);
+            // The image goes; the cache still holds the base layer and the step's.
+            s.remove(&base).unwrap();
+            s.gc().unwrap();
+            let (got, got_layers) = s.cache_get("sha256:k1").expect("a hit");
+            assert_eq!((got.rootfs.diff_ids.len(), got_layers), (2, layers.clone()), "{driver:?}");
+            assert!(s.has_layer(&layer.chain_id));
+            let listed = s.cache_list().unwrap();
+            assert_eq!((listed.len(), listed[0].1.description.as_str(), listed[0].1.made_layer), (1, "RUN x", true));
+            // A build's result recorded from them, named twice.
+            let refs = [Reference::parse("built:1").unwrap(), Reference::parse("built:2").unwrap()];
+            let id = s.record_image(bytes, layers, &refs).unwrap();
+            assert_eq!((s.resolve("built:1").unwrap(), s.resolve("built:2").unwrap()), (id.clone(), id.clone()));
+            // Pruned: the records go, and what only they kept.
+            s.remove(&id).unwrap();
+            let (gone, freed) = s.cache_prune(|_| false).unwrap();
+            assert_eq!(gone, ["sha256:k1"]);
+            assert!(freed > 0, "{driver:?}");
+            assert!(s.cache_get("sha256:k1").is_none() && !s.has_layer(&layer.chain_id), "{driver:?}");
+        }
     }
 
     #[test]

@@ -73,8 +73,27 @@ pub(super) fn merge(
     Ok((user, path, argv))
 }
 
+/// The image a build step's container runs on: a stage's state so far, which no image
+/// record names (its ID is its config's digest).
+pub(crate) struct StepImage {
+    pub id: String,
+    pub config: berth_store::image::ImageConfig,
+    /// The top layer's chain ID (None: no layers).
+    pub top: Option<String>,
+}
+
 impl Engine {
     pub(super) async fn create_ctr(&self, name: Option<String>, body: CreateBody) -> Result<CreateResponse, ApiError> {
+        self.create_on(name, body, None).await
+    }
+
+    /// Create a container on `step` instead of the image `body` names (a build's RUN).
+    pub(crate) async fn create_on(
+        &self,
+        name: Option<String>,
+        body: CreateBody,
+        step: Option<StepImage>,
+    ) -> Result<CreateResponse, ApiError> {
         let warnings = check_create(&body)?;
         let CreateBody { config, host_config, networking_config } = body;
         let mut hc = host_config.unwrap_or_default();
@@ -84,14 +103,20 @@ impl Engine {
             .clone()
             .filter(|i| !i.is_empty())
             .ok_or_else(|| ApiError::new(Kind::InvalidArgument, "Config.Image is required"))?;
-        let image_id = self.images.resolve(&image_name).map_err(|e| match e {
-            berth_store::images::ImagesError::NotFound(_) | berth_store::images::ImagesError::Reference(_) => {
-                ApiError::new(Kind::NotFound, format!("No such image: {image_name}"))
+        let (image_id, image_config, top) = match step {
+            Some(s) => (s.id, s.config, s.top),
+            None => {
+                let image_id = self.images.resolve(&image_name).map_err(|e| match e {
+                    berth_store::images::ImagesError::NotFound(_) | berth_store::images::ImagesError::Reference(_) => {
+                        ApiError::new(Kind::NotFound, format!("No such image: {image_name}"))
+                    }
+                    e => ApiError::new(Kind::InvalidArgument, e.to_string()),
+                })?;
+                let (_, image_config) = self.images.config(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+                let image_rec = self.images.get(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+                (image_id.to_string(), image_config, image_rec.layers.last().map(|l| l.chain_id.to_string()))
             }
-            e => ApiError::new(Kind::InvalidArgument, e.to_string()),
-        })?;
-        let (_, image_config) = self.images.config(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-        let image_rec = self.images.get(&image_id).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        };
         let (merged, path, args) = merge(config, &image_config.config)?;
         if let Some(s) = merged.stop_signal.as_deref().filter(|s| !s.is_empty()) {
             parse_signal(s)?;
@@ -165,7 +190,7 @@ impl Engine {
         let ephemeral = hc.auto_remove.unwrap_or(false);
         let result: Result<Record, ApiError> = (|| {
             std::fs::create_dir(&dir).map_err(internal("creating", &dir))?;
-            let parent = image_rec.layers.last().map(|l| l.chain_id.to_string());
+            let parent = top;
             let snapshots = &self.images.snapshots;
             // A durable layer's fsyncs are left for later, to run beside the record's.
             let prepared = if ephemeral {
@@ -179,7 +204,7 @@ impl Engine {
                 id: id.clone(),
                 name: name.clone(),
                 created: record::now(),
-                image: image_id.to_string(),
+                image: image_id.clone(),
                 image_name: image_name.clone(),
                 path,
                 args,

@@ -32,6 +32,7 @@ mod stop;
 mod view;
 
 pub(crate) use self::bundle::*;
+pub(crate) use self::create::StepImage;
 pub use self::create::check_create;
 pub(crate) use self::view::*;
 

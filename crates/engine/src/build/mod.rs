@@ -1,0 +1,199 @@
+//! `/build`: the context unpacked (bounded, nothing outside its directory), the Dockerfile
+//! read, parsed and planned (what is wrong there is the request's error), then berth-build's
+//! loop run on a blocking thread with the engine's executor and cache, its progress streamed
+//! as Docker's JSON messages; the image recorded and tagged at the end. `/build/prune`.
+
+mod copy;
+mod exec;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_api::build::{BuildOptions, Builds};
+use berth_api::images::MessageStream;
+use berth_api::params::{ByteStream, Filters};
+use berth_api::{ApiError, Kind};
+use berth_build::builder::{self, BuildError, Event};
+use berth_build::context::{CONTEXT_LIMITS, Context};
+use berth_models::build::BuildPruneResponse;
+use berth_models::messages::{ErrorDetail, JsonMessage};
+use berth_store::reference::Reference;
+
+use crate::Engine;
+
+pub(crate) use exec::cache_entries;
+
+/// A context directory, deleted when dropped (also when the build fails part way).
+struct ContextDir(PathBuf);
+
+impl Drop for ContextDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("removing the build context {}: {e}", self.0.display());
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(Kind::InvalidArgument, message)
+}
+
+/// Docker's failure message for a build error (with the step's exit code when a RUN failed).
+fn failure(e: &BuildError) -> JsonMessage {
+    let message = e.to_string();
+    let code = match e {
+        BuildError::RunFailed { code, .. } => Some(*code),
+        _ => None,
+    };
+    JsonMessage { error_detail: Some(ErrorDetail { code, message: message.clone() }), error: Some(message), ..Default::default() }
+}
+
+impl Engine {
+    /// Unpack the context (gzip or zstd compressed, or plain) into a new directory.
+    async fn receive_context(&self, body: ByteStream) -> Result<ContextDir, ApiError> {
+        let parent = self.cfg.data_root.join("builder").join("contexts");
+        std::fs::create_dir_all(&parent).map_err(|e| ApiError::new(Kind::Internal, format!("creating {}: {e}", parent.display())))?;
+        let id = crate::names::random_id()?;
+        let dir = ContextDir(parent.join(&id[..16]));
+        std::fs::create_dir(&dir.0).map_err(|e| ApiError::new(Kind::Internal, format!("creating {}: {e}", dir.0.display())))?;
+        let path = dir.0.clone();
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+        tokio::task::spawn_blocking(move || {
+            let input = berth_store::archive::decompress(std::io::BufReader::with_capacity(1 << 20, reader))
+                .map_err(|e| bad(format!("the build context: {e}")))?;
+            berth_build::context::unpack_context(input, &path, CONTEXT_LIMITS).map_err(|e| bad(e.to_string()))
+        })
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))??;
+        Ok(dir)
+    }
+}
+
+/// The Dockerfile `name` inside the context (resolved inside it).
+fn read_dockerfile(dir: &std::path::Path, name: &str) -> Result<String, ApiError> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let root = nix::fcntl::open(dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+    let how = nix::fcntl::OpenHow::new()
+        .flags(nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC)
+        .resolve(berth_store::inroot::in_root());
+    let missing = || ApiError::new(Kind::Internal, format!("Cannot locate specified Dockerfile: {name}"));
+    let fd = nix::fcntl::openat2(root.as_fd(), name.trim_start_matches('/'), how).map_err(|_| missing())?;
+    let mut f = std::fs::File::from(fd);
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(missing());
+    }
+    let mut s = String::new();
+    // A Dockerfile is text of a reasonable size.
+    (&mut f).take(16 << 20).read_to_string(&mut s).map_err(|e| bad(format!("reading the Dockerfile {name}: {e}")))?;
+    Ok(s)
+}
+
+#[async_trait::async_trait]
+impl Builds for Engine {
+    async fn build(&self, opts: BuildOptions, context: ByteStream) -> Result<MessageStream, ApiError> {
+        let mut refs = Vec::new();
+        for t in &opts.tags {
+            refs.push(Reference::parse(t).map_err(|e| bad(format!("invalid reference format: {t}: {e}")))?);
+        }
+        let dir = self.receive_context(context).await?;
+        let text = read_dockerfile(&dir.0, &opts.dockerfile)?;
+        let ignore_text = std::fs::read_to_string(dir.0.join(".dockerignore")).unwrap_or_default();
+        let ignore = berth_build::ignore::Ignore::parse(&ignore_text).map_err(|e| bad(format!(".dockerignore: {e}")))?;
+        let file = opts.dockerfile.clone();
+        let df = berth_build::parse(&file, &text).map_err(|e| {
+            bad(format!("dockerfile parse error line {}: {} ({}:{}:{})", e.pos.line, e.message, e.file, e.pos.line, e.pos.column))
+        })?;
+        let plan = berth_build::plan(&file, &df, &opts.build_args, opts.target.as_deref()).map_err(|e| bad(e.to_string()))?;
+        let escape = df.directives.escape;
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JsonMessage>();
+        let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<JsonMessage>();
+        let quiet = opts.quiet;
+        // `q`: the output is kept, and sent only if the build fails; success sends the ID.
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Some(m) = rx.recv().await {
+                if !quiet {
+                    let _ = out_tx.send(m);
+                    continue;
+                }
+                if m.error.is_some() {
+                    for k in kept.drain(..) {
+                        let _ = out_tx.send(k);
+                    }
+                    let _ = out_tx.send(m);
+                } else if let Some(id) = m.aux.as_ref().and_then(|a| a.get("ID")).and_then(|v| v.as_str()) {
+                    let _ = out_tx.send(JsonMessage::stream(format!("{id}\n")));
+                } else {
+                    kept.push(m);
+                }
+            }
+        });
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let steps =
+                exec::Steps::new(engine.clone(), tx.clone(), dir.0.clone(), opts.network.clone(), opts.rm || opts.force_rm, opts.pull);
+            let result = (|| -> Result<String, BuildError> {
+                let ctx = Context::open(&dir.0, ignore).map_err(|e| BuildError::Executor(format!("the build context: {e}")))?;
+                let bopts = builder::Options { build_args: opts.build_args.clone(), no_cache: opts.no_cache, labels: opts.labels.clone() };
+                let b = builder::Build { plan: &plan, escape, ctx: &ctx, exec: &steps, cache: &steps, opts: &bopts };
+                let sink = tx.clone();
+                let mut events = move |e: Event| {
+                    let text = match e {
+                        Event::Step { n, total, text } => format!("Step {n}/{total} : {text}\n"),
+                        Event::UsingCache => " ---> Using cache\n".to_string(),
+                        Event::Result(k) => format!(" ---> {k}\n"),
+                    };
+                    let _ = sink.send(JsonMessage::stream(text));
+                };
+                let mut out = exec::StreamOut(tx.clone());
+                let built = builder::build(&b, &mut events, &mut out)?;
+                let mut image = built.image;
+                // The image is as old as its last step: a cached rebuild makes the same one.
+                image.created = image.history.last().and_then(|h| h.created.clone()).or(image.created);
+                let layers = steps.layers_of(&image.rootfs.diff_ids)?;
+                let bytes = serde_json::to_vec(&image).map_err(|e| BuildError::Executor(e.to_string()))?;
+                let id = engine
+                    .images
+                    .record_image(bytes, layers, &refs)
+                    .map_err(|e| BuildError::Executor(format!("recording the image: {e}")))?;
+                Ok(id.to_string())
+            })();
+            match result {
+                Ok(id) => {
+                    let _ = tx.send(JsonMessage { aux: Some(serde_json::json!({ "ID": id })), ..Default::default() });
+                    let short: String = id.trim_start_matches("sha256:").chars().take(12).collect();
+                    let _ = tx.send(JsonMessage::stream(format!("Successfully built {short}\n")));
+                    for r in &refs {
+                        let _ = tx.send(JsonMessage::stream(format!("Successfully tagged {}\n", r.familiar())));
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(failure(&e));
+                }
+            }
+            drop(steps);
+            drop(dir);
+        });
+        Ok(Box::pin(futures_util::stream::unfold(out_rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })))
+    }
+
+    async fn prune(&self, all: bool, filters: Filters) -> Result<BuildPruneResponse, ApiError> {
+        let _ = all;
+        // `until`: only what was made before it goes.
+        let until = crate::containers::until_filters(&filters)?.into_iter().reduce(f64::min);
+        let images = Arc::clone(&self.images);
+        let (deleted, freed) = tokio::task::spawn_blocking(move || {
+            images.cache_prune(|c| until.is_some_and(|cut| crate::record::unix_seconds(&c.created) >= cut))
+        })
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+        .map_err(|e| ApiError::new(Kind::Internal, format!("pruning the build cache: {e}")))?;
+        let ids: Vec<String> = deleted.iter().map(|k| k.trim_start_matches("sha256:").chars().take(25).collect()).collect();
+        Ok(BuildPruneResponse { caches_deleted: (!ids.is_empty()).then_some(ids), space_reclaimed: freed })
+    }
+}
