@@ -374,3 +374,47 @@ except docker.errors.APIError as e:
     assert!(r.stdout.contains("built-for-py"), "{r:?}");
     assert!(r.stdout.contains("refused 500"), "{r:?}");
 }
+
+#[test]
+fn berth_cli_sends_only_what_changed_and_berthd_keeps_the_rest() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        &[("Dockerfile", "FROM busybox\nCOPY . /ctx/\nCMD [\"sh\", \"-c\", \"ls /ctx; cat /ctx/a\"]\n"), ("a", "first"), ("b", "bee")],
+    );
+    std::fs::write(ctx.path().join("big"), vec![7u8; 1 << 20]).unwrap();
+    let build = || d.berth(&["build", "-t", "kept", ctx.path().to_str().unwrap()]).success().stdout;
+    build();
+    let kept = std::fs::read_dir(d.dir.path().join("data/builder/sessions")).unwrap().next().unwrap().unwrap().path().join("ctx");
+    let inode = |f: &str| std::fs::metadata(kept.join(f)).unwrap().ino();
+    let (big, a) = (inode("big"), inode("a"));
+
+    // Nothing changed: nothing sent again, everything from the cache.
+    let again = build();
+    assert_eq!(again.matches("Using cache").count(), 2, "{again}");
+    assert_eq!((inode("big"), inode("a")), (big, a), "kept files were not written again");
+
+    // The same size, the old mtime: still seen as changed (its ctime and inode tell).
+    let f = ctx.path().join("a");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    std::fs::write(&f, "FIRST").unwrap();
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    let changed = build();
+    assert!(!changed.contains("Using cache"), "{changed}");
+    assert_eq!(inode("big"), big, "only what changed is sent");
+    assert!(d.docker(&["run", "--rm", "kept"]).success().stdout.ends_with("FIRST"));
+
+    // A file deleted in the context goes from the kept one too.
+    std::fs::remove_file(ctx.path().join("b")).unwrap();
+    build();
+    let listing = d.docker(&["run", "--rm", "kept"]).success().stdout;
+    assert!(!listing.lines().any(|l| l == "b") && listing.lines().any(|l| l == "big"), "{listing}");
+    assert!(!kept.join("b").exists());
+
+    // builder prune takes kept contexts too.
+    d.docker(&["builder", "prune", "-af"]).success();
+    assert_eq!(std::fs::read_dir(d.dir.path().join("data/builder/sessions")).unwrap().count(), 0);
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+}

@@ -37,6 +37,14 @@ pub struct BuildOptions {
     pub platform: Option<String>,
     /// `pull`: pull base images even when present.
     pub pull: bool,
+    /// `berthcontext` (berth's own): the body holds what changed in the context the daemon
+    /// keeps under this key since the last build (see `docs/build.md`).
+    pub context_key: Option<String>,
+}
+
+/// A context key: 64 lower-case hex digits.
+pub fn valid_context_key(k: &str) -> bool {
+    k.len() == 64 && k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl BuildOptions {
@@ -78,6 +86,11 @@ impl BuildOptions {
             cache_from,
             platform: q.str("platform").filter(|p| !p.is_empty()).map(str::to_string),
             pull: q.bool("pull"),
+            context_key: match q.str("berthcontext").filter(|k| !k.is_empty()) {
+                None => None,
+                Some(k) if valid_context_key(k) => Some(k.to_string()),
+                Some(k) => return Err(bad("berthcontext", format!("{k:?} is not 64 hex digits"))),
+            },
         })
     }
 }
@@ -91,6 +104,9 @@ pub trait Builds: Send + Sync {
     async fn build(&self, opts: BuildOptions, context: ByteStream) -> Result<MessageStream, ApiError>;
     /// Forget the build cache (`all`, or what `filters` select) and remove what it alone kept.
     async fn prune(&self, all: bool, filters: Filters) -> Result<BuildPruneResponse, ApiError>;
+    /// The manifest of the context kept under `key` (path → what the client said it was);
+    /// empty when there is none.
+    async fn context_manifest(&self, key: &str) -> Result<serde_json::Value, ApiError>;
 }
 
 type Backend = Arc<dyn Builds>;
@@ -110,8 +126,19 @@ async fn prune(State(b): State<Backend>, req: Request<Body>) -> Result<Response,
     Ok(([(header::CONTENT_TYPE, "application/json")], axum::Json(r)).into_response())
 }
 
+async fn manifest(State(b): State<Backend>, axum::extract::Path(key): axum::extract::Path<String>) -> Result<Response, ApiError> {
+    if !valid_context_key(&key) {
+        return Err(ApiError::new(Kind::InvalidArgument, format!("invalid context key {key:?}")));
+    }
+    Ok(axum::Json(b.context_manifest(&key).await?).into_response())
+}
+
 pub fn routes(backend: Backend) -> Router {
-    Router::new().route("/build", axum::routing::post(build)).route("/build/prune", axum::routing::post(prune)).with_state(backend)
+    Router::new()
+        .route("/build", axum::routing::post(build))
+        .route("/build/prune", axum::routing::post(prune))
+        .route("/berth/build/context/{key}", axum::routing::get(manifest))
+        .with_state(backend)
 }
 
 #[cfg(test)]
@@ -139,5 +166,8 @@ mod tests {
         assert!(BuildOptions::from_query(&q("buildargs=nope")).is_err());
         assert!(BuildOptions::from_query(&q("version=2")).is_err());
         assert_eq!(BuildOptions::from_query(&q("remote=http://x/")).unwrap_err().kind, Kind::NotImplemented);
+        let key = "ab".repeat(32);
+        assert_eq!(BuildOptions::from_query(&q(&format!("berthcontext={key}"))).unwrap().context_key, Some(key));
+        assert!(BuildOptions::from_query(&q("berthcontext=../x")).is_err());
     }
 }

@@ -224,4 +224,7 @@ impl crate::build::Builds for Null {
     async fn prune(&self, _: bool, _: Filters) -> Result<berth_models::build::BuildPruneResponse, ApiError> {
         no()
     }
+    async fn context_manifest(&self, _: &str) -> Result<serde_json::Value, ApiError> {
+        no()
+    }
 }

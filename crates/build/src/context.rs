@@ -69,13 +69,48 @@ pub fn unpack_context(tar: impl Read, dir: &Path, limits: Limits) -> Result<u64>
 pub struct Context {
     root: OwnedFd,
     ignore: Ignore,
+    known: Option<Known>,
 }
+
+/// What a file is on disk, as far as its content goes: a file with the same identity has the
+/// same bytes. The inode and both times are the kernel's: a write changes the ctime, even
+/// one that sets the mtime back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(st: &FileStat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+/// Files' content digests a context directory kept between builds remembers, so a rebuild
+/// does not read again what it hashed before.
+pub type Known = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (FileId, [u8; 32])>>>;
 
 impl Context {
     /// The context unpacked in `dir`, with its `.dockerignore` patterns.
     pub fn open(dir: &Path, ignore: Ignore) -> io::Result<Context> {
         let root = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-        Ok(Context { root, ignore })
+        Ok(Context { root, ignore, known: None })
+    }
+
+    /// Remember files' digests in `known` (shared by the builds of one context directory).
+    pub fn with_known(mut self, known: Known) -> Context {
+        self.known = Some(known);
+        self
     }
 
     fn root(&self) -> BorrowedFd<'_> {
@@ -196,21 +231,7 @@ impl Context {
                     self.hash_tree(&join(path, &n), &join(rel, &n), h)?;
                 }
             }
-            SFlag::S_IFREG => {
-                let (parent, name) = split(path);
-                let dir = open_dir(self.root(), parent).map_err(io_err(path))?;
-                let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-                let fd = nix::fcntl::openat(dir.as_fd(), name, flags, Mode::empty()).map_err(io_err(path))?;
-                let mut f = std::fs::File::from(fd);
-                let mut buf = vec![0u8; 256 << 10];
-                loop {
-                    let n = f.read(&mut buf).map_err(|source| ContextError::Io { path: path.to_string(), source })?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-            }
+            SFlag::S_IFREG => h.update(self.file_digest(path, &st)?),
             SFlag::S_IFLNK => {
                 let (parent, name) = split(path);
                 let dir = open_dir(self.root(), parent).map_err(io_err(path))?;
@@ -221,6 +242,38 @@ impl Context {
         }
         h.update([0xff]);
         Ok(())
+    }
+}
+
+impl Context {
+    /// The sha256 of a file's content: remembered when it is the same file as last time.
+    fn file_digest(&self, path: &str, st: &FileStat) -> Result<[u8; 32]> {
+        let id = FileId::of(st);
+        if let Some(k) = &self.known
+            && let Some((known_id, d)) = k.lock().unwrap_or_else(|p| p.into_inner()).get(path)
+            && *known_id == id
+        {
+            return Ok(*d);
+        }
+        let (parent, name) = split(path);
+        let dir = open_dir(self.root(), parent).map_err(io_err(path))?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dir.as_fd(), name, flags, Mode::empty()).map_err(io_err(path))?;
+        let mut f = std::fs::File::from(fd);
+        let mut fh = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = f.read(&mut buf).map_err(|source| ContextError::Io { path: path.to_string(), source })?;
+            if n == 0 {
+                break;
+            }
+            fh.update(&buf[..n]);
+        }
+        let d: [u8; 32] = fh.finalize().into();
+        if let Some(k) = &self.known {
+            k.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_string(), (id, d));
+        }
+        Ok(d)
     }
 }
 
@@ -331,5 +384,25 @@ mod tests {
         assert_eq!(c.digest(&src).unwrap(), first);
         fs::write(t.path().join("ctx/src/new"), "").unwrap();
         assert_ne!(c.digest(&src).unwrap(), first, "a new file misses");
+    }
+
+    #[test]
+    fn known_files_are_not_read_again_until_they_change() {
+        let (t, c) = context();
+        let known: Known = Default::default();
+        let c = c.with_known(std::sync::Arc::clone(&known));
+        let src = c.sources(&v(&["src/a.txt"])).unwrap();
+        let first = c.digest(&src).unwrap();
+        assert_eq!(known.lock().unwrap().len(), 1);
+        // What is remembered is used: a planted digest for the same file shows it was not read.
+        known.lock().unwrap().get_mut("/src/a.txt").unwrap().1 = [9u8; 32];
+        let planted = c.digest(&src).unwrap();
+        assert_ne!(planted, first, "the remembered digest was used");
+        // A write (even one that puts the mtime back) makes it read again.
+        let f = t.path().join("ctx/src/a.txt");
+        let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+        fs::write(&f, "a").unwrap();
+        fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(c.digest(&src).unwrap(), first);
     }
 }

@@ -128,6 +128,63 @@ fn key_values(list: &[String], from_env: bool) -> serde_json::Map<String, Value>
     m
 }
 
+/// The first entry of a delta: every path of the context with its signature.
+const MANIFEST_ENTRY: &str = ".berth-context.json";
+
+/// The key berthd keeps this context under: this machine, the context's path, the Dockerfile.
+fn context_key(dir: &Path, dockerfile: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let text = format!("{}\0{}\0{dockerfile}", host.trim(), abs.display());
+    berth_store::Digest::of(text.as_bytes()).hex().to_string()
+}
+
+/// The manifest berthd keeps for `key`, or None from a daemon that keeps none (Docker).
+fn kept_manifest(client: &Client, key: &str) -> Option<serde_json::Map<String, Value>> {
+    let r = client.send("GET", &format!("/berth/build/context/{key}"), None, false).ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    r.json().ok()?.as_object().cloned()
+}
+
+/// Each path's signature (what changes when its content may have: type, size, times, inode,
+/// mode, owner) and the paths whose signature differs from what berthd kept.
+fn delta(
+    dir: &Path,
+    paths: &[String],
+    extras: &[(String, Vec<u8>)],
+    kept: &serde_json::Map<String, Value>,
+) -> anyhow::Result<(serde_json::Map<String, Value>, Vec<String>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut sigs = serde_json::Map::new();
+    let mut changed = Vec::new();
+    for p in paths {
+        let m = std::fs::symlink_metadata(dir.join(p)).with_context(|| format!("stat {p}"))?;
+        let sig = format!(
+            "{:o}:{}:{}.{}:{}.{}:{}:{}:{}",
+            m.mode(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino(),
+            m.uid(),
+            m.gid()
+        );
+        if kept.get(p).and_then(Value::as_str) != Some(sig.as_str()) {
+            changed.push(p.clone());
+        }
+        sigs.insert(p.clone(), Value::String(sig));
+    }
+    // Made here (the amended .dockerignore, an outside Dockerfile): always sent.
+    for (name, data) in extras {
+        sigs.insert(name.clone(), Value::String(format!("made:{}", berth_store::Digest::of(data).hex())));
+    }
+    Ok((sigs, changed))
+}
+
 pub(crate) fn build(client: &Client, a: BuildArgs) -> anyhow::Result<i32> {
     let mut q: Vec<(&str, String)> = a.tags.iter().map(|t| ("t", t.clone())).collect();
     let mut extra = None;
@@ -210,8 +267,19 @@ pub(crate) fn build(client: &Client, a: BuildArgs) -> anyhow::Result<i32> {
             extras.push((".dockerignore".to_string(), ignore.into_bytes()));
             extras.push((name, data));
         }
+        // A daemon that keeps contexts (berthd) gets what changed since the last build.
+        let key = context_key(&dir, a.file.as_deref().unwrap_or(""));
+        let send = match kept_manifest(client, &key) {
+            Some(kept) => {
+                let (sigs, changed) = delta(&dir, &paths, &extras, &kept)?;
+                extras.push((MANIFEST_ENTRY.to_string(), serde_json::to_vec(&sigs)?));
+                q.push(("berthcontext", key));
+                changed
+            }
+            None => paths,
+        };
         let (r, w) = std::io::pipe()?;
-        std::thread::spawn(move || write_context(&dir, &paths, extras, w));
+        std::thread::spawn(move || write_context(&dir, &send, extras, w));
         Box::new(r)
     };
     let resp = client.send("POST", &format!("/build?{}", query(&q)), Some(("application/x-tar", &mut body)), false)?.ok()?;

@@ -156,6 +156,8 @@ pub struct Inner {
     nets: Arc<networks::Networks>,
     /// Volumes (`<data-root>/volumes`).
     vols: Arc<volumes::Volumes>,
+    /// Build contexts kept between builds (`<data-root>/builder/sessions`).
+    build_sessions: build::Sessions,
 }
 
 /// Mount points of Docker's default spec that images often lack. They make up the lowest layer
@@ -268,6 +270,7 @@ impl Engine {
             tasks,
             deleting: Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new())),
             mountpoints,
+            build_sessions: Default::default(),
         }));
         engine.restore().await?;
         // Another engine may set its FORWARD policy to drop at any time (dockerd does when it

@@ -343,6 +343,19 @@ pub(crate) fn cache_entries(engine: &Engine) -> Vec<berth_models::build::BuildCa
         .list()
         .map(|l| l.iter().flat_map(|(i, _)| i.layers.iter().map(|l| l.chain_id.to_string())).collect())
         .unwrap_or_default();
+    let kept = engine.build_sessions.list(&engine.cfg.data_root).into_iter().map(|(key, size, when)| {
+        let when = humantime::format_rfc3339_seconds(when).to_string();
+        berth_models::build::BuildCache {
+            id: key.chars().take(25).collect(),
+            typ: "source.local".into(),
+            description: "the build context kept between builds".into(),
+            size: size as i64,
+            created_at: when.clone(),
+            last_used_at: Some(when),
+            usage_count: 1,
+            ..Default::default()
+        }
+    });
     list.into_iter()
         .map(|(key, rec, size)| {
             let shared = rec.made_layer && rec.layers.last().is_some_and(|l| images.contains(&l.chain_id.to_string()));
@@ -359,5 +372,6 @@ pub(crate) fn cache_entries(engine: &Engine) -> Vec<berth_models::build::BuildCa
                 usage_count: 1,
             }
         })
+        .chain(kept)
         .collect()
 }

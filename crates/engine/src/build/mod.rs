@@ -5,6 +5,7 @@
 
 mod copy;
 mod exec;
+mod session;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use berth_store::reference::Reference;
 use crate::Engine;
 
 pub(crate) use exec::cache_entries;
+pub(crate) use session::Sessions;
 
 /// A context directory, deleted when dropped (also when the build fails part way).
 struct ContextDir(PathBuf);
@@ -32,6 +34,21 @@ impl Drop for ContextDir {
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("removing the build context {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// The context a build reads: unpacked for it alone, or kept between builds.
+enum Ctx {
+    Temp(ContextDir),
+    Kept(session::Held),
+}
+
+impl Ctx {
+    fn dir(&self) -> &std::path::Path {
+        match self {
+            Ctx::Temp(d) => &d.0,
+            Ctx::Kept(h) => &h.dir,
         }
     }
 }
@@ -99,9 +116,12 @@ impl Builds for Engine {
         for t in &opts.tags {
             refs.push(Reference::parse(t).map_err(|e| bad(format!("invalid reference format: {t}: {e}")))?);
         }
-        let dir = self.receive_context(context).await?;
-        let text = read_dockerfile(&dir.0, &opts.dockerfile)?;
-        let ignore_text = std::fs::read_to_string(dir.0.join(".dockerignore")).unwrap_or_default();
+        let dir = match &opts.context_key {
+            Some(key) => Ctx::Kept(self.build_sessions.receive(&self.cfg.data_root, key, context).await?),
+            None => Ctx::Temp(self.receive_context(context).await?),
+        };
+        let text = read_dockerfile(dir.dir(), &opts.dockerfile)?;
+        let ignore_text = std::fs::read_to_string(dir.dir().join(".dockerignore")).unwrap_or_default();
         let ignore = berth_build::ignore::Ignore::parse(&ignore_text).map_err(|e| bad(format!(".dockerignore: {e}")))?;
         let file = opts.dockerfile.clone();
         let df = berth_build::parse(&file, &text).map_err(|e| {
@@ -135,10 +155,20 @@ impl Builds for Engine {
         });
         let engine = self.clone();
         tokio::task::spawn_blocking(move || {
-            let steps =
-                exec::Steps::new(engine.clone(), tx.clone(), dir.0.clone(), opts.network.clone(), opts.rm || opts.force_rm, opts.pull);
+            let steps = exec::Steps::new(
+                engine.clone(),
+                tx.clone(),
+                dir.dir().to_path_buf(),
+                opts.network.clone(),
+                opts.rm || opts.force_rm,
+                opts.pull,
+            );
             let result = (|| -> Result<String, BuildError> {
-                let ctx = Context::open(&dir.0, ignore).map_err(|e| BuildError::Executor(format!("the build context: {e}")))?;
+                let ctx = Context::open(dir.dir(), ignore).map_err(|e| BuildError::Executor(format!("the build context: {e}")))?;
+                let ctx = match &dir {
+                    Ctx::Kept(h) => ctx.with_known(Arc::clone(&h.known)),
+                    Ctx::Temp(_) => ctx,
+                };
                 let bopts = builder::Options { build_args: opts.build_args.clone(), no_cache: opts.no_cache, labels: opts.labels.clone() };
                 let b = builder::Build { plan: &plan, escape, ctx: &ctx, exec: &steps, cache: &steps, opts: &bopts };
                 let sink = tx.clone();
@@ -186,14 +216,27 @@ impl Builds for Engine {
         let _ = all;
         // `until`: only what was made before it goes.
         let until = crate::containers::until_filters(&filters)?.into_iter().reduce(f64::min);
-        let images = Arc::clone(&self.images);
+        let e = self.clone();
         let (deleted, freed) = tokio::task::spawn_blocking(move || {
-            images.cache_prune(|c| until.is_some_and(|cut| crate::record::unix_seconds(&c.created) >= cut))
+            let (mut deleted, mut freed) = e
+                .images
+                .cache_prune(|c| until.is_some_and(|cut| crate::record::unix_seconds(&c.created) >= cut))
+                .map_err(|err| ApiError::new(Kind::Internal, format!("pruning the build cache: {err}")))?;
+            // Kept contexts are the cache of what clients sent (BuildKit's `source.local`).
+            if until.is_none() {
+                let (keys, bytes) = e.build_sessions.prune(&e.cfg.data_root);
+                deleted.extend(keys);
+                freed += bytes;
+            }
+            Ok::<_, ApiError>((deleted, freed))
         })
         .await
-        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
-        .map_err(|e| ApiError::new(Kind::Internal, format!("pruning the build cache: {e}")))?;
+        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))??;
         let ids: Vec<String> = deleted.iter().map(|k| k.trim_start_matches("sha256:").chars().take(25).collect()).collect();
         Ok(BuildPruneResponse { caches_deleted: (!ids.is_empty()).then_some(ids), space_reclaimed: freed })
+    }
+
+    async fn context_manifest(&self, key: &str) -> Result<serde_json::Value, ApiError> {
+        Ok(self.build_sessions.manifest(&self.cfg.data_root, key))
     }
 }
