@@ -221,6 +221,11 @@ fn the_cache_follows_content_and_a_cached_rebuild_runs_nothing() {
     d.docker(&["builder", "prune", "-af"]).success();
     let df = d.docker(&["system", "df"]).success().stdout;
     assert!(df.lines().any(|l| l.starts_with("Build Cache") && l.split_whitespace().nth(2) == Some("0")), "{df}");
+    // --cache-from: an image's history and layers stand in for the steps they match.
+    let from = docker_build(&d, ctx.path(), &["--cache-from", "c:2", "-t", "c:5", "."]).success();
+    assert_eq!(from.stdout.matches("Using cache").count(), 5, "{}", from.stdout);
+    assert_eq!(inspect(&d, "c:5")["Id"], inspect(&d, "c:2")["Id"], "the same image");
+    d.docker(&["builder", "prune", "-af"]).success();
     let after = docker_build(&d, ctx.path(), &["-t", "c:4", "."]).success();
     assert!(!after.stdout.contains("Using cache"), "{}", after.stdout);
     assert_eq!(d.docker(&["run", "--rm", "c:4"]).success().stdout, "two", "pruning kept what images use");
@@ -378,21 +383,22 @@ except docker.errors.APIError as e:
 #[test]
 fn berth_cli_sends_only_what_changed_and_berthd_keeps_the_rest() {
     use std::os::unix::fs::MetadataExt;
-    let Some(d) = TestDaemon::with_busybox() else { return };
+    let Some(mut d) = TestDaemon::with_busybox() else { return };
     let ctx = tempfile::tempdir().unwrap();
     write(
         ctx.path(),
         &[("Dockerfile", "FROM busybox\nCOPY . /ctx/\nCMD [\"sh\", \"-c\", \"ls /ctx; cat /ctx/a\"]\n"), ("a", "first"), ("b", "bee")],
     );
     std::fs::write(ctx.path().join("big"), vec![7u8; 1 << 20]).unwrap();
-    let build = || d.berth(&["build", "-t", "kept", ctx.path().to_str().unwrap()]).success().stdout;
-    build();
+    let context = ctx.path().to_str().unwrap().to_string();
+    let build = |d: &TestDaemon| d.berth(&["build", "-t", "kept", &context]).success().stdout;
+    build(&d);
     let kept = std::fs::read_dir(d.dir.path().join("data/builder/sessions")).unwrap().next().unwrap().unwrap().path().join("ctx");
     let inode = |f: &str| std::fs::metadata(kept.join(f)).unwrap().ino();
     let (big, a) = (inode("big"), inode("a"));
 
     // Nothing changed: nothing sent again, everything from the cache.
-    let again = build();
+    let again = build(&d);
     assert_eq!(again.matches("Using cache").count(), 2, "{again}");
     assert_eq!((inode("big"), inode("a")), (big, a), "kept files were not written again");
 
@@ -401,20 +407,79 @@ fn berth_cli_sends_only_what_changed_and_berthd_keeps_the_rest() {
     let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
     std::fs::write(&f, "FIRST").unwrap();
     std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
-    let changed = build();
+    let changed = build(&d);
     assert!(!changed.contains("Using cache"), "{changed}");
     assert_eq!(inode("big"), big, "only what changed is sent");
     assert!(d.docker(&["run", "--rm", "kept"]).success().stdout.ends_with("FIRST"));
 
     // A file deleted in the context goes from the kept one too.
     std::fs::remove_file(ctx.path().join("b")).unwrap();
-    build();
+    build(&d);
     let listing = d.docker(&["run", "--rm", "kept"]).success().stdout;
     assert!(!listing.lines().any(|l| l == "b") && listing.lines().any(|l| l == "big"), "{listing}");
     assert!(!kept.join("b").exists());
 
+    // What a crash mid-build would leave goes when berthd starts; kept contexts stay.
+    let stray = [d.dir.path().join("data/builder/contexts/stray"), d.dir.path().join("exec/builder/build-stray")];
+    d.stop();
+    for s in &stray {
+        std::fs::create_dir_all(s.join("sub")).unwrap();
+    }
+    d.launch();
+    assert!(stray.iter().all(|s| !s.exists()), "leftovers removed at start");
+    assert!(kept.join("big").exists(), "the kept context stays");
+    let after = build(&d);
+    assert_eq!(after.matches("Using cache").count(), 2, "{after}");
+
     // builder prune takes kept contexts too.
     d.docker(&["builder", "prune", "-af"]).success();
     assert_eq!(std::fs::read_dir(d.dir.path().join("data/builder/sessions")).unwrap().count(), 0);
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+}
+
+#[test]
+fn add_fetches_urls_and_run_steps_get_the_network_asked_for() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    // A web server on the loopback only.
+    let site = tempfile::tempdir().unwrap();
+    write(site.path(), &[("files/data.txt", "served\n")]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+        .arg(site.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    berth_tests::wait_until("the web server", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let ctx = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/files/data.txt");
+    write(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\nADD {url} /fetched/\nADD {url} /renamed.txt\n\
+                 RUN --network=none cat /proc/net/dev > /none-dev\nRUN cat /proc/net/dev > /bridge-dev\n"
+            ),
+        )],
+    );
+    let first = docker_build(&d, ctx.path(), &["-t", "fetched", "."]);
+    let again = docker_build(&d, ctx.path(), &["-t", "fetched", "."]);
+    write(site.path(), &[("files/data.txt", "changed\n")]);
+    let changed = docker_build(&d, ctx.path(), &["-t", "fetched2", "."]);
+    let _ = server.kill();
+    let _ = server.wait();
+    first.success();
+    let out =
+        d.docker(&["run", "--rm", "fetched", "sh", "-c", "cat /fetched/data.txt /renamed.txt; stat -c %a /renamed.txt"]).success().stdout;
+    assert_eq!(out, "served\nserved\n600\n");
+    assert_eq!(again.success().stdout.matches("Using cache").count(), 4, "the same content: cached");
+    assert!(changed.success().stdout.matches("Using cache").count() == 0, "new content misses");
+    // --network=none: the loopback alone; the default: the bridge's interface too.
+    let none = d.docker(&["run", "--rm", "fetched", "cat", "/none-dev"]).success().stdout;
+    let bridge = d.docker(&["run", "--rm", "fetched", "cat", "/bridge-dev"]).success().stdout;
+    assert!(none.contains("lo:") && !none.contains("eth0"), "{none}");
+    assert!(bridge.contains("eth0"), "{bridge}");
     assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
 }

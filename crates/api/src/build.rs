@@ -121,7 +121,8 @@ async fn build(State(b): State<Backend>, req: Request<Body>) -> Result<Response,
 async fn prune(State(b): State<Backend>, req: Request<Body>) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri());
     let filters = q.filters()?;
-    filters.only(&["until", "id", "parent", "type", "description", "inuse", "shared", "private"])?;
+    // `label` comes with `system prune --filter label=…` (the docker CLI passes its filters on).
+    filters.only(&["until", "unused-for", "id", "parent", "type", "description", "inuse", "shared", "private", "label", "label!"])?;
     let r = b.prune(q.bool("all"), filters).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], axum::Json(r)).into_response())
 }

@@ -43,6 +43,16 @@ pub struct CopyStep {
     /// ADD: local tars are extracted, URLs fetched.
     pub add: bool,
     pub heredocs: Vec<Heredoc>,
+    /// ADD's URLs and what they gave.
+    pub urls: Vec<(String, Fetched)>,
+}
+
+/// An ADD URL's content, fetched by the executor into a file of the build's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub path: std::path::PathBuf,
+    /// `sha256:…` of the content.
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +87,8 @@ pub trait Executor {
     fn copy(&self, image: &ImageConfig, step: &CopyStep) -> Result<Option<Digest>, BuildError>;
     /// Are these layers (still) in the store? A cache entry whose layers went is a miss.
     fn has_layers(&self, diff_ids: &[Digest]) -> bool;
+    /// Fetch ADD's `url` into a file the build keeps until it ends.
+    fn fetch(&self, url: &str) -> Result<Fetched, BuildError>;
 }
 
 /// Where step results are kept between builds (the engine's, on disk).
@@ -107,6 +119,8 @@ pub struct Options {
     pub no_cache: bool,
     /// `--label`s: a LABEL step at the end of the target stage, as the legacy builder adds.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--cache-from` images' configs: a step matching one's history takes its layer.
+    pub cache_from: Vec<ImageConfig>,
 }
 
 /// The built image's config and the key of its last step.
@@ -154,65 +168,145 @@ pub struct Build<'a> {
     pub plan: &'a Plan,
     pub escape: char,
     pub ctx: &'a Context,
-    pub exec: &'a dyn Executor,
-    pub cache: &'a dyn Cache,
+    pub exec: &'a (dyn Executor + Sync),
+    pub cache: &'a (dyn Cache + Sync),
     pub opts: &'a Options,
 }
 
-/// Run `b`'s plan; `events` hears progress and `out` gets RUN output.
-pub fn build(b: &Build, events: &mut dyn FnMut(Event), out: &mut dyn std::io::Write) -> Result<Built, BuildError> {
-    let (plan, exec) = (b.plan, b.exec);
-    let lex = Lex::new(b.escape);
+/// Run `b`'s plan; `events` hears progress and `out` gets RUN output. Stages that need
+/// nothing still being built run at once, each on a thread; the first streams as it goes,
+/// the others' reports follow when it is done, in the plan's order (as one after the other).
+pub fn build(b: &Build, events: &mut (dyn FnMut(Event) + Send), out: &mut (dyn std::io::Write + Send)) -> Result<Built, BuildError> {
+    let plan = b.plan;
     let labels = label_step(&b.opts.labels)?;
     let total: usize = plan.order.iter().map(|i| plan.stages[*i].steps.len() + 1).sum::<usize>() + usize::from(labels.is_some());
+    // Each stage's first step number, in the plan's order.
+    let mut first = HashMap::new();
     let mut n = 0;
+    for &i in &plan.order {
+        first.insert(i, n);
+        n += plan.stages[i].steps.len() + 1;
+    }
     let mut done: HashMap<usize, Built> = HashMap::new();
-    for &index in &plan.order {
-        let stage = &plan.stages[index];
-        n += 1;
-        let (base_key, base_image) = match &stage.base {
-            Base::Scratch => {
-                ("scratch".to_string(), ImageConfig { os: "linux".into(), architecture: "amd64".into(), ..Default::default() })
-            }
-            Base::Image(name) => {
-                let (id, img) = exec.base(name, stage.platform.as_deref())?;
-                (id, img)
-            }
-            Base::Stage(s) => {
-                let b = done.get(s).ok_or_else(|| BuildError::Executor(format!("stage {s} was not built before stage {index}")))?;
-                (b.key.clone(), b.image.clone())
-            }
+    let mut pending: Vec<usize> = plan.order.clone();
+    while !pending.is_empty() {
+        let ready: Vec<usize> = pending.iter().copied().filter(|i| plan.stages[*i].needs.iter().all(|d| done.contains_key(d))).collect();
+        let Some((&lead, rest)) = ready.split_first() else {
+            return Err(BuildError::Executor("the stages need each other".into()));
         };
-        let from_text = match &stage.base {
-            Base::Image(name) => name.clone(),
-            Base::Scratch => "scratch".into(),
-            Base::Stage(s) => plan.stages[*s].name.clone().unwrap_or_else(|| s.to_string()),
+        let stage_of = |index: usize, events: &mut dyn FnMut(Event), out: &mut dyn std::io::Write| {
+            let extra = if index == plan.target { labels.as_ref() } else { None };
+            build_stage(b, index, first[&index], total, extra, &done, events, out)
         };
-        events(Event::Step { n, total, text: format!("FROM {from_text}") });
-        let mut base_image = base_image;
-        // The base's ONBUILD triggers run first, and are not passed on.
-        let triggers = base_image.config.on_build.take().unwrap_or_default();
-        let mut state = StageState::new(base_image);
-        let mut key = base_key;
-        events(Event::Result(short(&key)));
-        if !triggers.is_empty() {
-            let _ = writeln!(out, "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
-            key = chain(&key, "ONBUILD");
+        let results: Vec<(usize, Result<Built, BuildError>)> = std::thread::scope(|scope| {
+            let others: Vec<_> = rest
+                .iter()
+                .map(|&index| {
+                    let stage_of = &stage_of;
+                    scope.spawn(move || {
+                        let log = Recorded::default();
+                        let r = stage_of(index, &mut |e| log.0.borrow_mut().push(Report::Event(e)), &mut RecordedOut(&log.0));
+                        (index, r, log)
+                    })
+                })
+                .collect();
+            let mut results = vec![(lead, stage_of(lead, events, out))];
+            for h in others {
+                let (index, r, log) =
+                    h.join().unwrap_or_else(|_| (0, Err(BuildError::Executor("a stage's thread panicked".into())), Recorded::default()));
+                for report in log.0.into_inner() {
+                    match report {
+                        Report::Event(e) => events(e),
+                        Report::Out(bytes) => {
+                            let _ = out.write_all(&bytes);
+                        }
+                    }
+                }
+                results.push((index, r));
+            }
+            results
+        });
+        for (index, r) in results {
+            done.insert(index, r?);
+            pending.retain(|p| *p != index);
         }
-        for t in &triggers {
-            let parsed = crate::dispatch::trigger(t).map_err(|e| BuildError::Executor(format!("ONBUILD trigger {t:?}: {e}")))?;
-            key = step(b, &mut state, &key, &parsed, &lex, &done, Io { events, out })?;
-        }
-        let extra = if index == plan.target { labels.as_ref() } else { None };
-        for s in stage.steps.iter().chain(extra) {
-            n += 1;
-            events(Event::Step { n, total, text: s.0.original.clone() });
-            key = step(b, &mut state, &key, s, &lex, &done, Io { events, out })?;
-            events(Event::Result(short(&key)));
-        }
-        done.insert(index, Built { image: state.image, key });
     }
     done.remove(&plan.target).ok_or_else(|| BuildError::Executor("the target stage was not built".into()))
+}
+
+/// What a stage built on a thread of its own reported, kept for later.
+enum Report {
+    Event(Event),
+    Out(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Recorded(std::cell::RefCell<Vec<Report>>);
+
+struct RecordedOut<'a>(&'a std::cell::RefCell<Vec<Report>>);
+
+impl std::io::Write for RecordedOut<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().push(Report::Out(data.to_vec()));
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Build the stage `index` (its steps numbered from `n0 + 1`, `extra` after them), on the
+/// stages in `done`.
+#[allow(clippy::too_many_arguments)]
+fn build_stage(
+    b: &Build,
+    index: usize,
+    n0: usize,
+    total: usize,
+    extra: Option<&(Instruction, Command)>,
+    done: &HashMap<usize, Built>,
+    events: &mut dyn FnMut(Event),
+    out: &mut dyn std::io::Write,
+) -> Result<Built, BuildError> {
+    let (plan, exec) = (b.plan, b.exec);
+    let lex = Lex::new(b.escape);
+    let stage = &plan.stages[index];
+    let mut n = n0 + 1;
+    let (base_key, base_image) = match &stage.base {
+        Base::Scratch => ("scratch".to_string(), ImageConfig { os: "linux".into(), architecture: "amd64".into(), ..Default::default() }),
+        Base::Image(name) => exec.base(name, stage.platform.as_deref())?,
+        Base::Stage(s) => {
+            let b = done.get(s).ok_or_else(|| BuildError::Executor(format!("stage {s} was not built before stage {index}")))?;
+            (b.key.clone(), b.image.clone())
+        }
+    };
+    let from_text = match &stage.base {
+        Base::Image(name) => name.clone(),
+        Base::Scratch => "scratch".into(),
+        Base::Stage(s) => plan.stages[*s].name.clone().unwrap_or_else(|| s.to_string()),
+    };
+    events(Event::Step { n, total, text: format!("FROM {from_text}") });
+    let mut base_image = base_image;
+    // The base's ONBUILD triggers run first, and are not passed on.
+    let triggers = base_image.config.on_build.take().unwrap_or_default();
+    let mut state = StageState::new(base_image);
+    let mut key = base_key;
+    events(Event::Result(short(&key)));
+    if !triggers.is_empty() {
+        let _ = writeln!(out, "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
+        key = chain(&key, "ONBUILD");
+    }
+    for t in &triggers {
+        let parsed = crate::dispatch::trigger(t).map_err(|e| BuildError::Executor(format!("ONBUILD trigger {t:?}: {e}")))?;
+        key = step(b, &mut state, &key, &parsed, &lex, done, Io { events, out })?;
+    }
+    for s in stage.steps.iter().chain(extra) {
+        n += 1;
+        events(Event::Step { n, total, text: s.0.original.clone() });
+        key = step(b, &mut state, &key, s, &lex, done, Io { events, out })?;
+        events(Event::Result(short(&key)));
+    }
+    Ok(Built { image: state.image, key })
 }
 
 /// `--label a=b` as the instruction `LABEL "a"="b"`.
@@ -264,6 +358,22 @@ fn step(
                 state.image = hit;
                 return Ok(key);
             }
+            // The legacy builder's history: the shell and the command, or the exec form's JSON.
+            let shown = match form {
+                Form::Shell(_) => argv.join(" "),
+                Form::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+            };
+            let by = if args.is_empty() {
+                shown
+            } else {
+                format!("|{} {} {shown}", args.len(), args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
+            };
+            if let Some(hit) = from_images(opts, exec, &state.image, &by) {
+                events(Event::UsingCache);
+                state.image = hit;
+                cache.put(&key, parent, &inst.original, &state.image, true);
+                return Ok(key);
+            }
             let mut env = state.image.config.env.clone().unwrap_or_default();
             env.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
             let spec = RunStep {
@@ -275,16 +385,6 @@ fn step(
                 heredocs: heredocs.clone(),
             };
             let layer = exec.run(&state.image, &spec, out)?;
-            // The legacy builder's history: the shell and the command, or the exec form's JSON.
-            let shown = match form {
-                Form::Shell(_) => argv.join(" "),
-                Form::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
-            };
-            let by = if args.is_empty() {
-                shown
-            } else {
-                format!("|{} {} {shown}", args.len(), args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
-            };
             let made = layer.is_some();
             record(state, layer, by);
             cache.put(&key, parent, &inst.original, &state.image, made);
@@ -304,10 +404,29 @@ fn step(
                 }
             }
             let dest = words(state, &c.dest)?;
+            // ADD's URLs: fetched now, their content in the key (as the legacy builder does).
+            let is_url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
+            let mut urls = Vec::new();
+            if sources.iter().any(is_url) {
+                if !add {
+                    return Err(BuildError::Executor("source can't be a URL for COPY".into()));
+                }
+                for u in sources.iter().filter(|s| is_url(s)) {
+                    urls.push((u.clone(), exec.fetch(u)?));
+                }
+                sources.retain(|s| !is_url(s));
+            }
+            let fetched: Vec<&str> = urls.iter().map(|(_, f)| f.digest.as_str()).collect();
             let (from, resolved, digest) = match &c.from {
                 None => {
                     let resolved = if sources.is_empty() { Vec::new() } else { ctx.sources(&sources)? };
-                    let digest = ctx.digest(&resolved)?;
+                    let digest = if resolved.is_empty() && fetched.len() == 1 {
+                        fetched[0].to_string()
+                    } else if fetched.is_empty() {
+                        ctx.digest(&resolved)?
+                    } else {
+                        chain(&ctx.digest(&resolved)?, &fetched.join(","))
+                    };
                     (CopyFrom::Context, resolved, digest)
                 }
                 Some(f) => {
@@ -334,6 +453,14 @@ fn step(
                 state.image = hit;
                 return Ok(key);
             }
+            let what = if add { "ADD" } else { "COPY" };
+            let by = format!("/bin/sh -c #(nop) {what} {} in {dest} ", digest.replace("sha256:", "dir:"));
+            if let Some(hit) = from_images(opts, exec, &state.image, &by) {
+                events(Event::UsingCache);
+                state.image = hit;
+                cache.put(&key, parent, &inst.original, &state.image, true);
+                return Ok(key);
+            }
             let spec = CopyStep {
                 from,
                 sources: resolved,
@@ -343,11 +470,11 @@ fn step(
                 chmod: c.chmod.clone(),
                 add,
                 heredocs: c.heredocs.clone(),
+                urls,
             };
             let layer = exec.copy(&state.image, &spec)?;
-            let what = if add { "ADD" } else { "COPY" };
             let made = layer.is_some();
-            record(state, layer, format!("/bin/sh -c #(nop) {what} {} in {dest} ", digest.replace("sha256:", "dir:")));
+            record(state, layer, by);
             cache.put(&key, parent, &inst.original, &state.image, made);
             Ok(key)
         }
@@ -358,6 +485,13 @@ fn step(
             if let Some(hit) = cached(cache, exec, &key, opts) {
                 events(Event::UsingCache);
                 state.image = hit;
+                return Ok(key);
+            }
+            if let Some(hit) = from_images(opts, exec, &state.image, h.created_by.as_deref().unwrap_or("")) {
+                events(Event::UsingCache);
+                let made = hit.rootfs.diff_ids.len() > state.image.rootfs.diff_ids.len();
+                state.image = hit;
+                cache.put(&key, parent, &inst.original, &state.image, made);
                 return Ok(key);
             }
             let mut h = History { created: Some(now()), ..h };
@@ -374,6 +508,7 @@ fn step(
                     chmod: None,
                     add: false,
                     heredocs: Vec::new(),
+                    urls: Vec::new(),
                 };
                 if let Some(layer) = exec.copy(&state.image, &mkdir)? {
                     state.image.rootfs.diff_ids.push(layer);
@@ -386,6 +521,32 @@ fn step(
             Ok(key)
         }
     }
+}
+
+/// A `--cache-from` image whose history goes on from `image`'s with a step that wrote
+/// `created_by` (the legacy builder's rule: the same history, layer for layer): `image` with
+/// that step's history entry and layer.
+fn from_images(opts: &Options, exec: &dyn Executor, image: &ImageConfig, created_by: &str) -> Option<ImageConfig> {
+    if opts.no_cache {
+        return None;
+    }
+    let (hs, ls) = (&image.history, &image.rootfs.diff_ids);
+    for c in &opts.cache_from {
+        let k = hs.len();
+        let same_so_far = c.history.len() > k
+            && c.rootfs.diff_ids.starts_with(ls)
+            && c.history[..k].iter().zip(hs).all(|(a, b)| a.created_by == b.created_by && a.empty_layer == b.empty_layer);
+        let Some(h) = c.history.get(k).filter(|h| same_so_far && h.created_by.as_deref() == Some(created_by)) else { continue };
+        let mut next = image.clone();
+        next.history.push(h.clone());
+        if !h.empty_layer {
+            next.rootfs.diff_ids.push(c.rootfs.diff_ids.get(ls.len())?.clone());
+        }
+        if exec.has_layers(&next.rootfs.diff_ids) {
+            return Some(next);
+        }
+    }
+    None
 }
 
 fn cached(cache: &dyn Cache, exec: &dyn Executor, key: &str, opts: &Options) -> Option<ImageConfig> {
@@ -407,13 +568,15 @@ fn record(state: &mut StageState, layer: Option<Digest>, created_by: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
     #[derive(Default)]
     struct Fake {
-        runs: RefCell<Vec<RunStep>>,
-        copies: RefCell<Vec<CopyStep>>,
+        runs: Mutex<Vec<RunStep>>,
+        copies: Mutex<Vec<CopyStep>>,
         fail: Option<i64>,
+        /// Each RUN takes this long (to see stages overlap).
+        slow: Option<std::time::Duration>,
     }
 
     fn digest_of(s: &str) -> Digest {
@@ -432,8 +595,11 @@ mod tests {
             if let Some(code) = self.fail {
                 return Err(BuildError::RunFailed { command: step.argv.join(" "), code });
             }
+            if let Some(d) = self.slow {
+                std::thread::sleep(d);
+            }
             writeln!(out, "ran {}", step.argv.join(" ")).unwrap();
-            self.runs.borrow_mut().push(step.clone());
+            self.runs.lock().unwrap().push(step.clone());
             Ok(Some(digest_of(&format!("run {:?}", step.argv))))
         }
         fn copy(&self, _: &ImageConfig, step: &CopyStep) -> Result<Option<Digest>, BuildError> {
@@ -441,23 +607,26 @@ mod tests {
                 // WORKDIR's directory, there already.
                 return Ok(None);
             }
-            self.copies.borrow_mut().push(step.clone());
+            self.copies.lock().unwrap().push(step.clone());
             Ok(Some(digest_of(&format!("copy {:?}", step.sources))))
         }
         fn has_layers(&self, _: &[Digest]) -> bool {
             true
         }
+        fn fetch(&self, url: &str) -> Result<Fetched, BuildError> {
+            Err(BuildError::Executor(format!("no network here: {url}")))
+        }
     }
 
     #[derive(Default)]
-    struct MemCache(RefCell<HashMap<String, ImageConfig>>);
+    struct MemCache(Mutex<HashMap<String, ImageConfig>>);
 
     impl Cache for MemCache {
         fn get(&self, key: &str) -> Option<ImageConfig> {
-            self.0.borrow().get(key).cloned()
+            self.0.lock().unwrap().get(key).cloned()
         }
         fn put(&self, key: &str, _: &str, _: &str, image: &ImageConfig, _: bool) {
-            self.0.borrow_mut().insert(key.to_string(), image.clone());
+            self.0.lock().unwrap().insert(key.to_string(), image.clone());
         }
     }
 
@@ -500,13 +669,13 @@ mod tests {
         assert_eq!(img.history.iter().filter(|h| !h.empty_layer).count(), 2);
         let last_run = img.history.iter().rev().find(|h| !h.empty_layer).unwrap();
         assert_eq!(last_run.created_by.as_deref(), Some("|1 V=1 /bin/sh -c echo $A > f"));
-        let run = exec.runs.borrow()[0].clone();
+        let run = exec.runs.lock().unwrap()[0].clone();
         assert_eq!((run.workdir.as_str(), run.env.clone()), ("/app", vec!["PATH=/bin".to_string(), "A=1".into(), "V=1".into()]));
-        assert_eq!(exec.copies.borrow()[0].sources, ["/src"]);
+        assert_eq!(exec.copies.lock().unwrap()[0].sources, ["/src"]);
         assert_eq!(events[0], Event::Step { n: 1, total: 7, text: "FROM busybox".into() });
         // Again: nothing runs, nothing is copied.
         let (again, events, out) = go(&s, DF, &exec, &cache, &Options::default()).unwrap();
-        assert_eq!((exec.runs.borrow().len(), exec.copies.borrow().len(), out.as_str()), (1, 1, ""));
+        assert_eq!((exec.runs.lock().unwrap().len(), exec.copies.lock().unwrap().len(), out.as_str()), (1, 1, ""));
         assert_eq!(events.iter().filter(|e| **e == Event::UsingCache).count(), 6, "every step after FROM");
         assert_eq!(again.key, built.key);
         assert_eq!(again.image, built.image, "the same config, history dates included: the same image ID");
@@ -514,25 +683,55 @@ mod tests {
         let f = s.ctx_dir.join("src/app.txt");
         std::fs::File::options().write(true).open(&f).unwrap().set_modified(std::time::UNIX_EPOCH).unwrap();
         go(&s, DF, &exec, &cache, &Options::default()).unwrap();
-        assert_eq!(exec.copies.borrow().len(), 1);
+        assert_eq!(exec.copies.lock().unwrap().len(), 1);
         std::fs::write(&f, "v2").unwrap();
         go(&s, DF, &exec, &cache, &Options::default()).unwrap();
-        assert_eq!((exec.copies.borrow().len(), exec.runs.borrow().len()), (2, 2));
+        assert_eq!((exec.copies.lock().unwrap().len(), exec.runs.lock().unwrap().len()), (2, 2));
         // A different build argument changes the ENV that uses it: everything after misses.
         let opts = Options { build_args: [("V".to_string(), "2".to_string())].into(), ..Default::default() };
         go(&s, DF, &exec, &cache, &opts).unwrap();
-        assert_eq!((exec.copies.borrow().len(), exec.runs.borrow().len()), (3, 3));
+        assert_eq!((exec.copies.lock().unwrap().len(), exec.runs.lock().unwrap().len()), (3, 3));
         // One only a RUN sees misses at that RUN.
         let only_run = "FROM busybox\nARG R=1\nRUN echo $R\n";
         go(&s, only_run, &exec, &cache, &Options::default()).unwrap();
         let opts = Options { build_args: [("R".to_string(), "2".to_string())].into(), ..Default::default() };
         go(&s, only_run, &exec, &cache, &opts).unwrap();
-        assert_eq!(exec.runs.borrow().len(), 5);
-        assert_eq!(exec.runs.borrow()[4].env.last().map(String::as_str), Some("R=2"));
+        assert_eq!(exec.runs.lock().unwrap().len(), 5);
+        assert_eq!(exec.runs.lock().unwrap()[4].env.last().map(String::as_str), Some("R=2"));
         // --no-cache runs everything.
         let opts = Options { no_cache: true, ..Default::default() };
         go(&s, DF, &exec, &cache, &opts).unwrap();
-        assert_eq!((exec.copies.borrow().len(), exec.runs.borrow().len()), (4, 6));
+        assert_eq!((exec.copies.lock().unwrap().len(), exec.runs.lock().unwrap().len()), (4, 6));
+    }
+
+    #[test]
+    fn cache_from_images_stand_in_for_the_steps_they_match() {
+        let s = setup();
+        let (exec, cache) = (Fake::default(), MemCache::default());
+        let (built, _, _) = go(&s, DF, &exec, &cache, &Options::default()).unwrap();
+        // An empty cache: the image's history and layers answer for every step.
+        let opts = Options { cache_from: vec![built.image.clone()], ..Default::default() };
+        let (again, events, _) = go(&s, DF, &exec, &MemCache::default(), &opts).unwrap();
+        assert_eq!((exec.runs.lock().unwrap().len(), exec.copies.lock().unwrap().len()), (1, 1), "nothing ran again");
+        assert_eq!(events.iter().filter(|e| **e == Event::UsingCache).count(), 6);
+        assert_eq!(again.image, built.image, "the same image");
+        // From where the Dockerfile differs, steps run.
+        let changed = DF.replace("RUN echo $A > f", "RUN echo $A > g");
+        go(&s, &changed, &exec, &MemCache::default(), &opts).unwrap();
+        assert_eq!((exec.runs.lock().unwrap().len(), exec.copies.lock().unwrap().len()), (2, 1));
+    }
+
+    #[test]
+    fn independent_stages_run_at_once_and_report_in_order() {
+        let s = setup();
+        let exec = Fake { slow: Some(std::time::Duration::from_millis(300)), ..Default::default() };
+        let src = "FROM busybox AS a\nRUN make a\nFROM busybox AS b\nRUN make b\nFROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n";
+        let t = std::time::Instant::now();
+        let (_, events, out) = go(&s, src, &exec, &MemCache::default(), &Options::default()).unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_millis(550), "a and b overlapped: {:?}", t.elapsed());
+        assert_eq!(out, "ran /bin/sh -c make a\nran /bin/sh -c make b\n");
+        let steps: Vec<usize> = events.iter().filter_map(|e| if let Event::Step { n, .. } = e { Some(*n) } else { None }).collect();
+        assert_eq!(steps, [1, 2, 3, 4, 5, 6, 7], "numbered and reported as one after the other");
     }
 
     #[test]
@@ -541,7 +740,7 @@ mod tests {
         let (exec, cache) = (Fake::default(), MemCache::default());
         let src = "FROM busybox AS build\nRUN make\nFROM alpine\nCOPY --from=build /out /out\n";
         let (built, _, _) = go(&s, src, &exec, &cache, &Options::default()).unwrap();
-        let copy = exec.copies.borrow()[0].clone();
+        let copy = exec.copies.lock().unwrap()[0].clone();
         assert_eq!(copy.from, CopyFrom::Layers(vec![digest_of("busybox"), digest_of("run [\"/bin/sh\", \"-c\", \"make\"]")]));
         assert_eq!(built.image.rootfs.diff_ids[0], digest_of("alpine"));
         let failing = Fake { fail: Some(2), ..Default::default() };

@@ -314,7 +314,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 /// Docker's commands berth's CLI does not have yet: say so plainly rather than "unrecognized".
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "build", "builder", "buildx", "checkpoint", "compose", "config", "context", "events",
+    "buildx", "checkpoint", "compose", "config", "context", "events",
     "manifest", "node", "plugin", "search", "secret", "service",
     "stack", "swarm", "trust", "update",
 ];

@@ -273,6 +273,8 @@ impl Engine {
             build_sessions: Default::default(),
         }));
         engine.restore().await?;
+        let e = engine.clone();
+        let _ = tokio::task::spawn_blocking(move || build::remove_leftovers(&e)).await;
         // Another engine may set its FORWARD policy to drop at any time (dockerd does when it
         // starts): look every few seconds while berthd has bridges up.
         let nets = Arc::clone(&engine.nets);

@@ -572,6 +572,50 @@ pub(crate) async fn error_message(res: Response) -> String {
     }
 }
 
+impl Registry {
+    /// ADD's URL source: GET `url` (http or https, redirects followed, the registry's TLS
+    /// settings for its host) into `to`, at most `limit` bytes, hashing what arrives. Returns
+    /// the content's digest and the server's `Last-Modified`, if any.
+    pub async fn download(&self, url: &str, to: &mut std::fs::File, limit: u64) -> Result<(berth_store::Digest, Option<String>)> {
+        use futures_util::StreamExt;
+        use sha2::Digest as _;
+        use std::io::Write;
+        let parsed = reqwest::Url::parse(url).map_err(|e| RegistryError::Invalid(format!("{url}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(RegistryError::Invalid(format!("{url}: only http and https URLs can be fetched")));
+        }
+        let host = match (parsed.host_str(), parsed.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => return Err(RegistryError::Invalid(format!("{url}: no host"))),
+        };
+        let client = self.client(&host, false)?;
+        let resp = client.get(parsed).send().await.map_err(http_err("fetching", url))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(RegistryError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                message: format!("failed to GET {url} with status {status}"),
+            });
+        }
+        let modified = resp.headers().get(reqwest::header::LAST_MODIFIED).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut hasher = sha2::Sha256::new();
+        let mut total = 0u64;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(http_err("fetching", url))?;
+            total += chunk.len() as u64;
+            if total > limit {
+                return Err(RegistryError::TooLarge { what: "the download", url: url.to_string(), limit });
+            }
+            hasher.update(&chunk);
+            to.write_all(&chunk).map_err(|e| RegistryError::Invalid(format!("writing what {url} sent: {e}")))?;
+        }
+        Ok((berth_store::Digest::from_sha256(&hasher.finalize().into()), modified))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

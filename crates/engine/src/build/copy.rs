@@ -242,7 +242,7 @@ fn is_archive(file: &std::fs::File) -> bool {
 
 fn apply(root: BorrowedFd, src: BorrowedFd, step: &CopyStep, scratch_source: bool) -> Result<(), BuildError> {
     let (dest, dir_dest) = destination(&step.dest, &step.workdir);
-    let count = step.sources.len() + step.heredocs.len();
+    let count = step.sources.len() + step.heredocs.len() + step.urls.len();
     let what = if step.add { "ADD" } else { "COPY" };
     if count > 1 && !dir_dest {
         return Err(err(format!("When using {what} with more than one source file, the destination must be a directory and end with a /")));
@@ -283,6 +283,31 @@ fn apply(root: BorrowedFd, src: BorrowedFd, step: &CopyStep, scratch_source: boo
             hd.set_mode(0o644);
             hd.set_entry_type(tar::EntryType::Regular);
             b.append_data(&mut hd, &name, &content[..])?;
+            b.finish()
+        })?;
+    }
+    for (url, fetched) in &step.urls {
+        // Named after the URL's last path segment, 0600, not extracted (Docker's rules).
+        let name = url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string();
+        let name = if name.is_empty() || name.contains(':') {
+            if into_dir {
+                return Err(err(format!("cannot determine a file name from {url}: name the destination")));
+            }
+            String::new()
+        } else {
+            name
+        };
+        let (dir, as_name) = target(&name);
+        let fd = mkdirs(root, &dir, own)?;
+        let file = std::fs::File::open(&fetched.path).map_err(|e| err(format!("{url}: {e}")))?;
+        let size = file.metadata().map_err(err)?.len();
+        unpack_into(fd, Owner::Fixed(own.0, own.1), mode.or(Some(0o600)), move |w| {
+            let mut b = tar::Builder::new(w);
+            let mut hd = tar::Header::new_gnu();
+            hd.set_size(size);
+            hd.set_mode(0o600);
+            hd.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut hd, &as_name, file)?;
             b.finish()
         })?;
     }

@@ -49,9 +49,22 @@ pub(super) struct Steps {
     /// Every layer the build has met, by chain ID: base images', cached steps', its own.
     layers: Mutex<HashMap<Digest, LayerRecord>>,
     /// Held from the moment a step makes a layer until the cache records it, so no
-    /// collection takes the layer in between.
-    hold: Mutex<Option<WriteHold>>,
+    /// collection takes the layer in between: by thread (stages build at once, each on one).
+    hold: Mutex<HashMap<std::thread::ThreadId, WriteHold>>,
+    /// ADD's downloads, deleted when the build ends.
+    downloads: Mutex<Vec<std::path::PathBuf>>,
 }
+
+impl Drop for Steps {
+    fn drop(&mut self) {
+        for f in self.downloads.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// The most an ADD URL may bring.
+const DOWNLOAD_LIMIT: u64 = 16 << 30;
 
 fn exec_err(e: impl std::fmt::Display) -> BuildError {
     BuildError::Executor(e.to_string())
@@ -68,7 +81,8 @@ impl Steps {
             rm,
             pull,
             layers: Mutex::new(HashMap::new()),
-            hold: Mutex::new(None),
+            hold: Mutex::new(HashMap::new()),
+            downloads: Mutex::new(Vec::new()),
         }
     }
 
@@ -90,11 +104,11 @@ impl Steps {
 
     fn hold_writes(&self) {
         let h = self.engine.images.write_guard();
-        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        self.hold.lock().unwrap_or_else(|p| p.into_inner()).insert(std::thread::current().id(), h);
     }
 
     fn release_writes(&self) {
-        self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.hold.lock().unwrap_or_else(|p| p.into_inner()).remove(&std::thread::current().id());
     }
 
     /// The image `name`, resolved locally or pulled (its progress goes to the stream).
@@ -127,6 +141,16 @@ impl Steps {
         let (_, config) = images.config(&id).map_err(exec_err)?;
         self.know(&rec.layers);
         Ok((id, config, rec.layers))
+    }
+
+    /// A local image's config, its layers made known to the build (`--cache-from`).
+    pub fn local_image(&self, name: &str) -> Option<ImageConfig> {
+        let images = &self.engine.images;
+        let id = images.resolve(name).ok()?;
+        let rec = images.get(&id).ok()?;
+        let (_, config) = images.config(&id).ok()?;
+        self.know(&rec.layers);
+        Some(config)
     }
 
     /// RUN's command: the shell form's heredocs go to the shell with it (it reads them
@@ -254,6 +278,17 @@ impl Executor for Steps {
             self.know(&[l]);
             d
         }))
+    }
+
+    fn fetch(&self, url: &str) -> Result<berth_build::builder::Fetched, BuildError> {
+        let dir = self.engine.cfg.data_root.join("builder").join("downloads");
+        std::fs::create_dir_all(&dir).map_err(|e| exec_err(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(crate::names::random_id().map_err(|e| exec_err(e.message))?);
+        let mut file = std::fs::File::create(&path).map_err(|e| exec_err(format!("creating {}: {e}", path.display())))?;
+        self.downloads.lock().unwrap_or_else(|p| p.into_inner()).push(path.clone());
+        let registry = self.engine.registry.clone();
+        let (digest, _) = self.rt.block_on(async move { registry.download(url, &mut file, DOWNLOAD_LIMIT).await }).map_err(exec_err)?;
+        Ok(berth_build::builder::Fetched { path, digest: digest.to_string() })
     }
 
     fn has_layers(&self, diff_ids: &[Digest]) -> bool {

@@ -53,6 +53,25 @@ impl Ctx {
     }
 }
 
+/// What builds a crash interrupted left: unpacked contexts, downloads, COPY's work
+/// directories and writable layers. (Kept contexts stay: their manifest is written last.)
+pub(crate) fn remove_leftovers(engine: &Engine) {
+    let builder = engine.cfg.data_root.join("builder");
+    for dir in [builder.join("contexts"), builder.join("downloads"), engine.cfg.exec_root.join("builder")] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+    if let Ok(infos) = engine.images.snapshots.walk() {
+        for info in infos.iter().filter(|i| i.key.starts_with("build-")) {
+            if let Err(e) = engine.images.snapshots.remove(&info.key) {
+                tracing::warn!("removing the leftover build layer {}: {e}", info.key);
+            }
+        }
+    }
+}
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(Kind::InvalidArgument, message)
 }
@@ -169,7 +188,14 @@ impl Builds for Engine {
                     Ctx::Kept(h) => ctx.with_known(Arc::clone(&h.known)),
                     Ctx::Temp(_) => ctx,
                 };
-                let bopts = builder::Options { build_args: opts.build_args.clone(), no_cache: opts.no_cache, labels: opts.labels.clone() };
+                // `--cache-from` images present here (the legacy builder pulls none).
+                let cache_from = opts.cache_from.iter().filter_map(|name| steps.local_image(name)).collect();
+                let bopts = builder::Options {
+                    build_args: opts.build_args.clone(),
+                    no_cache: opts.no_cache,
+                    labels: opts.labels.clone(),
+                    cache_from,
+                };
                 let b = builder::Build { plan: &plan, escape, ctx: &ctx, exec: &steps, cache: &steps, opts: &bopts };
                 let sink = tx.clone();
                 let mut events = move |e: Event| {
@@ -214,6 +240,10 @@ impl Builds for Engine {
 
     async fn prune(&self, all: bool, filters: Filters) -> Result<BuildPruneResponse, ApiError> {
         let _ = all;
+        // Cache records carry no labels: a label filter matches none of them.
+        if !filters.get("label").is_empty() || !filters.get("label!").is_empty() {
+            return Ok(BuildPruneResponse::default());
+        }
         // `until`: only what was made before it goes.
         let until = crate::containers::until_filters(&filters)?.into_iter().reduce(f64::min);
         let e = self.clone();
