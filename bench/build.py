@@ -32,9 +32,10 @@ CMD ["cat", "/app/one"]
 
 
 def timed(cmd, env, cwd):
-    """Seconds `cmd` took in `cwd` (the docker CLI told to use the legacy builder)."""
+    """Seconds `cmd` took in `cwd` (the docker CLI told to use the legacy builder unless `env`
+    says otherwise)."""
     t = time.perf_counter()
-    r = subprocess.run(cmd, env=dict(env, DOCKER_BUILDKIT="0"), cwd=cwd, capture_output=True, text=True)
+    r = subprocess.run(cmd, env=dict({"DOCKER_BUILDKIT": "0"}, **env), cwd=cwd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")
     return time.perf_counter() - t
@@ -63,6 +64,11 @@ def main():
             clients.append((f"{name} (docker CLI, legacy builder)", env, [docker, "build", "-q"]))
             if name == "berth":
                 clients.append(("berth (berth CLI)", env, [berth, "build", "-q"]))
+            # BuildKit: the docker 20.10 CLI (Debian's docker.io) drives the peer dockerd's
+            # BuildKit itself; the docker CLI 28 would need the buildx plugin.
+            old_cli = "/usr/bin/docker"
+            if name == "Docker" and os.path.exists(old_cli) and "20.10" in sh([old_cli, "--version"]).stdout:
+                clients.append(("Docker (docker 20.10 CLI, BuildKit)", dict(env, DOCKER_BUILDKIT="1"), [old_cli, "build", "-q"]))
         # Warm: the cache filled, the page cache too.
         for _, env, cmd in clients:
             timed(cmd + ["-t", "bench-build", "."], env, ctx)
@@ -83,12 +89,13 @@ def main():
             print("|---|---|---|---|")
             for name, xs in table.items():
                 print(row(name, xs))
-            docker_name = "Docker (docker CLI, legacy builder)"
-            if docker_name in table:
-                d = statistics.median(table[docker_name])
-                for name, xs in table.items():
-                    if name != docker_name:
-                        print(f"\n{name} / Docker's legacy builder: {statistics.median(xs) / d:.2f}")
+            for docker_name, what in (("Docker (docker CLI, legacy builder)", "Docker's legacy builder"),
+                                      ("Docker (docker 20.10 CLI, BuildKit)", "BuildKit")):
+                if docker_name in table:
+                    d = statistics.median(table[docker_name])
+                    for name, xs in table.items():
+                        if name.startswith("berth"):
+                            print(f"\n{name} / {what}: {statistics.median(xs) / d:.2f}")
             print()
 
         # berth's cost per step beyond the step's own work.

@@ -21,3 +21,6 @@ python3 bench/commit.py
 
 echo
 python3 bench/cp.py
+
+echo
+python3 bench/build.py

@@ -645,6 +645,27 @@ impl ImageStore {
     /// Record an image of `config_bytes` on `layers` (unpacked already), named by each of
     /// `refs`: a build's result.
     pub fn record_image(&self, config_bytes: Vec<u8>, layers: Vec<LayerRecord>, refs: &[Reference]) -> Result<Digest> {
+        // The same image again (a fully cached rebuild): named, nothing written or synced.
+        let id = Digest::of(&config_bytes);
+        let (known, named) = self.index.read(|db| {
+            let known = db.images.contains_key(&id.to_string());
+            (known, known && refs.iter().all(|r| db.refs.get(&r.to_string()) == Some(&id)))
+        });
+        if named {
+            return Ok(id);
+        }
+        if known {
+            self.update(|db| {
+                if !db.images.contains_key(&id.to_string()) {
+                    return Err(ImagesError::NotFound(id.to_string()));
+                }
+                for r in refs {
+                    db.refs.insert(r.to_string(), id.clone());
+                }
+                Ok(())
+            })?;
+            return Ok(id);
+        }
         let id = self.record(config_bytes, layers, refs.first())?;
         if refs.len() > 1 {
             self.update(|db| {
@@ -1218,8 +1239,12 @@ mod tests {
             assert_eq!((listed.len(), listed[0].1.description.as_str(), listed[0].1.made_layer), (1, "RUN x", true));
             // A build's result recorded from them, named twice.
             let refs = [Reference::parse("built:1").unwrap(), Reference::parse("built:2").unwrap()];
-            let id = s.record_image(bytes, layers, &refs).unwrap();
+            let id = s.record_image(bytes, layers.clone(), &refs).unwrap();
             assert_eq!((s.resolve("built:1").unwrap(), s.resolve("built:2").unwrap()), (id.clone(), id.clone()));
+            // The same again (a cached rebuild): the same image, a new name added.
+            let again =
+                s.record_image(serde_json::to_vec(&config).unwrap(), layers.clone(), &[Reference::parse("built:3").unwrap()]).unwrap();
+            assert_eq!((again, s.resolve("built:3").unwrap()), (id.clone(), id.clone()));
             // Pruned: the records go, and what only they kept.
             s.remove(&id).unwrap();
             let (gone, freed) = s.cache_prune(|_| false).unwrap();
