@@ -483,3 +483,80 @@ fn add_fetches_urls_and_run_steps_get_the_network_asked_for() {
     assert!(bridge.contains("eth0"), "{bridge}");
     assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
 }
+
+/// The same Dockerfile built by berthd and by the peer dockerd's legacy builder: the same
+/// config, the same history (COPY's content digests aside: Docker's are its own), the same
+/// files with the same owners and modes.
+#[test]
+fn a_build_matches_dockers_legacy_builder() {
+    let Some(peer) = berth_tests::peer_dockerd() else { return };
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let image = format!("berth-build-cmp-{}", std::process::id());
+    let on_peer = |dir: &Path, args: &[&str]| {
+        let mut c = std::process::Command::new("docker");
+        c.env("DOCKER_HOST", &peer).env("DOCKER_BUILDKIT", "0").current_dir(dir).args(args);
+        run_command(&mut c)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs.tar");
+    run_command(std::process::Command::new("tar").arg("-C").arg(berth_tests::busybox_rootfs()).arg("-cf").arg(&rootfs).arg(".")).success();
+    on_peer(dir.path(), &["import", rootfs.to_str().unwrap(), &format!("{image}-base")]).success();
+    d.docker(&["tag", "busybox", &format!("{image}-base")]).success();
+    let ctx = dir.path().join("ctx");
+    // What Docker 20.10's legacy builder knows (no heredocs, no --chmod).
+    let dockerfile = format!(
+        "ARG BASE={image}-base\nFROM $BASE AS base\nARG V=1\nENV A=$V B=\"x y\"\nLABEL one=1 \"two words\"=v\nWORKDIR /w\n\
+         COPY src/ /dst/\nCOPY src/a rel\nCOPY --chown=7:8 src/sub/ /owned/\nRUN echo $V > /ran && mkdir -p /made && chmod 750 /made\n\
+         FROM base\nCOPY --from=base /ran /copied\nUSER 1000:1000\nEXPOSE 80 53/udp\nVOLUME [\"/data\"]\nSTOPSIGNAL SIGTERM\n\
+         HEALTHCHECK --interval=3s --retries=2 CMD [\"true\"]\nSHELL [\"/bin/sh\", \"-ec\"]\nENTRYPOINT echo hi\nCMD [\"x\"]\nONBUILD RUN true\n"
+    );
+    write(&ctx, &[("Dockerfile", &dockerfile), ("src/a", "a\n"), ("src/sub/b", "b\n")]);
+    on_peer(&ctx, &["build", "-q", "-t", &image, "--build-arg", "V=2", "--label", "l=v", "."]).success();
+    docker_build(&d, &ctx, &["-q", "-t", &image, "--build-arg", "V=2", "--label", "l=v", "."]).success();
+    let config = |r: Run| json(&r.success().stdout)[0]["Config"].clone();
+    let mut theirs = config(on_peer(&ctx, &["image", "inspect", &image]));
+    let mut ours = config(d.docker(&["image", "inspect", &image]));
+    // Docker 20.10's legacy builder leaves the last step's container config's Image; berth none.
+    for c in [&mut theirs, &mut ours] {
+        for k in ["Image", "Hostname", "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce"] {
+            c.as_object_mut().unwrap().remove(k);
+        }
+    }
+    assert_eq!(ours, theirs);
+    let history = |r: Run| -> Vec<String> {
+        r.success()
+            .stdout
+            .lines()
+            .map(|l| {
+                // `file:<digest>`: the digest is each engine's own.
+                let mut out = l.to_string();
+                for kind in ["file:", "dir:", "multi:"] {
+                    if let Some(i) = out.find(kind) {
+                        let start = i + kind.len();
+                        let end = out[start..].find(' ').map_or(out.len(), |e| start + e);
+                        out.replace_range(start..end, "…");
+                    }
+                }
+                out
+            })
+            .collect()
+    };
+    let fmt = ["history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Size}}", image.as_str()];
+    assert_eq!(history(d.docker(&fmt)), history(on_peer(&ctx, &fmt)));
+    let look = [
+        "run",
+        "--rm",
+        "--user",
+        "0",
+        "--entrypoint",
+        "sh",
+        image.as_str(),
+        "-c",
+        "ls -lnR /dst /w /owned /made /copied | grep -v total | sed 's/ [A-Z][a-z][a-z] [ 0-9][0-9] [0-9:]*//'; cat /ran /copied",
+    ];
+    assert_eq!(d.docker(&look).success().stdout, on_peer(&ctx, &look).success().stdout);
+    for i in [image.clone(), format!("{image}-base")] {
+        let _ = on_peer(&ctx, &["rmi", "-f", &i]);
+    }
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+}

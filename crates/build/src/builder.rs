@@ -89,6 +89,8 @@ pub trait Executor {
     fn has_layers(&self, diff_ids: &[Digest]) -> bool;
     /// Fetch ADD's `url` into a file the build keeps until it ends.
     fn fetch(&self, url: &str) -> Result<Fetched, BuildError>;
+    /// Is `path` a directory in the filesystem of `layers` (for a history line's `dir:`)?
+    fn is_dir_in(&self, layers: &[Digest], path: &str) -> bool;
 }
 
 /// Where step results are kept between builds (the engine's, on disk).
@@ -128,6 +130,9 @@ pub struct Built {
     pub image: ImageConfig,
     pub key: String,
 }
+
+/// The PATH a stage gets when its base image has none.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn chain(parent: &str, step: &str) -> String {
     let mut h = sha2::Sha256::new();
@@ -290,6 +295,11 @@ fn build_stage(
     // The base's ONBUILD triggers run first, and are not passed on.
     let triggers = base_image.config.on_build.take().unwrap_or_default();
     let mut state = StageState::new(base_image);
+    // A stage starts with a PATH when its base has none, as Docker's builders do.
+    let env = state.image.config.env.get_or_insert_with(Vec::new);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.to_string());
+    }
     let mut key = base_key;
     events(Event::Result(short(&key)));
     if !triggers.is_empty() {
@@ -454,7 +464,16 @@ fn step(
                 return Ok(key);
             }
             let what = if add { "ADD" } else { "COPY" };
-            let by = format!("/bin/sh -c #(nop) {what} {} in {dest} ", digest.replace("sha256:", "dir:"));
+            // The legacy builder's line: `file:`, `dir:` or `multi:` and the sources' digest.
+            let sort = match (&from, resolved.len() + urls.len() + c.heredocs.len()) {
+                (_, n) if n > 1 => "multi",
+                (CopyFrom::Context, _) if resolved.len() == 1 && ctx.is_dir(&resolved[0]) => "dir",
+                (CopyFrom::Layers(layers), _) if resolved.len() == 1 && exec.is_dir_in(layers, &resolved[0]) => "dir",
+                _ => "file",
+            };
+            // No space after it: the legacy builder's line has none (`--chown=7:8dir:…`).
+            let chown = c.chown.as_ref().map(|o| format!("--chown={o}")).unwrap_or_default();
+            let by = format!("{} {what} {chown}{sort}:{} in {dest} ", state.nop(), digest.trim_start_matches("sha256:"));
             if let Some(hit) = from_images(opts, exec, &state.image, &by) {
                 events(Event::UsingCache);
                 state.image = hit;
@@ -615,6 +634,9 @@ mod tests {
         }
         fn fetch(&self, url: &str) -> Result<Fetched, BuildError> {
             Err(BuildError::Executor(format!("no network here: {url}")))
+        }
+        fn is_dir_in(&self, _: &[Digest], path: &str) -> bool {
+            path.ends_with('/')
         }
     }
 

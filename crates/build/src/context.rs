@@ -107,6 +107,11 @@ impl Context {
         Ok(Context { root, ignore, known: None })
     }
 
+    /// Is `path` (from [`Context::sources`]) a directory?
+    pub fn is_dir(&self, path: &str) -> bool {
+        self.lstat(path).is_some_and(|st| kind(&st) == SFlag::S_IFDIR)
+    }
+
     /// Remember files' digests in `known` (shared by the builds of one context directory).
     pub fn with_known(mut self, known: Known) -> Context {
         self.known = Some(known);

@@ -51,6 +51,71 @@ fn expand_err(keyword: &str) -> impl FnOnce(ExpandError) -> DispatchError + '_ {
 }
 
 /// Go's `time.ParseDuration` for HEALTHCHECK's options: `1m30s`, `500ms`, `2h`; nanoseconds.
+/// Go's `%q` of a `[]string`: `["a" "b"]`.
+pub fn go_quoted(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|x| serde_json::to_string(x).unwrap_or_default()).collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `%q` of an integer: a rune literal (`'\x02'`, `'\n'`, `'A'`).
+fn go_rune(n: i64) -> String {
+    match n {
+        7 => "'\\a'".into(),
+        8 => "'\\b'".into(),
+        9 => "'\\t'".into(),
+        10 => "'\\n'".into(),
+        11 => "'\\v'".into(),
+        12 => "'\\f'".into(),
+        13 => "'\\r'".into(),
+        39 => "'\\''".into(),
+        92 => "'\\\\'".into(),
+        0..=31 | 127 => format!("'\\x{n:02x}'"),
+        32..=126 => format!("'{}'", n as u8 as char),
+        n => match u32::try_from(n).ok().and_then(char::from_u32) {
+            Some(c) if !c.is_control() => format!("'{c}'"),
+            _ => format!("'\\u{:04x}'", n),
+        },
+    }
+}
+
+/// Go's `time.Duration.String()`: `0s`, `1.5s`, `1m30s`, `2h0m0s`, `500ms`, `3µs`.
+pub fn go_duration_string(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let frac = |v: u64, unit: u64| -> String {
+        let (whole, rest) = (v / unit, v % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.to_string().len() - 1;
+        let f = format!("{rest:0digits$}");
+        format!("{whole}.{}", f.trim_end_matches('0'))
+    };
+    let s = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", frac(u, 1_000))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", frac(u, 1_000_000))
+    } else {
+        let secs = u / 1_000_000_000;
+        let sub = u % 1_000_000_000;
+        let s_part = frac((secs % 60) * 1_000_000_000 + sub, 1_000_000_000);
+        let (h, m) = (secs / 3600, secs / 60 % 60);
+        if h > 0 {
+            format!("{h}h{m}m{s_part}s")
+        } else if m > 0 {
+            format!("{m}m{s_part}s")
+        } else {
+            format!("{s_part}s")
+        }
+    };
+    if neg { format!("-{s}") } else { s }
+}
+
 pub fn go_duration(s: &str) -> Option<i64> {
     if s == "0" {
         return Some(0);
@@ -209,10 +274,12 @@ impl StageState {
                         if !valid_range || !matches!(proto, "tcp" | "udp" | "sctp") {
                             return Err(DispatchError::Invalid(format!("invalid containerPort: {num}")));
                         }
-                        shown.push(p.clone());
                         self.config().exposed_ports.get_or_insert_with(BTreeMap::new).insert(p, serde_json::json!({}));
                     }
+                    shown.extend(lex.words(p, self).map_err(expand_err(kw))?);
                 }
+                // As given, sorted as strings (the legacy builder's line).
+                shown.sort();
                 format!("EXPOSE {}", shown.join(" "))
             }
             Command::Volume(v) => {
@@ -236,7 +303,7 @@ impl StageState {
                 let argv = self.argv(form);
                 self.config().cmd = Some(argv.clone());
                 self.cmd_inherited = false;
-                format!("CMD {}", serde_json::to_string(&argv).unwrap_or_default())
+                format!("CMD {}", go_quoted(&argv))
             }
             Command::Entrypoint(form) => {
                 let argv = self.argv(form);
@@ -246,11 +313,11 @@ impl StageState {
                     self.config().cmd = None;
                     self.cmd_inherited = false;
                 }
-                format!("ENTRYPOINT {}", serde_json::to_string(&argv).unwrap_or_default())
+                format!("ENTRYPOINT {}", go_quoted(&argv))
             }
             Command::Shell(v) => {
                 self.config().shell = Some(v.clone());
-                format!("SHELL {}", serde_json::to_string(v).unwrap_or_default())
+                format!("SHELL [{}]", v.join(" "))
             }
             Command::Healthcheck(None) => {
                 self.config().healthcheck = Some(Healthcheck { test: vec!["NONE".into()], ..Default::default() });
@@ -279,15 +346,26 @@ impl StageState {
                         Err(_) => return Err(DispatchError::Invalid(format!("strconv.ParseInt: parsing \"{r}\": invalid syntax"))),
                     },
                 };
-                self.config().healthcheck = Some(Healthcheck {
+                let hc = Healthcheck {
                     test: test.clone(),
                     interval: dur("interval", &h.interval)?,
                     timeout: dur("timeout", &h.timeout)?,
                     start_period: dur("start-period", &h.start_period)?,
                     start_interval: dur("start-interval", &h.start_interval)?,
                     retries,
-                });
-                format!("HEALTHCHECK &{{{:?}}}", test)
+                };
+                // Go's `%q` of the legacy builder's HealthConfig: durations quoted, retries a rune.
+                let d = |v: Option<i64>| format!("\"{}\"", go_duration_string(v.unwrap_or(0)));
+                let shown = format!(
+                    "HEALTHCHECK &{{{} {} {} {} {}}}",
+                    go_quoted(&test),
+                    d(hc.interval),
+                    d(hc.timeout),
+                    d(hc.start_period),
+                    go_rune(hc.retries.unwrap_or(0))
+                );
+                self.config().healthcheck = Some(hc);
+                shown
             }
             Command::OnBuild(_, trigger) => {
                 self.config().on_build.get_or_insert_with(Vec::new).push(trigger.clone());
@@ -301,7 +379,15 @@ impl StageState {
                 return Err(DispatchError::Invalid(format!("{kw} is not a metadata instruction")));
             }
         };
-        Ok(History { created_by: Some(format!("/bin/sh -c #(nop)  {shown}")), empty_layer: true, ..Default::default() })
+        // The legacy builder's line: the stage's shell (after a SHELL, the new one), then the
+        // comment (WORKDIR's with one space, the others with two).
+        let gap = if kw == "WORKDIR" { " " } else { "  " };
+        Ok(History { created_by: Some(format!("{} #(nop){gap}{shown}", self.shell().join(" "))), empty_layer: true, ..Default::default() })
+    }
+
+    /// The start of a `#(nop)` history line in this stage (COPY's and ADD's too).
+    pub fn nop(&self) -> String {
+        format!("{} #(nop)", self.shell().join(" "))
     }
 }
 
@@ -381,7 +467,29 @@ mod tests {
         );
         assert_eq!(s.args["GLOBAL"].as_deref(), Some("g"), "a global ARG re-declared takes its value");
         assert_eq!(lines[3], "/bin/sh -c #(nop)  ENV A=1 B=x y PATH=/usr/bin:/opt");
-        assert_eq!(lines[7], "/bin/sh -c #(nop)  WORKDIR /app/src");
+        assert_eq!(lines[7], "/bin/sh -c #(nop) WORKDIR /app/src");
+        assert_eq!(lines[9], "/bin/sh -c #(nop)  EXPOSE 53/UDP 80 8000-8002", "as given, sorted");
+        assert_eq!(lines[12], "/bin/bash -c #(nop)  SHELL [/bin/bash -c]", "the new shell leads its own line");
+        assert_eq!(lines[13], "/bin/bash -c #(nop)  CMD [\"/bin/bash\" \"-c\" \"echo $HOME\"]");
+        assert_eq!(lines[15], "/bin/bash -c #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f x\"] \"1m30s\" \"0s\" \"0s\" '\\x02'}");
+    }
+
+    #[test]
+    fn gos_formats() {
+        for (ns, want) in [
+            (0, "0s"),
+            (3_000_000_000, "3s"),
+            (90_000_000_000, "1m30s"),
+            (1_500_000_000, "1.5s"),
+            (500_000_000, "500ms"),
+            (7_200_000_000_000, "2h0m0s"),
+            (1_500, "1.5µs"),
+            (12, "12ns"),
+        ] {
+            assert_eq!(go_duration_string(ns), want);
+        }
+        assert_eq!((go_rune(2), go_rune(10), go_rune(65)), ("'\\x02'".to_string(), "'\\n'".to_string(), "'A'".to_string()));
+        assert_eq!(go_quoted(&["a".into(), "b c".into()]), "[\"a\" \"b c\"]");
     }
 
     #[test]

@@ -291,6 +291,21 @@ impl Executor for Steps {
         Ok(berth_build::builder::Fetched { path, digest: digest.to_string() })
     }
 
+    fn is_dir_in(&self, diff_ids: &[Digest], path: &str) -> bool {
+        // The top layer that has the path decides (a whiteout there: not a directory). Links
+        // on the way are not followed: a history line's word, nothing copied by it.
+        let Ok(layers) = self.layers_of(diff_ids) else { return false };
+        let rel = path.trim_matches('/');
+        for l in layers.iter().rev() {
+            let Ok(dir) = self.engine.images.snapshots.dir(&l.chain_id.to_string()) else { continue };
+            match std::fs::symlink_metadata(dir.join(rel)) {
+                Ok(m) => return m.is_dir(),
+                Err(_) => continue,
+            }
+        }
+        false
+    }
+
     fn has_layers(&self, diff_ids: &[Digest]) -> bool {
         self.layers_of(diff_ids).is_ok_and(|ls| ls.last().is_none_or(|l| self.engine.images.has_layer(&l.chain_id)))
     }
