@@ -143,38 +143,25 @@ fn owner(root: BorrowedFd, chown: Option<&str>) -> Result<(u32, u32), BuildError
         None => (spec, None),
     };
     let (passwd, group) = (read_in(root, "/etc/passwd"), read_in(root, "/etc/group"));
+    // Field `idx` of the line for `name` in a passwd or group file.
+    let field = |table: &str, name: &str, idx: usize| -> Option<u32> {
+        table.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > idx && f[0] == name).and_then(|f| f[idx].parse().ok())
+    };
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 4 && f[0] == u)
-            .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| {
-                err(format!("unable to convert uid/gid chown string to host mapping: can't find uid for user {u}: no such user: {u}"))
-            })?,
+        Err(_) => field(&passwd, u, 2).ok_or_else(|| {
+            err(format!("unable to convert uid/gid chown string to host mapping: can't find uid for user {u}: no such user: {u}"))
+        })?,
     };
     let gid = match g {
-        // A user alone: its uid as the group too, as Docker's COPY --chown does.
-        None => match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => passwd
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 4 && f[0] == u)
-                .and_then(|f| f[3].parse().ok())
-                .unwrap_or(uid),
-        },
+        // A user alone: its primary group (a number alone: the same number), as Docker's
+        // COPY --chown does.
+        None => u.parse::<u32>().ok().or_else(|| field(&passwd, u, 3)).unwrap_or(uid),
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => group
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    err(format!("unable to convert uid/gid chown string to host mapping: can't find gid for group {g}: no such group: {g}"))
-                })?,
+            Err(_) => field(&group, g, 2).ok_or_else(|| {
+                err(format!("unable to convert uid/gid chown string to host mapping: can't find gid for group {g}: no such group: {g}"))
+            })?,
         },
     };
     Ok((uid, gid))
