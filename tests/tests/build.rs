@@ -560,3 +560,37 @@ fn a_build_matches_dockers_legacy_builder() {
     }
     assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
 }
+
+/// Debian's docker-compose (1.29, docker-py's build underneath) builds a service's image.
+#[test]
+fn docker_compose_builds_a_service() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    if !berth_tests::have("docker-compose") {
+        berth_tests::skip("docker-compose is not installed");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("berth-compose-build-").tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("Dockerfile", "FROM busybox\nARG MSG=default\nRUN echo $MSG > /msg\nCMD [\"cat\", \"/msg\"]\n"),
+            (
+                "docker-compose.yml",
+                "version: \"3\"\nservices:\n  app:\n    build:\n      context: .\n      args:\n        MSG: from-compose\n    image: composed:1\n    network_mode: none\n",
+            ),
+        ],
+    );
+    let compose = |args: &[&str]| {
+        let mut c = std::process::Command::new("docker-compose");
+        c.current_dir(dir.path()).env("DOCKER_HOST", format!("unix://{}", d.socket().display())).args(["-p", "built"]).args(args);
+        run_command(&mut c)
+    };
+    let built = compose(&["build"]).success();
+    assert!(
+        built.stdout.contains("Successfully tagged composed:1") || built.stderr.contains("Successfully tagged composed:1"),
+        "{built:?}"
+    );
+    assert_eq!(compose(&["run", "--rm", "app"]).success().stdout.trim(), "from-compose");
+    compose(&["down"]).success();
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+}
