@@ -5,6 +5,7 @@
 pub mod build;
 pub mod containers;
 pub mod error;
+pub mod events;
 pub mod images;
 pub mod networks;
 pub mod params;
@@ -33,6 +34,7 @@ pub struct Backends {
     pub networks: Arc<dyn networks::Networks>,
     pub volumes: Arc<dyn volumes::Volumes>,
     pub builds: Arc<dyn build::Builds>,
+    pub events: Arc<dyn events::Events>,
 }
 
 /// The whole API as one service: `/v1.NN` prefixes are checked and stripped before routing
@@ -49,6 +51,7 @@ pub fn app(
         .merge(networks::routes(backends.networks))
         .merge(volumes::routes(backends.volumes))
         .merge(build::routes(backends.builds))
+        .merge(events::routes(backends.events))
         .merge(system::not_yet_routes())
         .fallback(|| async { ApiError::new(Kind::NotFound, "page not found") });
     router.map_request(version::strip_prefix).map_request(log_request).map_response(version::add_headers)

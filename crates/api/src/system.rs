@@ -82,7 +82,6 @@ async fn df(State(s): State<Arc<dyn System>>, req: axum::extract::Request) -> Re
 const NOT_YET: &[(&str, &str)] = &[
     ("/swarm/init", "swarm mode"),
     ("/swarm/join", "swarm mode"),
-    ("/events", "events"),
     ("/containers/{id}/update", "update"),
     ("/plugins", "plugins"),
     ("/session", "BuildKit sessions"),
@@ -203,6 +202,7 @@ mod tests {
             networks: Arc::new(crate::testing::Null),
             volumes: Arc::new(crate::testing::Null),
             builds: Arc::new(crate::testing::Null),
+            events: Arc::new(crate::testing::Null),
         });
         let res = svc.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
         let status = res.status();

@@ -228,3 +228,10 @@ impl crate::build::Builds for Null {
         no()
     }
 }
+
+#[async_trait::async_trait]
+impl crate::events::Events for Null {
+    async fn events(&self, _: Option<f64>, _: Option<f64>) -> Result<crate::events::EventStream, ApiError> {
+        no()
+    }
+}

@@ -5,6 +5,7 @@ mod build;
 mod containers;
 mod cp;
 mod disk;
+mod events;
 mod format;
 mod hostflags;
 mod http;
@@ -103,6 +104,8 @@ enum Cmd {
     Logout(Lazy<registry::LogoutArgs>),
     Info(Lazy<InfoArgs>),
     Version(Lazy<VersionArgs>),
+    /// berthd's events as they happen.
+    Events(Lazy<events::EventsArgs>),
     // What `container prune`, `image prune` and `system df` run: groups' commands that have no
     // top-level name of their own.
     #[command(hide = true)]
@@ -208,6 +211,8 @@ enum SystemCmd {
     Df(Lazy<disk::DfArgs>),
     /// Remove unused data.
     Prune(disk::SystemPruneArgs),
+    /// berthd's events as they happen.
+    Events(Lazy<events::EventsArgs>),
 }
 
 impl Cmd {
@@ -260,6 +265,7 @@ impl Cmd {
             Cmd::System(SystemCmd::Info(a)) => Cmd::Info(a),
             Cmd::System(SystemCmd::Df(a)) => Cmd::SystemDf(a),
             Cmd::System(SystemCmd::Prune(a)) => Cmd::SystemPrune(a),
+            Cmd::System(SystemCmd::Events(a)) => Cmd::Events(a),
             other => other,
         }
     }
@@ -314,7 +320,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 /// Docker's commands berth's CLI does not have yet: say so plainly rather than "unrecognized".
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "buildx", "checkpoint", "compose", "config", "context", "events",
+    "buildx", "checkpoint", "compose", "config", "context",
     "manifest", "node", "plugin", "search", "secret", "service",
     "stack", "swarm", "trust", "update",
 ];
@@ -374,6 +380,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Login(Lazy(a)) => registry::login(client, a),
         Cmd::Logout(Lazy(a)) => registry::logout(a),
         Cmd::Info(Lazy(a)) => system::info(client, a),
+        Cmd::Events(Lazy(a)) => events::events(client, a),
         Cmd::Version(Lazy(a)) => system::version(client, a),
     }
 }

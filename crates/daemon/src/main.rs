@@ -291,6 +291,7 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         networks: engine.clone(),
         volumes: engine.clone(),
         builds: engine.clone(),
+        events: engine.clone(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

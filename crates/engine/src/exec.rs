@@ -85,6 +85,8 @@ impl Engine {
             return Err(ApiError::new(Kind::InvalidArgument, "No exec command specified"));
         }
         let exec_id = names::random_id()?;
+        let command = config.cmd.as_ref().map(|c| c.join(" ")).unwrap_or_default();
+        self.ctr_event(&rec, &format!("exec_create: {command}"), &[("execID", exec_id.clone())]);
         let e = Arc::new(Exec { id: exec_id.clone(), container: rec.id.clone(), config, state: Mutex::new(ExecState::default()) });
         let mut execs = self.execs();
         prune(&mut execs, Instant::now(), KEEP_ENDED);
@@ -208,7 +210,15 @@ impl Engine {
         };
         e.state().pid = conn.reply.pid.unwrap_or(0);
         let keys = berth_format::detach_keys(e.config.detach_keys.as_deref());
-        let finish = move |status: Option<berth_shim::ExitStatus>| e.state().end(status.map_or(126, |st| st.exit_code));
+        let command = e.config.cmd.as_ref().map(|c| c.join(" ")).unwrap_or_default();
+        let rec = ctr.rec();
+        self.ctr_event(&rec, &format!("exec_start: {command}"), &[("execID", exec_id.clone())]);
+        let engine = self.clone();
+        let finish = move |status: Option<berth_shim::ExitStatus>| {
+            let code = status.map_or(126, |st| st.exit_code);
+            e.state().end(code);
+            engine.ctr_event(&rec, "exec_die", &[("execID", e.id.clone()), ("exitCode", code.to_string())]);
+        };
         match io {
             Some(io) => {
                 let status = crate::stream::pump(conn, io, raw, stdin, keys).await;

@@ -205,11 +205,167 @@ impl Images for Engine {
 
     async fn tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError> {
         let target = Reference::parse(&format!("{repo}:{tag}")).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))?;
-        self.image_id(name)?;
-        self.images.tag(name, &target).map_err(store_err)
+        let id = self.image_id(name)?;
+        self.images.tag(name, &target).map_err(store_err)?;
+        self.event("image", "tag", &id.to_string(), &[("name", target.familiar())]);
+        Ok(())
     }
 
-    async fn remove(&self, name: &str, force: bool, _noprune: bool) -> Result<Vec<DeleteItem>, ApiError> {
+    async fn remove(&self, name: &str, force: bool, noprune: bool) -> Result<Vec<DeleteItem>, ApiError> {
+        let out = self.remove_image(name, force, noprune).await?;
+        for item in &out {
+            if let Some(u) = &item.untagged {
+                let id = self.image_id(u).map(|d| d.to_string()).unwrap_or_else(|_| u.clone());
+                self.event("image", "untag", &id, &[("name", u.clone())]);
+            }
+            if let Some(d) = &item.deleted {
+                self.event("image", "delete", d, &[("name", d.clone())]);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn import(
+        &self,
+        body: ByteStream,
+        repo: Option<String>,
+        tag: Option<String>,
+        message: String,
+        changes: Vec<String>,
+    ) -> Result<String, ApiError> {
+        // Checked before the archive is unpacked, so a bad change makes nothing; the archive is
+        // read to its end all the same, as clients write all of it before they read an answer.
+        let mut config = berth_store::image::ContainerConfig::default();
+        if let Err(e) = crate::changes::apply(&mut config, &changes) {
+            let mut body = body;
+            while let Some(Ok(_)) = body.next().await {}
+            return Err(e);
+        }
+        let reference = match repo {
+            Some(r) => {
+                let full = match tag {
+                    Some(t) => format!("{r}:{t}"),
+                    None => r,
+                };
+                Some(Reference::parse(&full).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))?)
+            }
+            None => None,
+        };
+        let images = Arc::clone(&self.images);
+        let id = blocking(move || images.import(reader(body), reference.as_ref(), &message, config).map_err(store_err)).await?;
+        self.event("image", "import", &id.to_string(), &[("name", id.to_string())]);
+        Ok(id.to_string())
+    }
+
+    async fn save(&self, names: Vec<String>) -> Result<ByteStream, ApiError> {
+        for n in &names {
+            self.image_id(n)?;
+        }
+        for n in &names {
+            self.event("image", "save", n, &[("name", n.clone())]);
+        }
+        let (out, stream) = crate::chunks::channel();
+        let images = Arc::clone(&self.images);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = berth_store::export::save(&images, &names, out) {
+                tracing::warn!("image save: {e}");
+            }
+        });
+        Ok(stream)
+    }
+
+    async fn push(
+        &self,
+        name: &str,
+        tag: Option<&str>,
+        auth: Option<berth_models::system::AuthConfig>,
+    ) -> Result<berth_api::images::MessageStream, ApiError> {
+        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
+        self.push_image(name, tag, creds).await
+    }
+
+    async fn search(&self, term: &str, limit: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError> {
+        self.registry.search(term, limit).await.map_err(|e| ApiError::from(crate::Error::from(e)))
+    }
+
+    async fn distribution(
+        &self,
+        name: &str,
+        auth: Option<berth_models::system::AuthConfig>,
+    ) -> Result<berth_models::distribution::DistributionInspect, ApiError> {
+        let reference = crate::pull::pull_reference(name, None)?;
+        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
+        self.registry.distribution(&reference, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))
+    }
+
+    async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
+        Engine::login(self, auth).await
+    }
+
+    async fn pull(
+        &self,
+        image: &str,
+        tag: Option<&str>,
+        platform: Option<&str>,
+        auth: Option<berth_models::system::AuthConfig>,
+    ) -> Result<berth_api::images::MessageStream, ApiError> {
+        let reference = crate::pull::pull_reference(image, tag)?;
+        let platform = platform.map(crate::pull::parse_platform).transpose()?;
+        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
+        // No tag, in the request or the name: every tag (`docker pull --all-tags`).
+        if tag.is_none() && !crate::pull::names_tag_or_digest(image) {
+            return self.pull_all_tags(reference, platform, creds).await;
+        }
+        self.pull_image(reference, platform, creds).await
+    }
+
+    async fn load(&self, body: ByteStream) -> Result<Vec<String>, ApiError> {
+        let images = Arc::clone(&self.images);
+        let loaded = blocking(move || berth_store::export::load(&images, reader(body)).map_err(store_err)).await?;
+        let names: Vec<String> = loaded
+            .into_iter()
+            .flat_map(|(id, refs)| if refs.is_empty() { vec![id.to_string()] } else { refs.iter().map(Reference::familiar).collect() })
+            .collect();
+        for n in &names {
+            self.event("image", "load", n, &[("name", n.clone())]);
+        }
+        Ok(names)
+    }
+
+    async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError> {
+        filters.only(&["dangling", "label", "label!", "until"])?;
+        let all = filters.get("dangling").iter().any(|v| v == "false" || v == "0");
+        let until = crate::containers::until_filters(&filters)?;
+        let used: BTreeSet<String> = self.all().iter().map(|c| c.rec().image.clone()).collect();
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        let sizes = self.images.sizes().unwrap_or_default();
+        for (img, refs) in self.images.list().map_err(store_err)? {
+            if used.contains(&img.id.to_string()) || (!all && !refs.is_empty()) {
+                continue;
+            }
+            let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
+            let created = unix(cfg.created.as_deref()) as f64;
+            if until.iter().any(|u| created >= *u) || !crate::containers::labels_match(cfg.config.labels.as_ref(), &filters) {
+                continue;
+            }
+            let images = Arc::clone(&self.images);
+            let id = img.id.clone();
+            blocking(move || images.remove(&id).map_err(store_err)).await?;
+            reclaimed += sizes.get(&img.id).map(|s| s.unique).unwrap_or(0);
+            for r in refs {
+                deleted.push(untagged(&r));
+            }
+            deleted.push(DeleteItem { deleted: Some(img.id.to_string()), ..Default::default() });
+        }
+        reclaimed += self.collect_garbage().await;
+        Ok(PruneResponse { images_deleted: (!deleted.is_empty()).then_some(deleted), space_reclaimed: reclaimed })
+    }
+}
+
+impl Engine {
+    /// `rmi`: what it untagged and deleted, in Docker's order.
+    async fn remove_image(&self, name: &str, force: bool, _noprune: bool) -> Result<Vec<DeleteItem>, ApiError> {
         let id = self.image_id(name)?;
         let refs: Vec<Reference> =
             self.images.list().map_err(store_err)?.into_iter().find(|(i, _)| i.id == id).map(|(_, r)| r).unwrap_or_default();
@@ -284,135 +440,6 @@ impl Images for Engine {
         self.collect_garbage().await;
         out.push(DeleteItem { deleted: Some(id.to_string()), ..Default::default() });
         Ok(out)
-    }
-
-    async fn import(
-        &self,
-        body: ByteStream,
-        repo: Option<String>,
-        tag: Option<String>,
-        message: String,
-        changes: Vec<String>,
-    ) -> Result<String, ApiError> {
-        // Checked before the archive is unpacked, so a bad change makes nothing; the archive is
-        // read to its end all the same, as clients write all of it before they read an answer.
-        let mut config = berth_store::image::ContainerConfig::default();
-        if let Err(e) = crate::changes::apply(&mut config, &changes) {
-            let mut body = body;
-            while let Some(Ok(_)) = body.next().await {}
-            return Err(e);
-        }
-        let reference = match repo {
-            Some(r) => {
-                let full = match tag {
-                    Some(t) => format!("{r}:{t}"),
-                    None => r,
-                };
-                Some(Reference::parse(&full).map_err(|e| ApiError::new(Kind::InvalidArgument, e.to_string()))?)
-            }
-            None => None,
-        };
-        let images = Arc::clone(&self.images);
-        let id = blocking(move || images.import(reader(body), reference.as_ref(), &message, config).map_err(store_err)).await?;
-        Ok(id.to_string())
-    }
-
-    async fn save(&self, names: Vec<String>) -> Result<ByteStream, ApiError> {
-        for n in &names {
-            self.image_id(n)?;
-        }
-        let (out, stream) = crate::chunks::channel();
-        let images = Arc::clone(&self.images);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = berth_store::export::save(&images, &names, out) {
-                tracing::warn!("image save: {e}");
-            }
-        });
-        Ok(stream)
-    }
-
-    async fn push(
-        &self,
-        name: &str,
-        tag: Option<&str>,
-        auth: Option<berth_models::system::AuthConfig>,
-    ) -> Result<berth_api::images::MessageStream, ApiError> {
-        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
-        self.push_image(name, tag, creds).await
-    }
-
-    async fn search(&self, term: &str, limit: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError> {
-        self.registry.search(term, limit).await.map_err(|e| ApiError::from(crate::Error::from(e)))
-    }
-
-    async fn distribution(
-        &self,
-        name: &str,
-        auth: Option<berth_models::system::AuthConfig>,
-    ) -> Result<berth_models::distribution::DistributionInspect, ApiError> {
-        let reference = crate::pull::pull_reference(name, None)?;
-        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
-        self.registry.distribution(&reference, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))
-    }
-
-    async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
-        Engine::login(self, auth).await
-    }
-
-    async fn pull(
-        &self,
-        image: &str,
-        tag: Option<&str>,
-        platform: Option<&str>,
-        auth: Option<berth_models::system::AuthConfig>,
-    ) -> Result<berth_api::images::MessageStream, ApiError> {
-        let reference = crate::pull::pull_reference(image, tag)?;
-        let platform = platform.map(crate::pull::parse_platform).transpose()?;
-        let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
-        // No tag, in the request or the name: every tag (`docker pull --all-tags`).
-        if tag.is_none() && !crate::pull::names_tag_or_digest(image) {
-            return self.pull_all_tags(reference, platform, creds).await;
-        }
-        self.pull_image(reference, platform, creds).await
-    }
-
-    async fn load(&self, body: ByteStream) -> Result<Vec<String>, ApiError> {
-        let images = Arc::clone(&self.images);
-        let loaded = blocking(move || berth_store::export::load(&images, reader(body)).map_err(store_err)).await?;
-        Ok(loaded
-            .into_iter()
-            .flat_map(|(id, refs)| if refs.is_empty() { vec![id.to_string()] } else { refs.iter().map(Reference::familiar).collect() })
-            .collect())
-    }
-
-    async fn prune(&self, filters: Filters) -> Result<PruneResponse, ApiError> {
-        filters.only(&["dangling", "label", "label!", "until"])?;
-        let all = filters.get("dangling").iter().any(|v| v == "false" || v == "0");
-        let until = crate::containers::until_filters(&filters)?;
-        let used: BTreeSet<String> = self.all().iter().map(|c| c.rec().image.clone()).collect();
-        let mut deleted = Vec::new();
-        let mut reclaimed = 0u64;
-        let sizes = self.images.sizes().unwrap_or_default();
-        for (img, refs) in self.images.list().map_err(store_err)? {
-            if used.contains(&img.id.to_string()) || (!all && !refs.is_empty()) {
-                continue;
-            }
-            let cfg = self.images.config(&img.id).map(|(_, c)| c).unwrap_or_default();
-            let created = unix(cfg.created.as_deref()) as f64;
-            if until.iter().any(|u| created >= *u) || !crate::containers::labels_match(cfg.config.labels.as_ref(), &filters) {
-                continue;
-            }
-            let images = Arc::clone(&self.images);
-            let id = img.id.clone();
-            blocking(move || images.remove(&id).map_err(store_err)).await?;
-            reclaimed += sizes.get(&img.id).map(|s| s.unique).unwrap_or(0);
-            for r in refs {
-                deleted.push(untagged(&r));
-            }
-            deleted.push(DeleteItem { deleted: Some(img.id.to_string()), ..Default::default() });
-        }
-        reclaimed += self.collect_garbage().await;
-        Ok(PruneResponse { images_deleted: (!deleted.is_empty()).then_some(deleted), space_reclaimed: reclaimed })
     }
 }
 

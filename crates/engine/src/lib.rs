@@ -10,6 +10,7 @@ mod changes;
 pub(crate) mod chunks;
 mod containers;
 mod error;
+mod events;
 mod exec;
 mod hostconfig;
 mod images;
@@ -158,6 +159,8 @@ pub struct Inner {
     vols: Arc<volumes::Volumes>,
     /// Build contexts kept between builds (`<data-root>/builder/sessions`).
     build_sessions: build::Sessions,
+    /// What changed, for `/events`.
+    events: Arc<events::Events>,
 }
 
 /// Mount points of Docker's default spec that images often lack. They make up the lowest layer
@@ -271,6 +274,7 @@ impl Engine {
             deleting: Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new())),
             mountpoints,
             build_sessions: Default::default(),
+            events: Default::default(),
         }));
         engine.restore().await?;
         let e = engine.clone();
@@ -397,7 +401,31 @@ impl Engine {
         }
     }
 
+    /// Publish a container event: its name, image and labels, and `extra`.
+    pub(crate) fn ctr_event(&self, rec: &Record, action: &str, extra: &[(&str, String)]) {
+        let mut a: std::collections::BTreeMap<String, String> = rec.config.labels.clone().unwrap_or_default();
+        a.insert("name".into(), rec.name.clone());
+        a.insert("image".into(), rec.image_name.clone());
+        for (k, v) in extra {
+            a.insert(k.to_string(), v.clone());
+        }
+        self.events.publish("container", action, &rec.id, a);
+    }
+
+    /// Publish an event of another kind about `id`, with `attributes`.
+    pub(crate) fn event(&self, typ: &str, action: &str, id: &str, attributes: &[(&str, String)]) {
+        let a = attributes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        self.events.publish(typ, action, id, a);
+    }
+
     pub(crate) fn all(&self) -> Vec<Arc<Ctr>> {
         self.table().by_id.values().cloned().collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl berth_api::events::Events for Engine {
+    async fn events(&self, since: Option<f64>, until: Option<f64>) -> Result<berth_api::events::EventStream, ApiError> {
+        Ok(self.events.subscribe(since, until))
     }
 }

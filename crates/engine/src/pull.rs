@@ -113,10 +113,11 @@ impl Engine {
             return Err(ApiError::new(Kind::NotFound, format!("An image does not exist locally with the tag: {shown}")));
         }
         targets.sort_by_key(|t| t.0.to_string());
-        let (registry, store) = (self.registry.clone(), Arc::clone(&self.images));
+        let (registry, store, engine) = (self.registry.clone(), Arc::clone(&self.images), self.clone());
         Ok(progress_stream(format!("push of {name}"), move |progress| async move {
             for (target, id, mount_from) in targets {
                 registry.push(Arc::clone(&store), &id, &target, mount_from, creds.clone(), progress.clone()).await?;
+                engine.event("image", "push", &target.familiar(), &[("name", target.familiar_name())]);
             }
             Ok(())
         }))
@@ -166,10 +167,12 @@ impl Engine {
         let resolved =
             self.registry.resolve(&reference, platform.as_ref(), creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
         let store = Arc::clone(&self.images);
-        Ok(progress_stream(
-            format!("pull of {reference}"),
-            move |progress| async move { resolved.fetch(store, progress).await.map(|_| ()) },
-        ))
+        let engine = self.clone();
+        Ok(progress_stream(format!("pull of {reference}"), move |progress| async move {
+            resolved.fetch(store, progress).await?;
+            engine.event("image", "pull", &reference.familiar(), &[("name", reference.familiar_name())]);
+            Ok(())
+        }))
     }
 }
 

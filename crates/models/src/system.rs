@@ -7,6 +7,14 @@ use serde::{Deserialize, Serialize};
 /// One `GET /events` message.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EventMessage {
+    /// The old fields (`status`, `id`, `from`) Docker still sends for container and image
+    /// events, which older clients read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     #[serde(rename = "Type")]
     pub typ: String,
     #[serde(rename = "Action")]

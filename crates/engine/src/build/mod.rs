@@ -225,6 +225,7 @@ impl Builds for Engine {
                     let short: String = id.trim_start_matches("sha256:").chars().take(12).collect();
                     let _ = tx.send(JsonMessage::stream(format!("Successfully built {short}\n")));
                     for r in &refs {
+                        engine.event("image", "tag", &id, &[("name", r.familiar())]);
                         let _ = tx.send(JsonMessage::stream(format!("Successfully tagged {}\n", r.familiar())));
                     }
                 }

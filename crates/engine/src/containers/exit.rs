@@ -63,6 +63,10 @@ impl Engine {
             r.shim = None;
             crate::networks::endpoints::clear_live(r);
         };
+        if status.oom_killed {
+            self.ctr_event(&rec, "oom", &[]);
+        }
+        self.ctr_event(&rec, "die", &[("exitCode", status.exit_code.to_string())]);
         if auto_remove {
             // Its removal follows at once; were berthd to die first, restore finds the shim gone
             // and removes it just the same.

@@ -65,7 +65,11 @@ pub fn parse_size(s: &str) -> Result<u64, ApiError> {
 #[async_trait::async_trait]
 impl Containers for Engine {
     async fn create(&self, name: Option<String>, body: CreateBody) -> Result<CreateResponse, ApiError> {
-        self.create_ctr(name, body).await
+        let made = self.create_ctr(name, body).await?;
+        if let Ok(c) = self.lookup(&made.id) {
+            self.ctr_event(&c.rec(), "create", &[]);
+        }
+        Ok(made)
     }
 
     async fn inspect(&self, id: &str, size: bool) -> Result<ContainerInspect, ApiError> {
@@ -94,7 +98,11 @@ impl Containers for Engine {
         let ctr = self.lookup(id)?;
         let _op = ctr.op.lock().await;
         match ctr.rec().state.status {
-            Status::Running => self.set_frozen(&ctr, true).await,
+            Status::Running => {
+                self.set_frozen(&ctr, true).await?;
+                self.ctr_event(&ctr.rec(), "pause", &[]);
+                Ok(())
+            }
             Status::Paused => Err(ApiError::new(Kind::Conflict, format!("Container {} is already paused", ctr.id))),
             _ => Err(not_running(&ctr.id)),
         }
@@ -104,7 +112,11 @@ impl Containers for Engine {
         let ctr = self.lookup(id)?;
         let _op = ctr.op.lock().await;
         match ctr.rec().state.status {
-            Status::Paused => self.set_frozen(&ctr, false).await,
+            Status::Paused => {
+                self.set_frozen(&ctr, false).await?;
+                self.ctr_event(&ctr.rec(), "unpause", &[]);
+                Ok(())
+            }
             _ => Err(ApiError::new(Kind::Conflict, format!("Container {} is not paused", ctr.id))),
         }
     }
@@ -115,7 +127,11 @@ impl Containers for Engine {
 
     async fn stop(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError> {
         let ctr = self.lookup(id)?;
-        self.stop_ctr(&ctr, signal, timeout).await
+        let stopped = self.stop_ctr(&ctr, signal, timeout).await?;
+        if stopped {
+            self.ctr_event(&ctr.rec(), "stop", &[]);
+        }
+        Ok(stopped)
     }
 
     async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<(), ApiError> {
@@ -123,8 +139,12 @@ impl Containers for Engine {
         ctr.restarting.store(true, Ordering::SeqCst);
         let stopped = self.stop_ctr(&ctr, signal, timeout).await;
         ctr.restarting.store(false, Ordering::SeqCst);
-        stopped?;
-        self.start_ctr(&ctr).await.map(|_| ())
+        if stopped? {
+            self.ctr_event(&ctr.rec(), "stop", &[]);
+        }
+        self.start_ctr(&ctr).await?;
+        self.ctr_event(&ctr.rec(), "restart", &[]);
+        Ok(())
     }
 
     async fn kill(&self, id: &str, signal: Option<String>) -> Result<(), ApiError> {
@@ -170,6 +190,7 @@ impl Containers for Engine {
             }
         };
         let Some(conn) = conn else { return };
+        self.ctr_event(&rec, "attach", &[]);
         let keys = berth_format::detach_keys(opts.detach_keys.as_deref());
         crate::stream::pump(conn, io, rec.tty(), opts.stdin && rec.config.open_stdin.unwrap_or(false), keys).await;
     }
@@ -180,6 +201,7 @@ impl Containers for Engine {
             return Err(not_running(&ctr.id));
         }
         self.tasks.resize(&ctr.bundle, None, height, width).await?;
+        self.ctr_event(&ctr.rec(), "resize", &[("height", height.to_string()), ("width", width.to_string())]);
         Ok(())
     }
 
@@ -188,7 +210,11 @@ impl Containers for Engine {
     }
 
     async fn export(&self, id: &str) -> Result<ByteStream, ApiError> {
-        self.export_ctr(id).await
+        let out = self.export_ctr(id).await?;
+        if let Ok(c) = self.lookup(id) {
+            self.ctr_event(&c.rec(), "export", &[]);
+        }
+        Ok(out)
     }
 
     async fn archive_stat(&self, id: &str, path: &str) -> Result<berth_api::containers::PathStat, ApiError> {
@@ -196,15 +222,38 @@ impl Containers for Engine {
     }
 
     async fn archive_get(&self, id: &str, path: &str) -> Result<(berth_api::containers::PathStat, ByteStream), ApiError> {
-        self.archive_get_ctr(id, path).await
+        let out = self.archive_get_ctr(id, path).await?;
+        if let Ok(c) = self.lookup(id) {
+            self.ctr_event(&c.rec(), "archive-path", &[]);
+        }
+        Ok(out)
     }
 
     async fn archive_put(&self, id: &str, opts: berth_api::containers::ArchivePut, body: ByteStream) -> Result<(), ApiError> {
-        self.archive_put_ctr(id, opts, body).await
+        self.archive_put_ctr(id, opts, body).await?;
+        if let Ok(c) = self.lookup(id) {
+            self.ctr_event(&c.rec(), "extract-to-dir", &[]);
+        }
+        Ok(())
     }
 
     async fn commit(&self, opts: berth_api::containers::CommitOptions) -> Result<String, ApiError> {
-        self.commit_ctr(opts).await
+        let container = opts.container.clone();
+        let comment = opts.comment.clone();
+        let named = opts
+            .repo
+            .clone()
+            .filter(|r| !r.is_empty())
+            .map(|r| format!("{r}:{}", opts.tag.clone().filter(|t| !t.is_empty()).unwrap_or("latest".into())));
+        let id = self.commit_ctr(opts).await?;
+        if let Ok(c) = self.lookup(&container) {
+            self.ctr_event(&c.rec(), "commit", &[("comment", comment), ("imageID", id.clone())]);
+        }
+        if let Some(n) = named {
+            let name = berth_store::reference::Reference::parse(&n).map(|r| r.familiar()).unwrap_or(n);
+            self.event("image", "tag", &id, &[("name", name)]);
+        }
+        Ok(id)
     }
 
     async fn top(&self, id: &str, ps_args: Option<String>) -> Result<TopResponse, ApiError> {
@@ -222,7 +271,11 @@ impl Containers for Engine {
     }
 
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError> {
-        self.rename_ctr(id, name).await
+        let ctr = self.lookup(id)?;
+        let old = ctr.rec().name.clone();
+        self.rename_ctr(id, name).await?;
+        self.ctr_event(&ctr.rec(), "rename", &[("oldName", format!("/{old}"))]);
+        Ok(())
     }
 
     async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError> {

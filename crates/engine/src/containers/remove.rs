@@ -75,6 +75,7 @@ impl Engine {
             let e = self.clone();
             let _ = tokio::task::spawn_blocking(move || e.drop_anonymous_volumes(&rec.volumes)).await;
         }
+        self.ctr_event(&ctr.rec(), "destroy", &[]);
         ctr.removed.store(true, Ordering::SeqCst);
         ctr.changed.send_modify(|n| *n += 1);
         Ok(())

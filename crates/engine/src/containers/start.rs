@@ -42,6 +42,7 @@ impl Engine {
                     r.shim = Some(started.shim);
                 })?;
                 self.spawn_monitor(Arc::clone(ctr));
+                self.ctr_event(&ctr.rec(), "start", &[]);
                 Ok(true)
             }
             Err(e) => {

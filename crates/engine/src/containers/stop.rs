@@ -17,6 +17,9 @@ impl Engine {
     /// is handled (and SIGKILL takes effect).
     pub(super) async fn signal(&self, ctr: &Ctr, signal: i32, all: bool) -> Result<(), ApiError> {
         let sent = self.signal_now(ctr, signal, all).await;
+        if sent.is_ok() {
+            self.ctr_event(&ctr.rec(), "kill", &[("signal", signal.to_string())]);
+        }
         if sent.is_ok() && ctr.rec().state.status == Status::Paused {
             self.set_frozen(ctr, false).await?;
         }

@@ -365,16 +365,42 @@ impl berth_api::networks::Networks for Engine {
         self.network_inspect(id).await
     }
     async fn create(&self, req: NetworkCreateRequest) -> Result<NetworkCreateResponse, ApiError> {
-        self.network_create(req).await
+        let name = req.name.clone();
+        let made = self.network_create(req).await?;
+        self.event("network", "create", &made.id, &[("name", name), ("type", "bridge".into())]);
+        Ok(made)
     }
     async fn remove(&self, id: &str) -> Result<(), ApiError> {
-        self.network_remove(id).await
+        let net = self.network_inspect(id).await?;
+        self.network_remove(id).await?;
+        self.event("network", "destroy", &net.id, &[("name", net.name.clone()), ("type", net.driver.clone())]);
+        Ok(())
     }
     async fn connect(&self, id: &str, req: NetworkConnectRequest) -> Result<(), ApiError> {
-        self.network_connect(id, req).await
+        let container = self.lookup(&req.container).map(|c| c.id.clone()).unwrap_or_else(|_| req.container.clone());
+        self.network_connect(id, req).await?;
+        if let Ok(net) = self.network_inspect(id).await {
+            self.event(
+                "network",
+                "connect",
+                &net.id,
+                &[("name", net.name.clone()), ("type", net.driver.clone()), ("container", container)],
+            );
+        }
+        Ok(())
     }
     async fn disconnect(&self, id: &str, req: NetworkDisconnectRequest) -> Result<(), ApiError> {
-        self.network_disconnect(id, req).await
+        let container = self.lookup(&req.container).map(|c| c.id.clone()).unwrap_or_else(|_| req.container.clone());
+        self.network_disconnect(id, req).await?;
+        if let Ok(net) = self.network_inspect(id).await {
+            self.event(
+                "network",
+                "disconnect",
+                &net.id,
+                &[("name", net.name.clone()), ("type", net.driver.clone()), ("container", container)],
+            );
+        }
+        Ok(())
     }
     async fn prune(&self, filters: Filters) -> Result<NetworkPruneResponse, ApiError> {
         self.network_prune(filters).await

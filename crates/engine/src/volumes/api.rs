@@ -136,10 +136,14 @@ impl berth_api::volumes::Volumes for Engine {
             .ok_or_else(|| ApiError::new(Kind::NotFound, format!("get {name}: no such volume")))
     }
     async fn create(&self, req: VolumeCreateRequest) -> Result<Volume, ApiError> {
-        self.volume_create(req).await
+        let v = self.volume_create(req).await?;
+        self.event("volume", "create", &v.name, &[("driver", v.driver.clone())]);
+        Ok(v)
     }
     async fn remove(&self, name: &str, force: bool) -> Result<(), ApiError> {
-        self.volume_remove(name, force).await
+        self.volume_remove(name, force).await?;
+        self.event("volume", "destroy", name, &[("driver", "local".into())]);
+        Ok(())
     }
     async fn prune(&self, filters: Filters) -> Result<VolumePruneResponse, ApiError> {
         self.volume_prune(filters).await
