@@ -181,14 +181,9 @@ static OWN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 pub fn run_command(cmd: &mut Command) -> Run {
     let out = tempfile::tempfile().unwrap();
     let err = tempfile::tempfile().unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
+    let mut child = spawn_own(cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(err.try_clone().unwrap()))
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let pid = child.id() as i32;
-    OWN.lock().unwrap().push(pid);
     let status = child.wait().unwrap();
     OWN.lock().unwrap().retain(|p| *p != pid);
     let read = |mut f: fs::File| {
@@ -200,6 +195,17 @@ pub fn run_command(cmd: &mut Command) -> Run {
     };
     Run { code: status.code().unwrap_or(-1), stdout: read(out), stderr: read(err) }
 }
+/// Spawn a child the harness waits for itself, registered for the reaper to leave alone
+/// before the reaper can look at it: the registry's lock is held across the spawn (a child
+/// that exits at once, while the spawning thread waits for the CPU under load, was reaped
+/// by the reaper first, and `wait` failed with ECHILD).
+pub fn spawn_own(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut own = OWN.lock().unwrap_or_else(|p| p.into_inner());
+    let child = cmd.spawn()?;
+    own.push(child.id() as i32);
+    Ok(child)
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A private runtime root; Drop deletes every container left in it and checks for leaks.
@@ -470,10 +476,8 @@ impl TestDaemon {
             .arg(self.bridge())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting berthd: {e}"))?;
-        OWN.lock().unwrap_or_else(|p| p.into_inner()).push(child.id() as i32);
+            .stderr(log);
+        let child = spawn_own(child).map_err(|e| format!("starting berthd: {e}"))?;
         self.child = Some(child);
         for _ in 0..500 {
             if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
@@ -705,15 +709,10 @@ impl TestRegistry {
     pub fn restart(&mut self) {
         self.kill();
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting docker-registry");
-        OWN.lock().unwrap_or_else(|p| p.into_inner()).push(child.id() as i32);
+        let mut registry = Command::new("docker-registry");
+        let child =
+            registry.arg("serve").arg(self.dir.path().join("config.yml")).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        let child = spawn_own(child).expect("starting docker-registry");
         self.child = Some(child);
         wait_until("the registry to listen", || std::net::TcpStream::connect(&self.addr).is_ok());
     }

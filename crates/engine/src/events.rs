@@ -12,9 +12,9 @@ use tokio::sync::broadcast;
 
 /// Events kept for `since` and as a slow reader's safety net (Docker keeps 256). Each is a
 /// few hundred bytes: bounded so, berthd's memory stays flat however long it runs.
-const HISTORY: usize = 1024;
+const HISTORY: usize = 512;
 /// Events in flight to each subscriber before it must catch up from the history.
-const CHANNEL: usize = 256;
+const CHANNEL: usize = 128;
 
 /// One event and its place in the sequence.
 type Numbered = (u64, Arc<EventMessage>);
@@ -138,11 +138,12 @@ mod tests {
     async fn a_slow_reader_loses_nothing_the_history_holds() {
         let ev = Arc::new(Events::default());
         let mut s = ev.subscribe(None, None);
-        // More than the channel holds, before the reader reads any.
-        for i in 0..(CHANNEL * 3) {
+        // More than the channel holds (as much as the history does), before the reader reads.
+        const { assert!(HISTORY > CHANNEL * 3) };
+        for i in 0..HISTORY {
             ev.publish("container", "start", &format!("c{i}"), attrs("x"));
         }
-        for i in 0..(CHANNEL * 3) {
+        for i in 0..HISTORY {
             let e = s.next().await.unwrap();
             assert_eq!(e.actor.id, format!("c{i}"));
         }

@@ -43,10 +43,24 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     if hc.init == Some(true) {
         return Err(ApiError::not_implemented("--init"));
     }
-    if let Some(p) = hc.restart_policy.as_ref().map(|p| p.name.as_str())
-        && !matches!(p, "" | "no")
-    {
-        return Err(ApiError::not_implemented("restart policies"));
+    if let Some(p) = &hc.restart_policy {
+        match p.name.as_str() {
+            "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+            n => {
+                return Err(bad(format!(
+                    "invalid restart policy: unknown policy '{n}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+                )));
+            }
+        }
+        if p.maximum_retry_count < 0 {
+            return Err(bad("invalid restart policy: maximum retry count must be a positive integer"));
+        }
+        if p.maximum_retry_count > 0 && p.name != "on-failure" {
+            return Err(bad(format!("invalid restart policy: maximum retry count can only be used with 'on-failure', got '{}'", p.name)));
+        }
+        if !matches!(p.name.as_str(), "" | "no") && hc.auto_remove == Some(true) {
+            return Err(bad("can't create 'AutoRemove' container with restart policy"));
+        }
     }
     if let Some(lc) = &hc.log_config {
         match lc.typ.as_str() {
@@ -975,13 +989,29 @@ mod tests {
     }
 
     #[test]
-    fn what_berth_cannot_do_yet_is_refused_not_ignored() {
-        for v in [
-            json!({"Links": ["a:b"]}),
-            json!({"DeviceRequests": [{"Count": -1}]}),
-            json!({"RestartPolicy": {"Name": "always"}}),
-            json!({"Init": true}),
+    fn restart_policies_are_checked_as_docker_checks_them() {
+        for ok in [
+            json!({"Name": "always"}),
+            json!({"Name": "unless-stopped"}),
+            json!({"Name": "on-failure", "MaximumRetryCount": 3}),
+            json!({"Name": "no"}),
         ] {
+            assert!(check(&ContainerConfig::default(), &hc(json!({"RestartPolicy": ok}))).is_ok(), "{ok}");
+        }
+        for (bad, words) in [
+            (json!({"RestartPolicy": {"Name": "sometimes"}}), "unknown policy 'sometimes'"),
+            (json!({"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": -1}}), "must be a positive integer"),
+            (json!({"RestartPolicy": {"Name": "always", "MaximumRetryCount": 2}}), "can only be used with 'on-failure'"),
+            (json!({"RestartPolicy": {"Name": "always"}, "AutoRemove": true}), "can't create 'AutoRemove' container with restart policy"),
+        ] {
+            let e = check(&ContainerConfig::default(), &hc(bad.clone())).unwrap_err();
+            assert!(e.kind == Kind::InvalidArgument && e.message.contains(words), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn what_berth_cannot_do_yet_is_refused_not_ignored() {
+        for v in [json!({"Links": ["a:b"]}), json!({"DeviceRequests": [{"Count": -1}]}), json!({"Init": true})] {
             let e = check(&ContainerConfig::default(), &hc(v.clone())).err().unwrap_or_else(|| panic!("{v} accepted"));
             assert_eq!(e.kind, Kind::NotImplemented, "{v}: {}", e.message);
         }

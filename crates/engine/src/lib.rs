@@ -79,6 +79,10 @@ pub(crate) struct Ctr {
     /// The bundle being made for its first start while its create finished (see
     /// `Engine::prepare_ahead`).
     pub ahead: Mutex<Option<containers::Ahead>>,
+    /// Bumped by whatever cancels a pending restart (a stop, a removal, a start).
+    pub restart_gen: std::sync::atomic::AtomicU64,
+    /// The restart policy's next delay (Docker's back-off: 100 ms, doubling, reset after 10 s up).
+    pub backoff: Mutex<std::time::Duration>,
     pub dir: PathBuf,
     pub bundle: PathBuf,
 }
@@ -279,6 +283,8 @@ impl Engine {
         engine.restore().await?;
         let e = engine.clone();
         let _ = tokio::task::spawn_blocking(move || build::remove_leftovers(&e)).await;
+        // Containers their restart policy brings back when berthd starts (also after a reboot).
+        engine.restart_at_start();
         // Another engine may set its FORWARD policy to drop at any time (dockerd does when it
         // starts): look every few seconds while berthd has bridges up.
         let nets = Arc::clone(&engine.nets);
@@ -374,6 +380,8 @@ impl Engine {
             removing: std::sync::atomic::AtomicBool::new(false),
             pending_attach: Mutex::new(Vec::new()),
             ahead: Mutex::new(None),
+            restart_gen: std::sync::atomic::AtomicU64::new(0),
+            backoff: Mutex::new(std::time::Duration::ZERO),
         })
     }
 

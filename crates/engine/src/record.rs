@@ -43,9 +43,10 @@ impl Status {
         }
     }
 
-    /// A shim is (or may be) looking after a process.
+    /// A shim is (or may be) looking after a process. (A restarting container has none: it
+    /// waits for its restart policy's next start.)
     pub fn is_live(self) -> bool {
-        matches!(self, Status::Running | Status::Paused | Status::Restarting)
+        matches!(self, Status::Running | Status::Paused)
     }
 }
 
@@ -104,6 +105,9 @@ pub struct Record {
     /// The volumes it mounts (anonymous ones by the name they were given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volumes::mounts::VolumeMount>,
+    /// Stopped by `stop` (Docker's HasBeenManuallyStopped): `unless-stopped` leaves it be.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manually_stopped: bool,
 }
 
 /// How far a record write must get before it counts as done.

@@ -217,6 +217,7 @@ impl Engine {
                 networks,
                 ports: BTreeMap::new(),
                 volumes: volumes.clone(),
+                manually_stopped: false,
             })
         })();
         let rec = result.map_err(|e| {

@@ -76,7 +76,7 @@ impl Engine {
             // of fifty containers records fifty exits at once).
             let c = Arc::clone(ctr);
             match tokio::task::spawn_blocking(move || c.update_status(exited)).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self.maybe_restart(ctr),
                 Ok(Err(e)) => tracing::error!("recording the exit of {}: {}", ctr.id, e.message),
                 Err(e) => tracing::error!("recording the exit of {}: {e}", ctr.id),
             }

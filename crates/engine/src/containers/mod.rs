@@ -27,6 +27,7 @@ mod create;
 mod diff;
 mod exit;
 mod remove;
+mod restart;
 mod start;
 mod stop;
 mod view;
@@ -127,7 +128,14 @@ impl Containers for Engine {
 
     async fn stop(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<bool, ApiError> {
         let ctr = self.lookup(id)?;
-        let stopped = self.stop_ctr(&ctr, signal, timeout).await?;
+        let status = ctr.rec().state.status;
+        // Stopped by hand: no restart policy brings it back (`unless-stopped` not even when
+        // berthd starts); one waiting to restart stays down.
+        if status.is_live() || status == Status::Restarting {
+            ctr.update(|r| r.manually_stopped = true)?;
+        }
+        self.cancel_restart(&ctr);
+        let stopped = self.stop_ctr(&ctr, signal, timeout).await? || status == Status::Restarting;
         if stopped {
             self.ctr_event(&ctr.rec(), "stop", &[]);
         }
@@ -136,6 +144,7 @@ impl Containers for Engine {
 
     async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<(), ApiError> {
         let ctr = self.lookup(id)?;
+        self.cancel_restart(&ctr);
         ctr.restarting.store(true, Ordering::SeqCst);
         let stopped = self.stop_ctr(&ctr, signal, timeout).await;
         ctr.restarting.store(false, Ordering::SeqCst);

@@ -113,6 +113,16 @@ impl Engine {
 
     pub(super) async fn remove_ctr(&self, id: &str, force: bool, volumes: bool) -> Result<(), ApiError> {
         let ctr = self.lookup(id)?;
+        if ctr.rec().state.status == Status::Restarting && !force {
+            return Err(ApiError::new(
+                Kind::Conflict,
+                format!(
+                    "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+                    ctr.id
+                ),
+            ));
+        }
+        self.cancel_restart(&ctr);
         let _op = ctr.op.lock().await;
         let rec = ctr.rec();
         if rec.state.status.is_live() {

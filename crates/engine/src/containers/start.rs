@@ -4,7 +4,16 @@ use super::*;
 
 impl Engine {
     pub(super) async fn start_ctr(&self, ctr: &Arc<Ctr>) -> Result<bool, ApiError> {
+        self.start_if(ctr, None).await
+    }
+
+    /// Start, unless `generation` is given and a stop or removal cancelled the restart it was
+    /// for (then Ok(false)).
+    pub(super) async fn start_if(&self, ctr: &Arc<Ctr>, generation: Option<u64>) -> Result<bool, ApiError> {
         let _op = ctr.op.lock().await;
+        if generation.is_some_and(|g| g != ctr.restart_gen.load(Ordering::SeqCst)) || ctr.removed.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
         let rec = ctr.rec();
         match rec.state.status {
             s if s.is_live() => return Ok(false),
@@ -40,6 +49,7 @@ impl Engine {
                         finished_at: r.state.finished_at.clone(),
                     };
                     r.shim = Some(started.shim);
+                    r.manually_stopped = false;
                 })?;
                 self.spawn_monitor(Arc::clone(ctr));
                 self.ctr_event(&ctr.rec(), "start", &[]);
