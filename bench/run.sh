@@ -24,3 +24,6 @@ python3 bench/cp.py
 
 echo
 python3 bench/build.py
+
+echo
+python3 bench/events.py
