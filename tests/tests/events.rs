@@ -113,7 +113,14 @@ fn a_lifecycle_is_told_in_order_and_filters_pick_from_it() {
     assert_eq!(by("die")["Actor"]["Attributes"]["exitCode"], "137", "{:?}", by("die"));
     assert_eq!(by("exec_die")["Actor"]["Attributes"]["exitCode"], "0");
     assert_eq!(by("rename")["Actor"]["Attributes"]["oldName"], "/ev1");
-    assert_eq!(by("connect")["Actor"]["Attributes"]["container"], id.as_str());
+    // Its network first at its start (the default bridge here), as Docker tells it.
+    let first_connect = by("connect");
+    assert_eq!(first_connect["Actor"]["Attributes"]["container"], id.as_str());
+    assert_eq!(first_connect["Actor"]["Attributes"]["name"], "bridge", "{first_connect}");
+    let at = |pred: &dyn Fn(&Value) -> bool| all.iter().position(pred).unwrap();
+    assert!(at(&|e| e["Action"] == "connect") < at(&|e| e["Action"] == "start"));
+    let evnet = all.iter().find(|e| e["Action"] == "connect" && e["Actor"]["Attributes"]["name"] == "evnet").unwrap();
+    assert_eq!(evnet["Actor"]["Attributes"]["container"], id.as_str());
 
     // Filters.
     assert_eq!(actions(&events(&d, t0, t1, &["event=die"])), ["container die"]);

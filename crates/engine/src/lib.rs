@@ -420,6 +420,14 @@ impl Engine {
         self.events.publish("container", action, &rec.id, a);
     }
 
+    /// `network connect`/`disconnect` for each network a container is on (its start, its exit).
+    pub(crate) fn network_events(&self, rec: &Record, action: &str) {
+        for (name, ep) in &rec.networks {
+            let id = if ep.network_id.is_empty() { name.clone() } else { ep.network_id.clone() };
+            self.event("network", action, &id, &[("name", name.clone()), ("type", "bridge".into()), ("container", rec.id.clone())]);
+        }
+    }
+
     /// Publish an event of another kind about `id`, with `attributes`.
     pub(crate) fn event(&self, typ: &str, action: &str, id: &str, attributes: &[(&str, String)]) {
         let a = attributes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();

@@ -67,6 +67,7 @@ impl Engine {
             self.ctr_event(&rec, "oom", &[]);
         }
         self.ctr_event(&rec, "die", &[("exitCode", status.exit_code.to_string())]);
+        self.network_events(&rec, "disconnect");
         if auto_remove {
             // Its removal follows at once; were berthd to die first, restore finds the shim gone
             // and removes it just the same.

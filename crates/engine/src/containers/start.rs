@@ -52,7 +52,10 @@ impl Engine {
                     r.manually_stopped = false;
                 })?;
                 self.spawn_monitor(Arc::clone(ctr));
-                self.ctr_event(&ctr.rec(), "start", &[]);
+                let rec = ctr.rec();
+                // Its networks first, as Docker tells them.
+                self.network_events(&rec, "connect");
+                self.ctr_event(&rec, "start", &[]);
                 Ok(true)
             }
             Err(e) => {
