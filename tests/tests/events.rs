@@ -151,6 +151,8 @@ fn events_stream_as_they_happen_to_every_client() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
+    let listeners = d.docker(&["info", "--format", "{{.NEventsListener}}"]).success().stdout;
+    assert_eq!(listeners.trim(), "1", "info counts the client following events");
     let t0 = now();
     d.docker(&["run", "--rm", "--name", "live", "busybox", "true"]).success();
     berth_tests::wait_until("the live event", || std::fs::read_to_string(out.path()).unwrap_or_default().contains("live"));

@@ -66,6 +66,11 @@ impl Events {
         let _ = self.tx.send(n);
     }
 
+    /// How many clients follow the events now (`info`'s `NEventsListener`).
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// Kept events from `since` (None: none), then live ones, until `until`.
     pub fn subscribe(self: &Arc<Self>, since: Option<f64>, until: Option<f64>) -> EventStream {
         let (kept, rx) = {
@@ -147,6 +152,15 @@ mod tests {
             let e = s.next().await.unwrap();
             assert_eq!(e.actor.id, format!("c{i}"));
         }
+    }
+
+    #[tokio::test]
+    async fn listeners_are_counted_while_they_follow() {
+        let ev = Arc::new(Events::default());
+        let s = ev.subscribe(None, None);
+        assert_eq!(ev.listeners(), 1);
+        drop(s);
+        assert_eq!(ev.listeners(), 0);
     }
 
     #[tokio::test]

@@ -111,8 +111,7 @@ impl System for Engine {
             security_options: vec!["name=seccomp,profile=builtin".into()],
             logging_driver: "json-file".into(),
             driver_status: vec![["Backing Filesystem".into(), backing_fs(&self.cfg.data_root)]],
-            // Volumes and the bridge driver come with their issues.
-            plugins: serde_json::json!({"Volume": [], "Network": ["host", "null"], "Authorization": null, "Log": ["json-file"]}),
+            plugins: serde_json::json!({"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": null, "Log": ["json-file"]}),
             memory_limit: memory,
             swap_limit: swap,
             kernel_memory: false,
@@ -130,7 +129,7 @@ impl System for Engine {
             nfd: count_dir("/proc/self/fd"),
             ngoroutines: count_dir("/proc/self/task"),
             system_time: crate::record::now(),
-            n_events_listener: 0,
+            n_events_listener: self.events.listeners() as u64,
             os_version: os_release("VERSION_ID").unwrap_or_default(),
             index_server_address: "https://index.docker.io/v1/".into(),
             registry_config: self.registry_config(),
