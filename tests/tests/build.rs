@@ -308,6 +308,21 @@ fn bad_input_is_refused_and_leaves_nothing() {
     let (status, body) = d.request_body("POST", "/build", "application/x-tar", &tar);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("directory levels"), "{body}");
+    // A .dockerignore that is a symlink to a host device: read inside the context (where
+    // there is nothing), never followed out to an endless read.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(13);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "Dockerfile", &b"FROM busybox\n"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, ".dockerignore", "/dev/zero").unwrap();
+    let tar = b.into_inner().unwrap();
+    let (status, body) = d.request_body("POST", "/build", "application/x-tar", &tar);
+    assert!(status == 200 && body.contains("Successfully built"), "{status} {body}");
     let (status, body) = d.request_body("POST", "/build?dockerfile=nope", "application/x-tar", &[0u8; 1024]);
     assert_eq!((status, body.contains("Cannot locate specified Dockerfile: nope")), (500, true), "{body}");
     assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));

@@ -107,25 +107,36 @@ impl Engine {
     }
 }
 
-/// The Dockerfile `name` inside the context (resolved inside it).
-fn read_dockerfile(dir: &std::path::Path, name: &str) -> Result<String, ApiError> {
+/// The regular file `name` of the context in `dir`, resolved inside it (a symlink never leads
+/// out), opened without blocking (a FIFO is no file), at most `limit` bytes; None when there is
+/// no such regular file.
+pub(super) fn read_in_context(dir: &std::path::Path, name: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    use nix::fcntl::OFlag;
     use std::io::Read;
     use std::os::fd::AsFd;
-    let root = nix::fcntl::open(dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())
-        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-    let how = nix::fcntl::OpenHow::new()
-        .flags(nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC)
-        .resolve(berth_store::inroot::in_root());
-    let missing = || ApiError::new(Kind::Internal, format!("Cannot locate specified Dockerfile: {name}"));
-    let fd = nix::fcntl::openat2(root.as_fd(), name.trim_start_matches('/'), how).map_err(|_| missing())?;
-    let mut f = std::fs::File::from(fd);
+    let root = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let how =
+        nix::fcntl::OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).resolve(berth_store::inroot::in_root());
+    let Ok(fd) = nix::fcntl::openat2(root.as_fd(), name.trim_start_matches('/'), how) else { return Ok(None) };
+    let f = std::fs::File::from(fd);
     if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(missing());
+        return Ok(None);
     }
-    let mut s = String::new();
-    // A Dockerfile is text of a reasonable size.
-    (&mut f).take(16 << 20).read_to_string(&mut s).map_err(|e| bad(format!("reading the Dockerfile {name}: {e}")))?;
-    Ok(s)
+    let mut data = Vec::new();
+    f.take(limit + 1).read_to_end(&mut data).map_err(|e| format!("reading {name}: {e}"))?;
+    if data.len() as u64 > limit {
+        return Err(format!("{name} is larger than {limit} bytes"));
+    }
+    Ok(Some(data))
+}
+
+/// The Dockerfile `name` inside the context: text of a reasonable size.
+fn read_dockerfile(dir: &std::path::Path, name: &str) -> Result<String, ApiError> {
+    match read_in_context(dir, name, 16 << 20).map_err(bad)? {
+        Some(d) => String::from_utf8(d).map_err(|_| bad(format!("reading the Dockerfile {name}: not UTF-8 text"))),
+        None => Err(ApiError::new(Kind::Internal, format!("Cannot locate specified Dockerfile: {name}"))),
+    }
 }
 
 #[async_trait::async_trait]
@@ -140,7 +151,8 @@ impl Builds for Engine {
             None => Ctx::Temp(self.receive_context(context).await?),
         };
         let text = read_dockerfile(dir.dir(), &opts.dockerfile)?;
-        let ignore_text = std::fs::read_to_string(dir.dir().join(".dockerignore")).unwrap_or_default();
+        let ignore_text = read_in_context(dir.dir(), ".dockerignore", 1 << 20).map_err(bad)?.unwrap_or_default();
+        let ignore_text = String::from_utf8_lossy(&ignore_text);
         let ignore = berth_build::ignore::Ignore::parse(&ignore_text).map_err(|e| bad(format!(".dockerignore: {e}")))?;
         let file = opts.dockerfile.clone();
         let df = berth_build::parse(&file, &text).map_err(|e| {

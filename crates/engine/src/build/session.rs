@@ -121,7 +121,10 @@ fn apply(base: &Path, dir: &Path, reader: impl std::io::Read) -> Result<(), ApiE
         .map_err(|e| bad(format!("the build context: {e}")))?;
     berth_build::context::unpack_context(input, dir, berth_build::context::CONTEXT_LIMITS).map_err(|e| bad(e.to_string()))?;
     let mpath = dir.join(MANIFEST_ENTRY);
-    let bytes = std::fs::read(&mpath).map_err(|_| bad(format!("the context's delta has no {MANIFEST_ENTRY}")))?;
+    // Read inside the context only: the client's entry could be a symlink to anything.
+    let bytes = super::read_in_context(dir, MANIFEST_ENTRY, 64 << 20)
+        .map_err(bad)?
+        .ok_or_else(|| bad(format!("the context's delta has no {MANIFEST_ENTRY}")))?;
     std::fs::remove_file(&mpath).map_err(internal)?;
     let manifest: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("{MANIFEST_ENTRY}: {e}")))?;
