@@ -379,30 +379,25 @@ impl berth_api::networks::Networks for Engine {
     async fn connect(&self, id: &str, req: NetworkConnectRequest) -> Result<(), ApiError> {
         let container = self.lookup(&req.container).map(|c| c.id.clone()).unwrap_or_else(|_| req.container.clone());
         self.network_connect(id, req).await?;
-        if let Ok(net) = self.network_inspect(id).await {
-            self.event(
-                "network",
-                "connect",
-                &net.id,
-                &[("name", net.name.clone()), ("type", net.driver.clone()), ("container", container)],
-            );
-        }
+        self.container_network_event(id, "connect", container).await;
         Ok(())
     }
     async fn disconnect(&self, id: &str, req: NetworkDisconnectRequest) -> Result<(), ApiError> {
         let container = self.lookup(&req.container).map(|c| c.id.clone()).unwrap_or_else(|_| req.container.clone());
         self.network_disconnect(id, req).await?;
-        if let Ok(net) = self.network_inspect(id).await {
-            self.event(
-                "network",
-                "disconnect",
-                &net.id,
-                &[("name", net.name.clone()), ("type", net.driver.clone()), ("container", container)],
-            );
-        }
+        self.container_network_event(id, "disconnect", container).await;
         Ok(())
     }
     async fn prune(&self, filters: Filters) -> Result<NetworkPruneResponse, ApiError> {
         self.network_prune(filters).await
+    }
+}
+
+impl Engine {
+    /// `network connect`/`disconnect` of `container` (by ID) to the network `id`.
+    async fn container_network_event(&self, id: &str, action: &str, container: String) {
+        if let Ok(net) = self.network_inspect(id).await {
+            self.event("network", action, &net.id, &[("name", net.name.clone()), ("type", net.driver.clone()), ("container", container)]);
+        }
     }
 }
