@@ -131,7 +131,9 @@ impl Containers for Engine {
         let status = ctr.rec().state.status;
         // Stopped by hand: no restart policy brings it back (`unless-stopped` not even when
         // berthd starts); one waiting to restart stays down.
-        if status.is_live() || status == Status::Restarting {
+        // (Written only where a policy reads it: a plain stop costs no extra fsync.)
+        let policy = ctr.rec().host_config.restart_policy.as_ref().is_some_and(|p| !matches!(p.name.as_str(), "" | "no"));
+        if policy && (status.is_live() || status == Status::Restarting) {
             ctr.update(|r| r.manually_stopped = true)?;
         }
         self.cancel_restart(&ctr);
