@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use berth_format::{go_duration, go_duration_string};
 use berth_store::image::{ContainerConfig, Healthcheck, History, ImageConfig};
 
 use crate::instructions::{self, Command};
@@ -50,7 +51,6 @@ fn expand_err(keyword: &str) -> impl FnOnce(ExpandError) -> DispatchError + '_ {
     move |source| DispatchError::Expand { keyword: keyword.to_string(), source }
 }
 
-/// Go's `time.ParseDuration` for HEALTHCHECK's options: `1m30s`, `500ms`, `2h`; nanoseconds.
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 pub fn go_quoted(v: &[String]) -> String {
     let items: Vec<String> = v.iter().map(|x| serde_json::to_string(x).unwrap_or_default()).collect();
@@ -76,73 +76,6 @@ fn go_rune(n: i64) -> String {
             _ => format!("'\\u{:04x}'", n),
         },
     }
-}
-
-/// Go's `time.Duration.String()`: `0s`, `1.5s`, `1m30s`, `2h0m0s`, `500ms`, `3µs`.
-pub fn go_duration_string(ns: i64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    let neg = ns < 0;
-    let u = ns.unsigned_abs();
-    let frac = |v: u64, unit: u64| -> String {
-        let (whole, rest) = (v / unit, v % unit);
-        if rest == 0 {
-            return whole.to_string();
-        }
-        let digits = unit.to_string().len() - 1;
-        let f = format!("{rest:0digits$}");
-        format!("{whole}.{}", f.trim_end_matches('0'))
-    };
-    let s = if u < 1_000 {
-        format!("{u}ns")
-    } else if u < 1_000_000 {
-        format!("{}µs", frac(u, 1_000))
-    } else if u < 1_000_000_000 {
-        format!("{}ms", frac(u, 1_000_000))
-    } else {
-        let secs = u / 1_000_000_000;
-        let sub = u % 1_000_000_000;
-        let s_part = frac((secs % 60) * 1_000_000_000 + sub, 1_000_000_000);
-        let (h, m) = (secs / 3600, secs / 60 % 60);
-        if h > 0 {
-            format!("{h}h{m}m{s_part}s")
-        } else if m > 0 {
-            format!("{m}m{s_part}s")
-        } else {
-            format!("{s_part}s")
-        }
-    };
-    if neg { format!("-{s}") } else { s }
-}
-
-pub fn go_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(total as i64)
 }
 
 impl StageState {
@@ -476,18 +409,6 @@ mod tests {
 
     #[test]
     fn gos_formats() {
-        for (ns, want) in [
-            (0, "0s"),
-            (3_000_000_000, "3s"),
-            (90_000_000_000, "1m30s"),
-            (1_500_000_000, "1.5s"),
-            (500_000_000, "500ms"),
-            (7_200_000_000_000, "2h0m0s"),
-            (1_500, "1.5µs"),
-            (12, "12ns"),
-        ] {
-            assert_eq!(go_duration_string(ns), want);
-        }
         assert_eq!((go_rune(2), go_rune(10), go_rune(65)), ("'\\x02'".to_string(), "'\\n'".to_string(), "'A'".to_string()));
         assert_eq!(go_quoted(&["a".into(), "b c".into()]), "[\"a\" \"b c\"]");
     }
@@ -508,8 +429,6 @@ mod tests {
         assert!(run(&mut base(), "HEALTHCHECK --interval=1x CMD true\n", &[]).unwrap_err().to_string().contains("invalid duration"));
         assert!(run(&mut base(), "HEALTHCHECK --interval=10us CMD true\n", &[]).unwrap_err().to_string().contains("less than 1ms"));
         assert!(run(&mut base(), "ENV A=\"${NOPE:?must be set}\"\n", &[]).unwrap_err().to_string().contains("NOPE: must be set"));
-        assert_eq!(go_duration("1h2m3.5s"), Some(3_723_500_000_000));
-        assert_eq!(go_duration("10"), None);
         let (i, c) = trigger("RUN echo hi").unwrap();
         assert_eq!((i.keyword.as_str(), matches!(c, Command::Run { .. })), ("RUN", true));
     }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::http::{Client, query};
 use crate::*;
-use berth_models::containers::{ContainerConfig, ContainerSummary, CreateBody, HostConfig, LogConfig, StrSlice, Ulimit};
+use berth_models::containers::{ContainerConfig, ContainerSummary, CreateBody, HealthConfig, HostConfig, LogConfig, StrSlice, Ulimit};
 
 #[derive(Args, Clone, Default)]
 pub(crate) struct CreateFlags {
@@ -82,6 +82,27 @@ pub(crate) struct CreateFlags {
     pub(crate) volume: Vec<String>,
     #[arg(long = "log-opt")]
     pub(crate) log_opt: Vec<String>,
+    /// Command to run to check health (through the shell).
+    #[arg(long = "health-cmd")]
+    pub(crate) health_cmd: Option<String>,
+    /// Time between running the check (`ms|s|m|h`).
+    #[arg(long = "health-interval")]
+    pub(crate) health_interval: Option<String>,
+    /// Maximum time to allow one check to run.
+    #[arg(long = "health-timeout")]
+    pub(crate) health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long = "health-retries")]
+    pub(crate) health_retries: Option<i64>,
+    /// Start period for the container to initialize before failures count.
+    #[arg(long = "health-start-period")]
+    pub(crate) health_start_period: Option<String>,
+    /// Time between running the check during the start period.
+    #[arg(long = "health-start-interval")]
+    pub(crate) health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    pub(crate) no_healthcheck: bool,
     #[command(flatten)]
     pub(crate) host: hostflags::HostFlags,
     /// Print help (`-h` is --hostname, as in Docker).
@@ -263,6 +284,50 @@ pub(crate) fn env_file(path: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// The `--health-*` flags as the docker CLI turns them into `Config.Healthcheck`.
+fn healthcheck(c: &CreateFlags) -> anyhow::Result<Option<HealthConfig>> {
+    let dur = |flag: &str, v: &Option<String>| -> anyhow::Result<i64> {
+        let Some(s) = v else { return Ok(0) };
+        let ns = berth_format::go_duration(s)
+            .with_context(|| format!("invalid argument {s:?} for \"--{flag}\" flag: time: invalid duration {s:?}"))?;
+        if ns < 0 {
+            bail!("--{flag} cannot be negative");
+        }
+        Ok(ns)
+    };
+    let interval = dur("health-interval", &c.health_interval)?;
+    let timeout = dur("health-timeout", &c.health_timeout)?;
+    let start_period = dur("health-start-period", &c.health_start_period)?;
+    let start_interval = dur("health-start-interval", &c.health_start_interval)?;
+    let retries = c.health_retries.unwrap_or(0);
+    let any = c.health_cmd.as_deref().is_some_and(|s| !s.is_empty())
+        || interval != 0
+        || timeout != 0
+        || start_period != 0
+        || start_interval != 0
+        || retries != 0;
+    if c.no_healthcheck {
+        if any {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(HealthConfig { test: Some(vec!["NONE".into()]), ..Default::default() }));
+    }
+    if !any {
+        return Ok(None);
+    }
+    if retries < 0 {
+        bail!("--health-retries cannot be negative");
+    }
+    Ok(Some(HealthConfig {
+        test: c.health_cmd.clone().filter(|s| !s.is_empty()).map(|cmd| vec!["CMD-SHELL".into(), cmd]),
+        interval: Some(interval),
+        timeout: Some(timeout),
+        retries: Some(retries),
+        start_period: Some(start_period),
+        start_interval: Some(start_interval),
+    }))
+}
+
 pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<CreateBody> {
     let mut env = Vec::new();
     for f in &c.env_file {
@@ -304,6 +369,7 @@ pub(crate) fn create_body(c: &CreateFlags) -> anyhow::Result<CreateBody> {
         attach_stdout: Some(attach_all || has("stdout")),
         attach_stderr: Some(attach_all || has("stderr")),
         volumes: (!volumes.is_empty()).then(|| volumes.iter().map(|v| (v.to_string(), json!({}))).collect()),
+        healthcheck: healthcheck(c)?,
         ..Default::default()
     };
     let mut hc = HostConfig {

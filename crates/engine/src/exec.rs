@@ -85,8 +85,11 @@ impl Engine {
             return Err(ApiError::new(Kind::InvalidArgument, "No exec command specified"));
         }
         let exec_id = names::random_id()?;
-        let command = config.cmd.as_ref().map(|c| c.join(" ")).unwrap_or_default();
-        self.ctr_event(&rec, &format!("exec_create: {command}"), &[("execID", exec_id.clone())]);
+        self.ctr_event(
+            &rec,
+            &format!("exec_create: {}", event_command(config.cmd.as_deref().unwrap_or(&[]))),
+            &[("execID", exec_id.clone())],
+        );
         let e = Arc::new(Exec { id: exec_id.clone(), container: rec.id.clone(), config, state: Mutex::new(ExecState::default()) });
         let mut execs = self.execs();
         prune(&mut execs, Instant::now(), KEEP_ENDED);
@@ -108,13 +111,12 @@ impl Engine {
 
     /// The OCI process for an exec: the container's own process, with the exec's command,
     /// environment, directory, user and terminal.
-    fn exec_process(&self, e: &Exec) -> Result<oci_spec::runtime::Process, ApiError> {
-        let ctr = self.lookup(&e.container)?;
+    pub(crate) fn exec_process(&self, container: &str, c: &ExecConfig) -> Result<oci_spec::runtime::Process, ApiError> {
+        let ctr = self.lookup(container)?;
         let cfg_path = ctr.bundle.join("config.json");
         let data = std::fs::read(&cfg_path).map_err(|err| ApiError::new(Kind::Conflict, format!("container is not running: {err}")))?;
         let spec: Value = serde_json::from_slice(&data).map_err(|err| ApiError::new(Kind::Internal, err.to_string()))?;
         let mut process = spec["process"].clone();
-        let c = &e.config;
         process["args"] = json!(c.cmd.clone().unwrap_or_default());
         process["terminal"] = json!(c.tty.unwrap_or(false));
         if let Some(obj) = process.as_object_mut() {
@@ -179,7 +181,7 @@ impl Engine {
         let ctr = self.lookup(&e.container)?;
         let stdin = e.config.attach_stdin.unwrap_or(false) && io.is_some();
         let started = async {
-            let process = self.exec_process(&e)?;
+            let process = self.exec_process(&e.container, &e.config)?;
             let conn = self.tasks.connect(&ctr.bundle, &Request::Exec { process: Box::new(process), stdin }).await?;
             if conn.reply.ok {
                 Ok(conn)
@@ -210,8 +212,8 @@ impl Engine {
         };
         e.state().pid = conn.reply.pid.unwrap_or(0);
         let keys = berth_format::detach_keys(e.config.detach_keys.as_deref());
-        let command = e.config.cmd.as_ref().map(|c| c.join(" ")).unwrap_or_default();
         let rec = ctr.rec();
+        let command = event_command(e.config.cmd.as_deref().unwrap_or(&[]));
         self.ctr_event(&rec, &format!("exec_start: {command}"), &[("execID", exec_id.clone())]);
         let engine = self.clone();
         let finish = move |status: Option<berth_shim::ExitStatus>| {
@@ -269,6 +271,15 @@ impl Engine {
         let ctr = self.lookup(&e.container)?;
         self.tasks.resize(&ctr.bundle, Some(pid), height, width).await?;
         Ok(())
+    }
+}
+
+/// An exec's command as Docker's `exec_create`/`exec_start` events name it: the program, a space,
+/// its arguments (so `ps` alone is `"ps "`).
+pub(crate) fn event_command(cmd: &[String]) -> String {
+    match cmd.split_first() {
+        Some((program, args)) => format!("{program} {}", args.join(" ")),
+        None => " ".into(),
     }
 }
 

@@ -102,10 +102,8 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
         return Err(ApiError::not_implemented("--blkio-weight-device"));
     }
     realtime(hc, berth_runtime::cgroups::realtime_supported)?;
-    if let Some(test) = cfg.healthcheck.as_ref().and_then(|h| h.test.as_ref())
-        && test.first().is_some_and(|t| t != "NONE")
-    {
-        return Err(ApiError::not_implemented("healthchecks"));
+    if let Some(h) = &cfg.healthcheck {
+        check_healthcheck(h)?;
     }
     match hc.userns_mode.as_deref().unwrap_or("") {
         "" | "host" => {}
@@ -854,6 +852,25 @@ pub fn inspect_defaults(hc: &mut serde_json::Map<String, Value>, privileged: boo
     }
 }
 
+/// Docker's limits on a healthcheck's timings (0 takes the default).
+fn check_healthcheck(h: &berth_models::containers::HealthConfig) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::new(Kind::InvalidArgument, m);
+    for (name, v) in
+        [("Interval", h.interval), ("Timeout", h.timeout), ("StartPeriod", h.start_period), ("StartInterval", h.start_interval)]
+    {
+        if let Some(v) = v
+            && v != 0
+            && v < 1_000_000
+        {
+            return Err(bad(format!("{name} in Healthcheck cannot be less than 1ms")));
+        }
+    }
+    if h.retries.is_some_and(|r| r < 0) {
+        return Err(bad("Retries in Healthcheck cannot be negative".into()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1015,14 +1032,28 @@ mod tests {
             let e = check(&ContainerConfig::default(), &hc(v.clone())).err().unwrap_or_else(|| panic!("{v} accepted"));
             assert_eq!(e.kind, Kind::NotImplemented, "{v}: {}", e.message);
         }
-        let cfg: ContainerConfig = serde_json::from_value(json!({"Healthcheck": {"Test": ["CMD", "true"]}})).unwrap();
-        assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::NotImplemented));
         // Volumes are checked as Docker checks them.
         let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {"relative": {}}})).unwrap();
         assert_eq!(check(&cfg, &HostConfig::default()).err().map(|e| e.kind), Some(Kind::InvalidArgument));
         assert!(check(&ContainerConfig::default(), &hc(json!({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}))).is_ok());
         let cfg: ContainerConfig = serde_json::from_value(json!({"Volumes": {}, "Healthcheck": {"Test": ["NONE"]}})).unwrap();
         assert!(check(&cfg, &HostConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn healthcheck_timings_as_docker_checks_them() {
+        let with = |h: Value| check(&serde_json::from_value(json!({"Healthcheck": h})).unwrap(), &HostConfig::default());
+        assert!(with(json!({"Test": ["CMD", "true"], "Interval": 1_000_000, "Timeout": 0, "Retries": 0})).is_ok());
+        for (h, want) in [
+            (json!({"Interval": 5}), "Interval in Healthcheck cannot be less than 1ms"),
+            (json!({"Timeout": -1}), "Timeout in Healthcheck cannot be less than 1ms"),
+            (json!({"StartPeriod": 999_999}), "StartPeriod in Healthcheck cannot be less than 1ms"),
+            (json!({"StartInterval": 2}), "StartInterval in Healthcheck cannot be less than 1ms"),
+            (json!({"Retries": -1}), "Retries in Healthcheck cannot be negative"),
+        ] {
+            let e = with(h.clone()).err().unwrap_or_else(|| panic!("{h} accepted"));
+            assert_eq!((e.kind, e.message.as_str()), (Kind::InvalidArgument, want));
+        }
     }
 
     #[test]

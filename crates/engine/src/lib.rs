@@ -83,6 +83,8 @@ pub(crate) struct Ctr {
     pub restart_gen: std::sync::atomic::AtomicU64,
     /// The restart policy's next delay (Docker's back-off: 100 ms, doubling, reset after 10 s up).
     pub backoff: Mutex<std::time::Duration>,
+    /// The healthcheck's task while it runs.
+    pub health: Mutex<Option<tokio::task::AbortHandle>>,
     pub dir: PathBuf,
     pub bundle: PathBuf,
 }
@@ -382,6 +384,7 @@ impl Engine {
             ahead: Mutex::new(None),
             restart_gen: std::sync::atomic::AtomicU64::new(0),
             backoff: Mutex::new(std::time::Duration::ZERO),
+            health: Mutex::new(None),
         })
     }
 

@@ -59,6 +59,9 @@ pub struct RunState {
     pub oom_killed: bool,
     pub started_at: String,
     pub finished_at: String,
+    /// A container with a healthcheck: its status and last results (see `containers::health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<berth_models::containers::Health>,
 }
 
 impl Default for RunState {
@@ -71,6 +74,7 @@ impl Default for RunState {
             oom_killed: false,
             started_at: ZERO_TIME.into(),
             finished_at: ZERO_TIME.into(),
+            health: None,
         }
     }
 }

@@ -65,35 +65,83 @@ pub fn parse_timestamp(s: &str, now: f64) -> Result<f64, InvalidTime> {
         return Ok(n);
     }
     if let Some(d) = go_duration(t) {
-        return Ok(now - d);
+        return Ok(now - d as f64 / 1e9);
     }
     date(t).ok_or_else(bad)
 }
 
-/// `1h30m`, `10m`, `2.5s`, `300ms`: seconds.
-fn go_duration(s: &str) -> Option<f64> {
-    let mut rest = s;
-    let mut total = 0.0;
+/// Go's `time.ParseDuration`: `1h30m`, `10m`, `2.5s`, `300ms`, `-1m`, `0`; nanoseconds. None
+/// for what Go refuses (a bare number other than 0, an unknown unit) or what overflows.
+pub fn go_duration(s: &str) -> Option<i64> {
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
     if rest.is_empty() {
         return None;
     }
+    let mut total = 0.0f64;
     while !rest.is_empty() {
         let n_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
         let n: f64 = rest[..n_end].parse().ok()?;
         let unit_end = rest[n_end..].find(|c: char| c.is_ascii_digit() || c == '.').map_or(rest.len(), |i| n_end + i);
-        let mult = match &rest[n_end..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let scale = match &rest[n_end..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
             _ => return None,
         };
-        total += n * mult;
+        total += n * scale;
         rest = &rest[unit_end..];
     }
-    total.is_finite().then_some(total)
+    if !total.is_finite() || total > i64::MAX as f64 {
+        return None;
+    }
+    let ns = total.round() as i64;
+    Some(if neg { -ns } else { ns })
+}
+
+/// Go's `time.Duration.String()`: `0s`, `1.5s`, `1m30s`, `2h0m0s`, `500ms`, `3µs`.
+pub fn go_duration_string(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let u = ns.unsigned_abs();
+    let frac = |v: u64, unit: u64| -> String {
+        let (whole, rest) = (v / unit, v % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.to_string().len() - 1;
+        let f = format!("{rest:0digits$}");
+        format!("{whole}.{}", f.trim_end_matches('0'))
+    };
+    let s = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", frac(u, 1_000))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", frac(u, 1_000_000))
+    } else {
+        let secs = u / 1_000_000_000;
+        let s_part = frac((secs % 60) * 1_000_000_000 + u % 1_000_000_000, 1_000_000_000);
+        let (h, m) = (secs / 3600, secs / 60 % 60);
+        if h > 0 {
+            format!("{h}h{m}m{s_part}s")
+        } else if m > 0 {
+            format!("{m}m{s_part}s")
+        } else {
+            format!("{s_part}s")
+        }
+    };
+    if ns < 0 { format!("-{s}") } else { s }
 }
 
 /// `YYYY-MM-DD[THH[:MM[:SS[.frac]]]][Z|±HH:MM]`: Unix seconds.
@@ -199,6 +247,29 @@ mod tests {
         assert_eq!(human_size(1_234_567, 3), "1.23MB");
         assert_eq!(human_size(2_000_000, 4), "2MB");
         assert_eq!(human_size(45_600, 4), "45.6kB");
+    }
+
+    #[test]
+    fn go_durations_both_ways() {
+        for (ns, text) in [
+            (0, "0s"),
+            (3_000_000_000, "3s"),
+            (90_000_000_000, "1m30s"),
+            (1_500_000_000, "1.5s"),
+            (500_000_000, "500ms"),
+            (7_200_000_000_000, "2h0m0s"),
+            (1_500, "1.5µs"),
+            (12, "12ns"),
+            (-2_000_000, "-2ms"),
+        ] {
+            assert_eq!(go_duration_string(ns), text);
+            assert_eq!(go_duration(text), Some(ns), "{text}");
+        }
+        assert_eq!(go_duration("1h2m3.5s"), Some(3_723_500_000_000));
+        assert_eq!(go_duration("0"), Some(0));
+        for bad in ["10", "", "1x", "s", "-", "1e400h", "99999999999h"] {
+            assert_eq!(go_duration(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -100,6 +100,12 @@ pub enum Request {
     },
     /// Answered with the [`ExitStatus`] (as `Reply::exit`) once the container has exited.
     Wait,
+    /// Signal an exec (a healthcheck's probe past its timeout) that has not been reaped yet:
+    /// the shim is its parent, so the pid cannot be another process's meanwhile.
+    SignalExec {
+        pid: i32,
+        signal: i32,
+    },
 }
 
 /// What kind of failure, so the engine can answer with Docker's status and exit codes: the

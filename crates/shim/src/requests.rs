@@ -56,6 +56,17 @@ impl Shim {
                 };
                 self.reply_and_close(token, reply);
             }
+            Request::SignalExec { pid, signal } => {
+                let reply = match (Signal::try_from(signal), self.execs.get(&pid)) {
+                    (Err(_), _) => Reply::error(ErrorKind::InvalidArgument, format!("invalid signal {signal}")),
+                    (Ok(sig), Some(p)) if p.status.is_none() => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                        Ok(()) => Reply::ok(),
+                        Err(e) => Reply::error(ErrorKind::Internal, format!("signalling exec {pid}: {e}")),
+                    },
+                    _ => Reply::error(ErrorKind::NotFound, format!("no running exec {pid}")),
+                };
+                self.reply_and_close(token, reply);
+            }
             Request::Wait => {
                 if let Some(c) = self.clients.get_mut(&token) {
                     c.role = Role::Wait;

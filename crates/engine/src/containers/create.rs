@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::volumes::mounts::VolumeMount;
+use berth_models::containers::HealthConfig;
 
 /// The checks of a create request that need nothing but the request (Docker's rules for the
 /// HostConfig, binds, ulimits, sysctls, capabilities …): a request they refuse makes nothing.
@@ -63,6 +64,9 @@ pub(super) fn merge(
     {
         user.exposed_ports = Some(ports.clone());
     }
+    if let Some(img) = &image.healthcheck {
+        user.healthcheck = Some(merge_healthcheck(user.healthcheck.take(), img));
+    }
     // The image's `VOLUME`s join the container's (anonymous volumes unless something covers them).
     if let Some(vols) = image.volumes.as_ref().filter(|v| !v.is_empty()) {
         let mine = user.volumes.get_or_insert_with(Default::default);
@@ -71,6 +75,36 @@ pub(super) fn merge(
         }
     }
     Ok((user, path, argv))
+}
+
+/// Docker's merge of a container's healthcheck with its image's: what the container leaves
+/// unset (no test, a zero timing) comes from the image.
+fn merge_healthcheck(user: Option<HealthConfig>, img: &berth_store::image::Healthcheck) -> HealthConfig {
+    let Some(mut h) = user else {
+        return HealthConfig {
+            test: (!img.test.is_empty()).then(|| img.test.clone()),
+            interval: img.interval,
+            timeout: img.timeout,
+            retries: img.retries,
+            start_period: img.start_period,
+            start_interval: img.start_interval,
+        };
+    };
+    if h.test.as_ref().is_none_or(|t| t.is_empty()) && !img.test.is_empty() {
+        h.test = Some(img.test.clone());
+    }
+    for (mine, theirs) in [
+        (&mut h.interval, img.interval),
+        (&mut h.timeout, img.timeout),
+        (&mut h.retries, img.retries),
+        (&mut h.start_period, img.start_period),
+        (&mut h.start_interval, img.start_interval),
+    ] {
+        if mine.unwrap_or(0) == 0 && theirs.is_some() {
+            *mine = theirs;
+        }
+    }
+    h
 }
 
 /// The image a build step's container runs on: a stage's state so far, which no image
@@ -460,5 +494,29 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_healthcheck_takes_what_it_leaves_unset_from_the_image() {
+        let img = berth_store::image::Healthcheck {
+            test: vec!["CMD-SHELL".into(), "img".into()],
+            interval: Some(5),
+            timeout: Some(6),
+            retries: Some(7),
+            ..Default::default()
+        };
+        let h = merge_healthcheck(None, &img);
+        assert_eq!((h.test.unwrap()[1].as_str(), h.interval, h.timeout, h.retries), ("img", Some(5), Some(6), Some(7)));
+        let mine =
+            HealthConfig { test: Some(vec!["CMD".into(), "mine".into()]), interval: Some(0), timeout: Some(9), ..Default::default() };
+        let h = merge_healthcheck(Some(mine), &img);
+        assert_eq!((h.test.unwrap()[1].as_str(), h.interval, h.timeout, h.retries), ("mine", Some(5), Some(9), Some(7)));
+        let h = merge_healthcheck(Some(HealthConfig { test: Some(vec![]), ..Default::default() }), &img);
+        assert_eq!(h.test.unwrap()[1], "img");
     }
 }

@@ -8,6 +8,7 @@ impl Engine {
     pub(crate) fn spawn_monitor(&self, ctr: Arc<Ctr>) {
         let e = self.clone();
         tokio::spawn(async move {
+            e.start_health(&ctr);
             let status = e.tasks.wait(&ctr.bundle).await;
             e.finish_exit(&ctr, status).await;
         });
@@ -29,6 +30,7 @@ impl Engine {
             }
             status = read_status();
         }
+        self.stop_health(ctr);
         let rec = ctr.rec();
         if !rec.state.status.is_live() {
             return;

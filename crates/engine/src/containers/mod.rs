@@ -26,6 +26,7 @@ mod bundle;
 mod create;
 mod diff;
 mod exit;
+pub(crate) mod health;
 mod remove;
 mod restart;
 mod start;

@@ -47,6 +47,7 @@ impl Engine {
                         oom_killed: false,
                         started_at: record::now(),
                         finished_at: r.state.finished_at.clone(),
+                        health: r.state.health.take(),
                     };
                     r.shim = Some(started.shim);
                     r.manually_stopped = false;

@@ -17,7 +17,14 @@ pub(super) fn now_secs() -> f64 {
 
 pub(super) fn status_text(s: &RunState) -> String {
     match s.status {
-        Status::Running => format!("Up {}", human_duration(now_secs() - record::unix_seconds(&s.started_at))),
+        Status::Running => {
+            let up = human_duration(now_secs() - record::unix_seconds(&s.started_at));
+            match s.health.as_ref().map(|h| h.status.as_str()) {
+                Some(health::STARTING) => format!("Up {up} (health: starting)"),
+                Some(h) if !h.is_empty() => format!("Up {up} ({h})"),
+                _ => format!("Up {up}"),
+            }
+        }
         Status::Paused => format!("Up {} (Paused)", human_duration(now_secs() - record::unix_seconds(&s.started_at))),
         Status::Restarting => {
             format!("Restarting ({}) {} ago", s.exit_code, human_duration(now_secs() - record::unix_seconds(&s.finished_at)))
@@ -131,8 +138,8 @@ pub(super) fn matches_filters(rec: &Record, f: &berth_api::params::Filters, name
         && any("network", &on_network)
         && any("volume", &mounted)
         && any("expose", &|x| exposed.is_some_and(|e| e.contains_key(x) || e.contains_key(&format!("{x}/tcp"))))
-        // No healthchecks or swarm tasks yet; every container is `default`.
-        && any("health", &|x| x == "none")
+        // A container that has had a healthcheck keeps its last status, stopped or not (as Docker).
+        && any("health", &|x| x == rec.state.health.as_ref().map_or("none", |h| h.status.as_str()))
         && any("publish", &published)
         && any("is-task", &|x| x == "false")
         && any("isolation", &|x| x == "default")
@@ -322,7 +329,7 @@ impl Engine {
                 error: s.error.clone(),
                 started_at: s.started_at.clone(),
                 finished_at: s.finished_at.clone(),
-                health: None,
+                health: s.health.clone(),
             },
             image: rec.image.clone(),
             resolv_conf_path: path("resolv.conf"),
@@ -415,6 +422,11 @@ impl Engine {
         ])?;
         // A pattern that does not compile matches nothing, as in Docker.
         let names: Vec<Option<regex::Regex>> = opts.filters.get("name").iter().map(|n| regex::Regex::new(n).ok()).collect();
+        for h in opts.filters.get("health") {
+            if ![health::STARTING, health::HEALTHY, health::UNHEALTHY, "none"].contains(&h.as_str()) {
+                return Err(ApiError::new(Kind::InvalidArgument, format!("Unrecognised filter value for health: {h}")));
+            }
+        }
         for s in opts.filters.get("status") {
             if !["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&s.as_str()) {
                 return Err(ApiError::new(Kind::InvalidArgument, format!("invalid filter 'status={s}'")));
