@@ -55,7 +55,7 @@ fn the_docker_cli_talks_to_berthd() {
     let r = d.docker(&["info", "--format", "{{.OSType}} {{.CgroupDriver}}"]).success();
     assert_eq!(r.stdout.trim(), "linux cgroupfs");
     // Not built yet: a clear error, not a wrong answer.
-    let r = d.docker(&["update", "--cpus", "1", "nothing-here"]).failure();
+    let r = d.docker(&["plugin", "ls"]).failure();
     assert!(r.stderr.contains("not implemented yet"), "{r:?}");
 }
 

@@ -104,6 +104,9 @@ pub trait Containers: Send + Sync {
     /// `commit`: the container's writable layer as a new image; returns its ID.
     async fn commit(&self, opts: CommitOptions) -> Result<String, ApiError>;
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError>;
+    /// `update`: the body's resources (a zero leaves a value as it is) and restart policy;
+    /// returns Docker's warnings.
+    async fn update(&self, id: &str, update: HostConfig) -> Result<Vec<String>, ApiError>;
     async fn exec_create(&self, id: &str, config: ExecConfig) -> Result<String, ApiError>;
     /// Checks before `exec_start` hijacks; returns whether the exec has a TTY.
     async fn exec_check(&self, exec_id: &str) -> Result<bool, ApiError>;
@@ -429,6 +432,12 @@ async fn rename(State(b): State<Backend>, Path(id): Path<String>, req: Request<B
     Ok(no_content())
 }
 
+async fn update(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
+    let body: HostConfig = json_body(&body_bytes(req).await?)?;
+    let warnings = b.update(&id, body).await?;
+    Ok(axum::Json(berth_models::containers::UpdateResponse { warnings: (!warnings.is_empty()).then_some(warnings) }).into_response())
+}
+
 async fn exec_create(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
     let config: ExecConfig = json_body(&body_bytes(req).await?)?;
     let exec_id = b.exec_create(&id, config).await?;
@@ -487,6 +496,7 @@ pub fn routes(backend: Backend) -> Router {
         .route("/containers/{id}/archive", get(archive_get).head(archive_head).put(archive_put))
         .route("/commit", axum::routing::post(commit))
         .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/update", post(update))
         .route("/containers/{id}/exec", post(exec_create))
         .route("/exec/{id}/start", post(exec_start))
         .route("/exec/{id}/json", get(exec_inspect))

@@ -79,13 +79,8 @@ async fn df(State(s): State<Arc<dyn System>>, req: axum::extract::Request) -> Re
 
 /// Docker endpoints whose features berth does not have yet: a clear 501, not a 404 that reads
 /// like a wrong URL. (Paths berth serves are routed before these.)
-const NOT_YET: &[(&str, &str)] = &[
-    ("/swarm/init", "swarm mode"),
-    ("/swarm/join", "swarm mode"),
-    ("/containers/{id}/update", "update"),
-    ("/plugins", "plugins"),
-    ("/session", "BuildKit sessions"),
-];
+const NOT_YET: &[(&str, &str)] =
+    &[("/swarm/init", "swarm mode"), ("/swarm/join", "swarm mode"), ("/plugins", "plugins"), ("/session", "BuildKit sessions")];
 
 /// dockerd's answers where it is not in a swarm (503, so clients tell "no swarm" apart from a
 /// failure: the docker CLI's `inspect` skips swarm objects on it, and clients leaving a swarm

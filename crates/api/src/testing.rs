@@ -91,6 +91,9 @@ impl Containers for Null {
     async fn rename(&self, _: &str, _: &str) -> Result<(), ApiError> {
         no()
     }
+    async fn update(&self, _: &str, _: crate::containers::HostConfig) -> Result<Vec<String>, ApiError> {
+        no()
+    }
     async fn exec_create(&self, _: &str, _: ExecConfig) -> Result<String, ApiError> {
         no()
     }

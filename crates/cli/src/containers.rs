@@ -801,3 +801,102 @@ pub(crate) fn commit(client: &Client, a: CommitArgs) -> anyhow::Result<i32> {
     println!("{}", v["Id"].as_str().unwrap_or_default());
     Ok(0)
 }
+
+/// `berth update`'s flags: the limits that can change live, and the restart policy.
+#[derive(Args)]
+pub(crate) struct UpdateArgs {
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<i64>,
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    #[arg(long = "cpu-rt-period")]
+    cpu_rt_period: Option<i64>,
+    #[arg(long = "cpu-rt-runtime")]
+    cpu_rt_runtime: Option<i64>,
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<i64>,
+    #[arg(long)]
+    cpus: Option<String>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<String>,
+    /// A size, or -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    #[arg(long = "kernel-memory")]
+    kernel_memory: Option<String>,
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    restart: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// The update's body, as the docker CLI sends it (a zero changes nothing).
+fn update_body(a: &UpdateArgs) -> anyhow::Result<HostConfig> {
+    let size = |s: &Option<String>| -> anyhow::Result<Option<i64>> {
+        match s.as_deref() {
+            None => Ok(None),
+            Some("-1") => Ok(Some(-1)),
+            Some(v) => Ok(Some(parse_size(v)?)),
+        }
+    };
+    let nano_cpus = match a.cpus.as_deref() {
+        Some(c) => {
+            let n: f64 = c.parse().with_context(|| format!("invalid argument {c:?} for \"--cpus\" flag"))?;
+            Some((n * 1e9).round() as i64)
+        }
+        None => None,
+    };
+    let restart_policy = match &a.restart {
+        Some(r) => {
+            let (name, count) = r.split_once(':').unwrap_or((r, "0"));
+            let count =
+                count.parse().with_context(|| format!("invalid restart policy format: maximum retry count must be an integer: {r}"))?;
+            Some(berth_models::containers::RestartPolicy { name: name.to_string(), maximum_retry_count: count })
+        }
+        None => None,
+    };
+    Ok(HostConfig {
+        blkio_weight: a.blkio_weight,
+        cpu_period: a.cpu_period,
+        cpu_quota: a.cpu_quota,
+        cpu_realtime_period: a.cpu_rt_period,
+        cpu_realtime_runtime: a.cpu_rt_runtime,
+        cpu_shares: a.cpu_shares,
+        nano_cpus,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        cpuset_mems: a.cpuset_mems.clone(),
+        memory: size(&a.memory)?,
+        memory_reservation: size(&a.memory_reservation)?,
+        memory_swap: size(&a.memory_swap)?,
+        kernel_memory: size(&a.kernel_memory)?,
+        pids_limit: a.pids_limit,
+        restart_policy,
+        ..Default::default()
+    })
+}
+
+/// `berth update`: each container's name on success, Docker's warnings on stderr.
+pub(crate) fn update(client: &Client, a: UpdateArgs) -> anyhow::Result<i32> {
+    let body = update_body(&a)?;
+    let v = serde_json::to_value(&body)?;
+    if v.as_object().is_none_or(|o| o.values().all(Value::is_null)) {
+        bail!("you must provide one or more flags when using this command");
+    }
+    each(&a.containers, true, |c| {
+        let answer = client.post_json(&format!("/containers/{c}/update"), &v)?;
+        for w in answer["Warnings"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            eprintln!("{w}");
+        }
+        Ok(())
+    })
+}

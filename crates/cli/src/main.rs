@@ -81,6 +81,8 @@ enum Cmd {
     Inspect(Lazy<InspectArgs>),
     Top(Lazy<TopArgs>),
     Rename(Lazy<RenameArgs>),
+    /// Update the resource limits and restart policy of containers.
+    Update(Lazy<containers::UpdateArgs>),
     Wait(Lazy<WaitArgs>),
     Pause(Lazy<WaitArgs>),
     Unpause(Lazy<WaitArgs>),
@@ -166,6 +168,8 @@ enum ContainerCmd {
     Inspect(Lazy<InspectArgs>),
     Top(Lazy<TopArgs>),
     Rename(Lazy<RenameArgs>),
+    /// Update the resource limits and restart policy of containers.
+    Update(Lazy<containers::UpdateArgs>),
     Wait(Lazy<WaitArgs>),
     Pause(Lazy<WaitArgs>),
     Unpause(Lazy<WaitArgs>),
@@ -238,6 +242,7 @@ impl Cmd {
                 ContainerCmd::Inspect(a) => only("container", a),
                 ContainerCmd::Top(a) => Cmd::Top(a),
                 ContainerCmd::Rename(a) => Cmd::Rename(a),
+                ContainerCmd::Update(a) => Cmd::Update(a),
                 ContainerCmd::Wait(a) => Cmd::Wait(a),
                 ContainerCmd::Pause(a) => Cmd::Pause(a),
                 ContainerCmd::Unpause(a) => Cmd::Unpause(a),
@@ -362,6 +367,7 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Inspect(Lazy(a)) => system::cmd_inspect(client, a),
         Cmd::Top(Lazy(a)) => containers::top(client, a),
         Cmd::Rename(Lazy(a)) => containers::rename(client, a),
+        Cmd::Update(Lazy(a)) => containers::update(client, a),
         Cmd::Stats(Lazy(a)) => stats::stats(client, &a),
         Cmd::Pause(Lazy(a)) => containers::pause(client, a),
         Cmd::Unpause(Lazy(a)) => containers::unpause(client, a),

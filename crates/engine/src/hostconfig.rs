@@ -44,20 +44,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
         return Err(ApiError::not_implemented("--init"));
     }
     if let Some(p) = &hc.restart_policy {
-        match p.name.as_str() {
-            "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
-            n => {
-                return Err(bad(format!(
-                    "invalid restart policy: unknown policy '{n}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
-                )));
-            }
-        }
-        if p.maximum_retry_count < 0 {
-            return Err(bad("invalid restart policy: maximum retry count must be a positive integer"));
-        }
-        if p.maximum_retry_count > 0 && p.name != "on-failure" {
-            return Err(bad(format!("invalid restart policy: maximum retry count can only be used with 'on-failure', got '{}'", p.name)));
-        }
+        check_restart_policy(p)?;
         if !matches!(p.name.as_str(), "" | "no") && hc.auto_remove == Some(true) {
             return Err(bad("can't create 'AutoRemove' container with restart policy"));
         }
@@ -117,86 +104,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
         "" | "host" | "private" => {}
         m => return Err(bad(format!("invalid cgroup namespace mode: {m}"))),
     }
-    if set(&hc.kernel_memory) || set(&hc.kernel_memory_tcp) {
-        // Kernels since 6.1 (cgroup v1 and v2 alike) no longer limit kernel memory apart.
-        warnings.push(
-            "Your kernel does not support kernel memory limit capabilities or the cgroup is not mounted. Limitation discarded.".into(),
-        );
-    }
-
-    let memory = hc.memory.unwrap_or(0);
-    let swap = hc.memory_swap.unwrap_or(0);
-    let reservation = hc.memory_reservation.unwrap_or(0);
-    if memory != 0 && memory < MIN_MEMORY {
-        return Err(bad("Minimum memory limit allowed is 6MB"));
-    }
-    if memory > 0 && swap > 0 && swap < memory {
-        return Err(bad("Minimum memoryswap limit should be larger than memory limit, see usage"));
-    }
-    if memory == 0 && swap > 0 {
-        return Err(bad("You should always set the Memory limit when using Memoryswap limit, see usage"));
-    }
-    if reservation != 0 && reservation < MIN_MEMORY {
-        return Err(bad("Minimum memory reservation allowed is 6MB"));
-    }
-    if memory > 0 && reservation > 0 && memory < reservation {
-        return Err(bad("Minimum memory limit can not be less than memory reservation limit, see usage"));
-    }
-    if let Some(s) = hc.memory_swappiness.filter(|s| *s != -1)
-        && !(0..=100).contains(&s)
-    {
-        return Err(bad(format!("Invalid value: {s}, valid memory swappiness range is 0-100")));
-    }
-    if hc.oom_kill_disable == Some(true) && memory == 0 {
-        warnings.push(
-            "OOM killer is disabled for the container, but no memory limit is set, this can result in the system running out of resources."
-                .into(),
-        );
-    }
-
-    let nano = hc.nano_cpus.unwrap_or(0);
-    let period = hc.cpu_period.unwrap_or(0);
-    let quota = hc.cpu_quota.unwrap_or(0);
-    if nano > 0 && period > 0 {
-        return Err(bad("Conflicting options: Nano CPUs and CPU Period cannot both be set"));
-    }
-    if nano > 0 && quota > 0 {
-        return Err(bad("Conflicting options: Nano CPUs and CPU Quota cannot both be set"));
-    }
-    if nano != 0 {
-        // Only when asked: finding the CPUs reads this process's cgroup files.
-        let ncpu = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
-        if nano < 0 || nano > ncpu * 1_000_000_000 {
-            return Err(bad(format!("Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")));
-        }
-    }
-    if period != 0 && !CPU_PERIOD_RANGE.contains(&period) {
-        return Err(bad("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"));
-    }
-    if quota > 0 && quota < MIN_CPU_QUOTA {
-        return Err(bad("CPU cfs quota can not be less than 1ms (i.e. 1000)"));
-    }
-    if hc.cpu_shares.unwrap_or(0) < 0 {
-        return Err(bad(format!("invalid CPU shares: {}", hc.cpu_shares.unwrap_or(0))));
-    }
-    for (what, value, online) in [
-        ("cpus", hc.cpuset_cpus.as_deref(), "/sys/devices/system/cpu/online"),
-        ("mems", hc.cpuset_mems.as_deref(), "/sys/devices/system/node/online"),
-    ] {
-        let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
-        let wanted = parse_cpuset(v).ok_or_else(|| bad(format!("Invalid value {v} for cpuset {what}")))?;
-        let available = std::fs::read_to_string(online).unwrap_or_else(|_| "0".into());
-        let have = parse_cpuset(available.trim()).unwrap_or_default();
-        if !wanted.is_subset(&have) {
-            let label = if what == "cpus" { "CPUs" } else { "memory nodes" };
-            return Err(bad(format!("Requested {label} are not available - requested {v}, available: {}", available.trim())));
-        }
-    }
-    if let Some(w) = hc.blkio_weight.filter(|w| *w > 0)
-        && !BLKIO_WEIGHT_RANGE.contains(&w)
-    {
-        return Err(bad("Range of blkio weight is from 10 to 1000"));
-    }
+    check_resources(hc, false, &mut warnings)?;
     if let Some(o) = hc.oom_score_adj
         && !OOM_SCORE_ADJ_RANGE.contains(&o)
     {
@@ -417,6 +325,18 @@ fn tmpfs_options(opts: &str) -> Vec<String> {
 
 /// Whether the memory controller accounts swap (v1 `memsw` files; on v2 `memory.swap.max` in
 /// any non-root cgroup, so it is looked for in ours). Looked up once per daemon.
+/// What dockerd fills in at create, so inspect and a later `update` see its values: swap as
+/// much as memory (memory+swap twice the limit) where swap is accounted; a block I/O weight the
+/// kernel cannot apply is dropped (with the warning `check` gave).
+pub(crate) fn settle(hc: &mut HostConfig) {
+    if hc.memory.unwrap_or(0) > 0 && hc.memory_swap.unwrap_or(0) == 0 && swap_accounting() {
+        hc.memory_swap = hc.memory.map(|m| m.saturating_mul(2));
+    }
+    if hc.blkio_weight.is_some_and(|w| w > 0) && !blkio_weight_supported() {
+        hc.blkio_weight = Some(0);
+    }
+}
+
 fn swap_accounting() -> bool {
     static ACCOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ACCOUNTED.get_or_init(find_swap_accounting)
@@ -499,6 +419,21 @@ fn resources(hc: &HostConfig, swap_accounting: impl Fn() -> bool) -> Value {
         r.insert("blockIO".into(), json!({"weight": w}));
     }
     Value::Object(r)
+}
+
+/// The limits an `update` writes to a running container's cgroup: the merged HostConfig's, and
+/// an unlimited pids limit when the update asked for one (which the spec leaves out).
+pub(crate) fn live_resources(merged: &HostConfig, asked: &HostConfig) -> Result<oci_spec::runtime::LinuxResources, ApiError> {
+    let mut r = resources(merged, swap_accounting);
+    if !blkio_weight_supported()
+        && let Value::Object(m) = &mut r
+    {
+        m.remove("blockIO");
+    }
+    if asked.pids_limit.is_some_and(|p| p <= 0) {
+        r["pids"] = json!({"limit": 0});
+    }
+    serde_json::from_value(r).map_err(|e| ApiError::new(Kind::Internal, format!("the container's limits: {e}")))
 }
 
 /// A device node on the host.
@@ -609,7 +544,11 @@ pub fn apply(spec: &mut Value, hc: &HostConfig) -> Result<(), ApiError> {
     let privileged = hc.privileged == Some(true);
     let linux = &mut spec["linux"];
     let res = resources(hc, swap_accounting);
-    if let Value::Object(r) = res {
+    if let Value::Object(mut r) = res {
+        // Discarded with Docker's warning at create where the kernel cannot weigh block I/O.
+        if !blkio_weight_supported() {
+            r.remove("blockIO");
+        }
         for (k, v) in r {
             linux["resources"][k] = v;
         }
@@ -850,6 +789,128 @@ pub fn inspect_defaults(hc: &mut serde_json::Map<String, Value>, privileged: boo
     if hc.get("PidsLimit").and_then(Value::as_i64).is_some_and(|l| l <= 0) {
         hc.insert("PidsLimit".into(), Value::Null);
     }
+}
+
+/// Docker's rules for a restart policy's name and retry count.
+pub(crate) fn check_restart_policy(p: &berth_api::containers::RestartPolicy) -> Result<(), ApiError> {
+    match p.name.as_str() {
+        "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+        n => {
+            return Err(bad(format!(
+                "invalid restart policy: unknown policy '{n}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+            )));
+        }
+    }
+    if p.maximum_retry_count < 0 {
+        return Err(bad("invalid restart policy: maximum retry count must be a positive integer"));
+    }
+    if p.maximum_retry_count > 0 && p.name != "on-failure" {
+        return Err(bad(format!("invalid restart policy: maximum retry count can only be used with 'on-failure', got '{}'", p.name)));
+    }
+    Ok(())
+}
+
+/// Docker's checks of the resource limits, at create and at `update` (which may set a swap
+/// limit alone). Warnings for what is accepted and discarded.
+pub(crate) fn check_resources(hc: &HostConfig, update: bool, warnings: &mut Vec<String>) -> Result<(), ApiError> {
+    if set(&hc.kernel_memory) || set(&hc.kernel_memory_tcp) {
+        // Kernels since 6.1 (cgroup v1 and v2 alike) no longer limit kernel memory apart.
+        warnings.push(
+            "Your kernel does not support kernel memory limit capabilities or the cgroup is not mounted. Limitation discarded.".into(),
+        );
+    }
+
+    let memory = hc.memory.unwrap_or(0);
+    let swap = hc.memory_swap.unwrap_or(0);
+    let reservation = hc.memory_reservation.unwrap_or(0);
+    if memory != 0 && memory < MIN_MEMORY {
+        return Err(bad("Minimum memory limit allowed is 6MB"));
+    }
+    if memory > 0 && swap > 0 && swap < memory {
+        return Err(bad("Minimum memoryswap limit should be larger than memory limit, see usage"));
+    }
+    if memory == 0 && swap > 0 && !update {
+        return Err(bad("You should always set the Memory limit when using Memoryswap limit, see usage"));
+    }
+    if reservation != 0 && reservation < MIN_MEMORY {
+        return Err(bad("Minimum memory reservation allowed is 6MB"));
+    }
+    if memory > 0 && reservation > 0 && memory < reservation {
+        return Err(bad("Minimum memory limit can not be less than memory reservation limit, see usage"));
+    }
+    if let Some(s) = hc.memory_swappiness.filter(|s| *s != -1)
+        && !(0..=100).contains(&s)
+    {
+        return Err(bad(format!("Invalid value: {s}, valid memory swappiness range is 0-100")));
+    }
+    if hc.oom_kill_disable == Some(true) && memory == 0 {
+        warnings.push(
+            "OOM killer is disabled for the container, but no memory limit is set, this can result in the system running out of resources."
+                .into(),
+        );
+    }
+
+    let nano = hc.nano_cpus.unwrap_or(0);
+    let period = hc.cpu_period.unwrap_or(0);
+    let quota = hc.cpu_quota.unwrap_or(0);
+    if nano > 0 && period > 0 {
+        return Err(bad("Conflicting options: Nano CPUs and CPU Period cannot both be set"));
+    }
+    if nano > 0 && quota > 0 {
+        return Err(bad("Conflicting options: Nano CPUs and CPU Quota cannot both be set"));
+    }
+    if nano != 0 {
+        // Only when asked: finding the CPUs reads this process's cgroup files.
+        let ncpu = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+        if nano < 0 || nano > ncpu * 1_000_000_000 {
+            return Err(bad(format!("Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")));
+        }
+    }
+    if period != 0 && !CPU_PERIOD_RANGE.contains(&period) {
+        return Err(bad("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"));
+    }
+    if quota > 0 && quota < MIN_CPU_QUOTA {
+        return Err(bad("CPU cfs quota can not be less than 1ms (i.e. 1000)"));
+    }
+    if hc.cpu_shares.unwrap_or(0) < 0 {
+        return Err(bad(format!("invalid CPU shares: {}", hc.cpu_shares.unwrap_or(0))));
+    }
+    for (what, value, online) in [
+        ("cpus", hc.cpuset_cpus.as_deref(), "/sys/devices/system/cpu/online"),
+        ("mems", hc.cpuset_mems.as_deref(), "/sys/devices/system/node/online"),
+    ] {
+        let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
+        let wanted = parse_cpuset(v).ok_or_else(|| bad(format!("Invalid value {v} for cpuset {what}")))?;
+        let available = std::fs::read_to_string(online).unwrap_or_else(|_| "0".into());
+        let have = parse_cpuset(available.trim()).unwrap_or_default();
+        if !wanted.is_subset(&have) {
+            let label = if what == "cpus" { "CPUs" } else { "memory nodes" };
+            return Err(bad(format!("Requested {label} are not available - requested {v}, available: {}", available.trim())));
+        }
+    }
+    if let Some(w) = hc.blkio_weight.filter(|w| *w > 0)
+        && !BLKIO_WEIGHT_RANGE.contains(&w)
+    {
+        return Err(bad("Range of blkio weight is from 10 to 1000"));
+    }
+    if hc.blkio_weight.is_some_and(|w| w > 0) && !blkio_weight_supported() {
+        warnings.push("Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.".into());
+    }
+    Ok(())
+}
+
+/// Can a container's cgroup take a block I/O weight (the blkio or io controller with CFQ/BFQ
+/// weights)? Looked up once.
+pub(crate) fn blkio_weight_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let v1 = ["blkio.weight", "blkio.bfq.weight"].iter().any(|f| Path::new("/sys/fs/cgroup/blkio").join(f).exists());
+        // cgroup v2: the weight files are in every non-root cgroup; look in the first few.
+        let v2 = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().take(64).any(|e| ["io.weight", "io.bfq.weight"].iter().any(|f| e.path().join(f).exists())))
+            .unwrap_or(false);
+        v1 || v2
+    })
 }
 
 /// Docker's limits on a healthcheck's timings (0 takes the default).

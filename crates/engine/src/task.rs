@@ -51,6 +51,8 @@ pub trait Tasks: Send + Sync + 'static {
     fn pids(&self, id: &str) -> Result<Vec<i32>>;
     /// The container's resource usage. Blocking.
     fn stats(&self, id: &str) -> Result<berth_runtime::cgroups::Stats>;
+    /// Change a running container's cgroup limits (`update`).
+    fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()>;
     /// Shims looking after a bundle under the engine's bundles directory, by bundle name (for
     /// restore).
     fn running(&self) -> Vec<(String, ProcessId)>;
@@ -179,6 +181,10 @@ impl Tasks for ShimTasks {
         container(&self.runtime_root, id)?.stats().map_err(runtime_err)
     }
 
+    fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        container(&self.runtime_root, id)?.update(resources).map_err(runtime_err)
+    }
+
     fn running(&self) -> Vec<(String, ProcessId)> {
         shim::running(&self.bundles, &self.shim_bin)
     }
@@ -281,6 +287,7 @@ pub mod fake {
         destroyed: Vec<String>,
         signals: Vec<(String, i32)>,
         mounted: HashSet<PathBuf>,
+        updates: Vec<(String, oci_spec::runtime::LinuxResources)>,
     }
 
     #[derive(Default)]
@@ -348,6 +355,11 @@ pub mod fake {
 
         pub fn destroyed(&self) -> Vec<String> {
             self.state().destroyed.clone()
+        }
+
+        /// The limits `update` wrote to running containers, in order.
+        pub fn updates(&self) -> Vec<(String, oci_spec::runtime::LinuxResources)> {
+            self.state().updates.clone()
         }
 
         pub fn signals(&self) -> Vec<(String, i32)> {
@@ -457,6 +469,15 @@ pub mod fake {
 
         fn stats(&self, _id: &str) -> Result<berth_runtime::cgroups::Stats> {
             Ok(Default::default())
+        }
+
+        fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+            let mut s = self.state();
+            if !s.tasks.contains_key(id) {
+                return Err(Error::NotRunning(id.to_string()));
+            }
+            s.updates.push((id.to_string(), resources.clone()));
+            Ok(())
         }
 
         fn running(&self) -> Vec<(String, ProcessId)> {

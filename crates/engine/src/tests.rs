@@ -269,3 +269,36 @@ async fn endpoints_are_made_at_start_and_given_back() {
     let err = e.create(None, body).await.unwrap_err();
     assert_eq!((err.kind, err.message.as_str()), (Kind::InvalidArgument, "network nope not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_writes_a_running_containers_limits_and_persists_them() {
+    let env = Env::new();
+    let e = env.engine().await;
+    import_image(&e);
+    let id = create(&e, "up", json!({"HostConfig": {"Memory": 64 << 20, "MemorySwap": 128 << 20}})).await;
+    let asked = |v: Value| serde_json::from_value::<berth_api::containers::HostConfig>(v).unwrap();
+    // Stopped: the record only.
+    e.update("up", asked(json!({"CpuShares": 256}))).await.unwrap();
+    assert!(env.fake.updates().is_empty());
+    e.start("up").await.unwrap();
+    e.update("up", asked(json!({"Memory": 100 << 20, "PidsLimit": 9, "RestartPolicy": {"Name": "always"}}))).await.unwrap();
+    let written = env.fake.updates();
+    assert_eq!(written.len(), 1);
+    let r = serde_json::to_value(&written[0].1).unwrap();
+    assert_eq!(
+        (written[0].0.as_str(), &r["memory"]["limit"], &r["pids"]["limit"], &r["cpu"]["shares"]),
+        (id.as_str(), &json!(100 << 20), &json!(9), &json!(256))
+    );
+    // A refused update changes nothing.
+    let err = e.update("up", asked(json!({"Memory": 300 << 20}))).await.unwrap_err();
+    assert_eq!(err.kind, Kind::Conflict);
+    assert_eq!(env.fake.updates().len(), 1);
+    // berthd started again reads what the update made.
+    drop(e);
+    let e = env.engine().await;
+    let hc = serde_json::to_value(e.inspect("up", false).await.unwrap().host_config).unwrap();
+    assert_eq!(
+        (hc["Memory"].clone(), hc["CpuShares"].clone(), hc["RestartPolicy"]["Name"].clone()),
+        (json!(100 << 20), json!(256), json!("always"))
+    );
+}

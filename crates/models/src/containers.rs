@@ -336,6 +336,13 @@ pub struct CreateResponse {
     pub warnings: Vec<String>,
 }
 
+/// `POST /containers/{id}/update`'s answer: Docker's warnings, null when there are none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateResponse {
+    pub warnings: Option<Vec<String>>,
+}
+
 /// `POST /containers/{id}/exec`'s answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

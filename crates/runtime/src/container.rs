@@ -737,6 +737,12 @@ impl Container {
         Ok(self.cgroup()?.pids()?)
     }
 
+    /// Change the limits of the container's cgroup (`runc update`): what `r` sets is written,
+    /// the rest left as it is.
+    pub fn update(&self, r: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        Ok(self.cgroup()?.apply(r)?)
+    }
+
     pub fn stats(&self) -> Result<cgroups::Stats> {
         Ok(self.cgroup()?.stats()?)
     }

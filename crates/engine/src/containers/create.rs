@@ -131,6 +131,7 @@ impl Engine {
         let warnings = check_create(&body)?;
         let CreateBody { config, host_config, networking_config } = body;
         let mut hc = host_config.unwrap_or_default();
+        crate::hostconfig::settle(&mut hc);
         let networks = self.create_networks(&mut hc, networking_config)?;
         let image_name = config
             .image

@@ -31,6 +31,7 @@ mod remove;
 mod restart;
 mod start;
 mod stop;
+mod update;
 mod view;
 
 pub(crate) use self::bundle::*;
@@ -280,6 +281,10 @@ impl Containers for Engine {
         })
         .await
         .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+    }
+
+    async fn update(&self, id: &str, update: berth_api::containers::HostConfig) -> Result<Vec<String>, ApiError> {
+        self.update_ctr(id, update).await
     }
 
     async fn rename(&self, id: &str, name: &str) -> Result<(), ApiError> {

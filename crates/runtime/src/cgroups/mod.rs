@@ -36,6 +36,9 @@ pub enum CgroupError {
     InvalidPath(PathBuf),
     #[error("cgroup: no cgroup file system is mounted under /sys/fs/cgroup")]
     NotMounted,
+    /// A memory limit below what the cgroup uses and cannot give back (runc's words).
+    #[error("unable to set memory limit to {limit} (current usage: {usage}, peak usage: {peak})")]
+    MemoryBusy { limit: i64, usage: u64, peak: u64 },
     #[error("cgroup: {path} did not reach {wanted} within {waited:?}")]
     Timeout { path: PathBuf, wanted: &'static str, waited: Duration },
 }

@@ -61,6 +61,19 @@ impl V1 {
         let dir = self.dir(controller).ok_or_else(|| CgroupError::Unsupported(format!("the {controller} controller is not mounted")))?;
         write(&dir.join(file), value)
     }
+
+    /// The kernel refuses (EBUSY) a limit below what the cgroup uses and cannot reclaim: said
+    /// with the usage, as runc says it.
+    fn set_memory_limit(&self, limit: i64) -> Result<()> {
+        match self.set("memory", "memory.limit_in_bytes", &limit.to_string()) {
+            Err(CgroupError::Write { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
+                let dir = self.dir("memory").unwrap_or_default();
+                let (usage, peak) = (read_u64(&dir.join("memory.usage_in_bytes")), read_u64(&dir.join("memory.max_usage_in_bytes")));
+                Err(CgroupError::MemoryBusy { limit, usage, peak })
+            }
+            other => other,
+        }
+    }
 }
 
 /// Every result is tried; the first error, if any, is the answer.
@@ -165,13 +178,13 @@ impl Cgroup for V1 {
                 match swap {
                     Some(s) if s == -1 || s > current => {
                         self.set("memory", "memory.memsw.limit_in_bytes", &s.to_string())?;
-                        self.set("memory", "memory.limit_in_bytes", &l.to_string())?;
+                        self.set_memory_limit(l)?;
                     }
                     Some(s) => {
-                        self.set("memory", "memory.limit_in_bytes", &l.to_string())?;
+                        self.set_memory_limit(l)?;
                         self.set("memory", "memory.memsw.limit_in_bytes", &s.to_string())?;
                     }
-                    None => self.set("memory", "memory.limit_in_bytes", &l.to_string())?,
+                    None => self.set_memory_limit(l)?,
                 }
             }
             if let Some(v) = m.reservation() {

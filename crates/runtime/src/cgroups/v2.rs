@@ -76,6 +76,13 @@ impl Cgroup for V2 {
     fn apply(&self, r: &LinuxResources) -> Result<()> {
         if let Some(m) = r.memory() {
             if let Some(l) = m.limit() {
+                // The kernel would reclaim and then OOM-kill to get under a lower limit; like
+                // cgroup v1's EBUSY, a limit below the usage is refused instead.
+                let usage = read_u64(&self.dir().join("memory.current"));
+                if l >= 0 && (l as u64) < usage {
+                    let peak = read_u64(&self.dir().join("memory.peak")).max(usage);
+                    return Err(CgroupError::MemoryBusy { limit: l, usage, peak });
+                }
                 self.set("memory.max", &max_or(Some(l)))?;
             }
             if let Some(v) = m.reservation() {
@@ -290,6 +297,23 @@ mod tests {
         assert_eq!(rd("pids.max"), "max");
         assert_eq!(rd("memory.high"), "90000000");
         assert_eq!(rd("io.max"), "8:0 rbps=1048576 wiops=100");
+    }
+
+    #[test]
+    fn a_memory_limit_below_the_usage_is_refused_and_nothing_written() {
+        let (t, v) = fake_tree();
+        v.create().unwrap();
+        let d = t.path().join("berth/c1");
+        fs::write(d.join("memory.current"), "50000000\n").unwrap();
+        fs::write(d.join("memory.peak"), "60000000\n").unwrap();
+        fs::write(d.join("memory.max"), "max\n").unwrap();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({"memory": {"limit": 10485760}})).unwrap();
+        let e = v.apply(&r).unwrap_err();
+        assert_eq!(e.to_string(), "unable to set memory limit to 10485760 (current usage: 50000000, peak usage: 60000000)");
+        assert_eq!(fs::read_to_string(d.join("memory.max")).unwrap(), "max\n");
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({"memory": {"limit": 104857600}})).unwrap();
+        v.apply(&r).unwrap();
+        assert_eq!(fs::read_to_string(d.join("memory.max")).unwrap(), "104857600");
     }
 
     #[test]
