@@ -15,6 +15,8 @@ mkdir -p "$dist"
 for b in berthd berth-shim berth-runc; do
   install -m 0755 "target/release/$b" "$dist/$b"
 done
+# `--init`'s pid 1: freestanding and static, built apart (scripts/build-init.sh).
+scripts/build-init.sh "$dist"
 # crt-static only for the CLI: with an explicit --target, build scripts and proc macros stay
 # dynamic host artifacts (they cannot be linked statically).
 if [[ "$host" == *-linux-gnu ]] && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \

@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path crates/init/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+CARGO_TARGET_DIR=target/init cargo clippy --manifest-path crates/init/Cargo.toml --release --quiet -- -D warnings
 cargo build --workspace --quiet
+scripts/build-init.sh target/debug
 
 before=$(mktemp)
 skips=$(mktemp)

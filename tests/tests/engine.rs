@@ -418,9 +418,6 @@ fn resource_limits_devices_dns_and_mounts_reach_the_container() {
         assert!(r.stderr.contains("Minimum memory limit allowed is 6MB"), "{}", r.stderr);
         let r = cli(&d, tool, &["run", "--rm", "--cpus", "4096", "busybox", "true"]);
         assert!(r.stderr.contains("Range of CPUs is from 0.01"), "{}", r.stderr);
-        // What berth does not do yet says so, instead of running without it.
-        let r = cli(&d, tool, &["run", "--rm", "--init", "busybox", "true"]);
-        assert!(r.code == 125 && r.stderr.contains("not implemented yet"), "{tool} --init: {}", r.stderr);
         assert_eq!(cli(&d, tool, &["ps", "-aq"]).success().stdout, "", "no container was made");
     }
     // The memory limit holds: a container that needs more is killed by the OOM killer.

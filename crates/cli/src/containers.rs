@@ -802,7 +802,7 @@ pub(crate) fn commit(client: &Client, a: CommitArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `berth update`'s flags: the limits that can change live, and the restart policy.
+/// Update the resource limits and restart policy of one or more containers.
 #[derive(Args)]
 pub(crate) struct UpdateArgs {
     #[arg(long = "blkio-weight")]

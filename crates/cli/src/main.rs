@@ -108,6 +108,15 @@ enum Cmd {
     Version(Lazy<VersionArgs>),
     /// berthd's events as they happen.
     Events(Lazy<events::EventsArgs>),
+    /// Print the shell completion script (bash, zsh, fish, elvish or powershell).
+    Completion {
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for berth and each of its commands into a directory (for packaging).
+    #[command(hide = true)]
+    Man {
+        dir: std::path::PathBuf,
+    },
     // What `container prune`, `image prune` and `system df` run: groups' commands that have no
     // top-level name of their own.
     #[command(hide = true)]
@@ -301,6 +310,24 @@ fn main() {
             std::process::exit(code);
         }
     };
+    // Neither needs berthd.
+    match cli.cmd {
+        Cmd::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "berth", &mut script);
+            // A reader that stops early (`| head`) is no error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            std::process::exit(0);
+        }
+        Cmd::Man { dir } => std::process::exit(match man_pages(&dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{e:#}");
+                1
+            }
+        }),
+        _ => {}
+    }
     let client = Client::new(cli.host);
     let result = run(&client, cli.cmd);
     match result {
@@ -318,6 +345,26 @@ fn main() {
     }
 }
 
+/// `berth.1`, and `berth-<command>.1` for each visible command (`berth-container-ls.1` …).
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    fn write(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+        // A one-shot run: the few names clap keeps as &'static str are leaked.
+        let cmd = cmd.clone().name(&*Box::leak(name.to_string().into_boxed_str()));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    write(&cmd, "berth", dir)
+}
+
 fn parse_size(s: &str) -> anyhow::Result<i64> {
     i64::try_from(berth_format::parse_size(s)?).with_context(|| format!("invalid size: {s:?}"))
 }
@@ -327,7 +374,7 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 const NOT_YET: &[&str] = &[
     "buildx", "checkpoint", "compose", "config", "context",
     "manifest", "node", "plugin", "search", "secret", "service",
-    "stack", "swarm", "trust", "update",
+    "stack", "swarm", "trust",
 ];
 
 fn docker_command_not_here(e: &clap::Error) -> bool {
@@ -387,6 +434,8 @@ fn run(client: &Client, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Logout(Lazy(a)) => registry::logout(a),
         Cmd::Info(Lazy(a)) => system::info(client, a),
         Cmd::Events(Lazy(a)) => events::events(client, a),
+        // Handled before a client is made.
+        Cmd::Completion { .. } | Cmd::Man { .. } => Ok(0),
         Cmd::Version(Lazy(a)) => system::version(client, a),
     }
 }

@@ -18,7 +18,8 @@ struct Cli {
     /// Where sockets and runtime state live.
     #[arg(long)]
     exec_root: Option<PathBuf>,
-    /// unix:///path/to.sock or tcp://127.0.0.1:PORT (repeatable).
+    /// unix:///path/to.sock, tcp://127.0.0.1:PORT, or fd:// for the sockets systemd passes
+    /// (socket activation; repeatable).
     #[arg(short = 'H', long = "host")]
     hosts: Vec<String>,
     #[arg(long)]
@@ -28,6 +29,9 @@ struct Cli {
     /// The cgroup under which containers' cgroups go (unless they name their own).
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Print berthd's man page (section 8) and exit (for packaging).
+    #[arg(long, hide = true)]
+    print_man: bool,
     /// API connections served at once on each listener (more wait to be accepted).
     #[arg(long)]
     api_max_connections: Option<usize>,
@@ -79,7 +83,12 @@ struct FileConfig {
     cgroup_parent: Option<String>,
     api_max_connections: Option<usize>,
     api_header_timeout: Option<u64>,
-    /// Defaults for containers' json-file logs, as dockerd's `log-opts`.
+    /// The default logging driver (`json-file`, `local` or `none`) and its options, as
+    /// dockerd's `log-driver` and `log-opts`.
+    log_driver: Option<String>,
+    /// `--init` for every container that does not say (dockerd's `init`).
+    #[serde(default)]
+    init: bool,
     #[serde(default)]
     log_opts: std::collections::BTreeMap<String, String>,
     #[serde(default)]
@@ -100,8 +109,9 @@ struct Config {
     hosts: Vec<String>,
     log_level: String,
     pidfile: PathBuf,
-    log_max_size: u64,
-    log_max_file: u32,
+    log_driver: String,
+    log_opts: std::collections::BTreeMap<String, String>,
+    init: bool,
     cgroup_parent: String,
     limits: berth_api::server::Limits,
     registry: berth_registry::Options,
@@ -137,8 +147,23 @@ async fn trim_when_quiet() {
 
 /// Default log rotation: 10 MiB per file, 3 files (Docker's json-file keeps everything in one
 /// unbounded file unless told otherwise; berth bounds it by default).
+/// json-file's rotation unless the container or `log-opts` says otherwise: bounded, where
+/// dockerd's is not (kept out of `LogConfig`, which shows what was asked, as dockerd's does).
 const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
 const DEFAULT_LOG_MAX_FILE: u32 = 3;
+
+/// The default logging driver and its options: daemon.json's, checked as a container's are.
+fn log_defaults(
+    driver: Option<String>,
+    opts: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<(String, std::collections::BTreeMap<String, String>)> {
+    let driver = driver.filter(|d| !d.is_empty()).unwrap_or_else(|| "json-file".into());
+    if !["json-file", "local", "none"].contains(&driver.as_str()) {
+        bail!("log-driver {driver:?}: berthd has the json-file, local and none logging drivers");
+    }
+    berth_engine::logs::check_opts(&driver, &opts).map_err(|e| anyhow::anyhow!("log-opts: {}", e.message))?;
+    Ok((driver, opts))
+}
 
 fn config(cli: Cli) -> anyhow::Result<Config> {
     let file: FileConfig = match std::fs::read(&cli.config_file) {
@@ -151,6 +176,7 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     if hosts.is_empty() {
         hosts.push(format!("unix://{}", exec_root.join("berth.sock").display()));
     }
+    let (log_driver, log_opts) = log_defaults(file.log_driver.clone(), file.log_opts.clone())?;
     Ok(Config {
         data_root: cli.data_root.or(file.data_root).unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
         pidfile: cli.pidfile.or(file.pidfile).unwrap_or_else(|| exec_root.join("berthd.pid")),
@@ -167,10 +193,9 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             }
             berth_api::server::Limits { max_connections, header_timeout: timeout.unwrap_or(d.header_timeout) }
         },
-        log_max_size: match file.log_opts.get("max-size") {
-            Some(s) => berth_engine::parse_size(s).map_err(|e| anyhow::anyhow!("log-opts max-size: {}", e.message))?,
-            None => DEFAULT_LOG_MAX_SIZE,
-        },
+        log_driver: log_driver.clone(),
+        log_opts: log_opts.clone(),
+        init: file.init,
         registry: {
             let d = berth_registry::Options::default();
             let downloads = cli.max_concurrent_downloads.or(file.max_concurrent_downloads).unwrap_or(d.max_concurrent_downloads);
@@ -192,10 +217,6 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             bip: cli.bip.or(file.bip),
             mtu: cli.mtu.or(file.mtu),
         },
-        log_max_file: match file.log_opts.get("max-file") {
-            Some(s) => s.parse().with_context(|| format!("log-opts max-file {s:?}"))?,
-            None => DEFAULT_LOG_MAX_FILE,
-        },
     })
 }
 
@@ -211,7 +232,14 @@ fn claim_socket(path: &Path) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cfg = config(Cli::parse())?;
+    let cli = Cli::parse();
+    if cli.print_man {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).section("8").render(&mut page)?;
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
+        return Ok(());
+    }
+    let cfg = config(cli)?;
     let level: tracing::Level = cfg.log_level.parse().unwrap_or(tracing::Level::INFO);
     tracing::subscriber::set_global_default(SimpleLog { max: level }).ok();
     for d in [&cfg.data_root, &cfg.exec_root] {
@@ -266,6 +294,31 @@ fn shim_path() -> anyhow::Result<PathBuf> {
     Ok(shim)
 }
 
+/// The listening sockets systemd passed (`LISTEN_PID`, `LISTEN_FDS`, from fd 3): all of them for
+/// `fd://`, one for `fd://N`. The variables are unset once read, so no child sees them.
+fn activated_fds(which: &str) -> anyhow::Result<Vec<i32>> {
+    const FIRST: i32 = 3;
+    let pid_ok = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok()).filter(|n| *n > 0 && pid_ok);
+    // SAFETY: removing variables races only with other threads reading the environment at the
+    // same moment; berthd's other threads (tokio's) do not read it.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    let Some(count) = count else { bail!("fd://: no sockets were passed by systemd (LISTEN_FDS)") };
+    let all: Vec<i32> = (FIRST..FIRST + count).collect();
+    if which.is_empty() {
+        return Ok(all);
+    }
+    let fd: i32 = which.parse().with_context(|| format!("fd://{which}: not a descriptor number"))?;
+    if !all.contains(&fd) {
+        bail!("fd://{fd}: systemd passed descriptors {FIRST} to {}", FIRST + count - 1);
+    }
+    Ok(vec![fd])
+}
+
 async fn serve(cfg: &Config) -> anyhow::Result<()> {
     // First of all: a SIGTERM while the engine opens, or as soon as a client can connect, stops
     // berthd as any other does (the default action would leave its socket and pid file behind).
@@ -275,8 +328,12 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         data_root: cfg.data_root.clone(),
         exec_root: cfg.exec_root.clone(),
         shim: shim_path()?,
-        log_max_size: cfg.log_max_size,
-        log_max_file: cfg.log_max_file,
+        init_path: std::env::current_exe().ok().map(|e| e.with_file_name("berth-init")),
+        init: cfg.init,
+        log_driver: cfg.log_driver.clone(),
+        log_opts: cfg.log_opts.clone(),
+        log_default_max_size: DEFAULT_LOG_MAX_SIZE,
+        log_default_max_file: DEFAULT_LOG_MAX_FILE,
         cgroup_parent: cfg.cgroup_parent.clone(),
         registry: cfg.registry.clone(),
         network: cfg.network.clone(),
@@ -321,8 +378,45 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
             }
             tracing::info!("API listening on tcp://{}", listener.local_addr()?);
             tasks.push(tokio::spawn(berth_api::server::serve(listener, app.clone(), cfg.limits, shutdown)));
+        } else if let Some(which) = host.strip_prefix("fd://") {
+            // Socket activation (berth.socket, as docker.socket): the sockets systemd made.
+            for fd in activated_fds(which)? {
+                // SAFETY: systemd passed this descriptor to this process for it to own; each is
+                // taken once (activated_fds lists each once and unsets the environment).
+                let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                use nix::sys::socket::SockaddrLike;
+                let domain = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd).ok().and_then(|a| a.family());
+                let stop = {
+                    let mut stop = stop_rx.clone();
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    }
+                };
+                if domain == Some(nix::sys::socket::AddressFamily::Unix) {
+                    let l = std::os::unix::net::UnixListener::from(owned);
+                    l.set_nonblocking(true)?;
+                    tracing::info!("API listening on the socket systemd passed (fd {fd})");
+                    tasks.push(tokio::spawn(berth_api::server::serve(
+                        tokio::net::UnixListener::from_std(l)?,
+                        app.clone(),
+                        cfg.limits,
+                        stop,
+                    )));
+                } else {
+                    let l = std::net::TcpListener::from(owned);
+                    l.set_nonblocking(true)?;
+                    tracing::info!("API listening on tcp://{} (from systemd, fd {fd})", l.local_addr()?);
+                    tasks.push(tokio::spawn(berth_api::server::serve(
+                        tokio::net::TcpListener::from_std(l)?,
+                        app.clone(),
+                        cfg.limits,
+                        stop,
+                    )));
+                }
+            }
+            drop(shutdown);
         } else {
-            bail!("unsupported host {host:?}: use unix:///path or tcp://127.0.0.1:PORT");
+            bail!("unsupported host {host:?}: use unix:///path, tcp://127.0.0.1:PORT or fd:// (socket activation)");
         }
     }
     tokio::spawn(trim_when_quiet());

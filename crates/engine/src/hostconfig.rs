@@ -40,9 +40,6 @@ fn listed<T>(v: &Option<Vec<T>>) -> bool {
 /// does not do yet. Returns Docker's warnings (settings that are accepted and discarded).
 pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiError> {
     let mut warnings = Vec::new();
-    if hc.init == Some(true) {
-        return Err(ApiError::not_implemented("--init"));
-    }
     if let Some(p) = &hc.restart_policy {
         check_restart_policy(p)?;
         if !matches!(p.name.as_str(), "" | "no") && hc.auto_remove == Some(true) {
@@ -51,7 +48,7 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     }
     if let Some(lc) = &hc.log_config {
         match lc.typ.as_str() {
-            "" | "json-file" | "none" => {}
+            "" | "json-file" | "local" | "none" => {}
             d if DOCKER_LOG_DRIVERS.contains(&d) => return Err(ApiError::not_implemented(&format!("the {d:?} logging driver"))),
             d => return Err(bad(format!("logger: no log driver named '{d}' is registered"))),
         }
@@ -148,8 +145,8 @@ pub fn check(cfg: &ContainerConfig, hc: &HostConfig) -> Result<Vec<String>, ApiE
     if let Some(parent) = hc.cgroup_parent.as_deref() {
         cgroup_parent(parent)?;
     }
-    if let Some(opts) = hc.log_config.as_ref().and_then(|l| l.config.as_ref()) {
-        log_opts(opts)?;
+    if let Some(l) = &hc.log_config {
+        crate::logs::check_opts(&l.typ, l.config.as_ref().unwrap_or(&BTreeMap::new()))?;
     }
     let network = hc.network_mode.as_deref().unwrap_or("");
     sysctls(hc, network != "host")?;
@@ -179,16 +176,6 @@ fn cgroup_parent(parent: &str) -> Result<(), ApiError> {
         return Err(bad(format!("invalid cgroup parent: {parent}")));
     }
     Ok(())
-}
-
-/// The json-file driver's `max-size` and `max-file`, as `--log-opt` gives them.
-pub fn log_opts(opts: &BTreeMap<String, String>) -> Result<(Option<u64>, Option<u32>), ApiError> {
-    let size = opts.get("max-size").map(|s| crate::containers::parse_size(s)).transpose()?;
-    let file = match opts.get("max-file") {
-        Some(f) => Some(f.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| bad(format!("invalid value for max-file: {f}")))?),
-        None => None,
-    };
-    Ok((size, file))
 }
 
 /// `0-3,5`: the set of numbers, or None when malformed.
@@ -670,7 +657,7 @@ pub const DEFAULT_RUNTIME: &str = "runc";
 pub const RUNTIMES: &[&str] = &[DEFAULT_RUNTIME, "berth"];
 
 /// The logging drivers dockerd has on Linux (berth has json-file and none).
-const DOCKER_LOG_DRIVERS: &[&str] = &["local", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "gcplogs", "logentries"];
+const DOCKER_LOG_DRIVERS: &[&str] = &["syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "gcplogs", "logentries"];
 
 /// dockerd's checks of `--cpu-rt-period` and `--cpu-rt-runtime`; the values go to the cgroup.
 /// `supported` is asked only when real-time CPU time is (it reads the host's mounts).
@@ -1089,7 +1076,7 @@ mod tests {
 
     #[test]
     fn what_berth_cannot_do_yet_is_refused_not_ignored() {
-        for v in [json!({"Links": ["a:b"]}), json!({"DeviceRequests": [{"Count": -1}]}), json!({"Init": true})] {
+        for v in [json!({"Links": ["a:b"]}), json!({"DeviceRequests": [{"Count": -1}]})] {
             let e = check(&ContainerConfig::default(), &hc(v.clone())).err().unwrap_or_else(|| panic!("{v} accepted"));
             assert_eq!(e.kind, Kind::NotImplemented, "{v}: {}", e.message);
         }

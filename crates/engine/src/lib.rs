@@ -14,7 +14,7 @@ mod events;
 mod exec;
 mod hostconfig;
 mod images;
-mod logs;
+pub mod logs;
 mod names;
 mod networks;
 mod pull;
@@ -50,9 +50,17 @@ pub struct Config {
     pub exec_root: PathBuf,
     /// The berth-shim binary.
     pub shim: PathBuf,
-    /// json-file rotation defaults (Docker's `max-size` and `max-file`).
-    pub log_max_size: u64,
-    pub log_max_file: u32,
+    /// berth-init, bind-mounted as a container's pid 1 with `--init` (None: not installed).
+    pub init_path: Option<PathBuf>,
+    /// `--init` for containers that do not say (daemon.json's `init`).
+    pub init: bool,
+    /// The default logging driver and its options (dockerd's `log-driver` and `log-opts`).
+    pub log_driver: String,
+    pub log_opts: std::collections::BTreeMap<String, String>,
+    /// json-file's rotation where neither the container nor `log_opts` sets it (berthd's
+    /// own default: bounded, where dockerd's is not).
+    pub log_default_max_size: u64,
+    pub log_default_max_file: u32,
     /// Where containers' cgroups go unless they name their own (dockerd's `--cgroup-parent`).
     pub cgroup_parent: String,
     /// Registries: insecure ones, mirrors, certificates, transfers at once.

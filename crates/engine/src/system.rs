@@ -142,10 +142,15 @@ impl System for Engine {
             // Containers outlive berthd and are adopted again: Docker's live restore, always on.
             live_restore_enabled: true,
             isolation: String::new(),
-            init_binary: String::new(),
+            // `--init`'s pid 1, when installed.
+            init_binary: if self.cfg.init_path.as_ref().is_some_and(|p| p.is_file()) { "berth-init".into() } else { String::new() },
             containerd_commit: none.clone(),
             runc_commit: none.clone(),
-            init_commit: none,
+            init_commit: if self.cfg.init_path.as_ref().is_some_and(|p| p.is_file()) {
+                serde_json::json!({"ID": env!("CARGO_PKG_VERSION"), "Expected": env!("CARGO_PKG_VERSION")})
+            } else {
+                none
+            },
             ..Default::default()
         })
     }

@@ -21,6 +21,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub mod logfile;
+
 pub const CONFIG: &str = "shim.json";
 pub const SOCKET: &str = "shim.sock";
 pub const EXIT: &str = "exit.json";
@@ -56,11 +58,17 @@ pub struct Config {
     pub id: String,
     /// berth-runtime's state root.
     pub runtime_root: PathBuf,
-    /// json-file log; rotated to `<path>.1` … when it would pass `log_max_size` (0: never).
+    /// The log; rotated to `<path>.1` … when it would pass `log_max_size` (0: never).
     /// None: the output is not logged (Docker's `none` logging driver).
     pub log_path: Option<PathBuf>,
     pub log_max_size: u64,
     pub log_max_file: u32,
+    /// `json-file` or Docker's `local` format.
+    #[serde(default)]
+    pub log_format: logfile::Format,
+    /// Rotated files are gzipped (`<path>.N.gz`).
+    #[serde(default)]
+    pub log_compress: bool,
     pub tty: bool,
     /// Keep a stdin open for attach clients (`OpenStdin`).
     pub stdin: bool,

@@ -1,39 +1,50 @@
-//! Docker's json-file log: one `{"log","stream","time"}` object per line of output, rotated to
-//! `<path>.1` … `<path>.<max_file-1>` when the file would pass `max_size`.
+//! The container's log as Docker's `json-file` or `local` driver keeps it (the format is
+//! `berth_shim::logfile`'s): one entry per line of output, rotated to `<path>.1` …
+//! `<path>.<max_file-1>` when the file would pass `max_size`; with `compress`, each rotated file
+//! is gzipped to `<path>.N.gz` by a child process, so the shim goes on relaying output meanwhile.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use berth_shim::logfile::{self, Format};
+use nix::unistd::Pid;
+
 /// Docker splits lines longer than this into several entries.
 const MAX_LINE: usize = 16 << 10;
 
-pub struct JsonFile {
+pub struct LogFile {
     path: PathBuf,
     file: File,
     size: u64,
     max_size: u64,
     max_file: u32,
+    format: Format,
+    compress: bool,
+    /// The child gzipping the last rotated file, if it may still run.
+    compressing: Option<Pid>,
     /// Unfinished lines of stdout and stderr.
     partial: [Vec<u8>; 2],
     /// Rotated files looked for, all rotations together (what a rotation costs).
     probes: u64,
 }
 
-fn stream_name(stream: u8) -> &'static str {
-    if stream == berth_shim::STDERR { "stderr" } else { "stdout" }
-}
-
-impl JsonFile {
-    pub fn open(path: &Path, max_size: u64, max_file: u32) -> io::Result<JsonFile> {
+impl LogFile {
+    pub fn open(path: &Path, max_size: u64, max_file: u32, format: Format, compress: bool) -> io::Result<LogFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(JsonFile {
+        Ok(LogFile {
             path: path.to_path_buf(),
             file,
             size,
             max_size,
             max_file: max_file.max(1),
+            format,
+            compress,
+            compressing: None,
             partial: [Vec::new(), Vec::new()],
             probes: 0,
         })
@@ -44,18 +55,36 @@ impl JsonFile {
         let slot = usize::from(stream == berth_shim::STDERR);
         let mut rest = data;
         let mut out = Vec::new();
+        let now = std::time::SystemTime::now();
         while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
             let mut line = std::mem::take(&mut self.partial[slot]);
             line.extend_from_slice(&rest[..=pos]);
             rest = &rest[pos + 1..];
-            entry(&mut out, stream, &line);
+            self.add(&mut out, stream, &line, now)?;
         }
         self.partial[slot].extend_from_slice(rest);
         while self.partial[slot].len() >= MAX_LINE {
             let line: Vec<u8> = self.partial[slot].drain(..MAX_LINE).collect();
-            entry(&mut out, stream, &line);
+            self.add(&mut out, stream, &line, now)?;
         }
         self.append(&out)
+    }
+
+    /// Encode one entry into `out`, the entries of one chunk of output written together; if it
+    /// would take the file past `max_size`, what came before is written and the file rotated
+    /// first, so no file passes `max_size` by more than one entry (as Docker's).
+    fn add(&mut self, out: &mut Vec<u8>, stream: u8, line: &[u8], now: std::time::SystemTime) -> io::Result<()> {
+        let before = out.len();
+        logfile::encode(self.format, out, stream, line, now);
+        if self.max_size > 0 && self.size + out.len() as u64 > self.max_size && self.size + before as u64 > 0 {
+            let tail = out.split_off(before);
+            self.file.write_all(out)?;
+            self.size += out.len() as u64;
+            out.clear();
+            self.rotate()?;
+            out.extend_from_slice(&tail);
+        }
+        Ok(())
     }
 
     /// Log what is left of a stream that ended without a newline.
@@ -66,16 +95,14 @@ impl JsonFile {
         }
         let line = std::mem::take(&mut self.partial[slot]);
         let mut out = Vec::new();
-        entry(&mut out, stream, &line);
-        let _ = self.append(&out);
+        if self.add(&mut out, stream, &line, std::time::SystemTime::now()).is_ok() {
+            let _ = self.append(&out);
+        }
     }
 
     fn append(&mut self, out: &[u8]) -> io::Result<()> {
         if out.is_empty() {
             return Ok(());
-        }
-        if self.max_size > 0 && self.size > 0 && self.size + out.len() as u64 > self.max_size {
-            self.rotate()?;
         }
         self.file.write_all(out)?;
         self.size += out.len() as u64;
@@ -83,13 +110,16 @@ impl JsonFile {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
         if self.max_file <= 1 {
             // No rotated files kept: start the one file again.
             self.file.set_len(0)?;
             self.size = 0;
             return Ok(());
         }
+        // The last rotation's compression finishes first: its file is about to move.
+        self.wait_compression();
+        let gz = self.compress;
+        let numbered = |n: u32| logfile::rotated(&self.path, n, gz);
         // Rotated files are numbered 1, 2, … without gaps: shift only those that exist, so the
         // work is what is on disk, not `max-file` (which a client chooses).
         let mut existing = 0;
@@ -106,19 +136,60 @@ impl JsonFile {
         for n in (1..=existing).rev() {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
-        std::fs::rename(&self.path, numbered(1))?;
+        let first = logfile::rotated(&self.path, 1, false);
+        std::fs::rename(&self.path, &first)?;
         self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.size = 0;
+        if gz {
+            self.compressing = spawn_compression(&first);
+        }
         Ok(())
+    }
+
+    fn wait_compression(&mut self) {
+        if let Some(pid) = self.compressing.take() {
+            // Already reaped by the shim's loop (ECHILD) is as good as done.
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
     }
 }
 
-fn entry(out: &mut Vec<u8>, stream: u8, line: &[u8]) {
-    let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-    let v = serde_json::json!({"log": String::from_utf8_lossy(line), "stream": stream_name(stream), "time": time});
-    if serde_json::to_writer(&mut *out, &v).is_ok() {
-        out.push(b'\n');
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        self.wait_compression();
     }
+}
+
+/// Gzip `plain` to `<plain>.gz` in a child process (written aside, then renamed; the plain file
+/// removed last, so a reader always finds one of them whole). None if the fork failed: the file
+/// then stays uncompressed.
+fn spawn_compression(plain: &Path) -> Option<Pid> {
+    // SAFETY: the shim is single-threaded, so the child is a whole copy of it; the child only
+    // does file I/O and allocation and leaves with _exit, running no destructor or atexit hook.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = i32::from(compress_file(plain).is_err());
+            // SAFETY: _exit ends the child at once, as a forked child must.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => Some(child),
+        Err(e) => {
+            eprintln!("berth-shim: compressing {}: fork: {e}", plain.display());
+            None
+        }
+    }
+}
+
+fn compress_file(plain: &Path) -> io::Result<()> {
+    let gz = PathBuf::from(format!("{}.gz", plain.display()));
+    let tmp = PathBuf::from(format!("{}.gz.tmp", plain.display()));
+    let mut input = File::open(plain)?;
+    let out = File::create(&tmp)?;
+    let mut enc = flate2::write::GzEncoder::new(io::BufWriter::new(out), flate2::Compression::fast());
+    io::copy(&mut input, &mut enc)?;
+    enc.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, &gz)?;
+    std::fs::remove_file(plain)
 }
 
 #[cfg(test)]
@@ -133,7 +204,7 @@ mod tests {
     fn lines_become_entries_and_partials_wait() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c-json.log");
-        let mut log = JsonFile::open(&p, 0, 1).unwrap();
+        let mut log = LogFile::open(&p, 0, 1, Format::JsonFile, false).unwrap();
         log.write(berth_shim::STDOUT, b"one\ntw").unwrap();
         log.write(berth_shim::STDERR, b"err\n").unwrap();
         log.write(berth_shim::STDOUT, b"o\nthree").unwrap();
@@ -148,7 +219,7 @@ mod tests {
     fn rotation_keeps_max_file_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c-json.log");
-        let mut log = JsonFile::open(&p, 200, 3).unwrap();
+        let mut log = LogFile::open(&p, 200, 3, Format::JsonFile, false).unwrap();
         for i in 0..40 {
             log.write(berth_shim::STDOUT, format!("line {i}\n").as_bytes()).unwrap();
         }
@@ -164,10 +235,23 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_in_one_chunk_rotates_between_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let mut log = LogFile::open(&p, 200, 3, Format::JsonFile, false).unwrap();
+        let burst: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        log.write(berth_shim::STDOUT, burst.as_bytes()).unwrap();
+        for n in ["c-json.log", "c-json.log.1", "c-json.log.2"] {
+            assert!(std::fs::metadata(dir.path().join(n)).unwrap().len() <= 200, "{n}");
+        }
+        assert_eq!(entries(&p).last().unwrap()["log"], "line 39\n");
+    }
+
+    #[test]
     fn a_huge_max_file_costs_only_the_files_there_are() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c-json.log");
-        let mut log = JsonFile::open(&p, 100, u32::MAX).unwrap();
+        let mut log = LogFile::open(&p, 100, u32::MAX, Format::JsonFile, false).unwrap();
         for i in 0..20 {
             log.write(berth_shim::STDOUT, format!("line {i}\n").as_bytes()).unwrap();
         }
@@ -183,10 +267,33 @@ mod tests {
     }
 
     #[test]
+    fn compressed_rotation_in_the_local_format_reads_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("container.log");
+        let mut log = LogFile::open(&p, 300, 4, Format::Local, true).unwrap();
+        for i in 0..60 {
+            log.write(berth_shim::STDOUT, format!("line {i}\n").as_bytes()).unwrap();
+        }
+        drop(log);
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["container.log", "container.log.1.gz", "container.log.2.gz", "container.log.3.gz"]);
+        let lines: Vec<String> = logfile::files(&p)
+            .iter()
+            .flat_map(|f| logfile::Reader::open(f, Format::Local).unwrap())
+            .map(|e| String::from_utf8(e.line).unwrap())
+            .collect();
+        let first: usize = lines[0].trim_start_matches("line ").trim().parse().unwrap();
+        let want: Vec<String> = (first..60).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(lines, want, "in order, without a gap");
+    }
+
+    #[test]
     fn invalid_utf8_and_long_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c-json.log");
-        let mut log = JsonFile::open(&p, 0, 1).unwrap();
+        let mut log = LogFile::open(&p, 0, 1, Format::JsonFile, false).unwrap();
         log.write(berth_shim::STDOUT, b"\xff\xfe\n").unwrap();
         log.write(berth_shim::STDOUT, &vec![b'a'; MAX_LINE + 10]).unwrap();
         let e = entries(&p);

@@ -17,7 +17,7 @@ pub(crate) struct Shim {
     pub(crate) pid: i32,
     pub(crate) main: Proc,
     pub(crate) execs: HashMap<i32, Proc>,
-    pub(crate) log: Option<log::JsonFile>,
+    pub(crate) log: Option<log::LogFile>,
     pub(crate) listener: Option<UnixListener>,
     pub(crate) sigfd: SignalFd,
     pub(crate) clients: HashMap<u64, Client>,
@@ -50,7 +50,10 @@ impl Shim {
         let data = std::fs::read(&cfg_path).map_err(internal("reading shim.json"))?;
         let cfg: Config = serde_json::from_slice(&data).map_err(|e| Reply::error(ErrorKind::InvalidArgument, format!("shim.json: {e}")))?;
         let log = match &cfg.log_path {
-            Some(p) => Some(log::JsonFile::open(p, cfg.log_max_size, cfg.log_max_file).map_err(internal("opening the log"))?),
+            Some(p) => Some(
+                log::LogFile::open(p, cfg.log_max_size, cfg.log_max_file, cfg.log_format, cfg.log_compress)
+                    .map_err(internal("opening the log"))?,
+            ),
             None => None,
         };
 

@@ -261,6 +261,9 @@ impl Engine {
         self.tasks.mount_rootfs(&mounts, &rootfs, rec.host_config.auto_remove.unwrap_or(false))?;
         self.fill_volumes(rec, &rootfs)?;
         let mut built = spec::build(rec, &rootfs, dir, ns_of, &self.cfg.cgroup_parent)?;
+        if rec.host_config.init.unwrap_or(self.cfg.init) {
+            self.with_init(&mut built.spec)?;
+        }
         if let Some(list) = built.spec["mounts"].as_array_mut() {
             for m in &rec.volumes {
                 list.push(crate::volumes::mounts::spec(m, &self.vols.path(&m.name)));
@@ -273,18 +276,22 @@ impl Engine {
         let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;
-        let (max_size, max_file) = match rec.host_config.log_config.as_ref().and_then(|l| l.config.as_ref()) {
-            Some(opts) => crate::hostconfig::log_opts(opts)?,
-            None => (None, None),
-        };
-        let (max_size, max_file) = (max_size.unwrap_or(self.cfg.log_max_size), max_file.unwrap_or(self.cfg.log_max_file));
+        // Records made before the daemon's defaults were merged at create get them now.
+        let lc = crate::logs::merge_defaults(rec.host_config.log_config.clone(), &self.cfg.log_driver, &self.cfg.log_opts);
+        let log = crate::logs::settings_or(
+            &lc.typ,
+            lc.config.as_ref().unwrap_or(&Default::default()),
+            (self.cfg.log_default_max_size, self.cfg.log_default_max_file),
+        )?;
         let (rows, cols) = console_size(&rec.host_config.console_size);
         let shim_cfg = berth_shim::Config {
             id: rec.id.clone(),
             runtime_root: self.runtime_root.clone(),
             log_path: (!logs_off(rec)).then(|| rec.log_path.clone()),
-            log_max_size: max_size,
-            log_max_file: max_file,
+            log_max_size: log.max_size,
+            log_max_file: log.max_file,
+            log_format: log.format,
+            log_compress: log.compress,
             tty: rec.tty(),
             stdin: rec.config.open_stdin.unwrap_or(false),
             stdin_once: rec.config.stdin_once.unwrap_or(false),
@@ -293,6 +300,28 @@ impl Engine {
         };
         let shim_path = bundle.join(berth_shim::CONFIG);
         std::fs::write(&shim_path, serde_json::to_vec(&shim_cfg).unwrap_or_default()).map_err(internal("writing", &shim_path))
+    }
+}
+
+/// Where `--init`'s binary is mounted in the container: Docker's path for its own.
+const INIT_IN_CONTAINER: &str = "/sbin/docker-init";
+
+impl Engine {
+    /// `--init`: berth-init, mounted read-only from the host, runs the program as pid 1's child.
+    fn with_init(&self, spec: &mut Value) -> Result<(), ApiError> {
+        let init =
+            self.cfg.init_path.as_ref().filter(|p| p.is_file()).ok_or_else(|| {
+                ApiError::new(Kind::Internal, "--init: berth-init is not installed (it belongs beside berthd)".to_string())
+            })?;
+        let mut args = vec![json!(INIT_IN_CONTAINER), json!("--")];
+        args.extend(spec["process"]["args"].as_array().cloned().unwrap_or_default());
+        spec["process"]["args"] = Value::Array(args);
+        if let Some(list) = spec["mounts"].as_array_mut() {
+            list.push(
+                json!({"destination": INIT_IN_CONTAINER, "type": "bind", "source": init, "options": ["rbind", "ro", "nosuid", "nodev"]}),
+            );
+        }
+        Ok(())
     }
 }
 

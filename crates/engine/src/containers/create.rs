@@ -132,6 +132,11 @@ impl Engine {
         let CreateBody { config, host_config, networking_config } = body;
         let mut hc = host_config.unwrap_or_default();
         crate::hostconfig::settle(&mut hc);
+        // dockerd's merge: inspect shows the driver and options the container logs with.
+        let lc = crate::logs::merge_defaults(hc.log_config.take(), &self.cfg.log_driver, &self.cfg.log_opts);
+        crate::logs::check_opts(&lc.typ, lc.config.as_ref().unwrap_or(&BTreeMap::new()))?;
+        hc.log_config = Some(lc);
+        let log_driver = hc.log_config.as_ref().map(|l| l.typ.clone()).unwrap_or_default();
         let networks = self.create_networks(&mut hc, networking_config)?;
         let image_name = config
             .image
@@ -205,6 +210,7 @@ impl Engine {
             name
         };
         let dir = self.containers_dir.join(&id);
+        let log_path = crate::logs::path_for(&dir, &id, &log_driver);
         let undo = |e: ApiError| {
             let mut t = self.table_mut();
             if t.names.get(&name) == Some(&id) {
@@ -248,7 +254,7 @@ impl Engine {
                 state: RunState::default(),
                 shim: None,
                 restart_count: 0,
-                log_path: dir.join(format!("{id}-json.log")),
+                log_path,
                 networks,
                 ports: BTreeMap::new(),
                 volumes: volumes.clone(),

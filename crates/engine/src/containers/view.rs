@@ -335,7 +335,12 @@ impl Engine {
             resolv_conf_path: path("resolv.conf"),
             hostname_path: path("hostname"),
             hosts_path: path("hosts"),
-            log_path: if logs_off(rec) { String::new() } else { rec.log_path.to_string_lossy().into_owned() },
+            // dockerd names the file of the json-file driver only.
+            log_path: if logs_off(rec) || crate::logs::format_of(&rec.host_config) == berth_shim::logfile::Format::Local {
+                String::new()
+            } else {
+                rec.log_path.to_string_lossy().into_owned()
+            },
             name: format!("/{}", rec.name),
             restart_count: rec.restart_count.into(),
             driver: self.driver_name().to_string(),
