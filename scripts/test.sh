@@ -15,6 +15,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 CARGO_TARGET_DIR=target/init cargo clippy --manifest-path crates/init/Cargo.toml --release --quiet -- -D warnings
 cargo build --workspace --quiet
 scripts/build-init.sh target/debug
+# The Debian package, from these binaries, for tests/tests/package.rs.
+scripts/build-deb.sh target/debug >/dev/null
 
 before=$(mktemp)
 skips=$(mktemp)

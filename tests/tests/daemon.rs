@@ -185,3 +185,44 @@ fn sigterm_as_soon_as_the_socket_appears_stops_berthd_cleanly() {
         assert!(!dir.path().join("exec/berthd.pid").exists(), "pid file left behind");
     }
 }
+
+/// SIGHUP reads daemon.json again and applies what dockerd reloads (registries here), told as a
+/// `daemon reload` event; a file that does not parse changes nothing and berthd goes on.
+#[test]
+fn sighup_reloads_daemon_json() {
+    if !is_root() || !have("docker") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let info = || d.docker(&["info", "--format", "{{json .RegistryConfig.IndexConfigs}}"]).success().stdout;
+    assert!(!info().contains("10.9.8.7:5000"));
+    let t0 = format!("{:.3}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 1.0);
+    std::fs::write(d.dir.path().join("daemon.json"), r#"{"insecure-registries": ["10.9.8.7:5000"], "max-concurrent-downloads": 5}"#)
+        .unwrap();
+    let hup = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid()), nix::sys::signal::Signal::SIGHUP).unwrap();
+    hup();
+    berth_tests::wait_until("the new registry settings", || info().contains("10.9.8.7:5000"));
+    let until = format!("{:.3}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64());
+    let ev = d
+        .docker(&[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &until,
+            "--filter",
+            "type=daemon",
+            "--format",
+            "{{.Action}} {{index .Actor.Attributes \"max-concurrent-downloads\"}}",
+        ])
+        .success()
+        .stdout;
+    assert_eq!(ev.trim(), "reload 5");
+    let id = d.docker(&["info", "--format", "{{.ID}}"]).success().stdout;
+    assert!(!id.trim().is_empty());
+    // Broken: nothing changes, berthd answers.
+    std::fs::write(d.dir.path().join("daemon.json"), "{not json").unwrap();
+    hup();
+    berth_tests::wait_until("the refusal logged", || d.log().contains("not reloaded"));
+    assert!(info().contains("10.9.8.7:5000"));
+}

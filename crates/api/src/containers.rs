@@ -236,9 +236,13 @@ async fn wait(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bod
 
 /// Docker collects statistics once a second.
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The span of `stream=0`'s two samples. dockerd answers with its collector's next sample, a
+/// second or more later; the CPU figures have nanosecond resolution (the cgroup's usage, and
+/// the host's CPU time from a monotonic clock), so a tenth of a second measures as well.
+const NO_STREAM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// `stream` (default): a sample a second, each with the one before as `precpu_stats`;
-/// `stream=0`: one sample with the one a second before (what `docker stats --no-stream` shows);
+/// `stream=0`: one sample with the one 100 ms before (what `docker stats --no-stream` shows);
 /// `one-shot=1` with it: one sample at once, no `precpu_stats`.
 async fn stats(State(b): State<Backend>, Path(id): Path<String>, req: Request<Body>) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri());
@@ -246,7 +250,7 @@ async fn stats(State(b): State<Backend>, Path(id): Path<String>, req: Request<Bo
     let mut first = b.stats(&id).await?;
     if !stream {
         if !q.bool("one-shot") {
-            tokio::time::sleep(STATS_INTERVAL).await;
+            tokio::time::sleep(NO_STREAM_INTERVAL).await;
             let next = b.stats(&id).await?;
             first = next.with_previous(&first);
         }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Deserialize;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "berthd", version, about = "The berth daemon: serves the Docker Engine API")]
 struct Cli {
     /// Where images, containers and volumes live.
@@ -239,9 +239,9 @@ fn main() -> anyhow::Result<()> {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
         return Ok(());
     }
-    let cfg = config(cli)?;
-    let level: tracing::Level = cfg.log_level.parse().unwrap_or(tracing::Level::INFO);
-    tracing::subscriber::set_global_default(SimpleLog { max: level }).ok();
+    let cfg = config(cli.clone())?;
+    set_log_level(&cfg.log_level);
+    tracing::subscriber::set_global_default(SimpleLog).ok();
     for d in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -269,7 +269,7 @@ fn main() -> anyhow::Result<()> {
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()?;
-    let result = rt.block_on(serve(&cfg));
+    let result = rt.block_on(serve(&cfg, cli));
     // Only our own: a daemon started while this one stopped has written its pid there.
     if std::fs::read_to_string(&cfg.pidfile).is_ok_and(|p| p.trim() == pid) {
         let _ = std::fs::remove_file(&cfg.pidfile);
@@ -319,7 +319,7 @@ fn activated_fds(which: &str) -> anyhow::Result<Vec<i32>> {
     Ok(vec![fd])
 }
 
-async fn serve(cfg: &Config) -> anyhow::Result<()> {
+async fn serve(cfg: &Config, cli: Cli) -> anyhow::Result<()> {
     // First of all: a SIGTERM while the engine opens, or as soon as a client can connect, stops
     // berthd as any other does (the default action would leave its socket and pid file behind).
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -365,8 +365,12 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
             }
             claim_socket(&path)?;
             let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
-            // root and the socket's group only, as dockerd does.
+            // root and the socket's group only, as dockerd does; the group is `berth` where the
+            // package made it (dockerd's is `docker`).
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+            if let Ok(Some(g)) = nix::unistd::Group::from_name("berth") {
+                nix::unistd::chown(&path, None, Some(g.gid)).with_context(|| format!("giving {} to the berth group", path.display()))?;
+            }
             tracing::info!("API listening on {}", path.display());
             let identity = file_identity(&path);
             sockets.push((path, identity));
@@ -420,9 +424,28 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     tokio::spawn(trim_when_quiet());
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping (containers keep running)"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    // SIGHUP: daemon.json read again, and what dockerd reloads applied.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping (containers keep running)");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping");
+                break;
+            }
+            _ = hup.recv() => match config(cli.clone()) {
+                Ok(new) => {
+                    set_log_level(&new.log_level);
+                    engine.reload(new.registry, &new.log_level);
+                    tracing::info!("SIGHUP: reloaded {}", cli.config_file.display());
+                }
+                // As dockerd: a file that does not parse changes nothing.
+                Err(e) => tracing::error!("SIGHUP: not reloaded: {e:#}"),
+            },
+        }
     }
     let _ = stop_tx.send(true);
     // Long polls (wait, logs -f) would hold a graceful stop forever: give them a moment.
@@ -444,14 +467,34 @@ async fn serve(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Log lines on stderr: `time level message`.
-struct SimpleLog {
-    max: tracing::Level,
+/// The most verbose level logged (a reload may change it): 0 error … 4 trace.
+static LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
+fn level_rank(l: &tracing::Level) -> u8 {
+    match *l {
+        tracing::Level::ERROR => 0,
+        tracing::Level::WARN => 1,
+        tracing::Level::INFO => 2,
+        tracing::Level::DEBUG => 3,
+        tracing::Level::TRACE => 4,
+    }
 }
+
+fn set_log_level(name: &str) {
+    let level: tracing::Level = name.parse().unwrap_or(tracing::Level::INFO);
+    LOG_LEVEL.store(level_rank(&level), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Log lines on stderr: `time level message`.
+struct SimpleLog;
 
 impl tracing::Subscriber for SimpleLog {
     fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
-        *m.level() <= self.max
+        level_rank(m.level()) <= LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    // Asked each time, not cached per call site: the level may change at a reload.
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
     }
     fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
         tracing::span::Id::from_u64(1)

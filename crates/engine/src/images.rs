@@ -285,7 +285,7 @@ impl Images for Engine {
     }
 
     async fn search(&self, term: &str, limit: u32) -> Result<Vec<berth_models::images::SearchResult>, ApiError> {
-        self.registry.search(term, limit).await.map_err(|e| ApiError::from(crate::Error::from(e)))
+        self.registry().search(term, limit).await.map_err(|e| ApiError::from(crate::Error::from(e)))
     }
 
     async fn distribution(
@@ -295,7 +295,7 @@ impl Images for Engine {
     ) -> Result<berth_models::distribution::DistributionInspect, ApiError> {
         let reference = crate::pull::pull_reference(name, None)?;
         let creds = auth.as_ref().map(berth_registry::Credentials::from_auth_config).unwrap_or_default();
-        self.registry.distribution(&reference, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))
+        self.registry().distribution(&reference, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))
     }
 
     async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {

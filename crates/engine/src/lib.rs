@@ -153,7 +153,8 @@ struct Table {
 pub struct Inner {
     cfg: Config,
     images: Arc<ImageStore>,
-    registry: berth_registry::Registry,
+    /// Swapped whole by a reload (SIGHUP).
+    registry: RwLock<berth_registry::Registry>,
     table: RwLock<Table>,
     execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
     runtime_root: PathBuf,
@@ -175,6 +176,22 @@ pub struct Inner {
     build_sessions: build::Sessions,
     /// What changed, for `/events`.
     events: Arc<events::Events>,
+    /// This daemon's ID (`info`'s, the actor of its events), kept in `<data-root>/engine-id`.
+    id: String,
+}
+
+/// The daemon's ID: made once (random) and kept in the data root, as dockerd keeps its own.
+fn engine_id(data_root: &Path) -> Result<String, ApiError> {
+    let path = data_root.join("engine-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let id = names::random_id()?;
+    berth_atomic::write_file(&path, id.as_bytes(), 0o600)
+        .map_err(|e| ApiError::new(Kind::Internal, format!("writing {}: {e}", path.display())))?;
+    Ok(id)
 }
 
 /// Mount points of Docker's default spec that images often lack. They make up the lowest layer
@@ -222,6 +239,30 @@ fn overlay_works() -> bool {
 }
 
 impl Engine {
+    /// The registry client (a clone shares its caches).
+    pub(crate) fn registry(&self) -> berth_registry::Registry {
+        self.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Apply what a reload of the daemon's settings changes (SIGHUP, as dockerd's): the registry
+    /// options (insecure registries, mirrors, concurrent downloads and uploads). Told as a
+    /// `daemon reload` event with the new values, as dockerd tells it.
+    pub fn reload(&self, registry: berth_registry::Options, log_level: &str) {
+        let attrs = [
+            ("insecure-registries", format!("[{}]", registry.insecure.join(" "))),
+            ("registry-mirrors", format!("[{}]", registry.mirrors.join(" "))),
+            ("max-concurrent-downloads", registry.max_concurrent_downloads.to_string()),
+            ("max-concurrent-uploads", registry.max_concurrent_uploads.to_string()),
+            ("debug", (log_level == "debug" || log_level == "trace").to_string()),
+            ("name", nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()),
+        ];
+        {
+            let mut r = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            *r = r.with_options(registry);
+        }
+        self.event("daemon", "reload", &self.id, &attrs);
+    }
+
     /// Open the engine's state and adopt containers whose shims are still running.
     pub async fn open(cfg: Config) -> Result<Engine, ApiError> {
         let tasks = Arc::new(task::ShimTasks {
@@ -272,10 +313,12 @@ impl Engine {
             .map_err(|e| ApiError::new(Kind::Internal, format!("opening the image store: {e}")))?;
         let nets = networks::Networks::open(&cfg.data_root.join("network"), cfg.network.clone(), plumbing)?;
         let vols = volumes::Volumes::open(&cfg.data_root.join("volumes"))?;
+        let id = engine_id(&cfg.data_root)?;
         let engine = Engine(Arc::new(Inner {
+            id,
             nets: Arc::new(nets),
             vols: Arc::new(vols),
-            registry: berth_registry::Registry::new(cfg.registry.clone()),
+            registry: RwLock::new(berth_registry::Registry::new(cfg.registry.clone())),
             cfg,
             images: Arc::new(images),
             table: RwLock::new(Table::default()),

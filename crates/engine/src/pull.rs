@@ -63,7 +63,8 @@ impl Engine {
     /// `RegistryConfig` in `/info`: loopback and the configured insecure registries, the mirrors
     /// (written with a trailing slash, as dockerd normalises them).
     pub(crate) fn registry_config(&self) -> serde_json::Value {
-        let opts = &self.cfg.registry;
+        let registry = self.registry();
+        let opts = registry.options();
         let mirrors: Vec<String> = opts.mirrors.iter().map(|m| format!("{}/", m.trim_end_matches('/'))).collect();
         let mut cidrs = vec!["127.0.0.0/8".to_string()];
         let mut index = serde_json::Map::new();
@@ -113,7 +114,7 @@ impl Engine {
             return Err(ApiError::new(Kind::NotFound, format!("An image does not exist locally with the tag: {shown}")));
         }
         targets.sort_by_key(|t| t.0.to_string());
-        let (registry, store, engine) = (self.registry.clone(), Arc::clone(&self.images), self.clone());
+        let (registry, store, engine) = (self.registry(), Arc::clone(&self.images), self.clone());
         Ok(progress_stream(format!("push of {name}"), move |progress| async move {
             for (target, id, mount_from) in targets {
                 registry.push(Arc::clone(&store), &id, &target, mount_from, creds.clone(), progress.clone()).await?;
@@ -126,7 +127,7 @@ impl Engine {
     pub(crate) async fn login(&self, auth: berth_models::system::AuthConfig) -> Result<berth_models::system::AuthResponse, ApiError> {
         let domain = login_domain(&auth.serveraddress);
         let creds = berth_registry::Credentials::from_auth_config(&auth);
-        self.registry.login(&domain, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
+        self.registry().login(&domain, creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
         Ok(berth_models::system::AuthResponse { status: "Login Succeeded".into(), identity_token: String::new() })
     }
 
@@ -139,11 +140,11 @@ impl Engine {
         creds: berth_registry::Credentials,
     ) -> Result<berth_api::images::MessageStream, ApiError> {
         let err = |e: berth_registry::RegistryError| ApiError::from(crate::Error::from(e));
-        let tags = self.registry.tags(&repository, creds.clone()).await.map_err(err)?;
+        let tags = self.registry().tags(&repository, creds.clone()).await.map_err(err)?;
         if tags.is_empty() {
             return Err(ApiError::new(Kind::NotFound, format!("no tags in {}", repository.familiar_name())));
         }
-        let (registry, store) = (self.registry.clone(), Arc::clone(&self.images));
+        let (registry, store) = (self.registry(), Arc::clone(&self.images));
         Ok(progress_stream(format!("pull of {repository}"), move |progress| async move {
             let mut updated = false;
             for t in tags {
@@ -165,7 +166,7 @@ impl Engine {
         creds: berth_registry::Credentials,
     ) -> Result<berth_api::images::MessageStream, ApiError> {
         let resolved =
-            self.registry.resolve(&reference, platform.as_ref(), creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
+            self.registry().resolve(&reference, platform.as_ref(), creds).await.map_err(|e| ApiError::from(crate::Error::from(e)))?;
         let store = Arc::clone(&self.images);
         let engine = self.clone();
         Ok(progress_stream(format!("pull of {reference}"), move |progress| async move {

@@ -88,7 +88,7 @@ impl System for Engine {
         let recs: Vec<_> = self.all().iter().map(|c| c.rec()).collect();
         let count = |s: crate::Status| recs.iter().filter(|r| r.state.status == s).count() as u64;
         Ok(Info {
-            id: String::new(),
+            id: self.id.clone(),
             containers: recs.len() as u64,
             containers_running: count(crate::Status::Running),
             containers_paused: count(crate::Status::Paused),

@@ -116,6 +116,17 @@ impl Registry {
         Registry { opts: Arc::new(opts), endpoints: Default::default(), tokens: Default::default(), unpacking: Default::default() }
     }
 
+    /// The same client with new options (a reload of the daemon's settings): what was learnt
+    /// about endpoints (which depends on them) starts over; tokens and unpacks in progress stay.
+    pub fn with_options(&self, opts: Options) -> Registry {
+        Registry {
+            opts: Arc::new(opts),
+            endpoints: Default::default(),
+            tokens: Arc::clone(&self.tokens),
+            unpacking: Arc::clone(&self.unpacking),
+        }
+    }
+
     pub fn options(&self) -> &Options {
         &self.opts
     }

@@ -286,7 +286,7 @@ impl Executor for Steps {
         let path = dir.join(crate::names::random_id().map_err(|e| exec_err(e.message))?);
         let mut file = std::fs::File::create(&path).map_err(|e| exec_err(format!("creating {}: {e}", path.display())))?;
         self.downloads.lock().unwrap_or_else(|p| p.into_inner()).push(path.clone());
-        let registry = self.engine.registry.clone();
+        let registry = self.engine.registry();
         let (digest, _) = self.rt.block_on(async move { registry.download(url, &mut file, DOWNLOAD_LIMIT).await }).map_err(exec_err)?;
         Ok(berth_build::builder::Fetched { path, digest: digest.to_string() })
     }

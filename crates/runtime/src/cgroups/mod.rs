@@ -130,8 +130,64 @@ pub struct PidsStats {
     pub limit: u64,
 }
 
+/// One block I/O counter of one device (`op`: v1's `Read`, `Write` …; v2's `read`, `write`, as
+/// dockerd reports each).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BlkioEntry {
+    pub major: u64,
+    pub minor: u64,
+    pub op: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BlkioStats {
+    /// Bytes read and written.
+    pub service_bytes: Vec<BlkioEntry>,
+    /// Operations.
+    pub serviced: Vec<BlkioEntry>,
+}
+
+/// v1's `blkio.throttle.io_service_bytes` / `io_serviced`: `8:0 Read 4096` lines (and a
+/// `Total` line without a device, which is left out).
+pub(crate) fn parse_blkio_v1(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, op, value) = (f.next()?, f.next()?, f.next()?);
+            let (major, minor) = dev.split_once(':')?;
+            Some(BlkioEntry { major: major.parse().ok()?, minor: minor.parse().ok()?, op: op.to_string(), value: value.parse().ok()? })
+        })
+        .collect()
+}
+
+/// v2's `io.stat`: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0` lines, as dockerd
+/// turns them into entries: bytes and operations, `read` and `write`.
+pub(crate) fn parse_io_stat_v2(text: &str) -> BlkioStats {
+    let mut s = BlkioStats::default();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(|d| d.split_once(':')) else { continue };
+        let (Ok(major), Ok(minor)) = (major.parse::<u64>(), minor.parse::<u64>()) else { continue };
+        for kv in f {
+            let Some((k, v)) = kv.split_once('=') else { continue };
+            let Ok(value) = v.parse::<u64>() else { continue };
+            let (list, op) = match k {
+                "rbytes" => (&mut s.service_bytes, "read"),
+                "wbytes" => (&mut s.service_bytes, "write"),
+                "rios" => (&mut s.serviced, "read"),
+                "wios" => (&mut s.serviced, "write"),
+                _ => continue,
+            };
+            list.push(BlkioEntry { major, minor, op: op.into(), value });
+        }
+    }
+    s
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Stats {
+    pub blkio: BlkioStats,
     pub cpu: CpuStats,
     pub memory: MemoryStats,
     pub pids: PidsStats,
@@ -295,6 +351,18 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_io_counters_parse_as_dockerd_reports_them() {
+        let v1 = parse_blkio_v1("8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n");
+        assert_eq!(v1.len(), 3);
+        assert_eq!((v1[1].major, v1[1].minor, v1[1].op.as_str(), v1[1].value), (8, 0, "Write", 8192));
+        let v2 = parse_io_stat_v2("8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n253:1 rbytes=5 wbytes=6 rios=7 wios=8\n");
+        let ops: Vec<(u64, &str, u64)> = v2.service_bytes.iter().map(|e| (e.major, e.op.as_str(), e.value)).collect();
+        assert_eq!(ops, [(8, "read", 1), (8, "write", 2), (253, "read", 5), (253, "write", 6)]);
+        assert_eq!(v2.serviced.iter().map(|e| e.value).collect::<Vec<_>>(), [3, 4, 7, 8]);
+        assert!(parse_io_stat_v2("garbage\n8:x rbytes=1\n").service_bytes.is_empty());
+    }
 
     #[test]
     fn cgroup_paths_cannot_climb_out() {

@@ -322,6 +322,10 @@ impl Cgroup for V1 {
             s.pids.current = read_u64(&d.join("pids.current"));
             s.pids.limit = read_u64(&d.join("pids.max"));
         }
+        if let Some(d) = self.dir("blkio") {
+            s.blkio.service_bytes = parse_blkio_v1(&read(&d.join("blkio.throttle.io_service_bytes")).unwrap_or_default());
+            s.blkio.serviced = parse_blkio_v1(&read(&d.join("blkio.throttle.io_serviced")).unwrap_or_default());
+        }
         Ok(s)
     }
 

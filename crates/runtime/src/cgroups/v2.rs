@@ -206,6 +206,7 @@ impl Cgroup for V2 {
         s.memory.oom_kills = self.oom_kills();
         s.pids.current = read_u64(&d.join("pids.current"));
         s.pids.limit = read_u64(&d.join("pids.max"));
+        s.blkio = parse_io_stat_v2(&read(&d.join("io.stat")).unwrap_or_default());
         Ok(s)
     }
 
