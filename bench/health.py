@@ -59,7 +59,7 @@ def groups(name, daemon_pid):
     """The engine's daemon processes and its shims, as two pid lists (looked up again each time:
     shims come and go)."""
     if name == "berth":
-        return [daemon_pid], processes(lambda c: "berth-shim" in c and "--standby" not in c)
+        return [daemon_pid], processes(lambda c: "berth-shim" in c and "/run/berth-bh" in c)
     daemons = processes(lambda c: "/run/peer-docker" in c and (c.startswith("dockerd") or c.startswith("containerd ") or "/dockerd " in c or "/containerd " in c))
     return daemons, processes(lambda c: "containerd-shim" in c and "peer-docker" in c)
 
@@ -106,7 +106,9 @@ def stats_time(docker, env):
 def main():
     docker = shutil.which("docker") or "/usr/local/bin/docker"
     work = tempfile.mkdtemp(prefix="berth-bench-health-")
-    daemon, sock = start_berthd(BIN, work, "/run/berth-bench-health")
+    # A short exec root, as the default /run/berth is (a shim's socket path then fits in a
+    # socket address and is connected to directly).
+    daemon, sock = start_berthd(BIN, work, "/run/berth-bh")
     results = {}
     try:
         engines = docker_engines(docker, sock, PEER, os.path.join(work, "in"))

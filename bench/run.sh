@@ -27,3 +27,6 @@ python3 bench/build.py
 
 echo
 python3 bench/events.py
+
+echo
+python3 bench/health.py

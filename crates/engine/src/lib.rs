@@ -91,8 +91,8 @@ pub(crate) struct Ctr {
     pub restart_gen: std::sync::atomic::AtomicU64,
     /// The restart policy's next delay (Docker's back-off: 100 ms, doubling, reset after 10 s up).
     pub backoff: Mutex<std::time::Duration>,
-    /// The healthcheck's task while it runs.
-    pub health: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The healthcheck while it runs: its task and the live health (see `containers::health`).
+    pub health: Mutex<containers::health::Live>,
     pub dir: PathBuf,
     pub bundle: PathBuf,
 }
@@ -107,6 +107,21 @@ impl Ctr {
 
     pub fn rec(&self) -> Arc<Record> {
         self.rec.read().map(|r| Arc::clone(&r)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// The record as the read views show it: with the healthcheck's latest results, which are
+    /// kept apart while it runs (a probe a second would otherwise copy the record each time).
+    pub fn view(&self) -> Arc<Record> {
+        let rec = self.rec();
+        let live = self.health.lock().unwrap_or_else(|p| p.into_inner()).health.clone();
+        match live {
+            Some(h) if rec.state.health.as_ref() != Some(&h) => {
+                let mut r = (*rec).clone();
+                r.state.health = Some(h);
+                Arc::new(r)
+            }
+            _ => rec,
+        }
     }
 
     /// Change the record: persisted first, then published, then waiters woken.
@@ -435,7 +450,7 @@ impl Engine {
             ahead: Mutex::new(None),
             restart_gen: std::sync::atomic::AtomicU64::new(0),
             backoff: Mutex::new(std::time::Duration::ZERO),
-            health: Mutex::new(None),
+            health: Mutex::new(Default::default()),
         })
     }
 

@@ -1,15 +1,24 @@
 //! Container IDs and names: 64 random hex digits, Docker's name rule, and generated names.
 
-use std::io::Read;
-
 use berth_api::{ApiError, Kind};
 
 pub fn random_id() -> Result<String, ApiError> {
     let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| ApiError::new(Kind::Internal, format!("reading /dev/urandom: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer it is given.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        match n {
+            n if n > 0 => filled += n as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(ApiError::new(Kind::Internal, format!("getrandom: {e}")));
+                }
+            }
+        }
+    }
+    Ok(hex::encode(b))
 }
 
 /// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, with an optional leading '/'.

@@ -101,14 +101,22 @@ pub struct Conn {
     pub reply: Reply,
 }
 
+/// The longest path a unix socket address holds (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 108;
+
 /// Send one request and read the reply line.
 pub async fn request(bundle: &Path, req: &Request) -> Result<Conn> {
     let path = bundle.join(berth_shim::SOCKET);
-    // Through the bundle's fd: the full path can be longer than a socket address allows.
-    let dir = std::fs::File::open(bundle).map_err(|e| Error::NotRunning(format!("bundle {}: {e}", bundle.display())))?;
-    let short = format!("/proc/self/fd/{}/{}", std::os::fd::AsRawFd::as_raw_fd(&dir), berth_shim::SOCKET);
-    let sock = UnixStream::connect(&short).await.map_err(|e| Error::NotRunning(format!("shim socket {}: {e}", path.display())))?;
-    drop(dir);
+    let not_running = |e: std::io::Error| Error::NotRunning(format!("shim socket {}: {e}", path.display()));
+    // A socket address holds 107 bytes of path: a longer one is reached through the bundle's fd
+    // (opening the directory each time costs a path walk: only when needed).
+    let sock = if path.as_os_str().len() < MAX_SOCKET_PATH {
+        UnixStream::connect(&path).await.map_err(not_running)?
+    } else {
+        let dir = std::fs::File::open(bundle).map_err(|e| Error::NotRunning(format!("bundle {}: {e}", bundle.display())))?;
+        let short = format!("/proc/self/fd/{}/{}", std::os::fd::AsRawFd::as_raw_fd(&dir), berth_shim::SOCKET);
+        UnixStream::connect(&short).await.map_err(not_running)?
+    };
     let mut stream = BufReader::new(sock);
     let mut line = serde_json::to_vec(req).map_err(|e| Error::Internal(e.to_string()))?;
     line.push(b'\n');

@@ -30,7 +30,7 @@ impl Engine {
             }
             status = read_status();
         }
-        self.stop_health(ctr);
+        let health = self.stop_health(ctr);
         let rec = ctr.rec();
         if !rec.state.status.is_live() {
             return;
@@ -62,6 +62,10 @@ impl Engine {
             r.state.finished_at = status.finished_at;
             r.state.oom_killed = status.oom_killed;
             r.state.error = error;
+            // The healthcheck's last results stay with the stopped container, as in Docker.
+            if health.is_some() {
+                r.state.health = health;
+            }
             r.shim = None;
             crate::networks::endpoints::clear_live(r);
         };

@@ -1,9 +1,10 @@
 //! Healthchecks, as Docker runs them: a container whose config has a test (its own or its
 //! image's HEALTHCHECK) is probed while it runs, each probe an exec through its shim, killed at
 //! its timeout. `State.Health` keeps the status (`starting`, `healthy`, `unhealthy`), the failing
-//! streak and the last five results; a change of status is a `health_status` event. Results are
-//! kept in memory and written with the record only when the status changes (and at the exit),
-//! so a probe every second costs no disk write.
+//! streak and the last five results; a change of status is a `health_status` event. While the
+//! container runs, the health lives beside its record ([`Live`], which the read views lay over
+//! it) and goes into the record — written atomically — only when the status changes and at the
+//! exit: a probe a second costs neither a copy of the record nor a disk write.
 
 use super::*;
 use berth_models::containers::{Health, HealthcheckResult};
@@ -23,6 +24,13 @@ const MAX_OUTPUT: usize = 4096;
 const MAX_LOG: usize = 5;
 /// How long a probe killed at its timeout is given to report its end (for `exec_die`).
 const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// A running container's healthcheck: its task and its health since the start.
+#[derive(Default)]
+pub(crate) struct Live {
+    pub task: Option<tokio::task::AbortHandle>,
+    pub health: Option<Health>,
+}
 
 /// A container's healthcheck, ready to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +131,7 @@ impl Output {
 /// Read a probe's frames until its exit frame: its output (bounded) and its exit code.
 async fn read_probe(mut conn: crate::shim::Conn, out: &mut Output) -> Option<i32> {
     let mut header = [0u8; 8];
-    let mut buf = vec![0u8; 16 << 10];
+    let mut buf = vec![0u8; MAX_OUTPUT];
     loop {
         conn.stream.read_exact(&mut header).await.ok()?;
         let (stream, len) = berth_shim::parse_header(&header);
@@ -154,26 +162,28 @@ impl Engine {
         let rec = ctr.rec();
         let Some(probe) = probe_of(&rec.config) else { return };
         let started_at = rec.state.started_at.clone();
-        ctr.update_in_memory(|r| {
-            let h = r.state.health.get_or_insert_with(Health::default);
-            h.status = STARTING.into();
-            h.failing_streak = 0;
-        });
+        let mut health = rec.state.health.clone().unwrap_or_default();
+        health.status = STARTING.into();
+        health.failing_streak = 0;
         let (e, c) = (self.clone(), Arc::clone(ctr));
         let task = tokio::spawn(async move { e.health_loop(c, probe, started_at).await });
-        *ctr.health.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        *ctr.health.lock().unwrap_or_else(|p| p.into_inner()) = Live { task: Some(task.abort_handle()), health: Some(health) };
     }
 
-    /// Stop probing (the container exited or goes).
-    pub(crate) fn stop_health(&self, ctr: &Ctr) {
-        if let Some(t) = ctr.health.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    /// Stop probing (the container exited or goes); the last health, if any, for its record.
+    pub(crate) fn stop_health(&self, ctr: &Ctr) -> Option<Health> {
+        let live = std::mem::take(&mut *ctr.health.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(t) = live.task {
             t.abort();
         }
+        live.health
     }
 
     async fn health_loop(&self, ctr: Arc<Ctr>, probe: Probe, started_at: String) {
         let since_start = || Duration::from_secs_f64((view::now_secs() - record::unix_seconds(&started_at)).max(0.0));
         let mut process = None;
+        let command = crate::exec::event_command(&probe.argv);
+        let actions = [format!("exec_create: {command}"), format!("exec_start: {command}")];
         loop {
             let status = ctr.rec().state.health.as_ref().map(|h| h.status.clone()).unwrap_or_default();
             tokio::time::sleep(next_wait(&probe, since_start(), &status)).await;
@@ -186,30 +196,39 @@ impl Engine {
                 continue;
             }
             let in_start_period = since_start() < probe.start_period;
-            let result = self.run_probe(&ctr, &probe, &mut process).await;
-            let retries = probe.retries;
-            let mut changed = None;
-            ctr.update_in_memory(|r| {
-                if r.state.started_at != started_at || !r.state.status.is_live() {
-                    return;
-                }
-                let h = r.state.health.get_or_insert_with(Health::default);
-                if record_result(h, result, in_start_period, retries) {
-                    changed = Some(h.status.clone());
-                }
-            });
-            if let Some(status) = changed {
+            let result = self.run_probe(&ctr, &probe, &mut process, &actions).await;
+            let changed = {
+                let mut live = ctr.health.lock().unwrap_or_else(|p| p.into_inner());
+                // Stopped meanwhile: its exit took the health over.
+                let Some(h) = live.health.as_mut() else { return };
+                record_result(h, result, in_start_period, probe.retries).then(|| h.clone())
+            };
+            if let Some(h) = changed {
                 // The new status is written (as the status of a process is: atomically).
-                let c = Arc::clone(&ctr);
-                let _ = tokio::task::spawn_blocking(move || c.update_status(|_| {})).await;
+                let (c, status, run) = (Arc::clone(&ctr), h.status.clone(), started_at.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    c.update_status(|r| {
+                        if r.state.started_at == run && r.state.status.is_live() {
+                            r.state.health = Some(h);
+                        }
+                    })
+                })
+                .await;
                 self.ctr_event(&ctr.rec(), &format!("health_status: {status}"), &[]);
             }
         }
     }
 
     /// Run one probe: an exec with Docker's events, its output kept (bounded), killed at the
-    /// timeout. `process`: the exec's OCI process, made at the first probe and kept.
-    async fn run_probe(&self, ctr: &Arc<Ctr>, probe: &Probe, process: &mut Option<oci_spec::runtime::Process>) -> HealthcheckResult {
+    /// timeout. `process`: the exec's OCI process, made at the first probe and kept; `actions`:
+    /// its `exec_create` and `exec_start` events' actions.
+    async fn run_probe(
+        &self,
+        ctr: &Arc<Ctr>,
+        probe: &Probe,
+        process: &mut Option<oci_spec::runtime::Process>,
+        actions: &[String; 2],
+    ) -> HealthcheckResult {
         let start = record::now();
         let failed = |message: String| HealthcheckResult { start: start.clone(), end: record::now(), exit_code: -1, output: message };
         let rec = ctr.rec();
@@ -217,9 +236,8 @@ impl Engine {
             Ok(id) => id,
             Err(e) => return failed(e.message),
         };
-        let command = crate::exec::event_command(&probe.argv);
         let attrs = [("execID", exec_id.clone())];
-        self.ctr_event(&rec, &format!("exec_create: {command}"), &attrs);
+        self.ctr_event(&rec, &actions[0], &attrs);
         let p = match process {
             Some(p) => p.clone(),
             None => {
@@ -230,7 +248,7 @@ impl Engine {
                 }
             }
         };
-        self.ctr_event(&rec, &format!("exec_start: {command}"), &attrs);
+        self.ctr_event(&rec, &actions[1], &attrs);
         let conn = match self.tasks.connect(&ctr.bundle, &Request::Exec { process: Box::new(p), stdin: false }).await {
             Ok(c) if c.reply.ok => c,
             Ok(c) => return failed(c.reply.message),

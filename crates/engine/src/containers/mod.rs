@@ -77,7 +77,7 @@ impl Containers for Engine {
 
     async fn inspect(&self, id: &str, size: bool) -> Result<ContainerInspect, ApiError> {
         let ctr = self.lookup(id)?;
-        Ok(self.inspect_ctr(&ctr.rec(), size))
+        Ok(self.inspect_ctr(&ctr.view(), size))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<Vec<ContainerSummary>, ApiError> {

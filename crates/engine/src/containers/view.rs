@@ -437,7 +437,7 @@ impl Engine {
                 return Err(ApiError::new(Kind::InvalidArgument, format!("invalid filter 'status={s}'")));
             }
         }
-        let mut recs: Vec<Arc<Record>> = self.all().iter().map(|c| c.rec()).collect();
+        let mut recs: Vec<Arc<Record>> = self.all().iter().map(|c| c.view()).collect();
         recs.sort_by(|a, b| b.created.cmp(&a.created));
         let all = opts.all || opts.limit.is_some() || !opts.filters.get("status").is_empty() || !opts.filters.get("exited").is_empty();
         // before=X / since=X: created before / after container X (RFC 3339 with nanoseconds, so
