@@ -131,6 +131,9 @@ enum Command {
         no_new_privs: bool,
         #[arg(long, default_value_t = 0)]
         preserve_fds: u32,
+        /// Exec in a paused container too (the process starts frozen).
+        #[arg(long)]
+        ignore_paused: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -294,6 +297,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             cap,
             no_new_privs,
             preserve_fds,
+            ignore_paused,
             args,
         } => {
             let c = Container::load(root, &id)?;
@@ -309,8 +313,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     let mut p = c.state.config()?.process().clone().unwrap_or_default();
                     p.set_args(Some(args));
                     p.set_terminal(Some(tty));
+                    // As runc: a variable the spec has is replaced, not added twice.
                     let mut e = p.env().clone().unwrap_or_default();
-                    e.extend(env);
+                    let key = |s: &str| s.split_once('=').map_or(s.to_string(), |(k, _)| k.to_string());
+                    for x in env {
+                        match e.iter_mut().find(|y| key(y) == key(&x)) {
+                            Some(slot) => *slot = x,
+                            None => e.push(x),
+                        }
+                    }
                     p.set_env(Some(e));
                     if let Some(cwd) = cwd {
                         p.set_cwd(cwd);
@@ -327,7 +338,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                         let mut caps = p.capabilities().clone().unwrap_or_default();
                         let extra: Vec<oci_spec::runtime::Capability> = cap
                             .iter()
-                            .map(|c| oci_spec::runtime::Capability::from_str(c).map_err(|_| anyhow::anyhow!("unknown capability {c}")))
+                            // `CAP_KILL`, as runc takes it (and `KILL`).
+                            .map(|c| {
+                                serde_json::from_value::<oci_spec::runtime::Capability>(serde_json::json!(c))
+                                    .map_err(|_| anyhow::anyhow!("unknown capability {c:?}"))
+                            })
                             .collect::<anyhow::Result<_>>()?;
                         for set in [caps.bounding().clone(), caps.effective().clone(), caps.permitted().clone()].iter().enumerate() {
                             let mut s = set.1.clone().unwrap_or_default();
@@ -346,7 +361,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     p
                 }
             };
-            exec_in(&c, proc_spec, detach, pid_file, console_socket, preserve_fds)
+            exec_in(&c, proc_spec, detach, pid_file, console_socket, preserve_fds, ignore_paused)
         }
         Command::Ps { id, format, ps_args } => {
             let c = Container::load(root, &id)?;
@@ -544,6 +559,7 @@ fn exec_in(
     pid_file: Option<PathBuf>,
     console_socket: Option<PathBuf>,
     preserve_fds: u32,
+    ignore_paused: bool,
 ) -> Result<u8, Failure> {
     let terminal = process.terminal() == Some(true);
     let listener = if terminal && console_socket.is_none() {
@@ -559,6 +575,7 @@ fn exec_in(
         console_socket: console_socket.or_else(|| listener.as_ref().map(|l| l.path().to_path_buf())),
         pid_file,
         preserve_fds,
+        ignore_paused,
     };
     let pid = c.exec(&opts)?;
     if detach {

@@ -47,6 +47,8 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// Run it in a paused container too (runc's `--ignore-paused`): it starts frozen.
+    pub ignore_paused: bool,
 }
 
 /// A container known to the runtime (its state directory exists).
@@ -760,12 +762,14 @@ impl Container {
     /// [`Container::delete`], saying what happens to the cgroup's parents (see [`Parents`]).
     pub fn delete_with(self, force: bool, parents: Parents) -> Result<()> {
         let status = self.status();
-        if status != Status::Stopped && !force {
+        // As runc: a created container goes without --force (its init, waiting for `start`, is
+        // killed); only a running or paused one needs it.
+        if !matches!(status, Status::Stopped | Status::Created) && !force {
             return Err(Error::WrongState {
                 id: self.state.id.clone(),
                 status: status.to_string(),
                 action: "delete",
-                wanted: "stopped (or --force)",
+                wanted: "stopped or created (or --force)",
             });
         }
         let cg = self.cgroup()?;
@@ -799,7 +803,18 @@ impl Container {
 
     /// Start a new process inside the running container; returns its pid (our child).
     pub fn exec(&self, opts: &ExecOptions) -> Result<Pid> {
-        self.require("exec", "running", &[Status::Running])?;
+        if opts.ignore_paused {
+            self.require("exec", "running or paused", &[Status::Running, Status::Paused])?;
+        } else if self.status() == Status::Paused {
+            return Err(Error::WrongState {
+                id: self.state.id.clone(),
+                status: "paused".into(),
+                action: "exec",
+                wanted: "running (use --ignore-paused to exec in a paused container)",
+            });
+        } else {
+            self.require("exec", "running", &[Status::Running])?;
+        }
         single_threaded()?;
         let config = self.state.config()?;
         let base = config.process().clone().unwrap_or_default();

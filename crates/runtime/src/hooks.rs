@@ -24,10 +24,14 @@ fn run_one(h: &Hook, state_json: &[u8]) -> Result<()> {
         use std::os::unix::process::CommandExt;
         cmd.arg0(argv0).args(rest);
     }
-    cmd.env_clear();
-    for kv in h.env().clone().unwrap_or_default() {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+    // As runc (Go's exec.Cmd): a hook without `env` inherits the runtime's environment; one
+    // with `env`, even empty, gets exactly that.
+    if let Some(env) = h.env() {
+        cmd.env_clear();
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     let mut child =

@@ -402,8 +402,12 @@ fn apply_user_and_caps(p: &Process) -> Result<()> {
     }
     caps::set(None, caps::CapSet::Effective, &effective).map_err(err("setting effective capabilities"))?;
     caps::clear(None, caps::CapSet::Ambient).map_err(err("clearing ambient capabilities"))?;
-    for c in ambient {
-        caps::raise(None, caps::CapSet::Ambient, c).map_err(err("raising an ambient capability"))?;
+    // The kernel raises an ambient capability only where it is permitted and inheritable; as
+    // runc and crun, one that is not is skipped (runc's own default spec lists such ones).
+    for c in ambient.intersection(&permitted).filter(|c| inheritable.contains(c)) {
+        if let Err(e) = caps::raise(None, caps::CapSet::Ambient, *c) {
+            tracing::debug!("ambient capability {c} not raised: {e}");
+        }
     }
     Ok(())
 }

@@ -1,0 +1,173 @@
+//! berth-runc as a drop-in runc (issue 21): each case runs the same bundle under runc (where
+//! it is installed) and under berth-runc, and expects the same outcome.
+
+use std::process::{Command, Stdio};
+
+use berth_tests::{Bundle, Run, Runtime, have, in_ci, is_root, run_command, skip};
+
+/// runc, with a state root of its own.
+struct Runc {
+    root: tempfile::TempDir,
+}
+
+impl Runc {
+    fn new() -> Option<Runc> {
+        if !have("runc") {
+            assert!(!in_ci(), "CI installs runc");
+            skip("runc is not installed: berth-runc is not compared with it");
+            return None;
+        }
+        Some(Runc { root: tempfile::Builder::new().prefix("berth-runc-ref-").tempdir().unwrap() })
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("runc");
+        c.arg("--root").arg(self.root.path());
+        c
+    }
+}
+
+/// One runtime or the other, driven alike.
+enum Rt<'a> {
+    Ours(&'a Runtime),
+    Theirs(&'a Runc),
+}
+
+impl Rt<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Rt::Ours(_) => "berth-runc",
+            Rt::Theirs(_) => "runc",
+        }
+    }
+
+    fn command(&self) -> Command {
+        match self {
+            Rt::Ours(r) => r.command(),
+            Rt::Theirs(r) => r.command(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run_command(self.command().args(args))
+    }
+
+    /// A command whose container process inherits its stdio (`create`, `run -d`): run with
+    /// /dev/null, so no pipe stays open behind it. Returns the exit code.
+    fn detached(&self, args: &[&str]) -> i32 {
+        let status = self.command().args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+fn both<'a>(ours: &'a Runtime, theirs: &'a Runc) -> [Rt<'a>; 2] {
+    [Rt::Ours(ours), Rt::Theirs(theirs)]
+}
+
+#[test]
+fn a_created_container_is_deleted_without_force() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    for rt in both(&ours, &runc) {
+        let b = Bundle::new(&["sleep", "300"]);
+        let id = ours.id("created");
+        assert_eq!(rt.detached(&["create", "--bundle", b.path().to_str().unwrap(), &id]), 0, "{}", rt.name());
+        let state: serde_json::Value = serde_json::from_str(&rt.run(&["state", &id]).success().stdout).unwrap();
+        assert_eq!(state["status"], "created", "{}", rt.name());
+        let pid = state["pid"].as_i64().unwrap();
+        let r = rt.run(&["delete", &id]);
+        assert_eq!(r.code, 0, "{}: {r:?}", rt.name());
+        assert_ne!(rt.run(&["state", &id]).code, 0, "{}: gone", rt.name());
+        berth_tests::wait_until("its init gone", || !std::path::Path::new(&format!("/proc/{pid}")).exists() || zombie(pid));
+    }
+}
+
+fn zombie(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn exec_env_replaces_the_specs_and_caps_take_runcs_names() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let mut outputs = Vec::new();
+    for rt in both(&ours, &runc) {
+        let mut b = Bundle::new(&["sleep", "300"]);
+        b.spec["process"]["env"] = serde_json::json!(["PATH=/bin:/usr/bin", "FOO=spec"]);
+        b.save();
+        let id = ours.id("exec");
+        assert_eq!(rt.detached(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]), 0, "{}", rt.name());
+        let env = rt.run(&["exec", "--env", "FOO=exec", &id, "sh", "-c", "env | grep ^FOO="]).success().stdout;
+        let caps = rt.run(&["exec", "--cap", "CAP_SYS_ADMIN", &id, "grep", "CapBnd", "/proc/self/status"]).success().stdout;
+        // Not in a paused container unless asked.
+        rt.run(&["pause", &id]).success();
+        let refused = rt.run(&["exec", &id, "true"]);
+        assert_ne!(refused.code, 0, "{}: exec in a paused container", rt.name());
+        assert!(refused.stderr.contains("paused"), "{}: {}", rt.name(), refused.stderr);
+        rt.run(&["resume", &id]).success();
+        rt.run(&["delete", "--force", &id]).success();
+        outputs.push((env, caps));
+    }
+    assert_eq!(outputs[0].0, "FOO=exec\n", "the spec's FOO replaced, not doubled");
+    assert_eq!(outputs[0], outputs[1], "berth-runc and runc agree");
+}
+
+#[test]
+fn runcs_own_default_spec_runs_ambient_capabilities_skipped_as_runc_skips_them() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    // `runc spec` lists ambient capabilities that are not inheritable.
+    let b = Bundle::new(&["true"]);
+    let dir = tempfile::tempdir().unwrap();
+    run_command(Command::new("runc").arg("spec").current_dir(dir.path())).success();
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    assert!(spec["process"]["capabilities"]["ambient"].as_array().is_some_and(|a| !a.is_empty()));
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["grep", "-E", "^Cap(Amb|Eff|Inh)", "/proc/self/status"]);
+    spec["root"]["path"] = b.path().join("rootfs").to_string_lossy().into_owned().into();
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mut outs = Vec::new();
+    for rt in both(&ours, &runc) {
+        let id = ours.id("runc-spec");
+        let r = rt.run(&["run", "--bundle", dir.path().to_str().unwrap(), &id]);
+        assert_eq!(r.code, 0, "{}: {r:?}", rt.name());
+        outs.push(r.stdout);
+    }
+    assert_eq!(outs[0], outs[1]);
+}
+
+#[test]
+fn hooks_without_env_get_the_runtimes_environment() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let mut outs = Vec::new();
+    for rt in both(&ours, &runc) {
+        let mut b = Bundle::new(&["true"]);
+        let out = b.path().join("hooks.out");
+        let o = out.to_string_lossy().into_owned();
+        b.spec["hooks"] = serde_json::json!({"createRuntime": [
+            {"path": "/bin/sh", "args": ["sh", "-c", format!("echo \"inherited:$HOOK_MARK\" >> {o}")]},
+            {"path": "/bin/sh", "args": ["sh", "-c", format!("echo \"own:$HOOK_MARK:$A\" >> {o}")], "env": ["A=1"]}
+        ]});
+        b.save();
+        let id = ours.id("hooks-env");
+        let r = run_command(rt.command().env("HOOK_MARK", "x").args(["run", "--bundle", b.path().to_str().unwrap(), &id]));
+        assert_eq!(r.code, 0, "{}: {r:?}", rt.name());
+        outs.push(std::fs::read_to_string(&out).unwrap());
+    }
+    assert_eq!(outs[0], "inherited:x\nown::1\n");
+    assert_eq!(outs[0], outs[1]);
+}
