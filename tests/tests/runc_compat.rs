@@ -171,3 +171,25 @@ fn hooks_without_env_get_the_runtimes_environment() {
     assert_eq!(outs[0], "inherited:x\nown::1\n");
     assert_eq!(outs[0], outs[1]);
 }
+
+#[test]
+fn failures_are_reported_as_runc_reports_them() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    for rt in both(&ours, &runc) {
+        for cmd in [&["state", "nosuch"][..], &["kill", "nosuch"], &["delete", "nosuch"], &["start", "nosuch"]] {
+            let r = rt.run(cmd);
+            assert_eq!(r.code, 1, "{} {cmd:?}", rt.name());
+            assert!(r.stderr.contains(r#"level=error msg="container does not exist""#), "{} {cmd:?}: {}", rt.name(), r.stderr);
+        }
+        // With --log and JSON: the line in the log, the message on stderr.
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let r = run_command(rt.command().arg("--log").arg(log.path()).args(["--log-format", "json", "state", "nosuch"]));
+        assert_eq!((r.code, r.stderr.trim()), (1, "container does not exist"), "{}", rt.name());
+        let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(log.path()).unwrap().lines().last().unwrap()).unwrap();
+        assert_eq!((line["level"].as_str(), line["msg"].as_str()), (Some("error"), Some("container does not exist")), "{}", rt.name());
+    }
+}

@@ -188,13 +188,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            let msg = format!("{:#}", f.error);
-            eprintln!("berth-runc: {msg}");
-            if let Some(mut file) = log {
-                let _ = writeln!(file, "{}", log::Logger::line(json, "error", &msg));
+            let msg = runc_message(&f.error);
+            // As runc: a logrus line on stderr (`time=… level=error msg=…`, or JSON), which
+            // scripts and harnesses look for; with --log, the line goes there and the message
+            // alone to stderr.
+            match log {
+                Some(mut file) => {
+                    let _ = writeln!(file, "{}", log::Logger::line(json, "error", &msg));
+                    eprintln!("{msg}");
+                }
+                None => eprintln!("{}", log::Logger::line(json, "error", &msg)),
             }
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// An error in runc's words where runc has its own for the case.
+fn runc_message(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<berth_runtime::Error>() {
+        Some(berth_runtime::Error::NotFound(_)) => "container does not exist".into(),
+        _ => format!("{e:#}"),
     }
 }
 
