@@ -193,3 +193,24 @@ fn failures_are_reported_as_runc_reports_them() {
         assert_eq!((line["level"].as_str(), line["msg"].as_str()), (Some("error"), Some("container does not exist")), "{}", rt.name());
     }
 }
+
+#[test]
+fn proc_through_a_symlink_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    for rt in both(&ours, &runc) {
+        let b = Bundle::new(&["true"]);
+        let proc_dir = b.path().join("rootfs/proc");
+        let _ = std::fs::remove_dir_all(&proc_dir);
+        std::os::unix::fs::symlink("/tmp", &proc_dir).unwrap();
+        let id = ours.id("proc-link");
+        let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+        assert_ne!(r.code, 0, "{}", rt.name());
+        assert!(r.stderr.contains("must be mounted on ordinary directory"), "{}: {}", rt.name(), r.stderr);
+        assert!(std::fs::read_dir(b.path().join("rootfs/tmp")).unwrap().next().is_none(), "{}: nothing mounted there", rt.name());
+        let _ = rt.run(&["delete", "--force", &id]);
+    }
+}

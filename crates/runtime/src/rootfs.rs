@@ -203,9 +203,17 @@ fn mount_one(sys: &dyn Sys, m: &Mount, ctx: &RootfsContext) -> Result<()> {
     if !dest_in.is_absolute() {
         return Err(Error::InvalidConfig(format!("mount destination {} is not absolute", dest_in.display())));
     }
-    let dest = secure_join(sys, ctx.rootfs, dest_in)?;
     let opts = MountOptions::parse(&m.options().clone().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("");
+    // As runc: proc and sysfs only on a directory (or nothing), never through a symlink or onto
+    // a file there (a symlink swapped in was how mounts were led elsewhere).
+    if matches!(typ, "proc" | "sysfs")
+        && let (Some(parent), Some(name)) = (dest_in.parent(), dest_in.file_name())
+        && sys.kind(&secure_join(sys, ctx.rootfs, parent)?.join(name)).is_some_and(|k| k != FileKind::Dir)
+    {
+        return Err(Error::InvalidConfig(format!("filesystem {typ:?} must be mounted on ordinary directory ({})", dest_in.display())));
+    }
+    let dest = secure_join(sys, ctx.rootfs, dest_in)?;
 
     if typ == "cgroup" || typ == "cgroup2" {
         return mount_cgroups(sys, &dest, &opts, ctx);
@@ -450,6 +458,21 @@ mod tests {
         let sys = RecordingSys::with_dirs(&["/r"]);
         let err = prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap_err().to_string();
         assert!(err.contains("/no/such/dir") && err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn proc_and_sys_are_never_mounted_through_a_symlink() {
+        let spec = crate::spec::docker_default(&["true".into()], false);
+        for (path, target) in [("/r/proc", "/tmp"), ("/r/sys", "/etc")] {
+            let sys = RecordingSys::with_dirs(&["/r", "/r/tmp", "/r/etc"]);
+            sys.link(path, target);
+            let err = prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap_err().to_string();
+            assert!(err.contains("must be mounted on ordinary directory"), "{path}: {err}");
+            assert!(!sys.calls().iter().any(|c| c.starts_with("mount") && (c.contains("/r/tmp") || c.contains("/r/etc"))), "{path}");
+        }
+        let sys = RecordingSys::with_dirs(&["/r"]);
+        sys.add("/r/proc", FileKind::File);
+        assert!(prepare(&sys, &spec, &ctx(Path::new("/r"))).is_err(), "a file there too");
     }
 
     #[test]
