@@ -214,3 +214,36 @@ fn proc_through_a_symlink_is_refused() {
         let _ = rt.run(&["delete", "--force", &id]);
     }
 }
+
+#[test]
+fn apparmor_profiles_and_selinux_labels_are_not_ignored() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let has = |p: &str| std::path::Path::new(p).exists();
+    for (field, host_has) in [("apparmor", has("/sys/kernel/security/apparmor")), ("selinux", has("/sys/fs/selinux/enforce"))] {
+        if host_has {
+            skip(&format!("this host has {field}: the refusal where it lacks it is not checked"));
+            continue;
+        }
+        for rt in both(&ours, &runc) {
+            let mut b = Bundle::new(&["true"]);
+            if field == "apparmor" {
+                b.spec["process"]["apparmorProfile"] = "some-profile".into();
+            } else {
+                b.spec["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0".into();
+            }
+            b.save();
+            let id = ours.id(field);
+            let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+            assert_ne!(r.code, 0, "{} runs with {field} set on a host without it", rt.name());
+            assert!(r.stderr.contains("level=error"), "{}: {}", rt.name(), r.stderr);
+            if let Rt::Ours(_) = rt {
+                assert!(r.stderr.contains("is not enabled on this host"), "says what is missing: {}", r.stderr);
+            }
+            let _ = rt.run(&["delete", "--force", &id]);
+        }
+    }
+}
