@@ -247,3 +247,39 @@ fn apparmor_profiles_and_selinux_labels_are_not_ignored() {
         }
     }
 }
+
+/// A tmpfs mounted for the test, unmounted when it ends (failing too).
+struct TmpMount(std::path::PathBuf);
+
+impl Drop for TmpMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn recursive_mount_options_reach_submounts() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let src = tempfile::tempdir().unwrap();
+    let sub = src.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(Some("tmpfs"), &sub, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m")).unwrap();
+    let _guard = TmpMount(sub.clone());
+    let probe = "touch /data/top 2>/dev/null; echo top=$?; touch /data/sub/x 2>/dev/null; echo sub=$?";
+    for (options, want) in [(&["rbind", "ro"][..], "top=1\nsub=0\n"), (&["rbind", "rro"][..], "top=1\nsub=1\n")] {
+        for rt in both(&ours, &runc) {
+            let mut b = Bundle::new(&["sh", "-c", probe]);
+            b.spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+                "destination": "/data", "type": "bind", "source": src.path(), "options": options
+            }));
+            b.save();
+            let id = ours.id("rro");
+            let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+            assert_eq!((r.code, r.stdout.as_str()), (0, want), "{} {options:?}: {}", rt.name(), r.stderr);
+        }
+    }
+}

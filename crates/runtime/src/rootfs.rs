@@ -34,12 +34,56 @@ pub struct MountOptions {
     pub flags: MsFlags,
     pub propagation: Vec<MsFlags>,
     pub data: Vec<String>,
+    /// The recursive options (`rro`, `rnosuid` …): `MOUNT_ATTR_*` bits set and cleared on the
+    /// mount and every mount under it (`mount_setattr` with `AT_RECURSIVE`).
+    pub rec_set: u64,
+    pub rec_clear: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// The access-time mode: one of the three below, cleared as a whole before one is set.
+const MOUNT_ATTR_ATIME: u64 = 0x70;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
+
+/// A recursive option (runc's names): the bits it sets and clears.
+fn recursive(opt: &str) -> Option<(u64, u64)> {
+    Some(match opt {
+        "rro" => (MOUNT_ATTR_RDONLY, 0),
+        "rrw" => (0, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => (0, MOUNT_ATTR_NOSUID),
+        "rnodev" => (MOUNT_ATTR_NODEV, 0),
+        "rdev" => (0, MOUNT_ATTR_NODEV),
+        "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => (0, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME),
+        "ratime" | "rrelatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR_ATIME),
+        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
+        "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 impl MountOptions {
     pub fn parse(options: &[String]) -> Self {
-        let mut o = MountOptions { flags: MsFlags::empty(), propagation: Vec::new(), data: Vec::new() };
+        let mut o = MountOptions { flags: MsFlags::empty(), propagation: Vec::new(), data: Vec::new(), rec_set: 0, rec_clear: 0 };
         for opt in options {
+            if let Some((set, clear)) = recursive(opt) {
+                // A later option wins over an earlier one for the same bits.
+                o.rec_set = (o.rec_set & !clear & !set) | set;
+                o.rec_clear = (o.rec_clear & !set) | clear;
+                continue;
+            }
             let (set, clear) = match opt.as_str() {
                 "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
                 "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -248,6 +292,9 @@ fn mount_one(sys: &dyn Sys, m: &Mount, ctx: &RootfsContext) -> Result<()> {
     }
     for p in &opts.propagation {
         sys.mount(None, &dest, None, *p, None)?;
+    }
+    if opts.rec_set != 0 || opts.rec_clear != 0 {
+        sys.mount_setattr(&dest, opts.rec_set, opts.rec_clear)?;
     }
     Ok(())
 }
@@ -458,6 +505,24 @@ mod tests {
         let sys = RecordingSys::with_dirs(&["/r"]);
         let err = prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap_err().to_string();
         assert!(err.contains("/no/such/dir") && err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attributes_for_the_whole_tree() {
+        let o =
+            MountOptions::parse(&["rbind".into(), "rro".into(), "rnosuid".into(), "rnoatime".into(), "rrw".into(), "rstrictatime".into()]);
+        assert_eq!(o.rec_set, MOUNT_ATTR_NOSUID | MOUNT_ATTR_STRICTATIME, "the later option wins");
+        assert_eq!(o.rec_clear, MOUNT_ATTR_RDONLY | MOUNT_ATTR_ATIME);
+        assert!(o.data.is_empty(), "none is mistaken for data: {:?}", o.data);
+        let mut spec = crate::spec::docker_default(&["true".into()], false);
+        let mut m = Mount::default();
+        m.set_destination(PathBuf::from("/data"));
+        m.set_source(Some(PathBuf::from("/src")));
+        m.set_options(Some(vec!["rbind".into(), "rro".into()]));
+        spec.mounts_mut().get_or_insert_with(Vec::new).push(m);
+        let sys = RecordingSys::with_dirs(&["/r", "/src"]);
+        prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap();
+        assert!(sys.calls().contains(&"setattr /r/data set=0x1 clear=0x0".to_string()), "{:#?}", sys.calls());
     }
 
     #[test]

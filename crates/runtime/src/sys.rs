@@ -23,6 +23,9 @@ pub enum FileKind {
 pub trait Sys {
     fn mount(&self, src: Option<&Path>, dst: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()>;
     fn umount(&self, dst: &Path, flags: MntFlags) -> Result<()>;
+    /// `mount_setattr(2)` with `AT_RECURSIVE`: mount attributes (`MOUNT_ATTR_*`) set and cleared
+    /// on the mount at `dst` and every mount under it.
+    fn mount_setattr(&self, dst: &Path, set: u64, clear: u64) -> Result<()>;
     /// Make `new_root` the root and detach the old one.
     fn pivot_root(&self, new_root: &Path) -> Result<()>;
     /// Where pivot_root cannot work (a rootfs on ramfs): move the rootfs over / and chroot.
@@ -55,6 +58,31 @@ impl Sys for LinuxSys {
             flags,
             data.unwrap_or("")
         )))
+    }
+
+    fn mount_setattr(&self, dst: &Path, set: u64, clear: u64) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dst.as_os_str().as_bytes())
+            .map_err(|_| Error::InvalidConfig(format!("mount destination {} holds a NUL", dst.display())))?;
+        let attr = libc::mount_attr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+        // SAFETY: a NUL-terminated path and a mount_attr of the size given; the kernel only reads
+        // them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            )
+        };
+        if r != 0 {
+            return Err(Error::sys(format!("setting recursive mount attributes on {} (set {set:#x}, clear {clear:#x})", dst.display()))(
+                nix::errno::Errno::last(),
+            ));
+        }
+        Ok(())
     }
 
     fn umount(&self, dst: &Path, flags: MntFlags) -> Result<()> {
@@ -192,6 +220,9 @@ pub mod fake {
         }
         fn umount(&self, dst: &Path, _flags: MntFlags) -> Result<()> {
             self.record(format!("umount {}", dst.display()))
+        }
+        fn mount_setattr(&self, dst: &Path, set: u64, clear: u64) -> Result<()> {
+            self.record(format!("setattr {} set={set:#x} clear={clear:#x}", dst.display()))
         }
         fn pivot_root(&self, new_root: &Path) -> Result<()> {
             self.record(format!("pivot_root {}", new_root.display()))
