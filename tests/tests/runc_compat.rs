@@ -283,3 +283,24 @@ fn recursive_mount_options_reach_submounts() {
         }
     }
 }
+
+#[test]
+fn a_read_only_root_in_a_user_namespace_keeps_its_locked_flags() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    for rt in both(&ours, &runc) {
+        let mut b = Bundle::new(&["sh", "-c", "touch /x 2>/dev/null; echo $?"]);
+        b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+        let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+        b.spec["linux"]["uidMappings"] = map.clone();
+        b.spec["linux"]["gidMappings"] = map;
+        b.spec["root"]["readonly"] = true.into();
+        b.save();
+        let id = ours.id("userns-ro");
+        let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+        assert_eq!((r.code, r.stdout.as_str()), (0, "1\n"), "{}: {}", rt.name(), r.stderr);
+    }
+}

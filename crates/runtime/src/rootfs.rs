@@ -400,7 +400,10 @@ pub fn finish(sys: &dyn Sys, spec: &Spec) -> Result<()> {
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        sys.mount(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        // The root's own flags go with it: in a user namespace they are locked, and a remount
+        // that would drop them fails (EPERM), as runc knows.
+        let keep = sys.mount_flags(Path::new("/"));
+        sys.mount(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep, None)?;
     }
     Ok(())
 }
@@ -505,6 +508,23 @@ mod tests {
         let sys = RecordingSys::with_dirs(&["/r"]);
         let err = prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap_err().to_string();
         assert!(err.contains("/no/such/dir") && err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_read_only_root_keeps_its_locked_flags() {
+        let mut spec = crate::spec::docker_default(&["true".into()], false);
+        spec.root_mut().as_mut().unwrap().set_readonly(Some(true));
+        let sys = RecordingSys::with_dirs(&["/"]);
+        sys.locked.set((MsFlags::MS_NOSUID | MsFlags::MS_RELATIME).bits());
+        finish(&sys, &spec).unwrap();
+        let calls = sys.calls();
+        assert!(
+            calls.iter().any(|c| c.starts_with("mount none / -")
+                && c.contains("MS_RDONLY")
+                && c.contains("MS_NOSUID")
+                && c.contains("MS_RELATIME")),
+            "{calls:#?}"
+        );
     }
 
     #[test]

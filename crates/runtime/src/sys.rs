@@ -26,6 +26,9 @@ pub trait Sys {
     /// `mount_setattr(2)` with `AT_RECURSIVE`: mount attributes (`MOUNT_ATTR_*`) set and cleared
     /// on the mount at `dst` and every mount under it.
     fn mount_setattr(&self, dst: &Path, set: u64, clear: u64) -> Result<()>;
+    /// The flags of the mount at `path` that a remount must keep (in a user namespace the kernel
+    /// locks them): nosuid, nodev, noexec and the access-time mode.
+    fn mount_flags(&self, path: &Path) -> MsFlags;
     /// Make `new_root` the root and detach the old one.
     fn pivot_root(&self, new_root: &Path) -> Result<()>;
     /// Where pivot_root cannot work (a rootfs on ramfs): move the rootfs over / and chroot.
@@ -83,6 +86,26 @@ impl Sys for LinuxSys {
             ));
         }
         Ok(())
+    }
+
+    fn mount_flags(&self, path: &Path) -> MsFlags {
+        use nix::sys::statvfs::FsFlags;
+        let Ok(s) = nix::sys::statvfs::statvfs(path) else { return MsFlags::empty() };
+        let f = s.flags();
+        let mut out = MsFlags::empty();
+        for (st, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(st) {
+                out |= ms;
+            }
+        }
+        out
     }
 
     fn umount(&self, dst: &Path, flags: MntFlags) -> Result<()> {
@@ -186,6 +209,8 @@ pub mod fake {
         pub calls: RefCell<Vec<String>>,
         pub tree: RefCell<BTreeMap<PathBuf, FileKind>>,
         pub links: RefCell<BTreeMap<PathBuf, PathBuf>>,
+        /// What `mount_flags` answers (its bits).
+        pub locked: std::cell::Cell<libc::c_ulong>,
     }
 
     impl RecordingSys {
@@ -223,6 +248,9 @@ pub mod fake {
         }
         fn mount_setattr(&self, dst: &Path, set: u64, clear: u64) -> Result<()> {
             self.record(format!("setattr {} set={set:#x} clear={clear:#x}", dst.display()))
+        }
+        fn mount_flags(&self, _path: &Path) -> MsFlags {
+            MsFlags::from_bits_truncate(self.locked.get())
         }
         fn pivot_root(&self, new_root: &Path) -> Result<()> {
             self.record(format!("pivot_root {}", new_root.display()))
