@@ -304,3 +304,28 @@ fn a_read_only_root_in_a_user_namespace_keeps_its_locked_flags() {
         assert_eq!((r.code, r.stdout.as_str()), (0, "1\n"), "{}: {}", rt.name(), r.stderr);
     }
 }
+
+#[test]
+fn a_shared_root_propagation_works_and_leaks_nothing_into_the_hosts_mounts() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let src = tempfile::tempdir().unwrap();
+    for rt in both(&ours, &runc) {
+        let mut b = Bundle::new(&["sh", "-c", "grep -q ' / / .*shared:' /proc/self/mountinfo && echo shared; sleep 300"]);
+        b.spec["linux"]["rootfsPropagation"] = "shared".into();
+        b.spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": src.path(), "options": ["rbind"]
+        }));
+        b.save();
+        let id = ours.id("shared");
+        assert_eq!(rt.detached(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]), 0, "{}", rt.name());
+        // While it runs, none of its mounts is in the host's table.
+        let bundle = b.path().to_string_lossy().into_owned();
+        let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!host.lines().any(|l| l.contains(&bundle)), "{}: the container's mounts reached the host: {host}", rt.name());
+        rt.run(&["delete", "--force", &id]).success();
+    }
+}

@@ -198,17 +198,25 @@ pub fn default_devices() -> Vec<LinuxDevice> {
 }
 
 /// Everything before pivot_root: propagation, the rootfs bind, the spec's mounts, devices.
-pub fn prepare(sys: &dyn Sys, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
-    let rootfs = ctx.rootfs;
-    let linux = spec.linux().clone().unwrap_or_default();
-    let propagation = match linux.rootfs_propagation().as_deref() {
+/// `linux.rootfsPropagation` as mount flags (rslave when unset, as runc).
+fn root_propagation(linux: &oci_spec::runtime::Linux) -> Result<MsFlags> {
+    Ok(match linux.rootfs_propagation().as_deref() {
         None | Some("") | Some("rslave") | Some("slave") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
         Some("rprivate") | Some("private") => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
         Some("rshared") | Some("shared") => MsFlags::MS_SHARED | MsFlags::MS_REC,
         Some("runbindable") | Some("unbindable") => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
         Some(other) => return Err(Error::InvalidConfig(format!("unknown rootfsPropagation {other:?}"))),
-    };
-    sys.mount(None, Path::new("/"), None, propagation, None)?;
+    })
+}
+
+pub fn prepare(sys: &dyn Sys, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
+    let rootfs = ctx.rootfs;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let propagation = root_propagation(&linux)?;
+    // Shared only once the container's root is in place (`finish`): a tree shared before
+    // would carry every mount made below into the host's mount table.
+    let first = if propagation.contains(MsFlags::MS_SHARED) { MsFlags::MS_SLAVE | MsFlags::MS_REC } else { propagation };
+    sys.mount(None, Path::new("/"), None, first, None)?;
     // pivot_root needs the new root to be a mount point.
     sys.mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
 
@@ -362,6 +370,11 @@ fn create_device(sys: &dyn Sys, rootfs: &Path, d: &LinuxDevice, in_user_ns: bool
 /// After pivot_root: sysctls, masked and read-only paths, and finally a read-only root.
 pub fn finish(sys: &dyn Sys, spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
+    // After the switch, as runc: the container's own root, shared with its own mounts only.
+    let propagation = root_propagation(&linux)?;
+    if propagation.contains(MsFlags::MS_SHARED) {
+        sys.mount(None, Path::new("/"), None, propagation, None)?;
+    }
     if let Some(sysctls) = linux.sysctl() {
         let mut keys: Vec<_> = sysctls.keys().collect();
         keys.sort();
