@@ -1279,6 +1279,21 @@ mod tests {
             nix::sys::stat::mknod(&up.join("etc/marker"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0).unwrap();
             fs::create_dir_all(up.join("opaque")).unwrap();
             rustix::fs::setxattr(up.join("opaque"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+            // One time for everything: the two commits compared below may be made in different
+            // seconds, and a tar keeps modification times.
+            fn pin_times(p: &std::path::Path) {
+                let t = nix::sys::time::TimeSpec::new(1_700_000_000, 0);
+                for e in fs::read_dir(p).unwrap().flatten() {
+                    if e.file_type().unwrap().is_dir() {
+                        pin_times(&e.path());
+                    }
+                    nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &e.path(), &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+                        .unwrap();
+                }
+            }
+            pin_times(&up);
+            let t = nix::sys::time::TimeSpec::new(1_700_000_000, 0);
+            nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &up, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
         };
         changes("ctr");
         let id = s.commit("ctr", &base, Default::default(), History::default(), None).unwrap();
