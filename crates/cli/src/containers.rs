@@ -849,22 +849,8 @@ fn update_body(a: &UpdateArgs) -> anyhow::Result<HostConfig> {
             Some(v) => Ok(Some(parse_size(v)?)),
         }
     };
-    let nano_cpus = match a.cpus.as_deref() {
-        Some(c) => {
-            let n: f64 = c.parse().with_context(|| format!("invalid argument {c:?} for \"--cpus\" flag"))?;
-            Some((n * 1e9).round() as i64)
-        }
-        None => None,
-    };
-    let restart_policy = match &a.restart {
-        Some(r) => {
-            let (name, count) = r.split_once(':').unwrap_or((r, "0"));
-            let count =
-                count.parse().with_context(|| format!("invalid restart policy format: maximum retry count must be an integer: {r}"))?;
-            Some(berth_models::containers::RestartPolicy { name: name.to_string(), maximum_retry_count: count })
-        }
-        None => None,
-    };
+    let nano_cpus = a.cpus.as_deref().map(crate::hostflags::cpus).transpose()?;
+    let restart_policy = a.restart.as_deref().map(crate::hostflags::restart_policy).transpose()?;
     Ok(HostConfig {
         blkio_weight: a.blkio_weight,
         cpu_period: a.cpu_period,

@@ -211,6 +211,27 @@ fn publish(list: &[String]) -> anyhow::Result<BTreeMap<String, Option<Vec<PortBi
     Ok(out)
 }
 
+/// `--cpus 1.5` as the API's NanoCpus.
+pub(crate) fn cpus(c: &str) -> anyhow::Result<i64> {
+    let n: f64 = c.parse().with_context(|| format!("invalid argument {c:?} for \"--cpus\" flag"))?;
+    // The docker CLI parses a rational number: no NaN, no infinity (a negative reaches the daemon, which refuses it).
+    anyhow::ensure!(n.is_finite(), "invalid argument {c:?} for \"--cpus\" flag");
+    Ok((n * 1e9).round() as i64)
+}
+
+/// `--restart name[:count]`; a count that is not a number is refused, as the docker CLI does.
+pub(crate) fn restart_policy(r: &str) -> anyhow::Result<RestartPolicy> {
+    let (name, count) = match r.split_once(':') {
+        Some((name, count)) => {
+            let count =
+                count.parse().with_context(|| format!("invalid restart policy format: maximum retry count must be an integer: {r}"))?;
+            (name, count)
+        }
+        None => (r, 0),
+    };
+    Ok(RestartPolicy { name: name.to_string(), maximum_retry_count: count })
+}
+
 impl HostFlags {
     /// Fill this group's fields into the create body's HostConfig.
     pub fn fill(&self, hc: &mut HostConfig) -> anyhow::Result<()> {
@@ -225,13 +246,7 @@ impl HostFlags {
         hc.kernel_memory = Some(size(&self.kernel_memory)?);
         hc.oom_kill_disable = Some(self.oom_kill_disable);
         hc.oom_score_adj = Some(self.oom_score_adj.unwrap_or(0));
-        hc.nano_cpus = Some(match self.cpus.as_deref() {
-            Some(c) => {
-                let n: f64 = c.parse().with_context(|| format!("invalid argument {c:?} for \"--cpus\" flag"))?;
-                (n * 1e9).round() as i64
-            }
-            None => 0,
-        });
+        hc.nano_cpus = Some(self.cpus.as_deref().map(cpus).transpose()?.unwrap_or(0));
         hc.cpu_shares = Some(self.cpu_shares.unwrap_or(0));
         hc.cpu_period = Some(self.cpu_period.unwrap_or(0));
         hc.cpu_quota = Some(self.cpu_quota.unwrap_or(0));
@@ -277,8 +292,7 @@ impl HostFlags {
         hc.port_bindings = Some(publish(&self.publish)?);
         hc.publish_all_ports = Some(self.publish_all);
         if let Some(r) = &self.restart {
-            let (name, count) = r.split_once(':').unwrap_or((r, "0"));
-            hc.restart_policy = Some(RestartPolicy { name: name.to_string(), maximum_retry_count: count.parse().unwrap_or(0) });
+            hc.restart_policy = Some(restart_policy(r)?);
         }
         if self.init {
             hc.init = Some(true);
@@ -343,6 +357,19 @@ mod tests {
         assert_eq!(hc["PortBindings"]["53/udp"], serde_json::json!([{"HostIp": "", "HostPort": ""}]));
         assert_eq!(hc["PidsLimit"], serde_json::Value::Null);
         let bad = HostFlags { cpus: Some("lots".into()), ..Default::default() };
+        assert!(bad.fill(&mut HostConfig::default()).is_err());
+        assert!(cpus("inf").is_err());
+    }
+
+    #[test]
+    fn restart_policies_parse_as_dockers_cli_parses_them() {
+        let p = restart_policy("on-failure:3").unwrap();
+        assert_eq!((p.name.as_str(), p.maximum_retry_count), ("on-failure", 3));
+        let p = restart_policy("always").unwrap();
+        assert_eq!((p.name.as_str(), p.maximum_retry_count), ("always", 0));
+        let e = restart_policy("on-failure:x").unwrap_err().to_string();
+        assert!(e.contains("maximum retry count must be an integer"), "{e}");
+        let bad = HostFlags { restart: Some("on-failure:many".into()), ..Default::default() };
         assert!(bad.fill(&mut HostConfig::default()).is_err());
     }
 }

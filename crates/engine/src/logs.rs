@@ -118,6 +118,21 @@ pub fn merge_defaults(lc: Option<LogConfig>, driver: &str, opts: &BTreeMap<Strin
     lc
 }
 
+/// The log config a container runs with. Create stores the merged one in the record; a record
+/// without a driver predates that merge and was made when json-file was the only driver (its
+/// file is `<id>-json.log`), so it stays json-file whatever the daemon's default is now: the
+/// driver is decided once, and `logs` reads by the same rule (`format_of`).
+pub fn of_record(hc: &HostConfig, daemon_driver: &str, daemon_opts: &BTreeMap<String, String>) -> LogConfig {
+    match &hc.log_config {
+        Some(lc) if !lc.typ.is_empty() => lc.clone(),
+        lc => {
+            let no_opts = BTreeMap::new();
+            let opts = if daemon_driver == "json-file" { daemon_opts } else { &no_opts };
+            merge_defaults(lc.clone(), "json-file", opts)
+        }
+    }
+}
+
 /// Where a container's log lives: dockerd's names.
 pub fn path_for(dir: &Path, id: &str, driver: &str) -> PathBuf {
     match driver {
@@ -413,6 +428,23 @@ mod tests {
         assert_eq!((lc.typ.as_str(), lc.config.unwrap().get("max-size").map(String::as_str)), ("json-file", Some("10m")));
         let lc = merge_defaults(Some(LogConfig { typ: "local".into(), config: None }), "json-file", &daemon);
         assert_eq!((lc.typ.as_str(), lc.config.unwrap().len()), ("local", 0));
+    }
+
+    #[test]
+    fn a_record_from_before_the_merge_keeps_json_file() {
+        let o = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let old = HostConfig::default();
+        // The daemon's default changed to local since: the record's file is still JSON.
+        let lc = of_record(&old, "local", &o(&[("max-size", "1m")]));
+        assert_eq!((lc.typ.as_str(), lc.config.unwrap().len()), ("json-file", 0));
+        assert_eq!(format_of(&old), Format::JsonFile);
+        // A json-file daemon lends its options.
+        let lc = of_record(&old, "json-file", &o(&[("max-size", "1m")]));
+        assert_eq!(lc.config.unwrap().get("max-size").map(String::as_str), Some("1m"));
+        // A merged record is taken as it is.
+        let local = HostConfig { log_config: Some(LogConfig { typ: "local".into(), config: None }), ..Default::default() };
+        assert_eq!(of_record(&local, "json-file", &o(&[("max-size", "1m")])).typ, "local");
+        assert_eq!(format_of(&local), Format::Local);
     }
 
     #[test]

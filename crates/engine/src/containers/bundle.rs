@@ -276,8 +276,7 @@ impl Engine {
         let spec = built.spec;
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(internal("writing", &cfg_path))?;
-        // Records made before the daemon's defaults were merged at create get them now.
-        let lc = crate::logs::merge_defaults(rec.host_config.log_config.clone(), &self.cfg.log_driver, &self.cfg.log_opts);
+        let lc = crate::logs::of_record(&rec.host_config, &self.cfg.log_driver, &self.cfg.log_opts);
         let log = crate::logs::settings_or(
             &lc.typ,
             lc.config.as_ref().unwrap_or(&Default::default()),
