@@ -329,3 +329,259 @@ fn a_shared_root_propagation_works_and_leaks_nothing_into_the_hosts_mounts() {
         rt.run(&["delete", "--force", &id]).success();
     }
 }
+
+/// The message of a logrus line on stderr (`level=error msg="…"`), unescaped enough to compare.
+fn msg(stderr: &str) -> String {
+    let line = stderr.lines().rfind(|l| l.contains("level=error")).unwrap_or_default();
+    line.split_once("msg=").map(|(_, m)| m.trim().trim_matches('"').replace("\\n", "").replace("\\\"", "\"")).unwrap_or_default()
+}
+
+#[test]
+fn wrong_state_errors_read_as_runcs() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let mut seen = Vec::new();
+    for rt in both(&ours, &runc) {
+        let b = Bundle::new(&["sleep", "300"]);
+        let id = ours.id("states");
+        let mut outcomes = Vec::new();
+        let mut step = |what: &str, args: &[&str]| {
+            let r = rt.run(args);
+            outcomes.push((what.to_string(), r.code, msg(&r.stderr).replace(&id, "ID")));
+        };
+        assert_eq!(rt.detached(&["create", "--bundle", b.path().to_str().unwrap(), &id]), 0, "{}", rt.name());
+        // A created container takes an exec, and a resume is refused.
+        step("exec created", &["exec", &id, "true"]);
+        step("resume created", &["resume", &id]);
+        rt.run(&["start", &id]).success();
+        step("start running", &["start", &id]);
+        step("delete running", &["delete", &id]);
+        step("resume running", &["resume", &id]);
+        rt.run(&["pause", &id]).success();
+        step("exec paused", &["exec", &id, "true"]);
+        step("delete paused", &["delete", &id]);
+        rt.run(&["resume", &id]).success();
+        rt.run(&["kill", &id, "KILL"]).success();
+        berth_tests::wait_until("stopped", || {
+            serde_json::from_str::<serde_json::Value>(&rt.run(&["state", &id]).stdout).is_ok_and(|s| s["status"] == "stopped")
+        });
+        step("start stopped", &["start", &id]);
+        step("kill stopped", &["kill", &id, "TERM"]);
+        step("pause stopped", &["pause", &id]);
+        step("exec stopped", &["exec", &id, "true"]);
+        rt.run(&["delete", &id]).success();
+        seen.push(outcomes);
+    }
+    assert_eq!(seen[0], seen[1], "berth-runc (left) and runc (right)");
+}
+
+/// Docker's default spec without its mount namespace (and, as runc wants then, without masked
+/// and read-only paths), running `args` with a marker file in its rootfs.
+fn without_mount_ns(args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(args);
+    std::fs::write(b.path().join("rootfs/etc/marker"), "inside\n").unwrap();
+    b.spec["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "mount");
+    b.save();
+    b
+}
+
+fn host_mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let d = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&d)).map(str::to_string).collect()
+}
+
+#[test]
+fn without_a_mount_namespace_the_root_is_the_rootfs_and_delete_takes_the_mounts_away() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let mut outs = Vec::new();
+    for rt in both(&ours, &runc) {
+        // runc leaves such a container's mounts in the table it ran in: give it one of its own.
+        let contained = |args: &[&str]| match rt {
+            Rt::Ours(_) => rt.run(args),
+            Rt::Theirs(_) => {
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "runc", "--root"]).arg(runc.root.path()).args(args);
+                run_command(&mut c)
+            }
+        };
+        // Masked paths cannot be masked in the host's namespace: refused, as runc refuses.
+        let mut masked = without_mount_ns(&["true"]);
+        masked.spec["linux"]["maskedPaths"] = serde_json::json!(["/proc/kcore"]);
+        masked.save();
+        let r = contained(&["run", "--bundle", masked.path().to_str().unwrap(), &ours.id("nomnt-masked")]);
+        assert_ne!(r.code, 0, "{}", rt.name());
+        assert!(r.stderr.contains("unable to restrict sys entries without a private MNT namespace"), "{}: {}", rt.name(), r.stderr);
+
+        let mut b = without_mount_ns(&["sh", "-c", "cat /etc/marker; test -e /proc/self/exe && echo proc"]);
+        b.spec["linux"]["maskedPaths"] = serde_json::json!([]);
+        b.spec["linux"]["readonlyPaths"] = serde_json::json!([]);
+        b.save();
+        let r = contained(&["run", "--bundle", b.path().to_str().unwrap(), &ours.id("nomnt")]);
+        assert_eq!(r.code, 0, "{}: {r:?}", rt.name());
+        outs.push(r.stdout);
+        if let Rt::Ours(_) = rt {
+            assert_eq!(host_mounts_under(b.path()), Vec::<String>::new(), "nothing of it stays mounted");
+            // Detached, an exec sees the container's root too (runc's sees the host's).
+            b.spec["process"]["args"] = serde_json::json!(["sleep", "300"]);
+            b.save();
+            let id = ours.id("nomnt-exec");
+            assert_eq!(rt.detached(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]), 0);
+            assert!(!host_mounts_under(b.path()).is_empty(), "its mounts are in our table while it runs");
+            assert_eq!(rt.run(&["exec", &id, "cat", "/etc/marker"]).success().stdout, "inside\n");
+            rt.run(&["delete", "--force", &id]).success();
+            assert_eq!(host_mounts_under(b.path()), Vec::<String>::new(), "delete took its mounts away");
+        }
+    }
+    assert_eq!(outs[0], "inside\nproc\n");
+    assert_eq!(outs[0], outs[1], "berth-runc and runc agree");
+}
+
+/// A process in a mount namespace of its own, for a container to join; killed when dropped.
+struct MountNs(std::process::Child);
+
+impl MountNs {
+    fn new() -> MountNs {
+        let child = Command::new("unshare").args(["-m", "--propagation", "private", "sleep", "300"]).spawn().unwrap();
+        let pid = child.id();
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        berth_tests::wait_until("its own mount namespace", || std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns != ours));
+        MountNs(child)
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/mnt", self.0.id())
+    }
+}
+
+impl Drop for MountNs {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_mount_namespace_joined_by_path_gets_the_rootfs() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let mut outs = Vec::new();
+    for rt in both(&ours, &runc) {
+        let ns = MountNs::new();
+        let mut b = without_mount_ns(&["sh", "-c", "cat /etc/marker; test -e /proc/self/exe && echo proc"]);
+        b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "mount", "path": ns.path()}));
+        b.save();
+        let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &ours.id("joinmnt")]);
+        assert_eq!(r.code, 0, "{}: {r:?}", rt.name());
+        outs.push(r.stdout);
+        assert_eq!(host_mounts_under(b.path()), Vec::<String>::new(), "{}: the mounts were made in the joined namespace", rt.name());
+    }
+    assert_eq!(outs[0], "inside\nproc\n");
+    assert_eq!(outs[0], outs[1], "berth-runc and runc agree");
+}
+
+#[test]
+fn an_unknown_option_on_a_bind_mount_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let src = tempfile::tempdir().unwrap();
+    for rt in both(&ours, &runc) {
+        let mut b = Bundle::new(&["sh", "-c", "touch /data/x && echo wrote"]);
+        // `rrro`, a misspelt `rro`.
+        b.spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": src.path(), "options": ["rbind", "rrro"]
+        }));
+        b.save();
+        let id = ours.id("badopt");
+        let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+        match rt {
+            // runc 1.1 drops it without a word, and the mount is writable.
+            Rt::Theirs(_) => assert_eq!((r.code, r.stdout.as_str()), (0, "wrote\n"), "runc: {r:?}"),
+            Rt::Ours(_) => {
+                assert_ne!(r.code, 0, "{r:?}");
+                assert!(r.stderr.contains("unknown mount option") && r.stderr.contains("rrro"), "{}", r.stderr);
+            }
+        }
+        let _ = rt.run(&["delete", "--force", &id]);
+    }
+}
+
+/// Make `sub` below cgroup `cg` in every hierarchy that has `cg`; returns the directories made.
+fn make_sub_cgroups(cg: &str, sub: &str) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut hierarchies: Vec<std::path::PathBuf> = vec![root.to_path_buf()];
+    hierarchies.extend(std::fs::read_dir(root).unwrap().flatten().filter_map(|e| std::fs::canonicalize(e.path()).ok()));
+    hierarchies.sort();
+    hierarchies.dedup();
+    let mut made = Vec::new();
+    for h in hierarchies {
+        let dir = h.join(cg.trim_start_matches('/'));
+        if dir.is_dir() && dir.join("cgroup.procs").exists() && std::fs::create_dir(dir.join(sub)).is_ok() {
+            // A new v1 cpuset takes no process until it has cpus and mems (neither runtime fills them in).
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = std::fs::read_to_string(dir.join(f)) {
+                    std::fs::write(dir.join(sub).join(f), v.trim()).unwrap();
+                }
+            }
+            made.push(dir.join(sub));
+        }
+    }
+    made
+}
+
+#[test]
+fn exec_runs_in_a_sub_cgroup_when_asked() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists();
+    let mut seen = Vec::new();
+    for rt in both(&ours, &runc) {
+        let mut b = Bundle::new(&["sleep", "300"]);
+        let id = ours.id("subcg");
+        let cg = format!("/berth-compat-{id}");
+        b.spec["linux"]["cgroupsPath"] = cg.clone().into();
+        b.save();
+        assert_eq!(rt.detached(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]), 0, "{}", rt.name());
+        let made = make_sub_cgroups(&cg, "sub");
+        assert!(!made.is_empty(), "{}: no cgroup of the container found", rt.name());
+        let mut outs = Vec::new();
+        let mut forms = vec!["sub"];
+        if v1 {
+            forms.push("memory,pids:sub");
+        }
+        for form in forms {
+            let r = rt.run(&["exec", "--cgroup", form, &id, "cat", "/proc/self/cgroup"]);
+            assert_eq!(r.code, 0, "{} --cgroup {form}: {r:?}", rt.name());
+            outs.push(r.stdout.replace(&id, "ID"));
+        }
+        let missing = rt.run(&["exec", "--cgroup", "nosuch", &id, "true"]);
+        assert_ne!(missing.code, 0, "{}: a sub-cgroup that does not exist", rt.name());
+        rt.run(&["delete", "--force", &id]).success();
+        if let Rt::Ours(_) = rt {
+            assert!(made.iter().all(|d| !d.exists()), "delete took the sub-cgroups with the container's");
+        }
+        // What runc leaves, the test takes.
+        for d in &made {
+            let _ = std::fs::remove_dir(d);
+            let _ = std::fs::remove_dir(d.parent().unwrap());
+        }
+        seen.push(outs);
+    }
+    assert!(seen[0][0].lines().any(|l| l.ends_with("/sub")), "{}", seen[0][0]);
+    assert_eq!(seen[0], seen[1], "berth-runc and runc agree");
+}

@@ -207,8 +207,10 @@ fn create_start_exec_kill_delete_lifecycle() {
     assert_eq!(lines[1].trim(), "sleep 300");
     assert_eq!(lines[2], "berth");
     assert_eq!(rt.runc(&["exec", &id, "sh", "-c", "exit 3"]).code, 3);
+    // runc's form: a failed exec exits 255, unlike any exit code of the process.
     let e = rt.runc(&["exec", &id, "no-such-cmd"]);
-    assert_eq!(e.code, 127);
+    assert_eq!(e.code, 255);
+    assert!(e.stderr.contains("exec failed: "), "{}", e.stderr);
     assert!(e.stderr.contains("executable file not found"), "{}", e.stderr);
     let caps = rt.runc(&["exec", &id, "grep", "CapEff", "/proc/self/status"]).success();
     assert!(caps.stdout.contains(DOCKER_CAPS));
@@ -557,17 +559,18 @@ fn unmapped_uid_is_refused() {
 }
 
 #[test]
-fn missing_command_exits_127_and_unrunnable_one_126() {
+fn missing_or_unrunnable_commands_fail_the_run_as_runc_fails_it() {
     if !is_root() {
         return;
     }
     let rt = Runtime::new();
     let b = Bundle::new(&["no-such-command", "arg"]);
     let r = refused(&rt, &rt.id("nocmd"), &b, "exec: \"no-such-command\": executable file not found in $PATH");
-    assert_eq!(r.code, 127);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("runc run failed: "), "{}", r.stderr);
     let b = Bundle::new(&["/etc/passwd"]);
     let r = refused(&rt, &rt.id("noexec"), &b, "permission denied");
-    assert_eq!(r.code, 126);
+    assert_eq!(r.code, 1);
 }
 
 #[test]
@@ -773,10 +776,10 @@ fn list_features_process_json_and_json_log() {
 
     let log = b.path().join("runc.log");
     let r = rt.runc(&["--log", log.to_str().unwrap(), "--log-format", "json", "start", &id]).failure();
-    assert!(r.stderr.contains("start needs it created"), "{}", r.stderr);
+    assert!(r.stderr.contains("cannot start an already running container"), "{}", r.stderr);
     let line: serde_json::Value = serde_json::from_str(fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
     assert_eq!(line["level"], "error");
-    assert!(line["msg"].as_str().unwrap().contains("start needs it created"));
+    assert!(line["msg"].as_str().unwrap().contains("cannot start an already running container"));
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
     rt.runc(&["delete", "--force", &id]).success();
 }

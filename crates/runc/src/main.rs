@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, bail};
-use berth_runtime::{Container, CreateOptions, ExecOptions, Kind, Status};
+use berth_runtime::{Container, CreateOptions, ExecOptions, Status};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -134,6 +134,9 @@ enum Command {
         /// Exec in a paused container too (the process starts frozen).
         #[arg(long)]
         ignore_paused: bool,
+        /// Run the process in an existing sub-cgroup of the container's: [controller,...:]path.
+        #[arg(long = "cgroup")]
+        cgroup: Vec<String>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -163,21 +166,25 @@ enum Command {
     Features,
 }
 
-/// How a failure should end the process: runc exits 1, except where Docker's codes apply.
+/// A failed command: its error, reported and ended as runc would (`failure_form`).
 struct Failure {
-    code: u8,
     error: anyhow::Error,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
-        let error = e.into();
-        let code = match error.downcast_ref::<berth_runtime::Error>().map(|e| e.kind()) {
-            Some(Kind::ExecNotFound) => 127,
-            Some(Kind::ExecPermission) => 126,
-            _ => 1,
-        };
-        Failure { code, error }
+        Failure { error: e.into() }
+    }
+}
+
+/// How runc reports a failed command: its prefix to the message and its exit code (a failed
+/// `exec` exits 255, so a harness can tell it from the process's own exit code).
+fn failure_form(command: &Command) -> (&'static str, u8) {
+    match command {
+        Command::Run { .. } => ("runc run failed: ", 1),
+        Command::Create { .. } => ("runc create failed: ", 1),
+        Command::Exec { .. } => ("exec failed: ", 255),
+        _ => ("", 1),
     }
 }
 
@@ -185,10 +192,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = init_logging(&cli);
     let json = cli.log_format == "json";
+    let (prefix, code) = failure_form(&cli.command);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            let msg = runc_message(&f.error);
+            let msg = format!("{prefix}{}", runc_message(&f.error));
             // As runc: a logrus line on stderr (`time=… level=error msg=…`, or JSON), which
             // scripts and harnesses look for; with --log, the line goes there and the message
             // alone to stderr.
@@ -199,7 +207,7 @@ fn main() -> ExitCode {
                 }
                 None => eprintln!("{}", log::Logger::line(json, "error", &msg)),
             }
-            ExitCode::from(f.code)
+            ExitCode::from(code)
         }
     }
 }
@@ -312,6 +320,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             no_new_privs,
             preserve_fds,
             ignore_paused,
+            cgroup,
             args,
         } => {
             let c = Container::load(root, &id)?;
@@ -375,7 +384,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     p
                 }
             };
-            exec_in(&c, proc_spec, detach, pid_file, console_socket, preserve_fds, ignore_paused)
+            let cgroups = cgroup.iter().map(|g| g.parse()).collect::<Result<Vec<berth_runtime::SubCgroup>, _>>()?;
+            let opts = ExecOptions { process: Some(proc_spec), console_socket, pid_file, preserve_fds, ignore_paused, cgroups };
+            exec_in(&c, detach, opts)
         }
         Command::Ps { id, format, ps_args } => {
             let c = Container::load(root, &id)?;
@@ -566,17 +577,9 @@ fn run_container(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Resul
     Ok(code?)
 }
 
-fn exec_in(
-    c: &Container,
-    process: oci_spec::runtime::Process,
-    detach: bool,
-    pid_file: Option<PathBuf>,
-    console_socket: Option<PathBuf>,
-    preserve_fds: u32,
-    ignore_paused: bool,
-) -> Result<u8, Failure> {
-    let terminal = process.terminal() == Some(true);
-    let listener = if terminal && console_socket.is_none() {
+fn exec_in(c: &Container, detach: bool, mut opts: ExecOptions) -> Result<u8, Failure> {
+    let terminal = opts.process.as_ref().is_some_and(|p| p.terminal() == Some(true));
+    let listener = if terminal && opts.console_socket.is_none() {
         if detach {
             bail_f("exec --detach --tty needs --console-socket")?;
         }
@@ -584,13 +587,9 @@ fn exec_in(
     } else {
         None
     };
-    let opts = ExecOptions {
-        process: Some(process),
-        console_socket: console_socket.or_else(|| listener.as_ref().map(|l| l.path().to_path_buf())),
-        pid_file,
-        preserve_fds,
-        ignore_paused,
-    };
+    if let Some(l) = &listener {
+        opts.console_socket = Some(l.path().to_path_buf());
+    }
     let pid = c.exec(&opts)?;
     if detach {
         return Ok(0);

@@ -17,6 +17,7 @@ use crate::cgroups::{self, Cgroup, Parents};
 use crate::error::{Error, Result};
 use crate::init::{self, Role, Setup};
 use crate::namespaces::{self, Plan};
+use crate::rootfs;
 use crate::seccomp;
 use crate::state::{self, EXEC_FIFO, ProcessId, State, Status};
 use crate::sync::{self, Channel, Msg};
@@ -26,6 +27,8 @@ pub const DEFAULT_CGROUP_PARENT: &str = "/berth";
 
 /// Compiled seccomp programs, under the runtime root (never a valid container id).
 const SECCOMP_CACHE: &str = ".seccomp-cache";
+/// runc's message for a signal, pause or exec to a container that is not running.
+const NOT_RUNNING: &str = "container not running";
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -49,6 +52,31 @@ pub struct ExecOptions {
     pub preserve_fds: u32,
     /// Run it in a paused container too (runc's `--ignore-paused`): it starts frozen.
     pub ignore_paused: bool,
+    /// Sub-cgroups of the container's to run it in (runc's `--cgroup`).
+    pub cgroups: Vec<SubCgroup>,
+}
+
+/// One `exec --cgroup [controller,...:]path`: a sub-cgroup that exists already, for the named
+/// v1 controllers or (none named) for all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubCgroup {
+    pub controllers: Vec<String>,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for SubCgroup {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<SubCgroup> {
+        let (controllers, path) = match s.split_once(':') {
+            Some((c, p)) => (c.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(), p),
+            None => (Vec::new(), s),
+        };
+        if path.is_empty() {
+            return Err(Error::InvalidConfig(format!("invalid --cgroup argument {s:?}: no path")));
+        }
+        Ok(SubCgroup { controllers, path: PathBuf::from(path) })
+    }
 }
 
 /// A container known to the runtime (its state directory exists).
@@ -295,23 +323,85 @@ unsafe fn clone_child(flags: CloneFlags, cgroup: Option<std::os::fd::RawFd>) -> 
 struct Placement {
     /// The v2 part, opened for `CLONE_INTO_CGROUP`.
     into: Option<OwnedFd>,
+    into_dir: Option<PathBuf>,
     /// v1 `tasks` files the child writes `0` into, first thing. Empty when it cannot (it starts
     /// in a new user namespace, where those files are not its own).
     self_join: Vec<PathBuf>,
+    /// Where the parent puts the process when the child joins nothing itself: the whole
+    /// cgroup (None), or these directories (a sub-cgroup of `exec --cgroup`).
+    dirs: Option<Vec<PathBuf>>,
 }
 
 impl Placement {
     fn new(cgroup: &dyn Cgroup, child_can_join: bool) -> Placement {
-        let into = cgroup.clone_into().and_then(|d| fs::File::open(&d).ok().map(OwnedFd::from));
-        Placement { into, self_join: if child_can_join { cgroup.self_join_files() } else { Vec::new() } }
+        let into_dir = cgroup.clone_into();
+        let into = into_dir.as_ref().and_then(|d| fs::File::open(d).ok().map(OwnedFd::from));
+        Placement { into, into_dir, self_join: if child_can_join { cgroup.self_join_files() } else { Vec::new() }, dirs: None }
+    }
+
+    /// runc's `exec --cgroup`: into existing sub-cgroups of the container's, by controller
+    /// (v1) or for all of them (an empty controller list; the only form on v2).
+    fn sub(cgroup: &dyn Cgroup, subs: &[SubCgroup]) -> Result<Placement> {
+        let bad = |m: String| Error::InvalidConfig(format!("exec --cgroup: {m}"));
+        let exists = |d: PathBuf| if d.is_dir() { Ok(d) } else { Err(bad(format!("cgroup {} does not exist", d.display()))) };
+        let mut rel = Vec::new();
+        for s in subs {
+            rel.push((s.controllers.as_slice(), cgroups::relative(&s.path)?));
+        }
+        match cgroup.view() {
+            rootfs::CgroupView::V2(dir) => {
+                let [(controllers, path)] = rel.as_slice() else {
+                    return Err(bad("cgroup v2 takes a single sub-cgroup".into()));
+                };
+                if !controllers.is_empty() {
+                    return Err(bad("controller names are for cgroup v1 only".into()));
+                }
+                let target = exists(dir.join(path))?;
+                let into = fs::File::open(&target).ok().map(OwnedFd::from);
+                Ok(Placement { into, into_dir: Some(target.clone()), self_join: Vec::new(), dirs: Some(vec![target]) })
+            }
+            rootfs::CgroupView::V1(hierarchies) => {
+                for (controllers, _) in &rel {
+                    if let Some(c) = controllers.iter().find(|c| !hierarchies.iter().any(|(n, _)| n.split(',').any(|n| n == c.as_str()))) {
+                        return Err(bad(format!("no cgroup v1 controller {c:?}")));
+                    }
+                }
+                let mut dirs = Vec::new();
+                for (name, dir) in hierarchies {
+                    let target = rel
+                        .iter()
+                        .find(|(c, _)| c.is_empty() || c.iter().any(|c| name.split(',').any(|n| n == c.as_str())))
+                        .map_or(dir.clone(), |(_, p)| dir.join(p));
+                    dirs.push(exists(target)?);
+                }
+                // The unified part of a hybrid host follows a sub-cgroup for all controllers
+                // where it has one too.
+                let all = rel.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p);
+                let into_dir = cgroup.clone_into().map(|u| match all {
+                    Some(p) if u.join(p).is_dir() => u.join(p),
+                    _ => u,
+                });
+                let into = into_dir.as_ref().and_then(|d| fs::File::open(d).ok().map(OwnedFd::from));
+                let self_join = dirs.iter().map(|d| d.join("tasks")).collect();
+                Ok(Placement { into, into_dir, self_join, dirs: Some(dirs) })
+            }
+        }
     }
 
     /// After the clone, in the parent: move the child into whatever it was not put in already.
     fn finish(&self, cgroup: &dyn Cgroup, pid: Pid, cloned_into: bool) -> Result<()> {
         if self.self_join.is_empty() {
-            return Ok(cgroup.add(pid.as_raw())?);
+            return match &self.dirs {
+                None => Ok(cgroup.add(pid.as_raw())?),
+                Some(dirs) => {
+                    for d in dirs {
+                        cgroups::write(&d.join("cgroup.procs"), &pid.as_raw().to_string())?;
+                    }
+                    Ok(())
+                }
+            };
         }
-        if !cloned_into && let Some(d) = cgroup.clone_into() {
+        if !cloned_into && let Some(d) = &self.into_dir {
             cgroups::write(&d.join("cgroup.procs"), &pid.as_raw().to_string())?;
         }
         Ok(())
@@ -350,6 +440,8 @@ struct CreateGuard<'a> {
     state_dir: &'a Path,
     cgroup: Option<&'a dyn Cgroup>,
     child: Option<Pid>,
+    /// The rootfs and the mount under the container's, where it has no mount namespace.
+    host_mounts: Option<(&'a Path, u64)>,
     armed: bool,
 }
 
@@ -367,6 +459,11 @@ impl Drop for CreateGuard<'_> {
             if let Err(e) = cg.destroy(Parents::RemoveEmpty) {
                 tracing::warn!("cleaning up after a failed create: {e}");
             }
+        }
+        if let Some((rootfs, base)) = self.host_mounts
+            && let Err(e) = crate::sys::unmount_down_to(rootfs, base)
+        {
+            tracing::warn!("cleaning up after a failed create: {e}");
         }
         let _ = fs::remove_dir_all(self.state_dir);
     }
@@ -516,6 +613,18 @@ impl Container {
             plan.join.sort_by_key(|(t, _)| order(t));
             join.sort_by_key(|(t, _)| order(t));
         }
+        // Without a mount namespace the container's mounts go into ours (as runc's do); we note
+        // what was on the rootfs before, so a failed create and delete take them away again.
+        let host_mounts_over = if plan.has(LinuxNamespaceType::Mount) {
+            None
+        } else {
+            if linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty())
+                || linux.readonly_paths().as_ref().is_some_and(|p| !p.is_empty())
+            {
+                return Err(Error::InvalidConfig("unable to restrict sys entries without a private MNT namespace".into()));
+            }
+            Some(crate::sys::mount_id(&rootfs)?)
+        };
         let cg_path = cgroup_path(&spec, &opts.id);
         let cgroup = cgroups::open(&cg_path)?;
 
@@ -525,7 +634,13 @@ impl Container {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(opts.id.clone())),
             other => other.map_err(Error::io("creating state directory", &state_dir))?,
         }
-        let mut guard = CreateGuard { state_dir: &state_dir, cgroup: None, child: None, armed: true };
+        let mut guard = CreateGuard {
+            state_dir: &state_dir,
+            cgroup: None,
+            child: None,
+            host_mounts: host_mounts_over.map(|base| (rootfs.as_path(), base)),
+            armed: true,
+        };
 
         let fifo_path = state_dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(Error::sys("creating exec FIFO"))?;
@@ -576,11 +691,12 @@ impl Container {
             id: opts.id.clone(),
             init: ProcessId::of(pid.as_raw())?,
             bundle,
-            rootfs,
+            rootfs: rootfs.clone(),
             created: state::now_rfc3339(),
             owner: if nix::unistd::geteuid().is_root() { "root".into() } else { nix::unistd::geteuid().to_string() },
             cgroup_path: cg_path.clone(),
             annotations: Default::default(),
+            host_mounts_over,
             raw_config,
             config: spec.clone().into(),
         };
@@ -694,18 +810,23 @@ impl Container {
         v
     }
 
-    fn require(&self, action: &'static str, wanted: &'static str, ok: &[Status]) -> Result<Status> {
+    /// The status, if it is one of `ok`; otherwise runc's message for this action in it.
+    fn require(&self, ok: &[Status], message: impl FnOnce(Status) -> String) -> Result<Status> {
         let status = self.status();
         if ok.contains(&status) {
             Ok(status)
         } else {
-            Err(Error::WrongState { id: self.state.id.clone(), status: status.to_string(), action, wanted })
+            Err(Error::WrongState { id: self.state.id.clone(), status: status.to_string(), message: message(status) })
         }
     }
 
     /// Let the waiting init exec the container's program.
     pub fn start(&self) -> Result<()> {
-        self.require("start", "created", &[Status::Created])?;
+        self.require(&[Status::Created], |s| match s {
+            Status::Stopped => "cannot start a container that has stopped".into(),
+            Status::Running => "cannot start an already running container".into(),
+            s => format!("cannot start a container in the {s} state"),
+        })?;
         let fifo_path = self.dir().join(EXEC_FIFO);
         let fifo = fs::OpenOptions::new()
             .read(true)
@@ -740,7 +861,7 @@ impl Container {
 
     /// Send `signal` to the init, or to every process of the container with `all`.
     pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
-        self.require("kill", "created, running or paused", &[Status::Created, Status::Running, Status::Paused])?;
+        self.require(&[Status::Created, Status::Running, Status::Paused], |_| NOT_RUNNING.into())?;
         if all {
             let cg = self.cgroup()?;
             for p in cg.pids()? {
@@ -753,12 +874,12 @@ impl Container {
     }
 
     pub fn pause(&self) -> Result<()> {
-        self.require("pause", "running", &[Status::Running, Status::Created])?;
+        self.require(&[Status::Running, Status::Created], |_| NOT_RUNNING.into())?;
         Ok(self.cgroup()?.freeze(true)?)
     }
 
     pub fn resume(&self) -> Result<()> {
-        self.require("resume", "paused", &[Status::Paused])?;
+        self.require(&[Status::Paused], |_| "container not paused".into())?;
         Ok(self.cgroup()?.freeze(false)?)
     }
 
@@ -795,8 +916,7 @@ impl Container {
             return Err(Error::WrongState {
                 id: self.state.id.clone(),
                 status: status.to_string(),
-                action: "delete",
-                wanted: "stopped or created (or --force)",
+                message: format!("cannot delete container {} that is not stopped: {status}", self.state.id),
             });
         }
         let cg = self.cgroup()?;
@@ -811,6 +931,11 @@ impl Container {
         }
         reap_children();
         let mut first_err = cg.destroy(parents).err().map(Error::from);
+        if let Some(base) = self.state.host_mounts_over
+            && let Err(e) = crate::sys::unmount_down_to(&self.state.rootfs, base)
+        {
+            first_err.get_or_insert(e);
+        }
         let hooks = self.state.hooks().unwrap_or_else(|e| {
             tracing::warn!(id = %self.state.id, "poststop hooks not run: {e}");
             Default::default()
@@ -830,17 +955,14 @@ impl Container {
 
     /// Start a new process inside the running container; returns its pid (our child).
     pub fn exec(&self, opts: &ExecOptions) -> Result<Pid> {
-        if opts.ignore_paused {
-            self.require("exec", "running or paused", &[Status::Running, Status::Paused])?;
-        } else if self.status() == Status::Paused {
+        // As runc: a created container takes an exec too (its namespaces are there).
+        self.require(&[Status::Created, Status::Running, Status::Paused], |_| "cannot exec in a stopped container".into())?;
+        if self.status() == Status::Paused && !opts.ignore_paused {
             return Err(Error::WrongState {
                 id: self.state.id.clone(),
                 status: "paused".into(),
-                action: "exec",
-                wanted: "running (use --ignore-paused to exec in a paused container)",
+                message: "cannot exec in a paused container (use --ignore-paused to override)".into(),
             });
-        } else {
-            self.require("exec", "running", &[Status::Running])?;
         }
         single_threaded()?;
         let config = self.state.config()?;
@@ -863,15 +985,23 @@ impl Container {
                 plan.join.push((t, path));
             }
         }
+        // A container without a mount namespace shares ours: joining none would leave the
+        // process on the host's root, where runc leaves it; it goes into the container's.
+        let root = namespaces::same_as_ours(init, "mnt").then(|| PathBuf::from(format!("/proc/{init}/root")));
         let join = namespaces::open_all(&plan.join)?;
         // The init may have exited while we opened its namespaces.
         if !self.state.init.is_alive() {
-            return Err(Error::WrongState { id: self.state.id.clone(), status: "stopped".into(), action: "exec", wanted: "running" });
+            return Err(Error::WrongState {
+                id: self.state.id.clone(),
+                status: "stopped".into(),
+                message: "cannot exec in a stopped container".into(),
+            });
         }
         let console = connect_console(&opts.console_socket, process.terminal() == Some(true))?;
         let cgroup = self.cgroup()?;
         // The child joins before it enters any of the container's namespaces: host root, host paths.
-        let placement = Placement::new(cgroup.as_ref(), true);
+        let placement =
+            if opts.cgroups.is_empty() { Placement::new(cgroup.as_ref(), true) } else { Placement::sub(cgroup.as_ref(), &opts.cgroups)? };
         let (pid, parent_end, cloned_into) = spawn(CloneFlags::empty(), join, None, &placement, |join, sync| Setup {
             spec: config,
             process: &process,
@@ -882,7 +1012,7 @@ impl Container {
             seccomp,
             preserve_fds: opts.preserve_fds,
             self_join: &placement.self_join,
-            role: Role::Exec,
+            role: Role::Exec { root },
         })?;
         let fail = |e: Error| {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);

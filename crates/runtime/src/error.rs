@@ -25,8 +25,9 @@ pub enum Error {
     AlreadyExists(String),
     #[error("invalid container id {0:?}: use letters, digits, '_', '-' and '.', not starting with '.'")]
     InvalidId(String),
-    #[error("container {id} is {status}: {action} needs it {wanted}")]
-    WrongState { id: String, status: String, action: &'static str, wanted: &'static str },
+    /// `message` is runc's wording for the action in this status (scripts match on it).
+    #[error("{message}")]
+    WrongState { id: String, status: String, message: String },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error("unsupported config: {0}")]

@@ -22,8 +22,9 @@ use crate::sys::{LinuxSys, Sys};
 pub(crate) enum Role {
     /// The container's first process: builds the container, then waits for `start`.
     Init { rootfs: PathBuf, fifo: OwnedFd, cgroups: CgroupView, no_pivot: bool },
-    /// A process joining a running container.
-    Exec,
+    /// A process joining a running container; `root` is the container's root to chroot into
+    /// where the container has no mount namespace of its own (so joining none leaves the host's).
+    Exec { root: Option<PathBuf> },
 }
 
 pub(crate) struct Setup<'a> {
@@ -88,6 +89,9 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
             namespaces::enter(*t, f)?;
         }
     }
+    if let Role::Exec { root: Some(root) } = &s.role {
+        LinuxSys.chroot(root)?;
+    }
 
     if let Role::Init { rootfs, cgroups, no_pivot, .. } = &s.role {
         if let Some(h) = s.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
@@ -101,15 +105,17 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
         }
         let sys = LinuxSys;
         let hooks = s.spec.hooks().clone().unwrap_or_default();
-        if s.plan.creates(LinuxNamespaceType::Mount) {
-            let ctx = RootfsContext {
-                rootfs,
-                in_user_ns: s.plan.has(LinuxNamespaceType::User),
-                cgroup_ns: s.plan.has(LinuxNamespaceType::Cgroup),
-                cgroups: cgroups.clone(),
-            };
-            rootfs::prepare(&sys, s.spec, &ctx)?;
-        }
+        // As runc: the rootfs is built in the container's mount namespace, made or joined, or
+        // without one in the runtime's own (where delete takes it down again).
+        let own_mount_ns = s.plan.has(LinuxNamespaceType::Mount);
+        let ctx = RootfsContext {
+            rootfs,
+            in_user_ns: s.plan.has(LinuxNamespaceType::User),
+            cgroup_ns: s.plan.has(LinuxNamespaceType::Cgroup),
+            cgroups: cgroups.clone(),
+            own_mount_ns,
+        };
+        rootfs::prepare(&sys, s.spec, &ctx)?;
         #[allow(deprecated)]
         let runtime_hooks =
             hooks.prestart().as_ref().is_some_and(|h| !h.is_empty()) || hooks.create_runtime().as_ref().is_some_and(|h| !h.is_empty());
@@ -123,15 +129,16 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
         if let Some(h) = hooks.create_container() {
             crate::hooks::run(h, state.as_bytes())?;
         }
-        if s.plan.creates(LinuxNamespaceType::Mount) {
-            if *no_pivot {
-                sys.move_root(rootfs)?;
-            } else {
-                match sys.pivot_root(rootfs) {
-                    // A rootfs on the initramfs cannot be pivoted away from: move and chroot.
-                    Err(Error::Sys { source: nix::errno::Errno::EINVAL, .. }) => sys.move_root(rootfs)?,
-                    other => other?,
-                }
+        if !own_mount_ns {
+            // pivot_root would move the root of every process on the host: chroot, as runc.
+            sys.chroot(rootfs)?;
+        } else if *no_pivot {
+            sys.move_root(rootfs)?;
+        } else {
+            match sys.pivot_root(rootfs) {
+                // A rootfs on the initramfs cannot be pivoted away from: move and chroot.
+                Err(Error::Sys { source: nix::errno::Errno::EINVAL, .. }) => sys.move_root(rootfs)?,
+                other => other?,
             }
         }
         if s.process.terminal() == Some(true) {

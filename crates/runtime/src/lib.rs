@@ -20,6 +20,6 @@ mod sync;
 pub mod sys;
 pub mod sysctl;
 
-pub use container::{BundleConfig, Container, CreateOptions, DEFAULT_CGROUP_PARENT, ExecOptions, load_spec, validate_id};
+pub use container::{BundleConfig, Container, CreateOptions, DEFAULT_CGROUP_PARENT, ExecOptions, SubCgroup, load_spec, validate_id};
 pub use error::{Error, Kind, Result};
 pub use state::Status;

@@ -26,6 +26,9 @@ pub struct RootfsContext<'a> {
     pub in_user_ns: bool,
     pub cgroup_ns: bool,
     pub cgroups: CgroupView,
+    /// Whether the container has a mount namespace (made or joined). Without one its mounts go
+    /// into the runtime's own table: the propagation of `/` there is left as it is.
+    pub own_mount_ns: bool,
 }
 
 /// Flags and data parsed from a mount's option list.
@@ -121,7 +124,7 @@ impl MountOptions {
                     continue;
                 }
                 // Docker and runc both accept and ignore these hints.
-                "defaults" | "tmpcopyup" => continue,
+                "defaults" | "tmpcopyup" | "notmpcopyup" => continue,
                 other => {
                     o.data.push(other.to_string());
                     continue;
@@ -216,7 +219,9 @@ pub fn prepare(sys: &dyn Sys, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
     // Shared only once the container's root is in place (`finish`): a tree shared before
     // would carry every mount made below into the host's mount table.
     let first = if propagation.contains(MsFlags::MS_SHARED) { MsFlags::MS_SLAVE | MsFlags::MS_REC } else { propagation };
-    sys.mount(None, Path::new("/"), None, first, None)?;
+    if ctx.own_mount_ns {
+        sys.mount(None, Path::new("/"), None, first, None)?;
+    }
     // pivot_root needs the new root to be a mount point.
     sys.mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
 
@@ -272,6 +277,11 @@ fn mount_one(sys: &dyn Sys, m: &Mount, ctx: &RootfsContext) -> Result<()> {
     }
 
     if opts.is_bind() || typ == "bind" {
+        // The kernel ignores a bind's data, so an option we do not know would be dropped in
+        // silence (a misspelt `rro`, an `idmap` we cannot do): refused instead.
+        if let Some(unknown) = opts.data.first() {
+            return Err(Error::InvalidConfig(format!("unknown mount option {unknown:?} for the bind mount on {}", dest_in.display())));
+        }
         let src =
             m.source().as_deref().ok_or_else(|| Error::InvalidConfig(format!("bind mount on {} has no source", dest_in.display())))?;
         match sys.kind(src) {
@@ -427,7 +437,13 @@ mod tests {
     use crate::sys::fake::RecordingSys;
 
     fn ctx(rootfs: &Path) -> RootfsContext<'_> {
-        RootfsContext { rootfs, in_user_ns: false, cgroup_ns: false, cgroups: CgroupView::V2(PathBuf::from("/sys/fs/cgroup/berth/x")) }
+        RootfsContext {
+            rootfs,
+            in_user_ns: false,
+            cgroup_ns: false,
+            cgroups: CgroupView::V2(PathBuf::from("/sys/fs/cgroup/berth/x")),
+            own_mount_ns: true,
+        }
     }
 
     #[test]
@@ -461,6 +477,10 @@ mod tests {
         let calls = sys.calls();
         assert_eq!(calls[0], "mount none / - MS_REC | MS_SLAVE -");
         assert_eq!(calls[1], "mount /r /r - MS_BIND | MS_REC -");
+        // Without a mount namespace of its own, the runtime's `/` is left as it is.
+        let host = RecordingSys::with_dirs(&["/r"]);
+        prepare(&host, &spec, &RootfsContext { own_mount_ns: false, ..ctx(Path::new("/r")) }).unwrap();
+        assert_eq!(host.calls()[0], "mount /r /r - MS_BIND | MS_REC -");
         let mounts: Vec<_> = calls.iter().filter(|c| c.starts_with("mount ")).cloned().collect();
         assert!(mounts.contains(&"mount proc /r/proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -".to_string()), "{mounts:#?}");
         assert!(mounts.contains(&"mount tmpfs /r/dev tmpfs MS_NOSUID | MS_STRICTATIME mode=755,size=65536k".to_string()), "{mounts:#?}");
@@ -556,6 +576,26 @@ mod tests {
         let sys = RecordingSys::with_dirs(&["/r", "/src"]);
         prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap();
         assert!(sys.calls().contains(&"setattr /r/data set=0x1 clear=0x0".to_string()), "{:#?}", sys.calls());
+    }
+
+    #[test]
+    fn an_unknown_option_on_a_bind_is_refused_not_dropped() {
+        for (options, ok) in [(&["rbind", "rro", "tmpcopyup"][..], true), (&["rbind", "rrro"], false), (&["bind", "idmap"], false)] {
+            let mut spec = crate::spec::docker_default(&["true".into()], false);
+            let mut m = Mount::default();
+            m.set_destination(PathBuf::from("/data"));
+            m.set_source(Some(PathBuf::from("/src")));
+            m.set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+            spec.mounts_mut().get_or_insert_with(Vec::new).push(m);
+            let sys = RecordingSys::with_dirs(&["/r", "/src"]);
+            let r = prepare(&sys, &spec, &ctx(Path::new("/r")));
+            assert_eq!(r.is_ok(), ok, "{options:?}: {r:?}");
+            if !ok {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("unknown mount option") && e.contains("/data"), "{e}");
+                assert!(!sys.calls().iter().any(|c| c.contains("/r/data")), "nothing mounted there");
+            }
+        }
     }
 
     #[test]

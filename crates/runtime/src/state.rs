@@ -107,6 +107,10 @@ pub struct State {
     pub cgroup_path: PathBuf,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// Without a mount namespace, the container's mounts stack on the rootfs in the runtime's
+    /// own table: the id of the mount that was there before them, down to which delete unmounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mounts_over: Option<u64>,
     /// The bundle's config.json exactly as it was at create (what hooks, exec and delete use).
     #[serde(rename = "config")]
     pub raw_config: Box<serde_json::value::RawValue>,

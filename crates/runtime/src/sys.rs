@@ -4,6 +4,7 @@
 //! recording fake so the decisions are checked without root.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,8 @@ pub trait Sys {
     fn pivot_root(&self, new_root: &Path) -> Result<()>;
     /// Where pivot_root cannot work (a rootfs on ramfs): move the rootfs over / and chroot.
     fn move_root(&self, new_root: &Path) -> Result<()>;
+    /// Without a mount namespace of its own: only this process's root changes.
+    fn chroot(&self, new_root: &Path) -> Result<()>;
     fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()>;
     fn create_file(&self, path: &Path) -> Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
@@ -137,6 +140,11 @@ impl Sys for LinuxSys {
         nix::unistd::chdir("/").map_err(Error::sys(ctx("chdir /")))
     }
 
+    fn chroot(&self, new_root: &Path) -> Result<()> {
+        nix::unistd::chroot(new_root).map_err(Error::sys(format!("chroot to {}", new_root.display())))?;
+        nix::unistd::chdir("/").map_err(Error::sys(format!("chdir / in {}", new_root.display())))
+    }
+
     fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()> {
         fs::DirBuilder::new().recursive(true).mode(mode).create(path).map_err(Error::io("creating directory", path))
     }
@@ -195,6 +203,36 @@ impl Sys for LinuxSys {
     fn write(&self, path: &Path, data: &str) -> Result<()> {
         fs::write(path, data).map_err(Error::io("writing", path))
     }
+}
+
+/// The id of the mount `path` is on (what `/proc/self/mountinfo` numbers it), from the fdinfo
+/// of an `O_PATH` descriptor: no walk of the mount table.
+pub fn mount_id(path: &Path) -> Result<u64> {
+    let f =
+        fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_CLOEXEC).open(path).map_err(Error::io("opening", path))?;
+    let info_path = format!("/proc/self/fdinfo/{}", f.as_raw_fd());
+    let info = fs::read_to_string(&info_path).map_err(Error::io("reading", &info_path))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::io("finding mnt_id in", &info_path)(std::io::Error::other("no mnt_id line")))
+}
+
+/// Unmount what was stacked on `rootfs` since the mount numbered `base` was on top (the
+/// container's mounts, made in the runtime's own namespace). Each detach takes a whole subtree.
+pub fn unmount_down_to(rootfs: &Path, base: u64) -> Result<()> {
+    // Bounded: something that keeps remounting there must not hold delete forever.
+    for _ in 0..64 {
+        match mount_id(rootfs) {
+            Ok(id) if id != base => {
+                nix::mount::umount2(rootfs, MntFlags::MNT_DETACH)
+                    .map_err(Error::sys(format!("unmounting the container's mounts on {}", rootfs.display())))?;
+            }
+            // Gone already (a removed rootfs) or down to where it was.
+            _ => return Ok(()),
+        }
+    }
+    Err(Error::Sys { context: format!("mounts on {} keep coming back", rootfs.display()), source: nix::Error::EBUSY })
 }
 
 #[cfg(test)]
@@ -257,6 +295,9 @@ pub mod fake {
         }
         fn move_root(&self, new_root: &Path) -> Result<()> {
             self.record(format!("move_root {}", new_root.display()))
+        }
+        fn chroot(&self, new_root: &Path) -> Result<()> {
+            self.record(format!("chroot {}", new_root.display()))
         }
         fn mkdir_all(&self, path: &Path, _mode: u32) -> Result<()> {
             let mut p = PathBuf::new();

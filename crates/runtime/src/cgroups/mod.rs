@@ -292,6 +292,26 @@ pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>> {
     Ok(read(path)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
+/// The processes of the cgroup at `dir` and of every cgroup below it (made by `exec --cgroup`,
+/// or by a systemd in the container): `cgroup.procs` lists a cgroup's own only.
+pub(crate) fn read_pids_tree(dir: &Path) -> Result<Vec<i32>> {
+    let mut pids = read_pids(&dir.join("cgroup.procs"))?;
+    for sub in child_cgroups(dir) {
+        // One that went meanwhile has no processes.
+        if let Ok(more) = read_pids_tree(&sub) {
+            pids.extend(more);
+        }
+    }
+    Ok(pids)
+}
+
+/// The cgroups directly below `dir`.
+fn child_cgroups(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
 pub(crate) fn mkdir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(|source| CgroupError::Create { path: path.to_path_buf(), source })
 }
@@ -301,14 +321,7 @@ pub(crate) fn mkdir(path: &Path) -> Result<()> {
 pub(crate) fn remove_with_parents(root: &Path, rel: &Path, parents: Parents) -> Result<()> {
     let leaf = root.join(rel);
     let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match fs::remove_dir(&leaf) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Err(source) => return Err(CgroupError::Remove { path: leaf, source }),
-        }
-    }
+    remove_tree(&leaf, deadline)?;
     let mut parent = rel.parent().filter(|_| parents == Parents::RemoveEmpty);
     while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
         // Another container may still use the parent: then it stays.
@@ -318,6 +331,21 @@ pub(crate) fn remove_with_parents(root: &Path, rel: &Path, parents: Parents) -> 
         parent = p.parent();
     }
     Ok(())
+}
+
+/// rmdir `dir` after the cgroups below it, deepest first.
+fn remove_tree(dir: &Path, deadline: Instant) -> Result<()> {
+    for sub in child_cgroups(dir) {
+        remove_tree(&sub, deadline)?;
+    }
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(source) => return Err(CgroupError::Remove { path: dir.to_path_buf(), source }),
+        }
+    }
 }
 
 /// rmdir `dir` unless it is in use (EBUSY: processes or child cgroups) or already gone.
@@ -387,6 +415,25 @@ mod tests {
         remove_with_parents(root.path(), Path::new("berth/a"), Parents::RemoveEmpty).unwrap();
         assert!(root.path().join("berth/b").exists());
         remove_with_parents(root.path(), Path::new("berth/b"), Parents::RemoveEmpty).unwrap();
+        assert!(!root.path().join("berth").exists());
+    }
+
+    #[test]
+    fn sub_cgroups_count_for_processes_and_go_with_the_container() {
+        let root = tempfile::tempdir().unwrap();
+        let c = root.path().join("berth/c");
+        fs::create_dir_all(c.join("sub/deeper")).unwrap();
+        fs::write(c.join("cgroup.procs"), "1\n").unwrap();
+        fs::write(c.join("sub/cgroup.procs"), "2\n").unwrap();
+        fs::write(c.join("sub/deeper/cgroup.procs"), "3\n4\n").unwrap();
+        let mut pids = read_pids_tree(&c).unwrap();
+        pids.sort();
+        assert_eq!(pids, [1, 2, 3, 4]);
+        // A real cgroup's files cannot be unlinked and go with its rmdir: the fake's must go first.
+        for f in ["cgroup.procs", "sub/cgroup.procs", "sub/deeper/cgroup.procs"] {
+            fs::remove_file(c.join(f)).unwrap();
+        }
+        remove_with_parents(root.path(), Path::new("berth/c"), Parents::RemoveEmpty).unwrap();
         assert!(!root.path().join("berth").exists());
     }
 

@@ -284,7 +284,7 @@ impl Cgroup for V1 {
             .into_iter()
             .find_map(|c| self.dir(c))
             .ok_or_else(|| CgroupError::Unsupported("no cgroup hierarchy to list processes from".into()))?;
-        read_pids(&dir.join("cgroup.procs"))
+        read_pids_tree(&dir)
     }
 
     fn stats(&self) -> Result<Stats> {

@@ -182,7 +182,7 @@ impl Cgroup for V2 {
     }
 
     fn pids(&self) -> Result<Vec<i32>> {
-        read_pids(&self.dir().join("cgroup.procs"))
+        read_pids_tree(&self.dir())
     }
 
     fn stats(&self) -> Result<Stats> {
