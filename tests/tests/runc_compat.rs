@@ -585,3 +585,166 @@ fn exec_runs_in_a_sub_cgroup_when_asked() {
     assert!(seen[0][0].lines().any(|l| l.ends_with("/sub")), "{}", seen[0][0]);
     assert_eq!(seen[0], seen[1], "berth-runc and runc agree");
 }
+
+/// A seccomp agent for the tests: takes each listener sent to its socket and answers every
+/// notified call with ENOMEDIUM, as runc's test agent answers chmod. Keeps the JSON it got.
+struct Agent {
+    dir: tempfile::TempDir,
+    got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+/// `struct seccomp_notif` and `struct seccomp_notif_resp` (linux/seccomp.h).
+#[repr(C)]
+#[derive(Default)]
+struct Notif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: i32,
+    arch: u32,
+    ip: u64,
+    args: [u64; 6],
+}
+
+#[repr(C)]
+struct NotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const NOTIF_RECV: libc::c_ulong = 0xc050_2100; // _IOWR('!', 0, struct seccomp_notif)
+const NOTIF_SEND: libc::c_ulong = 0xc018_2101; // _IOWR('!', 1, struct seccomp_notif_resp)
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::Builder::new().prefix("berth-agent-").tempdir().unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("agent.sock")).unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (msg, fd) = recv_listener(&conn);
+                seen.lock().unwrap().push(msg);
+                std::thread::spawn(move || answer_all(fd));
+            }
+        });
+        Agent { dir, got }
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().join("agent.sock").to_string_lossy().into_owned()
+    }
+}
+
+fn recv_listener(conn: &std::os::unix::net::UnixStream) -> (serde_json::Value, std::os::fd::OwnedFd) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let r = nix::sys::socket::recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), nix::sys::socket::MsgFlags::empty()).unwrap();
+    let mut fd = None;
+    for c in r.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in this process.
+            fd = fds.first().map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(*f) });
+        }
+    }
+    let n = r.bytes;
+    (serde_json::from_slice(&buf[..n]).unwrap(), fd.expect("a listener came with the message"))
+}
+
+fn answer_all(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut p, 1, 30_000) } <= 0 || p.revents & libc::POLLIN == 0 {
+            return; // every process of the filter is gone (POLLHUP), or nothing came
+        }
+        let mut n = Notif::default();
+        // SAFETY: the kernel fills a struct seccomp_notif of exactly this layout.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV, &mut n as *mut Notif) } != 0 {
+            continue;
+        }
+        let mut resp = NotifResp { id: n.id, val: 0, error: -libc::ENOMEDIUM, flags: 0 };
+        // SAFETY: a struct seccomp_notif_resp of exactly this layout, read by the kernel.
+        unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND, &mut resp as *mut NotifResp) };
+    }
+}
+
+fn notify_mkdir(b: &mut Bundle, listener: &str) {
+    b.spec["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": listener,
+        "listenerMetadata": "berth-test",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    b.save();
+}
+
+#[test]
+fn seccomp_notify_hands_the_listener_to_the_agent() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    let mut outs = Vec::new();
+    for rt in both(&ours, &runc) {
+        let agent = Agent::start();
+        let probe = "mkdir /tmp/x 2>&1; echo rc=$?";
+        let mut b = Bundle::new(&["sh", "-c", probe]);
+        notify_mkdir(&mut b, &agent.path());
+        let id = ours.id("notify");
+        let run = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+        assert_eq!(run.code, 0, "{}: {run:?}", rt.name());
+        // An exec's filter has its own listener, sent the same way.
+        b.spec["process"]["args"] = serde_json::json!(["sleep", "300"]);
+        b.save();
+        let id = ours.id("notify-exec");
+        assert_eq!(rt.detached(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]), 0, "{}", rt.name());
+        let exec = rt.run(&["exec", &id, "sh", "-c", probe]);
+        rt.run(&["delete", "--force", &id]).success();
+        let got = agent.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "{}: one listener per process: {got:#?}", rt.name());
+        for m in &got {
+            assert_eq!((m["fds"].clone(), m["metadata"].clone()), (serde_json::json!(["seccompFd"]), "berth-test".into()), "{}", rt.name());
+            assert!(m["pid"].as_i64().is_some_and(|p| p > 0) && m["state"]["bundle"].is_string(), "{}: {m}", rt.name());
+        }
+        outs.push((run.stdout, exec.stdout));
+    }
+    assert!(outs[0].0.contains("No medium found") && outs[0].0.ends_with("rc=1\n"), "{:?}", outs[0]);
+    assert_eq!(outs[0], outs[1], "berth-runc and runc agree");
+}
+
+#[test]
+fn seccomp_notify_without_an_agent_or_on_write_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let Some(runc) = Runc::new() else { return };
+    let ours = Runtime::new();
+    for rt in both(&ours, &runc) {
+        let dir = tempfile::tempdir().unwrap();
+        let nobody = dir.path().join("nobody.sock").to_string_lossy().into_owned();
+        let mut b = Bundle::new(&["true"]);
+        notify_mkdir(&mut b, &nobody);
+        let id = ours.id("noagent");
+        let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+        assert_ne!(r.code, 0, "{}", rt.name());
+        assert!(r.stderr.contains("failed to connect with seccomp agent"), "{}: {}", rt.name(), r.stderr);
+        let _ = rt.run(&["delete", "--force", &id]);
+
+        b.spec["linux"]["seccomp"]["syscalls"] = serde_json::json!([{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]);
+        b.save();
+        let id = ours.id("notify-write");
+        let r = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+        assert_ne!(r.code, 0, "{}", rt.name());
+        assert!(r.stderr.contains("SCMP_ACT_NOTIFY cannot be used for the write syscall"), "{}: {}", rt.name(), r.stderr);
+        let _ = rt.run(&["delete", "--force", &id]);
+    }
+}

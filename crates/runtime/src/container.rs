@@ -573,6 +573,13 @@ fn connect_console(path: &Option<PathBuf>, terminal: bool) -> Result<Option<Owne
     }
 }
 
+/// A process's seccomp listener, received from it, to the spec's seccomp agent.
+fn hand_listener(linux: &oci_spec::runtime::Linux, fd: Option<OwnedFd>, pid: Pid, state: serde_json::Value) -> Result<()> {
+    let seccomp = linux.seccomp().as_ref().ok_or_else(|| Error::InvalidConfig("a seccomp listener without a seccomp filter".into()))?;
+    let fd = fd.ok_or_else(|| Error::State { id: String::new(), reason: "the seccomp listener did not come with its message".into() })?;
+    Ok(seccomp::send_listener(seccomp, &fd, pid.as_raw(), state)?)
+}
+
 fn oci_state(s: &State, status: Status) -> serde_json::Value {
     serde_json::json!({
         "ociVersion": "1.0.2",
@@ -703,7 +710,15 @@ impl Container {
         let creating = serde_json::to_string(&oci_state(&state, Status::Creating)).unwrap_or_default();
         parent_end.send(&Msg::Begin { state: creating.clone() })?;
         loop {
-            match parent_end.recv()? {
+            let (msg, fd) = match parent_end.recv_with_fd()? {
+                Some((m, fd)) => (Some(m), fd),
+                None => (None, None),
+            };
+            match msg {
+                Some(Msg::SeccompListener) => {
+                    hand_listener(&linux, fd, pid, serde_json::from_str(&creating).unwrap_or_default())?;
+                    parent_end.send(&Msg::Go)?;
+                }
                 Some(Msg::RunHooks) => {
                     let hooks = spec.hooks().clone().unwrap_or_default();
                     #[allow(deprecated)]
@@ -1021,7 +1036,14 @@ impl Container {
         };
         placement.finish(cgroup.as_ref(), pid, cloned_into).map_err(fail)?;
         parent_end.send(&Msg::Go).map_err(fail)?;
-        match parent_end.recv().map_err(fail)? {
+        let mut next = parent_end.recv_with_fd().map_err(fail)?;
+        if let Some((Msg::SeccompListener, fd)) = next {
+            let linux = config.linux().clone().unwrap_or_default();
+            hand_listener(&linux, fd, pid, self.oci_state()).map_err(fail)?;
+            parent_end.send(&Msg::Go).map_err(fail)?;
+            next = parent_end.recv_with_fd().map_err(fail)?;
+        }
+        match next.map(|(m, _)| m) {
             Some(Msg::Ready) => {}
             Some(Msg::Failed { kind, message }) => {
                 let _ = nix::sys::wait::waitpid(pid, None);

@@ -235,6 +235,19 @@ fn cstr(s: &str, what: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::InvalidConfig(format!("{what} contains a NUL byte: {s:?}")))
 }
 
+/// Load the filter; a notifying one's listener goes to the parent at once, and we wait until
+/// the agent has it: from here on a notified call of ours would block without an agent.
+fn load_seccomp(s: &Setup) -> Result<()> {
+    let Some(f) = &s.seccomp else { return Ok(()) };
+    let Some(listener) = f.load().map_err(Error::sys("loading the seccomp filter"))? else { return Ok(()) };
+    s.sync.send_with_fd(&Msg::SeccompListener, &listener)?;
+    drop(listener);
+    match s.sync.recv()? {
+        Some(Msg::Go) => Ok(()),
+        other => Err(Error::State { id: String::new(), reason: format!("expected Go after the seccomp listener, got {other:?}") }),
+    }
+}
+
 fn prepare_process(s: &Setup) -> Result<Exec> {
     let p = s.process;
     let args = p.args().clone().unwrap_or_default();
@@ -250,16 +263,12 @@ fn prepare_process(s: &Setup) -> Result<Exec> {
     let no_new_privs = p.no_new_privileges() == Some(true);
     if !no_new_privs {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps.
-        if let Some(f) = &s.seccomp {
-            f.load().map_err(Error::sys("loading the seccomp filter"))?;
-        }
+        load_seccomp(s)?;
     }
     apply_user_and_caps(p)?;
     if no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(Error::sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
-        if let Some(f) = &s.seccomp {
-            f.load().map_err(Error::sys("loading the seccomp filter"))?;
-        }
+        load_seccomp(s)?;
     }
     let cwd = p.cwd();
     nix::unistd::chdir(cwd).map_err(|e| Error::Init {

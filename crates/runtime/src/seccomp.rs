@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 pub enum SeccompError {
     #[error("seccomp: unknown syscall {0:?}")]
     UnknownSyscall(String),
-    #[error("seccomp: action {0:?} is not supported")]
-    UnsupportedAction(String),
+    #[error("seccomp: {0}")]
+    Notify(String),
     #[error("seccomp: argument index {index} of {syscall} is out of range (0-5)")]
     BadArgIndex { syscall: String, index: usize },
     #[error("seccomp: {context}: {source}")]
@@ -62,7 +62,7 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> Resu
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(default_errno) as u16),
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
-        LinuxSeccompAction::ScmpActNotify => return Err(SeccompError::UnsupportedAction("SCMP_ACT_NOTIFY".into())),
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -117,8 +117,39 @@ pub fn compile_cached(s: &LinuxSeccomp, cache_dir: &Path) -> Result<CompiledFilt
     Ok(f)
 }
 
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: the load returns the fd a seccomp agent answers on.
+const NEW_LISTENER: libc::c_ulong = 8;
+
+/// Whether any rule of `s` hands its syscall to a seccomp agent (`SCMP_ACT_NOTIFY`).
+pub fn notifies(s: &LinuxSeccomp) -> bool {
+    s.syscalls().as_ref().is_some_and(|r| r.iter().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify))
+}
+
+/// What runc checks of a filter that notifies: an agent to send the listener to, never for
+/// the default action, and never for the calls the runtime makes between loading the filter
+/// and handing the listener over (the agent could not answer them yet).
+pub fn check_notify(s: &LinuxSeccomp) -> Result<(), SeccompError> {
+    if s.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(SeccompError::Notify("SCMP_ACT_NOTIFY cannot be used as default action".into()));
+    }
+    if !notifies(s) {
+        return Ok(());
+    }
+    for rule in s.syscalls().iter().flatten().filter(|r| r.action() == LinuxSeccompAction::ScmpActNotify) {
+        for name in rule.names() {
+            if matches!(name.as_str(), "write" | "sendmsg") {
+                return Err(SeccompError::Notify(format!("SCMP_ACT_NOTIFY cannot be used for the {name} syscall")));
+            }
+        }
+    }
+    match s.listener_path() {
+        Some(p) if !p.as_os_str().is_empty() => Ok(()),
+        _ => Err(SeccompError::Notify("SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath, the seccomp agent's socket".into())),
+    }
+}
+
 fn flags(s: &LinuxSeccomp) -> libc::c_ulong {
-    let mut flags: libc::c_ulong = 0;
+    let mut flags: libc::c_ulong = if notifies(s) { NEW_LISTENER } else { 0 };
     for f in s.flags().clone().unwrap_or_default() {
         flags |= match f {
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 1,
@@ -131,6 +162,7 @@ fn flags(s: &LinuxSeccomp) -> libc::c_ulong {
 }
 
 pub fn compile(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
+    check_notify(s)?;
     let default_errno = s.default_errno_ret().unwrap_or(libc::EPERM as u32);
     let default = action(s.default_action(), None, default_errno)?;
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("creating filter"))?;
@@ -237,13 +269,49 @@ impl CompiledFilter {
         self.instructions.is_empty()
     }
 
-    /// Install the filter on the calling thread. Needs no_new_privs or CAP_SYS_ADMIN.
-    pub fn load(&self) -> nix::Result<()> {
+    /// Install the filter on the calling thread. Needs no_new_privs or CAP_SYS_ADMIN. A filter
+    /// that notifies returns its listener, for the seccomp agent.
+    pub fn load(&self) -> nix::Result<Option<std::os::fd::OwnedFd>> {
         let prog = libc::sock_fprog { len: self.instructions.len() as u16, filter: self.instructions.as_ptr() as *mut _ };
         // SAFETY: prog points at `instructions`, which outlives the call; the kernel copies it.
         let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, self.flags, &prog as *const libc::sock_fprog) };
-        nix::errno::Errno::result(rc).map(drop)
+        let rc = nix::errno::Errno::result(rc)?;
+        if self.flags & NEW_LISTENER == 0 {
+            return Ok(None);
+        }
+        // SAFETY: with NEW_LISTENER the kernel returned a new descriptor that nothing else owns.
+        Ok(Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rc as i32) }))
     }
+}
+
+/// Hand a notifying filter's listener to the seccomp agent at `listenerPath`, as runc does:
+/// one message on its unix socket, the OCI `ContainerProcessState` as JSON with the listener
+/// attached (SCM_RIGHTS, named `seccompFd`). `state` is the container's OCI state.
+pub fn send_listener(s: &LinuxSeccomp, listener: &std::os::fd::OwnedFd, pid: i32, state: serde_json::Value) -> Result<(), SeccompError> {
+    use std::os::fd::AsRawFd;
+    let path = s.listener_path().clone().unwrap_or_default();
+    let agent = |e: std::io::Error| {
+        SeccompError::Notify(format!("failed to connect with seccomp agent specified in the seccomp profile ({}): {e}", path.display()))
+    };
+    let stream = std::os::unix::net::UnixStream::connect(&path).map_err(agent)?;
+    let msg = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": s.listener_metadata().clone().unwrap_or_default(),
+        "state": state,
+    });
+    let data = serde_json::to_vec(&msg).unwrap_or_default();
+    let fds = [listener.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(&data)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| agent(e.into()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -288,11 +356,31 @@ mod tests {
     }
 
     #[test]
-    fn notify_is_refused_clearly() {
-        let s = seccomp(serde_json::json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
-        }));
-        assert!(compile(&s).unwrap_err().to_string().contains("NOTIFY"));
+    fn notify_needs_an_agent_and_spares_the_runtimes_own_calls() {
+        let with = |names: &[&str], listener: Option<&str>| {
+            let mut v = serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": names, "action": "SCMP_ACT_NOTIFY"}]
+            });
+            if let Some(l) = listener {
+                v["listenerPath"] = l.into();
+            }
+            seccomp(v)
+        };
+        let f = compile(&with(&["mkdir"], Some("/run/agent.sock"))).unwrap();
+        assert_eq!(f.flags & NEW_LISTENER, NEW_LISTENER);
+        for (names, listener, want) in [
+            (&["mkdir"][..], None, "listenerPath"),
+            (&["mkdir"], Some(""), "listenerPath"),
+            (&["write"], Some("/run/agent.sock"), "SCMP_ACT_NOTIFY cannot be used for the write syscall"),
+            (&["sendmsg"], Some("/run/agent.sock"), "sendmsg"),
+        ] {
+            let e = compile(&with(names, listener)).unwrap_err().to_string();
+            assert!(e.contains(want), "{names:?} {listener:?}: {e}");
+        }
+        let default = seccomp(serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x"}));
+        assert!(compile(&default).unwrap_err().to_string().contains("default action"));
+        // Without notify, no listener is asked for.
+        assert_eq!(compile(&seccomp(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}))).unwrap().flags & NEW_LISTENER, 0);
     }
 }

@@ -1,9 +1,12 @@
 //! The channel between the runtime and a container process it is setting up: a SEQPACKET
 //! socket pair carrying one JSON message per packet.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, send, sendmsg, socketpair,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
@@ -19,6 +22,9 @@ pub enum Msg {
     RunHooks,
     /// Child → parent: set up and waiting for start (or about to exec, for exec).
     Ready,
+    /// Child → parent: the seccomp filter is loaded; its listener travels with this message
+    /// (SCM_RIGHTS) for the parent to hand to the seccomp agent, then answer Go.
+    SeccompListener,
     /// Child → parent: setup failed.
     Failed { kind: WireKind, message: String },
 }
@@ -68,20 +74,49 @@ impl Channel {
         Ok(())
     }
 
+    /// `msg` with `fd` attached.
+    pub fn send_with_fd(&self, msg: &Msg, fd: &OwnedFd) -> Result<()> {
+        let data = serde_json::to_vec(msg).unwrap_or_default();
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(self.0.as_raw_fd(), &[IoSlice::new(&data)], &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(Error::sys("sending a descriptor on the sync socket"))?;
+        Ok(())
+    }
+
     /// The next message, or None when the other side closed the channel (it exited).
     pub fn recv(&self) -> Result<Option<Msg>> {
+        Ok(self.recv_with_fd()?.map(|(m, _)| m))
+    }
+
+    /// The next message and the descriptor that came with it, if any.
+    pub fn recv_with_fd(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         loop {
-            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    return serde_json::from_slice(&buf[..n])
-                        .map(Some)
-                        .map_err(|e| Error::State { id: String::new(), reason: format!("bad sync message: {e}") });
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let (n, fd) = match recvmsg::<()>(self.0.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Ok(r) => {
+                    let mut fd = None;
+                    for c in r.cmsgs().map_err(Error::sys("reading the sync socket's control data"))? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                // SAFETY: SCM_RIGHTS just installed `raw` in this process; nothing else owns it.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                fd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    (r.bytes, fd)
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("reading the sync socket")(e)),
+            };
+            if n == 0 {
+                return Ok(None);
             }
+            return serde_json::from_slice(&buf[..n])
+                .map(|m| Some((m, fd)))
+                .map_err(|e| Error::State { id: String::new(), reason: format!("bad sync message: {e}") });
         }
     }
 }
