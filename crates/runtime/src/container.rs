@@ -114,32 +114,6 @@ pub struct BundleConfig {
 }
 
 /// Load and check `bundle/config.json`.
-/// AppArmor profiles and SELinux labels are refused, never ignored: where the host has neither
-/// (runc fails there too, when it applies them), with what is missing; where it has them, as
-/// not implemented yet.
-fn security_labels(spec: &Spec) -> Result<()> {
-    let set = |s: &Option<String>| s.as_deref().filter(|v| !v.is_empty()).map(str::to_string);
-    let process = spec.process().clone().unwrap_or_default();
-    let linux = spec.linux().clone().unwrap_or_default();
-    if let Some(p) = set(process.apparmor_profile()) {
-        return Err(if Path::new("/sys/kernel/security/apparmor").exists() {
-            Error::Unsupported(format!("apparmorProfile {p:?}: applying AppArmor profiles is not implemented yet"))
-        } else {
-            Error::Unsupported(format!("apparmorProfile {p:?} is set but AppArmor is not enabled on this host"))
-        });
-    }
-    for (what, label) in [("mountLabel", set(linux.mount_label())), ("selinuxLabel", set(process.selinux_label()))] {
-        if let Some(l) = label {
-            return Err(if Path::new("/sys/fs/selinux/enforce").exists() {
-                Error::Unsupported(format!("{what} {l:?}: applying SELinux labels is not implemented yet"))
-            } else {
-                Error::Unsupported(format!("{what} {l:?} is set but SELinux is not enabled on this host"))
-            });
-        }
-    }
-    Ok(())
-}
-
 pub fn load_spec(bundle: &Path) -> Result<BundleConfig> {
     let path = bundle.join("config.json");
     let data = match fs::read_to_string(&path) {
@@ -164,7 +138,7 @@ pub fn load_spec(bundle: &Path) -> Result<BundleConfig> {
     if !process.cwd().is_absolute() {
         return Err(Error::InvalidConfig(format!("process.cwd {} is not absolute", process.cwd().display())));
     }
-    security_labels(&spec)?;
+    crate::lsm::check(&spec)?;
     let rootfs = fs::canonicalize(&rootfs).map_err(Error::io("resolving rootfs", &rootfs))?;
     Ok(BundleConfig { spec, raw, rootfs })
 }

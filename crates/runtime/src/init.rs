@@ -114,6 +114,7 @@ fn setup_and_exec(s: &Setup) -> Result<std::convert::Infallible> {
             cgroup_ns: s.plan.has(LinuxNamespaceType::Cgroup),
             cgroups: cgroups.clone(),
             own_mount_ns,
+            mount_label: s.spec.linux().as_ref().and_then(|l| l.mount_label().clone()),
         };
         rootfs::prepare(&sys, s.spec, &ctx)?;
         #[allow(deprecated)]
@@ -254,6 +255,7 @@ fn prepare_process(s: &Setup) -> Result<Exec> {
     let argv0 = args.first().ok_or_else(|| Error::InvalidConfig("process.args is empty".into()))?.clone();
     let env = p.env().clone().unwrap_or_default();
 
+    crate::lsm::apply_exec_labels(p)?;
     for r in p.rlimits().clone().unwrap_or_default() {
         set_rlimit(r.typ(), r.soft(), r.hard())?;
     }

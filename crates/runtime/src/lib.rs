@@ -11,6 +11,7 @@ mod container;
 pub mod error;
 pub mod hooks;
 mod init;
+pub mod lsm;
 pub mod namespaces;
 pub mod rootfs;
 pub mod seccomp;

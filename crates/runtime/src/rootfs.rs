@@ -29,6 +29,8 @@ pub struct RootfsContext<'a> {
     /// Whether the container has a mount namespace (made or joined). Without one its mounts go
     /// into the runtime's own table: the propagation of `/` there is left as it is.
     pub own_mount_ns: bool,
+    /// SELinux's `linux.mountLabel`, for the file systems mounted here.
+    pub mount_label: Option<String>,
 }
 
 /// Flags and data parsed from a mount's option list.
@@ -305,7 +307,7 @@ fn mount_one(sys: &dyn Sys, m: &Mount, ctx: &RootfsContext) -> Result<()> {
     } else {
         sys.mkdir_all(&dest, 0o755)?;
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        let data = opts.data();
+        let data = crate::lsm::with_mount_label(opts.data(), typ, ctx.mount_label.as_deref());
         sys.mount(Some(&source), &dest, Some(typ), opts.flags, data.as_deref())?;
     }
     for p in &opts.propagation {
@@ -443,6 +445,7 @@ mod tests {
             cgroup_ns: false,
             cgroups: CgroupView::V2(PathBuf::from("/sys/fs/cgroup/berth/x")),
             own_mount_ns: true,
+            mount_label: None,
         }
     }
 
@@ -576,6 +579,19 @@ mod tests {
         let sys = RecordingSys::with_dirs(&["/r", "/src"]);
         prepare(&sys, &spec, &ctx(Path::new("/r"))).unwrap();
         assert!(sys.calls().contains(&"setattr /r/data set=0x1 clear=0x0".to_string()), "{:#?}", sys.calls());
+    }
+
+    #[test]
+    fn the_selinux_mount_label_reaches_file_systems_not_proc() {
+        let spec = crate::spec::docker_default(&["true".into()], false);
+        let sys = RecordingSys::with_dirs(&["/r"]);
+        let label = "system_u:object_r:container_file_t:s0";
+        prepare(&sys, &spec, &RootfsContext { mount_label: Some(label.into()), ..ctx(Path::new("/r")) }).unwrap();
+        let calls = sys.calls();
+        let dev = calls.iter().find(|c| c.starts_with("mount tmpfs /r/dev tmpfs")).unwrap();
+        assert!(dev.ends_with(&format!("mode=755,size=65536k,context=\"{label}\"")), "{dev}");
+        let proc = calls.iter().find(|c| c.starts_with("mount proc /r/proc")).unwrap();
+        assert!(!proc.contains("context="), "{proc}");
     }
 
     #[test]
