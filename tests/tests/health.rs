@@ -64,6 +64,17 @@ fn health_goes_starting_unhealthy_healthy_and_is_told() {
     std::thread::sleep(std::time::Duration::from_millis(700));
     assert_eq!(health(&d, "hc")["Log"].as_array().unwrap().len(), 5);
 
+    // Paused, it is not probed (nor held against it); unpaused, probing goes on.
+    d.docker(&["pause", "hc"]).success();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let last_start = |d: &TestDaemon| health(d, "hc")["Log"].as_array().unwrap().last().unwrap()["Start"].clone();
+    let before = last_start(&d);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(last_start(&d), before, "no probe while paused");
+    assert_eq!(health(&d, "hc")["Status"], "healthy");
+    d.docker(&["unpause", "hc"]).success();
+    wait_until("probed again once unpaused", || last_start(&d) != before);
+
     // Each change once, in order; the probes are execs, as Docker tells them.
     let (s, u) = (format!("{t0:.3}"), format!("{:.3}", now()));
     let evs =

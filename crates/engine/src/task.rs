@@ -37,8 +37,6 @@ pub trait Tasks: Send + Sync + 'static {
     async fn connect(&self, bundle: &Path, req: &Request) -> Result<Conn>;
     async fn kill(&self, bundle: &Path, signal: i32, all: bool) -> Result<()>;
     async fn resize(&self, bundle: &Path, exec_pid: Option<i32>, rows: u16, cols: u16) -> Result<()>;
-    /// Signal an exec the shim has not reaped yet (a probe past its timeout).
-    async fn signal_exec(&self, bundle: &Path, pid: i32, signal: i32) -> Result<()>;
     /// The container's exit, once it has exited; None when its shim went without saying.
     async fn wait(&self, bundle: &Path) -> Option<ExitStatus>;
     /// The exit its shim recorded in the bundle, if any.
@@ -149,10 +147,6 @@ impl Tasks for ShimTasks {
 
     async fn resize(&self, bundle: &Path, exec_pid: Option<i32>, rows: u16, cols: u16) -> Result<()> {
         shim::call(bundle, &Request::Resize { exec_pid, rows, cols }).await.map(|_| ())
-    }
-
-    async fn signal_exec(&self, bundle: &Path, pid: i32, signal: i32) -> Result<()> {
-        shim::call(bundle, &Request::SignalExec { pid, signal }).await.map(|_| ())
     }
 
     async fn wait(&self, bundle: &Path) -> Option<ExitStatus> {
@@ -428,10 +422,6 @@ pub mod fake {
 
         async fn resize(&self, _bundle: &Path, _exec_pid: Option<i32>, _rows: u16, _cols: u16) -> Result<()> {
             Ok(())
-        }
-
-        async fn signal_exec(&self, bundle: &Path, _pid: i32, _signal: i32) -> Result<()> {
-            Err(Error::Internal(format!("the fake has no execs ({})", bundle.display())))
         }
 
         async fn wait(&self, bundle: &Path) -> Option<ExitStatus> {

@@ -14,6 +14,8 @@ pub(crate) enum Role {
     /// Streams the exec with this pid.
     Exec(i32),
     Wait,
+    /// Healthcheck probes: `ProbeRun` lines in, `ProbeResult` lines out (`probe.rs`).
+    Probe,
 }
 
 pub(crate) struct Client {

@@ -9,6 +9,9 @@ impl Shim {
         let done: Vec<i32> = self.execs.iter().filter(|(_, p)| p.status.is_some() && p.outputs.is_empty()).map(|(pid, _)| *pid).collect();
         for pid in done {
             let Some(p) = self.execs.remove(&pid) else { continue };
+            if self.probe_ended(pid, p.status) {
+                continue;
+            }
             let status = ExitStatus {
                 exit_code: p.status.unwrap_or(255),
                 finished_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),

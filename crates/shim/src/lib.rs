@@ -108,13 +108,51 @@ pub enum Request {
     },
     /// Answered with the [`ExitStatus`] (as `Reply::exit`) once the container has exited.
     Wait,
-    /// Signal an exec (a healthcheck's probe past its timeout) that has not been reaped yet:
-    /// the shim is its parent, so the pid cannot be another process's meanwhile.
-    SignalExec {
-        pid: i32,
-        signal: i32,
+    /// Healthcheck probes of the container on this connection, kept open: after the ok reply,
+    /// each [`ProbeRun`] line from the client schedules one run of `process`, which the shim
+    /// kills at `timeout_ms`; each run is answered with one [`ProbeResult`] line. One
+    /// connection for all of a container's probes, and one line each way per probe: the
+    /// engine is woken once per probe.
+    Probe {
+        process: Box<oci_spec::runtime::Process>,
+        timeout_ms: u64,
     },
 }
+
+/// Client → shim on a probe connection: run the probe `in_ms` from now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRun {
+    pub in_ms: u64,
+}
+
+/// Shim → client on a probe connection: how one run went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProbeResult {
+    /// RFC 3339, when the probe was started and when it ended.
+    pub start: String,
+    pub end: String,
+    /// None: it was killed without an exit status to report, or never ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The first [`MAX_PROBE_OUTPUT`] bytes of its stdout and stderr, as they came.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    /// There was more output than that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Killed at its timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// Not run: the container is paused (a frozen container cannot run a probe).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// It could not be started: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The output of a probe that is kept (Docker keeps 4 KiB).
+pub const MAX_PROBE_OUTPUT: usize = 4096;
 
 /// What kind of failure, so the engine can answer with Docker's status and exit codes: the
 /// runtime's own classification.

@@ -7,6 +7,7 @@
 mod clients;
 mod exit;
 mod log;
+mod probe;
 mod requests;
 mod shim;
 mod stdio;

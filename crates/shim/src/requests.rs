@@ -1,4 +1,4 @@
-//! Requests on `shim.sock`: start, attach, kill, resize, wait, exec.
+//! Requests on `shim.sock`: start, attach, kill, resize, wait, exec, probe.
 
 use crate::*;
 
@@ -56,16 +56,21 @@ impl Shim {
                 };
                 self.reply_and_close(token, reply);
             }
-            Request::SignalExec { pid, signal } => {
-                let reply = match (Signal::try_from(signal), self.execs.get(&pid)) {
-                    (Err(_), _) => Reply::error(ErrorKind::InvalidArgument, format!("invalid signal {signal}")),
-                    (Ok(sig), Some(p)) if p.status.is_none() => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-                        Ok(()) => Reply::ok(),
-                        Err(e) => Reply::error(ErrorKind::Internal, format!("signalling exec {pid}: {e}")),
-                    },
-                    _ => Reply::error(ErrorKind::NotFound, format!("no running exec {pid}")),
-                };
-                self.reply_and_close(token, reply);
+            Request::Probe { .. } if self.exited.is_some() || !self.started => {
+                self.reply_and_close(token, Reply::error(ErrorKind::Conflict, format!("container {} is not running", self.cfg.id)));
+            }
+            Request::Probe { process, timeout_ms } => {
+                let Some(c) = self.clients.get_mut(&token) else { return };
+                c.role = Role::Probe;
+                queue_line(c, &Reply::ok());
+                let _ = flush(c);
+                self.probes.insert(token, crate::probe::Probe::new(*process, timeout_ms));
+                if !rest.is_empty()
+                    && let Some(c) = self.clients.get_mut(&token)
+                {
+                    c.inbuf = rest;
+                    self.probe_input(token);
+                }
             }
             Request::Wait => {
                 if let Some(c) = self.clients.get_mut(&token) {

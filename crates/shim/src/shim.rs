@@ -17,6 +17,8 @@ pub(crate) struct Shim {
     pub(crate) pid: i32,
     pub(crate) main: Proc,
     pub(crate) execs: HashMap<i32, Proc>,
+    /// Healthcheck probes, by the token of their connection.
+    pub(crate) probes: HashMap<u64, crate::probe::Probe>,
     pub(crate) log: Option<log::LogFile>,
     pub(crate) listener: Option<UnixListener>,
     pub(crate) sigfd: SignalFd,
@@ -125,6 +127,7 @@ impl Shim {
             pid,
             main,
             execs: HashMap::new(),
+            probes: HashMap::new(),
             log,
             listener: Some(listener),
             sigfd,
@@ -149,6 +152,7 @@ impl Shim {
             {
                 return self.finish();
             }
+            self.tend_probes();
             let mut fds: Vec<libc::pollfd> = Vec::new();
             let mut tags: Vec<Tag> = Vec::new();
             let mut add = |fd: RawFd, events: i16, tag: Tag| {
@@ -180,7 +184,8 @@ impl Shim {
                 }
                 add(c.sock.as_raw_fd(), events, Tag::Client(*token));
             }
-            let timeout = match (&self.exited, self.release_at) {
+            let next = self.probes.values().filter_map(|p| p.wake_at()).chain(self.release_at).min();
+            let timeout = match (&self.exited, next) {
                 (Some(_), _) => 50,
                 (None, Some(at)) => i32::try_from(at.saturating_duration_since(Instant::now()).as_millis() + 1).unwrap_or(i32::MAX),
                 (None, None) => -1,
@@ -212,6 +217,7 @@ impl Shim {
             }
             self.finish_execs();
             self.clients.retain(|_, c| !(c.closing && c.out.is_empty()));
+            self.forget_probes();
         }
     }
 
@@ -314,6 +320,9 @@ impl Shim {
                 }
             }
             Some(pid) => {
+                if self.probe_output(pid, data) {
+                    return;
+                }
                 for c in self.clients.values_mut() {
                     if c.role == Role::Exec(pid) {
                         queue(c, &frame);
@@ -399,6 +408,14 @@ impl Shim {
                 if n == 0 {
                     self.drop_client(token);
                 }
+            }
+            Role::Probe => {
+                if n == 0 {
+                    self.drop_client(token);
+                    return;
+                }
+                c.inbuf.extend_from_slice(&buf[..n]);
+                self.probe_input(token);
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use super::*;
 use berth_models::containers::{Health, HealthcheckResult};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 pub(crate) const STARTING: &str = "starting";
 pub(crate) const HEALTHY: &str = "healthy";
@@ -19,11 +19,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_START_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_RETRIES: i64 = 3;
-/// What Docker keeps of a probe's output, and how many results.
-const MAX_OUTPUT: usize = 4096;
+/// How many results Docker keeps.
 const MAX_LOG: usize = 5;
-/// How long a probe killed at its timeout is given to report its end (for `exec_die`).
-const KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// A running container's healthcheck: its task and its health since the start.
 #[derive(Default)]
@@ -105,53 +102,75 @@ pub(crate) fn record_result(h: &mut Health, result: HealthcheckResult, in_start_
     h.status != before
 }
 
-/// A probe's output as Docker keeps it: the first 4 KiB, `...` when there was more.
-#[derive(Default)]
-struct Output {
-    kept: Vec<u8>,
-    truncated: bool,
-}
-
-impl Output {
-    fn push(&mut self, data: &[u8]) {
-        let room = MAX_OUTPUT.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&data[..room.min(data.len())]);
-        self.truncated |= data.len() > room;
+/// A probe's result as Docker records it: the first 4 KiB of output, `...` when there was more;
+/// exit code -1 and dockerd's words when it timed out or could not run.
+fn health_result(r: berth_shim::ProbeResult, timeout: Duration) -> HealthcheckResult {
+    let (start, end) = (r.start, r.end);
+    if r.timed_out {
+        let output = format!("Health check exceeded timeout ({})", berth_format::go_duration_string(timeout.as_nanos() as i64));
+        return HealthcheckResult { start, end, exit_code: -1, output };
     }
-
-    fn text(&self) -> String {
-        let mut s = String::from_utf8_lossy(&self.kept).into_owned();
-        if self.truncated {
-            s.push_str("...");
-        }
-        s
+    if let Some(e) = r.error {
+        return HealthcheckResult { start, end, exit_code: -1, output: e };
     }
-}
-
-/// Read a probe's frames until its exit frame: its output (bounded) and its exit code.
-async fn read_probe(mut conn: crate::shim::Conn, out: &mut Output) -> Option<i32> {
-    let mut header = [0u8; 8];
-    let mut buf = vec![0u8; MAX_OUTPUT];
-    loop {
-        conn.stream.read_exact(&mut header).await.ok()?;
-        let (stream, len) = berth_shim::parse_header(&header);
-        if stream == berth_shim::EXIT_FRAME {
-            // An exit status is a short JSON object; anything longer is not one.
-            if len > buf.len() {
-                return None;
+    match r.exit_code {
+        Some(c) => {
+            let mut output = r.output;
+            if r.truncated {
+                output.push_str("...");
             }
-            conn.stream.read_exact(&mut buf[..len]).await.ok()?;
-            return serde_json::from_slice::<ExitStatus>(&buf[..len]).ok().map(|s| s.exit_code);
+            HealthcheckResult { start, end, exit_code: i64::from(c), output }
         }
-        // Output beyond what is kept is read and dropped, a chunk at a time.
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(buf.len());
-            conn.stream.read_exact(&mut buf[..n]).await.ok()?;
-            out.push(&buf[..n]);
-            left -= n;
-        }
+        None => HealthcheckResult { start, end, exit_code: -1, output: "the probe ended without an exit status".into() },
     }
+}
+
+/// A container's probe connection to its shim (`Request::Probe`): one line out to schedule a
+/// probe, one line back with its result.
+struct Session {
+    conn: crate::shim::Conn,
+    line: String,
+}
+
+impl Session {
+    /// Schedule the next probe `wait` from now and wait for its result.
+    async fn probe(&mut self, wait: Duration) -> std::io::Result<berth_shim::ProbeResult> {
+        let mut out = serde_json::to_vec(&berth_shim::ProbeRun { in_ms: wait.as_millis() as u64 }).unwrap_or_default();
+        out.push(b'\n');
+        self.conn.stream.get_mut().write_all(&out).await?;
+        self.line.clear();
+        // A result is a short line: 4 KiB of output, escaped, and a few fields.
+        let n = (&mut self.conn.stream).take(64 * 1024).read_line(&mut self.line).await?;
+        if n == 0 || !self.line.ends_with('\n') {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the shim ended the probe connection"));
+        }
+        serde_json::from_str(&self.line).map_err(std::io::Error::other)
+    }
+}
+
+/// The runtime every container's probes run on: one thread, so a probe's timer, its shim
+/// connection and its reply wake only that thread. On the daemon's multi-threaded runtime each
+/// of those woke a parked worker as well (a futex call each); with a hundred containers probed
+/// every second that was a fifth of berthd's CPU. Made at the first healthcheck.
+fn probes() -> &'static tokio::runtime::Handle {
+    static PROBES: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    PROBES.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("berth-health".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => {
+                    let _ = tx.send(Some(rt.handle().clone()));
+                    rt.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    tracing::warn!("no runtime of its own for healthchecks: {e}");
+                    let _ = tx.send(None);
+                }
+            }
+        });
+        // Where no thread or runtime of its own can be had, probes share the daemon's.
+        spawned.ok().and_then(|_| rx.recv().ok().flatten()).unwrap_or_else(tokio::runtime::Handle::current)
+    })
 }
 
 impl Engine {
@@ -166,7 +185,7 @@ impl Engine {
         health.status = STARTING.into();
         health.failing_streak = 0;
         let (e, c) = (self.clone(), Arc::clone(ctr));
-        let task = tokio::spawn(async move { e.health_loop(c, probe, started_at).await });
+        let task = probes().spawn(async move { e.health_loop(c, probe, started_at).await });
         *ctr.health.lock().unwrap_or_else(|p| p.into_inner()) = Live { task: Some(task.abort_handle()), health: Some(health) };
     }
 
@@ -181,22 +200,45 @@ impl Engine {
 
     async fn health_loop(&self, ctr: Arc<Ctr>, probe: Probe, started_at: String) {
         let since_start = || Duration::from_secs_f64((view::now_secs() - record::unix_seconds(&started_at)).max(0.0));
-        let mut process = None;
         let command = crate::exec::event_command(&probe.argv);
         let actions = [format!("exec_create: {command}"), format!("exec_start: {command}")];
+        let mut session: Option<Session> = None;
         loop {
             let status = ctr.rec().state.health.as_ref().map(|h| h.status.clone()).unwrap_or_default();
-            tokio::time::sleep(next_wait(&probe, since_start(), &status)).await;
+            let wait = next_wait(&probe, since_start(), &status);
+            let in_start_period = since_start() + wait < probe.start_period;
+            let result = match self.probe_session(&ctr, &probe, &mut session).await {
+                Ok(s) => s.probe(wait).await.map_err(|e| e.to_string()),
+                Err(e) => {
+                    // No session (the shim is gone or busy): a failed probe, at the usual time.
+                    tokio::time::sleep(wait).await;
+                    Err(e)
+                }
+            };
             let rec = ctr.rec();
             if rec.state.started_at != started_at || !rec.state.status.is_live() {
                 return;
             }
-            // A frozen container cannot run a probe; it is not held against it either.
-            if rec.state.status == Status::Paused {
-                continue;
+            let result = match result {
+                // A frozen container cannot run a probe; it is not held against it either.
+                Ok(r) if r.skipped => continue,
+                Ok(r) => health_result(r, probe.timeout),
+                Err(message) => {
+                    session = None;
+                    let now = record::now();
+                    HealthcheckResult { start: now.clone(), end: now, exit_code: -1, output: message }
+                }
+            };
+            // Docker's events of the probe's exec, as dockerd sends them for each.
+            match names::random_id() {
+                Ok(exec_id) => {
+                    let attrs = [("execID", exec_id.clone())];
+                    self.ctr_event(&rec, &actions[0], &attrs);
+                    self.ctr_event(&rec, &actions[1], &attrs);
+                    self.ctr_event(&rec, "exec_die", &[("execID", exec_id), ("exitCode", result.exit_code.to_string())]);
+                }
+                Err(e) => tracing::debug!("no exec id for a probe of {}: {}", ctr.id, e.message),
             }
-            let in_start_period = since_start() < probe.start_period;
-            let result = self.run_probe(&ctr, &probe, &mut process, &actions).await;
             let changed = {
                 let mut live = ctr.health.lock().unwrap_or_else(|p| p.into_inner());
                 // Stopped meanwhile: its exit took the health over.
@@ -219,69 +261,20 @@ impl Engine {
         }
     }
 
-    /// Run one probe: an exec with Docker's events, its output kept (bounded), killed at the
-    /// timeout. `process`: the exec's OCI process, made at the first probe and kept; `actions`:
-    /// its `exec_create` and `exec_start` events' actions.
-    async fn run_probe(
-        &self,
-        ctr: &Arc<Ctr>,
-        probe: &Probe,
-        process: &mut Option<oci_spec::runtime::Process>,
-        actions: &[String; 2],
-    ) -> HealthcheckResult {
-        let start = record::now();
-        let failed = |message: String| HealthcheckResult { start: start.clone(), end: record::now(), exit_code: -1, output: message };
-        let rec = ctr.rec();
-        let exec_id = match names::random_id() {
-            Ok(id) => id,
-            Err(e) => return failed(e.message),
-        };
-        let attrs = [("execID", exec_id.clone())];
-        self.ctr_event(&rec, &actions[0], &attrs);
-        let p = match process {
-            Some(p) => p.clone(),
-            None => {
-                let config = ExecConfig { cmd: Some(probe.argv.clone()), ..Default::default() };
-                match self.exec_process(&ctr.id, &config) {
-                    Ok(p) => process.insert(p).clone(),
-                    Err(e) => return failed(e.message),
-                }
-            }
-        };
-        self.ctr_event(&rec, &actions[1], &attrs);
-        let conn = match self.tasks.connect(&ctr.bundle, &Request::Exec { process: Box::new(p), stdin: false }).await {
-            Ok(c) if c.reply.ok => c,
-            Ok(c) => return failed(c.reply.message),
-            Err(e) => return failed(e.to_string()),
-        };
-        let pid = conn.reply.pid.unwrap_or(0);
-        let mut out = Output::default();
-        let (code, timed_out) = {
-            let read = read_probe(conn, &mut out);
-            tokio::pin!(read);
-            match tokio::time::timeout(probe.timeout, &mut read).await {
-                Ok(code) => (code, false),
-                Err(_) => {
-                    if pid > 0
-                        && let Err(e) = self.tasks.signal_exec(&ctr.bundle, pid, libc::SIGKILL).await
-                    {
-                        tracing::debug!("killing the probe of {}: {e}", ctr.id);
-                    }
-                    (tokio::time::timeout(KILL_GRACE, &mut read).await.ok().flatten(), true)
-                }
-            }
-        };
-        let die_code = code.map_or_else(|| "-1".to_string(), |c| c.to_string());
-        self.ctr_event(&rec, "exec_die", &[("execID", exec_id), ("exitCode", die_code)]);
-        let end = record::now();
-        if timed_out {
-            let output = format!("Health check exceeded timeout ({})", berth_format::go_duration_string(probe.timeout.as_nanos() as i64));
-            return HealthcheckResult { start, end, exit_code: -1, output };
+    /// The container's probe session, opened on first use (and again after a failure).
+    async fn probe_session<'s>(&self, ctr: &Ctr, probe: &Probe, session: &'s mut Option<Session>) -> Result<&'s mut Session, String> {
+        if session.is_none() {
+            let config = ExecConfig { cmd: Some(probe.argv.clone()), ..Default::default() };
+            let process = self.exec_process(&ctr.id, &config).map_err(|e| e.message)?;
+            let req = Request::Probe { process: Box::new(process), timeout_ms: probe.timeout.as_millis() as u64 };
+            let conn = match self.tasks.connect(&ctr.bundle, &req).await {
+                Ok(c) if c.reply.ok => c,
+                Ok(c) => return Err(c.reply.message),
+                Err(e) => return Err(e.to_string()),
+            };
+            *session = Some(Session { conn, line: String::new() });
         }
-        match code {
-            Some(c) => HealthcheckResult { start, end, exit_code: i64::from(c), output: out.text() },
-            None => HealthcheckResult { start, end, exit_code: -1, output: "the probe ended without an exit status".into() },
-        }
+        session.as_mut().ok_or_else(|| "no probe session".to_string())
     }
 }
 
@@ -363,14 +356,18 @@ mod tests {
     }
 
     #[test]
-    fn output_is_kept_to_four_kib() {
-        let mut o = Output::default();
-        o.push(b"hi\n");
-        assert_eq!(o.text(), "hi\n");
-        o.push(&vec![b'x'; 10_000]);
-        o.push(b"more");
-        let t = o.text();
-        assert_eq!(t.len(), MAX_OUTPUT + 3);
-        assert!(t.starts_with("hi\nxxx") && t.ends_with("x..."));
+    fn results_read_as_dockerd_records_them() {
+        let r = |v: Value| health_result(serde_json::from_value(v).unwrap(), Duration::from_secs(3));
+        let ok = r(serde_json::json!({"start": "s", "end": "e", "exit_code": 0, "output": "hi\n"}));
+        assert_eq!((ok.exit_code, ok.output.as_str(), ok.start.as_str()), (0, "hi\n", "s"));
+        let long = r(
+            serde_json::json!({"start": "s", "end": "e", "exit_code": 1, "output": "x".repeat(berth_shim::MAX_PROBE_OUTPUT), "truncated": true}),
+        );
+        assert_eq!((long.exit_code, long.output.len()), (1, berth_shim::MAX_PROBE_OUTPUT + 3));
+        assert!(long.output.ends_with("x..."));
+        let late = r(serde_json::json!({"start": "s", "end": "e", "timed_out": true}));
+        assert_eq!((late.exit_code, late.output.as_str()), (-1, "Health check exceeded timeout (3s)"));
+        let bad = r(serde_json::json!({"start": "s", "end": "e", "error": "no such file"}));
+        assert_eq!((bad.exit_code, bad.output.as_str()), (-1, "no such file"));
     }
 }
