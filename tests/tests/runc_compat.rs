@@ -60,17 +60,21 @@ impl Rt<'_> {
     }
 }
 
+/// runc and berth-runc, where both can run here (as root, runc installed).
+fn peers() -> Option<(Runc, Runtime)> {
+    if !is_root() {
+        return None;
+    }
+    Some((Runc::new()?, Runtime::new()))
+}
+
 fn both<'a>(ours: &'a Runtime, theirs: &'a Runc) -> [Rt<'a>; 2] {
     [Rt::Ours(ours), Rt::Theirs(theirs)]
 }
 
 #[test]
 fn a_created_container_is_deleted_without_force() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     for rt in both(&ours, &runc) {
         let b = Bundle::new(&["sleep", "300"]);
         let id = ours.id("created");
@@ -92,11 +96,7 @@ fn zombie(pid: i64) -> bool {
 
 #[test]
 fn exec_env_replaces_the_specs_and_caps_take_runcs_names() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let mut outputs = Vec::new();
     for rt in both(&ours, &runc) {
         let mut b = Bundle::new(&["sleep", "300"]);
@@ -121,11 +121,7 @@ fn exec_env_replaces_the_specs_and_caps_take_runcs_names() {
 
 #[test]
 fn runcs_own_default_spec_runs_ambient_capabilities_skipped_as_runc_skips_them() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     // `runc spec` lists ambient capabilities that are not inheritable.
     let b = Bundle::new(&["true"]);
     let dir = tempfile::tempdir().unwrap();
@@ -148,11 +144,7 @@ fn runcs_own_default_spec_runs_ambient_capabilities_skipped_as_runc_skips_them()
 
 #[test]
 fn hooks_without_env_get_the_runtimes_environment() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let mut outs = Vec::new();
     for rt in both(&ours, &runc) {
         let mut b = Bundle::new(&["true"]);
@@ -174,11 +166,7 @@ fn hooks_without_env_get_the_runtimes_environment() {
 
 #[test]
 fn failures_are_reported_as_runc_reports_them() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     for rt in both(&ours, &runc) {
         for cmd in [&["state", "nosuch"][..], &["kill", "nosuch"], &["delete", "nosuch"], &["start", "nosuch"]] {
             let r = rt.run(cmd);
@@ -196,11 +184,7 @@ fn failures_are_reported_as_runc_reports_them() {
 
 #[test]
 fn proc_through_a_symlink_is_refused() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     for rt in both(&ours, &runc) {
         let b = Bundle::new(&["true"]);
         let proc_dir = b.path().join("rootfs/proc");
@@ -217,11 +201,7 @@ fn proc_through_a_symlink_is_refused() {
 
 #[test]
 fn apparmor_profiles_and_selinux_labels_are_not_ignored() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let has = |p: &str| std::path::Path::new(p).exists();
     for (field, host_has) in [("apparmor", has("/sys/kernel/security/apparmor")), ("selinux", has("/sys/fs/selinux/enforce"))] {
         if host_has {
@@ -259,11 +239,7 @@ impl Drop for TmpMount {
 
 #[test]
 fn recursive_mount_options_reach_submounts() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let src = tempfile::tempdir().unwrap();
     let sub = src.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
@@ -286,11 +262,7 @@ fn recursive_mount_options_reach_submounts() {
 
 #[test]
 fn a_read_only_root_in_a_user_namespace_keeps_its_locked_flags() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     for rt in both(&ours, &runc) {
         let mut b = Bundle::new(&["sh", "-c", "touch /x 2>/dev/null; echo $?"]);
         b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
@@ -307,11 +279,7 @@ fn a_read_only_root_in_a_user_namespace_keeps_its_locked_flags() {
 
 #[test]
 fn a_shared_root_propagation_works_and_leaks_nothing_into_the_hosts_mounts() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let src = tempfile::tempdir().unwrap();
     for rt in both(&ours, &runc) {
         let mut b = Bundle::new(&["sh", "-c", "grep -q ' / / .*shared:' /proc/self/mountinfo && echo shared; sleep 300"]);
@@ -338,11 +306,7 @@ fn msg(stderr: &str) -> String {
 
 #[test]
 fn wrong_state_errors_read_as_runcs() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let mut seen = Vec::new();
     for rt in both(&ours, &runc) {
         let b = Bundle::new(&["sleep", "300"]);
@@ -395,11 +359,7 @@ fn host_mounts_under(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn without_a_mount_namespace_the_root_is_the_rootfs_and_delete_takes_the_mounts_away() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let mut outs = Vec::new();
     for rt in both(&ours, &runc) {
         // runc leaves such a container's mounts in the table it ran in: give it one of its own.
@@ -469,11 +429,7 @@ impl Drop for MountNs {
 
 #[test]
 fn a_mount_namespace_joined_by_path_gets_the_rootfs() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let mut outs = Vec::new();
     for rt in both(&ours, &runc) {
         let ns = MountNs::new();
@@ -491,11 +447,7 @@ fn a_mount_namespace_joined_by_path_gets_the_rootfs() {
 
 #[test]
 fn an_unknown_option_on_a_bind_mount_is_refused() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let src = tempfile::tempdir().unwrap();
     for rt in both(&ours, &runc) {
         let mut b = Bundle::new(&["sh", "-c", "touch /data/x && echo wrote"]);
@@ -543,11 +495,7 @@ fn make_sub_cgroups(cg: &str, sub: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn exec_runs_in_a_sub_cgroup_when_asked() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let v1 = std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists();
     let mut seen = Vec::new();
     for rt in both(&ours, &runc) {
@@ -688,11 +636,7 @@ fn notify_mkdir(b: &mut Bundle, listener: &str) {
 
 #[test]
 fn seccomp_notify_hands_the_listener_to_the_agent() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     let mut outs = Vec::new();
     for rt in both(&ours, &runc) {
         let agent = Agent::start();
@@ -723,11 +667,7 @@ fn seccomp_notify_hands_the_listener_to_the_agent() {
 
 #[test]
 fn seccomp_notify_without_an_agent_or_on_write_is_refused() {
-    if !is_root() {
-        return;
-    }
-    let Some(runc) = Runc::new() else { return };
-    let ours = Runtime::new();
+    let Some((runc, ours)) = peers() else { return };
     for rt in both(&ours, &runc) {
         let dir = tempfile::tempdir().unwrap();
         let nobody = dir.path().join("nobody.sock").to_string_lossy().into_owned();
