@@ -524,3 +524,55 @@ print("ok")
     let Some(r) = docker_py(&d, script, &[]) else { return };
     assert!(r.code == 0 && r.stdout.starts_with("ok"), "{r:?}");
 }
+
+#[test]
+fn docker_py_updates_limits_and_reads_logs_by_driver() {
+    let Some(d) = TestDaemon::with_busybox() else { return };
+    let script = r#"
+import docker, sys, time
+c = docker.DockerClient(base_url='unix://' + sys.argv[1])
+lc = docker.types.LogConfig(type='json-file', config={'max-size': '1k', 'max-file': '3'})
+cmd = ['sh', '-c', 'i=0; while [ $i -lt 200 ]; do echo line$i; i=$((i+1)); done; sleep 300']
+ctr = c.containers.run('busybox', cmd, detach=True, network_mode='none', log_config=lc)
+for _ in range(200):
+    if ctr.logs(tail=1) == b'line199\n':
+        break
+    time.sleep(0.05)
+# Rotated at 1 KiB into three files: the tail comes across them, the start is gone.
+assert ctr.logs(tail=2) == b'line198\nline199\n', ctr.logs(tail=2)
+assert not ctr.logs().startswith(b'line0\n'), 'three files of 1 KiB cannot hold 200 lines'
+ctr.reload()
+assert ctr.attrs['HostConfig']['LogConfig'] == {'Type': 'json-file', 'Config': {'max-size': '1k', 'max-file': '3'}}, ctr.attrs['HostConfig']['LogConfig']
+# Memory alone is refused where no swap limit was set (dockerd's rule): both, then.
+try:
+    ctr.update(mem_limit='64m')
+    raise SystemExit('memory without swap was taken')
+except docker.errors.APIError as e:
+    print('alone', e.status_code)
+ctr.update(mem_limit='64m', memswap_limit='128m', cpu_shares=512, restart_policy={'Name': 'on-failure', 'MaximumRetryCount': 2})
+ctr.reload()
+hc = ctr.attrs['HostConfig']
+got = (hc['Memory'], hc['MemorySwap'], hc['CpuShares'], hc['RestartPolicy'])
+assert got == (64 << 20, 128 << 20, 512, {'Name': 'on-failure', 'MaximumRetryCount': 2}), hc
+try:
+    ctr.update(mem_limit='1k', memswap_limit='128m')
+    raise SystemExit('a 1 KiB limit was taken')
+except docker.errors.APIError as e:
+    print('tiny', e.status_code, e.explanation)
+ctr.remove(force=True)
+quiet = c.containers.run('busybox', ['echo', 'gone'], detach=True, network_mode='none', log_config=docker.types.LogConfig(type='none'))
+quiet.wait()
+try:
+    quiet.logs()
+    raise SystemExit('logs of a container without a log')
+except docker.errors.APIError as e:
+    print('none', e.status_code, e.explanation)
+quiet.remove()
+"#;
+    let Some(r) = docker_py(&d, script, &[]) else { return };
+    let r = r.success();
+    assert!(r.stdout.contains("alone 409"), "{}", r.stdout);
+    assert!(r.stdout.contains("tiny 400 Minimum memory limit allowed is 6MB"), "{}", r.stdout);
+    assert!(r.stdout.contains("none 501 configured logging driver does not support reading"), "{}", r.stdout);
+    d.remove_all();
+}
