@@ -974,9 +974,9 @@ impl Container {
                 plan.join.push((t, path));
             }
         }
-        // A container without a mount namespace shares ours: joining none would leave the
-        // process on the host's root, where runc leaves it; it goes into the container's.
-        let root = namespaces::same_as_ours(init, "mnt").then(|| PathBuf::from(format!("/proc/{init}/root")));
+        // A container without a mount namespace shares ours (none to join): joining none would
+        // leave the process on the host's root, where runc leaves it; it goes into the container's.
+        let root = (!plan.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount)).then(|| PathBuf::from(format!("/proc/{init}/root")));
         let join = namespaces::open_all(&plan.join)?;
         // The init may have exited while we opened its namespaces.
         if !self.state.init.is_alive() {
